@@ -1,0 +1,158 @@
+//! The admin socket: how the CLI talks to a running daemon.
+//!
+//! sled allows one process per database, so while the daemon runs the CLI
+//! cannot open the store. The daemon listens on a Unix socket (mode 0600,
+//! beside the store) for one JSON request per line and answers with one JSON
+//! line. The protocol is deliberately tiny and local-only.
+
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+/// Errors on the admin socket.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Socket IO failed.
+    #[error("admin socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The daemon answered with an error or nonsense.
+    #[error("admin request failed: {0}")]
+    Remote(String),
+}
+
+/// A request to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Relationships, optionally of one customer.
+    Status {
+        /// Customer address.
+        customer: Option<String>,
+    },
+}
+
+/// One relationship as the CLI prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRow {
+    /// Partner id.
+    pub partner: String,
+    /// Customer address.
+    pub customer: String,
+    /// State name.
+    pub state: String,
+    /// RFC 3339 time of the last change.
+    pub since: String,
+}
+
+/// Answers a request from the store (used by the daemon, and by the CLI
+/// directly when no daemon runs).
+pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, String> {
+    match req {
+        Request::Status { customer } => {
+            let rels = match customer {
+                Some(c) => {
+                    let c = crate::address::normalize(c)
+                        .ok_or_else(|| format!("`{c}` is not an email address"))?;
+                    store.relationships_with(&c)
+                }
+                None => store.all_relationships(),
+            }
+            .map_err(|e| e.to_string())?;
+            let rows: Vec<StatusRow> = rels
+                .into_iter()
+                .map(|r| StatusRow {
+                    partner: r.partner,
+                    customer: r.customer,
+                    state: r.state.as_str().to_string(),
+                    since: crate::workflow::rfc3339(r.since),
+                })
+                .collect();
+            serde_json::to_value(rows).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Serves the socket until `shutdown` turns true.
+pub async fn serve(
+    path: PathBuf,
+    store: Arc<dyn Store>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), AdminError> {
+    let io = |source| AdminError::Io {
+        path: path.clone(),
+        source,
+    };
+    // A socket file left by a daemon that was killed would make bind fail.
+    if path.exists() {
+        std::fs::remove_file(&path).map_err(io)?;
+    }
+    let listener = tokio::net::UnixListener::bind(&path).map_err(io)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let (r, mut w) = stream.into_split();
+                    let mut lines = BufReader::new(r).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let reply = match serde_json::from_str::<Request>(&line) {
+                            Ok(req) => match answer(store.as_ref(), &req) {
+                                Ok(v) => serde_json::json!({"ok": v}),
+                                Err(e) => serde_json::json!({"error": e}),
+                            },
+                            Err(e) => serde_json::json!({"error": format!("bad request: {e}")}),
+                        };
+                        let mut out = reply.to_string();
+                        out.push('\n');
+                        if w.write_all(out.as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+/// Sends one request to a running daemon.
+pub async fn request(path: &Path, req: &Request) -> Result<serde_json::Value, AdminError> {
+    let io = |source| AdminError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let stream = tokio::net::UnixStream::connect(path).await.map_err(io)?;
+    let (r, mut w) = stream.into_split();
+    let mut line = serde_json::to_string(req).expect("requests serialise");
+    line.push('\n');
+    w.write_all(line.as_bytes()).await.map_err(io)?;
+    let mut lines = BufReader::new(r).lines();
+    let reply = lines
+        .next_line()
+        .await
+        .map_err(io)?
+        .ok_or_else(|| AdminError::Remote("the daemon closed the connection".into()))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&reply).map_err(|e| AdminError::Remote(e.to_string()))?;
+    if let Some(e) = v.get("error") {
+        return Err(AdminError::Remote(
+            e.as_str().unwrap_or("unknown").to_string(),
+        ));
+    }
+    Ok(v["ok"].take())
+}

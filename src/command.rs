@@ -1,0 +1,463 @@
+//! The partner command language: one command per line in a mail to the
+//! command address, in the spirit of Debian's `control@` server.
+//!
+//! Parsing is pure: text in, [`CommandScript`] out. Every line that was read
+//! is kept with its parse result so the transcript can echo it (`> invite …`)
+//! followed by the outcome. Quoted text is never executed: parsing stops at
+//! the first quoted line or reply header, at a signature separator, and at
+//! `thanks`/`quit`/`stop`.
+
+use crate::address;
+use crate::relationship::RelationshipState;
+
+/// At most this many commands are executed from one mail.
+pub const MAX_COMMANDS: usize = 50;
+/// After this many unknown commands the rest of the mail is skipped: it is
+/// probably not a command mail at all.
+pub const MAX_UNKNOWN: usize = 3;
+/// Lines longer than this are refused rather than parsed.
+pub const MAX_LINE_LEN: usize = 1000;
+
+/// A parsed partner command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send the command reference.
+    Help,
+    /// Invite a customer to grant delegated admin permissions.
+    Invite {
+        /// Customer address.
+        customer: String,
+        /// Customer organisation name.
+        name: Option<String>,
+        /// Locale override for the invitation.
+        locale: Option<String>,
+        /// Send the rendered invitation to the partner instead of the customer.
+        draft: bool,
+    },
+    /// Send a pending invitation again, with the same token.
+    Resend {
+        /// Customer address.
+        customer: String,
+    },
+    /// Show one relationship, or all of them.
+    Status {
+        /// Customer address; `None` for all.
+        customer: Option<String>,
+    },
+    /// List relationships, optionally only those in one state.
+    List {
+        /// Only this state.
+        state: Option<RelationshipState>,
+    },
+    /// Every transition of one relationship.
+    History {
+        /// Customer address.
+        customer: String,
+    },
+}
+
+/// Why a line is not a valid command. The text is shown to the partner.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The verb is not known.
+    #[error("unknown command `{0}`; send `help` for the list of commands")]
+    Unknown(String),
+    /// The verb is known but its arguments are wrong.
+    #[error("{verb}: {problem}. Usage: {usage}")]
+    Usage {
+        /// The verb.
+        verb: &'static str,
+        /// What is wrong.
+        problem: String,
+        /// The correct form.
+        usage: &'static str,
+    },
+    /// The line is longer than [`MAX_LINE_LEN`].
+    #[error("line too long ({0} characters); commands are short lines")]
+    TooLong(usize),
+}
+
+/// One command line and what it parsed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    /// The line as the partner wrote it (trimmed, comment removed), for the echo.
+    pub text: String,
+    /// The command, or why it is not one.
+    pub parsed: Result<Command, CommandError>,
+}
+
+/// Why parsing stopped before the end of the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// A `thanks`/`quit`/`stop` line.
+    StopWord,
+    /// A signature separator `-- `.
+    Signature,
+    /// A quoted line or reply header: quoted text is never executed.
+    Quote,
+    /// More than [`MAX_COMMANDS`] commands.
+    TooManyCommands,
+    /// More than [`MAX_UNKNOWN`] unknown commands.
+    TooManyUnknown,
+}
+
+/// Everything read from one command mail.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandScript {
+    /// The command lines, in order.
+    pub lines: Vec<CommandLine>,
+    /// Why reading stopped early, if it did.
+    pub stopped: Option<Stop>,
+}
+
+/// Usage strings, also the basis of `help`.
+pub const USAGE: &[(&str, &str)] = &[
+    ("help", "help"),
+    (
+        "invite",
+        "invite CUSTOMER [name \"Contoso Ltd\"] [locale en|ko] [draft]",
+    ),
+    ("resend", "resend CUSTOMER"),
+    ("status", "status [CUSTOMER]"),
+    (
+        "list",
+        "list [invited|active|declined|expired|permissions_removed|removed]",
+    ),
+    ("history", "history CUSTOMER"),
+];
+
+fn usage(verb: &'static str) -> &'static str {
+    USAGE
+        .iter()
+        .find(|(v, _)| *v == verb)
+        .map(|(_, u)| *u)
+        .unwrap_or("help")
+}
+
+/// Parses the text of a command mail (its first text part, or the subject
+/// when the body has no commands).
+pub fn parse_script(text: &str) -> CommandScript {
+    let lines: Vec<&str> = text.lines().collect();
+    // Everything from the first quote or reply header on is somebody else's
+    // text, usually our own previous transcript; never execute it.
+    let quote_at = crate::reply::quote_start(&lines).unwrap_or(lines.len());
+    let mut script = CommandScript::default();
+    let mut unknown = 0;
+    for (i, raw) in lines.iter().enumerate() {
+        if i >= quote_at {
+            script.stopped = Some(Stop::Quote);
+            break;
+        }
+        if *raw == "-- " || raw.trim_end() == "--" {
+            script.stopped = Some(Stop::Signature);
+            break;
+        }
+        let line = strip_comment(raw).trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('>') {
+            script.stopped = Some(Stop::Quote);
+            break;
+        }
+        if is_stop_word(line) {
+            script.stopped = Some(Stop::StopWord);
+            break;
+        }
+        if script.lines.len() == MAX_COMMANDS {
+            script.stopped = Some(Stop::TooManyCommands);
+            break;
+        }
+        let parsed = parse_line(line);
+        if matches!(parsed, Err(CommandError::Unknown(_))) {
+            unknown += 1;
+        }
+        script.lines.push(CommandLine {
+            text: line.chars().take(200).collect(),
+            parsed,
+        });
+        if unknown >= MAX_UNKNOWN {
+            let rest_has_text = lines[i + 1..quote_at.max(i + 1)]
+                .iter()
+                .any(|l| !strip_comment(l).trim().is_empty());
+            if rest_has_text {
+                script.stopped = Some(Stop::TooManyUnknown);
+            }
+            break;
+        }
+    }
+    script
+}
+
+fn strip_comment(line: &str) -> &str {
+    // `#` starts a comment, except inside a quoted name.
+    let mut in_quotes = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            '#' if !in_quotes => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+fn is_stop_word(line: &str) -> bool {
+    let w = line.trim_end_matches(['.', '!', ',']).trim().to_lowercase();
+    matches!(
+        w.as_str(),
+        "thanks" | "thank you" | "quit" | "stop" | "end" | "감사합니다"
+    )
+}
+
+/// Splits on white space, keeping `"double quoted"` runs together.
+fn words(line: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_quotes = false;
+    let mut had_quotes = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                in_quotes = !in_quotes;
+                had_quotes = true;
+            }
+            c if c.is_whitespace() && !in_quotes => {
+                if !cur.is_empty() || had_quotes {
+                    out.push(std::mem::take(&mut cur));
+                }
+                had_quotes = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if in_quotes {
+        return Err("a double quote is not closed".into());
+    }
+    if !cur.is_empty() || had_quotes {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// Parses one command line (comment already removed).
+pub fn parse_line(line: &str) -> Result<Command, CommandError> {
+    if line.chars().count() > MAX_LINE_LEN {
+        return Err(CommandError::TooLong(line.chars().count()));
+    }
+    let words = words(line).map_err(|problem| {
+        let verb = line.split_whitespace().next().unwrap_or("").to_lowercase();
+        match USAGE.iter().find(|(v, _)| *v == verb) {
+            Some((v, u)) => CommandError::Usage {
+                verb: v,
+                problem,
+                usage: u,
+            },
+            None => CommandError::Unknown(verb),
+        }
+    })?;
+    let Some((verb, args)) = words.split_first() else {
+        return Err(CommandError::Unknown(String::new()));
+    };
+    let verb_lc = verb.to_lowercase();
+    let err = |verb: &'static str, problem: String| CommandError::Usage {
+        verb,
+        problem,
+        usage: usage(verb),
+    };
+    let customer = |verb: &'static str, arg: Option<&String>| -> Result<String, CommandError> {
+        let arg = arg.ok_or_else(|| err(verb, "the customer's email address is missing".into()))?;
+        address::normalize(arg).ok_or_else(|| err(verb, format!("`{arg}` is not an email address")))
+    };
+    let no_more = |verb: &'static str, rest: &[String]| -> Result<(), CommandError> {
+        match rest.first() {
+            Some(extra) => Err(err(verb, format!("unexpected `{extra}`"))),
+            None => Ok(()),
+        }
+    };
+    match verb_lc.as_str() {
+        "help" | "?" => Ok(Command::Help),
+        "invite" => {
+            let customer = customer("invite", args.first())?;
+            let mut name = None;
+            let mut locale = None;
+            let mut draft = false;
+            let mut rest = args[1..].iter();
+            while let Some(opt) = rest.next() {
+                match opt.to_lowercase().as_str() {
+                    "name" => {
+                        let v = rest
+                            .next()
+                            .ok_or_else(|| err("invite", "`name` needs a value".into()))?;
+                        if v.trim().is_empty() || v.chars().any(char::is_control) || v.len() > 200 {
+                            return Err(err(
+                                "invite",
+                                "the name must be 1-200 characters on one line".into(),
+                            ));
+                        }
+                        name = Some(v.trim().to_string());
+                    }
+                    "locale" => {
+                        let v = rest
+                            .next()
+                            .ok_or_else(|| err("invite", "`locale` needs a value".into()))?
+                            .to_lowercase();
+                        if !crate::config::SUPPORTED_LOCALES.contains(&v.as_str()) {
+                            return Err(err(
+                                "invite",
+                                format!(
+                                    "locale `{v}` is not one of {}",
+                                    crate::config::SUPPORTED_LOCALES.join(", ")
+                                ),
+                            ));
+                        }
+                        locale = Some(v);
+                    }
+                    "draft" => draft = true,
+                    other => return Err(err("invite", format!("unknown option `{other}`"))),
+                }
+            }
+            Ok(Command::Invite {
+                customer,
+                name,
+                locale,
+                draft,
+            })
+        }
+        "resend" => {
+            let customer = customer("resend", args.first())?;
+            no_more("resend", &args[1..])?;
+            Ok(Command::Resend { customer })
+        }
+        "status" => {
+            let customer = match args.first() {
+                Some(_) => Some(customer("status", args.first())?),
+                None => None,
+            };
+            no_more("status", args.get(1..).unwrap_or(&[]))?;
+            Ok(Command::Status { customer })
+        }
+        "list" => {
+            let state = match args.first() {
+                Some(s) => Some(
+                    RelationshipState::parse(s)
+                        .ok_or_else(|| err("list", format!("`{s}` is not a relationship state")))?,
+                ),
+                None => None,
+            };
+            no_more("list", args.get(1..).unwrap_or(&[]))?;
+            Ok(Command::List { state })
+        }
+        "history" => {
+            let customer = customer("history", args.first())?;
+            no_more("history", &args[1..])?;
+            Ok(Command::History { customer })
+        }
+        _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmds(text: &str) -> Vec<Result<Command, CommandError>> {
+        parse_script(text)
+            .lines
+            .into_iter()
+            .map(|l| l.parsed)
+            .collect()
+    }
+
+    #[test]
+    fn invite_with_options() {
+        assert_eq!(
+            parse_line(r#"INVITE Alice@Contoso.test name "Contoso Ltd" locale KO draft"#),
+            Ok(Command::Invite {
+                customer: "alice@contoso.test".into(),
+                name: Some("Contoso Ltd".into()),
+                locale: Some("ko".into()),
+                draft: true
+            })
+        );
+        assert_eq!(
+            parse_line("invite bob@fabrikam.test"),
+            Ok(Command::Invite {
+                customer: "bob@fabrikam.test".into(),
+                name: None,
+                locale: None,
+                draft: false
+            })
+        );
+    }
+
+    #[test]
+    fn usage_errors_say_what_is_wrong() {
+        let e = parse_line("invite").unwrap_err().to_string();
+        assert!(
+            e.contains("missing") && e.contains("Usage: invite CUSTOMER"),
+            "{e}"
+        );
+        let e = parse_line("invite alice@contoso.test locale fr")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`fr`"), "{e}");
+        let e = parse_line("invite alice@contoso.test\r\nBcc: x@y.test")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown option `bcc:`"), "{e}");
+        let e = parse_line("invite alice@contoso.test name \"Contoso")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not closed"), "{e}");
+        let e = parse_line("list happy").unwrap_err().to_string();
+        assert!(e.contains("`happy`"), "{e}");
+        assert_eq!(
+            parse_line("frobnicate"),
+            Err(CommandError::Unknown("frobnicate".into()))
+        );
+    }
+
+    #[test]
+    fn script_stops_at_quotes_signatures_and_stop_words() {
+        let s = parse_script("invite a@b.test\n\n-- \nPartner One\ninvite c@d.test");
+        assert_eq!((s.lines.len(), s.stopped), (1, Some(Stop::Signature)));
+        let s = parse_script("status\nthanks!\nlist");
+        assert_eq!((s.lines.len(), s.stopped), (1, Some(Stop::StopWord)));
+        let s = parse_script("list\n> invite evil@x.test\n");
+        assert_eq!((s.lines.len(), s.stopped), (1, Some(Stop::Quote)));
+        let s = parse_script(
+            "list\n\nOn Mon, 1 Jan 2026 at 10:00, Liaison <commands@liaison.test> wrote:\n> invite evil@x.test\n",
+        );
+        assert_eq!(s.lines.len(), 1);
+        assert_eq!(s.stopped, Some(Stop::Quote));
+    }
+
+    #[test]
+    fn comments_and_case() {
+        assert_eq!(
+            cmds("# my commands\nLIST active # only active\nHelp"),
+            vec![
+                Ok(Command::List {
+                    state: Some(RelationshipState::Active)
+                }),
+                Ok(Command::Help)
+            ]
+        );
+    }
+
+    #[test]
+    fn limits() {
+        let many = "list\n".repeat(60);
+        let s = parse_script(&many);
+        assert_eq!(
+            (s.lines.len(), s.stopped),
+            (MAX_COMMANDS, Some(Stop::TooManyCommands))
+        );
+        let s = parse_script("Dear team,\nplease do this\nand that\nlist\n");
+        assert_eq!(s.lines.len(), 3);
+        assert_eq!(s.stopped, Some(Stop::TooManyUnknown));
+        let long = format!("invite {}", "a".repeat(2000));
+        assert!(matches!(parse_line(&long), Err(CommandError::TooLong(_))));
+    }
+}

@@ -1,0 +1,134 @@
+//! Turning a [`MailPlan`] and its rendered template into the RFC 5322 bytes
+//! that go into the outbox.
+//!
+//! Every mail carries `Auto-Submitted: auto-replied` (or `auto-generated`)
+//! and Liaison's own `X-Loop`, so well-behaved auto-responders stay quiet
+//! (RFC 3834) and Liaison recognises its own mail if it ever comes back.
+
+use crate::config::Config;
+use crate::store::OutgoingMail;
+use crate::templates::{Rendered, TemplateName, Templates};
+use crate::workflow::{MailPlan, Sender};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+
+/// Errors composing a mail.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// Rendering the template failed.
+    #[error(transparent)]
+    Template(#[from] crate::templates::TemplateError),
+    /// An address could not be used in a header.
+    #[error("cannot use address `{address}` in a mail header: {reason}")]
+    Address {
+        /// The address.
+        address: String,
+        /// lettre's message.
+        reason: String,
+    },
+    /// The message could not be built.
+    #[error("cannot build mail {message_id}: {reason}")]
+    Build {
+        /// Its Message-ID.
+        message_id: String,
+        /// lettre's message.
+        reason: String,
+    },
+}
+
+/// The X-Loop value Liaison puts on every mail (and refuses to answer).
+pub fn x_loop(config: &Config) -> String {
+    format!("liaison@{}", config.addresses.message_id_domain())
+}
+
+fn mailbox(name: Option<&str>, addr: &str) -> Result<Mailbox, ComposeError> {
+    let address =
+        addr.parse()
+            .map_err(|e: lettre::address::AddressError| ComposeError::Address {
+                address: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+    Ok(Mailbox::new(name.map(str::to_string), address))
+}
+
+fn raw_header(name: &'static str, value: String) -> HeaderValue {
+    HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
+}
+
+/// Renders and builds one planned mail. `now` is the Date header (Unix seconds).
+pub fn compose(
+    config: &Config,
+    templates: &Templates,
+    plan: &MailPlan,
+    now: u64,
+) -> Result<OutgoingMail, ComposeError> {
+    let Rendered {
+        subject,
+        text,
+        html,
+    } = templates.render(plan.template, &plan.locale, &plan.vars)?;
+    let from_addr = match plan.from {
+        Sender::Commands => &config.addresses.commands,
+        Sender::Invitations => &config.addresses.invitations,
+    };
+    let mut b = lettre::Message::builder()
+        .from(mailbox(Some(&config.addresses.from_name), from_addr)?)
+        .subject(subject.clone())
+        .message_id(Some(format!("<{}>", plan.message_id)))
+        .date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(now));
+    for to in &plan.to {
+        b = b.to(mailbox(None, to)?);
+    }
+    if let Some(r) = &plan.reply_to {
+        b = b.reply_to(mailbox(Some(&config.addresses.from_name), r)?);
+    }
+    if let Some(irt) = &plan.in_reply_to {
+        b = b.in_reply_to(format!("<{irt}>"));
+    }
+    if !plan.references.is_empty() {
+        let refs: Vec<String> = plan.references.iter().map(|r| format!("<{r}>")).collect();
+        b = b.references(refs.join(" "));
+    }
+    let auto = if plan.in_reply_to.is_some() && plan.template != TemplateName::Invitation {
+        "auto-replied"
+    } else {
+        "auto-generated"
+    };
+    b = b
+        .raw_header(raw_header("Auto-Submitted", auto.into()))
+        .raw_header(raw_header("X-Loop", x_loop(config)))
+        .raw_header(raw_header("X-Auto-Response-Suppress", "All".into()))
+        .raw_header(raw_header(
+            "X-Liaison-Template",
+            format!("{}/{}", plan.locale, plan.template.as_str()),
+        ));
+    let text_part = SinglePart::builder()
+        .header(ContentType::TEXT_PLAIN)
+        .body(text);
+    let built = match html {
+        Some(html) => b.multipart(
+            MultiPart::alternative().singlepart(text_part).singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_HTML)
+                    .body(html),
+            ),
+        ),
+        None => b.singlepart(text_part),
+    }
+    .map_err(|e| ComposeError::Build {
+        message_id: plan.message_id.clone(),
+        reason: e.to_string(),
+    })?;
+    let raw = String::from_utf8(built.formatted()).map_err(|e| ComposeError::Build {
+        message_id: plan.message_id.clone(),
+        reason: format!("not 7-bit clean: {e}"),
+    })?;
+    Ok(OutgoingMail {
+        message_id: plan.message_id.clone(),
+        envelope_from: from_addr.clone(),
+        recipients: plan.to.clone(),
+        raw,
+        subject,
+        invitation: plan.invitation,
+    })
+}

@@ -1,0 +1,784 @@
+//! The configuration file: its TOML shape, defaults, secret resolution and
+//! validation.
+//!
+//! Everything here happens before any connection is made, so that a typo in
+//! the file is reported with the key that holds it instead of surfacing as a
+//! confusing network error minutes later. Secrets are resolved once, into
+//! [`Secret`] values whose `Debug` output is redacted, so a stray `{:?}` in a
+//! log line can never print a password.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Errors raised while reading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key has the wrong type or is unknown.
+    #[error("config file {path} is not valid: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names the key and line.
+        message: String,
+    },
+    /// A key has a value of the right type that still cannot work.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `inbox[1].port`.
+        key: String,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+}
+
+/// Result alias for this module.
+pub type Result<T> = std::result::Result<T, ConfigError>;
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A secret value (password, token key). Its `Debug` and `Display` never show
+/// the value, so it cannot leak into logs by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value itself; call only where it is handed to a protocol.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How a connection to a mail server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain TCP. Only sensible on loopback.
+    None,
+    /// Plain TCP upgraded with STARTTLS before login.
+    Starttls,
+    /// TLS from the first byte (IMAPS 993, SMTPS 465).
+    Tls,
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the sled database lives.
+    pub store: StoreConfig,
+    /// The loopback admin socket the CLI uses while the daemon runs.
+    pub admin_socket: PathBuf,
+    /// IMAP accounts to watch; at least one.
+    pub inboxes: Vec<InboxConfig>,
+    /// The SMTP server mails are submitted to.
+    pub smtp: SmtpConfig,
+    /// Liaison's own addresses.
+    pub addresses: Addresses,
+    /// Token key and lifetimes.
+    pub security: SecurityConfig,
+    /// Folder holding the Handlebars templates.
+    pub templates_dir: PathBuf,
+    /// The partners allowed to send commands.
+    pub partners: Vec<Partner>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Folder of the sled database.
+    pub path: PathBuf,
+    /// sled page cache size in bytes; sled's 1 GB default is far too big for a
+    /// daemon that mostly idles.
+    pub cache_capacity_bytes: u64,
+}
+
+/// One `[[inbox]]`: an IMAP account and mailbox that Liaison watches.
+#[derive(Debug, Clone)]
+pub struct InboxConfig {
+    /// Name used in logs and as the key of this inbox's cursor in the store.
+    pub name: String,
+    /// Server host name or IP.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Transport security.
+    pub tls: TlsMode,
+    /// PEM file of extra trusted CA certificates (e.g. a self-signed server).
+    pub ca_file: Option<PathBuf>,
+    /// Login name.
+    pub username: String,
+    /// Login password.
+    pub password: Secret,
+    /// Mailbox to select.
+    pub mailbox: String,
+    /// Use IDLE when the server offers it.
+    pub idle: bool,
+    /// Seconds between polls when IDLE is off or not offered.
+    pub poll_interval_secs: u64,
+    /// Upper bound on every IMAP command, in seconds.
+    pub timeout_secs: u64,
+}
+
+/// `[smtp]`.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// Server host name or IP.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Transport security.
+    pub tls: TlsMode,
+    /// Login name, when the server wants authentication.
+    pub username: Option<String>,
+    /// Password for `username`.
+    pub password: Option<Secret>,
+    /// Upper bound on one SMTP transaction, in seconds.
+    pub timeout_secs: u64,
+    /// Parallel SMTP connections kept in the pool.
+    pub max_connections: u32,
+}
+
+/// `[addresses]`: Liaison's own mail addresses.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    /// Where partners send commands.
+    pub commands: String,
+    /// Sender of invitations; customers reply to `local+TOKEN@domain` of it.
+    pub invitations: String,
+    /// The vendor's support desk tickets go to.
+    pub support_desk: String,
+    /// Display name on every mail Liaison sends.
+    pub from_name: String,
+}
+
+impl Addresses {
+    /// The domain used in Message-IDs Liaison generates.
+    pub fn message_id_domain(&self) -> &str {
+        domain_of(&self.commands).unwrap_or("liaison.invalid")
+    }
+}
+
+/// `[security]`.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    /// Key for the HMAC that signs invitation tokens.
+    pub token_secret: Secret,
+    /// Days an invitation (and its token) stays valid.
+    pub invitation_ttl_days: u32,
+}
+
+/// One `[[partner]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partner {
+    /// Stable identifier used in the store and in `status` output.
+    pub id: String,
+    /// Name shown to customers ("Northwind Traders").
+    pub name: String,
+    /// Addresses allowed to send commands for this partner (lowercase).
+    pub emails: Vec<String>,
+    /// Default locale of mails for this partner and its customers.
+    pub locale: String,
+}
+
+/// Locales for which templates must exist.
+pub const SUPPORTED_LOCALES: &[&str] = &["en", "ko"];
+
+// ---- raw file shape -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    store: RawStore,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    inbox: Vec<RawInbox>,
+    smtp: RawSmtp,
+    addresses: RawAddresses,
+    security: RawSecurity,
+    #[serde(default)]
+    templates: RawTemplates,
+    #[serde(default)]
+    partner: Vec<RawPartner>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: PathBuf,
+    #[serde(default = "default_cache_mb")]
+    cache_capacity_mb: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    socket: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTemplates {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInbox {
+    name: String,
+    host: String,
+    port: u16,
+    tls: TlsMode,
+    ca_file: Option<PathBuf>,
+    username: String,
+    password: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    #[serde(default = "default_mailbox")]
+    mailbox: String,
+    #[serde(default = "default_true")]
+    idle: bool,
+    #[serde(default = "default_poll")]
+    poll_interval_secs: u64,
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    host: String,
+    port: u16,
+    tls: TlsMode,
+    username: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+    #[serde(default = "default_smtp_connections")]
+    max_connections: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAddresses {
+    commands: String,
+    invitations: String,
+    support_desk: String,
+    #[serde(default = "default_from_name")]
+    from_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    token_secret: Option<String>,
+    token_secret_env: Option<String>,
+    token_secret_file: Option<PathBuf>,
+    #[serde(default = "default_ttl")]
+    invitation_ttl_days: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPartner {
+    id: String,
+    name: String,
+    emails: Vec<String>,
+    #[serde(default = "default_locale")]
+    locale: String,
+}
+
+fn default_cache_mb() -> u64 {
+    16
+}
+fn default_mailbox() -> String {
+    "INBOX".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_poll() -> u64 {
+    30
+}
+fn default_timeout() -> u64 {
+    30
+}
+fn default_smtp_connections() -> u32 {
+    4
+}
+fn default_from_name() -> String {
+    "Liaison".into()
+}
+fn default_ttl() -> u32 {
+    90
+}
+fn default_locale() -> String {
+    "en".into()
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Relative paths inside it
+    /// (store, templates, secret files) are taken relative to the current
+    /// directory, like every other command-line tool does.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Config> {
+        if raw.store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path", "must not be empty"));
+        }
+        if raw.inbox.is_empty() {
+            return Err(invalid(
+                "inbox",
+                "at least one [[inbox]] is needed, or Liaison has nothing to watch",
+            ));
+        }
+        let mut inboxes = Vec::new();
+        for (i, r) in raw.inbox.into_iter().enumerate() {
+            let key = |k: &str| format!("inbox[{i}].{k}");
+            if r.name.trim().is_empty() {
+                return Err(invalid(key("name"), "must not be empty"));
+            }
+            if inboxes.iter().any(|b: &InboxConfig| b.name == r.name) {
+                return Err(invalid(key("name"), format!("`{}` is used twice", r.name)));
+            }
+            check_host(&key("host"), &r.host)?;
+            check_port(&key("port"), r.port)?;
+            if r.poll_interval_secs == 0 {
+                return Err(invalid(key("poll_interval_secs"), "must be at least 1"));
+            }
+            if r.timeout_secs == 0 {
+                return Err(invalid(key("timeout_secs"), "must be at least 1"));
+            }
+            let password = resolve_secret(
+                &format!("inbox[{i}].password"),
+                r.password,
+                r.password_env,
+                r.password_file,
+            )?
+            .ok_or_else(|| {
+                invalid(
+                    key("password"),
+                    "one of password, password_env or password_file is required",
+                )
+            })?;
+            inboxes.push(InboxConfig {
+                name: r.name,
+                host: r.host,
+                port: r.port,
+                tls: r.tls,
+                ca_file: r.ca_file,
+                username: r.username,
+                password,
+                mailbox: r.mailbox,
+                idle: r.idle,
+                poll_interval_secs: r.poll_interval_secs,
+                timeout_secs: r.timeout_secs,
+            });
+        }
+
+        let s = raw.smtp;
+        check_host("smtp.host", &s.host)?;
+        check_port("smtp.port", s.port)?;
+        if s.timeout_secs == 0 {
+            return Err(invalid("smtp.timeout_secs", "must be at least 1"));
+        }
+        if s.max_connections == 0 {
+            return Err(invalid("smtp.max_connections", "must be at least 1"));
+        }
+        let smtp_password =
+            resolve_secret("smtp.password", s.password, s.password_env, s.password_file)?;
+        if smtp_password.is_some() && s.username.is_none() {
+            return Err(invalid(
+                "smtp.username",
+                "a password is set but no username",
+            ));
+        }
+        let smtp = SmtpConfig {
+            host: s.host,
+            port: s.port,
+            tls: s.tls,
+            username: s.username,
+            password: smtp_password,
+            timeout_secs: s.timeout_secs,
+            max_connections: s.max_connections,
+        };
+
+        let a = raw.addresses;
+        let addresses = Addresses {
+            commands: check_address("addresses.commands", &a.commands)?,
+            invitations: check_address("addresses.invitations", &a.invitations)?,
+            support_desk: check_address("addresses.support_desk", &a.support_desk)?,
+            from_name: check_header_text("addresses.from_name", &a.from_name)?,
+        };
+        if addresses.invitations.contains('+') {
+            return Err(invalid(
+                "addresses.invitations",
+                "must not contain '+': Liaison appends +TOKEN to it",
+            ));
+        }
+
+        let sec = raw.security;
+        let token_secret = resolve_secret(
+            "security.token_secret",
+            sec.token_secret,
+            sec.token_secret_env,
+            sec.token_secret_file,
+        )?
+        .ok_or_else(|| {
+            invalid(
+                "security.token_secret",
+                "one of token_secret, token_secret_env or token_secret_file is required",
+            )
+        })?;
+        if token_secret.expose().len() < 16 {
+            return Err(invalid(
+                "security.token_secret",
+                "must be at least 16 characters (use 32+ random bytes, e.g. `openssl rand -hex 32`)",
+            ));
+        }
+        if sec.invitation_ttl_days == 0 {
+            return Err(invalid(
+                "security.invitation_ttl_days",
+                "must be at least 1",
+            ));
+        }
+
+        if raw.partner.is_empty() {
+            return Err(invalid(
+                "partner",
+                "at least one [[partner]] is needed, or nobody may send commands",
+            ));
+        }
+        let mut partners: Vec<Partner> = Vec::new();
+        for (i, p) in raw.partner.into_iter().enumerate() {
+            let key = |k: &str| format!("partner[{i}].{k}");
+            if p.id.is_empty()
+                || !p
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    key("id"),
+                    "must be non-empty and use only letters, digits, '-' and '_'",
+                ));
+            }
+            if partners.iter().any(|q| q.id == p.id) {
+                return Err(invalid(key("id"), format!("`{}` is used twice", p.id)));
+            }
+            if p.emails.is_empty() {
+                return Err(invalid(key("emails"), "needs at least one address"));
+            }
+            let mut emails = Vec::new();
+            for (j, e) in p.emails.iter().enumerate() {
+                let e = check_address(&format!("partner[{i}].emails[{j}]"), e)?;
+                if let Some(other) = partners.iter().find(|q| q.emails.contains(&e)) {
+                    return Err(invalid(
+                        format!("partner[{i}].emails[{j}]"),
+                        format!("{e} already belongs to partner `{}`", other.id),
+                    ));
+                }
+                emails.push(e);
+            }
+            if !SUPPORTED_LOCALES.contains(&p.locale.as_str()) {
+                return Err(invalid(
+                    key("locale"),
+                    format!("`{}` is not one of {:?}", p.locale, SUPPORTED_LOCALES),
+                ));
+            }
+            partners.push(Partner {
+                id: p.id,
+                name: check_header_text(&key("name"), &p.name)?,
+                emails,
+                locale: p.locale,
+            });
+        }
+
+        let admin_socket = raw.admin.socket.unwrap_or_else(|| {
+            let mut s = raw.store.path.clone().into_os_string();
+            s.push(".sock");
+            PathBuf::from(s)
+        });
+        Ok(Config {
+            store: StoreConfig {
+                path: raw.store.path,
+                cache_capacity_bytes: raw.store.cache_capacity_mb.max(1) * 1024 * 1024,
+            },
+            admin_socket,
+            inboxes,
+            smtp,
+            addresses,
+            security: SecurityConfig {
+                token_secret,
+                invitation_ttl_days: sec.invitation_ttl_days,
+            },
+            templates_dir: raw
+                .templates
+                .dir
+                .unwrap_or_else(|| PathBuf::from("templates")),
+            partners,
+        })
+    }
+
+    /// The partner an address belongs to, if any (case-insensitive).
+    pub fn partner_by_email(&self, email: &str) -> Option<&Partner> {
+        let email = email.to_ascii_lowercase();
+        self.partners.iter().find(|p| p.emails.contains(&email))
+    }
+
+    /// The partner with this id.
+    pub fn partner(&self, id: &str) -> Option<&Partner> {
+        self.partners.iter().find(|p| p.id == id)
+    }
+}
+
+fn resolve_secret(
+    key: &str,
+    inline: Option<String>,
+    env: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<Secret>> {
+    let given = inline.is_some() as u8 + env.is_some() as u8 + file.is_some() as u8;
+    if given > 1 {
+        return Err(invalid(
+            key,
+            "set only one of the inline value, `_env` and `_file`",
+        ));
+    }
+    if let Some(v) = inline {
+        return Ok(Some(Secret(v)));
+    }
+    if let Some(var) = env {
+        return match std::env::var(&var) {
+            Ok(v) if !v.is_empty() => Ok(Some(Secret(v))),
+            _ => Err(invalid(
+                format!("{key}_env"),
+                format!("environment variable {var} is not set or empty"),
+            )),
+        };
+    }
+    if let Some(path) = file {
+        return match std::fs::read_to_string(&path) {
+            // A trailing newline from `echo secret > file` is not part of it.
+            Ok(v) if !v.trim_end_matches(['\r', '\n']).is_empty() => {
+                Ok(Some(Secret(v.trim_end_matches(['\r', '\n']).to_string())))
+            }
+            Ok(_) => Err(invalid(
+                format!("{key}_file"),
+                format!("{} is empty", path.display()),
+            )),
+            Err(e) => Err(invalid(
+                format!("{key}_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )),
+        };
+    }
+    Ok(None)
+}
+
+fn check_host(key: &str, host: &str) -> Result<()> {
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(invalid(key, format!("`{host}` is not a host name or IP")));
+    }
+    Ok(())
+}
+
+fn check_port(key: &str, port: u16) -> Result<()> {
+    if port == 0 {
+        return Err(invalid(key, "must be 1-65535"));
+    }
+    Ok(())
+}
+
+fn check_header_text(key: &str, text: &str) -> Result<String> {
+    if text.trim().is_empty() || text.chars().any(|c| c.is_control()) {
+        return Err(invalid(
+            key,
+            "must be non-empty text without control characters",
+        ));
+    }
+    Ok(text.trim().to_string())
+}
+
+fn check_address(key: &str, addr: &str) -> Result<String> {
+    crate::address::normalize(addr).ok_or_else(|| {
+        invalid(
+            key,
+            format!("`{addr}` is not a plain email address like name@example.com"),
+        )
+    })
+}
+
+/// The domain part of an address.
+pub fn domain_of(addr: &str) -> Option<&str> {
+    addr.rsplit_once('@').map(|(_, d)| d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[store]
+path = "/tmp/x"
+[[inbox]]
+name = "commands"
+host = "127.0.0.1"
+port = 1143
+tls = "none"
+username = "commands@liaison.test"
+password = "pw"
+[smtp]
+host = "127.0.0.1"
+port = 2525
+tls = "none"
+[addresses]
+commands = "commands@liaison.test"
+invitations = "invites@liaison.test"
+support_desk = "helpdesk@liaison.test"
+[security]
+token_secret = "0123456789abcdef0123"
+[[partner]]
+id = "northwind"
+name = "Northwind"
+emails = ["Partner1@liaison.test"]
+"#;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn good_config_gets_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.inboxes[0].mailbox, "INBOX");
+        assert!(c.inboxes[0].idle);
+        assert_eq!(c.security.invitation_ttl_days, 90);
+        assert_eq!(c.partners[0].emails, vec!["partner1@liaison.test"]);
+        assert_eq!(c.partners[0].locale, "en");
+        assert_eq!(c.admin_socket, PathBuf::from("/tmp/x.sock"));
+        assert!(c.partner_by_email("PARTNER1@liaison.test").is_some());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let c = parse(GOOD).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("0123456789abcdef0123"), "{dbg}");
+        assert!(!dbg.contains("\"pw\""), "{dbg}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = GOOD.replace("[store]\n", "[store]\npaht = 1\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("paht"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (
+                GOOD.replace("tls = \"none\"\nusername", "tls = \"ssl\"\nusername"),
+                "tls",
+            ),
+            (GOOD.replace("port = 1143", "port = 0"), "inbox[0].port"),
+            (
+                GOOD.replace("\"0123456789abcdef0123\"", "\"short\""),
+                "security.token_secret",
+            ),
+            (
+                GOOD.replace("Partner1@liaison.test", "not an address"),
+                "partner[0].emails[0]",
+            ),
+            (GOOD.replace("password = \"pw\"", ""), "inbox[0].password"),
+            (
+                GOOD.replace(
+                    "password = \"pw\"",
+                    "password = \"pw\"\npassword_env = \"X\"",
+                ),
+                "inbox[0].password",
+            ),
+            (
+                GOOD.replace("invites@liaison.test", "invites+x@liaison.test"),
+                "addresses.invitations",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "expected `{key}` in: {err}");
+        }
+    }
+
+    #[test]
+    fn secret_from_missing_env_var_is_an_error() {
+        let text = GOOD.replace(
+            "password = \"pw\"",
+            "password_env = \"LIAISON_TEST_SURELY_UNSET_VAR\"",
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("LIAISON_TEST_SURELY_UNSET_VAR"), "{err}");
+    }
+
+    #[test]
+    fn secret_file_drops_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s");
+        std::fs::write(&f, "abcdefghijklmnopqrstuvwxyz\n").unwrap();
+        let text = GOOD.replace(
+            "token_secret = \"0123456789abcdef0123\"",
+            &format!("token_secret_file = {:?}", f.display().to_string()),
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.security.token_secret.expose(),
+            "abcdefghijklmnopqrstuvwxyz"
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! Wiring the daemon together: open the store, load templates, start one
+//! watcher per inbox, the outbox sender and the admin socket; on shutdown,
+//! tell every task, wait for them, and flush the store.
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::store::{SledStore, Store};
+use crate::templates::Templates;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Errors that stop the daemon from starting or from shutting down cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The store could not be opened or flushed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A template is missing or broken.
+    #[error(transparent)]
+    Templates(#[from] crate::templates::TemplateError),
+    /// SMTP could not be set up.
+    #[error(transparent)]
+    Smtp(#[from] crate::smtp::SmtpError),
+    /// The admin socket could not be opened.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+}
+
+/// Runs until `shutdown` completes, then stops cleanly: the message being
+/// processed is finished, in-flight mails are handed over or left queued,
+/// and the store is flushed.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let templates = Templates::load(&config.templates_dir)?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(
+        &config.store.path,
+        config.store.cache_capacity_bytes,
+        &config.admin_socket,
+    )?);
+    run_with(
+        Arc::new(config),
+        store,
+        templates,
+        Arc::new(SystemClock),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`] with its parts given, for tests.
+pub async fn run_with(
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    templates: Templates,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    // Whatever is in the store now becomes durable, so every queued mail
+    // from before a restart may be sent.
+    store.flush()?;
+    let (durable_tx, durable_rx) = watch::channel(store.last_outbox_id()?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mailer = crate::smtp::Mailer::new(&config.smtp)?;
+    let engine = Arc::new(Engine::new(
+        config.clone(),
+        store.clone(),
+        templates,
+        clock.clone(),
+    ));
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let admin_path = config.admin_socket.clone();
+    let admin_store = store.clone();
+    let admin_stop = stop_rx.clone();
+    tasks.spawn(async move {
+        if let Err(e) = crate::admin::serve(admin_path, admin_store, admin_stop).await {
+            tracing::error!(error = %e, "admin socket failed; the CLI cannot reach this daemon");
+        }
+    });
+    tasks.spawn(crate::smtp::run_outbox(
+        store.clone(),
+        mailer,
+        clock.clone(),
+        durable_rx,
+        stop_rx.clone(),
+    ));
+    for inbox in config.inboxes.iter().cloned() {
+        tasks.spawn(crate::imap::watch_inbox(
+            inbox,
+            engine.clone(),
+            durable_tx.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    tracing::info!(
+        inboxes = config.inboxes.len(),
+        partners = config.partners.len(),
+        store = %config.store.path.display(),
+        admin_socket = %config.admin_socket.display(),
+        "liaison started"
+    );
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    while let Some(r) = tasks.join_next().await {
+        if let Err(e) = r {
+            tracing::error!(error = %e, "a task failed during shutdown");
+        }
+    }
+    store.flush()?;
+    tracing::info!("stopped; store flushed");
+    Ok(())
+}

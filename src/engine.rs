@@ -1,0 +1,189 @@
+//! One inbound message through the core and into the store: parse, dedupe,
+//! decide, render, commit. The imperative counterpart of [`crate::workflow`].
+//!
+//! A message's effects (state, invitations, outgoing mails), its processed
+//! marker and the inbox cursor are committed in one atomic write, so after a
+//! crash a message is either fully done or not done at all. Durability needs
+//! a flush, which the caller does once per batch (group commit).
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::{Changes, Cursor, Processed, Store, StoreError};
+use crate::templates::Templates;
+use crate::token::TokenKey;
+use crate::workflow::{self, Context, MailClass};
+use std::sync::{Arc, Mutex};
+
+/// Errors that stop processing (the message stays unprocessed and is tried
+/// again later). Bad input is *not* an error: it is quarantined.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Messages larger than this are quarantined unread.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 10 * 1024 * 1024;
+
+/// The outcome of one message, for logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Message-ID or body hash.
+    pub key: String,
+    /// Classification (`command`, `customer`, `ignored`, `quarantined`, `duplicate`).
+    pub class: String,
+    /// What happened.
+    pub summary: String,
+    /// Subjects of the mails queued.
+    pub queued: Vec<String>,
+}
+
+/// Processes messages; shared by every inbox task.
+pub struct Engine {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    templates: Templates,
+    tokens: TokenKey,
+    clock: Arc<dyn Clock>,
+    /// Serialises decide-and-commit across inboxes: two mails about the same
+    /// relationship arriving in different inboxes must not both read the old
+    /// state.
+    lock: Mutex<()>,
+}
+
+impl Engine {
+    /// An engine over the given parts.
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        templates: Templates,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let tokens = TokenKey::new(config.security.token_secret.expose().as_bytes());
+        Engine {
+            config,
+            store,
+            templates,
+            tokens,
+            clock,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Processes one fetched message and records `cursor` for its inbox in
+    /// the same commit. Does not flush.
+    pub fn process(&self, inbox: &str, cursor: Cursor, raw: &[u8]) -> Result<Outcome, EngineError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.clock.now();
+        // A message that cannot be parsed has no Message-ID to key it by;
+        // its place in the mailbox identifies it instead.
+        let bad_key = format!(
+            "quarantine:{inbox}:{}:{}",
+            cursor.uid_validity, cursor.last_uid
+        );
+        let cursor = Some((inbox.to_string(), cursor));
+        let mail = match crate::inbound::parse(raw, DEFAULT_MAX_MESSAGE_BYTES) {
+            Ok(m) => m,
+            Err(e) => return self.record(bad_key, "quarantined", e.to_string(), now, cursor),
+        };
+        if let Some(prev) = self.store.processed(&mail.key)? {
+            self.store.commit(Changes {
+                cursor,
+                ..Default::default()
+            })?;
+            return Ok(Outcome {
+                key: mail.key,
+                class: "duplicate".into(),
+                summary: format!(
+                    "already processed at {} as {}",
+                    workflow::rfc3339(prev.at),
+                    prev.class
+                ),
+                queued: vec![],
+            });
+        }
+        let ctx = Context {
+            config: &self.config,
+            tokens: &self.tokens,
+            now,
+        };
+        let decision = match workflow::decide(&ctx, self.store.as_ref(), &mail) {
+            Ok(d) => d,
+            Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
+        };
+        let mut outbox = Vec::new();
+        for plan in &decision.mails {
+            match crate::compose::compose(&self.config, &self.templates, plan, now) {
+                Ok(m) => outbox.push(m),
+                Err(e) => {
+                    // Nothing of this decision is applied: half a decision
+                    // (state changed, no mail) would be worse than none.
+                    return self.record(
+                        mail.key,
+                        "quarantined",
+                        format!("could not compose a reply: {e}"),
+                        now,
+                        cursor,
+                    );
+                }
+            }
+        }
+        let queued: Vec<String> = outbox.iter().map(|m| m.subject.clone()).collect();
+        let class = decision.class.name().to_string();
+        let processed = Processed {
+            key: mail.key.clone(),
+            at: now,
+            class: class.clone(),
+            summary: decision.summary.clone(),
+        };
+        self.store.commit(Changes {
+            relationships: decision.relationships,
+            invitations: decision.invitations,
+            outbox,
+            processed: vec![processed],
+            cursor,
+        })?;
+        if decision.class == MailClass::Ignored {
+            tracing::info!(key = %mail.key, reason = %decision.summary, "mail ignored");
+        }
+        Ok(Outcome {
+            key: mail.key,
+            class,
+            summary: decision.summary,
+            queued,
+        })
+    }
+
+    fn record(
+        &self,
+        key: String,
+        class: &str,
+        summary: String,
+        now: u64,
+        cursor: Option<(String, Cursor)>,
+    ) -> Result<Outcome, EngineError> {
+        tracing::warn!(%key, %summary, "mail {class}");
+        self.store.commit(Changes {
+            processed: vec![Processed {
+                key: key.clone(),
+                at: now,
+                class: class.to_string(),
+                summary: summary.clone(),
+            }],
+            cursor,
+            ..Default::default()
+        })?;
+        Ok(Outcome {
+            key,
+            class: class.to_string(),
+            summary,
+            queued: vec![],
+        })
+    }
+}

@@ -1,0 +1,413 @@
+//! Watching an IMAP mailbox: connect (plain, STARTTLS or TLS), log in,
+//! fetch everything after the stored cursor, hand each message to the
+//! [`Engine`], then wait with IDLE (or poll) and repeat.
+//!
+//! async-imap has no timeouts of its own outside IDLE, so every call here is
+//! wrapped in one: a server that stops answering must cost a reconnect, not
+//! a hung daemon. An IDLE wake-up is only a hint; after each one the mailbox
+//! is re-synced by UID, because notices can be missed between two waits.
+
+use crate::config::{InboxConfig, TlsMode};
+use crate::engine::Engine;
+use crate::store::Cursor;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+/// Errors talking to an IMAP server.
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    /// TCP connection failed.
+    #[error("cannot connect to IMAP server {host}:{port}: {source}")]
+    Connect {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TLS set-up failed.
+    #[error("TLS with IMAP server {host}:{port} failed: {reason}")]
+    Tls {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// What failed.
+        reason: String,
+    },
+    /// The server refused the login.
+    #[error("IMAP login as {user} on {host}:{port} refused: {reason}")]
+    Login {
+        /// Login name.
+        user: String,
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// The server's answer.
+        reason: String,
+    },
+    /// A command failed.
+    #[error("IMAP {command} on {inbox} failed: {reason}")]
+    Command {
+        /// Inbox name.
+        inbox: String,
+        /// The command.
+        command: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// A command took longer than the configured timeout.
+    #[error("IMAP {command} on {inbox} timed out after {secs} s")]
+    Timeout {
+        /// Inbox name.
+        inbox: String,
+        /// The command.
+        command: &'static str,
+        /// The timeout.
+        secs: u64,
+    },
+    /// Processing a message failed in the store.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+}
+
+/// Any byte stream an IMAP session can run over.
+pub trait ImapStream: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> ImapStream for T {}
+
+/// A logged-in session.
+pub type Session = async_imap::Session<Box<dyn ImapStream>>;
+
+/// Messages fetched per round trip; bounds memory on a large backlog.
+const FETCH_CHUNK: usize = 100;
+/// IDLE is restarted this often even when nothing happens (RFC 2177 asks
+/// for less than 29 minutes).
+const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
+
+async fn timed<T, E: std::fmt::Display>(
+    cfg: &InboxConfig,
+    command: &'static str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ImapError> {
+    match tokio::time::timeout(Duration::from_secs(cfg.timeout_secs), fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ImapError::Command {
+            inbox: cfg.name.clone(),
+            command,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(ImapError::Timeout {
+            inbox: cfg.name.clone(),
+            command,
+            secs: cfg.timeout_secs,
+        }),
+    }
+}
+
+/// A rustls client configuration trusting the web PKI roots plus an
+/// optional PEM file of extra CAs.
+pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
+        }
+    }
+    Ok(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+async fn tls_wrap(
+    cfg: &InboxConfig,
+    tcp: tokio::net::TcpStream,
+) -> Result<Box<dyn ImapStream>, ImapError> {
+    let tls_err = |reason: String| ImapError::Tls {
+        host: cfg.host.clone(),
+        port: cfg.port,
+        reason,
+    };
+    let config = tls_config(cfg.ca_file.as_deref()).map_err(tls_err)?;
+    let name = rustls::pki_types::ServerName::try_from(cfg.host.clone())
+        .map_err(|e| tls_err(e.to_string()))?;
+    let stream = timed(
+        cfg,
+        "TLS handshake",
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+    )
+    .await?;
+    Ok(Box::new(stream))
+}
+
+/// Connects and logs in.
+pub async fn connect(cfg: &InboxConfig) -> Result<Session, ImapError> {
+    let tcp = match tokio::time::timeout(
+        Duration::from_secs(cfg.timeout_secs),
+        tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => {
+            return Err(ImapError::Connect {
+                host: cfg.host.clone(),
+                port: cfg.port,
+                source,
+            })
+        }
+        Err(_) => {
+            return Err(ImapError::Timeout {
+                inbox: cfg.name.clone(),
+                command: "connect",
+                secs: cfg.timeout_secs,
+            })
+        }
+    };
+    tcp.set_nodelay(true).ok();
+    let stream: Box<dyn ImapStream> = match cfg.tls {
+        TlsMode::None => Box::new(tcp),
+        TlsMode::Tls => tls_wrap(cfg, tcp).await?,
+        TlsMode::Starttls => {
+            let mut client = async_imap::Client::new(tcp);
+            greeting(cfg, &mut client).await?;
+            timed(
+                cfg,
+                "STARTTLS",
+                client.run_command_and_check_ok("STARTTLS", None),
+            )
+            .await?;
+            tls_wrap(cfg, client.into_inner()).await?
+        }
+    };
+    let mut client = async_imap::Client::new(stream);
+    if cfg.tls != TlsMode::Starttls {
+        greeting(cfg, &mut client).await?;
+    }
+    match tokio::time::timeout(
+        Duration::from_secs(cfg.timeout_secs),
+        client.login(&cfg.username, cfg.password.expose()),
+    )
+    .await
+    {
+        Ok(Ok(session)) => Ok(session),
+        Ok(Err((e, _))) => Err(ImapError::Login {
+            user: cfg.username.clone(),
+            host: cfg.host.clone(),
+            port: cfg.port,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(ImapError::Timeout {
+            inbox: cfg.name.clone(),
+            command: "LOGIN",
+            secs: cfg.timeout_secs,
+        }),
+    }
+}
+
+async fn greeting<T: ImapStream>(
+    cfg: &InboxConfig,
+    client: &mut async_imap::Client<T>,
+) -> Result<(), ImapError> {
+    match tokio::time::timeout(
+        Duration::from_secs(cfg.timeout_secs),
+        client.read_response(),
+    )
+    .await
+    {
+        Ok(Ok(Some(_))) => Ok(()),
+        Ok(Ok(None)) => Err(ImapError::Command {
+            inbox: cfg.name.clone(),
+            command: "greeting",
+            reason: "server closed the connection".into(),
+        }),
+        Ok(Err(e)) => Err(ImapError::Command {
+            inbox: cfg.name.clone(),
+            command: "greeting",
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(ImapError::Timeout {
+            inbox: cfg.name.clone(),
+            command: "greeting",
+            secs: cfg.timeout_secs,
+        }),
+    }
+}
+
+/// Watches one inbox until `shutdown` turns true, reconnecting with backoff.
+pub async fn watch_inbox(
+    cfg: InboxConfig,
+    engine: Arc<Engine>,
+    durable: watch::Sender<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match run_session(&cfg, &engine, &durable, &mut shutdown).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(inbox = %cfg.name, error = %e, retry_in_secs = backoff.as_secs(), "IMAP session ended; reconnecting");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+async fn run_session(
+    cfg: &InboxConfig,
+    engine: &Arc<Engine>,
+    durable: &watch::Sender<u64>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), ImapError> {
+    let mut session = connect(cfg).await?;
+    let mailbox = timed(cfg, "SELECT", session.select(&cfg.mailbox)).await?;
+    let uid_validity = mailbox.uid_validity.unwrap_or(0);
+    let caps = timed(cfg, "CAPABILITY", session.capabilities()).await?;
+    let use_idle = cfg.idle && caps.has_str("IDLE");
+    tracing::info!(inbox = %cfg.name, mailbox = %cfg.mailbox, uid_validity, idle = use_idle, "watching");
+    loop {
+        sync(cfg, &mut session, engine, durable, uid_validity).await?;
+        while session.unsolicited_responses.try_recv().is_ok() {}
+        if *shutdown.borrow() {
+            let _ = timed(cfg, "LOGOUT", session.logout()).await;
+            return Ok(());
+        }
+        if use_idle {
+            let mut handle = session.idle();
+            timed(cfg, "IDLE", handle.init()).await?;
+            let stopped = {
+                let (wait, _stop) = handle.wait_with_timeout(IDLE_RENEW);
+                tokio::select! {
+                    r = wait => {
+                        r.map_err(|e| ImapError::Command { inbox: cfg.name.clone(), command: "IDLE", reason: e.to_string() })?;
+                        false
+                    }
+                    _ = shutdown.changed() => true,
+                }
+            };
+            session = timed(cfg, "DONE", handle.done()).await?;
+            if stopped {
+                let _ = timed(cfg, "LOGOUT", session.logout()).await;
+                return Ok(());
+            }
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(cfg.poll_interval_secs)) => {}
+                _ = shutdown.changed() => {}
+            }
+            timed(cfg, "NOOP", session.noop()).await?;
+        }
+    }
+}
+
+/// Fetches and processes every message after the cursor.
+async fn sync(
+    cfg: &InboxConfig,
+    session: &mut Session,
+    engine: &Arc<Engine>,
+    durable: &watch::Sender<u64>,
+    uid_validity: u32,
+) -> Result<(), ImapError> {
+    let store = engine.store().clone();
+    let stored = store
+        .cursor(&cfg.name)
+        .map_err(crate::engine::EngineError::from)?;
+    let last_uid = match stored {
+        Some(c) if c.uid_validity == uid_validity => c.last_uid,
+        Some(c) => {
+            // The mailbox was recreated: UIDs mean something else now.
+            // Rescan everything; Message-ID dedupe keeps it from reprocessing.
+            tracing::warn!(inbox = %cfg.name, old = c.uid_validity, new = uid_validity, "UIDVALIDITY changed; rescanning the mailbox");
+            0
+        }
+        None => 0,
+    };
+    let found = timed(
+        cfg,
+        "UID SEARCH",
+        session.uid_search(format!("UID {}:*", last_uid.saturating_add(1))),
+    )
+    .await?;
+    // `n:*` always matches the last message even when its UID is below n.
+    let mut uids: Vec<u32> = found.into_iter().filter(|&u| u > last_uid).collect();
+    uids.sort_unstable();
+    for chunk in uids.chunks(FETCH_CHUNK) {
+        let set = chunk
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let fetched: Vec<(u32, Vec<u8>)> = timed(cfg, "UID FETCH", async {
+            let mut stream = session.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
+            let mut out = Vec::new();
+            // Drain the whole response before the next command.
+            while let Some(item) = stream.next().await {
+                let f = item?;
+                if let (Some(uid), Some(body)) = (f.uid, f.body()) {
+                    out.push((uid, body.to_vec()));
+                }
+            }
+            Ok::<_, async_imap::error::Error>(out)
+        })
+        .await?;
+        let mut fetched = fetched;
+        fetched.sort_by_key(|(uid, _)| *uid);
+        for (uid, raw) in fetched {
+            let outcome = engine.process(
+                &cfg.name,
+                Cursor {
+                    uid_validity,
+                    last_uid: uid,
+                },
+                &raw,
+            )?;
+            tracing::info!(
+                inbox = %cfg.name,
+                uid,
+                message_id = %outcome.key,
+                class = %outcome.class,
+                summary = %outcome.summary,
+                queued = outcome.queued.len(),
+                "processed"
+            );
+        }
+        // Group commit: one durable flush per chunk, then the outbox may
+        // send what this chunk queued.
+        // Read the last id *before* flushing: everything up to it is then
+        // durable, even if another inbox commits more in the meantime.
+        let last = store
+            .last_outbox_id()
+            .map_err(crate::engine::EngineError::from)?;
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.flush())
+            .await
+            .expect("flush task panicked")
+            .map_err(crate::engine::EngineError::from)?;
+        durable.send_if_modified(|v| {
+            let changed = last > *v;
+            *v = (*v).max(last);
+            changed
+        });
+    }
+    Ok(())
+}

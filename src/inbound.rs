@@ -1,0 +1,257 @@
+//! Turning the raw bytes of a fetched message into an [`InboundMail`]: the
+//! plain data the workflow decides on.
+//!
+//! Only this module touches `mail-parser`; the rest of the crate sees owned
+//! strings. Parsing is total: a message that cannot be read yields an
+//! [`InboundError`] naming what is wrong, which the caller records as a
+//! quarantine reason instead of crashing or dropping the message.
+
+use sha2::{Digest, Sha256};
+
+/// Why a message could not be turned into an [`InboundMail`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboundError {
+    /// Bigger than the configured limit; not parsed at all.
+    #[error("message is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not a parseable RFC 5322 message.
+    #[error("message is not valid MIME: {0}")]
+    Malformed(String),
+}
+
+/// A received mail, reduced to what Liaison needs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InboundMail {
+    /// Message-ID without angle brackets, if present.
+    pub message_id: Option<String>,
+    /// Dedupe key: the Message-ID, or a hash of the whole message when there
+    /// is none, so a message without one is still processed only once.
+    pub key: String,
+    /// The From address, lowercase, if it has one.
+    pub from: Option<String>,
+    /// The From display name.
+    pub from_name: Option<String>,
+    /// To and Cc addresses, lowercase.
+    pub recipients: Vec<String>,
+    /// Delivered-To headers (the final recipient incl. `+tag`, added by the
+    /// delivering server; survives clients that rewrite To).
+    pub delivered_to: Vec<String>,
+    /// Subject, or empty.
+    pub subject: String,
+    /// In-Reply-To ids without angle brackets.
+    pub in_reply_to: Vec<String>,
+    /// References ids without angle brackets.
+    pub references: Vec<String>,
+    /// The first text part; an HTML-only body converted to text.
+    pub text: String,
+    /// Why this is an automatic message that must not be answered (RFC 3834),
+    /// if it is one.
+    pub automatic: Option<String>,
+    /// The size of the raw message in bytes.
+    pub size: usize,
+}
+
+/// Parses `raw`, refusing messages bigger than `max_bytes` before parsing.
+pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> {
+    if raw.len() > max_bytes {
+        return Err(InboundError::TooLarge {
+            size: raw.len(),
+            limit: max_bytes,
+        });
+    }
+    let msg = mail_parser::MessageParser::default()
+        .parse(raw)
+        .ok_or_else(|| InboundError::Malformed("no header section could be read".into()))?;
+    if msg.headers().is_empty() {
+        return Err(InboundError::Malformed("the message has no headers".into()));
+    }
+
+    let addrs = |a: Option<&mail_parser::Address>| -> Vec<String> {
+        a.map(|a| {
+            a.iter()
+                .filter_map(|x| x.address())
+                .filter_map(crate::address::normalize)
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let from_addr = msg.from().and_then(|a| a.first());
+    let from = from_addr
+        .and_then(|a| a.address())
+        .and_then(crate::address::normalize);
+    let from_name = from_addr.and_then(|a| a.name()).map(str::to_string);
+    let mut recipients = addrs(msg.to());
+    recipients.extend(addrs(msg.cc()));
+
+    let mut delivered_to = Vec::new();
+    let mut automatic = None;
+    for (name, value) in msg.headers_raw() {
+        let value = value.trim();
+        let lname = name.to_ascii_lowercase();
+        match lname.as_str() {
+            "delivered-to" | "x-original-to" => {
+                if let Some(a) = crate::address::normalize(value.trim_matches(['<', '>'])) {
+                    delivered_to.push(a);
+                }
+            }
+            _ => {}
+        }
+        if automatic.is_none() {
+            automatic = automatic_reason(&lname, value);
+        }
+    }
+    if automatic.is_none() {
+        if let Some(f) = &from {
+            let local = f.split('@').next().unwrap_or("");
+            if local == "mailer-daemon" || local == "postmaster" {
+                automatic = Some(format!("sender is {local}"));
+            }
+        }
+    }
+    let id_list = |v: &mail_parser::HeaderValue| -> Vec<String> {
+        match v {
+            mail_parser::HeaderValue::Text(t) => vec![t.to_string()],
+            mail_parser::HeaderValue::TextList(l) => l.iter().map(|t| t.to_string()).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let message_id = msg.message_id().map(str::to_string);
+    let key = match &message_id {
+        Some(id) => id.clone(),
+        None => format!(
+            "sha256:{}",
+            data_encoding::HEXLOWER.encode(&Sha256::digest(raw))
+        ),
+    };
+    let text = msg
+        .body_text(0)
+        .map(|t| t.replace("\r\n", "\n"))
+        .unwrap_or_default();
+    Ok(InboundMail {
+        message_id,
+        key,
+        from,
+        from_name,
+        recipients,
+        delivered_to,
+        subject: msg.subject().unwrap_or("").to_string(),
+        in_reply_to: id_list(msg.in_reply_to()),
+        references: id_list(msg.references()),
+        text,
+        automatic,
+        size: raw.len(),
+    })
+}
+
+/// RFC 3834 and common practice: headers that mark a message as automatic.
+/// Answering those is how mail loops start.
+fn automatic_reason(name: &str, value: &str) -> Option<String> {
+    let v = value.to_ascii_lowercase();
+    match name {
+        "auto-submitted" if v != "no" && !v.is_empty() => Some(format!("Auto-Submitted: {value}")),
+        "precedence" if ["bulk", "junk", "list", "auto_reply"].contains(&v.as_str()) => {
+            Some(format!("Precedence: {value}"))
+        }
+        "x-auto-response-suppress" => Some(format!("X-Auto-Response-Suppress: {value}")),
+        "list-id" => Some("List-Id present (mailing list)".into()),
+        "x-loop" if v.contains("liaison") => Some("our own X-Loop header".into()),
+        "return-path" if v == "<>" => Some("empty Return-Path (bounce)".into()),
+        "content-type" if v.contains("multipart/report") => {
+            Some("delivery or disposition report".into())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAIL: &str = "From: Partner One <Partner1@Liaison.test>\r\n\
+To: commands@liaison.test\r\n\
+Delivered-To: invites+abc@liaison.test\r\n\
+Subject: Re: hello\r\n\
+Message-ID: <m1@x.test>\r\n\
+In-Reply-To: <prev@liaison.test>\r\n\
+References: <a@x> <prev@liaison.test>\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+invite alice@contoso.test\r\n";
+
+    #[test]
+    fn parses_the_fields_liaison_uses() {
+        let m = parse(MAIL.as_bytes(), 1 << 20).unwrap();
+        assert_eq!(m.from.as_deref(), Some("partner1@liaison.test"));
+        assert_eq!(m.from_name.as_deref(), Some("Partner One"));
+        assert_eq!(m.recipients, vec!["commands@liaison.test"]);
+        assert_eq!(m.delivered_to, vec!["invites+abc@liaison.test"]);
+        assert_eq!(m.message_id.as_deref(), Some("m1@x.test"));
+        assert_eq!(m.key, "m1@x.test");
+        assert_eq!(m.in_reply_to, vec!["prev@liaison.test"]);
+        assert_eq!(m.references, vec!["a@x", "prev@liaison.test"]);
+        assert_eq!(m.text.trim(), "invite alice@contoso.test");
+        assert_eq!(m.automatic, None);
+    }
+
+    #[test]
+    fn html_only_bodies_become_text() {
+        let raw = "From: a@b.test\r\nSubject: x\r\nContent-Type: text/html\r\n\r\n<p>Accept</p><div>thanks</div>";
+        let m = parse(raw.as_bytes(), 1 << 20).unwrap();
+        assert!(m.text.contains("Accept"), "{:?}", m.text);
+        assert!(!m.text.contains("<p>"));
+    }
+
+    #[test]
+    fn korean_legacy_charset_is_decoded() {
+        // "수락합니다" in EUC-KR.
+        let mut raw =
+            b"From: a@b.test\r\nSubject: x\r\nContent-Type: text/plain; charset=euc-kr\r\n\r\n"
+                .to_vec();
+        raw.extend_from_slice(&[0xbc, 0xf6, 0xb6, 0xf4, 0xc7, 0xd5, 0xb4, 0xcf, 0xb4, 0xd9]);
+        let m = parse(&raw, 1 << 20).unwrap();
+        assert_eq!(m.text.trim(), "수락합니다");
+    }
+
+    #[test]
+    fn automatic_mails_are_recognised() {
+        for (hdr, expect) in [
+            ("Auto-Submitted: auto-replied", true),
+            ("Auto-Submitted: no", false),
+            ("Precedence: bulk", true),
+            ("X-Auto-Response-Suppress: All", true),
+            ("List-Id: <x.lists.test>", true),
+            ("Return-Path: <>", true),
+            ("X-Loop: liaison@liaison.test", true),
+        ] {
+            let raw = format!("From: a@b.test\r\n{hdr}\r\nSubject: x\r\n\r\nbody");
+            let m = parse(raw.as_bytes(), 1 << 20).unwrap();
+            assert_eq!(m.automatic.is_some(), expect, "{hdr}");
+        }
+        let raw = "From: MAILER-DAEMON@mail.test\r\nSubject: x\r\n\r\nbody";
+        assert!(parse(raw.as_bytes(), 1 << 20).unwrap().automatic.is_some());
+    }
+
+    #[test]
+    fn too_large_and_missing_ids() {
+        assert!(matches!(
+            parse(MAIL.as_bytes(), 10),
+            Err(InboundError::TooLarge { .. })
+        ));
+        let raw = "From: a@b.test\r\nSubject: x\r\n\r\nbody";
+        let m = parse(raw.as_bytes(), 1 << 20).unwrap();
+        assert!(m.key.starts_with("sha256:"));
+        assert_eq!(parse(raw.as_bytes(), 1 << 20).unwrap().key, m.key);
+    }
+
+    #[test]
+    fn garbage_does_not_panic() {
+        for raw in [&b""[..], b"\0\0\0", b"no colon here\r\n\r\n", &[0xff; 100]] {
+            let _ = parse(raw, 1 << 20);
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The `liaison` command line: runs the daemon and answers questions about
+//! its state. Thin on purpose: parse arguments, set up logging, call the
+//! library.
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use liaison::admin::{Request, StatusRow};
+use liaison::config::Config;
+use std::path::PathBuf;
+
+/// Email-driven delegated-admin invitations and relationship lifecycle for
+/// cloud resellers.
+#[derive(Parser)]
+#[command(name = "liaison", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(
+        long,
+        short,
+        env = "LIAISON_CONFIG",
+        default_value = "/etc/liaison/liaison.toml"
+    )]
+    config: PathBuf,
+    /// Log output format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon in the foreground until SIGTERM or Ctrl-C.
+    Run,
+    /// Show relationships (all, or those of one customer).
+    Status {
+        /// Customer email address.
+        customer: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the configuration and templates without connecting.
+    CheckConfig,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIAISON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = Config::load(&cli.config)?;
+    match cli.command {
+        Cmd::Run => {
+            liaison::daemon::run(config, shutdown_signal())
+                .await
+                .context("the daemon stopped with an error")?;
+        }
+        Cmd::CheckConfig => {
+            liaison::templates::Templates::load(&config.templates_dir)?;
+            println!(
+                "config OK: {} inbox(es), {} partner(s), templates in {}",
+                config.inboxes.len(),
+                config.partners.len(),
+                config.templates_dir.display()
+            );
+        }
+        Cmd::Status { customer, json } => {
+            let req = Request::Status { customer };
+            let value = query(&config, &req).await?;
+            let rows: Vec<StatusRow> = serde_json::from_value(value)?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else if rows.is_empty() {
+                println!("no relationships");
+            } else {
+                for r in rows {
+                    println!(
+                        "{:<12} {:<32} {:<20} since {}",
+                        r.partner, r.customer, r.state, r.since
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks the running daemon over its socket, or reads the store directly
+/// when no daemon runs.
+async fn query(config: &Config, req: &Request) -> Result<serde_json::Value> {
+    if config.admin_socket.exists() {
+        match liaison::admin::request(&config.admin_socket, req).await {
+            Ok(v) => return Ok(v),
+            Err(liaison::admin::AdminError::Io { .. }) => {} // stale socket: no daemon
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let store = liaison::store::SledStore::open(
+        &config.store.path,
+        config.store.cache_capacity_bytes,
+        &config.admin_socket,
+    )?;
+    liaison::admin::answer(&store, req).map_err(anyhow::Error::msg)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on Unix");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,1308 @@
+//! Separating the *new* text of an email reply from the quoted older text.
+//!
+//! Customers answer invitation emails from every imaginable mail client:
+//! top-posting above a quoted copy, bottom-posting below it, or answering
+//! inline between quoted paragraphs. The quoted invitation itself contains
+//! words such as "accept" and "decline", so anything downstream that looks
+//! for a decision (or, for partner command mails, for commands) must only
+//! ever see the text the sender wrote *now*. This module is the single place
+//! that draws that line.
+//!
+//! The module is pure (no IO, no allocation-heavy machinery, no regex): it
+//! works line by line with plain string code so that any input, however
+//! large or strange, is handled in roughly linear time and never panics.
+//!
+//! The policy, in short:
+//! * `>`-quoted lines (and `|`-quoted blocks) are never new text.
+//! * A reply header ("On … wrote:", its translations, Outlook
+//!   `From:/Sent:/To:/Subject:` blocks, "-----Original Message-----",
+//!   forward markers) followed by *unquoted* text means everything from the
+//!   header on is the older message.
+//! * A header followed by a `>` block only introduces that block; text after
+//!   the block is new again (bottom-posting, inline replies).
+//! * Trailing device signatures ("Sent from my iPhone") and a short `-- `
+//!   signature block are dropped from the new text, because they are noise
+//!   to every consumer and several clients add them automatically.
+//!
+//! When in doubt the module prefers classifying text as quoted: a missed
+//! customer sentence can be re-asked, but a quoted "accept" that leaks into
+//! the new text could trigger an action nobody asked for.
+
+/// The parts of a reply body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SplitReply {
+    /// What the sender wrote now (trimmed).
+    pub new_text: String,
+    /// The quoted/older part: reply headers such as "On … wrote:", `>`
+    /// lines, Outlook header blocks and everything after them.
+    pub quoted: String,
+}
+
+/// Split a plain-text body (already decoded to UTF-8; HTML bodies are
+/// converted to text before calling) into new and quoted text.
+pub fn split_reply(body: &str) -> SplitReply {
+    let normalized = normalize_newlines(body);
+    let lines: Vec<&str> = normalized.split('\n').collect();
+    let doc = Doc::new(&lines);
+    doc.split()
+}
+
+/// Shorthand for `split_reply(body).new_text`.
+pub fn new_text(body: &str) -> String {
+    split_reply(body).new_text
+}
+
+/// Find where the quoted part of a message begins.
+///
+/// A quoted section starts at a `>`-quoted line, at the attribution line
+/// directly above such a block, or at a reply header such as
+/// "On Tue, 1 Jan 2026 at 10:00, Alice <a@b> wrote:", "Le … a écrit :",
+/// "Am … schrieb …:", "El … escribió:", "Il … ha scritto:",
+/// "Op … geschreven:", "… 写道：", "…님이 작성:",
+/// "2016-10-24 15:36 GMT+02:00 Name <…>:", "-----Original Message-----",
+/// "----- Ursprüngliche Nachricht -----", Outlook
+/// "From: … / Sent: … / To: … / Subject: …" blocks in many languages
+/// (Von/Gesendet/An/Betreff, De/Envoyé/À/Objet, Da/Inviato/A/Oggetto,
+/// 보낸 사람/보낸 날짜/받는 사람/제목, 发件人/发送时间/收件人/主题, …),
+/// "---- On … wrote ----" (Zoho) and forwarded-message markers. Headers
+/// wrapped over two or three lines are recognised at their first line.
+///
+/// Returns the index of the first line of the quoted section, or `None`
+/// when the message quotes nothing. Partner command mails use this to stop
+/// processing at the first quoted line or reply header. Lines may still
+/// carry a trailing `\r`.
+pub fn quote_start(lines: &[&str]) -> Option<usize> {
+    let doc = Doc::new(lines);
+    (0..doc.len()).find(|&i| doc.kind[i] == Kind::Quote || doc.header_at(i).is_some())
+}
+
+// ---------------------------------------------------------------------------
+// Line model
+// ---------------------------------------------------------------------------
+
+/// Upper bound on the length of a line (in bytes) that we are willing to
+/// examine as a possible header. Real headers are short; refusing to look at
+/// huge lines keeps the work per line bounded.
+const MAX_HEADER_BYTES: usize = 1200;
+
+/// How many lines a wrapped "On … wrote:" header may span.
+const MAX_HEADER_LINES: usize = 3;
+
+/// A `-- ` signature longer than this many non-blank lines is more likely
+/// real content after a separator than a signature, so it is kept.
+const MAX_SIGNATURE_LINES: usize = 12;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Blank,
+    Quote,
+    Text,
+}
+
+/// Field kinds of an Outlook-style header block. Requiring several
+/// *different* kinds keeps prose lines like "A: yes" from matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    From,
+    Date,
+    To,
+    Subject,
+    Cc,
+    ReplyTo,
+}
+
+impl Field {
+    fn bit(self) -> u8 {
+        match self {
+            Field::From => 1,
+            Field::Date => 2,
+            Field::To => 4,
+            Field::Subject => 8,
+            Field::Cc => 16,
+            Field::ReplyTo => 32,
+        }
+    }
+}
+
+struct Doc<'a> {
+    raw: Vec<&'a str>,
+    /// Lower-cased, trimmed line with invisible characters removed; used
+    /// for all pattern checks so that bidi marks, zero-width spaces and
+    /// BOMs (common in Arabic, Zimbra and iOS mail) do not defeat them.
+    clean: Vec<String>,
+    kind: Vec<Kind>,
+}
+
+impl<'a> Doc<'a> {
+    fn new(lines: &[&'a str]) -> Self {
+        let raw: Vec<&'a str> = lines
+            .iter()
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .collect();
+        let clean: Vec<String> = raw.iter().map(|l| clean_line(l)).collect();
+        let mut kind: Vec<Kind> = clean
+            .iter()
+            .map(|c| {
+                if c.is_empty() {
+                    Kind::Blank
+                } else if c.starts_with('>') {
+                    Kind::Quote
+                } else {
+                    Kind::Text
+                }
+            })
+            .collect();
+        mark_pipe_quotes(&clean, &mut kind);
+        Doc { raw, clean, kind }
+    }
+
+    fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Index of the next non-blank line at or after `from`, looking at most
+    /// `max_blanks` blank lines ahead.
+    fn next_non_blank(&self, from: usize, max_blanks: usize) -> Option<usize> {
+        (from..self
+            .len()
+            .min(from.saturating_add(max_blanks).saturating_add(1)))
+            .find(|&j| self.kind[j] != Kind::Blank)
+    }
+
+    /// If a reply header starts at line `i`, the number of lines it spans.
+    fn header_at(&self, i: usize) -> Option<usize> {
+        if self.kind[i] != Kind::Text {
+            return None;
+        }
+        if let Some(n) = self.header_core(i) {
+            return Some(n);
+        }
+        // A horizontal rule directly above a header belongs to it (Outlook's
+        // "________" line, discourse's "-----" line, webmail "====").
+        if is_rule(&self.clean[i]) {
+            if let Some(j) = self.next_non_blank(i + 1, 3) {
+                if self.kind[j] == Kind::Text {
+                    if let Some(n) = self.header_core(j) {
+                        return Some(j - i + n);
+                    }
+                }
+            }
+        }
+        // An attribution line right above a quote block, even in a shape
+        // we do not know ("2013/7/20 sam <sam@example.org>").
+        if is_loose_attribution(&self.clean[i]) {
+            if let Some(j) = self.next_non_blank(i + 1, 2) {
+                if self.kind[j] == Kind::Quote {
+                    return Some(1);
+                }
+            }
+        }
+        None
+    }
+
+    fn header_core(&self, i: usize) -> Option<usize> {
+        let c = &self.clean[i];
+        if c.len() > MAX_HEADER_BYTES {
+            return None;
+        }
+        if is_separator_header(c) {
+            return Some(1);
+        }
+        if let Some(n) = self.outlook_block(i) {
+            return Some(n);
+        }
+        self.attribution(i, true)
+    }
+
+    /// "From: … / Sent: … / To: … / Subject: …" blocks, in any order and
+    /// language, possibly with blank lines between fields (some webmailers)
+    /// and addresses wrapped onto a continuation line.
+    fn outlook_block(&self, i: usize) -> Option<usize> {
+        let mut seen = field_kind(&self.clean[i])?.bit();
+        let mut count = 1;
+        let mut last = i;
+        let mut continuation_used = false;
+        let end = self.len().min(i + 14);
+        for j in i + 1..end {
+            match self.kind[j] {
+                Kind::Blank => continue,
+                Kind::Quote => break,
+                Kind::Text => {}
+            }
+            if let Some(f) = field_kind(&self.clean[j]) {
+                if seen & f.bit() == 0 {
+                    count += 1;
+                }
+                seen |= f.bit();
+                last = j;
+                continuation_used = false;
+            } else if !continuation_used && last == j - 1 {
+                // One wrapped line per field ("From: Name\n<long@address>").
+                continuation_used = true;
+            } else {
+                break;
+            }
+        }
+        (count >= 3).then_some(last - i + 1)
+    }
+
+    /// "On … wrote:" style attribution lines, possibly wrapped over up to
+    /// three lines. `check_next` guards against swallowing the last line of
+    /// the new text: if the header also starts on the next line and the
+    /// current line reads like the end of a sentence, the header starts
+    /// there instead.
+    fn attribution(&self, i: usize, check_next: bool) -> Option<usize> {
+        let mut joined = String::new();
+        for k in 0..MAX_HEADER_LINES {
+            let j = i + k;
+            if j >= self.len() || self.kind[j] != Kind::Text {
+                return None;
+            }
+            let c = &self.clean[j];
+            if c.len() > MAX_HEADER_BYTES || joined.len() > MAX_HEADER_BYTES {
+                return None;
+            }
+            if k == 0 {
+                // Only lines that could open a header may be joined with
+                // the following ones.
+                joined.push_str(c);
+            } else {
+                if k == 1 && !could_open_header(&self.clean[i]) {
+                    return None;
+                }
+                joined.push(' ');
+                joined.push_str(c);
+            }
+            let next_is_block = self.next_non_blank(j + 1, 2).is_some_and(|n| {
+                self.kind[n] == Kind::Quote || field_kind(&self.clean[n]).is_some()
+            });
+            if is_attribution(&joined, next_is_block) {
+                if k > 0 && check_next && self.later_header_within(i, j) {
+                    return None;
+                }
+                return Some(k + 1);
+            }
+        }
+        None
+    }
+
+    /// Whether a header that starts on a line after `i` and ends by line
+    /// `j` explains the match better than one starting at `i`. It does when
+    /// that later line opens a header on its own (an "On"-style opener or a
+    /// date) or when line `i` reads like the end of a sentence; otherwise
+    /// the later line is just the wrapped tail ("<addr> kirjoitti:").
+    fn later_header_within(&self, i: usize, j: usize) -> bool {
+        (i + 1..=j).any(|m| {
+            let c = &self.clean[m];
+            let opener = has_digit(c) || ON_PREFIXES.iter().any(|p| c.starts_with(p));
+            (opener || ends_sentence(&self.clean[i]))
+                && self
+                    .attribution(m, false)
+                    .is_some_and(|span| m + span - 1 <= j)
+        })
+    }
+
+    fn split(&self) -> SplitReply {
+        let n = self.len();
+        let mut is_new = vec![false; n];
+        let mut is_quoted = vec![false; n];
+        let mut after_quote = false;
+        let mut i = 0;
+        while i < n {
+            if let Some(span) = self.header_at(i) {
+                let end = (i + span).min(n);
+                match self.next_non_blank(end, usize::MAX) {
+                    Some(j) if self.kind[j] == Kind::Quote => {
+                        // The header only introduces a quote block; text
+                        // after that block may be new again.
+                        is_quoted[i..j].iter_mut().for_each(|q| *q = true);
+                        i = j;
+                        continue;
+                    }
+                    _ => {
+                        // Header followed by the unquoted original (or by
+                        // nothing): the rest is the older message.
+                        is_quoted[i..].iter_mut().for_each(|q| *q = true);
+                        break;
+                    }
+                }
+            }
+            match self.kind[i] {
+                Kind::Quote => {
+                    is_quoted[i] = true;
+                    after_quote = true;
+                }
+                Kind::Blank => {
+                    is_new[i] = true;
+                }
+                Kind::Text => {
+                    if after_quote && self.ends_reply_after_quote(i) {
+                        // A signature or mailing-list footer below the
+                        // quoted thread: nothing new follows.
+                        is_quoted[i..].iter_mut().for_each(|q| *q = true);
+                        break;
+                    }
+                    if after_quote && self.is_wrapped_quote_continuation(i) {
+                        is_quoted[i] = true;
+                    } else {
+                        is_new[i] = true;
+                    }
+                }
+            }
+            i += 1;
+        }
+
+        let new_text = self.assemble_new(&is_new, &is_quoted);
+        let quoted = join_lines(
+            self.raw
+                .iter()
+                .zip(&is_quoted)
+                .filter(|(_, q)| **q)
+                .map(|(l, _)| *l),
+        );
+        SplitReply {
+            new_text,
+            quoted: quoted.trim().to_string(),
+        }
+    }
+
+    /// After a quote block, a signature delimiter or a long rule starts the
+    /// sender's signature or a list footer rather than more reply text.
+    fn ends_reply_after_quote(&self, i: usize) -> bool {
+        let c = &self.clean[i];
+        c == "--" || c == "__" || (is_rule(c) && !c.starts_with('='))
+    }
+
+    /// Broken clients wrap long quoted lines without re-adding the `>`
+    /// marker. Such a fragment sits directly between two quoted lines; a
+    /// short answer in the same spot usually starts a sentence, while the
+    /// fragment continues a long quoted line or starts in lower case.
+    fn is_wrapped_quote_continuation(&self, i: usize) -> bool {
+        if i == 0 || i + 1 >= self.len() {
+            return false;
+        }
+        if self.kind[i - 1] != Kind::Quote || self.kind[i + 1] != Kind::Quote {
+            return false;
+        }
+        let prev = self.clean[i - 1].trim_start_matches(['>', ' ']);
+        let starts_lower = self.clean[i]
+            .chars()
+            .next()
+            .is_some_and(|ch| ch.is_lowercase());
+        starts_lower || prev.chars().count() >= 60
+    }
+
+    /// Joins the new lines into segments (separated where quoted material
+    /// was cut out), then removes banners and signatures.
+    fn assemble_new(&self, is_new: &[bool], is_quoted: &[bool]) -> String {
+        let mut segments: Vec<Vec<usize>> = Vec::new();
+        let mut current: Vec<usize> = Vec::new();
+        for i in 0..self.len() {
+            if is_new[i] {
+                current.push(i);
+            } else if is_quoted[i] && !current.is_empty() {
+                segments.push(std::mem::take(&mut current));
+            }
+        }
+        if !current.is_empty() {
+            segments.push(current);
+        }
+        let mut kept: Vec<Option<usize>> = Vec::new(); // None = paragraph gap
+        for seg in segments {
+            let Some(first) = seg.iter().position(|&i| self.kind[i] != Kind::Blank) else {
+                continue;
+            };
+            let last = seg
+                .iter()
+                .rposition(|&i| self.kind[i] != Kind::Blank)
+                .unwrap_or(first);
+            if !kept.is_empty() {
+                kept.push(None);
+            }
+            kept.extend(seg[first..=last].iter().map(|&i| Some(i)));
+        }
+        self.strip_banner(&mut kept);
+        self.strip_signature_block(&mut kept);
+        self.strip_device_signatures(&mut kept);
+        let text = join_lines(kept.iter().map(|l| match l {
+            Some(i) => self.raw[*i],
+            None => "",
+        }));
+        text.trim().to_string()
+    }
+
+    fn is_blank_entry(&self, e: Option<usize>) -> bool {
+        e.is_none_or(|i| self.kind[i] == Kind::Blank)
+    }
+
+    /// Corporate gateways inject "CAUTION: external sender" lines above the
+    /// reply; they are not something the sender wrote.
+    fn strip_banner(&self, kept: &mut Vec<Option<usize>>) {
+        let Some(pos) = kept.iter().position(|e| !self.is_blank_entry(*e)) else {
+            return;
+        };
+        let Some(i) = kept[pos] else { return };
+        let c = &self.clean[i];
+        let banner = c.len() < 600
+            && (c.contains("external sender")
+                || c.contains("external email")
+                || c.contains("originated from outside")
+                || c.starts_with("[external]"));
+        if banner {
+            kept.drain(..=pos);
+        }
+    }
+
+    /// A `--`/`-- ` line followed by a short block is a signature.
+    fn strip_signature_block(&self, kept: &mut Vec<Option<usize>>) {
+        let content_before = |pos: usize, kept: &[Option<usize>]| {
+            kept[..pos].iter().any(|e| !self.is_blank_entry(*e))
+        };
+        for pos in 0..kept.len() {
+            let Some(i) = kept[pos] else { continue };
+            let c = &self.clean[i];
+            if c != "--" && c != "—" {
+                continue;
+            }
+            let rest = kept[pos + 1..]
+                .iter()
+                .filter(|e| !self.is_blank_entry(**e))
+                .count();
+            if rest <= MAX_SIGNATURE_LINES && content_before(pos, kept) {
+                kept.truncate(pos);
+                return;
+            }
+        }
+    }
+
+    /// Drops trailing "Sent from my iPhone"-style lines.
+    fn strip_device_signatures(&self, kept: &mut Vec<Option<usize>>) {
+        loop {
+            while kept.last().is_some_and(|e| self.is_blank_entry(*e)) {
+                kept.pop();
+            }
+            let Some(Some(i)) = kept.last().copied() else {
+                return;
+            };
+            if kept.len() > 1 && is_device_signature(&self.clean[i]) {
+                kept.pop();
+            } else {
+                return;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Line-level helpers
+// ---------------------------------------------------------------------------
+
+fn normalize_newlines(body: &str) -> String {
+    if body.contains('\r') {
+        body.replace("\r\n", "\n").replace('\r', "\n")
+    } else {
+        body.to_string()
+    }
+}
+
+fn join_lines<'b>(lines: impl Iterator<Item = &'b str>) -> String {
+    let mut out = String::new();
+    for (n, l) in lines.enumerate() {
+        if n > 0 {
+            out.push('\n');
+        }
+        out.push_str(l);
+    }
+    out
+}
+
+/// Characters that are invisible but break prefix/suffix checks.
+fn is_invisible(ch: char) -> bool {
+    matches!(ch,
+        '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2069}'
+        | '\u{FEFF}'
+        | '\u{00AD}'
+        | '\u{061C}'
+        | '\r')
+}
+
+fn clean_line(line: &str) -> String {
+    let mut s = String::with_capacity(line.len());
+    for ch in line.chars() {
+        if is_invisible(ch) {
+            continue;
+        }
+        if ch == '\u{00A0}' || ch == '\t' {
+            s.push(' ');
+        } else {
+            s.extend(ch.to_lowercase());
+        }
+    }
+    s.trim().to_string()
+}
+
+/// `|`-quoted blocks (old Gmail, some list software) count as quotes only
+/// when at least three consecutive lines use the marker and they do not
+/// look like a table, so Markdown tables in new text stay new.
+fn mark_pipe_quotes(clean: &[String], kind: &mut [Kind]) {
+    let is_pipe = |c: &str| c == "|" || (c.starts_with('|') && !c.ends_with('|'));
+    let mut i = 0;
+    while i < clean.len() {
+        if kind[i] == Kind::Text && is_pipe(&clean[i]) {
+            let start = i;
+            while i < clean.len() && kind[i] == Kind::Text && is_pipe(&clean[i]) {
+                i += 1;
+            }
+            if i - start >= 3 {
+                kind[start..i].iter_mut().for_each(|k| *k = Kind::Quote);
+            }
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// "-----", "______", "=====" and similar horizontal rules.
+fn is_rule(c: &str) -> bool {
+    c.chars().count() >= 5
+        && c.chars()
+            .all(|ch| matches!(ch, '-' | '_' | '=' | '—' | '–' | '*' | '~' | ' '))
+        && c.chars().filter(|ch| *ch != ' ').count() >= 5
+}
+
+fn is_dash_like(ch: char) -> bool {
+    matches!(ch, '-' | '_' | '=' | '—' | '–' | '*' | ' ' | '~')
+}
+
+/// Keywords of "-----Original Message-----" style separators.
+const SEPARATOR_KEYWORDS: &[&str] = &[
+    "original message",
+    "original-nachricht",
+    "originalnachricht",
+    "ursprüngliche nachricht",
+    "message d'origine",
+    "message d’origine",
+    "message original",
+    "mensaje original",
+    "messaggio originale",
+    "mensagem original",
+    "oorspronkelijk bericht",
+    "oorspronkelijke bericht",
+    "oprindelig",
+    "opprinnelig",
+    "ursprungligt meddelande",
+    "alkuperäinen viesti",
+    "eredeti üzenet",
+    "wiadomość oryginalna",
+    "oryginalna wiadomość",
+    "původní zpráva",
+    "исходное сообщение",
+    "оригинальное сообщение",
+    "пересылаемое сообщение",
+    "原始邮件",
+    "原始郵件",
+    "元のメッセージ",
+    "원본 메시지",
+    "전달된 메시지",
+    "forwarded message",
+    "weitergeleitete nachricht",
+    "message transféré",
+    "mensaje reenviado",
+    "messaggio inoltrato",
+    "mensagem encaminhada",
+    "doorgestuurd bericht",
+    "videresendt",
+    "vidarebefordrat",
+    "転送",
+    "转发",
+    "轉寄",
+    "original",
+    "forward",
+];
+
+/// Forward markers written without dashes.
+const FORWARD_PHRASES: &[&str] = &[
+    "begin forwarded message",
+    "anfang der weitergeleiteten nachricht",
+    "début du message réexpédié",
+    "début du message transféré",
+    "inicio del mensaje reenviado",
+    "inizio messaggio inoltrato",
+    "begin doorgestuurd bericht",
+    "início da mensagem encaminhada",
+    "転送されたメッセージ",
+    "forwarded message",
+];
+
+fn is_separator_header(c: &str) -> bool {
+    let leading = c.chars().take_while(|ch| is_dash_like(*ch)).count();
+    let dashes = c.chars().take(leading).filter(|ch| *ch != ' ').count();
+    if dashes >= 2 {
+        let core = c.trim_matches(is_dash_like);
+        // Only look at the start of the core: a one-line Samsung header
+        // ("--- Ursprüngliche Nachricht ---Von: …") continues after it.
+        let head: String = core.chars().take(60).collect();
+        return SEPARATOR_KEYWORDS.iter().any(|k| head.contains(k));
+    }
+    c.chars().count() <= 80 && FORWARD_PHRASES.iter().any(|p| c.starts_with(p))
+}
+
+const FROM_KEYS: &[&str] = &[
+    "from",
+    "von",
+    "de",
+    "van",
+    "da",
+    "fra",
+    "från",
+    "frá",
+    "от",
+    "від",
+    "od",
+    "lähettäjä",
+    "feladó",
+    "από",
+    "kimden",
+    "من",
+    "发件人",
+    "寄件者",
+    "差出人",
+    "보낸 사람",
+    "보낸사람",
+    "remetente",
+    "送信元",
+    "mittente",
+    "afzender",
+    "avsändare",
+    "avsender",
+    "nadawca",
+    "odesílatel",
+    "expéditeur",
+    "absender",
+];
+const DATE_KEYS: &[&str] = &[
+    "sent",
+    "date",
+    "datum",
+    "gesendet",
+    "envoyé",
+    "envoyé le",
+    "enviado",
+    "enviado el",
+    "enviada",
+    "inviato",
+    "data",
+    "verzonden",
+    "sendt",
+    "skickat",
+    "lähetetty",
+    "elküldve",
+    "küldve",
+    "dátum",
+    "отправлено",
+    "дата",
+    "надіслано",
+    "wysłano",
+    "wysłane",
+    "发送时间",
+    "發送時間",
+    "日期",
+    "傳送時間",
+    "寄件日期",
+    "送信日時",
+    "日付",
+    "보낸 날짜",
+    "날짜",
+    "تم الإرسال",
+    "التاريخ",
+    "gönderildi",
+    "tarih",
+    "message du",
+    "odesláno",
+    "στάλθηκε",
+    "ημερομηνία",
+    "päivämäärä",
+    "dato",
+    "sent on",
+];
+const TO_KEYS: &[&str] = &[
+    "to",
+    "an",
+    "à",
+    "a",
+    "aan",
+    "til",
+    "till",
+    "кому",
+    "до",
+    "do",
+    "vastaanottaja",
+    "címzett",
+    "προς",
+    "kime",
+    "إلى",
+    "收件人",
+    "收件者",
+    "宛先",
+    "받는 사람",
+    "받는사람",
+    "para",
+    "destinatário",
+    "送信先",
+    "per",
+    "adresát",
+    "komu",
+    "destinataire",
+    "empfänger",
+];
+const SUBJECT_KEYS: &[&str] = &[
+    "subject",
+    "betreff",
+    "objet",
+    "asunto",
+    "oggetto",
+    "onderwerp",
+    "emne",
+    "ämne",
+    "aihe",
+    "tárgy",
+    "тема",
+    "temat",
+    "θέμα",
+    "konu",
+    "الموضوع",
+    "主题",
+    "主旨",
+    "件名",
+    "제목",
+    "assunto",
+    "sujet",
+    "předmět",
+    "tema",
+];
+const CC_KEYS: &[&str] = &[
+    "cc",
+    "kopie",
+    "copie à",
+    "抄送",
+    "副本",
+    "참조",
+    "копия",
+    "kopia",
+    "kopi",
+];
+const REPLY_TO_KEYS: &[&str] = &[
+    "reply-to",
+    "reply to",
+    "risposta",
+    "antwort an",
+    "répondre à",
+    "responder a",
+];
+
+/// The kind of an Outlook-style `Key: value` header field on this line.
+fn field_kind(c: &str) -> Option<Field> {
+    let colon = c.find([':', '：'])?;
+    let key = c[..colon].trim_matches(|ch: char| ch == '*' || ch.is_whitespace());
+    if key.is_empty() || key.len() > 40 {
+        return None;
+    }
+    let tables: [(&[&str], Field); 6] = [
+        (FROM_KEYS, Field::From),
+        (DATE_KEYS, Field::Date),
+        (TO_KEYS, Field::To),
+        (SUBJECT_KEYS, Field::Subject),
+        (CC_KEYS, Field::Cc),
+        (REPLY_TO_KEYS, Field::ReplyTo),
+    ];
+    tables
+        .iter()
+        .find(|(keys, _)| keys.contains(&key))
+        .map(|(_, f)| *f)
+}
+
+/// Verbs that end "On … wrote:" attributions, per language.
+const WROTE_VERBS: &[&str] = &[
+    "wrote",
+    "writes",
+    "a écrit",
+    "a ecrit",
+    "schrieb",
+    "escribió",
+    "escribio",
+    "ha scritto",
+    "scrisse",
+    "geschreven",
+    "schreef",
+    "skrev",
+    "napisał",
+    "napisała",
+    "napisal",
+    "napisana",
+    "napsal",
+    "написал",
+    "написала",
+    "написав",
+    "пише",
+    "пишет",
+    "kirjoitti",
+    "írta",
+    "escreveu",
+    "a scris",
+    "έγραψε",
+    "كتب",
+    "写道",
+    "寫道",
+    "님이 작성",
+    "님의 메일",
+    "書きました",
+    "のメール",
+    "yazdı",
+    "menulis",
+    "đã viết",
+    "va escriure",
+    "kirjutas",
+    "rašė",
+    "rakstīja",
+    "napisao",
+    "כתב",
+];
+
+/// Words that open an attribution line ("On …", "Am …", "Le …").
+const ON_PREFIXES: &[&str] = &[
+    "on ", "am ", "le ", "el ", "il ", "op ", "em ", "den ", "w dniu", "dnia ", "in data", "στις",
+    "في ", "no dia", "at ", "în ", "dne ", "på ", "el el ",
+];
+
+fn has_digit(s: &str) -> bool {
+    s.chars().any(|c| c.is_numeric())
+}
+
+fn has_address(s: &str) -> bool {
+    s.contains('@') || (s.contains('<') && s.contains('>'))
+}
+
+fn ends_sentence(c: &str) -> bool {
+    c.ends_with(['.', '!', '?', '…'])
+}
+
+/// Whether a line may be the first of a wrapped header: it must carry a
+/// date or an address. (An "On"/"Il"/"Le" opener alone is not enough: those
+/// are ordinary words that start many sentences.)
+fn could_open_header(c: &str) -> bool {
+    has_digit(c) || has_address(c)
+}
+
+fn is_attribution(joined: &str, next_is_block: bool) -> bool {
+    if joined.len() > MAX_HEADER_BYTES || joined.chars().count() > 400 {
+        return false;
+    }
+    // Zoho wraps the header in dashes, Zimbra starts it with "- ".
+    let s = joined.trim_matches(|ch: char| is_dash_like(ch) || ch.is_whitespace());
+    let ends_colon = s.ends_with([':', '：']);
+    let digit = has_digit(s);
+    let addr = has_address(s);
+    let on_prefix = ON_PREFIXES.iter().any(|p| s.starts_with(p));
+    let verb_end = WROTE_VERBS
+        .iter()
+        .filter_map(|v| s.rfind(v).map(|p| p + v.len()))
+        .max();
+    if let Some(end) = verb_end {
+        // "… Name wrote:" — the verb directly before the colon. Prose such
+        // as "as I wrote 2 days ago:" has words in between.
+        let near_end = s.len() - end <= 3;
+        if ends_colon && (digit || addr) && (on_prefix || addr || near_end) {
+            return true;
+        }
+        // "Am 20.06.24 um 16:20 schrieb X" (no colon) or Zoho's
+        // "---- On … wrote ----": accept only with strong evidence.
+        if !ends_colon
+            && on_prefix
+            && digit
+            && (addr || next_is_block)
+            && !ends_sentence(s)
+            && s.chars().count() <= 200
+        {
+            return true;
+        }
+        return false;
+    }
+    // Date + address + colon, no verb: "2016-10-24 15:36 GMT+02:00 Name
+    // <a@b>:", "30.09.2017, 18.30, "X" <a@b>:", "2022年1月1日(金) 9:00 名前 <a@b>:".
+    if ends_colon && s.contains('@') && s.chars().filter(|c| c.is_numeric()).count() >= 2 {
+        let before = s[..s.len() - s.chars().last().map_or(0, char::len_utf8)].trim_end();
+        let last_token = before.rsplit(' ').next().unwrap_or("");
+        return before.ends_with(['>', '"', ')', ']']) || last_token.contains('@');
+    }
+    false
+}
+
+/// An unrecognised line directly above a quote block that still looks
+/// like an attribution: a date and an address.
+fn is_loose_attribution(c: &str) -> bool {
+    c.len() <= 300 && has_digit(c) && has_address(c)
+}
+
+/// Phrases that open an automatic "sent from my device" line.
+const DEVICE_PREFIXES: &[&str] = &[
+    "sent from",
+    "sent with",
+    "sent via",
+    "sent using",
+    "sent by",
+    "sent on my",
+    "from my iphone",
+    "from my ipad",
+    "from my android",
+    "from my mobile",
+    "get outlook",
+    "obter o outlook",
+    "outlook für",
+    "outlook pour",
+    "envoyé de mon",
+    "envoyé depuis",
+    "envoyé à partir de",
+    "envoyé avec",
+    "von meinem",
+    "gesendet von",
+    "gesendet mit",
+    "diese nachricht wurde von meinem",
+    "enviado desde",
+    "enviado do meu",
+    "enviado de meu",
+    "enviado de mi",
+    "enviado com",
+    "inviato da",
+    "inviato dal",
+    "verzonden met",
+    "verzonden vanaf",
+    "verstuurd vanaf",
+    "verstuurd met",
+    "sendt fra",
+    "skickat från",
+    "lähetetty",
+    "az iphone",
+    "wysłane z",
+    "отправлено с",
+    "отправлено из",
+    "надіслано з",
+    "iphone'umdan",
+    "從我的",
+    "从我的",
+    "发自我的",
+    "發自我的",
+    "أُرسلت من",
+    "أرسلت من",
+    "내 iphone",
+    "iphoneから送信",
+];
+
+const DEVICE_WORDS: &[&str] = &[
+    "iphone",
+    "ipad",
+    "ipod",
+    "android",
+    "blackberry",
+    "mobile",
+    "samsung",
+    "galaxy",
+    "phone",
+    "outlook",
+    "windows",
+    "smartphone",
+    "tablet",
+    "device",
+    "mail",
+];
+
+fn is_device_signature(c: &str) -> bool {
+    if c.len() > 300 {
+        return false;
+    }
+    let stripped: String = c
+        .chars()
+        .filter(|ch| !matches!(ch, '[' | ']' | '(' | ')' | '<' | '>' | '*' | '_' | '"'))
+        .collect();
+    let words: Vec<&str> = stripped
+        .split_whitespace()
+        .filter(|w| !w.starts_with("http"))
+        .collect();
+    let text = words.join(" ");
+    if !DEVICE_PREFIXES.iter().any(|p| text.starts_with(p)) {
+        return false;
+    }
+    let head = words.iter().take(6).copied().collect::<Vec<_>>().join(" ");
+    words.len() <= 6
+        || text.contains("excuse")
+        || text.contains("typo")
+        || DEVICE_WORDS.iter().any(|d| head.contains(d))
+}
+
+// ---------------------------------------------------------------------------
+// Tests (synthetic examples only)
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nt(s: &str) -> String {
+        new_text(s)
+    }
+
+    #[test]
+    fn no_quote_is_all_new() {
+        assert_eq!(
+            nt("I accept.\n\nThanks,\nMina"),
+            "I accept.\n\nThanks,\nMina"
+        );
+        assert_eq!(split_reply("Yes").quoted, "");
+    }
+
+    #[test]
+    fn empty_and_whitespace() {
+        assert_eq!(split_reply(""), SplitReply::default());
+        assert_eq!(nt("   \n\n\t\n"), "");
+        assert_eq!(quote_start(&[]), None);
+    }
+
+    #[test]
+    fn top_post_english_gmail() {
+        let body =
+            "Accept\n\nOn Tue, 6 Jan 2026 at 10:00, Partner Desk <desk@example.net> wrote:\n\
+                    > Please reply Accept or Decline to the invitation.\n> Thanks";
+        let r = split_reply(body);
+        assert_eq!(r.new_text, "Accept");
+        assert!(r.quoted.contains("Accept or Decline"));
+        assert!(r.quoted.starts_with("On Tue"));
+    }
+
+    #[test]
+    fn top_post_wrapped_header() {
+        let body = "I accept\n\nOn Tue, Jan 6, 2026 at 10:00 AM Partner Desk <\ndesk@example.net> wrote:\n\n> Accept or decline?";
+        assert_eq!(nt(body), "I accept");
+        let body = "yes please\n\nOn Tue, Jan 6, 2026 at 10:00 AM Partner Desk <desk@example.net>\nwrote:\n\n> Accept or decline?";
+        assert_eq!(nt(body), "yes please");
+    }
+
+    #[test]
+    fn top_post_korean() {
+        let body = "수락합니다.\n\n2026년 1월 6일 (화) 오전 10:00, 파트너 센터 <desk@example.net>님이 작성:\n> 초대를 수락하거나 거절해 주세요.";
+        let r = split_reply(body);
+        assert_eq!(r.new_text, "수락합니다.");
+        assert!(r.quoted.contains("거절"));
+    }
+
+    #[test]
+    fn korean_outlook_block() {
+        let body = "거절합니다\n\n보낸 사람: 파트너 센터 <desk@example.net>\n보낸 날짜: 2026년 1월 6일 화요일 오전 10:00\n받는 사람: 고객 <c@example.org>\n제목: 초대\n\n수락 또는 거절로 답장해 주세요.";
+        assert_eq!(nt(body), "거절합니다");
+    }
+
+    #[test]
+    fn top_post_german_french_spanish_italian_dutch() {
+        let cases = [
+            "Am 06.01.2026 um 10:00 schrieb Partner Desk <desk@example.net>:",
+            "Partner Desk <desk@example.net> schrieb am Di., 6. Jan. 2026 um 10:00:",
+            "Le mar. 6 janv. 2026 à 10:00, Partner Desk <desk@example.net> a écrit :",
+            "El mar, 6 ene 2026 a las 10:00, Partner Desk (<desk@example.net>) escribió:",
+            "Il giorno mar 6 gen 2026 alle ore 10:00 Partner Desk <desk@example.net> ha scritto:",
+            "Op di 6 jan. 2026 om 10:00 schreef Partner Desk <desk@example.net>:",
+            "Den 6. jan. 2026 kl. 10.00 skrev Partner Desk <desk@example.net>:",
+        ];
+        for header in cases {
+            let body = format!("Ja, gerne.\n\n{header}\n\n> Annehmen oder ablehnen?\n");
+            let r = split_reply(&body);
+            assert_eq!(r.new_text, "Ja, gerne.", "header: {header}");
+            assert!(r.quoted.contains("ablehnen"), "header: {header}");
+        }
+    }
+
+    #[test]
+    fn top_post_japanese_and_chinese() {
+        let ja = "承認します。\n\n2026年1月6日(火) 10:00 パートナー窓口 <desk@example.net>:\n> 招待を承認または辞退してください。";
+        assert_eq!(nt(ja), "承認します。");
+        let ja_apple = "承認します。\n\n2026/01/06 10:00、パートナー窓口 <desk@example.net>のメール:\n\n> 辞退";
+        assert_eq!(nt(ja_apple), "承認します。");
+        let zh = "我接受。\n\n在 2026年1月6日，上午10:00，合作伙伴 <desk@example.net> 写道：\n\n> 请接受或拒绝邀请。";
+        assert_eq!(nt(zh), "我接受。");
+        let zh_outlook = "我接受\n\n发件人: 合作伙伴 <desk@example.net>\n发送时间: 2026年1月6日 10:00\n收件人: 客户\n主题: 邀请\n\n请接受或拒绝。";
+        assert_eq!(nt(zh_outlook), "我接受");
+    }
+
+    #[test]
+    fn header_followed_by_unquoted_original() {
+        let body = "Decline, sorry.\n\nOn Tue, 6 Jan 2026 at 10:00, Desk <desk@example.net> wrote:\n\nPlease Accept the invitation.";
+        let r = split_reply(body);
+        assert_eq!(r.new_text, "Decline, sorry.");
+        assert!(r.quoted.contains("Please Accept"));
+    }
+
+    #[test]
+    fn outlook_blocks() {
+        let en = "Accepted.\n\n________________________________\nFrom: Desk <desk@example.net>\nSent: Tuesday, January 6, 2026 10:00 AM\nTo: Customer <c@example.org>\nSubject: Invitation\n\nAccept or decline.";
+        assert_eq!(nt(en), "Accepted.");
+        let de = "Angenommen\n\n*Von:* Desk [mailto:desk@example.net]\n*Gesendet:* Dienstag, 6. Januar 2026 10:00\n*An:* Kunde\n*Betreff:* Einladung\n\nAnnehmen oder ablehnen";
+        assert_eq!(nt(de), "Angenommen");
+        let fr = "Oui\n\nDe : Desk <desk@example.net>\nEnvoyé : mardi 6 janvier 2026 10:00\nÀ : Client\nObjet : Invitation\n\nAccepter ou refuser";
+        assert_eq!(nt(fr), "Oui");
+        let it = "Accetto\n\nDa: Desk\nInviato: martedì 6 gennaio 2026 10:00\nA: Cliente\nOggetto: Invito\n\nAccettare o rifiutare";
+        assert_eq!(nt(it), "Accetto");
+    }
+
+    #[test]
+    fn original_message_separators() {
+        let body = "I accept\n\n-----Original Message-----\nFrom: Desk\nSent: Tuesday\nSubject: Invitation\n\nAccept or Decline";
+        let r = split_reply(body);
+        assert_eq!(r.new_text, "I accept");
+        assert!(r.quoted.starts_with("-----Original Message-----"));
+        let de = "Nein danke\n----- Ursprüngliche Nachricht -----\nAnnehmen oder ablehnen";
+        assert_eq!(nt(de), "Nein danke");
+        let fwd = "FYI\n\n---------- Forwarded message ---------\nFrom: Desk <desk@example.net>\n\nAccept";
+        assert_eq!(nt(fwd), "FYI");
+    }
+
+    #[test]
+    fn zoho_dashed_header() {
+        let body = "Accept\n\n---- On Tue, 06 Jan 2026 10:00:00 +0100 Desk <desk@example.net> wrote ----\n\nAccept or decline";
+        assert_eq!(nt(body), "Accept");
+    }
+
+    #[test]
+    fn bottom_post() {
+        let body = "On 06/01/2026 10:00, Desk wrote:\n> Accept or decline?\n> Thanks\n\nAccept, thank you.\n";
+        let r = split_reply(body);
+        assert_eq!(r.new_text, "Accept, thank you.");
+        assert!(r.quoted.contains("Accept or decline?"));
+        assert!(!r.new_text.contains("wrote"));
+    }
+
+    #[test]
+    fn inline_reply_keeps_text_between_quotes() {
+        let body = "Hi Desk,\n\n> Do you accept the invitation?\n\nYes.\n\n> Which start date?\n\nMonday 12 January.\n\nBest,\nMina";
+        let r = split_reply(body);
+        assert_eq!(
+            r.new_text,
+            "Hi Desk,\n\nYes.\n\nMonday 12 January.\n\nBest,\nMina"
+        );
+        assert!(!r.new_text.contains('>'));
+        assert!(r.quoted.contains("Which start date?"));
+    }
+
+    #[test]
+    fn nested_and_unspaced_quotes() {
+        let body = "ok\n\n>>> deep\n>> middle\n>no space\n> > spaced nesting";
+        let r = split_reply(body);
+        assert_eq!(r.new_text, "ok");
+        assert!(r.quoted.contains(">no space"));
+    }
+
+    #[test]
+    fn pipe_quoting() {
+        let body = "Sounds good.\n\n2026/1/6 Desk <desk@example.net>\n\n| Accept?\n|\n| Decline?\n";
+        assert_eq!(nt(body), "Sounds good.");
+    }
+
+    #[test]
+    fn markdown_table_is_not_a_quote() {
+        let body = "Numbers:\n| a | b |\n| 1 | 2 |\n| 3 | 4 |";
+        assert_eq!(nt(body), body);
+    }
+
+    #[test]
+    fn crlf_is_handled() {
+        let body = "Accept\r\n\r\nOn Tue, 6 Jan 2026, Desk <desk@example.net> wrote:\r\n> Accept or decline?\r\n";
+        let r = split_reply(body);
+        assert_eq!(r.new_text, "Accept");
+        assert!(!r.quoted.contains('\r'));
+        let lines: Vec<&str> = body.split('\n').collect();
+        assert_eq!(quote_start(&lines), Some(2));
+    }
+
+    #[test]
+    fn device_and_dash_signatures() {
+        let body = "Accept\n\nSent from my iPhone\n\nOn Tue, 6 Jan 2026, Desk <desk@example.net> wrote:\n> x";
+        assert_eq!(nt(body), "Accept");
+        let body = "Decline\n\n-- \nMina Park\nExample Corp";
+        assert_eq!(nt(body), "Decline");
+        let body = "Here is the file.\n\nSent from my desk, which is much nicer than my phone.";
+        assert_eq!(nt(body), body);
+        // A lone device line is kept rather than returning nothing.
+        assert_eq!(nt("Sent from my iPhone"), "Sent from my iPhone");
+    }
+
+    #[test]
+    fn prose_with_wrote_is_not_a_header() {
+        let body = "I wrote to you on Monday about the invitation.\nI accept it now.";
+        assert_eq!(nt(body), body);
+        assert_eq!(quote_start(&body.lines().collect::<Vec<_>>()), None);
+        let body = "Answer to your 3 questions:\nyes, yes, no";
+        assert_eq!(nt(body), body);
+        let body = "As I wrote 2 days ago:\nwe accept.";
+        assert_eq!(nt(body), body);
+    }
+
+    #[test]
+    fn quote_only_has_no_new_text() {
+        let r = split_reply("> Accept or decline?");
+        assert_eq!(r.new_text, "");
+        assert_eq!(r.quoted, "> Accept or decline?");
+    }
+
+    #[test]
+    fn quote_start_variants() {
+        let lines = [
+            "command one",
+            "command two",
+            "",
+            "-----Original Message-----",
+            "From: x",
+        ];
+        assert_eq!(quote_start(&lines), Some(3));
+        let lines = ["cmd", "> quoted"];
+        assert_eq!(quote_start(&lines), Some(1));
+        let lines = [
+            "cmd",
+            "Le 6 janv. 2026 à 10:00, Desk <desk@example.net>",
+            "a écrit :",
+            "x",
+        ];
+        assert_eq!(quote_start(&lines), Some(1));
+    }
+
+    #[test]
+    fn wrapped_quote_fragment_does_not_leak() {
+        let body = "Yes\n\nOn Tue, 6 Jan 2026, Desk <desk@example.net> wrote:\n> Please click accept or decline in the portal to confirm your reseller re\nlationship.\n> Thanks";
+        let r = split_reply(body);
+        assert_eq!(r.new_text, "Yes");
+    }
+
+    #[test]
+    fn invisible_characters_do_not_hide_headers() {
+        let body = "Accept\n\n\u{200F}\u{200B}On Tue, 6 Jan 2026, Desk <desk@example.net> wrote:\u{202C}\n> decline";
+        assert_eq!(nt(body), "Accept");
+    }
+
+    #[test]
+    fn pathological_inputs_do_not_panic_and_are_fast() {
+        let long_line = "a".repeat(2_000_000);
+        let _ = split_reply(&long_line);
+        let many_colons = ":".repeat(500_000);
+        let _ = split_reply(&many_colons);
+        let many_lines = "On 1 wrote <a@b>:\n".repeat(50_000);
+        let _ = split_reply(&many_lines);
+        let quotes = "> q\nx\n".repeat(100_000);
+        let _ = split_reply(&quotes);
+        let headers = "From: a\nSent: b\nTo: c\n".repeat(20_000);
+        let _ = split_reply(&headers);
+        let weird = "\u{FEFF}\r\r\n\u{200B}>\u{0301}日本語\r> é\n|\n|\n|";
+        let _ = split_reply(weird);
+        let mixed: String = (0..20_000u32)
+            .filter_map(char::from_u32)
+            .collect::<String>()
+            .replace('\u{0}', "\n");
+        let _ = split_reply(&mixed);
+    }
+}

@@ -1,0 +1,470 @@
+//! Persistent state behind a small [`Store`] interface, with the sled
+//! implementation [`SledStore`].
+//!
+//! The workflow only reads through [`StoreView`]; every write goes through
+//! [`Store::commit`], which applies one [`Changes`] atomically: the new
+//! relationship and invitation records, the mails to send (the outbox), the
+//! processed-message marker and the inbox cursor all land together or not at
+//! all. That is what makes "never lose, never duplicate" possible: a crash
+//! either keeps a message's effects *and* its marker, or neither.
+//!
+//! sled keeps data in memory until a flush; [`Store::flush`] must be called
+//! before anything that depends on durability (sending a mail, marking a
+//! message done on the IMAP server). Callers batch commits and flush once.
+//!
+//! Layout: one sled tree, keys prefixed by record type, values JSON.
+//! `rel/<partner>\0<customer>`, `inv/<id be>`, `thr/<message-id>` (sent
+//! Message-ID → invitation id), `msg/<key>` (processed messages),
+//! `cur/<inbox>`, `outq/<id be>` (pending mails), `outs/<id be>` (sent log).
+
+use crate::invitation::Invitation;
+use crate::relationship::Relationship;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (disk full, corruption, IO).
+    #[error("store {path}: {source}")]
+    Sled {
+        /// Database folder.
+        path: String,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// Another process (usually the running daemon) has the database open.
+    #[error("store {path} is in use by another process (is the daemon running? the CLI then talks to it over {socket})")]
+    Locked {
+        /// Database folder.
+        path: String,
+        /// Where the daemon's admin socket would be.
+        socket: String,
+    },
+    /// A record could not be decoded.
+    #[error("store record {key} is corrupt: {reason}")]
+    Corrupt {
+        /// Its key.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Result alias for this module.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Where an inbox's processing stands on the IMAP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The mailbox's UIDVALIDITY when `last_uid` was recorded.
+    pub uid_validity: u32,
+    /// The highest UID whose processing is committed.
+    pub last_uid: u32,
+}
+
+/// What happened to one inbound message (kept for dedupe and audit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Processed {
+    /// Message-ID or body hash.
+    pub key: String,
+    /// Unix seconds.
+    pub at: u64,
+    /// Classification, e.g. `command`, `customer`, `ignored`, `quarantined`.
+    pub class: String,
+    /// What was done, or why nothing was.
+    pub summary: String,
+}
+
+/// A mail ready to hand to SMTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingMail {
+    /// Its Message-ID (no angle brackets); deterministic, so a resend after a
+    /// crash is recognisably the same mail.
+    pub message_id: String,
+    /// Envelope sender.
+    pub envelope_from: String,
+    /// Envelope recipients.
+    pub recipients: Vec<String>,
+    /// The full RFC 5322 message.
+    pub raw: String,
+    /// Its subject, for logs and the demo.
+    pub subject: String,
+    /// Invitation this mail belongs to, so replies to it thread back.
+    pub invitation: Option<u64>,
+}
+
+/// An outbox entry: a mail plus delivery bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Monotonic id; order of sending.
+    pub id: u64,
+    /// The mail.
+    pub mail: OutgoingMail,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Unix seconds before which no new attempt is made.
+    pub not_before: u64,
+    /// Last error, if an attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// Everything one decision writes, applied atomically.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Relationship records to insert or replace.
+    pub relationships: Vec<Relationship>,
+    /// Invitation records to insert or replace.
+    pub invitations: Vec<Invitation>,
+    /// Mails to queue.
+    pub outbox: Vec<OutgoingMail>,
+    /// Messages to mark processed.
+    pub processed: Vec<Processed>,
+    /// Inbox cursor to advance: (inbox name, cursor).
+    pub cursor: Option<(String, Cursor)>,
+}
+
+/// Read access used by the workflow.
+pub trait StoreView {
+    /// One relationship.
+    fn relationship(&self, partner: &str, customer: &str) -> Result<Option<Relationship>>;
+    /// All relationships of a partner, ordered by customer.
+    fn relationships_of(&self, partner: &str) -> Result<Vec<Relationship>>;
+    /// All relationships of a customer address, with any partner.
+    fn relationships_with(&self, customer: &str) -> Result<Vec<Relationship>>;
+    /// An invitation by id.
+    fn invitation(&self, id: u64) -> Result<Option<Invitation>>;
+    /// The invitation a sent Message-ID belongs to.
+    fn invitation_by_message_id(&self, message_id: &str) -> Result<Option<u64>>;
+}
+
+/// The whole store interface.
+pub trait Store: StoreView + Send + Sync {
+    /// Every relationship.
+    fn all_relationships(&self) -> Result<Vec<Relationship>>;
+    /// Whether a message key was processed already.
+    fn processed(&self, key: &str) -> Result<Option<Processed>>;
+    /// An inbox's cursor.
+    fn cursor(&self, inbox: &str) -> Result<Option<Cursor>>;
+    /// Applies `changes` atomically; returns the outbox ids assigned.
+    fn commit(&self, changes: Changes) -> Result<Vec<u64>>;
+    /// Makes every commit so far durable.
+    fn flush(&self) -> Result<()>;
+    /// Pending outbox entries with id ≤ `up_to`, oldest first, at most `limit`.
+    fn pending_outbox(&self, up_to: u64, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// Moves an entry from pending to the sent log; `error` is set when it
+    /// failed for good.
+    fn mark_sent(&self, id: u64, at: u64, error: Option<String>) -> Result<()>;
+    /// Records a failed attempt and when to retry.
+    fn mark_retry(&self, entry: &OutboxEntry) -> Result<()>;
+    /// Highest outbox id ever assigned (0 when none).
+    fn last_outbox_id(&self) -> Result<u64>;
+    /// Sent mails (most recent last), for inspection and tests.
+    fn sent_log(&self) -> Result<Vec<OutboxEntry>>;
+}
+
+/// The sled-backed store.
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    path: String,
+}
+
+fn rel_key(partner: &str, customer: &str) -> Vec<u8> {
+    format!("rel/{partner}\0{customer}").into_bytes()
+}
+
+fn id_key(prefix: &str, id: u64) -> Vec<u8> {
+    let mut k = prefix.as_bytes().to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the database at `path`. `admin_socket` is
+    /// only named in the error when the database is locked.
+    pub fn open(path: &Path, cache_capacity_bytes: u64, admin_socket: &Path) -> Result<Self> {
+        let p = path.display().to_string();
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity_bytes)
+            // Flushes are explicit (group commit); the background flusher
+            // only bounds how much an unflushed crash could lose.
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| match &e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    StoreError::Locked {
+                        path: p.clone(),
+                        socket: admin_socket.display().to_string(),
+                    }
+                }
+                _ => StoreError::Sled {
+                    path: p.clone(),
+                    source: e,
+                },
+            })?;
+        let tree = db.open_tree("liaison").map_err(|e| StoreError::Sled {
+            path: p.clone(),
+            source: e,
+        })?;
+        Ok(SledStore { db, tree, path: p })
+    }
+
+    fn err(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        match self.tree.get(key).map_err(|e| self.err(e))? {
+            Some(v) => decode(key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn scan<T: serde::de::DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store records always serialise")
+}
+
+impl StoreView for SledStore {
+    fn relationship(&self, partner: &str, customer: &str) -> Result<Option<Relationship>> {
+        self.get(&rel_key(partner, customer))
+    }
+
+    fn relationships_of(&self, partner: &str) -> Result<Vec<Relationship>> {
+        self.scan(format!("rel/{partner}\0").as_bytes())
+    }
+
+    fn relationships_with(&self, customer: &str) -> Result<Vec<Relationship>> {
+        // Customers have few partners and partners are few: a scan of the
+        // relationship records filtered by customer is cheap enough here, and
+        // avoids a second index that could drift.
+        Ok(self
+            .all_relationships()?
+            .into_iter()
+            .filter(|r| r.customer == customer)
+            .collect())
+    }
+
+    fn invitation(&self, id: u64) -> Result<Option<Invitation>> {
+        self.get(&id_key("inv/", id))
+    }
+
+    fn invitation_by_message_id(&self, message_id: &str) -> Result<Option<u64>> {
+        self.get(format!("thr/{message_id}").as_bytes())
+    }
+}
+
+impl Store for SledStore {
+    fn all_relationships(&self) -> Result<Vec<Relationship>> {
+        self.scan(b"rel/")
+    }
+
+    fn processed(&self, key: &str) -> Result<Option<Processed>> {
+        self.get(format!("msg/{key}").as_bytes())
+    }
+
+    fn cursor(&self, inbox: &str) -> Result<Option<Cursor>> {
+        self.get(format!("cur/{inbox}").as_bytes())
+    }
+
+    fn commit(&self, changes: Changes) -> Result<Vec<u64>> {
+        let mut batch = sled::Batch::default();
+        for r in &changes.relationships {
+            batch.insert(rel_key(&r.partner, &r.customer), encode(r));
+        }
+        for i in &changes.invitations {
+            batch.insert(id_key("inv/", i.id), encode(i));
+        }
+        let mut ids = Vec::new();
+        for mail in changes.outbox {
+            let id = self.db.generate_id().map_err(|e| self.err(e))? + 1;
+            if let Some(inv) = mail.invitation {
+                batch.insert(
+                    format!("thr/{}", mail.message_id).into_bytes(),
+                    encode(&inv),
+                );
+            }
+            let entry = OutboxEntry {
+                id,
+                mail,
+                attempts: 0,
+                not_before: 0,
+                last_error: None,
+            };
+            batch.insert(id_key("outq/", id), encode(&entry));
+            ids.push(id);
+        }
+        for p in &changes.processed {
+            batch.insert(format!("msg/{}", p.key).into_bytes(), encode(p));
+        }
+        if let Some((inbox, cursor)) = &changes.cursor {
+            batch.insert(format!("cur/{inbox}").into_bytes(), encode(cursor));
+        }
+        if let Some(&last) = ids.last() {
+            batch.insert(b"meta/last_outbox_id".to_vec(), encode(&last));
+        }
+        self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        Ok(ids)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn pending_outbox(&self, up_to: u64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let mut out = Vec::new();
+        for kv in self.tree.range(id_key("outq/", 0)..=id_key("outq/", up_to)) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            out.push(decode(&k, &v)?);
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn mark_sent(&self, id: u64, at: u64, error: Option<String>) -> Result<()> {
+        let Some(mut entry) = self.get::<OutboxEntry>(&id_key("outq/", id))? else {
+            return Ok(());
+        };
+        entry.not_before = at;
+        entry.attempts += 1;
+        entry.last_error = error;
+        let mut batch = sled::Batch::default();
+        batch.remove(id_key("outq/", id));
+        batch.insert(id_key("outs/", id), encode(&entry));
+        self.tree.apply_batch(batch).map_err(|e| self.err(e))
+    }
+
+    fn mark_retry(&self, entry: &OutboxEntry) -> Result<()> {
+        self.tree
+            .insert(id_key("outq/", entry.id), encode(entry))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn last_outbox_id(&self) -> Result<u64> {
+        Ok(self.get(b"meta/last_outbox_id")?.unwrap_or(0))
+    }
+
+    fn sent_log(&self) -> Result<Vec<OutboxEntry>> {
+        self.scan(b"outs/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relationship::RelationshipState;
+
+    fn rel(partner: &str, customer: &str) -> Relationship {
+        Relationship {
+            partner: partner.into(),
+            customer: customer.into(),
+            customer_name: None,
+            locale: "en".into(),
+            state: RelationshipState::Invited,
+            since: 1,
+            invitation_id: Some(9),
+            history: vec![],
+        }
+    }
+
+    fn mail(id: &str, inv: Option<u64>) -> OutgoingMail {
+        OutgoingMail {
+            message_id: id.into(),
+            envelope_from: "a@b.test".into(),
+            recipients: vec!["c@d.test".into()],
+            raw: "Subject: x\r\n\r\nbody".into(),
+            subject: "x".into(),
+            invitation: inv,
+        }
+    }
+
+    #[test]
+    fn commit_is_visible_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+            let ids = s
+                .commit(Changes {
+                    relationships: vec![
+                        rel("p1", "alice@contoso.test"),
+                        rel("p2", "alice@contoso.test"),
+                    ],
+                    outbox: vec![mail("m1@x", Some(9)), mail("m2@x", None)],
+                    processed: vec![Processed {
+                        key: "in1@x".into(),
+                        at: 1,
+                        class: "command".into(),
+                        summary: "ok".into(),
+                    }],
+                    cursor: Some((
+                        "commands".into(),
+                        Cursor {
+                            uid_validity: 5,
+                            last_uid: 7,
+                        },
+                    )),
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(ids.len(), 2);
+            assert!(ids[0] < ids[1]);
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        assert_eq!(s.relationships_of("p1").unwrap().len(), 1);
+        assert_eq!(s.relationships_with("alice@contoso.test").unwrap().len(), 2);
+        assert_eq!(s.invitation_by_message_id("m1@x").unwrap(), Some(9));
+        assert!(s.processed("in1@x").unwrap().is_some());
+        assert_eq!(s.cursor("commands").unwrap().unwrap().last_uid, 7);
+        let last = s.last_outbox_id().unwrap();
+        let pending = s.pending_outbox(last, 10).unwrap();
+        assert_eq!(pending.len(), 2);
+        // Entries above the durable watermark are not handed out.
+        assert_eq!(s.pending_outbox(pending[0].id, 10).unwrap().len(), 1);
+        s.mark_sent(pending[0].id, 5, None).unwrap();
+        assert_eq!(s.pending_outbox(last, 10).unwrap().len(), 1);
+        assert_eq!(s.sent_log().unwrap()[0].mail.message_id, "m1@x");
+    }
+
+    #[test]
+    fn second_open_is_reported_as_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let _a = SledStore::open(&path, 1 << 20, Path::new("admin.sock")).unwrap();
+        match SledStore::open(&path, 1 << 20, Path::new("admin.sock")) {
+            Err(StoreError::Locked { socket, .. }) => assert_eq!(socket, "admin.sock"),
+            Err(e) => panic!("expected Locked, got {e}"),
+            Ok(_) => panic!("expected Locked, got a second handle"),
+        }
+    }
+}

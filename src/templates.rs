@@ -1,0 +1,387 @@
+//! Handlebars templates for every mail Liaison sends, per locale, with a
+//! subject, a plain-text part and (for customer mails) an HTML part.
+//!
+//! Files live in `templates/<locale>/<name>.subject.hbs`, `<name>.txt.hbs`
+//! and `<name>.html.hbs`. Text and HTML are rendered by two registries: the
+//! text one does not HTML-escape (a customer name "A&B" must stay "A&B" in
+//! the plain part), the HTML one does. Both run in strict mode, and every
+//! template is rendered once with sample data at load time, so a missing
+//! variable or file stops the daemon at start-up instead of producing blank
+//! text in a customer's mailbox.
+
+use handlebars::Handlebars;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// Errors loading or rendering templates.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// A required template file is missing or unreadable.
+    #[error("template file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A template does not compile.
+    #[error("template {name} ({locale}) does not compile: {reason}")]
+    Syntax {
+        /// Template name.
+        name: String,
+        /// Locale.
+        locale: String,
+        /// Handlebars' message.
+        reason: String,
+    },
+    /// Rendering failed (e.g. a variable the template uses was not given).
+    #[error("template {name} ({locale}) cannot be rendered: {reason}")]
+    Render {
+        /// Template name.
+        name: String,
+        /// Locale.
+        locale: String,
+        /// Handlebars' message.
+        reason: String,
+    },
+}
+
+/// Every mail Liaison sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TemplateName {
+    /// Invitation to grant delegated admin permissions (to the customer).
+    Invitation,
+    /// Results of a command mail (to the partner).
+    Transcript,
+    /// Confirmation of an acceptance (to the customer).
+    AcceptedCustomer,
+    /// Notice of an acceptance (to the partner).
+    AcceptedPartner,
+    /// Confirmation of a decline (to the customer).
+    DeclinedCustomer,
+    /// Notice of a decline (to the partner).
+    DeclinedPartner,
+    /// "Please answer accept or decline" (to the customer).
+    Clarify,
+    /// "You already answered" (to the customer).
+    AlreadyAnswered,
+    /// "We could not tie your mail to an invitation" (to the customer).
+    NotMatched,
+}
+
+impl TemplateName {
+    /// All templates.
+    pub const ALL: [TemplateName; 9] = [
+        TemplateName::Invitation,
+        TemplateName::Transcript,
+        TemplateName::AcceptedCustomer,
+        TemplateName::AcceptedPartner,
+        TemplateName::DeclinedCustomer,
+        TemplateName::DeclinedPartner,
+        TemplateName::Clarify,
+        TemplateName::AlreadyAnswered,
+        TemplateName::NotMatched,
+    ];
+
+    /// File name stem.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TemplateName::Invitation => "invitation",
+            TemplateName::Transcript => "transcript",
+            TemplateName::AcceptedCustomer => "accepted_customer",
+            TemplateName::AcceptedPartner => "accepted_partner",
+            TemplateName::DeclinedCustomer => "declined_customer",
+            TemplateName::DeclinedPartner => "declined_partner",
+            TemplateName::Clarify => "clarify",
+            TemplateName::AlreadyAnswered => "already_answered",
+            TemplateName::NotMatched => "not_matched",
+        }
+    }
+
+    /// Parses a file name stem.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// Customer mails must have an HTML part; partner mails may.
+    pub fn needs_html(self) -> bool {
+        !matches!(
+            self,
+            TemplateName::Transcript
+                | TemplateName::AcceptedPartner
+                | TemplateName::DeclinedPartner
+        )
+    }
+
+    /// Sample variables: every variable the workflow passes, used to check
+    /// templates at load time and for previews.
+    pub fn sample_vars(self) -> serde_json::Value {
+        let common = json!({
+            "partner_name": "Northwind Traders",
+            "customer_email": "alice@contoso.test",
+            "customer_name": "Contoso Ltd",
+            "original_subject": "Re: Invitation",
+        });
+        let extra = match self {
+            TemplateName::Invitation => json!({
+                "token": "sampletokensampletokensampletokensampletoken1",
+                "subject_ref": "[ref:sampletokensampletokensampletokensampletoken1]",
+                "reply_address": "invites+sampletoken@liaison.test",
+                "accept_link": "mailto:invites+sampletoken@liaison.test?subject=accept&body=accept",
+                "decline_link": "mailto:invites+sampletoken@liaison.test?subject=decline&body=decline",
+                "expires": "2027-02-23",
+            }),
+            TemplateName::Transcript => json!({
+                "results": [
+                    {"command": "invite alice@contoso.test", "ok": true, "result": "invited alice@contoso.test"},
+                    {"command": "frobnicate", "ok": false, "result": "unknown command `frobnicate`"},
+                ],
+                "note": "Only the first 50 commands were run.",
+            }),
+            TemplateName::AcceptedCustomer
+            | TemplateName::AcceptedPartner
+            | TemplateName::DeclinedCustomer
+            | TemplateName::DeclinedPartner => json!({
+                "state": "active",
+                "at": "2026-11-25T12:00:00Z",
+            }),
+            TemplateName::Clarify => json!({}),
+            TemplateName::AlreadyAnswered => json!({"state": "active"}),
+            TemplateName::NotMatched => json!({"reason": "no_reference"}),
+        };
+        let mut v = common;
+        v.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        v
+    }
+}
+
+/// A rendered mail body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// Subject line (one line).
+    pub subject: String,
+    /// Plain-text part.
+    pub text: String,
+    /// HTML part, if the template has one.
+    pub html: Option<String>,
+}
+
+/// All loaded templates.
+pub struct Templates {
+    text: Handlebars<'static>,
+    html: Handlebars<'static>,
+    dir: PathBuf,
+}
+
+fn key(name: TemplateName, locale: &str, part: &str) -> String {
+    format!("{locale}/{}.{part}", name.as_str())
+}
+
+impl Templates {
+    /// Loads every template for every supported locale from `dir` and checks
+    /// each renders with sample data.
+    pub fn load(dir: &Path) -> Result<Self, TemplateError> {
+        let mut text = Handlebars::new();
+        text.set_strict_mode(true);
+        text.register_escape_fn(handlebars::no_escape);
+        let mut html = Handlebars::new();
+        html.set_strict_mode(true);
+        for locale in crate::config::SUPPORTED_LOCALES {
+            for name in TemplateName::ALL {
+                for (part, required) in [
+                    ("subject", true),
+                    ("txt", true),
+                    ("html", name.needs_html()),
+                ] {
+                    let reg = if part == "html" { &mut html } else { &mut text };
+                    let path = dir
+                        .join(locale)
+                        .join(format!("{}.{part}.hbs", name.as_str()));
+                    let source = match std::fs::read_to_string(&path) {
+                        Ok(s) => s,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+                        Err(e) => {
+                            return Err(TemplateError::File {
+                                path,
+                                reason: e.to_string(),
+                            })
+                        }
+                    };
+                    reg.register_template_string(&key(name, locale, part), source)
+                        .map_err(|e| TemplateError::Syntax {
+                            name: format!("{}.{part}", name.as_str()),
+                            locale: locale.to_string(),
+                            reason: e.to_string(),
+                        })?;
+                }
+            }
+        }
+        let t = Templates {
+            text,
+            html,
+            dir: dir.to_owned(),
+        };
+        for locale in crate::config::SUPPORTED_LOCALES {
+            for name in TemplateName::ALL {
+                t.render(name, locale, &name.sample_vars())?;
+            }
+        }
+        Ok(t)
+    }
+
+    /// The folder templates were loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Renders one mail. Unknown locales fall back to English.
+    pub fn render(
+        &self,
+        name: TemplateName,
+        locale: &str,
+        vars: &serde_json::Value,
+    ) -> Result<Rendered, TemplateError> {
+        let locale = if crate::config::SUPPORTED_LOCALES.contains(&locale) {
+            locale
+        } else {
+            "en"
+        };
+        let err = |part: &str, e: handlebars::RenderError| TemplateError::Render {
+            name: format!("{}.{part}", name.as_str()),
+            locale: locale.to_string(),
+            reason: e.to_string(),
+        };
+        let subject = self
+            .text
+            .render(&key(name, locale, "subject"), vars)
+            .map_err(|e| err("subject", e))?;
+        // A subject is one line whatever the template or the data contain:
+        // a newline there would start a new header.
+        let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = self
+            .text
+            .render(&key(name, locale, "txt"), vars)
+            .map_err(|e| err("txt", e))?;
+        let html_key = key(name, locale, "html");
+        let html = if self.html.has_template(&html_key) {
+            Some(
+                self.html
+                    .render(&html_key, vars)
+                    .map_err(|e| err("html", e))?,
+            )
+        } else {
+            None
+        };
+        Ok(Rendered {
+            subject,
+            text,
+            html,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> Templates {
+        Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")).unwrap()
+    }
+
+    #[test]
+    fn shipped_templates_load_in_every_locale() {
+        let t = shipped();
+        for locale in crate::config::SUPPORTED_LOCALES {
+            let r = t
+                .render(
+                    TemplateName::Invitation,
+                    locale,
+                    &TemplateName::Invitation.sample_vars(),
+                )
+                .unwrap();
+            assert!(
+                r.subject.contains("[ref:sampletoken"),
+                "{locale}: {}",
+                r.subject
+            );
+            assert!(r.text.contains("Northwind Traders"));
+            let html = r.html.unwrap();
+            assert!(html.contains("mailto:invites+sampletoken"), "{locale}");
+        }
+        let ko = t
+            .render(
+                TemplateName::Invitation,
+                "ko",
+                &TemplateName::Invitation.sample_vars(),
+            )
+            .unwrap();
+        assert!(ko.text.contains("수락"), "{}", ko.text);
+    }
+
+    #[test]
+    fn text_is_not_escaped_and_html_is() {
+        let t = shipped();
+        let mut vars = TemplateName::Invitation.sample_vars();
+        vars["partner_name"] = json!("A&B <Partners>");
+        let r = t.render(TemplateName::Invitation, "en", &vars).unwrap();
+        assert!(r.text.contains("A&B <Partners>"));
+        let html = r.html.unwrap();
+        assert!(html.contains("A&amp;B &lt;Partners&gt;"), "{html}");
+        assert!(!html.contains("<Partners>"));
+    }
+
+    #[test]
+    fn missing_variable_is_an_error_not_blank_text() {
+        let t = shipped();
+        let err = t
+            .render(
+                TemplateName::Invitation,
+                "en",
+                &json!({"partner_name": "X"}),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("invitation"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_template_stops_loading_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        for locale in crate::config::SUPPORTED_LOCALES {
+            std::fs::create_dir_all(dir.path().join(locale)).unwrap();
+            for f in std::fs::read_dir(src.join(locale)).unwrap() {
+                let f = f.unwrap();
+                std::fs::copy(f.path(), dir.path().join(locale).join(f.file_name())).unwrap();
+            }
+        }
+        std::fs::write(
+            dir.path().join("ko/clarify.txt.hbs"),
+            "{{partner_name}} {{no_such_variable}}",
+        )
+        .unwrap();
+        let err = Templates::load(dir.path())
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(err.contains("clarify") && err.contains("ko"), "{err}");
+        std::fs::remove_file(dir.path().join("en/invitation.html.hbs")).unwrap();
+        let err = Templates::load(dir.path())
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(err.contains("invitation.html.hbs"), "{err}");
+    }
+
+    #[test]
+    fn subjects_are_one_line() {
+        let t = shipped();
+        let mut vars = TemplateName::AcceptedPartner.sample_vars();
+        vars["customer_email"] = json!("x\r\nBcc: evil@x.test");
+        let r = t
+            .render(TemplateName::AcceptedPartner, "en", &vars)
+            .unwrap();
+        assert!(!r.subject.contains('\n') && !r.subject.contains('\r'));
+    }
+}

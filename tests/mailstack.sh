@@ -1,0 +1,538 @@
+#!/usr/bin/env bash
+# tests/mailstack.sh — private, loopback-only mail stack for Liaison integration tests.
+#
+# Installs (from Debian packages) and runs a private Postfix (SMTP) instance that
+# delivers over LMTP into a private Dovecot (IMAP) instance. Nothing from
+# /etc/postfix or /etc/dovecot is used and the system's own instances are never
+# started (or, if they were, they are stopped so they hold no ports).
+#
+#   SMTP   127.0.0.1:2525  no auth from loopback; accepts mail only for the
+#                          virtual domains below, refuses relaying elsewhere
+#                          (opportunistic STARTTLS with the self-signed cert)
+#   IMAP   127.0.0.1:1143  plaintext LOGIN allowed, STARTTLS available
+#   IMAPS  127.0.0.1:1993  implicit TLS, self-signed cert (CN=localhost,
+#                          SAN IP:127.0.0.1, DNS:localhost)
+#
+# Domains: liaison.test contoso.test fabrikam.test
+# Users (IMAP login = full address, password "liaison-dev"): see USERS below.
+# Plus-addressing: user+tag@domain is delivered to user's INBOX; the
+# Delivered-To header keeps "+tag".
+#
+# Usage: tests/mailstack.sh up|down|status|install
+#   install  apt-get install the packages (quick no-op when already installed)
+#   up       install, write config, start both servers, wait until they greet
+#   down     stop only the instances this script started
+#   status   report each server; exit non-zero unless both run
+#
+# State folder: ${LIAISON_MAILSTACK_DIR:-/tmp/liaison-ms} (keep it short: Unix
+# socket paths are limited to 107 bytes). Layout:
+#   postfix/            main.cf, master.cf, vmailbox (texthash map)
+#   pf-queue/           Postfix queue_directory (pid/master.pid inside)
+#   pf-data/            Postfix data_directory
+#   dovecot.conf        Dovecot config;  users (passwd-file)
+#   dc/                 Dovecot base_dir (master.pid, lmtp socket, ...)
+#   dc-state/           Dovecot state_dir
+#   tls/                cert.pem, key.pem
+#   mail/<domain>/<user>/Maildir/   each user's mailbox
+#   log/postfix.log, log/dovecot.log, log/dovecot-info.log, log/start.log
+#
+# Must run as root (apt, binding services, dropping privileges).
+set -euo pipefail
+
+# ---------------------------------------------------------------- settings ---
+USERS=(
+  commands@liaison.test
+  invites@liaison.test
+  helpdesk@liaison.test
+  partner1@liaison.test
+  partner2@liaison.test
+  alice@contoso.test
+  bob@fabrikam.test
+  carol@contoso.test
+  dave@fabrikam.test
+)
+PASSWORD="liaison-dev"
+DOMAINS=(liaison.test contoso.test fabrikam.test)   # domains of USERS are added too
+
+BIND=127.0.0.1
+SMTP_PORT=2525
+IMAP_PORT=1143
+IMAPS_PORT=1993
+WAIT_SECONDS=30
+MAIL_USER=vmail               # owner of the mail storage (created if missing)
+PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-lmtpd swaks openssl)
+
+MS_DIR="${LIAISON_MAILSTACK_DIR:-/tmp/liaison-ms}"
+PF_CONF="$MS_DIR/postfix"
+PF_QUEUE="$MS_DIR/pf-queue"
+PF_DATA="$MS_DIR/pf-data"
+DC_CONF="$MS_DIR/dovecot.conf"
+DC_BASE="$MS_DIR/dc"
+DC_STATE="$MS_DIR/dc-state"
+DC_USERS="$MS_DIR/users"
+TLS_DIR="$MS_DIR/tls"
+MAIL_DIR="$MS_DIR/mail"
+LOG_DIR="$MS_DIR/log"
+
+log() { printf 'mailstack: %s\n' "$*" >&2; }
+die() { printf 'mailstack: error: %s\n' "$*" >&2; exit 1; }
+
+need_root() { [[ $(id -u) -eq 0 ]] || die "must run as root"; }
+
+# --------------------------------------------------------------- install ---
+missing_packages() {
+  local p st
+  declare -A ok=()
+  while read -r p st; do
+    [[ $st == "install ok installed" ]] && ok[$p]=1
+  done < <(dpkg-query -W -f='${Package} ${Status}\n' "${PACKAGES[@]}" 2>/dev/null || true)
+  for p in "${PACKAGES[@]}"; do
+    [[ -n ${ok[$p]:-} ]] || printf '%s\n' "$p"
+  done
+}
+
+POLICY=/usr/sbin/policy-rc.d
+POLICY_BACKUP=""
+POLICY_INSTALLED=0
+restore_policy() {
+  if [[ $POLICY_INSTALLED -eq 1 ]]; then
+    if [[ -n $POLICY_BACKUP ]]; then
+      mv -f "$POLICY_BACKUP" "$POLICY"
+    else
+      rm -f "$POLICY"
+    fi
+    POLICY_INSTALLED=0
+  fi
+}
+
+# Stop system (not ours) postfix/dovecot if they run, so they hold no ports.
+stop_system_instances() {
+  local pid
+  if [[ -s /var/spool/postfix/pid/master.pid ]]; then
+    pid=$(tr -dc 0-9 </var/spool/postfix/pid/master.pid)
+    if proc_alive "$pid"; then
+      log "stopping the system's postfix (pid $pid)"
+      postfix stop </dev/null >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
+    fi
+  fi
+  if [[ -s /run/dovecot/master.pid ]]; then
+    pid=$(tr -dc 0-9 </run/dovecot/master.pid)
+    if proc_alive "$pid"; then
+      log "stopping the system's dovecot (pid $pid)"
+      kill "$pid" 2>/dev/null || true
+    fi
+  fi
+  if [[ -d /run/systemd/system ]]; then
+    systemctl stop postfix.service dovecot.service dovecot.socket >/dev/null 2>&1 || true
+  fi
+}
+
+do_install() {
+  need_root
+  local missing
+  missing=$(missing_packages)
+  if [[ -n $missing ]]; then
+    # shellcheck disable=SC2086
+    log "installing:" $missing
+    export DEBIAN_FRONTEND=noninteractive
+    # Keep maintainer scripts from starting the system's own instances.
+    if [[ -e $POLICY ]]; then
+      POLICY_BACKUP=$(mktemp /usr/sbin/.policy-rc.d.XXXXXX)
+      cp -p "$POLICY" "$POLICY_BACKUP"
+    fi
+    POLICY_INSTALLED=1
+    trap restore_policy EXIT
+    printf '#!/bin/sh\nexit 101\n' >"$POLICY"
+    chmod 0755 "$POLICY"
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    local aptlog
+    aptlog=$(mktemp /tmp/mailstack-apt.XXXXXX)
+    apt-get update -q >"$aptlog" 2>&1 || { tail -n 25 "$aptlog" >&2; die "apt-get update failed (log: $aptlog)"; }
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends \
+      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+      $missing >>"$aptlog" 2>&1 || { tail -n 25 "$aptlog" >&2; die "apt-get install failed (log: $aptlog)"; }
+    rm -f "$aptlog"
+    restore_policy
+    trap - EXIT
+  fi
+  if ! id -u "$MAIL_USER" >/dev/null 2>&1; then
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin "$MAIL_USER"
+  fi
+  stop_system_instances
+}
+
+# ----------------------------------------------------------------- state ---
+all_domains() {
+  local u
+  { printf '%s\n' "${DOMAINS[@]}"; for u in "${USERS[@]}"; do printf '%s\n' "${u#*@}"; done; } \
+    | sort -u
+}
+
+# Generated files get an mtime in the past: postfix start otherwise waits ~2 s
+# when its config changed during the last seconds.
+age() { touch -d '-10 seconds' "$@"; }
+
+write_postfix_config() {
+  local domains
+  domains=$(all_domains | tr '\n' ' ')
+  mkdir -p "$PF_CONF" "$PF_QUEUE" "$PF_DATA"
+  chown root:root "$PF_QUEUE"; chmod 0755 "$PF_QUEUE"
+  chown postfix:postfix "$PF_DATA"; chmod 0700 "$PF_DATA"
+
+  cat >"$PF_CONF/main.cf.new" <<EOF
+# Generated by tests/mailstack.sh — private Liaison test instance. Do not edit.
+compatibility_level = 3.6
+queue_directory = $PF_QUEUE
+data_directory = $PF_DATA
+maillog_file = $LOG_DIR/postfix.log
+maillog_file_prefixes = $LOG_DIR
+syslog_name = liaison-ms/postfix
+mail_owner = postfix
+setgid_group = postdrop
+
+myhostname = mail.liaison.test
+mydomain = liaison.test
+myorigin = \$myhostname
+mydestination =
+mynetworks = 127.0.0.0/8
+inet_interfaces = $BIND
+inet_protocols = ipv4
+smtpd_banner = \$myhostname ESMTP Liaison test MTA
+
+# No DNS, no outbound mail.
+disable_dns_lookups = yes
+smtp_dns_support_level = disabled
+smtp_host_lookup = native
+lmtp_host_lookup = native
+default_transport = error:outbound mail disabled (Liaison test stack)
+relay_transport = error:relaying disabled (Liaison test stack)
+local_transport = error:local delivery disabled (Liaison test stack)
+relay_domains =
+alias_maps =
+alias_database =
+biff = no
+append_dot_mydomain = no
+
+# Virtual mailboxes delivered to Dovecot over LMTP.
+recipient_delimiter = +
+virtual_mailbox_domains = $domains
+virtual_mailbox_maps = texthash:$PF_CONF/vmailbox
+virtual_transport = lmtp:unix:$DC_BASE/lmtp
+lmtp_destination_recipient_limit = 50
+
+# Anyone on loopback may submit, but only to our domains.
+smtpd_relay_restrictions = reject_unauth_destination
+smtpd_recipient_restrictions = reject_unlisted_recipient, reject_unauth_destination
+smtpd_reject_unlisted_recipient = yes
+smtpd_helo_required = no
+
+message_size_limit = 52428800
+mailbox_size_limit = 0
+virtual_mailbox_limit = 0
+
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = $TLS_DIR/cert.pem
+smtpd_tls_key_file = $TLS_DIR/key.pem
+smtpd_tls_session_cache_database =
+EOF
+
+  cat >"$PF_CONF/master.cf.new" <<EOF
+# Generated by tests/mailstack.sh. No smtp client, no local/virtual agents.
+# service         type       private unpriv chroot wakeup maxproc command
+$BIND:$SMTP_PORT  inet       n       -      n      -      -       smtpd
+pickup            unix       n       -      n      60     1       pickup
+cleanup           unix       n       -      n      -      0       cleanup
+qmgr              unix       n       -      n      300    1       qmgr
+tlsmgr            unix       -       -      n      1000?  1       tlsmgr
+rewrite           unix       -       -      n      -      -       trivial-rewrite
+bounce            unix       -       -      n      -      0       bounce
+defer             unix       -       -      n      -      0       bounce
+trace             unix       -       -      n      -      0       bounce
+verify            unix       -       -      n      -      1       verify
+flush             unix       n       -      n      1000?  0       flush
+proxymap          unix       -       -      n      -      -       proxymap
+proxywrite        unix       -       -      n      -      1       proxymap
+showq             unix       n       -      n      -      -       showq
+error             unix       -       -      n      -      -       error
+retry             unix       -       -      n      -      -       error
+discard           unix       -       -      n      -      -       discard
+lmtp              unix       -       -      n      -      -       lmtp
+anvil             unix       -       -      n      -      1       anvil
+scache            unix       -       -      n      -      1       scache
+postlog           unix-dgram n       -      n      -      1       postlogd
+EOF
+
+  : >"$PF_CONF/vmailbox.new"
+  local u
+  for u in "${USERS[@]}"; do printf '%s OK\n' "$u" >>"$PF_CONF/vmailbox.new"; done
+
+  local f
+  for f in main.cf master.cf vmailbox; do
+    if [[ -f $PF_CONF/$f ]] && cmp -s "$PF_CONF/$f.new" "$PF_CONF/$f"; then
+      rm -f "$PF_CONF/$f.new"
+    else
+      mv -f "$PF_CONF/$f.new" "$PF_CONF/$f"
+    fi
+  done
+  age "$PF_CONF/main.cf" "$PF_CONF/master.cf" "$PF_CONF/vmailbox"
+}
+
+write_dovecot_config() {
+  local uid gid dh=""
+  uid=$(id -u "$MAIL_USER"); gid=$(id -g "$MAIL_USER")
+  mkdir -p "$DC_STATE" "$MAIL_DIR"
+  chown "$uid:$gid" "$MAIL_DIR"; chmod 0750 "$MAIL_DIR"
+  [[ -r /usr/share/dovecot/dh.pem ]] && dh="ssl_dh = </usr/share/dovecot/dh.pem"
+
+  local u tmp="$DC_USERS.new"
+  : >"$tmp"
+  for u in "${USERS[@]}"; do printf '%s:{PLAIN}%s\n' "$u" "$PASSWORD" >>"$tmp"; done
+  chown root:dovecot "$tmp" 2>/dev/null || true
+  chmod 0640 "$tmp"
+  if [[ -f $DC_USERS ]] && cmp -s "$tmp" "$DC_USERS"; then rm -f "$tmp"; else mv -f "$tmp" "$DC_USERS"; fi
+
+  # Pre-create each Maildir (Dovecot would otherwise create it on first use,
+  # leaving a stray "maildirfolder" file in the root).
+  local d
+  for u in "${USERS[@]}"; do
+    d="$MAIL_DIR/${u#*@}/${u%@*}/Maildir"
+    [[ -d $d/new ]] && continue
+    install -d -o "$uid" -g "$gid" -m 0700 "$MAIL_DIR/${u#*@}" "${d%/Maildir}" "$d" "$d/cur" "$d/new" "$d/tmp"
+  done
+
+  cat >"$DC_CONF.new" <<EOF
+# Generated by tests/mailstack.sh — private Liaison test instance. Do not edit.
+# Includes nothing from /etc/dovecot.
+instance_name = liaison-ms
+hostname = mail.liaison.test
+base_dir = $DC_BASE
+state_dir = $DC_STATE
+log_path = $LOG_DIR/dovecot.log
+info_log_path = $LOG_DIR/dovecot-info.log
+protocols = imap lmtp
+listen = $BIND
+shutdown_clients = yes
+
+ssl = yes
+ssl_cert = <$TLS_DIR/cert.pem
+ssl_key = <$TLS_DIR/key.pem
+$dh
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+login_trusted_networks = 127.0.0.0/8
+
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $DC_USERS
+}
+userdb {
+  driver = static
+  args = uid=$uid gid=$gid home=$MAIL_DIR/%d/%n
+}
+first_valid_uid = $uid
+last_valid_uid = 0
+first_valid_gid = $gid
+mail_location = maildir:~/Maildir
+
+recipient_delimiter = +
+lmtp_save_to_detail_mailbox = no
+
+namespace inbox {
+  inbox = yes
+  separator = /
+}
+
+service imap-login {
+  inet_listener imap {
+    address = $BIND
+    port = $IMAP_PORT
+  }
+  inet_listener imaps {
+    address = $BIND
+    port = $IMAPS_PORT
+    ssl = yes
+  }
+}
+service lmtp {
+  unix_listener lmtp {
+    mode = 0666
+  }
+}
+# Without this, a correct login from 127.0.0.1 right after a failed one is
+# delayed by seconds (anvil auth penalty).
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+protocol imap {
+  mail_max_userip_connections = 100
+}
+EOF
+  if [[ -f $DC_CONF ]] && cmp -s "$DC_CONF.new" "$DC_CONF"; then rm -f "$DC_CONF.new"; else mv -f "$DC_CONF.new" "$DC_CONF"; fi
+}
+
+write_tls() {
+  mkdir -p "$TLS_DIR"
+  [[ -s $TLS_DIR/cert.pem && -s $TLS_DIR/key.pem ]] && return 0
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 \
+    -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" \
+    -subj "/CN=localhost" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+    >/dev/null 2>&1 || die "openssl could not create the self-signed certificate"
+  chmod 0600 "$TLS_DIR/key.pem"; chmod 0644 "$TLS_DIR/cert.pem"
+}
+
+check_paths() {
+  [[ $MS_DIR == /* ]] || die "LIAISON_MAILSTACK_DIR must be an absolute path: $MS_DIR"
+  # Longest Dovecot socket is about base_dir + "/login/imap-urlauth-postlogin".
+  (( ${#DC_BASE} + 30 < 107 )) || die "state folder path too long for Unix sockets: $MS_DIR"
+}
+
+write_config() {
+  check_paths
+  mkdir -p "$MS_DIR" "$LOG_DIR"
+  chmod 0755 "$MS_DIR" "$LOG_DIR"
+  write_tls
+  write_postfix_config
+  write_dovecot_config
+}
+
+# ------------------------------------------------------------- processes ---
+# proc_alive PID: running and not a zombie (our daemons get reparented to
+# PID 1, which may reap them late; kill -0 alone would call a zombie alive).
+proc_alive() {
+  local st
+  [[ -n $1 && -r /proc/$1/stat ]] || return 1
+  { read -r st <"/proc/$1/stat"; } 2>/dev/null || return 1
+  st=${st##*) }
+  [[ -n $st && ${st%% *} != Z ]]
+}
+# pidfile_pid PIDFILE PATTERN: prints the pid if that process is alive and its
+# command line matches PATTERN (guards against recycled pids).
+pidfile_pid() {
+  local pid cmd
+  [[ -s $1 ]] || return 1
+  pid=$(tr -dc 0-9 <"$1")
+  proc_alive "$pid" || return 1
+  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  # shellcheck disable=SC2053
+  [[ $cmd == $2 ]] || return 1
+  printf '%s\n' "$pid"
+}
+postfix_pid() { pidfile_pid "$PF_QUEUE/pid/master.pid" '*postfix*/master*'; }
+dovecot_pid() { pidfile_pid "$DC_BASE/master.pid" "*dovecot*$DC_CONF*"; }
+postfix_running() { postfix_pid >/dev/null; }
+dovecot_running() { dovecot_pid >/dev/null; }
+
+# greets PORT PREFIX: connects to 127.0.0.1:PORT and checks the greeting.
+greets() {
+  local line=""
+  timeout 3 bash -c '
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    IFS= read -r -t 2 line <&3 || exit 1
+    [[ $line == "$2"* ]] || exit 1
+    case $2 in 220*) printf "QUIT\r\n" >&3;; *) printf "a LOGOUT\r\n" >&3;; esac
+    exec 3>&-' _ "$1" "$2" 2>/dev/null
+}
+
+show_log() {  # file
+  [[ -f $1 ]] || return 0
+  printf -- '--- last lines of %s ---\n' "$1" >&2
+  tail -n 25 "$1" >&2
+}
+
+start_postfix() {
+  postfix_running && return 0
+  postfix -c "$PF_CONF" start </dev/null >>"$LOG_DIR/start.log" 2>&1 || {
+    show_log "$LOG_DIR/start.log"; show_log "$LOG_DIR/postfix.log"
+    # postfix prints its fatal errors only to a terminal (else to the log).
+    if command -v script >/dev/null; then
+      log "postfix check says:"
+      script -qec "postfix -c '$PF_CONF' check" /dev/null </dev/null >&2 || true
+    fi
+    die "postfix failed to start"
+  }
+}
+
+start_dovecot() {
+  dovecot_running && return 0
+  # A stale anvil-auth-penalty socket costs ~5 s at every start.
+  rm -f "$DC_BASE/anvil-auth-penalty"
+  dovecot -c "$DC_CONF" </dev/null >>"$LOG_DIR/start.log" 2>&1 || {
+    show_log "$LOG_DIR/start.log"; show_log "$LOG_DIR/dovecot.log"
+    die "dovecot failed to start"
+  }
+}
+
+summary() {
+  printf 'mailstack up: SMTP %s:%s, IMAP %s:%s, IMAPS %s:%s; %d users (password %s); state %s\n' \
+    "$BIND" "$SMTP_PORT" "$BIND" "$IMAP_PORT" "$BIND" "$IMAPS_PORT" "${#USERS[@]}" "$PASSWORD" "$MS_DIR"
+}
+
+do_up() {
+  do_install
+  if postfix_running && dovecot_running && greets "$SMTP_PORT" 220 && greets "$IMAP_PORT" '* OK'; then
+    summary; return 0
+  fi
+  write_config
+  start_dovecot
+  start_postfix
+  local deadline=$((SECONDS + WAIT_SECONDS)) smtp=0 imap=0 imaps=0
+  while (( SECONDS < deadline )); do
+    (( smtp )) || { greets "$SMTP_PORT" 220 && smtp=1; } || true
+    (( imap )) || { greets "$IMAP_PORT" '* OK' && imap=1; } || true
+    (( imaps )) || { (exec 3<>"/dev/tcp/127.0.0.1/$IMAPS_PORT") 2>/dev/null && imaps=1; } || true
+    (( smtp && imap && imaps )) && { summary; return 0; }
+    sleep 0.1
+  done
+  (( smtp )) || { show_log "$LOG_DIR/start.log"; show_log "$LOG_DIR/postfix.log"; log "SMTP on $BIND:$SMTP_PORT did not greet within ${WAIT_SECONDS}s"; }
+  (( imap && imaps )) || { show_log "$LOG_DIR/dovecot.log"; log "IMAP on $BIND:$IMAP_PORT/$IMAPS_PORT not ready within ${WAIT_SECONDS}s"; }
+  exit 1
+}
+
+do_down() {
+  need_root
+  local ppid dpid i
+  ppid=$(postfix_pid) || ppid=""
+  dpid=$(dovecot_pid) || dpid=""
+  if [[ -n $ppid ]]; then
+    postfix -c "$PF_CONF" stop </dev/null >>"$LOG_DIR/start.log" 2>&1 || kill "$ppid" 2>/dev/null || true
+  fi
+  # Dovecot's master sleeps 1 s in its shutdown path; nothing to gain there.
+  [[ -n $dpid ]] && { kill -TERM "$dpid" 2>/dev/null || true; }
+  for ((i = 0; i < 150; i++)); do
+    proc_alive "$ppid" || proc_alive "$dpid" || break
+    sleep 0.05
+  done
+  proc_alive "$ppid" && die "postfix (pid $ppid) did not stop within 7 s"
+  proc_alive "$dpid" && die "dovecot (pid $dpid) did not stop within 7 s"
+  rm -f "$DC_BASE/anvil-auth-penalty"
+  echo "mailstack down"
+}
+
+do_status() {
+  local rc=0
+  if postfix_running; then
+    echo "postfix: running (pid $(postfix_pid)), SMTP $BIND:$SMTP_PORT"
+  else
+    echo "postfix: not running"; rc=1
+  fi
+  if dovecot_running; then
+    echo "dovecot: running (pid $(dovecot_pid)), IMAP $BIND:$IMAP_PORT, IMAPS $BIND:$IMAPS_PORT"
+  else
+    echo "dovecot: not running"; rc=1
+  fi
+  echo "state: $MS_DIR"
+  return $rc
+}
+
+case "${1:-}" in
+  up) do_up ;;
+  down) do_down ;;
+  status) do_status ;;
+  install) do_install ;;
+  *) echo "usage: $0 up|down|status|install" >&2; exit 2 ;;
+esac
