@@ -295,7 +295,7 @@ fn run_commands(
         references,
         vars: json!({
             "partner_name": partner.name,
-            "original_subject": mail.subject,
+            "original_subject": strip_reply_prefixes(&mail.subject),
             "results": results,
             "note": note,
         }),
@@ -465,10 +465,12 @@ impl CommandRun<'_, '_> {
         let from_state = if is_new { None } else { Some(rel.state) };
         match crate::relationship::transition(from_state, RelationshipEvent::Invited) {
             Ok(_) => {}
-            Err(TransitionError::Already(RelationshipState::Invited)) => return Ok(Err(format!(
+            Err(TransitionError::Already(RelationshipState::Invited)) => {
+                return Ok(Err(format!(
                 "{customer} was already invited on {}; use `resend {customer}` to send it again",
                 date_only(rel.since)
-            ))),
+            )))
+            }
             Err(_) => {
                 return Ok(Err(format!(
                     "{customer} is {} since {}; no new invitation is needed",
@@ -660,11 +662,23 @@ enum MatchedBy {
     Thread,
 }
 
+/// The result of looking for the invitation a customer mail refers to.
+enum Reference {
+    /// A valid token or thread.
+    Found(Invitation, MatchedBy),
+    /// A genuine token or thread whose invitation has expired.
+    Expired(Invitation),
+    /// A token that fails verification: forged, damaged or unknown.
+    Refused(String),
+    /// No reference at all.
+    Missing,
+}
+
 fn find_invitation(
     ctx: &Context,
     view: &dyn StoreView,
     mail: &InboundMail,
-) -> Result<Result<Option<(Invitation, MatchedBy)>, String>, WorkflowError> {
+) -> Result<Reference, WorkflowError> {
     let base = &ctx.config.addresses.invitations;
     let mut candidates: Vec<(String, MatchedBy)> = mail
         .delivered_to
@@ -692,10 +706,8 @@ fn find_invitation(
             .tokens
             .verify(&tok, inv.kind.purpose(), &inv.customer, ctx.now)
         {
-            Ok(_) => return Ok(Ok(Some((inv, how)))),
-            Err(TokenError::Expired) => {
-                return Ok(Err(format!("token of invitation {} expired", inv.id)))
-            }
+            Ok(_) => return Ok(Reference::Found(inv, how)),
+            Err(TokenError::Expired) => return Ok(Reference::Expired(inv)),
             Err(e) => {
                 refusal.get_or_insert(format!("{how:?} token refused: {e}"));
             }
@@ -705,16 +717,16 @@ fn find_invitation(
         if let Some(inv_id) = view.invitation_by_message_id(id)? {
             if let Some(inv) = view.invitation(inv_id)? {
                 if inv.expires < ctx.now {
-                    return Ok(Err(format!("invitation {} expired", inv.id)));
+                    return Ok(Reference::Expired(inv));
                 }
-                return Ok(Ok(Some((inv, MatchedBy::Thread))));
+                return Ok(Reference::Found(inv, MatchedBy::Thread));
             }
         }
     }
-    match refusal {
-        Some(r) => Ok(Err(r)),
-        None => Ok(Ok(None)),
-    }
+    Ok(match refusal {
+        Some(r) => Reference::Refused(r),
+        None => Reference::Missing,
+    })
 }
 
 fn customer_mail(
@@ -728,41 +740,55 @@ fn customer_mail(
         domain: ctx.config.addresses.message_id_domain(),
         n: 0,
     };
-    let known = view.relationships_with(from)?;
-    let found = find_invitation(ctx, view, mail)?;
-    let (inv, how) = match found {
-        Ok(Some(x)) => x,
-        Err(reason) if known.is_empty() => {
+    let (inv, how) = match find_invitation(ctx, view, mail)? {
+        Reference::Found(inv, how) => (inv, how),
+        Reference::Refused(reason) => {
+            // A forged or damaged token earns no answer: the From address
+            // may be forged too, and answering it would be backscatter.
             return Ok(Decision::ignored(format!(
-                "mail from unknown sender {from}: {reason}; nothing changed, no reply"
-            )))
+                "mail from {from}: {reason}; nothing changed, no reply"
+            )));
         }
-        Ok(None) if known.is_empty() => {
-            return Ok(Decision::ignored(format!(
-                "mail from {from}, who is neither a partner nor a known customer; no reply (no backscatter)"
-            )))
+        Reference::Expired(inv) => {
+            let rel = view.relationship(&inv.partner, &inv.customer)?;
+            return Ok(match rel {
+                Some(rel) if inv.customer == from => {
+                    let mut d = Decision::ignored(format!(
+                        "{from} answered invitation {}, which expired on {}",
+                        inv.id,
+                        rfc3339(inv.expires)
+                    ));
+                    d.mails.push(customer_notice(
+                        ctx,
+                        &rel,
+                        mail,
+                        &mut ids,
+                        TemplateName::NotMatched,
+                        json!({"reason": "expired"}),
+                    ));
+                    d
+                }
+                _ => Decision::ignored(format!(
+                    "mail from {from} refers to expired invitation {} of {}; no reply",
+                    inv.id, inv.customer
+                )),
+            });
         }
-        Err(reason) => {
-            // A known customer answered with a stale or damaged reference.
-            let mut d = Decision::ignored(format!("customer {from}: {reason}"));
-            d.mails.push(customer_notice(
-                ctx,
-                &known[0],
-                mail,
-                &mut ids,
-                TemplateName::NotMatched,
-                json!({"reason": "expired"}),
-            ));
-            return Ok(d);
-        }
-        Ok(None) => {
-            // Known customer but no reference: never guess which partner.
+        Reference::Missing => {
+            let known = view.relationships_with(from)?;
+            let Some(first) = known.first() else {
+                return Ok(Decision::ignored(format!(
+                    "mail from {from}, who is neither a partner nor a known customer; no reply (no backscatter)"
+                )));
+            };
+            // A known customer without a reference: never guess which
+            // relationship is meant; ask them to answer the mail itself.
             let mut d = Decision::ignored(format!(
                 "customer {from} wrote without a reference to an invitation; asked to answer the invitation itself"
             ));
             d.mails.push(customer_notice(
                 ctx,
-                &known[0],
+                first,
                 mail,
                 &mut ids,
                 TemplateName::NotMatched,
@@ -924,7 +950,8 @@ fn customer_notice(
         .unwrap_or_else(|| rel.partner.clone());
     if let Some(obj) = vars.as_object_mut() {
         obj.entry("partner_name").or_insert(json!(partner_name));
-        obj.entry("original_subject").or_insert(json!(mail.subject));
+        obj.entry("original_subject")
+            .or_insert(json!(strip_reply_prefixes(&mail.subject)));
         obj.entry("customer_email").or_insert(json!(rel.customer));
     }
     let mut references = mail.references.clone();

@@ -1,0 +1,362 @@
+//! Shared helpers for the end-to-end tests: talking to the loopback
+//! Postfix + Dovecot started by `tests/mailstack.sh up`, and running the
+//! real `liaison` binary against them.
+//!
+//! Tests that use the mail stack share its mailboxes, so they take
+//! [`serial`] first and empty the mailboxes they use.
+
+#![allow(dead_code)]
+
+use futures::StreamExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Password of every account on the loopback mail stack.
+pub const PASSWORD: &str = "liaison-dev";
+/// Loopback SMTP (Postfix).
+pub const SMTP_PORT: u16 = 2525;
+/// Loopback IMAP (Dovecot).
+pub const IMAP_PORT: u16 = 1143;
+
+/// One test at a time may use the shared mailboxes.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
+    LOCK.get_or_init(|| Mutex::new(()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Panics with instructions when the mail stack is not running.
+pub fn require_mailstack() {
+    for port in [SMTP_PORT, IMAP_PORT] {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            panic!(
+                "nothing listens on 127.0.0.1:{port}: start the loopback mail stack with \
+                 `bash tests/mailstack.sh up` (or run the whole suite with `bash .ci/run`)"
+            );
+        }
+    }
+}
+
+type Session = async_imap::Session<tokio::net::TcpStream>;
+
+async fn imap(user: &str) -> Session {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", IMAP_PORT))
+        .await
+        .expect("connect to IMAP");
+    let mut client = async_imap::Client::new(tcp);
+    client.read_response().await.expect("greeting");
+    client
+        .login(user, PASSWORD)
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap_or_else(|e| panic!("IMAP login {user}: {e}"))
+}
+
+/// Deletes every message in `user`'s INBOX.
+pub async fn clear_mailbox(user: &str) {
+    let mut s = imap(user).await;
+    let mbox = s.select("INBOX").await.expect("select");
+    if mbox.exists > 0 {
+        {
+            let stream = s
+                .store("1:*", "+FLAGS.SILENT (\\Deleted)")
+                .await
+                .expect("store");
+            let _: Vec<_> = stream.collect().await;
+        }
+        {
+            let stream = s.expunge().await.expect("expunge");
+            let _: Vec<_> = stream.collect().await;
+        }
+    }
+    let _ = s.logout().await;
+}
+
+/// Every message in `user`'s INBOX, raw, oldest first.
+pub async fn fetch_all(user: &str) -> Vec<Vec<u8>> {
+    let mut s = imap(user).await;
+    let mbox = s.select("INBOX").await.expect("select");
+    let mut out = Vec::new();
+    if mbox.exists > 0 {
+        let mut stream = s.fetch("1:*", "BODY.PEEK[]").await.expect("fetch");
+        while let Some(f) = stream.next().await {
+            let f = f.expect("fetch item");
+            if let Some(b) = f.body() {
+                out.push(b.to_vec());
+            }
+        }
+    }
+    let _ = s.logout().await;
+    out
+}
+
+/// A received mail, parsed enough for assertions.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub raw: String,
+    pub subject: String,
+    pub from: String,
+    pub reply_to: Option<String>,
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+impl Received {
+    pub fn parse(raw: &[u8]) -> Received {
+        let m = mail_parser::MessageParser::default()
+            .parse(raw)
+            .expect("parseable mail");
+        let html = m
+            .html_bodies()
+            .find(|p| p.is_text_html())
+            .and_then(|p| p.text_contents())
+            .map(str::to_string);
+        Received {
+            html,
+            raw: String::from_utf8_lossy(raw).into_owned(),
+            subject: m.subject().unwrap_or("").to_string(),
+            from: m
+                .from()
+                .and_then(|a| a.first())
+                .and_then(|a| a.address())
+                .unwrap_or("")
+                .to_string(),
+            reply_to: m
+                .reply_to()
+                .and_then(|a| a.first())
+                .and_then(|a| a.address())
+                .map(str::to_string),
+            message_id: m.message_id().unwrap_or("").to_string(),
+            in_reply_to: m.in_reply_to().as_text().map(str::to_string),
+            text: m.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
+        }
+    }
+
+    /// The value of a header, as raw text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let m = mail_parser::MessageParser::default().parse(self.raw.as_bytes())?;
+        m.header_raw(name).map(|v| v.trim().to_string())
+    }
+}
+
+/// Waits until `user`'s INBOX holds a mail matching `pred`, and returns it.
+pub async fn wait_for(user: &str, what: &str, pred: impl Fn(&Received) -> bool) -> Received {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mails: Vec<Received> = fetch_all(user)
+            .await
+            .iter()
+            .map(|r| Received::parse(r))
+            .collect();
+        if let Some(m) = mails.iter().find(|m| pred(m)) {
+            return m.clone();
+        }
+        if Instant::now() > deadline {
+            let subjects: Vec<&str> = mails.iter().map(|m| m.subject.as_str()).collect();
+            panic!("no {what} arrived for {user} within 20 s; the mailbox holds {subjects:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Hands a raw RFC 5322 message to Postfix.
+pub async fn send_raw(from: &str, to: &[&str], raw: &str) {
+    use lettre::AsyncTransport;
+    let transport =
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(SMTP_PORT)
+            .build();
+    let envelope = lettre::address::Envelope::new(
+        Some(from.parse().unwrap()),
+        to.iter().map(|t| t.parse().unwrap()).collect(),
+    )
+    .unwrap();
+    transport
+        .send_raw(&envelope, raw.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("SMTP send from {from}: {e}"));
+}
+
+/// A plain-text mail.
+pub fn mail(from: &str, to: &str, subject: &str, extra_headers: &str, body: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <test.{nanos}.{n}@client.test>\r\n\
+         Date: Wed, 25 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n{extra_headers}\r\n{}",
+        body.replace('\n', "\r\n")
+    )
+}
+
+/// The daemon under test: the real binary with a config in a temporary
+/// folder.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// The test configuration; `extra` is appended to the inbox sections.
+pub fn config_text(dir: &std::path::Path, idle: bool) -> String {
+    let templates = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates");
+    let inbox = |name: &str, user: &str| {
+        format!(
+            "[[inbox]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {IMAP_PORT}\ntls = \"none\"\n\
+             username = \"{user}\"\npassword = \"{PASSWORD}\"\nidle = {idle}\npoll_interval_secs = 1\ntimeout_secs = 10\n\n"
+        )
+    };
+    format!(
+        "[store]\npath = \"{store}\"\ncache_capacity_mb = 8\n\n{}{}\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {SMTP_PORT}\ntls = \"none\"\ntimeout_secs = 10\n\n\
+         [addresses]\ncommands = \"commands@liaison.test\"\ninvitations = \"invites@liaison.test\"\n\
+         support_desk = \"helpdesk@liaison.test\"\nfrom_name = \"Liaison\"\n\n\
+         [security]\ntoken_secret = \"test-secret-0123456789abcdef\"\ninvitation_ttl_days = 90\n\n\
+         [templates]\ndir = \"{templates}\"\n\n\
+         [[partner]]\nid = \"northwind\"\nname = \"Northwind Traders\"\nemails = [\"partner1@liaison.test\"]\nlocale = \"en\"\n\n\
+         [[partner]]\nid = \"hanbit\"\nname = \"Hanbit Cloud\"\nemails = [\"partner2@liaison.test\"]\nlocale = \"ko\"\n",
+        inbox("commands", "commands@liaison.test"),
+        inbox("invites", "invites@liaison.test"),
+        store = dir.join("store").display(),
+        templates = templates.display(),
+    )
+}
+
+impl Daemon {
+    /// Writes a config into a new temporary folder and starts the daemon.
+    pub fn start(idle: bool) -> Daemon {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        let config = dir.join("liaison.toml");
+        std::fs::write(&config, config_text(&dir, idle)).unwrap();
+        let mut d = Daemon {
+            child: None,
+            dir,
+            config,
+            _tmp: Some(tmp),
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts (again) the binary on this daemon's config.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_liaison"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env("LIAISON_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start liaison");
+        self.child = Some(child);
+        // Ready when the admin socket exists.
+        let sock = self.dir.join("store.sock");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !sock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Runs a CLI subcommand against this daemon's config; returns stdout.
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_liaison"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run liaison CLI");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `status CUSTOMER --json`, parsed.
+    pub fn status(&self, customer: &str) -> serde_json::Value {
+        let (ok, out, err) = self.cli(&["status", customer, "--json"]);
+        assert!(ok, "status failed: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status output {out:?}: {e}"))
+    }
+
+    /// Waits until `customer`'s relationship with `partner` is in `state`.
+    pub async fn wait_state(&self, partner: &str, customer: &str, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.status(customer);
+            if v.as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|r| r["partner"] == partner && r["state"] == state)
+            }) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{customer} did not become {state} with {partner}; status: {v}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "daemon did not stop within 20 s of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- daemon log ----\n{}", self.log());
+        }
+    }
+}

@@ -1,0 +1,1340 @@
+//! Integration tests of the pure decision core, [`liaison::workflow::decide`],
+//! and of [`liaison::compose::compose`] with the shipped templates.
+//!
+//! No server, clock or disk is involved: an in-memory [`StoreView`] holds the
+//! state, each [`Decision`] is applied to it the way the engine would apply
+//! it (relationships, invitations, and the sent Message-ID → invitation map
+//! used for threading), and the time is a constant in the [`Context`].
+
+use liaison::compose::compose;
+use liaison::config::Config;
+use liaison::inbound::{self, InboundMail};
+use liaison::invitation::Invitation;
+use liaison::relationship::{Relationship, RelationshipState};
+use liaison::store::{self, OutgoingMail, StoreView};
+use liaison::templates::{TemplateName, Templates};
+use liaison::token::{Purpose, TokenKey, TOKEN_LEN};
+use liaison::workflow::{decide, Context, Decision, MailClass, MailPlan, Sender};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// 2026-05-28T20:26:40Z.
+const NOW: u64 = 1_780_000_000;
+const DAY: u64 = 86_400;
+
+const PARTNER1: &str = "partner1@liaison.test";
+const PARTNER2: &str = "partner2@liaison.test";
+const ALICE: &str = "alice@contoso.test";
+const BOB: &str = "bob@fabrikam.test";
+const INVITES: &str = "invites@liaison.test";
+const COMMANDS: &str = "commands@liaison.test";
+
+const CONFIG: &str = r#"
+[store]
+path = "/tmp/liaison-workflow-core-test"
+
+[[inbox]]
+name = "commands"
+host = "127.0.0.1"
+port = 1143
+tls = "none"
+username = "commands@liaison.test"
+password = "pw"
+
+[smtp]
+host = "127.0.0.1"
+port = 2525
+tls = "none"
+
+[addresses]
+commands = "commands@liaison.test"
+invitations = "invites@liaison.test"
+support_desk = "helpdesk@liaison.test"
+
+[security]
+token_secret = "workflow-core-test-secret-0123456789"
+invitation_ttl_days = 30
+
+[[partner]]
+id = "northwind"
+name = "Northwind Traders"
+emails = ["partner1@liaison.test"]
+locale = "en"
+
+[[partner]]
+id = "p2"
+name = "Fabrikam Partners"
+emails = ["partner2@liaison.test"]
+locale = "ko"
+"#;
+
+// ---- in-memory store ------------------------------------------------------
+
+/// The state the workflow reads, kept in ordered maps so two snapshots can
+/// be compared with `==`.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct MemStore {
+    relationships: BTreeMap<(String, String), Relationship>,
+    invitations: BTreeMap<u64, Invitation>,
+    threads: BTreeMap<String, u64>,
+}
+
+impl StoreView for MemStore {
+    fn relationship(&self, partner: &str, customer: &str) -> store::Result<Option<Relationship>> {
+        Ok(self
+            .relationships
+            .get(&(partner.to_string(), customer.to_string()))
+            .cloned())
+    }
+
+    fn relationships_of(&self, partner: &str) -> store::Result<Vec<Relationship>> {
+        // Keys are (partner, customer), so this is ordered by customer.
+        Ok(self
+            .relationships
+            .values()
+            .filter(|r| r.partner == partner)
+            .cloned()
+            .collect())
+    }
+
+    fn relationships_with(&self, customer: &str) -> store::Result<Vec<Relationship>> {
+        Ok(self
+            .relationships
+            .values()
+            .filter(|r| r.customer == customer)
+            .cloned()
+            .collect())
+    }
+
+    fn invitation(&self, id: u64) -> store::Result<Option<Invitation>> {
+        Ok(self.invitations.get(&id).cloned())
+    }
+
+    fn invitation_by_message_id(&self, message_id: &str) -> store::Result<Option<u64>> {
+        Ok(self.threads.get(message_id).copied())
+    }
+}
+
+impl MemStore {
+    /// Writes what a decision changes, as `Store::commit` would.
+    fn apply(&mut self, d: &Decision) {
+        for r in &d.relationships {
+            self.relationships
+                .insert((r.partner.clone(), r.customer.clone()), r.clone());
+        }
+        for i in &d.invitations {
+            self.invitations.insert(i.id, i.clone());
+        }
+        for m in &d.mails {
+            if let Some(inv) = m.invitation {
+                self.threads.insert(m.message_id.clone(), inv);
+            }
+        }
+    }
+
+    fn state(&self, partner: &str, customer: &str) -> Option<RelationshipState> {
+        self.relationship(partner, customer)
+            .unwrap()
+            .map(|r| r.state)
+    }
+}
+
+// ---- test world -----------------------------------------------------------
+
+struct World {
+    config: Config,
+    key: TokenKey,
+    store: MemStore,
+    now: u64,
+    seq: u32,
+}
+
+impl World {
+    fn new() -> Self {
+        let config = Config::parse(CONFIG, Path::new("test.toml")).expect("test config");
+        let key = TokenKey::new(config.security.token_secret.expose().as_bytes());
+        World {
+            config,
+            key,
+            store: MemStore::default(),
+            now: NOW,
+            seq: 0,
+        }
+    }
+
+    /// Decides without changing the state.
+    fn decide(&self, mail: &InboundMail) -> Decision {
+        let ctx = Context {
+            config: &self.config,
+            tokens: &self.key,
+            now: self.now,
+        };
+        decide(&ctx, &self.store, mail).expect("in-memory store never fails")
+    }
+
+    /// Decides and applies the decision.
+    fn run(&mut self, mail: &InboundMail) -> Decision {
+        let d = self.decide(mail);
+        self.store.apply(&d);
+        d
+    }
+
+    fn next_message_id(&mut self) -> String {
+        self.seq += 1;
+        format!("in{}.{}@mail.test", self.seq, self.now)
+    }
+
+    /// A command mail from `from` to the command address.
+    fn command_mail(&mut self, from: &str, body: &str) -> InboundMail {
+        let id = self.next_message_id();
+        InboundMail {
+            message_id: Some(id.clone()),
+            key: id,
+            from: Some(from.to_string()),
+            from_name: None,
+            recipients: vec![COMMANDS.to_string()],
+            delivered_to: vec![COMMANDS.to_string()],
+            subject: "commands".to_string(),
+            in_reply_to: vec![],
+            references: vec![],
+            text: body.to_string(),
+            automatic: None,
+            size: body.len(),
+        }
+    }
+
+    /// A mail from `from` to the bare invitations address, with no reference
+    /// to any invitation; tests add the reference they exercise.
+    fn customer_mail(&mut self, from: &str, body: &str) -> InboundMail {
+        let id = self.next_message_id();
+        InboundMail {
+            message_id: Some(id.clone()),
+            key: id,
+            from: Some(from.to_string()),
+            from_name: None,
+            recipients: vec![INVITES.to_string()],
+            delivered_to: vec![],
+            subject: "Re: delegated admin permissions".to_string(),
+            in_reply_to: vec![],
+            references: vec![],
+            text: body.to_string(),
+            automatic: None,
+            size: body.len(),
+        }
+    }
+
+    /// Runs `invite CUSTOMER` (plus options) from `partner` and returns the
+    /// decision, the invitation mail and its token.
+    fn invite(&mut self, partner: &str, line: &str) -> (Decision, MailPlan, String) {
+        let m = self.command_mail(partner, line);
+        let d = self.run(&m);
+        let plan = d
+            .mails
+            .iter()
+            .find(|p| p.template == TemplateName::Invitation)
+            .unwrap_or_else(|| panic!("no invitation mail for `{line}`: {d:#?}"))
+            .clone();
+        let token = plan.vars["token"].as_str().expect("token var").to_string();
+        (d, plan, token)
+    }
+
+    /// A reply from the invited customer to `invites+TOKEN@…`.
+    fn reply_plus(&mut self, from: &str, token: &str, body: &str) -> InboundMail {
+        let mut m = self.customer_mail(from, body);
+        let tagged = format!("invites+{token}@liaison.test");
+        m.recipients = vec![tagged.clone()];
+        m.delivered_to = vec![tagged];
+        m
+    }
+}
+
+fn templates() -> Templates {
+    Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"))
+        .expect("shipped templates load")
+}
+
+/// The transcript's results as (command, ok, result).
+fn results(d: &Decision) -> Vec<(Option<String>, bool, String)> {
+    let t = d
+        .mails
+        .iter()
+        .find(|m| m.template == TemplateName::Transcript)
+        .unwrap_or_else(|| panic!("no transcript: {d:#?}"));
+    t.vars["results"]
+        .as_array()
+        .expect("results array")
+        .iter()
+        .map(|r| {
+            (
+                r["command"].as_str().map(str::to_string),
+                r["ok"].as_bool().expect("ok is a bool"),
+                r["result"].as_str().expect("result text").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The single result of a one-command mail.
+fn only_result(d: &Decision) -> (bool, String) {
+    let r = results(d);
+    assert_eq!(r.len(), 1, "{r:?}");
+    (r[0].1, r[0].2.clone())
+}
+
+fn templates_of(d: &Decision) -> Vec<TemplateName> {
+    d.mails.iter().map(|m| m.template).collect()
+}
+
+/// Asserts `d` changes nothing and sends nothing.
+fn assert_silent_ignore(d: &Decision) {
+    assert_eq!(d.class, MailClass::Ignored, "{d:#?}");
+    assert!(d.relationships.is_empty(), "{d:#?}");
+    assert!(d.invitations.is_empty(), "{d:#?}");
+    assert!(d.mails.is_empty(), "no mail may be sent: {d:#?}");
+}
+
+/// Parses a composed mail back with mail-parser.
+fn parsed(out: &OutgoingMail) -> mail_parser::Message<'_> {
+    mail_parser::MessageParser::default()
+        .parse(out.raw.as_bytes())
+        .expect("composed mail parses")
+}
+
+const QUOTED_ACCEPT_AND_DECLINE: &str = "Accept\n\
+\n\
+On Thu, 28 May 2026 at 20:26, Liaison <invites@liaison.test> wrote:\n\
+> How to answer:\n\
+>   * To accept, reply with \"accept\".\n\
+>   * To decline, reply with the word \"decline\".\n";
+
+// ---- 1. invite ------------------------------------------------------------
+
+#[test]
+fn invite_sends_signed_invitation_and_transcript() {
+    let mut w = World::new();
+    let m = w.command_mail(PARTNER1, "invite alice@contoso.test\n");
+    let d = w.run(&m);
+
+    assert_eq!(
+        d.class,
+        MailClass::Command {
+            partner: "northwind".into()
+        }
+    );
+    assert!(d.summary.contains("1 ok, 0 failed"), "{}", d.summary);
+    assert_eq!(d.invitations.len(), 1);
+    let inv = &d.invitations[0];
+    assert_eq!(inv.partner, "northwind");
+    assert_eq!(inv.customer, ALICE);
+    assert_eq!(inv.locale, "en");
+    assert_eq!(inv.created, NOW);
+    assert_eq!(inv.expires, NOW + 30 * DAY);
+    assert!(!inv.draft);
+
+    assert_eq!(d.relationships.len(), 1);
+    let rel = &d.relationships[0];
+    assert_eq!(
+        (rel.partner.as_str(), rel.customer.as_str()),
+        ("northwind", ALICE)
+    );
+    assert_eq!(rel.state, RelationshipState::Invited);
+    assert_eq!(rel.invitation_id, Some(inv.id));
+    assert_eq!(rel.history.len(), 1);
+    assert_eq!(rel.history[0].from, None);
+    assert_eq!(rel.history[0].to, RelationshipState::Invited);
+    assert_eq!(rel.history[0].actor, PARTNER1);
+    assert_eq!(rel.history[0].message_id, m.message_id);
+
+    assert_eq!(
+        templates_of(&d),
+        vec![TemplateName::Invitation, TemplateName::Transcript]
+    );
+    let invite = &d.mails[0];
+    assert_eq!(invite.to, vec![ALICE]);
+    assert_eq!(invite.from, Sender::Invitations);
+    assert_eq!(invite.locale, "en");
+    assert_eq!(invite.invitation, Some(inv.id));
+    assert_eq!(invite.message_id, inv.message_id);
+    assert!(
+        invite.message_id.ends_with("@liaison.test"),
+        "{}",
+        invite.message_id
+    );
+    let token = invite.vars["token"].as_str().unwrap();
+    assert_eq!(token.len(), TOKEN_LEN);
+    assert_eq!(
+        invite.reply_to.as_deref(),
+        Some(format!("invites+{token}@liaison.test").as_str())
+    );
+    let claims = w
+        .key
+        .verify(token, Purpose::Invitation, ALICE, NOW)
+        .expect("token verifies for alice");
+    assert_eq!(claims.invitation_id, inv.id);
+    assert_eq!(claims.expires, inv.expires);
+    // Bound to the recipient and purpose.
+    assert!(w.key.verify(token, Purpose::Invitation, BOB, NOW).is_err());
+    assert!(w.key.verify(token, Purpose::Restore, ALICE, NOW).is_err());
+    assert_eq!(
+        invite.vars["subject_ref"].as_str(),
+        Some(format!("[ref:{token}]").as_str())
+    );
+    assert_eq!(invite.vars["customer_email"], ALICE);
+    assert_eq!(invite.vars["partner_name"], "Northwind Traders");
+
+    let transcript = &d.mails[1];
+    assert_eq!(transcript.to, vec![PARTNER1]);
+    assert_eq!(transcript.from, Sender::Commands);
+    assert_eq!(transcript.locale, "en");
+    assert_eq!(transcript.in_reply_to, m.message_id);
+    assert_eq!(transcript.references, vec![m.message_id.clone().unwrap()]);
+    assert_eq!(transcript.vars["original_subject"], "commands");
+    let r = results(&d);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0.as_deref(), Some("invite alice@contoso.test"));
+    assert!(r[0].1);
+    assert!(
+        r[0].2.starts_with("invited alice@contoso.test")
+            && r[0].2.contains("English")
+            && r[0].2.contains("2026-06-27"),
+        "{}",
+        r[0].2
+    );
+    assert_ne!(invite.message_id, transcript.message_id);
+
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Invited)
+    );
+}
+
+#[test]
+fn invitation_composes_to_multipart_mail_with_reference_and_loop_headers() {
+    let mut w = World::new();
+    let (d, plan, token) = w.invite(PARTNER1, "invite alice@contoso.test name \"Contoso Ltd\"");
+    let t = templates();
+    let out = compose(&w.config, &t, &plan, NOW).expect("invitation composes");
+
+    assert_eq!(out.message_id, plan.message_id);
+    assert_eq!(out.envelope_from, INVITES);
+    assert_eq!(out.recipients, vec![ALICE]);
+    assert_eq!(out.invitation, Some(d.invitations[0].id));
+    assert!(
+        out.subject.contains(&format!("[ref:{token}]")),
+        "{}",
+        out.subject
+    );
+    assert!(out.subject.contains("Northwind Traders"), "{}", out.subject);
+
+    let msg = parsed(&out);
+    assert!(
+        msg.subject().unwrap().contains(&format!("[ref:{token}]")),
+        "{:?}",
+        msg.subject()
+    );
+    let raw = &out.raw;
+    assert!(raw.contains("Content-Type: multipart/alternative"), "{raw}");
+    assert_eq!(msg.text_body_count(), 1, "{raw}");
+    assert_eq!(msg.html_body_count(), 1, "{raw}");
+    let text = msg.body_text(0).unwrap();
+    assert!(text.contains("Hello Contoso Ltd"), "{text}");
+    assert!(text.contains(&token), "{text}");
+    let html = msg.body_html(0).unwrap();
+    assert!(html.contains("<html"), "{html}");
+    assert!(
+        html.contains(&format!("mailto:invites+{token}@liaison.test")),
+        "{html}"
+    );
+    assert_eq!(
+        msg.header_raw("Auto-Submitted").map(str::trim),
+        Some("auto-generated")
+    );
+    assert_eq!(
+        msg.header_raw("X-Loop").map(str::trim),
+        Some("liaison@liaison.test")
+    );
+    assert_eq!(
+        msg.header_raw("X-Auto-Response-Suppress").map(str::trim),
+        Some("All")
+    );
+    let reply_to = msg.header_raw("Reply-To").unwrap();
+    assert!(
+        reply_to.contains(&format!("invites+{token}@liaison.test")),
+        "{reply_to}"
+    );
+    let mid = msg.header_raw("Message-ID").unwrap();
+    assert!(mid.contains(&format!("<{}>", plan.message_id)), "{mid}");
+
+    // Liaison's own mail coming back is recognised as automatic.
+    let back = inbound::parse(raw.as_bytes(), 1 << 20).unwrap();
+    assert!(back.automatic.is_some());
+
+    // The transcript composes too, text only, echoing the command.
+    let transcript = d
+        .mails
+        .iter()
+        .find(|m| m.template == TemplateName::Transcript)
+        .unwrap();
+    let out = compose(&w.config, &t, transcript, NOW).unwrap();
+    assert_eq!(out.envelope_from, COMMANDS);
+    assert!(!out.raw.contains("text/html"), "{}", out.raw);
+    assert!(!out.raw.contains("multipart/"), "{}", out.raw);
+    let msg = parsed(&out);
+    let text = msg.body_text(0).unwrap();
+    assert!(
+        text.contains("> invite alice@contoso.test name \"Contoso Ltd\""),
+        "{text}"
+    );
+    assert!(text.contains("invited alice@contoso.test"), "{text}");
+    assert_eq!(
+        msg.header_raw("Auto-Submitted").map(str::trim),
+        Some("auto-replied")
+    );
+}
+
+#[test]
+fn locale_option_gives_korean_invitation() {
+    let mut w = World::new();
+    let (d, plan, token) = w.invite(PARTNER1, "invite alice@contoso.test locale ko");
+    assert_eq!(plan.locale, "ko");
+    assert_eq!(d.invitations[0].locale, "ko");
+    assert_eq!(d.relationships[0].locale, "ko");
+    // The partner's own transcript stays in the partner's locale.
+    let transcript = d
+        .mails
+        .iter()
+        .find(|m| m.template == TemplateName::Transcript)
+        .unwrap();
+    assert_eq!(transcript.locale, "en");
+    let (ok, result) = only_result(&d);
+    assert!(ok && result.contains("Korean"), "{result}");
+
+    let out = compose(&w.config, &templates(), &plan, NOW).unwrap();
+    assert!(out.subject.contains("위임 관리자 권한"), "{}", out.subject);
+    assert!(out.subject.contains(&format!("[ref:{token}]")));
+    let msg = parsed(&out);
+    let subject = msg.subject().unwrap();
+    assert!(subject.contains("위임 관리자 권한"), "{subject}");
+    assert!(subject.contains(&format!("[ref:{token}]")), "{subject}");
+    assert!(msg.body_text(0).unwrap().contains("수락"));
+}
+
+#[test]
+fn partner_locale_is_the_default_for_its_customers() {
+    let mut w = World::new();
+    let (_, plan, _) = w.invite(PARTNER2, "invite minji@woodgrove.test");
+    assert_eq!(plan.locale, "ko");
+    assert_eq!(plan.vars["partner_name"], "Fabrikam Partners");
+}
+
+#[test]
+fn draft_goes_to_the_partner_but_stays_bound_to_the_customer() {
+    let mut w = World::new();
+    let (d, plan, token) = w.invite(PARTNER1, "invite alice@contoso.test draft");
+    assert_eq!(plan.to, vec![PARTNER1]);
+    assert!(d.invitations[0].draft);
+    assert_eq!(d.invitations[0].customer, ALICE);
+    assert_eq!(d.relationships[0].state, RelationshipState::Invited);
+    assert!(w
+        .key
+        .verify(&token, Purpose::Invitation, ALICE, NOW)
+        .is_ok());
+    let (ok, result) = only_result(&d);
+    assert!(ok && result.starts_with("draft invitation"), "{result}");
+
+    // Forwarded by the partner, the customer's answer still counts.
+    let m = w.reply_plus(ALICE, &token, "accept");
+    let d = w.run(&m);
+    assert_eq!(d.relationships[0].state, RelationshipState::Active);
+}
+
+// ---- 2. determinism -------------------------------------------------------
+
+#[test]
+fn same_mail_and_state_give_the_same_decision() {
+    let mut w = World::new();
+    let m = w.command_mail(PARTNER1, "invite alice@contoso.test\nlist\n");
+    let first = w.decide(&m);
+    let second = w.decide(&m);
+    assert_eq!(first, second);
+    // A fresh process with the same configuration agrees too.
+    let mut other = World::new();
+    other.seq = w.seq;
+    assert_eq!(other.decide(&m), first);
+
+    // A different mail gets different ids.
+    let m2 = w.command_mail(PARTNER1, "invite alice@contoso.test\nlist\n");
+    let third = w.decide(&m2);
+    assert_ne!(third.invitations[0].id, first.invitations[0].id);
+    assert_ne!(third.mails[0].message_id, first.mails[0].message_id);
+    assert_ne!(third.mails[0].vars["token"], first.mails[0].vars["token"]);
+
+    // Customer decisions are deterministic as well.
+    w.store.apply(&first);
+    let token = first.mails[0].vars["token"].as_str().unwrap().to_string();
+    let reply = w.reply_plus(ALICE, &token, "accept");
+    assert_eq!(w.decide(&reply), w.decide(&reply));
+    let a = w.decide(&reply);
+    let ids: Vec<&str> = a.mails.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+}
+
+// ---- 3. the other commands ------------------------------------------------
+
+#[test]
+fn second_invite_points_to_resend_and_resend_keeps_the_token() {
+    let mut w = World::new();
+    let (first, plan, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let inv_id = first.invitations[0].id;
+
+    let m = w.command_mail(PARTNER1, "invite alice@contoso.test");
+    let d = w.run(&m);
+    let (ok, result) = only_result(&d);
+    assert!(!ok, "{result}");
+    assert!(
+        result.contains("already invited") && result.contains("resend alice@contoso.test"),
+        "{result}"
+    );
+    assert!(d.invitations.is_empty() && d.relationships.is_empty());
+    assert_eq!(templates_of(&d), vec![TemplateName::Transcript]);
+    assert!(d.summary.contains("0 ok, 1 failed"), "{}", d.summary);
+
+    let m = w.command_mail(PARTNER1, "resend alice@contoso.test");
+    let d = w.run(&m);
+    let (ok, result) = only_result(&d);
+    assert!(ok && result.contains("same link"), "{result}");
+    assert!(d.invitations.is_empty() && d.relationships.is_empty());
+    assert_eq!(
+        templates_of(&d),
+        vec![TemplateName::Invitation, TemplateName::Transcript]
+    );
+    let again = &d.mails[0];
+    assert_eq!(again.vars["token"].as_str(), Some(token.as_str()));
+    assert_eq!(again.reply_to, plan.reply_to);
+    assert_eq!(again.to, vec![ALICE]);
+    assert_eq!(again.invitation, Some(inv_id));
+    assert_ne!(again.message_id, plan.message_id);
+
+    // A reply threaded under the resent mail counts.
+    let mut reply = w.customer_mail(ALICE, "accept");
+    reply.in_reply_to = vec![again.message_id.clone()];
+    let d = w.run(&reply);
+    assert_eq!(d.relationships[0].state, RelationshipState::Active);
+
+    // Only a pending invitation can be resent.
+    let m = w.command_mail(PARTNER1, "resend alice@contoso.test");
+    let (ok, result) = only_result(&w.run(&m));
+    assert!(!ok && result.contains("active"), "{result}");
+}
+
+#[test]
+fn status_list_and_history() {
+    let mut w = World::new();
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test name \"Contoso Ltd\"");
+    w.invite(PARTNER1, "invite carol@adatum.test");
+
+    let m = w.command_mail(
+        PARTNER1,
+        "status alice@contoso.test\nlist\nlist active\nlist invited\nhistory alice@contoso.test\nstatus dave@nowhere.test\n",
+    );
+    let d = w.run(&m);
+    assert!(d.relationships.is_empty() && d.invitations.is_empty());
+    let r = results(&d);
+    assert_eq!(r.len(), 6, "{r:?}");
+    assert_eq!(r[0].0.as_deref(), Some("status alice@contoso.test"));
+    assert!(r[0].1);
+    assert_eq!(
+        r[0].2,
+        "alice@contoso.test  invited  since 2026-05-28T20:26:40Z  (Contoso Ltd)"
+    );
+    assert!(r[1].1);
+    let lines: Vec<&str> = r[1].2.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", r[1].2);
+    assert!(lines[0].starts_with("alice@contoso.test  invited"));
+    assert!(lines[1].starts_with("carol@adatum.test  invited"));
+    assert_eq!((r[2].1, r[2].2.as_str()), (true, "no relationships"));
+    assert_eq!(r[3].2.lines().count(), 2);
+    assert!(r[4].1);
+    assert!(
+        r[4].2
+            .contains("(new) -> invited  by partner1@liaison.test  <in1."),
+        "{}",
+        r[4].2
+    );
+    assert!(!r[5].1);
+    assert!(
+        r[5].2
+            .contains("dave@nowhere.test has no relationship with Northwind Traders"),
+        "{}",
+        r[5].2
+    );
+
+    // After the acceptance, `list active` and `history` show it.
+    let reply = w.reply_plus(ALICE, &token, "Accept");
+    let reply_id = reply.message_id.clone().unwrap();
+    w.now += 3600;
+    w.run(&reply);
+    let m = w.command_mail(PARTNER1, "list active\nhistory alice@contoso.test\nstatus");
+    let r = results(&w.run(&m));
+    assert_eq!(
+        r[0].2,
+        "alice@contoso.test  active  since 2026-05-28T21:26:40Z  (Contoso Ltd)"
+    );
+    let history: Vec<&str> = r[1].2.lines().collect();
+    assert_eq!(history.len(), 2, "{}", r[1].2);
+    assert_eq!(
+        history[1],
+        format!("2026-05-28T21:26:40Z  invited -> active  by alice@contoso.test  <{reply_id}>")
+    );
+    // `status` without a customer lists everything.
+    assert_eq!(r[2].2.lines().count(), 2, "{}", r[2].2);
+}
+
+#[test]
+fn unknown_commands_and_help() {
+    let mut w = World::new();
+    let m = w.command_mail(PARTNER1, "frobnicate alice@contoso.test\nhelp\n");
+    let d = w.run(&m);
+    let r = results(&d);
+    assert_eq!(r.len(), 2);
+    assert!(!r[0].1);
+    assert!(
+        r[0].2.contains("unknown command `frobnicate`") && r[0].2.contains("help"),
+        "{}",
+        r[0].2
+    );
+    assert!(r[1].1 && r[1].2.contains("invite CUSTOMER"), "{}", r[1].2);
+    assert!(d.relationships.is_empty() && d.invitations.is_empty());
+
+    // An empty mail gets the help text.
+    let m = w.command_mail(PARTNER1, "\n\n");
+    let r = results(&w.run(&m));
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].0, None);
+    assert!(r[0].1 && r[0].2.contains("Commands"), "{}", r[0].2);
+
+    // A command in the subject is run when the body has none.
+    let mut m = w.command_mail(PARTNER1, "");
+    m.subject = "Re: status".into();
+    let r = results(&w.run(&m));
+    assert_eq!(r[0].0.as_deref(), Some("status"));
+    assert_eq!(r[0].2, "no relationships");
+
+    // Liaison's own addresses are not customers.
+    let m = w.command_mail(
+        PARTNER1,
+        "invite helpdesk@liaison.test\ninvite partner2@liaison.test",
+    );
+    let d = w.run(&m);
+    assert!(d.invitations.is_empty());
+    assert!(results(&d).iter().all(|r| !r.1));
+}
+
+#[test]
+fn partners_never_see_each_others_customers() {
+    let mut w = World::new();
+    w.invite(PARTNER1, "invite alice@contoso.test");
+
+    let m = w.command_mail(
+        PARTNER2,
+        "status alice@contoso.test\nhistory alice@contoso.test\nresend alice@contoso.test\nlist\n",
+    );
+    let d = w.run(&m);
+    assert_eq!(
+        d.class,
+        MailClass::Command {
+            partner: "p2".into()
+        }
+    );
+    let r = results(&d);
+    let unknown = "alice@contoso.test has no relationship with Fabrikam Partners";
+    for (cmd, ok, result) in &r[..3] {
+        assert!(!ok, "{cmd:?}");
+        assert!(result.contains(unknown), "{cmd:?}: {result}");
+    }
+    assert_eq!(r[3].2, "no relationships");
+    assert!(d
+        .mails
+        .iter()
+        .all(|m| m.template == TemplateName::Transcript));
+    assert_eq!(d.mails[0].to, vec![PARTNER2]);
+    assert_eq!(d.mails[0].locale, "ko");
+
+    // p2 may invite the same customer independently.
+    let (d, _, _) = w.invite(PARTNER2, "invite alice@contoso.test");
+    assert_eq!(d.relationships[0].partner, "p2");
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Invited)
+    );
+    assert_eq!(w.store.state("p2", ALICE), Some(RelationshipState::Invited));
+    assert_eq!(w.store.relationships.len(), 2);
+}
+
+// ---- 4. customer answers --------------------------------------------------
+
+/// Checks an accepted decision for alice/northwind answering `reply`.
+fn assert_accepted(w: &World, d: &Decision, reply: &InboundMail, matched_by: &str) {
+    assert_eq!(
+        d.class,
+        MailClass::Customer {
+            partner: "northwind".into(),
+            customer: ALICE.into()
+        }
+    );
+    assert!(
+        d.summary.contains(&format!("(matched by {matched_by})"))
+            && d.summary.contains("invited -> active"),
+        "{}",
+        d.summary
+    );
+    assert!(d.invitations.is_empty());
+    assert_eq!(d.relationships.len(), 1);
+    let rel = &d.relationships[0];
+    assert_eq!(rel.state, RelationshipState::Active);
+    assert_eq!(rel.since, w.now);
+    let last = rel.history.last().unwrap();
+    assert_eq!(last.from, Some(RelationshipState::Invited));
+    assert_eq!(last.to, RelationshipState::Active);
+    assert_eq!(last.actor, ALICE);
+    assert_eq!(last.message_id, reply.message_id);
+    assert_eq!(last.at, w.now);
+
+    assert_eq!(
+        templates_of(d),
+        vec![
+            TemplateName::AcceptedCustomer,
+            TemplateName::AcceptedPartner
+        ]
+    );
+    let c = &d.mails[0];
+    assert_eq!(c.to, vec![ALICE]);
+    assert_eq!(c.from, Sender::Invitations);
+    assert_eq!(c.in_reply_to, reply.message_id);
+    assert_eq!(c.locale, "en");
+    assert_eq!(c.vars["state"], "active");
+    let p = &d.mails[1];
+    assert_eq!(p.to, vec![PARTNER1]);
+    assert_eq!(p.from, Sender::Commands);
+    assert_eq!(p.vars["customer_email"], ALICE);
+    assert_eq!(p.vars["partner_name"], "Northwind Traders");
+}
+
+#[test]
+fn accept_matched_by_plus_address() {
+    // Delivered-To and To both carry the tag.
+    let mut w = World::new();
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let reply = w.reply_plus(ALICE, &token, QUOTED_ACCEPT_AND_DECLINE);
+    let d = w.run(&reply);
+    assert_accepted(&w, &d, &reply, "PlusAddress");
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Active)
+    );
+
+    // Only Delivered-To has it (the client rewrote To).
+    let mut w = World::new();
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let mut reply = w.reply_plus(ALICE, &token, QUOTED_ACCEPT_AND_DECLINE);
+    reply.recipients = vec![INVITES.into()];
+    let d = w.run(&reply);
+    assert_accepted(&w, &d, &reply, "PlusAddress");
+
+    // Only To has it; the mail system upper-cased the tag.
+    let mut w = World::new();
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let mut reply = w.reply_plus(ALICE, &token, QUOTED_ACCEPT_AND_DECLINE);
+    reply.delivered_to.clear();
+    reply.recipients = vec![format!("invites+{}@liaison.test", token.to_uppercase())];
+    let d = w.run(&reply);
+    assert_accepted(&w, &d, &reply, "PlusAddress");
+}
+
+#[test]
+fn accept_matched_by_subject_reference() {
+    let mut w = World::new();
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let mut reply = w.customer_mail(ALICE, QUOTED_ACCEPT_AND_DECLINE);
+    reply.subject = format!("RE: Northwind Traders asks for permissions [ref:{token}]");
+    let d = w.run(&reply);
+    assert_accepted(&w, &d, &reply, "Subject");
+}
+
+#[test]
+fn accept_matched_by_thread_only() {
+    let mut w = World::new();
+    let (_, plan, _) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let mut reply = w.customer_mail(ALICE, QUOTED_ACCEPT_AND_DECLINE);
+    reply.in_reply_to = vec![plan.message_id.clone()];
+    reply.references = vec![plan.message_id.clone()];
+    let d = w.run(&reply);
+    assert_accepted(&w, &d, &reply, "Thread");
+
+    // References alone are enough too.
+    let mut w = World::new();
+    let (_, plan, _) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let mut reply = w.customer_mail(ALICE, "accept");
+    reply.references = vec!["unrelated@mail.test".into(), plan.message_id.clone()];
+    let d = w.run(&reply);
+    assert_accepted(&w, &d, &reply, "Thread");
+}
+
+#[test]
+fn accept_from_a_parsed_raw_reply() {
+    let mut w = World::new();
+    let (_, plan, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let raw = format!(
+        "From: Alice <Alice@Contoso.test>\r\n\
+To: Liaison <invites+{token}@liaison.test>\r\n\
+Subject: Re: Northwind Traders asks for permissions [ref:{token}]\r\n\
+Message-ID: <reply1@contoso.test>\r\n\
+In-Reply-To: <{mid}>\r\n\
+References: <{mid}>\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+Accept\r\n\
+\r\n\
+On Thu, 28 May 2026 at 20:26, Liaison <invites@liaison.test> wrote:\r\n\
+> To decline, reply with the word \"decline\".\r\n",
+        mid = plan.message_id
+    );
+    let reply = inbound::parse(raw.as_bytes(), 1 << 20).unwrap();
+    let d = w.run(&reply);
+    assert_accepted(&w, &d, &reply, "PlusAddress");
+    assert_eq!(
+        d.relationships[0].history[1].message_id.as_deref(),
+        Some("reply1@contoso.test")
+    );
+    // The confirmation threads under the customer's reply.
+    assert_eq!(
+        d.mails[0].references,
+        vec![plan.message_id.clone(), "reply1@contoso.test".to_string()]
+    );
+    let out = compose(&w.config, &templates(), &d.mails[0], NOW).unwrap();
+    let msg = parsed(&out);
+    assert!(msg
+        .header_raw("In-Reply-To")
+        .unwrap()
+        .contains("<reply1@contoso.test>"));
+    assert_eq!(
+        msg.header_raw("Auto-Submitted").map(str::trim),
+        Some("auto-replied")
+    );
+    assert_eq!(msg.html_body_count(), 1);
+}
+
+#[test]
+fn korean_accept_and_confirmations() {
+    let mut w = World::new();
+    let (_, _, token) = w.invite(PARTNER2, "invite minji@woodgrove.test");
+    let reply = w.reply_plus("minji@woodgrove.test", &token, "수락합니다\n\n감사합니다");
+    let d = w.run(&reply);
+    assert_eq!(d.relationships[0].state, RelationshipState::Active);
+    assert_eq!(
+        templates_of(&d),
+        vec![
+            TemplateName::AcceptedCustomer,
+            TemplateName::AcceptedPartner
+        ]
+    );
+    assert_eq!(d.mails[0].locale, "ko");
+    assert_eq!(d.mails[1].to, vec![PARTNER2]);
+    assert_eq!(d.mails[1].locale, "ko");
+    let t = templates();
+    for plan in &d.mails {
+        compose(&w.config, &t, plan, NOW).expect("Korean confirmation composes");
+    }
+
+    // Korean accept on an English invitation works too.
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let reply = w.reply_plus(ALICE, &token, "수락합니다");
+    let d = w.run(&reply);
+    assert_eq!(d.relationships[0].state, RelationshipState::Active);
+    assert_eq!(d.mails[0].locale, "en");
+}
+
+#[test]
+fn decline_notifies_both_sides() {
+    let mut w = World::new();
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let reply = w.reply_plus(
+        ALICE,
+        &token,
+        "decline\n\nOn Thu, 28 May 2026 at 20:26, Liaison <invites@liaison.test> wrote:\n> To accept, reply with \"accept\".\n",
+    );
+    let d = w.run(&reply);
+    assert_eq!(d.relationships[0].state, RelationshipState::Declined);
+    assert!(d.summary.contains("invited -> declined"), "{}", d.summary);
+    assert_eq!(
+        templates_of(&d),
+        vec![
+            TemplateName::DeclinedCustomer,
+            TemplateName::DeclinedPartner
+        ]
+    );
+    assert_eq!(d.mails[0].to, vec![ALICE]);
+    assert_eq!(d.mails[1].to, vec![PARTNER1]);
+    assert_eq!(d.mails[1].vars["state"], "declined");
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Declined)
+    );
+    let t = templates();
+    for plan in &d.mails {
+        compose(&w.config, &t, plan, NOW).unwrap();
+    }
+}
+
+#[test]
+fn quoted_invitation_without_new_answer_asks_to_clarify() {
+    let mut w = World::new();
+    let (_, plan, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    // Quote the whole rendered invitation, which says both "accept" and
+    // "decline", and write nothing new.
+    let rendered = templates()
+        .render(TemplateName::Invitation, &plan.locale, &plan.vars)
+        .unwrap();
+    assert!(rendered.text.contains("accept") && rendered.text.contains("decline"));
+    let quoted: String = rendered.text.lines().map(|l| format!("> {l}\n")).collect();
+    let body =
+        format!("On Thu, 28 May 2026 at 20:26, Liaison <invites@liaison.test> wrote:\n{quoted}");
+    let before = w.store.clone();
+    let reply = w.reply_plus(ALICE, &token, &body);
+    let d = w.run(&reply);
+    assert_eq!(
+        d.class,
+        MailClass::Customer {
+            partner: "northwind".into(),
+            customer: ALICE.into()
+        }
+    );
+    assert!(d.relationships.is_empty() && d.invitations.is_empty());
+    assert_eq!(templates_of(&d), vec![TemplateName::Clarify]);
+    assert_eq!(d.mails[0].to, vec![ALICE]);
+    assert_eq!(d.mails[0].in_reply_to, reply.message_id);
+    assert_eq!(w.store.relationships, before.relationships);
+    compose(&w.config, &templates(), &d.mails[0], NOW).unwrap();
+
+    // Both words in the new text is unclear, not a guess.
+    let reply = w.reply_plus(ALICE, &token, "accept or decline?");
+    let d = w.run(&reply);
+    assert!(d.relationships.is_empty());
+    assert_eq!(templates_of(&d), vec![TemplateName::Clarify]);
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Invited)
+    );
+}
+
+// ---- 5. security ----------------------------------------------------------
+
+#[test]
+fn valid_token_from_another_sender_is_ignored() {
+    let mut w = World::new();
+    let (_, plan, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let before = w.store.clone();
+
+    let reply = w.reply_plus(BOB, &token, "accept");
+    assert_silent_ignore(&w.run(&reply));
+
+    let mut reply = w.customer_mail(BOB, "accept");
+    reply.subject = format!("Re: [ref:{token}]");
+    assert_silent_ignore(&w.run(&reply));
+
+    let mut reply = w.customer_mail(BOB, "accept");
+    reply.in_reply_to = vec![plan.message_id.clone()];
+    assert_silent_ignore(&w.run(&reply));
+
+    // Even a known customer (of another partner) cannot answer alice's.
+    w.invite(PARTNER2, "invite bob@fabrikam.test");
+    let before_bob = w.store.clone();
+    let reply = w.reply_plus(BOB, &token, "accept");
+    assert_silent_ignore(&w.run(&reply));
+    assert_eq!(w.store, before_bob);
+    assert_eq!(
+        w.store.relationship("northwind", ALICE).unwrap(),
+        before.relationship("northwind", ALICE).unwrap()
+    );
+}
+
+/// `token` with one character in its signature part replaced.
+fn flip(token: &str, at: usize) -> String {
+    let mut chars: Vec<char> = token.chars().collect();
+    chars[at] = if chars[at] == 'a' { 'b' } else { 'a' };
+    chars.into_iter().collect()
+}
+
+#[test]
+fn forged_tokens_are_ignored() {
+    let mut w = World::new();
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let before = w.store.clone();
+    // Characters in the signature, the expiry and the id.
+    for at in [30, 40, 17, 5] {
+        let forged = flip(&token, at);
+        assert_ne!(forged, token);
+
+        // From a stranger: silently ignored.
+        let reply = w.reply_plus("mallory@evil.test", &forged, "accept");
+        assert_silent_ignore(&w.run(&reply));
+
+        // From the customer herself: nothing changes either (she may be told
+        // the reference did not match, but never accepted).
+        let reply = w.reply_plus(ALICE, &forged, "accept");
+        let d = w.run(&reply);
+        assert_eq!(d.class, MailClass::Ignored, "{d:#?}");
+        assert!(d.relationships.is_empty() && d.invitations.is_empty());
+        assert!(
+            d.mails
+                .iter()
+                .all(|m| m.template == TemplateName::NotMatched && m.to == vec![ALICE]),
+            "{d:#?}"
+        );
+
+        let mut reply = w.customer_mail(ALICE, "accept");
+        reply.subject = format!("Re: [ref:{forged}]");
+        let d = w.run(&reply);
+        assert_eq!(d.class, MailClass::Ignored, "{d:#?}");
+        assert!(d.relationships.is_empty());
+    }
+    assert_eq!(w.store.relationships, before.relationships);
+    assert_eq!(w.store.invitations, before.invitations);
+}
+
+#[test]
+fn expired_tokens_change_nothing() {
+    let mut w = World::new();
+    let (d, plan, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let expires = d.invitations[0].expires;
+    w.now = expires + 1;
+    let before = w.store.clone();
+
+    let reply = w.reply_plus(ALICE, &token, "accept");
+    let d = w.run(&reply);
+    assert_eq!(d.class, MailClass::Ignored, "{d:#?}");
+    assert!(d.relationships.is_empty());
+    assert!(d.summary.contains("expired"), "{}", d.summary);
+    assert!(d
+        .mails
+        .iter()
+        .all(|m| m.template == TemplateName::NotMatched && m.to == vec![ALICE]));
+    assert_eq!(
+        d.mails.first().map(|m| m.vars["reason"].clone()),
+        Some("expired".into())
+    );
+
+    let mut reply = w.customer_mail(ALICE, "accept");
+    reply.in_reply_to = vec![plan.message_id.clone()];
+    let d = w.run(&reply);
+    assert!(d.relationships.is_empty(), "{d:#?}");
+
+    // A stranger holding an expired token gets nothing at all.
+    let reply = w.reply_plus(BOB, &token, "accept");
+    assert_silent_ignore(&w.run(&reply));
+
+    assert_eq!(w.store.relationships, before.relationships);
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Invited)
+    );
+
+    // The last second of validity still counts.
+    w.now = expires;
+    let reply = w.reply_plus(ALICE, &token, "accept");
+    assert_eq!(
+        w.run(&reply).relationships[0].state,
+        RelationshipState::Active
+    );
+}
+
+#[test]
+fn a_second_answer_after_active_changes_nothing() {
+    let mut w = World::new();
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let reply = w.reply_plus(ALICE, &token, "accept");
+    w.run(&reply);
+    let before = w.store.clone();
+
+    for body in ["accept", "Decline"] {
+        let reply = w.reply_plus(ALICE, &token, body);
+        let d = w.run(&reply);
+        assert_eq!(
+            d.class,
+            MailClass::Customer {
+                partner: "northwind".into(),
+                customer: ALICE.into()
+            }
+        );
+        assert!(d.relationships.is_empty(), "{body}: {d:#?}");
+        assert_eq!(templates_of(&d), vec![TemplateName::AlreadyAnswered]);
+        assert_eq!(d.mails[0].to, vec![ALICE]);
+        assert_eq!(d.mails[0].vars["state"], "active");
+    }
+    assert_eq!(w.store.relationships, before.relationships);
+}
+
+#[test]
+fn command_mail_from_a_stranger_gets_no_reply() {
+    let mut w = World::new();
+    let m = w.command_mail("mallory@evil.test", "invite alice@contoso.test\nlist");
+    let d = w.run(&m);
+    assert_silent_ignore(&d);
+    assert!(
+        d.summary.contains("not a configured partner"),
+        "{}",
+        d.summary
+    );
+    assert_eq!(w.store, MemStore::default());
+
+    // Cc'ing the command address does not make it a command mail either.
+    let mut m = w.customer_mail("mallory@evil.test", "invite alice@contoso.test");
+    m.recipients.push(COMMANDS.into());
+    assert_silent_ignore(&w.run(&m));
+}
+
+#[test]
+fn automatic_mail_is_never_answered() {
+    let mut w = World::new();
+    let raw = "From: Partner One <partner1@liaison.test>\r\n\
+To: commands@liaison.test\r\n\
+Auto-Submitted: auto-replied\r\n\
+Subject: Out of office: commands\r\n\
+Message-ID: <ooo1@liaison.test>\r\n\
+\r\n\
+invite alice@contoso.test\r\n";
+    let m = inbound::parse(raw.as_bytes(), 1 << 20).unwrap();
+    assert!(m.automatic.is_some());
+    let d = w.run(&m);
+    assert_silent_ignore(&d);
+    assert!(d.summary.contains("automatic"), "{}", d.summary);
+
+    // An auto-reply from the customer to the tagged address does not accept.
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let raw = format!(
+        "From: alice@contoso.test\r\n\
+To: invites+{token}@liaison.test\r\n\
+Auto-Submitted: auto-replied\r\n\
+Subject: Automatic reply: accept [ref:{token}]\r\n\
+Message-ID: <ooo2@contoso.test>\r\n\
+\r\n\
+Accept. I am out of the office.\r\n"
+    );
+    let m = inbound::parse(raw.as_bytes(), 1 << 20).unwrap();
+    assert_silent_ignore(&w.run(&m));
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Invited)
+    );
+
+    // Mail from Liaison's own addresses is a loop.
+    let m = w.command_mail(INVITES, "invite alice@contoso.test");
+    assert_silent_ignore(&w.run(&m));
+}
+
+#[test]
+fn unknown_sender_without_reference_gets_no_reply() {
+    let mut w = World::new();
+    w.invite(PARTNER1, "invite alice@contoso.test");
+    let before = w.store.clone();
+    let m = w.customer_mail("stranger@elsewhere.test", "accept");
+    let d = w.run(&m);
+    assert_silent_ignore(&d);
+    assert_eq!(w.store, before);
+
+    let mut m = w.customer_mail("stranger@elsewhere.test", "hello");
+    m.from = None;
+    assert_silent_ignore(&w.run(&m));
+}
+
+#[test]
+fn commands_after_a_quote_are_never_run() {
+    let mut w = World::new();
+
+    let m = w.command_mail(
+        PARTNER1,
+        "list\n> invite eve@evil.test\ninvite mallory@evil.test\n",
+    );
+    let d = w.run(&m);
+    assert!(d.invitations.is_empty() && d.relationships.is_empty());
+    let r = results(&d);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].0.as_deref(), Some("list"));
+
+    let m = w.command_mail(
+        PARTNER1,
+        "status\n\nOn Thu, 28 May 2026 at 20:26, Liaison <commands@liaison.test> wrote:\ninvite eve@evil.test\n",
+    );
+    let d = w.run(&m);
+    assert!(d.invitations.is_empty() && d.relationships.is_empty());
+    assert_eq!(results(&d).len(), 1);
+
+    // A reply to a transcript that adds nothing runs nothing.
+    let mut m = w.command_mail(
+        PARTNER1,
+        "On Thu, 28 May 2026 at 20:26, Liaison <commands@liaison.test> wrote:\n> > invite eve@evil.test\n> invited eve@evil.test\n",
+    );
+    m.subject = "Re: commands — Liaison results".into();
+    let d = w.run(&m);
+    assert!(d.invitations.is_empty() && d.relationships.is_empty());
+    assert_eq!(w.store, MemStore::default());
+}
+
+// ---- 6. ambiguity ---------------------------------------------------------
+
+#[test]
+fn customer_of_two_partners_without_reference_is_asked_not_guessed() {
+    let mut w = World::new();
+    w.invite(PARTNER1, "invite alice@contoso.test");
+    w.invite(PARTNER2, "invite alice@contoso.test");
+    let before = w.store.clone();
+
+    let m = w.customer_mail(ALICE, "Accept");
+    let d = w.run(&m);
+    assert_eq!(d.class, MailClass::Ignored);
+    assert!(d.relationships.is_empty() && d.invitations.is_empty());
+    assert_eq!(templates_of(&d), vec![TemplateName::NotMatched]);
+    let plan = &d.mails[0];
+    assert_eq!(plan.to, vec![ALICE]);
+    assert_eq!(plan.vars["reason"], "no_reference");
+    assert_eq!(plan.in_reply_to, m.message_id);
+    assert_eq!(w.store.relationships, before.relationships);
+    compose(&w.config, &templates(), plan, NOW).expect("not-matched composes");
+
+    // A single-partner customer without a reference is not guessed either.
+    let mut w = World::new();
+    w.invite(PARTNER1, "invite alice@contoso.test");
+    let m = w.customer_mail(ALICE, "Accept");
+    let d = w.run(&m);
+    assert!(d.relationships.is_empty());
+    assert_eq!(templates_of(&d), vec![TemplateName::NotMatched]);
+}
+
+#[test]
+fn answer_to_a_superseded_invitation_changes_nothing() {
+    let mut w = World::new();
+    let (_, _, old) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let reply = w.reply_plus(ALICE, &old, "decline");
+    w.run(&reply);
+    let (d, _, new) = w.invite(PARTNER1, "invite alice@contoso.test");
+    assert_ne!(old, new);
+    assert_eq!(d.relationships[0].state, RelationshipState::Invited);
+    assert_eq!(d.relationships[0].history.len(), 3);
+
+    let reply = w.reply_plus(ALICE, &old, "accept");
+    let d = w.run(&reply);
+    assert!(d.relationships.is_empty(), "{d:#?}");
+    assert_eq!(templates_of(&d), vec![TemplateName::NotMatched]);
+    assert_eq!(d.mails[0].vars["reason"], "superseded");
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Invited)
+    );
+
+    let reply = w.reply_plus(ALICE, &new, "accept");
+    assert_eq!(
+        w.run(&reply).relationships[0].state,
+        RelationshipState::Active
+    );
+}
