@@ -23,6 +23,8 @@
 #   up       install, write config, start both servers, wait until they greet
 #   down     stop only the instances this script started
 #   status   report each server; exit non-zero unless both run
+# After editing USERS/DOMAINS, run down then up (up on a running stack is a
+# no-op).
 #
 # State folder: ${LIAISON_MAILSTACK_DIR:-/tmp/liaison-ms} (keep it short: Unix
 # socket paths are limited to 107 bytes). Layout:
@@ -429,7 +431,7 @@ dovecot_running() { dovecot_pid >/dev/null; }
 
 # greets PORT PREFIX: connects to 127.0.0.1:PORT and checks the greeting.
 greets() {
-  local line=""
+  # shellcheck disable=SC2016  # expanded by the inner bash
   timeout 3 bash -c '
     exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
     IFS= read -r -t 2 line <&3 || exit 1
