@@ -51,6 +51,17 @@ pub fn plus_tag<'a>(addr: &'a str, base: &str) -> Option<&'a str> {
     Some(tag)
 }
 
+/// `addr` without any `+tag` in its local part.
+pub fn without_plus_tag(addr: &str) -> String {
+    match addr.rsplit_once('@') {
+        Some((local, domain)) => {
+            let base = local.split_once('+').map(|(b, _)| b).unwrap_or(local);
+            format!("{base}@{domain}")
+        }
+        None => addr.to_string(),
+    }
+}
+
 /// `base` with `+tag` appended to its local part.
 pub fn with_plus_tag(base: &str, tag: &str) -> String {
     match base.rsplit_once('@') {

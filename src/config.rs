@@ -157,6 +157,8 @@ pub struct SmtpConfig {
     pub port: u16,
     /// Transport security.
     pub tls: TlsMode,
+    /// PEM file of an extra trusted CA certificate (e.g. a self-signed server).
+    pub ca_file: Option<PathBuf>,
     /// Login name, when the server wants authentication.
     pub username: Option<String>,
     /// Password for `username`.
@@ -279,6 +281,7 @@ struct RawSmtp {
     host: String,
     port: u16,
     tls: TlsMode,
+    ca_file: Option<PathBuf>,
     username: Option<String>,
     password: Option<String>,
     password_env: Option<String>,
@@ -443,6 +446,7 @@ impl Config {
             host: s.host,
             port: s.port,
             tls: s.tls,
+            ca_file: s.ca_file,
             username: s.username,
             password: smtp_password,
             timeout_secs: s.timeout_secs,
@@ -764,6 +768,31 @@ emails = ["Partner1@liaison.test"]
         );
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("LIAISON_TEST_SURELY_UNSET_VAR"), "{err}");
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let dev = Config::load(&root.join("liaison.dev.toml")).unwrap();
+        assert_eq!(dev.inboxes.len(), 2);
+        // The example's secrets point at a production host's environment and
+        // files; swap them for inline values so every other key is checked.
+        let example = std::fs::read_to_string(root.join("liaison.example.toml")).unwrap();
+        let example: Vec<&str> = example
+            .lines()
+            .map(|l| {
+                if l.starts_with("password_env") || l.starts_with("password_file") {
+                    "password = \"x\""
+                } else if l.starts_with("token_secret_file") {
+                    "token_secret = \"0123456789abcdef0123\""
+                } else {
+                    l
+                }
+            })
+            .collect();
+        let c = parse(&example.join("\n")).unwrap();
+        assert_eq!(c.inboxes[0].tls, TlsMode::Tls);
+        assert_eq!(c.partners[0].emails.len(), 2);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::config::{SmtpConfig, TlsMode};
 use crate::store::{OutboxEntry, OutgoingMail, Store};
 use futures::StreamExt;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use std::sync::Arc;
@@ -89,8 +89,17 @@ impl Mailer {
         b = match cfg.tls {
             TlsMode::None => b.tls(Tls::None),
             TlsMode::Starttls | TlsMode::Tls => {
-                let params =
-                    TlsParameters::new(cfg.host.clone()).map_err(|e| setup(e.to_string()))?;
+                let mut params = TlsParameters::builder(cfg.host.clone());
+                if let Some(path) = &cfg.ca_file {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        setup(format!("cannot read CA file {}: {e}", path.display()))
+                    })?;
+                    let cert = Certificate::from_pem(&pem).map_err(|e| {
+                        setup(format!("bad certificate in {}: {e}", path.display()))
+                    })?;
+                    params = params.add_root_certificate(cert);
+                }
+                let params = params.build_rustls().map_err(|e| setup(e.to_string()))?;
                 if cfg.tls == TlsMode::Tls {
                     b.tls(Tls::Wrapper(params))
                 } else {

@@ -190,14 +190,14 @@ pub fn decide(
         .chain(&mail.delivered_to)
         .any(|a| *a == cfg.addresses.commands);
     if to_commands {
-        return match cfg.partner_by_email(from) {
-            Some(partner) => Ok(run_commands(ctx, view, mail, partner, from)?),
-            None => Ok(Decision::ignored(format!(
-                "command mail from {from}, which is not a configured partner address; no reply (no backscatter)"
-            ))),
-        };
+        if let Some(partner) = cfg.partner_by_email(from) {
+            return run_commands(ctx, view, mail, partner, from);
+        }
     }
-    customer_mail(ctx, view, mail, from)
+    // Anyone else, even writing to the command address (a customer who
+    // answers "to all" on a forwarded draft), is judged as a customer:
+    // a signed answer still counts, and a stranger is ignored.
+    customer_mail(ctx, view, mail, from, to_commands)
 }
 
 // ---- partner commands -----------------------------------------------------
@@ -435,13 +435,15 @@ impl CommandRun<'_, '_> {
         draft: bool,
     ) -> Result<Outcome, WorkflowError> {
         let cfg = self.ctx.config;
-        if cfg.partner_by_email(customer).is_some()
+        // Plus-variants of our own or a partner's address are still ours.
+        let base = address::without_plus_tag(customer);
+        if cfg.partner_by_email(&base).is_some()
             || [
                 &cfg.addresses.commands,
                 &cfg.addresses.invitations,
                 &cfg.addresses.support_desk,
             ]
-            .contains(&&customer.to_string())
+            .contains(&&base)
         {
             return Ok(Err(format!(
                 "{customer} is a partner or Liaison address, not a customer"
@@ -734,6 +736,7 @@ fn customer_mail(
     view: &dyn StoreView,
     mail: &InboundMail,
     from: &str,
+    to_commands: bool,
 ) -> Result<Decision, WorkflowError> {
     let mut ids = MessageIds {
         key: &mail.key,
@@ -777,23 +780,38 @@ fn customer_mail(
         Reference::Missing => {
             let known = view.relationships_with(from)?;
             let Some(first) = known.first() else {
-                return Ok(Decision::ignored(format!(
-                    "mail from {from}, who is neither a partner nor a known customer; no reply (no backscatter)"
-                )));
+                return Ok(Decision::ignored(if to_commands {
+                    format!("command mail from {from}, which is not a configured partner address; no reply (no backscatter)")
+                } else {
+                    format!("mail from {from}, who is neither a partner nor a known customer; no reply (no backscatter)")
+                }));
             };
             // A known customer without a reference: never guess which
             // relationship is meant; ask them to answer the mail itself.
+            let partner_names: Vec<String> = known
+                .iter()
+                .map(|r| {
+                    ctx.config
+                        .partner(&r.partner)
+                        .map(|p| p.name.clone())
+                        .unwrap_or_else(|| r.partner.clone())
+                })
+                .collect();
             let mut d = Decision::ignored(format!(
                 "customer {from} wrote without a reference to an invitation; asked to answer the invitation itself"
             ));
-            d.mails.push(customer_notice(
+            let mut notice = customer_notice(
                 ctx,
                 first,
                 mail,
                 &mut ids,
                 TemplateName::NotMatched,
-                json!({"reason": "no_reference"}),
-            ));
+                json!({"reason": "no_reference", "partner_name": partner_names.join(", ")}),
+            );
+            // The notice must not thread to any one invitation, or a reply
+            // to it would pick that partner: exactly the guess avoided here.
+            notice.invitation = None;
+            d.mails.push(notice);
             return Ok(d);
         }
     };

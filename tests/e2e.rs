@@ -59,10 +59,10 @@ async fn count(user: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invite_then_accept_makes_the_relationship_active() {
-    let _serial = serial();
+    let _serial = serial().await;
     require_mailstack();
     clear_all().await;
-    let mut daemon = Daemon::start(true);
+    let mut daemon = Daemon::start(Transport::Plain);
 
     // 1. The partner emails a command.
     let cmd = mail(
@@ -180,10 +180,10 @@ async fn invite_then_accept_makes_the_relationship_active() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn korean_partner_invites_and_customer_declines_in_korean() {
-    let _serial = serial();
+    let _serial = serial().await;
     require_mailstack();
     clear_all().await;
-    let mut daemon = Daemon::start(true);
+    let mut daemon = Daemon::start(Transport::Plain);
     send_raw(
         PARTNER2,
         &[COMMANDS],
@@ -206,11 +206,11 @@ async fn korean_partner_invites_and_customer_declines_in_korean() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locale_option_overrides_and_polling_mode_works() {
-    let _serial = serial();
+    let _serial = serial().await;
     require_mailstack();
     clear_all().await;
     // IDLE off: the daemon polls every second.
-    let mut daemon = Daemon::start(false);
+    let mut daemon = Daemon::start(Transport::Polling);
     send_raw(
         PARTNER1,
         &[COMMANDS],
@@ -237,10 +237,10 @@ async fn locale_option_overrides_and_polling_mode_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_and_forgeries_change_nothing_and_get_no_reply() {
-    let _serial = serial();
+    let _serial = serial().await;
     require_mailstack();
     clear_all().await;
-    let mut daemon = Daemon::start(true);
+    let mut daemon = Daemon::start(Transport::Plain);
     // A non-partner sends commands: ignored, no reply.
     send_raw(
         DAVE,
@@ -311,5 +311,28 @@ async fn strangers_and_forgeries_change_nothing_and_get_no_reply() {
         "secret in log"
     );
     assert!(!log.contains("liaison-dev"), "password in log");
+    assert!(daemon.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_over_imaps_starttls_and_smtp_starttls_with_a_private_ca() {
+    let _serial = serial().await;
+    require_mailstack();
+    clear_all().await;
+    let mut daemon = Daemon::start(Transport::Tls);
+    send_raw(
+        PARTNER1,
+        &[COMMANDS],
+        &mail(PARTNER1, COMMANDS, "x", "", "invite alice@contoso.test\n"),
+    )
+    .await;
+    let inv = wait_for(ALICE, "invitation", |m| m.subject.contains("[ref:")).await;
+    reply_to_invitation(ALICE, &inv, "I accept").await;
+    daemon.wait_state("northwind", ALICE, "active").await;
+    let log = daemon.log();
+    assert!(
+        log.contains("inbox=commands") && log.contains("watching"),
+        "{log}"
+    );
     assert!(daemon.stop().success());
 }

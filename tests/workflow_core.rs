@@ -988,6 +988,39 @@ fn decline_notifies_both_sides() {
 }
 
 #[test]
+fn customer_reporting_removed_permissions_moves_the_relationship() {
+    let mut w = World::new();
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let reply = w.reply_plus(ALICE, &token, "accept");
+    let accepted = w.run(&reply);
+    // Replying to the confirmation threads back to the invitation.
+    let mut m = w.customer_mail(ALICE, "I removed your admin permissions today.");
+    m.in_reply_to = vec![accepted.mails[0].message_id.clone()];
+    let d = w.run(&m);
+    assert!(d.summary.contains("(matched by Thread)"), "{}", d.summary);
+    assert_eq!(d.relationships.len(), 1);
+    let rel = &d.relationships[0];
+    assert_eq!(rel.state, RelationshipState::PermissionsRemoved);
+    let last = rel.history.last().unwrap();
+    assert_eq!(
+        (last.from, last.to, last.actor.as_str()),
+        (
+            Some(RelationshipState::Active),
+            RelationshipState::PermissionsRemoved,
+            ALICE
+        )
+    );
+    // No acceptance or decline notice goes out for it.
+    assert!(d.mails.iter().all(|m| !matches!(
+        m.template,
+        TemplateName::AcceptedCustomer
+            | TemplateName::AcceptedPartner
+            | TemplateName::DeclinedCustomer
+            | TemplateName::DeclinedPartner
+    )));
+}
+
+#[test]
 fn quoted_invitation_without_new_answer_asks_to_clarify() {
     let mut w = World::new();
     let (_, plan, token) = w.invite(PARTNER1, "invite alice@contoso.test");
@@ -1080,27 +1113,26 @@ fn forged_tokens_are_ignored() {
         let reply = w.reply_plus("mallory@evil.test", &forged, "accept");
         assert_silent_ignore(&w.run(&reply));
 
-        // From the customer herself: nothing changes either (she may be told
-        // the reference did not match, but never accepted).
+        // From the customer's own address: no reply either, since the From
+        // address may be forged as well (backscatter).
         let reply = w.reply_plus(ALICE, &forged, "accept");
         let d = w.run(&reply);
-        assert_eq!(d.class, MailClass::Ignored, "{d:#?}");
-        assert!(d.relationships.is_empty() && d.invitations.is_empty());
-        assert!(
-            d.mails
-                .iter()
-                .all(|m| m.template == TemplateName::NotMatched && m.to == vec![ALICE]),
-            "{d:#?}"
-        );
+        assert_silent_ignore(&d);
+        assert!(d.summary.contains("no reply"), "{}", d.summary);
 
         let mut reply = w.customer_mail(ALICE, "accept");
         reply.subject = format!("Re: [ref:{forged}]");
-        let d = w.run(&reply);
-        assert_eq!(d.class, MailClass::Ignored, "{d:#?}");
-        assert!(d.relationships.is_empty());
+        assert_silent_ignore(&w.run(&reply));
+
+        // The same token in upper case (a rewritten local part) is no better.
+        let reply = w.reply_plus(ALICE, &forged.to_uppercase(), "accept");
+        assert_silent_ignore(&w.run(&reply));
     }
-    assert_eq!(w.store.relationships, before.relationships);
-    assert_eq!(w.store.invitations, before.invitations);
+    // A made-up token naming no invitation at all.
+    let fake = "a".repeat(TOKEN_LEN);
+    let reply = w.reply_plus(ALICE, &fake, "accept");
+    assert_silent_ignore(&w.run(&reply));
+    assert_eq!(w.store, before);
 }
 
 #[test]
@@ -1192,6 +1224,25 @@ fn command_mail_from_a_stranger_gets_no_reply() {
     let mut m = w.customer_mail("mallory@evil.test", "invite alice@contoso.test");
     m.recipients.push(COMMANDS.into());
     assert_silent_ignore(&w.run(&m));
+}
+
+#[test]
+fn signed_answer_that_also_cc_s_the_command_address_still_counts() {
+    let mut w = World::new();
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test draft");
+    // The partner forwarded the draft with the command address in Cc and
+    // the customer answered to all.
+    let mut reply = w.customer_mail(ALICE, "accept");
+    reply.subject = format!("Re: Fwd: Northwind Traders asks [ref:{token}]");
+    reply.recipients = vec![PARTNER1.into(), COMMANDS.into()];
+    reply.delivered_to = vec![COMMANDS.into()];
+    let d = w.run(&reply);
+    assert_eq!(
+        d.relationships.first().map(|r| r.state),
+        Some(RelationshipState::Active),
+        "{}",
+        d.summary
+    );
 }
 
 #[test]
@@ -1309,6 +1360,28 @@ fn customer_of_two_partners_without_reference_is_asked_not_guessed() {
     let d = w.run(&m);
     assert!(d.relationships.is_empty());
     assert_eq!(templates_of(&d), vec![TemplateName::NotMatched]);
+}
+
+#[test]
+fn reply_to_a_not_matched_notice_does_not_pick_a_partner() {
+    let mut w = World::new();
+    w.invite(PARTNER1, "invite alice@contoso.test");
+    w.invite(PARTNER2, "invite alice@contoso.test");
+    let m = w.customer_mail(ALICE, "Accept");
+    let d = w.run(&m);
+    assert_eq!(templates_of(&d), vec![TemplateName::NotMatched]);
+    let notice = d.mails[0].clone();
+    let before = w.store.clone();
+
+    // The customer answers the notice itself, the most natural thing to do.
+    let mut reply = w.customer_mail(ALICE, "Accept");
+    reply.subject = "Re: your mail".into();
+    reply.in_reply_to = vec![notice.message_id.clone()];
+    reply.references = vec![m.message_id.clone().unwrap(), notice.message_id.clone()];
+    let d = w.run(&reply);
+    // Still ambiguous: neither relationship may change.
+    assert!(d.relationships.is_empty(), "{}", d.summary);
+    assert_eq!(w.store.relationships, before.relationships);
 }
 
 #[test]

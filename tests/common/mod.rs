@@ -10,7 +10,6 @@
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Password of every account on the loopback mail stack.
@@ -20,12 +19,11 @@ pub const SMTP_PORT: u16 = 2525;
 /// Loopback IMAP (Dovecot).
 pub const IMAP_PORT: u16 = 1143;
 
-/// One test at a time may use the shared mailboxes.
-pub fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
-    LOCK.get_or_init(|| Mutex::new(()))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+/// One test at a time may use the shared mailboxes. An async mutex, since
+/// the guard is held across awaits (and across each test's own runtime).
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// Panics with instructions when the mail stack is not running.
@@ -207,26 +205,64 @@ pub struct Daemon {
     _tmp: Option<tempfile::TempDir>,
 }
 
-/// The test configuration; `extra` is appended to the inbox sections.
-pub fn config_text(dir: &std::path::Path, idle: bool) -> String {
+/// How the daemon under test reaches the mail servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain IMAP with IDLE, plain SMTP.
+    Plain,
+    /// Plain IMAP, IDLE off: the daemon polls every second.
+    Polling,
+    /// IMAPS (1993) for the command inbox, STARTTLS (1143) for the
+    /// invitations inbox, STARTTLS SMTP; all verified against the stack's
+    /// self-signed certificate given as `ca_file`.
+    Tls,
+}
+
+/// The stack's self-signed certificate.
+pub fn stack_cert() -> PathBuf {
+    PathBuf::from(
+        std::env::var("LIAISON_MAILSTACK_DIR").unwrap_or_else(|_| "/tmp/liaison-ms".into()),
+    )
+    .join("tls/cert.pem")
+}
+
+/// The test configuration, with the store in `dir`.
+pub fn config_text(dir: &std::path::Path, transport: Transport) -> String {
     let templates = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates");
-    let inbox = |name: &str, user: &str| {
+    let idle = transport != Transport::Polling;
+    let cert = stack_cert();
+    let inbox = |name: &str, user: &str, tls: &str, port: u16| {
+        let ca = if tls == "none" {
+            String::new()
+        } else {
+            format!("ca_file = \"{}\"\n", cert.display())
+        };
         format!(
-            "[[inbox]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {IMAP_PORT}\ntls = \"none\"\n\
+            "[[inbox]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"{tls}\"\n{ca}\
              username = \"{user}\"\npassword = \"{PASSWORD}\"\nidle = {idle}\npoll_interval_secs = 1\ntimeout_secs = 10\n\n"
         )
     };
+    let (commands, invites, smtp_tls) = match transport {
+        Transport::Tls => (
+            inbox("commands", "commands@liaison.test", "tls", 1993),
+            inbox("invites", "invites@liaison.test", "starttls", IMAP_PORT),
+            format!("tls = \"starttls\"\nca_file = \"{}\"\n", cert.display()),
+        ),
+        _ => (
+            inbox("commands", "commands@liaison.test", "none", IMAP_PORT),
+            inbox("invites", "invites@liaison.test", "none", IMAP_PORT),
+            "tls = \"none\"\n".to_string(),
+        ),
+    };
     format!(
-        "[store]\npath = \"{store}\"\ncache_capacity_mb = 8\n\n{}{}\
-         [smtp]\nhost = \"127.0.0.1\"\nport = {SMTP_PORT}\ntls = \"none\"\ntimeout_secs = 10\n\n\
+        "[store]\npath = \"{store}\"\ncache_capacity_mb = 8\n\n{commands}{invites}\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {SMTP_PORT}\n{smtp_tls}timeout_secs = 10\n\n\
          [addresses]\ncommands = \"commands@liaison.test\"\ninvitations = \"invites@liaison.test\"\n\
          support_desk = \"helpdesk@liaison.test\"\nfrom_name = \"Liaison\"\n\n\
          [security]\ntoken_secret = \"test-secret-0123456789abcdef\"\ninvitation_ttl_days = 90\n\n\
          [templates]\ndir = \"{templates}\"\n\n\
          [[partner]]\nid = \"northwind\"\nname = \"Northwind Traders\"\nemails = [\"partner1@liaison.test\"]\nlocale = \"en\"\n\n\
          [[partner]]\nid = \"hanbit\"\nname = \"Hanbit Cloud\"\nemails = [\"partner2@liaison.test\"]\nlocale = \"ko\"\n",
-        inbox("commands", "commands@liaison.test"),
-        inbox("invites", "invites@liaison.test"),
         store = dir.join("store").display(),
         templates = templates.display(),
     )
@@ -234,11 +270,11 @@ pub fn config_text(dir: &std::path::Path, idle: bool) -> String {
 
 impl Daemon {
     /// Writes a config into a new temporary folder and starts the daemon.
-    pub fn start(idle: bool) -> Daemon {
+    pub fn start(transport: Transport) -> Daemon {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let config = dir.join("liaison.toml");
-        std::fs::write(&config, config_text(&dir, idle)).unwrap();
+        std::fs::write(&config, config_text(&dir, transport)).unwrap();
         let mut d = Daemon {
             child: None,
             dir,
