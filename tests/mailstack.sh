@@ -8,9 +8,9 @@
 #
 #   SMTP   127.0.0.1:2525  no auth from loopback; accepts mail only for the
 #                          virtual domains below, refuses relaying elsewhere
-#                          (opportunistic STARTTLS with the self-signed cert)
+#                          (opportunistic STARTTLS, certificate from a private test CA)
 #   IMAP   127.0.0.1:1143  plaintext LOGIN allowed, STARTTLS available
-#   IMAPS  127.0.0.1:1993  implicit TLS, self-signed cert (CN=localhost,
+#   IMAPS  127.0.0.1:1993  implicit TLS, cert signed by tls/ca.pem (CN=localhost,
 #                          SAN IP:127.0.0.1, DNS:localhost)
 #
 # Domains: liaison.test contoso.test fabrikam.test
@@ -34,7 +34,7 @@
 #   dovecot.conf        Dovecot config;  users (passwd-file)
 #   dc/                 Dovecot base_dir (master.pid, lmtp socket, ...)
 #   dc-state/           Dovecot state_dir
-#   tls/                cert.pem, key.pem
+#   tls/                ca.pem (test CA to trust), cert.pem + key.pem (server)
 #   mail/<domain>/<user>/Maildir/   each user's mailbox
 #   log/postfix.log, log/dovecot.log, log/dovecot-info.log, log/start.log
 #
@@ -378,13 +378,25 @@ EOF
 }
 
 write_tls() {
+  # A private CA (ca.pem) and a server certificate it signed (cert.pem).
+  # Clients trust ca.pem; a self-signed CA certificate used directly as the
+  # server's is refused by strict verifiers (webpki: CaUsedAsEndEntity).
   mkdir -p "$TLS_DIR"
-  [[ -s $TLS_DIR/cert.pem && -s $TLS_DIR/key.pem ]] && return 0
+  [[ -s $TLS_DIR/ca.pem && -s $TLS_DIR/cert.pem && -s $TLS_DIR/key.pem ]] && return 0
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 \
-    -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" \
-    -subj "/CN=localhost" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
-    >/dev/null 2>&1 || die "openssl could not create the self-signed certificate"
-  chmod 0600 "$TLS_DIR/key.pem"; chmod 0644 "$TLS_DIR/cert.pem"
+    -keyout "$TLS_DIR/ca-key.pem" -out "$TLS_DIR/ca.pem" \
+    -subj "/CN=Liaison test CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    >/dev/null 2>&1 || die "openssl could not create the test CA"
+  openssl req -newkey rsa:2048 -nodes -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/server.csr" \
+    -subj "/CN=localhost" >/dev/null 2>&1 || die "openssl could not create the server key"
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n' \
+    >"$TLS_DIR/server.ext"
+  openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca-key.pem" \
+    -CAcreateserial -days 3650 -extfile "$TLS_DIR/server.ext" -out "$TLS_DIR/cert.pem" \
+    >/dev/null 2>&1 || die "openssl could not sign the server certificate"
+  rm -f "$TLS_DIR/server.csr" "$TLS_DIR/server.ext"
+  chmod 0600 "$TLS_DIR/key.pem" "$TLS_DIR/ca-key.pem"; chmod 0644 "$TLS_DIR/cert.pem" "$TLS_DIR/ca.pem"
 }
 
 check_paths() {

@@ -223,7 +223,7 @@ pub fn stack_cert() -> PathBuf {
     PathBuf::from(
         std::env::var("LIAISON_MAILSTACK_DIR").unwrap_or_else(|_| "/tmp/liaison-ms".into()),
     )
-    .join("tls/cert.pem")
+    .join("tls/ca.pem")
 }
 
 /// The test configuration, with the store in `dir`.
