@@ -54,6 +54,29 @@ pub enum Command {
         /// Customer address.
         customer: String,
     },
+    /// Record that the customer removed the partner's admin permissions
+    /// (as seen in the admin portal).
+    Revoked {
+        /// Customer address.
+        customer: String,
+    },
+    /// Ask the customer to restore removed permissions.
+    Restore {
+        /// Customer address.
+        customer: String,
+    },
+    /// End the relationship; the customer is told.
+    Remove {
+        /// Customer address.
+        customer: String,
+    },
+    /// Assign the support contact copied on this customer's support traffic.
+    Contact {
+        /// Customer address.
+        customer: String,
+        /// The support contact's address.
+        support: String,
+    },
 }
 
 /// Why a line is not a valid command. The text is shown to the partner.
@@ -124,6 +147,10 @@ pub const USAGE: &[(&str, &str)] = &[
         "list [invited|active|declined|expired|permissions_removed|removed]",
     ),
     ("history", "history CUSTOMER"),
+    ("revoked", "revoked CUSTOMER"),
+    ("restore", "restore CUSTOMER"),
+    ("remove", "remove CUSTOMER"),
+    ("contact", "contact CUSTOMER SUPPORT-ADDRESS"),
 ];
 
 fn usage(verb: &'static str) -> &'static str {
@@ -353,6 +380,30 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
             no_more("history", &args[1..])?;
             Ok(Command::History { customer })
         }
+        "revoked" | "restore" | "remove" => {
+            let verb: &'static str = match verb_lc.as_str() {
+                "revoked" => "revoked",
+                "restore" => "restore",
+                _ => "remove",
+            };
+            let customer = customer(verb, args.first())?;
+            no_more(verb, &args[1..])?;
+            Ok(match verb {
+                "revoked" => Command::Revoked { customer },
+                "restore" => Command::Restore { customer },
+                _ => Command::Remove { customer },
+            })
+        }
+        "contact" => {
+            let customer = customer("contact", args.first())?;
+            let support = args
+                .get(1)
+                .ok_or_else(|| err("contact", "the support contact's address is missing".into()))?;
+            let support = address::normalize(support)
+                .ok_or_else(|| err("contact", format!("`{support}` is not an email address")))?;
+            no_more("contact", &args[2..])?;
+            Ok(Command::Contact { customer, support })
+        }
         _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
     }
 }
@@ -431,6 +482,46 @@ mod tests {
         );
         assert_eq!(s.lines.len(), 1);
         assert_eq!(s.stopped, Some(Stop::Quote));
+    }
+
+    #[test]
+    fn lifecycle_commands() {
+        assert_eq!(
+            parse_line("Revoked alice@contoso.test"),
+            Ok(Command::Revoked {
+                customer: "alice@contoso.test".into()
+            })
+        );
+        assert_eq!(
+            parse_line("restore alice@contoso.test"),
+            Ok(Command::Restore {
+                customer: "alice@contoso.test".into()
+            })
+        );
+        assert_eq!(
+            parse_line("remove alice@contoso.test"),
+            Ok(Command::Remove {
+                customer: "alice@contoso.test".into()
+            })
+        );
+        assert_eq!(
+            parse_line("contact alice@contoso.test Support@Northwind.test"),
+            Ok(Command::Contact {
+                customer: "alice@contoso.test".into(),
+                support: "support@northwind.test".into()
+            })
+        );
+        let e = parse_line("contact alice@contoso.test")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("support contact") && e.contains("Usage: contact"),
+            "{e}"
+        );
+        let e = parse_line("remove alice@contoso.test now")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unexpected `now`"), "{e}");
     }
 
     #[test]

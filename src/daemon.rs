@@ -9,6 +9,7 @@ use crate::store::{SledStore, Store};
 use crate::templates::Templates;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Errors that stop the daemon from starting or from shutting down cleanly.
@@ -28,6 +29,21 @@ pub enum DaemonError {
     Admin(#[from] crate::admin::AdminError),
 }
 
+/// Knobs that tests turn; production uses the defaults.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How often time-driven changes (expiry) are looked for.
+    pub sweep_every: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sweep_every: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Runs until `shutdown` completes, then stops cleanly: the message being
 /// processed is finished, in-flight mails are handed over or left queued,
 /// and the store is flushed.
@@ -43,6 +59,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         store,
         templates,
         Arc::new(SystemClock),
+        Options::default(),
         shutdown,
     )
     .await
@@ -54,6 +71,7 @@ pub async fn run_with(
     store: Arc<dyn Store>,
     templates: Templates,
     clock: Arc<dyn Clock>,
+    options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     // Whatever is in the store now becomes durable, so every queued mail
@@ -85,6 +103,12 @@ pub async fn run_with(
         durable_rx,
         stop_rx.clone(),
     ));
+    tasks.spawn(sweep_timers(
+        engine.clone(),
+        durable_tx.clone(),
+        options.sweep_every,
+        stop_rx.clone(),
+    ));
     for inbox in config.inboxes.iter().cloned() {
         tasks.spawn(crate::imap::watch_inbox(
             inbox,
@@ -111,4 +135,36 @@ pub async fn run_with(
     store.flush()?;
     tracing::info!("stopped; store flushed");
     Ok(())
+}
+
+/// Applies time-driven changes every `every`, and once at start (a daemon
+/// that was down when an invitation ran out catches up at once).
+async fn sweep_timers(
+    engine: Arc<Engine>,
+    durable: watch::Sender<u64>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let store = engine.store().clone();
+        let result = engine.sweep().and_then(|changed| {
+            if changed > 0 {
+                let last = store.last_outbox_id()?;
+                store.flush()?;
+                durable.send_if_modified(|v| {
+                    let moved = last > *v;
+                    *v = (*v).max(last);
+                    moved
+                });
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            tracing::error!(error = %e, "timer sweep failed; retrying at the next one");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }

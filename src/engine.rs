@@ -160,6 +160,44 @@ impl Engine {
         })
     }
 
+    /// Applies what time alone changed (expired invitations). Does not
+    /// flush. Returns how many relationships changed.
+    pub fn sweep(&self) -> Result<usize, EngineError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.clock.now();
+        let ctx = Context {
+            config: &self.config,
+            tokens: &self.tokens,
+            now,
+        };
+        let decision = match workflow::expire_due(&ctx, self.store.as_ref()) {
+            Ok(d) => d,
+            Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
+        };
+        if decision.relationships.is_empty() {
+            return Ok(0);
+        }
+        let mut outbox = Vec::new();
+        for plan in &decision.mails {
+            match crate::compose::compose(&self.config, &self.templates, plan, now) {
+                Ok(m) => outbox.push(m),
+                // Templates are checked at start-up, so this is a bug; the
+                // state change still matters more than the notice.
+                Err(e) => tracing::error!(error = %e, "cannot compose an expiry notice"),
+            }
+        }
+        let changed = decision.relationships.len();
+        for r in &decision.relationships {
+            tracing::info!(partner = %r.partner, customer = %r.customer, "invitation expired");
+        }
+        self.store.commit(Changes {
+            relationships: decision.relationships,
+            outbox,
+            ..Default::default()
+        })?;
+        Ok(changed)
+    }
+
     fn record(
         &self,
         key: String,

@@ -128,10 +128,17 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
             data_encoding::HEXLOWER.encode(&Sha256::digest(raw))
         ),
     };
-    let text = msg
-        .body_text(0)
-        .map(|t| t.replace("\r\n", "\n"))
-        .unwrap_or_default();
+    let has_plain = msg
+        .parts
+        .iter()
+        .any(|p| matches!(p.body, mail_parser::PartType::Text(_)));
+    let text = match msg.body_html(0) {
+        // HTML-only mail: convert it ourselves, keeping block boundaries
+        // as line breaks (see `html_to_text`).
+        Some(html) if !has_plain => html_to_text(&html),
+        _ => msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
+    }
+    .replace("\r\n", "\n");
     Ok(InboundMail {
         message_id,
         key,
@@ -146,6 +153,39 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
         automatic,
         size: raw.len(),
     })
+}
+
+/// Converts an HTML body to text. Block-level tags get a line break first:
+/// mail-parser's converter does not break lines at `<div>` or `<p>`, which
+/// would glue a customer's "Accept" to the "On … wrote:" line below it and
+/// hide it from the quote splitter.
+pub fn html_to_text(html: &str) -> String {
+    let mut spaced = String::with_capacity(html.len() + 256);
+    let mut rest: &str = html;
+    while let Some(pos) = rest.find('<') {
+        spaced.push_str(&rest[..pos]);
+        let tag = rest[pos + 1..]
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if matches!(
+            tag.as_str(),
+            "div" | "p" | "br" | "hr" | "blockquote" | "table" | "tr" | "li"
+        ) {
+            spaced.push_str("<br>");
+        }
+        spaced.push('<');
+        rest = &rest[pos + 1..];
+    }
+    spaced.push_str(rest);
+    let mut msg = b"Content-Type: text/html; charset=utf-8\r\n\r\n".to_vec();
+    msg.extend_from_slice(spaced.as_bytes());
+    mail_parser::MessageParser::default()
+        .parse(&msg[..])
+        .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
+        .unwrap_or_default()
 }
 
 /// RFC 3834 and common practice: headers that mark a message as automatic.
@@ -204,6 +244,17 @@ invite alice@contoso.test\r\n";
         let m = parse(raw.as_bytes(), 1 << 20).unwrap();
         assert!(m.text.contains("Accept"), "{:?}", m.text);
         assert!(!m.text.contains("<p>"));
+    }
+
+    #[test]
+    fn html_blocks_become_lines() {
+        let raw = "From: a@b.test\r\nSubject: x\r\nContent-Type: text/html\r\n\r\n\
+                   <div>Accept</div><div>On Mon, 1 Jan 2026, X &lt;x@y.test&gt; wrote:</div>\
+                   <blockquote>decline</blockquote>";
+        let m = parse(raw.as_bytes(), 1 << 20).unwrap();
+        let first = m.text.lines().find(|l| !l.trim().is_empty()).unwrap();
+        assert_eq!(first.trim(), "Accept", "{:?}", m.text);
+        assert_eq!(crate::reply::new_text(&m.text), "Accept", "{:?}", m.text);
     }
 
     #[test]

@@ -169,6 +169,9 @@ pub struct Relationship {
     pub since: u64,
     /// The invitation (or restore request) currently in force.
     pub invitation_id: Option<u64>,
+    /// Support contact copied on this customer's support traffic (`contact`).
+    #[serde(default)]
+    pub support_contact: Option<String>,
     /// Every transition, oldest first.
     pub history: Vec<HistoryEntry>,
 }
@@ -262,6 +265,7 @@ mod tests {
             state: S::Invited,
             since: 1,
             invitation_id: Some(1),
+            support_contact: None,
             history: vec![],
         };
         r.apply(E::Accepted, 5, "a@b.test", Some("m@x")).unwrap();

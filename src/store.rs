@@ -136,12 +136,12 @@ pub trait StoreView {
     fn invitation(&self, id: u64) -> Result<Option<Invitation>>;
     /// The invitation a sent Message-ID belongs to.
     fn invitation_by_message_id(&self, message_id: &str) -> Result<Option<u64>>;
+    /// Every relationship.
+    fn all_relationships(&self) -> Result<Vec<Relationship>>;
 }
 
 /// The whole store interface.
 pub trait Store: StoreView + Send + Sync {
-    /// Every relationship.
-    fn all_relationships(&self) -> Result<Vec<Relationship>>;
     /// Whether a message key was processed already.
     fn processed(&self, key: &str) -> Result<Option<Processed>>;
     /// An inbox's cursor.
@@ -277,13 +277,13 @@ impl StoreView for SledStore {
     fn invitation_by_message_id(&self, message_id: &str) -> Result<Option<u64>> {
         self.get(format!("thr/{message_id}").as_bytes())
     }
-}
 
-impl Store for SledStore {
     fn all_relationships(&self) -> Result<Vec<Relationship>> {
         self.scan(b"rel/")
     }
+}
 
+impl Store for SledStore {
     fn processed(&self, key: &str) -> Result<Option<Processed>> {
         self.get(format!("msg/{key}").as_bytes())
     }
@@ -392,6 +392,7 @@ mod tests {
             state: RelationshipState::Invited,
             since: 1,
             invitation_id: Some(9),
+            support_contact: None,
             history: vec![],
         }
     }

@@ -67,11 +67,21 @@ pub enum TemplateName {
     AlreadyAnswered,
     /// "We could not tie your mail to an invitation" (to the customer).
     NotMatched,
+    /// Request to restore removed permissions (to the customer).
+    Restore,
+    /// The customer removed the permissions (to the partner).
+    PermissionsRemovedPartner,
+    /// Acknowledgement of the removal (to the customer).
+    PermissionsRemovedCustomer,
+    /// The partner ended the relationship (to the customer).
+    RemovedCustomer,
+    /// An invitation expired unanswered (to the partner).
+    ExpiredPartner,
 }
 
 impl TemplateName {
     /// All templates.
-    pub const ALL: [TemplateName; 9] = [
+    pub const ALL: [TemplateName; 14] = [
         TemplateName::Invitation,
         TemplateName::Transcript,
         TemplateName::AcceptedCustomer,
@@ -81,6 +91,11 @@ impl TemplateName {
         TemplateName::Clarify,
         TemplateName::AlreadyAnswered,
         TemplateName::NotMatched,
+        TemplateName::Restore,
+        TemplateName::PermissionsRemovedPartner,
+        TemplateName::PermissionsRemovedCustomer,
+        TemplateName::RemovedCustomer,
+        TemplateName::ExpiredPartner,
     ];
 
     /// File name stem.
@@ -95,6 +110,11 @@ impl TemplateName {
             TemplateName::Clarify => "clarify",
             TemplateName::AlreadyAnswered => "already_answered",
             TemplateName::NotMatched => "not_matched",
+            TemplateName::Restore => "restore",
+            TemplateName::PermissionsRemovedPartner => "permissions_removed_partner",
+            TemplateName::PermissionsRemovedCustomer => "permissions_removed_customer",
+            TemplateName::RemovedCustomer => "removed_customer",
+            TemplateName::ExpiredPartner => "expired_partner",
         }
     }
 
@@ -110,6 +130,8 @@ impl TemplateName {
             TemplateName::Transcript
                 | TemplateName::AcceptedPartner
                 | TemplateName::DeclinedPartner
+                | TemplateName::PermissionsRemovedPartner
+                | TemplateName::ExpiredPartner
         )
     }
 
@@ -123,7 +145,7 @@ impl TemplateName {
             "original_subject": "Re: Invitation",
         });
         let extra = match self {
-            TemplateName::Invitation => json!({
+            TemplateName::Invitation | TemplateName::Restore => json!({
                 "token": "sampletokensampletokensampletokensampletoken1",
                 "subject_ref": "[ref:sampletokensampletokensampletokensampletoken1]",
                 "reply_address": "invites+sampletoken@liaison.test",
@@ -141,9 +163,18 @@ impl TemplateName {
             TemplateName::AcceptedCustomer
             | TemplateName::AcceptedPartner
             | TemplateName::DeclinedCustomer
-            | TemplateName::DeclinedPartner => json!({
+            | TemplateName::DeclinedPartner
+            | TemplateName::PermissionsRemovedPartner
+            | TemplateName::PermissionsRemovedCustomer
+            | TemplateName::RemovedCustomer => json!({
                 "state": "active",
                 "at": "2026-11-25T12:00:00Z",
+                "restore": false,
+                "support_contact": "support@northwind.test",
+            }),
+            TemplateName::ExpiredPartner => json!({
+                "invited_at": "2026-08-27T12:00:00Z",
+                "expired_at": "2026-11-25T12:00:00Z",
             }),
             TemplateName::Clarify => json!({}),
             TemplateName::AlreadyAnswered => json!({"state": "active"}),

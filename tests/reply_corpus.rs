@@ -36,38 +36,8 @@ fn corpus_dir() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-/// Wraps an HTML fragment into a minimal message so mail-parser converts it
-/// to text the same way it does for real HTML-only mails. Block-level tags
-/// get a `<br>` first: mail-parser's converter does not break lines at
-/// `<div>`, which would glue the reply to the following "On … wrote:" line.
 fn html_to_text(html: &[u8]) -> String {
-    let html = String::from_utf8_lossy(html);
-    let mut spaced = String::with_capacity(html.len() + 256);
-    let mut rest: &str = &html;
-    while let Some(pos) = rest.find('<') {
-        spaced.push_str(&rest[..pos]);
-        let tag = rest[pos + 1..]
-            .trim_start_matches('/')
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
-            .collect::<String>()
-            .to_ascii_lowercase();
-        if matches!(
-            tag.as_str(),
-            "div" | "p" | "br" | "hr" | "blockquote" | "table" | "tr" | "li"
-        ) {
-            spaced.push_str("<br>");
-        }
-        spaced.push('<');
-        rest = &rest[pos + 1..];
-    }
-    spaced.push_str(rest);
-    let mut msg = b"Content-Type: text/html; charset=utf-8\r\n\r\n".to_vec();
-    msg.extend_from_slice(spaced.as_bytes());
-    mail_parser::MessageParser::default()
-        .parse(&msg[..])
-        .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
-        .unwrap_or_default()
+    liaison::inbound::html_to_text(&String::from_utf8_lossy(html))
 }
 
 /// The text body of a complete message; HTML-only messages go through

@@ -113,6 +113,10 @@ impl StoreView for MemStore {
     fn invitation_by_message_id(&self, message_id: &str) -> store::Result<Option<u64>> {
         Ok(self.threads.get(message_id).copied())
     }
+
+    fn all_relationships(&self) -> store::Result<Vec<Relationship>> {
+        Ok(self.relationships.values().cloned().collect())
+    }
 }
 
 impl MemStore {
@@ -1409,5 +1413,303 @@ fn answer_to_a_superseded_invitation_changes_nothing() {
     assert_eq!(
         w.run(&reply).relationships[0].state,
         RelationshipState::Active
+    );
+}
+
+// ---- lifecycle: revoked, restore, remove, contact, expiry -----------------
+
+/// Invites and accepts `customer` for `partner`; returns the token used.
+fn make_active(w: &mut World, partner: &str, customer: &str) -> String {
+    let (_, _, token) = w.invite(partner, &format!("invite {customer}"));
+    let reply = w.reply_plus(customer, &token, "Accept");
+    w.run(&reply);
+    assert_eq!(
+        w.store.state("northwind", customer),
+        Some(RelationshipState::Active)
+    );
+    token
+}
+
+#[test]
+fn revoked_then_restore_accepted_makes_it_active_again() {
+    let mut w = World::new();
+    make_active(&mut w, PARTNER1, ALICE);
+    let m = w.command_mail(PARTNER1, "revoked alice@contoso.test");
+    let d = w.run(&m);
+    let (ok, text) = only_result(&d);
+    assert!(
+        ok && text.contains("remain responsible for their support"),
+        "{text}"
+    );
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::PermissionsRemoved)
+    );
+    // A second `revoked` says so instead of failing oddly.
+    let m = w.command_mail(PARTNER1, "revoked alice@contoso.test");
+    let (ok, text) = only_result(&w.run(&m));
+    assert!(
+        !ok && text.contains("already permissions_removed"),
+        "{text}"
+    );
+
+    let m = w.command_mail(PARTNER1, "restore alice@contoso.test");
+    let d = w.run(&m);
+    let plan = d
+        .mails
+        .iter()
+        .find(|p| p.template == TemplateName::Restore)
+        .expect("restore mail")
+        .clone();
+    assert_eq!(plan.to, vec![ALICE.to_string()]);
+    let token = plan.vars["token"].as_str().unwrap().to_string();
+    // A restore token is not an invitation token.
+    assert!(w
+        .key
+        .verify(&token, Purpose::Invitation, ALICE, w.now)
+        .is_err());
+    assert!(w.key.verify(&token, Purpose::Restore, ALICE, w.now).is_ok());
+    // The restore mail renders in both locales.
+    let t = templates();
+    for locale in ["en", "ko"] {
+        t.render(TemplateName::Restore, locale, &plan.vars).unwrap();
+    }
+
+    let reply = w.reply_plus(ALICE, &token, "Accept");
+    let d = w.run(&reply);
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Active),
+        "{d:#?}"
+    );
+    assert!(templates_of(&d).contains(&TemplateName::AcceptedPartner));
+    assert_eq!(d.mails[0].vars["restore"], true);
+}
+
+#[test]
+fn declining_a_restore_keeps_the_permissions_removed() {
+    let mut w = World::new();
+    make_active(&mut w, PARTNER1, ALICE);
+    let m = w.command_mail(
+        PARTNER1,
+        "revoked alice@contoso.test\nrestore alice@contoso.test",
+    );
+    let d = w.run(&m);
+    let token = d
+        .mails
+        .iter()
+        .find(|p| p.template == TemplateName::Restore)
+        .expect("restore mail")
+        .vars["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reply = w.reply_plus(ALICE, &token, "decline");
+    let d = w.run(&reply);
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::PermissionsRemoved)
+    );
+    assert_eq!(
+        templates_of(&d),
+        vec![
+            TemplateName::DeclinedCustomer,
+            TemplateName::DeclinedPartner
+        ]
+    );
+    let text = templates()
+        .render(TemplateName::DeclinedPartner, "en", &d.mails[1].vars)
+        .unwrap()
+        .text;
+    assert!(text.contains("request to restore"), "{text}");
+}
+
+#[test]
+fn restore_needs_removed_permissions() {
+    let mut w = World::new();
+    make_active(&mut w, PARTNER1, ALICE);
+    let m = w.command_mail(PARTNER1, "restore alice@contoso.test");
+    let (ok, text) = only_result(&w.run(&m));
+    assert!(!ok && text.contains("is active"), "{text}");
+    let m = w.command_mail(PARTNER1, "restore bob@fabrikam.test");
+    let (ok, text) = only_result(&w.run(&m));
+    assert!(!ok && text.contains("has no relationship"), "{text}");
+}
+
+#[test]
+fn customer_reporting_removal_tells_partner_and_support_contact() {
+    let mut w = World::new();
+    let token = make_active(&mut w, PARTNER1, ALICE);
+    let m = w.command_mail(
+        PARTNER1,
+        "contact alice@contoso.test support@northwind.test",
+    );
+    let (ok, text) = only_result(&w.run(&m));
+    assert!(ok && text.contains("support@northwind.test"), "{text}");
+    let reply = w.reply_plus(
+        ALICE,
+        &token,
+        "Hi, we removed your admin permissions today.",
+    );
+    let d = w.run(&reply);
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::PermissionsRemoved)
+    );
+    assert_eq!(
+        templates_of(&d),
+        vec![
+            TemplateName::PermissionsRemovedCustomer,
+            TemplateName::PermissionsRemovedPartner
+        ]
+    );
+    assert_eq!(d.mails[0].to, vec![ALICE.to_string()]);
+    assert_eq!(
+        d.mails[1].to,
+        vec![PARTNER1.to_string(), "support@northwind.test".to_string()]
+    );
+    let text = templates()
+        .render(
+            TemplateName::PermissionsRemovedPartner,
+            "en",
+            &d.mails[1].vars,
+        )
+        .unwrap()
+        .text;
+    assert!(
+        text.contains("You remain responsible for their support"),
+        "{text}"
+    );
+    // Korean too.
+    let reply = w.reply_plus(ALICE, &token, "관리자 권한을 제거했습니다");
+    let d = w.decide(&reply);
+    assert!(
+        d.summary.contains("already permissions_removed"),
+        "{}",
+        d.summary
+    );
+}
+
+#[test]
+fn remove_ends_the_relationship_and_tells_the_customer() {
+    let mut w = World::new();
+    make_active(&mut w, PARTNER1, ALICE);
+    let m = w.command_mail(PARTNER1, "remove alice@contoso.test");
+    let d = w.run(&m);
+    let (ok, text) = only_result(&d);
+    assert!(ok && text.contains("removed the relationship"), "{text}");
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Removed)
+    );
+    let notice = d
+        .mails
+        .iter()
+        .find(|p| p.template == TemplateName::RemovedCustomer)
+        .expect("customer told");
+    assert_eq!(notice.to, vec![ALICE.to_string()]);
+    // Removed twice: refused; invite again: allowed.
+    let m = w.command_mail(PARTNER1, "remove alice@contoso.test");
+    let (ok, _) = only_result(&w.run(&m));
+    assert!(!ok);
+    let (_, _, _) = w.invite(PARTNER1, "invite alice@contoso.test");
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Invited)
+    );
+    let history = &w
+        .store
+        .relationship("northwind", ALICE)
+        .unwrap()
+        .unwrap()
+        .history;
+    let states: Vec<&str> = history.iter().map(|h| h.to.as_str()).collect();
+    assert_eq!(states, ["invited", "active", "removed", "invited"]);
+}
+
+#[test]
+fn another_partner_cannot_touch_the_relationship() {
+    let mut w = World::new();
+    make_active(&mut w, PARTNER1, ALICE);
+    for cmd in [
+        "revoked alice@contoso.test",
+        "restore alice@contoso.test",
+        "remove alice@contoso.test",
+        "contact alice@contoso.test x@y.test",
+        "history alice@contoso.test",
+    ] {
+        let m = w.command_mail(PARTNER2, cmd);
+        let d = w.run(&m);
+        let (ok, text) = only_result(&d);
+        assert!(
+            !ok && text.contains("has no relationship with Fabrikam Partners"),
+            "{cmd}: {text}"
+        );
+        assert_eq!(d.mails.len(), 1, "only the transcript: {cmd}");
+    }
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Active)
+    );
+}
+
+#[test]
+fn unanswered_invitations_expire_and_the_partner_is_told() {
+    let mut w = World::new();
+    w.invite(PARTNER1, "invite alice@contoso.test");
+    w.invite(PARTNER2, "invite bob@fabrikam.test");
+    let ctx = |w: &World, now| {
+        liaison::workflow::expire_due(
+            &Context {
+                config: &w.config,
+                tokens: &w.key,
+                now,
+            },
+            &w.store,
+        )
+        .unwrap()
+    };
+    // Not yet: one second before the 30 days (invitation_ttl_days) are over.
+    let d = ctx(&w, w.now + 30 * DAY - 1);
+    assert!(d.relationships.is_empty() && d.mails.is_empty(), "{d:#?}");
+    // Then both expire, each partner told in its own locale.
+    let later = w.now + 30 * DAY + 1;
+    let d = ctx(&w, later);
+    assert_eq!(d.class, MailClass::Timer);
+    assert_eq!(d.relationships.len(), 2);
+    assert!(d
+        .relationships
+        .iter()
+        .all(|r| r.state == RelationshipState::Expired));
+    let mut locales: Vec<(&str, &str)> = d
+        .mails
+        .iter()
+        .map(|m| (m.to[0].as_str(), m.locale.as_str()))
+        .collect();
+    locales.sort();
+    assert_eq!(locales, [(PARTNER1, "en"), (PARTNER2, "ko")]);
+    assert!(d
+        .mails
+        .iter()
+        .all(|m| m.template == TemplateName::ExpiredPartner));
+    // Deterministic, and idempotent once applied.
+    assert_eq!(ctx(&w, later), d);
+    w.store.apply(&d);
+    assert!(ctx(&w, later + 10).relationships.is_empty());
+}
+
+#[test]
+fn an_answer_after_expiry_changes_nothing_and_says_why() {
+    let mut w = World::new();
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    w.now += 30 * DAY + 1;
+    let reply = w.reply_plus(ALICE, &token, "Accept");
+    let d = w.run(&reply);
+    assert!(d.relationships.is_empty(), "{d:#?}");
+    assert_eq!(templates_of(&d), vec![TemplateName::NotMatched]);
+    assert_eq!(d.mails[0].vars["reason"], "expired");
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Invited)
     );
 }

@@ -1,0 +1,228 @@
+//! The decision core: given one inbound mail and a read-only view of the
+//! store, decide what changes and which mails to send.
+//!
+//! Nothing here performs IO, reads a clock or draws randomness: the time
+//! comes in through [`Context::now`], ids and Message-IDs are derived from
+//! the inbound message's key, and the result is a plain [`Decision`]. The
+//! same mail and the same state always give the same decision, which is what
+//! lets the shell re-run a message after a crash without sending different
+//! mails, and lets the tests below run without any server.
+
+//!
+//! Layout: this file holds the shared types and the entry points;
+//! [`commands`] runs partner commands, [`customer`] handles customer mail,
+//! and [`timers`] decides what time alone changes (expiry).
+
+mod commands;
+mod customer;
+mod timers;
+
+pub use commands::help_text;
+pub use timers::expire_due;
+
+use crate::config::Config;
+use crate::inbound::InboundMail;
+use crate::invitation::Invitation;
+use crate::relationship::Relationship;
+use crate::store::{StoreError, StoreView};
+use crate::templates::TemplateName;
+use crate::token::TokenKey;
+use sha2::{Digest, Sha256};
+
+/// Errors that stop a decision (only store reads can fail).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    /// Reading the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the decision core needs besides the mail and the store.
+pub struct Context<'a> {
+    /// The configuration (partners, addresses, lifetimes).
+    pub config: &'a Config,
+    /// Signs and checks tokens.
+    pub tokens: &'a TokenKey,
+    /// Current time, Unix seconds.
+    pub now: u64,
+}
+
+/// Which of Liaison's addresses a mail is sent from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// The command address (transcripts, partner notices).
+    Commands,
+    /// The invitations address (everything to customers).
+    Invitations,
+}
+
+/// A mail to send, before rendering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailPlan {
+    /// Which template.
+    pub template: TemplateName,
+    /// In which locale.
+    pub locale: String,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Sending address.
+    pub from: Sender,
+    /// Reply-To, when replies must reach a tagged address.
+    pub reply_to: Option<String>,
+    /// Message-ID (no angle brackets).
+    pub message_id: String,
+    /// In-Reply-To (no angle brackets).
+    pub in_reply_to: Option<String>,
+    /// References (no angle brackets).
+    pub references: Vec<String>,
+    /// Template variables.
+    pub vars: serde_json::Value,
+    /// Invitation this mail belongs to: replies to it thread back there.
+    pub invitation: Option<u64>,
+}
+
+/// How a mail was classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailClass {
+    /// Commands from a configured partner.
+    Command {
+        /// Partner id.
+        partner: String,
+    },
+    /// A customer's answer or message about one relationship.
+    Customer {
+        /// Partner id.
+        partner: String,
+        /// Customer address.
+        customer: String,
+    },
+    /// Nothing to do and nobody to answer; the reason is logged and stored.
+    Ignored,
+    /// Changes that time alone caused (expiry).
+    Timer,
+}
+
+impl MailClass {
+    /// Short name for logs and the processed record.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MailClass::Command { .. } => "command",
+            MailClass::Customer { .. } => "customer",
+            MailClass::Ignored => "ignored",
+            MailClass::Timer => "timer",
+        }
+    }
+}
+
+/// The result of deciding on one mail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The classification.
+    pub class: MailClass,
+    /// One line saying what was done, or why nothing was.
+    pub summary: String,
+    /// Relationship records to write.
+    pub relationships: Vec<Relationship>,
+    /// Invitation records to write.
+    pub invitations: Vec<Invitation>,
+    /// Mails to send.
+    pub mails: Vec<MailPlan>,
+}
+
+impl Decision {
+    pub(crate) fn ignored(summary: impl Into<String>) -> Self {
+        Decision {
+            class: MailClass::Ignored,
+            summary: summary.into(),
+            relationships: vec![],
+            invitations: vec![],
+            mails: vec![],
+        }
+    }
+}
+
+/// Formats Unix seconds as RFC 3339 (UTC, whole seconds).
+pub fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
+pub(crate) fn date_only(secs: u64) -> String {
+    rfc3339(secs)[..10].to_string()
+}
+
+/// Derives a stable 63-bit id from a message key and a salt.
+pub(crate) fn derive_id(key: &str, salt: &str) -> u64 {
+    let h = Sha256::digest(format!("{key}\0{salt}").as_bytes());
+    let id = u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) >> 1;
+    id.max(1)
+}
+
+/// Builds deterministic Message-IDs for the mails caused by one inbound mail.
+pub(crate) struct MessageIds<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) domain: &'a str,
+    pub(crate) n: usize,
+}
+
+impl MessageIds<'_> {
+    pub(crate) fn next(&mut self) -> String {
+        self.n += 1;
+        let h = Sha256::digest(format!("{}\0out{}", self.key, self.n).as_bytes());
+        format!(
+            "liaison.{}@{}",
+            data_encoding::HEXLOWER.encode(&h[..12]),
+            self.domain
+        )
+    }
+}
+
+/// Decides what to do with `mail`.
+pub fn decide(
+    ctx: &Context,
+    view: &dyn StoreView,
+    mail: &InboundMail,
+) -> Result<Decision, WorkflowError> {
+    if let Some(reason) = &mail.automatic {
+        return Ok(Decision::ignored(format!(
+            "automatic mail ({reason}); never answered (RFC 3834)"
+        )));
+    }
+    let Some(from) = mail.from.as_deref() else {
+        return Ok(Decision::ignored("no usable From address"));
+    };
+    let cfg = ctx.config;
+    if from == cfg.addresses.commands || from == cfg.addresses.invitations {
+        return Ok(Decision::ignored("sent from Liaison's own address (loop)"));
+    }
+    let to_commands = mail
+        .recipients
+        .iter()
+        .chain(&mail.delivered_to)
+        .any(|a| *a == cfg.addresses.commands);
+    if to_commands {
+        if let Some(partner) = cfg.partner_by_email(from) {
+            return commands::run_commands(ctx, view, mail, partner, from);
+        }
+    }
+    // Anyone else, even writing to the command address (a customer who
+    // answers "to all" on a forwarded draft), is judged as a customer:
+    // a signed answer still counts, and a stranger is ignored.
+    customer::customer_mail(ctx, view, mail, from, to_commands)
+}
+
+/// Strips `Re:`/`Fwd:`-style prefixes (several languages) from a subject.
+pub(crate) fn strip_reply_prefixes(subject: &str) -> &str {
+    let mut s = subject.trim();
+    loop {
+        let lower = s.to_ascii_lowercase();
+        let cut = ["re:", "fw:", "fwd:", "aw:", "sv:", "답장:", "회신:"]
+            .iter()
+            .find(|p| lower.starts_with(*p))
+            .map(|p| p.len());
+        match cut {
+            Some(n) => s = s[n..].trim_start(),
+            None => return s,
+        }
+    }
+}
