@@ -105,6 +105,8 @@ pub struct Config {
     pub addresses: Addresses,
     /// Token key and lifetimes.
     pub security: SecurityConfig,
+    /// Optional fixed relationship duration and its reminders.
+    pub lifecycle: LifecycleConfig,
     /// Folder holding the Handlebars templates.
     pub templates_dir: PathBuf,
     /// The partners allowed to send commands.
@@ -198,6 +200,17 @@ pub struct SecurityConfig {
     pub invitation_ttl_days: u32,
 }
 
+/// `[lifecycle]`: an optional fixed duration for active relationships.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleConfig {
+    /// Days an accepted relationship lasts; `None` (the default) for ever.
+    pub relationship_days: Option<u32>,
+    /// Days before the end at which the partner is reminded.
+    pub reminder_days: Vec<u32>,
+    /// At the end, start a new period instead of ending the relationship.
+    pub auto_extend: bool,
+}
+
 /// One `[[partner]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partner {
@@ -228,6 +241,8 @@ struct RawConfig {
     addresses: RawAddresses,
     security: RawSecurity,
     #[serde(default)]
+    lifecycle: RawLifecycle,
+    #[serde(default)]
     templates: RawTemplates,
     #[serde(default)]
     partner: Vec<RawPartner>,
@@ -245,6 +260,30 @@ struct RawStore {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     socket: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLifecycle {
+    relationship_days: Option<u32>,
+    #[serde(default = "default_reminders")]
+    reminder_days: Vec<u32>,
+    #[serde(default)]
+    auto_extend: bool,
+}
+
+impl Default for RawLifecycle {
+    fn default() -> Self {
+        RawLifecycle {
+            relationship_days: None,
+            reminder_days: default_reminders(),
+            auto_extend: false,
+        }
+    }
+}
+
+fn default_reminders() -> Vec<u32> {
+    vec![30, 7, 1]
 }
 
 #[derive(Deserialize, Default)]
@@ -544,6 +583,36 @@ impl Config {
             });
         }
 
+        let l = raw.lifecycle;
+        if l.relationship_days == Some(0) {
+            return Err(invalid(
+                "lifecycle.relationship_days",
+                "must be at least 1, or left out for relationships without an end",
+            ));
+        }
+        if let (Some(days), Some(&r)) = (l.relationship_days, l.reminder_days.iter().max()) {
+            if r >= days {
+                return Err(invalid(
+                    "lifecycle.reminder_days",
+                    format!("a reminder {r} days before the end of a {days}-day relationship would come at its start"),
+                ));
+            }
+        }
+        if l.reminder_days.contains(&0) {
+            return Err(invalid(
+                "lifecycle.reminder_days",
+                "days must be at least 1",
+            ));
+        }
+        let mut reminder_days = l.reminder_days;
+        reminder_days.sort_unstable_by(|a, b| b.cmp(a));
+        reminder_days.dedup();
+        let lifecycle = LifecycleConfig {
+            relationship_days: l.relationship_days,
+            reminder_days,
+            auto_extend: l.auto_extend,
+        };
+
         let admin_socket = raw.admin.socket.unwrap_or_else(|| {
             let mut s = raw.store.path.clone().into_os_string();
             s.push(".sock");
@@ -562,6 +631,7 @@ impl Config {
                 token_secret,
                 invitation_ttl_days: sec.invitation_ttl_days,
             },
+            lifecycle,
             templates_dir: raw
                 .templates
                 .dir
@@ -707,6 +777,8 @@ emails = ["Partner1@liaison.test"]
         assert_eq!(c.partners[0].emails, vec!["partner1@liaison.test"]);
         assert_eq!(c.partners[0].locale, "en");
         assert_eq!(c.admin_socket, PathBuf::from("/tmp/x.sock"));
+        assert_eq!(c.lifecycle.relationship_days, None);
+        assert_eq!(c.lifecycle.reminder_days, vec![30, 7, 1]);
         assert!(c.partner_by_email("PARTNER1@liaison.test").is_some());
     }
 
@@ -752,6 +824,14 @@ emails = ["Partner1@liaison.test"]
             (
                 GOOD.replace("invites@liaison.test", "invites+x@liaison.test"),
                 "addresses.invitations",
+            ),
+            (
+                format!("{GOOD}\n[lifecycle]\nrelationship_days = 20\n"),
+                "lifecycle.reminder_days",
+            ),
+            (
+                format!("{GOOD}\n[lifecycle]\nrelationship_days = 0\n"),
+                "lifecycle.relationship_days",
             ),
         ];
         for (text, key) in cases {

@@ -119,6 +119,8 @@ pub fn transition(
         (Some(S::Invited), E::Accepted) => Ok(S::Active),
         (Some(S::Invited), E::Declined) => Ok(S::Declined),
         (Some(S::Invited), E::Expired) => Ok(S::Expired),
+        // A relationship with a fixed duration reached its end.
+        (Some(S::Active), E::Expired) => Ok(S::Expired),
         (Some(S::Active), E::PermissionsRemoved) => Ok(S::PermissionsRemoved),
         // Accepting a restore request gives the permissions back.
         (Some(S::PermissionsRemoved), E::Accepted) => Ok(S::Active),
@@ -172,6 +174,13 @@ pub struct Relationship {
     /// Support contact copied on this customer's support traffic (`contact`).
     #[serde(default)]
     pub support_contact: Option<String>,
+    /// Unix seconds at which an active relationship ends, when
+    /// `lifecycle.relationship_days` is set.
+    #[serde(default)]
+    pub ends_at: Option<u64>,
+    /// Reminders (days before the end) already sent for the current period.
+    #[serde(default)]
+    pub reminders_sent: Vec<u32>,
     /// Every transition, oldest first.
     pub history: Vec<HistoryEntry>,
 }
@@ -266,6 +275,8 @@ mod tests {
             since: 1,
             invitation_id: Some(1),
             support_contact: None,
+            ends_at: None,
+            reminders_sent: vec![],
             history: vec![],
         };
         r.apply(E::Accepted, 5, "a@b.test", Some("m@x")).unwrap();

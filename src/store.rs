@@ -393,6 +393,8 @@ mod tests {
             since: 1,
             invitation_id: Some(9),
             support_contact: None,
+            ends_at: None,
+            reminders_sent: vec![],
             history: vec![],
         }
     }

@@ -77,11 +77,15 @@ pub enum TemplateName {
     RemovedCustomer,
     /// An invitation expired unanswered (to the partner).
     ExpiredPartner,
+    /// A fixed-duration relationship ends soon (to the partner).
+    EndingSoonPartner,
+    /// A fixed-duration relationship ended or was extended (to the partner).
+    RelationshipEndedPartner,
 }
 
 impl TemplateName {
     /// All templates.
-    pub const ALL: [TemplateName; 14] = [
+    pub const ALL: [TemplateName; 16] = [
         TemplateName::Invitation,
         TemplateName::Transcript,
         TemplateName::AcceptedCustomer,
@@ -96,6 +100,8 @@ impl TemplateName {
         TemplateName::PermissionsRemovedCustomer,
         TemplateName::RemovedCustomer,
         TemplateName::ExpiredPartner,
+        TemplateName::EndingSoonPartner,
+        TemplateName::RelationshipEndedPartner,
     ];
 
     /// File name stem.
@@ -115,6 +121,8 @@ impl TemplateName {
             TemplateName::PermissionsRemovedCustomer => "permissions_removed_customer",
             TemplateName::RemovedCustomer => "removed_customer",
             TemplateName::ExpiredPartner => "expired_partner",
+            TemplateName::EndingSoonPartner => "ending_soon_partner",
+            TemplateName::RelationshipEndedPartner => "relationship_ended_partner",
         }
     }
 
@@ -132,6 +140,8 @@ impl TemplateName {
                 | TemplateName::DeclinedPartner
                 | TemplateName::PermissionsRemovedPartner
                 | TemplateName::ExpiredPartner
+                | TemplateName::EndingSoonPartner
+                | TemplateName::RelationshipEndedPartner
         )
     }
 
@@ -175,6 +185,16 @@ impl TemplateName {
             TemplateName::ExpiredPartner => json!({
                 "invited_at": "2026-08-27T12:00:00Z",
                 "expired_at": "2026-11-25T12:00:00Z",
+            }),
+            TemplateName::EndingSoonPartner => json!({
+                "days_left": 7,
+                "ends_at": "2026-12-02T12:00:00Z",
+                "auto_extend": false,
+            }),
+            TemplateName::RelationshipEndedPartner => json!({
+                "extended": true,
+                "ended_at": "2026-11-25T12:00:00Z",
+                "ends_at": "2027-11-25T12:00:00Z",
             }),
             TemplateName::Clarify => json!({}),
             TemplateName::AlreadyAnswered => json!({"state": "active"}),

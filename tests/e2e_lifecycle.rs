@@ -259,38 +259,87 @@ async fn every_command_and_the_whole_lifecycle() {
     assert!(daemon.stop().success());
 }
 
+/// The daemon running inside the test process, so the test owns its clock.
+struct InProcess {
+    store: Arc<dyn Store>,
+    clock: Arc<ManualClock>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), liaison::daemon::DaemonError>>,
+    _tmp: tempfile::TempDir,
+}
+
+impl InProcess {
+    fn start(extra_config: &str) -> InProcess {
+        let tmp = tempfile::tempdir().unwrap();
+        let config_path = tmp.path().join("liaison.toml");
+        let text = format!(
+            "{}\n{extra_config}",
+            config_text(tmp.path(), Transport::Plain)
+        );
+        std::fs::write(&config_path, text).unwrap();
+        let config = liaison::config::Config::load(&config_path).unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(&config.store.path, 8 << 20, &config.admin_socket).unwrap());
+        let templates = liaison::templates::Templates::load(&config.templates_dir).unwrap();
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let clock = Arc::new(ManualClock::new(start));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(liaison::daemon::run_with(
+            Arc::new(config),
+            store.clone(),
+            templates,
+            clock.clone(),
+            liaison::daemon::Options {
+                sweep_every: Duration::from_millis(200),
+            },
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        InProcess {
+            store,
+            clock,
+            stop: Some(stop_tx),
+            task,
+            _tmp: tmp,
+        }
+    }
+
+    fn state(&self, partner: &str, customer: &str) -> Option<String> {
+        self.store
+            .relationship(partner, customer)
+            .unwrap()
+            .map(|r| r.state.as_str().to_string())
+    }
+
+    async fn wait_state(&self, partner: &str, customer: &str, state: &str) {
+        for _ in 0..200 {
+            if self.state(partner, customer).as_deref() == Some(state) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{customer} did not become {state}: {:?}",
+            self.state(partner, customer)
+        );
+    }
+
+    async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_invitations_expire_on_an_injected_clock() {
     let _serial = serial().await;
     require_mailstack();
     clear_all().await;
-    // The daemon runs in this process so the test owns its clock.
-    let tmp = tempfile::tempdir().unwrap();
-    let config_path = tmp.path().join("liaison.toml");
-    std::fs::write(&config_path, config_text(tmp.path(), Transport::Plain)).unwrap();
-    let config = liaison::config::Config::load(&config_path).unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(SledStore::open(&config.store.path, 8 << 20, &config.admin_socket).unwrap());
-    let templates = liaison::templates::Templates::load(&config.templates_dir).unwrap();
-    let start = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let clock = Arc::new(ManualClock::new(start));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(liaison::daemon::run_with(
-        Arc::new(config),
-        store.clone(),
-        templates,
-        clock.clone(),
-        liaison::daemon::Options {
-            sweep_every: Duration::from_millis(200),
-        },
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
-
+    let daemon = InProcess::start("");
     send_raw(
         PARTNER2,
         &[COMMANDS],
@@ -298,31 +347,52 @@ async fn unanswered_invitations_expire_on_an_injected_clock() {
     )
     .await;
     let inv = wait_for(BOB, "invitation", |m| m.subject.contains("[ref:")).await;
-    let state = |s: &Arc<dyn Store>| {
-        s.relationship("hanbit", BOB)
-            .unwrap()
-            .map(|r| r.state.as_str())
-    };
-    assert_eq!(state(&store), Some("invited"));
+    assert_eq!(daemon.state("hanbit", BOB).as_deref(), Some("invited"));
 
     // 89 days later nothing has happened…
-    clock.advance(89 * 86_400);
+    daemon.clock.advance(89 * 86_400);
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(state(&store), Some("invited"));
+    assert_eq!(daemon.state("hanbit", BOB).as_deref(), Some("invited"));
     // …after 90 days and a second, the invitation expires and the partner
     // is told in Korean.
-    clock.advance(86_400 + 1);
+    daemon.clock.advance(86_400 + 1);
     let notice = wait_for(PARTNER2, "expiry notice", |m| {
         m.subject.starts_with("만료됨")
     })
     .await;
     assert!(notice.text.contains(BOB), "{}", notice.text);
-    assert_eq!(state(&store), Some("expired"));
+    assert_eq!(daemon.state("hanbit", BOB).as_deref(), Some("expired"));
     // A late answer changes nothing and tells the customer why.
     answer(BOB, &inv, "수락합니다").await;
     wait_for(BOB, "expired notice", |m| m.subject.starts_with("Re:")).await;
-    assert_eq!(state(&store), Some("expired"));
+    assert_eq!(daemon.state("hanbit", BOB).as_deref(), Some("expired"));
+    daemon.stop().await;
+}
 
-    stop_tx.send(()).unwrap();
-    daemon.await.unwrap().unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_duration_relationships_remind_then_end() {
+    let _serial = serial().await;
+    require_mailstack();
+    clear_all().await;
+    let daemon = InProcess::start("[lifecycle]\nrelationship_days = 40\nreminder_days = [30]\n");
+    send_raw(
+        PARTNER1,
+        &[COMMANDS],
+        &mail(PARTNER1, COMMANDS, "x", "", "invite alice@contoso.test\n"),
+    )
+    .await;
+    let inv = wait_for(ALICE, "invitation", |m| m.subject.contains("[ref:")).await;
+    answer(ALICE, &inv, "Accept").await;
+    daemon.wait_state("northwind", ALICE, "active").await;
+
+    daemon.clock.advance(10 * 86_400);
+    let reminder = wait_for(PARTNER1, "reminder", |m| {
+        m.subject.starts_with("Ending in 30 day(s)")
+    })
+    .await;
+    assert!(reminder.text.contains(ALICE), "{}", reminder.text);
+    daemon.clock.advance(30 * 86_400);
+    wait_for(PARTNER1, "end notice", |m| m.subject.starts_with("Ended:")).await;
+    daemon.wait_state("northwind", ALICE, "expired").await;
+    daemon.stop().await;
 }

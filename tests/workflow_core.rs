@@ -155,7 +155,13 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let config = Config::parse(CONFIG, Path::new("test.toml")).expect("test config");
+        Self::with_config("")
+    }
+
+    /// A world whose config has `extra` appended (e.g. a `[lifecycle]`).
+    fn with_config(extra: &str) -> Self {
+        let config = Config::parse(&format!("{CONFIG}\n{extra}"), Path::new("test.toml"))
+            .expect("test config");
         let key = TokenKey::new(config.security.token_secret.expose().as_bytes());
         World {
             config,
@@ -1711,5 +1717,108 @@ fn an_answer_after_expiry_changes_nothing_and_says_why() {
     assert_eq!(
         w.store.state("northwind", ALICE),
         Some(RelationshipState::Invited)
+    );
+}
+
+// ---- fixed relationship duration ------------------------------------------
+
+fn sweep(w: &mut World) -> Decision {
+    let d = liaison::workflow::expire_due(
+        &Context {
+            config: &w.config,
+            tokens: &w.key,
+            now: w.now,
+        },
+        &w.store,
+    )
+    .unwrap();
+    w.store.apply(&d);
+    d
+}
+
+#[test]
+fn fixed_duration_reminds_at_30_7_1_days_then_expires() {
+    let mut w = World::with_config("[lifecycle]\nrelationship_days = 60\n");
+    make_active(&mut w, PARTNER1, ALICE);
+    let accepted = w.now;
+    let ends = accepted + 60 * DAY;
+    let rel = w.store.relationship("northwind", ALICE).unwrap().unwrap();
+    assert_eq!(rel.ends_at, Some(ends));
+    // status shows the end.
+    let m = w.command_mail(PARTNER1, "status alice@contoso.test");
+    let (_, text) = only_result(&w.run(&m));
+    assert!(text.contains("ends "), "{text}");
+
+    w.now = ends - 30 * DAY - 1;
+    assert!(sweep(&mut w).mails.is_empty(), "too early");
+    w.now = ends - 30 * DAY;
+    let d = sweep(&mut w);
+    assert_eq!(templates_of(&d), vec![TemplateName::EndingSoonPartner]);
+    assert_eq!(d.mails[0].vars["days_left"], 30);
+    assert_eq!(d.mails[0].to, vec![PARTNER1.to_string()]);
+    assert!(sweep(&mut w).mails.is_empty(), "each reminder once");
+    // The daemon was down across the 7-day mark: one reminder, not two.
+    w.now = ends - DAY / 2;
+    let d = sweep(&mut w);
+    assert_eq!(d.mails.len(), 1, "{d:#?}");
+    assert_eq!(d.mails[0].vars["days_left"], 1);
+    assert!(sweep(&mut w).mails.is_empty());
+    // The end.
+    w.now = ends;
+    let d = sweep(&mut w);
+    assert_eq!(
+        templates_of(&d),
+        vec![TemplateName::RelationshipEndedPartner]
+    );
+    assert_eq!(d.mails[0].vars["extended"], false);
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Expired)
+    );
+    assert!(sweep(&mut w).mails.is_empty());
+    let t = templates();
+    for locale in ["en", "ko"] {
+        t.render(
+            TemplateName::RelationshipEndedPartner,
+            locale,
+            &d.mails[0].vars,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn fixed_duration_auto_extends_when_configured() {
+    let mut w = World::with_config(
+        "[lifecycle]\nrelationship_days = 60\nreminder_days = [7]\nauto_extend = true\n",
+    );
+    make_active(&mut w, PARTNER1, ALICE);
+    let ends = w.now + 60 * DAY;
+    w.now = ends - 7 * DAY;
+    assert_eq!(sweep(&mut w).mails.len(), 1);
+    w.now = ends;
+    let d = sweep(&mut w);
+    assert_eq!(d.mails[0].vars["extended"], true);
+    let rel = w.store.relationship("northwind", ALICE).unwrap().unwrap();
+    assert_eq!(rel.state, RelationshipState::Active);
+    assert_eq!(rel.ends_at, Some(ends + 60 * DAY));
+    assert!(rel.reminders_sent.is_empty(), "reminders start over");
+    w.now = ends + 53 * DAY;
+    assert_eq!(
+        sweep(&mut w).mails.len(),
+        1,
+        "reminded again in the new period"
+    );
+}
+
+#[test]
+fn without_a_duration_active_relationships_never_end() {
+    let mut w = World::new();
+    make_active(&mut w, PARTNER1, ALICE);
+    w.now += 10 * 365 * DAY;
+    assert!(sweep(&mut w).relationships.is_empty());
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Active)
     );
 }

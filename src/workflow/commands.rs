@@ -263,6 +263,8 @@ impl CommandRun<'_, '_> {
                 since: self.ctx.now,
                 invitation_id: None,
                 support_contact: None,
+                ends_at: None,
+                reminders_sent: vec![],
                 history: vec![],
             },
         };
@@ -572,10 +574,13 @@ impl CommandRun<'_, '_> {
 
 fn status_line(r: &Relationship) -> String {
     format!(
-        "{}  {}  since {}{}",
+        "{}  {}  since {}{}{}",
         r.customer,
         r.state,
         rfc3339(r.since),
+        r.ends_at
+            .map(|e| format!("  ends {}", rfc3339(e)))
+            .unwrap_or_default(),
         r.customer_name
             .as_deref()
             .map(|n| format!("  ({n})"))

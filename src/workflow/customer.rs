@@ -287,6 +287,15 @@ pub(super) fn customer_mail(
     let before = rel.state;
     match rel.apply(event, ctx.now, from, mail.message_id.as_deref()) {
         Ok(after) => {
+            if after == RelationshipState::Active {
+                // A new period starts with every acceptance (also of a restore).
+                rel.ends_at = ctx
+                    .config
+                    .lifecycle
+                    .relationship_days
+                    .map(|d| ctx.now + u64::from(d) * 86_400);
+                rel.reminders_sent.clear();
+            }
             decision.summary =
                 format!("{from} {intent:?} (matched by {how:?}): {before} -> {after}");
             let templates = match after {

@@ -1,5 +1,7 @@
 //! What time alone changes: an invitation not answered within its lifetime
-//! expires, and the partner is told.
+//! expires, and the partner is told; and, when relationships have a fixed
+//! duration (`lifecycle.relationship_days`), the partner is reminded before
+//! the end, and at the end the relationship expires or is extended.
 //!
 //! Expiry is derived from the stored invitation's `expires`, not from a
 //! timer held in memory, so it survives restarts: a daemon that was down
@@ -7,7 +9,7 @@
 
 use super::{rfc3339, Context, Decision, MailClass, MailPlan, MessageIds, Sender, WorkflowError};
 use crate::invitation::InvitationKind;
-use crate::relationship::{RelationshipEvent, RelationshipState};
+use crate::relationship::{Relationship, RelationshipEvent, RelationshipState};
 use crate::store::StoreView;
 use crate::templates::TemplateName;
 use serde_json::json;
@@ -23,6 +25,13 @@ pub fn expire_due(ctx: &Context, view: &dyn StoreView) -> Result<Decision, Workf
         mails: vec![],
     };
     for mut rel in view.all_relationships()? {
+        if rel.state == RelationshipState::Active {
+            if let Some(plan) = duration_step(ctx, &mut rel) {
+                decision.mails.push(plan);
+                decision.relationships.push(rel);
+            }
+            continue;
+        }
         if rel.state != RelationshipState::Invited {
             continue;
         }
@@ -72,6 +81,83 @@ pub fn expire_due(ctx: &Context, view: &dyn StoreView) -> Result<Decision, Workf
         });
         decision.relationships.push(rel);
     }
-    decision.summary = format!("{} invitation(s) expired", decision.relationships.len());
+    decision.summary = format!(
+        "{} relationship(s) changed by time",
+        decision.relationships.len()
+    );
     Ok(decision)
+}
+
+/// For an active relationship with an end date: the reminder that is due,
+/// or the end itself (expire, or extend when `auto_extend` is on).
+fn duration_step(ctx: &Context, rel: &mut Relationship) -> Option<MailPlan> {
+    let ends_at = rel.ends_at?;
+    let partner = ctx.config.partner(&rel.partner)?;
+    let lifecycle = &ctx.config.lifecycle;
+    let period = format!("{}:{}", rel.partner, rel.customer);
+    let (template, key, vars) = if ctx.now >= ends_at {
+        let extended = match (lifecycle.auto_extend, lifecycle.relationship_days) {
+            (true, Some(days)) => {
+                rel.ends_at = Some(ends_at + u64::from(days) * 86_400);
+                rel.reminders_sent.clear();
+                true
+            }
+            _ => {
+                rel.apply(RelationshipEvent::Expired, ctx.now, "liaison", None)
+                    .expect("active -> expired is always allowed");
+                rel.ends_at = None;
+                false
+            }
+        };
+        (
+            TemplateName::RelationshipEndedPartner,
+            format!("end:{period}:{ends_at}"),
+            json!({"extended": extended, "ended_at": rfc3339(ends_at), "ends_at": rel.ends_at.map(rfc3339)}),
+        )
+    } else {
+        // The smallest reminder whose time has come and that was not sent.
+        // If the daemon was down across several, only the latest goes out.
+        let due: Vec<u32> = lifecycle
+            .reminder_days
+            .iter()
+            .copied()
+            .filter(|d| ctx.now + u64::from(*d) * 86_400 >= ends_at)
+            .filter(|d| !rel.reminders_sent.contains(d))
+            .collect();
+        let days = *due.iter().min()?;
+        rel.reminders_sent.extend(due);
+        let days_left = (ends_at - ctx.now).div_ceil(86_400);
+        (
+            TemplateName::EndingSoonPartner,
+            format!("remind:{period}:{ends_at}:{days}"),
+            json!({"days_left": days_left, "ends_at": rfc3339(ends_at), "auto_extend": lifecycle.auto_extend}),
+        )
+    };
+    let mut ids = MessageIds {
+        key: &key,
+        domain: ctx.config.addresses.message_id_domain(),
+        n: 0,
+    };
+    let mut all = json!({
+        "partner_name": partner.name,
+        "customer_email": rel.customer,
+        "customer_name": rel.customer_name,
+    });
+    all.as_object_mut()
+        .expect("object")
+        .extend(vars.as_object().expect("object").clone());
+    let mut to = vec![partner.emails[0].clone()];
+    to.extend(rel.support_contact.clone());
+    Some(MailPlan {
+        template,
+        locale: partner.locale.clone(),
+        to,
+        from: Sender::Commands,
+        reply_to: None,
+        message_id: ids.next(),
+        in_reply_to: None,
+        references: vec![],
+        vars: all,
+        invitation: None,
+    })
 }
