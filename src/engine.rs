@@ -97,6 +97,7 @@ impl Engine {
                 cursor,
                 ..Default::default()
             })?;
+            crate::metrics::count_class("duplicate");
             return Ok(Outcome {
                 key: mail.key,
                 class: "duplicate".into(),
@@ -136,6 +137,7 @@ impl Engine {
         }
         let queued: Vec<String> = outbox.iter().map(|m| m.subject.clone()).collect();
         let class = decision.class.name().to_string();
+        let decision_counts = EffectCounts::of(&decision, now);
         let processed = Processed {
             key: mail.key.clone(),
             at: now,
@@ -152,6 +154,8 @@ impl Engine {
         if decision.class == MailClass::Ignored {
             tracing::info!(key = %mail.key, reason = %decision.summary, "mail ignored");
         }
+        crate::metrics::count_class(&class);
+        count_effects(&decision_counts);
         Ok(Outcome {
             key: mail.key,
             class,
@@ -207,6 +211,7 @@ impl Engine {
         cursor: Option<(String, Cursor)>,
     ) -> Result<Outcome, EngineError> {
         tracing::warn!(%key, %summary, "mail {class}");
+        crate::metrics::count_class(class);
         self.store.commit(Changes {
             processed: vec![Processed {
                 key: key.clone(),
@@ -224,4 +229,36 @@ impl Engine {
             queued: vec![],
         })
     }
+}
+
+/// What a decision adds to the effect counters.
+struct EffectCounts {
+    invitations: u64,
+    acceptances: u64,
+}
+
+impl EffectCounts {
+    /// Acceptances are relationships this decision moved into `active` now.
+    fn of(d: &workflow::Decision, now: u64) -> Self {
+        EffectCounts {
+            invitations: d.invitations.len() as u64,
+            acceptances: d
+                .relationships
+                .iter()
+                .filter(|r| {
+                    r.history.last().is_some_and(|h| {
+                        h.at == now
+                            && h.to == crate::relationship::RelationshipState::Active
+                            && h.from != Some(h.to)
+                    })
+                })
+                .count() as u64,
+        }
+    }
+}
+
+fn count_effects(c: &EffectCounts) {
+    let m = &crate::metrics::METRICS;
+    crate::metrics::add(&m.invitations_sent, c.invitations);
+    crate::metrics::add(&m.acceptances, c.acceptances);
 }

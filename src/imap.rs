@@ -262,6 +262,7 @@ pub async fn watch_inbox(
         match run_session(&cfg, &engine, &durable, &mut shutdown).await {
             Ok(()) => return,
             Err(e) => {
+                crate::metrics::add(&crate::metrics::METRICS.imap_reconnects, 1);
                 tracing::warn!(inbox = %cfg.name, error = %e, retry_in_secs = backoff.as_secs(), "IMAP session ended; reconnecting");
             }
         }
@@ -280,6 +281,7 @@ async fn run_session(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ImapError> {
     let mut session = connect(cfg).await?;
+    let _connected = ConnectedGauge::new();
     let mailbox = timed(cfg, "SELECT", session.select(&cfg.mailbox)).await?;
     let uid_validity = mailbox.uid_validity.unwrap_or(0);
     let caps = timed(cfg, "CAPABILITY", session.capabilities()).await?;
@@ -410,4 +412,22 @@ async fn sync(
         });
     }
     Ok(())
+}
+
+/// Counts a connected session in the `imap_connected` gauge while it lives.
+struct ConnectedGauge;
+
+impl ConnectedGauge {
+    fn new() -> Self {
+        crate::metrics::add(&crate::metrics::METRICS.imap_connected, 1);
+        ConnectedGauge
+    }
+}
+
+impl Drop for ConnectedGauge {
+    fn drop(&mut self) {
+        crate::metrics::METRICS
+            .imap_connected
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }

@@ -29,6 +29,7 @@
 //! * [`imap`] — watching mailboxes (IDLE or polling), with timeouts.
 //! * [`smtp`] — delivering the outbox.
 //! * [`engine`] — one message through the core and into the store.
+//! * [`metrics`] — counters and gauges, Prometheus text.
 //! * [`admin`] — the local socket the CLI uses while the daemon runs.
 //! * [`daemon`] — wiring the tasks together, and shutdown.
 
@@ -44,6 +45,7 @@ pub mod imap;
 pub mod inbound;
 pub mod intent;
 pub mod invitation;
+pub mod metrics;
 pub mod relationship;
 pub mod reply;
 pub mod smtp;

@@ -214,6 +214,7 @@ async fn deliver_due(
     loop {
         let now = clock.now();
         let pending = store.pending_outbox(watermark, 256)?;
+        crate::metrics::set(&crate::metrics::METRICS.outbox_depth, pending.len() as u64);
         let (due, waiting): (Vec<OutboxEntry>, Vec<OutboxEntry>) =
             pending.into_iter().partition(|e| e.not_before <= now);
         let next = waiting
@@ -237,14 +238,19 @@ async fn deliver_due(
                 Ok(()) => {
                     store.mark_sent(entry.id, clock.now(), None)?;
                     progressed = true;
+                    crate::metrics::add(&crate::metrics::METRICS.smtp_sent, 1);
+                    crate::metrics::set(&crate::metrics::METRICS.smtp_ok, 1);
                     tracing::info!(message_id = %entry.mail.message_id, to = ?entry.mail.recipients, subject = %entry.mail.subject, "mail sent");
                 }
                 Err(e) if e.is_permanent() || entry.attempts + 1 >= MAX_ATTEMPTS => {
+                    crate::metrics::add(&crate::metrics::METRICS.smtp_failures, 1);
                     tracing::error!(message_id = %entry.mail.message_id, error = %e, "mail failed permanently");
                     store.mark_sent(entry.id, clock.now(), Some(e.to_string()))?;
                     progressed = true;
                 }
                 Err(e) => {
+                    crate::metrics::add(&crate::metrics::METRICS.smtp_failures, 1);
+                    crate::metrics::set(&crate::metrics::METRICS.smtp_ok, 0);
                     entry.attempts += 1;
                     entry.not_before = clock.now() + backoff_secs(entry.attempts);
                     entry.last_error = Some(e.to_string());
