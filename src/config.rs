@@ -107,6 +107,10 @@ pub struct Config {
     pub security: SecurityConfig,
     /// Optional fixed relationship duration and its reminders.
     pub lifecycle: LifecycleConfig,
+    /// Support tickets.
+    pub tickets: TicketsConfig,
+    /// Loopback address of the `/metrics` and `/healthz` endpoint, if any.
+    pub http_listen: Option<std::net::SocketAddr>,
     /// Folder holding the Handlebars templates.
     pub templates_dir: PathBuf,
     /// The partners allowed to send commands.
@@ -148,6 +152,20 @@ pub struct InboxConfig {
     pub poll_interval_secs: u64,
     /// Upper bound on every IMAP command, in seconds.
     pub timeout_secs: u64,
+    /// How a processed message is marked on the server.
+    pub processed: ProcessedMark,
+    /// Folder where quarantined messages are copied.
+    pub quarantine_folder: String,
+}
+
+/// How a processed message is marked on the IMAP server, once its effects
+/// are durably committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessedMark {
+    /// Set this keyword (flag) on it; it stays in the mailbox.
+    Keyword(String),
+    /// Move it to this folder.
+    Move(String),
 }
 
 /// `[smtp]`.
@@ -198,6 +216,14 @@ pub struct SecurityConfig {
     pub token_secret: Secret,
     /// Days an invitation (and its token) stays valid.
     pub invitation_ttl_days: u32,
+    /// When set, partner commands need an `Authentication-Results` header
+    /// from this server (authserv-id) with `dkim=pass` or `spf=pass` for the
+    /// From domain.
+    pub trusted_authserv_id: Option<String>,
+    /// Messages larger than this are quarantined unread.
+    pub max_message_bytes: usize,
+    /// Replies Liaison sends to one address per hour at most.
+    pub max_replies_per_hour: u32,
 }
 
 /// `[lifecycle]`: an optional fixed duration for active relationships.
@@ -209,6 +235,16 @@ pub struct LifecycleConfig {
     pub reminder_days: Vec<u32>,
     /// At the end, start a new period instead of ending the relationship.
     pub auto_extend: bool,
+}
+
+/// `[tickets]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketsConfig {
+    /// Attachments up to this total size are forwarded to the support desk.
+    pub attachment_max_bytes: usize,
+    /// A customer mail on a ticket closed less than this many days ago
+    /// reopens it; later ones open a new ticket that refers to the old one.
+    pub reopen_days: u32,
 }
 
 /// One `[[partner]]`.
@@ -243,6 +279,10 @@ struct RawConfig {
     #[serde(default)]
     lifecycle: RawLifecycle,
     #[serde(default)]
+    tickets: RawTickets,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
     templates: RawTemplates,
     #[serde(default)]
     partner: Vec<RawPartner>,
@@ -260,6 +300,30 @@ struct RawStore {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     socket: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTickets {
+    #[serde(default = "default_attachment_bytes")]
+    attachment_max_bytes: usize,
+    #[serde(default = "default_reopen_days")]
+    reopen_days: u32,
+}
+
+impl Default for RawTickets {
+    fn default() -> Self {
+        RawTickets {
+            attachment_max_bytes: default_attachment_bytes(),
+            reopen_days: default_reopen_days(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -312,6 +376,13 @@ struct RawInbox {
     poll_interval_secs: u64,
     #[serde(default = "default_timeout")]
     timeout_secs: u64,
+    /// `"keyword"` (default) or `"move"`.
+    processed: Option<String>,
+    #[serde(default = "default_processed_keyword")]
+    processed_keyword: String,
+    processed_folder: Option<String>,
+    #[serde(default = "default_quarantine_folder")]
+    quarantine_folder: String,
 }
 
 #[derive(Deserialize)]
@@ -349,6 +420,11 @@ struct RawSecurity {
     token_secret_file: Option<PathBuf>,
     #[serde(default = "default_ttl")]
     invitation_ttl_days: u32,
+    trusted_authserv_id: Option<String>,
+    #[serde(default = "default_max_message_bytes")]
+    max_message_bytes: usize,
+    #[serde(default = "default_max_replies")]
+    max_replies_per_hour: u32,
 }
 
 #[derive(Deserialize)]
@@ -384,6 +460,24 @@ fn default_from_name() -> String {
 }
 fn default_ttl() -> u32 {
     90
+}
+fn default_max_message_bytes() -> usize {
+    10 * 1024 * 1024
+}
+fn default_max_replies() -> u32 {
+    20
+}
+fn default_processed_keyword() -> String {
+    "$LiaisonProcessed".into()
+}
+fn default_quarantine_folder() -> String {
+    "Liaison/Quarantine".into()
+}
+fn default_reopen_days() -> u32 {
+    14
+}
+fn default_attachment_bytes() -> usize {
+    5 * 1024 * 1024
 }
 fn default_locale() -> String {
     "en".into()
@@ -449,7 +543,36 @@ impl Config {
                     "one of password, password_env or password_file is required",
                 )
             })?;
+            let processed = match r.processed.as_deref().unwrap_or("keyword") {
+                "keyword" => {
+                    let k = &r.processed_keyword;
+                    if k.is_empty()
+                        || !k
+                            .chars()
+                            .all(|c| c.is_ascii_graphic() && !"(){%*\"\\]".contains(c))
+                    {
+                        return Err(invalid(
+                            key("processed_keyword"),
+                            format!("`{k}` is not a valid IMAP keyword (atom characters only)"),
+                        ));
+                    }
+                    ProcessedMark::Keyword(k.clone())
+                }
+                "move" => ProcessedMark::Move(
+                    r.processed_folder
+                        .clone()
+                        .unwrap_or_else(|| "Liaison/Processed".into()),
+                ),
+                other => {
+                    return Err(invalid(
+                        key("processed"),
+                        format!("`{other}` is not \"keyword\" or \"move\""),
+                    ))
+                }
+            };
             inboxes.push(InboxConfig {
+                processed,
+                quarantine_folder: r.quarantine_folder.clone(),
                 name: r.name,
                 host: r.host,
                 port: r.port,
@@ -613,6 +736,29 @@ impl Config {
             auto_extend: l.auto_extend,
         };
 
+        let http_listen = match raw.http.listen {
+            None => None,
+            Some(a) => {
+                let addr: std::net::SocketAddr = a.parse().map_err(|_| {
+                    invalid(
+                        "http.listen",
+                        format!("`{a}` is not an address like 127.0.0.1:9898"),
+                    )
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(
+                        "http.listen",
+                        format!("{addr} is not a loopback address; /metrics and /healthz are for local scrapers only"),
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        let tickets = TicketsConfig {
+            attachment_max_bytes: raw.tickets.attachment_max_bytes,
+            reopen_days: raw.tickets.reopen_days,
+        };
+
         let admin_socket = raw.admin.socket.unwrap_or_else(|| {
             let mut s = raw.store.path.clone().into_os_string();
             s.push(".sock");
@@ -630,8 +776,13 @@ impl Config {
             security: SecurityConfig {
                 token_secret,
                 invitation_ttl_days: sec.invitation_ttl_days,
+                trusted_authserv_id: sec.trusted_authserv_id,
+                max_message_bytes: sec.max_message_bytes,
+                max_replies_per_hour: sec.max_replies_per_hour,
             },
             lifecycle,
+            tickets,
+            http_listen,
             templates_dir: raw
                 .templates
                 .dir
@@ -832,6 +983,17 @@ emails = ["Partner1@liaison.test"]
             (
                 format!("{GOOD}\n[lifecycle]\nrelationship_days = 0\n"),
                 "lifecycle.relationship_days",
+            ),
+            (
+                format!("{GOOD}\n[http]\nlisten = \"0.0.0.0:9898\"\n"),
+                "http.listen",
+            ),
+            (
+                GOOD.replace(
+                    "username = \"commands",
+                    "processed = \"delete\"\nusername = \"commands",
+                ),
+                "inbox[0].processed",
             ),
         ];
         for (text, key) in cases {

@@ -23,9 +23,6 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
-/// Messages larger than this are quarantined unread.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 10 * 1024 * 1024;
-
 /// The outcome of one message, for logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -88,7 +85,7 @@ impl Engine {
             cursor.uid_validity, cursor.last_uid
         );
         let cursor = Some((inbox.to_string(), cursor));
-        let mail = match crate::inbound::parse(raw, DEFAULT_MAX_MESSAGE_BYTES) {
+        let mail = match crate::inbound::parse(raw, self.config.security.max_message_bytes) {
             Ok(m) => m,
             Err(e) => return self.record(bad_key, "quarantined", e.to_string(), now, cursor),
         };
