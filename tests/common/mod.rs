@@ -19,11 +19,35 @@ pub const SMTP_PORT: u16 = 2525;
 /// Loopback IMAP (Dovecot).
 pub const IMAP_PORT: u16 = 1143;
 
-/// One test at a time may use the shared mailboxes. An async mutex, since
-/// the guard is held across awaits (and across each test's own runtime).
-pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+/// Held while a test uses the shared mailboxes.
+pub struct Serial {
+    _in_process: tokio::sync::MutexGuard<'static, ()>,
+    _across_processes: std::fs::File,
+}
+
+/// One test at a time may use the shared mailboxes: an async mutex within
+/// this test binary (the guard is held across awaits), and an exclusive
+/// file lock across processes, since cargo may run several test binaries
+/// (and a developer a benchmark) against the same mail stack.
+pub async fn serial() -> Serial {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    LOCK.lock().await
+    let guard = LOCK.lock().await;
+    let file = tokio::task::spawn_blocking(|| {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("liaison-mailstack.lock"))
+            .expect("open the mail stack lock file");
+        f.lock().expect("lock the mail stack lock file");
+        f
+    })
+    .await
+    .expect("lock task");
+    Serial {
+        _in_process: guard,
+        _across_processes: file,
+    }
 }
 
 /// Panics with instructions when the mail stack is not running.
