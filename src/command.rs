@@ -77,6 +77,23 @@ pub enum Command {
         /// The support contact's address.
         support: String,
     },
+    /// List this partner's tickets.
+    Tickets {
+        /// Closed ones too.
+        all: bool,
+    },
+    /// Show one ticket's whole thread.
+    Ticket {
+        /// Ticket number.
+        id: u64,
+    },
+    /// Close a ticket, with an optional note to the customer and the desk.
+    Close {
+        /// Ticket number.
+        id: u64,
+        /// The note.
+        note: Option<String>,
+    },
 }
 
 /// Why a line is not a valid command. The text is shown to the partner.
@@ -151,6 +168,9 @@ pub const USAGE: &[(&str, &str)] = &[
     ("restore", "restore CUSTOMER"),
     ("remove", "remove CUSTOMER"),
     ("contact", "contact CUSTOMER SUPPORT-ADDRESS"),
+    ("tickets", "tickets [open|all]"),
+    ("ticket", "ticket T-000123"),
+    ("close", "close T-000123 [note]"),
 ];
 
 fn usage(verb: &'static str) -> &'static str {
@@ -404,6 +424,44 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
             no_more("contact", &args[2..])?;
             Ok(Command::Contact { customer, support })
         }
+        "tickets" => {
+            let all = match args.first().map(|a| a.to_lowercase()) {
+                None => false,
+                Some(a) if a == "open" => false,
+                Some(a) if a == "all" => true,
+                Some(a) => return Err(err("tickets", format!("`{a}` is not `open` or `all`"))),
+            };
+            no_more("tickets", args.get(1..).unwrap_or(&[]))?;
+            Ok(Command::Tickets { all })
+        }
+        "ticket" | "close" => {
+            let verb: &'static str = if verb_lc == "ticket" {
+                "ticket"
+            } else {
+                "close"
+            };
+            let arg = args
+                .first()
+                .ok_or_else(|| err(verb, "the ticket number is missing".into()))?;
+            let id = crate::ticket::parse_id(arg.trim_matches(['[', ']'])).ok_or_else(|| {
+                err(
+                    verb,
+                    format!("`{arg}` is not a ticket number like T-000123"),
+                )
+            })?;
+            if verb == "ticket" {
+                no_more("ticket", &args[1..])?;
+                return Ok(Command::Ticket { id });
+            }
+            let note = args[1..].join(" ");
+            if note.chars().any(char::is_control) {
+                return Err(err("close", "the note must be on one line".into()));
+            }
+            Ok(Command::Close {
+                id,
+                note: (!note.trim().is_empty()).then(|| note.trim().to_string()),
+            })
+        }
         _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
     }
 }
@@ -522,6 +580,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unexpected `now`"), "{e}");
+    }
+
+    #[test]
+    fn ticket_commands() {
+        assert_eq!(parse_line("tickets"), Ok(Command::Tickets { all: false }));
+        assert_eq!(
+            parse_line("TICKETS all"),
+            Ok(Command::Tickets { all: true })
+        );
+        assert_eq!(
+            parse_line("ticket T-000123"),
+            Ok(Command::Ticket { id: 123 })
+        );
+        assert_eq!(
+            parse_line("ticket [T-000123]"),
+            Ok(Command::Ticket { id: 123 })
+        );
+        assert_eq!(
+            parse_line("close T-000007 solved by a restart"),
+            Ok(Command::Close {
+                id: 7,
+                note: Some("solved by a restart".into())
+            })
+        );
+        assert_eq!(
+            parse_line("close T-7"),
+            Ok(Command::Close { id: 7, note: None })
+        );
+        assert!(parse_line("ticket 123")
+            .unwrap_err()
+            .to_string()
+            .contains("T-000123"));
+        assert!(parse_line("tickets some").is_err());
     }
 
     #[test]

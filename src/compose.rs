@@ -10,7 +10,7 @@ use crate::store::OutgoingMail;
 use crate::templates::{Rendered, TemplateName, Templates};
 use crate::workflow::{MailPlan, Sender};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 
 /// Errors composing a mail.
 #[derive(Debug, thiserror::Error)]
@@ -105,15 +105,32 @@ pub fn compose(
     let text_part = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
         .body(text);
-    let built = match html {
-        Some(html) => b.multipart(
+    let body = match html {
+        Some(html) => Body::Multi(
             MultiPart::alternative().singlepart(text_part).singlepart(
                 SinglePart::builder()
                     .header(ContentType::TEXT_HTML)
                     .body(html),
             ),
         ),
-        None => b.singlepart(text_part),
+        None => Body::Single(text_part),
+    };
+    let built = if plan.attachments.is_empty() {
+        match body {
+            Body::Multi(m) => b.multipart(m),
+            Body::Single(p) => b.singlepart(p),
+        }
+    } else {
+        let mut mixed = match body {
+            Body::Multi(m) => MultiPart::mixed().multipart(m),
+            Body::Single(p) => MultiPart::mixed().singlepart(p),
+        };
+        for a in &plan.attachments {
+            let ct = ContentType::parse(&a.content_type)
+                .unwrap_or_else(|_| ContentType::parse("application/octet-stream").expect("valid"));
+            mixed = mixed.singlepart(Attachment::new(a.name.clone()).body(a.data.clone(), ct));
+        }
+        b.multipart(mixed)
     }
     .map_err(|e| ComposeError::Build {
         message_id: plan.message_id.clone(),
@@ -130,5 +147,12 @@ pub fn compose(
         raw,
         subject,
         invitation: plan.invitation,
+        ticket: plan.ticket,
     })
+}
+
+/// The body before attachments are added.
+enum Body {
+    Single(SinglePart),
+    Multi(MultiPart),
 }

@@ -27,6 +27,9 @@ pub enum DaemonError {
     /// The admin socket could not be opened.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    /// The `/metrics` and `/healthz` address could not be bound.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 /// Knobs that tests turn; production uses the defaults.
@@ -87,7 +90,20 @@ pub async fn run_with(
         clock.clone(),
     ));
 
+    // Bound before any task starts, so a port in use stops start-up.
+    let http = match config.http_listen {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
+
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(listener) = http {
+        tasks.spawn(crate::http::serve(
+            listener,
+            config.inboxes.len(),
+            stop_rx.clone(),
+        ));
+    }
     let admin_path = config.admin_socket.clone();
     let admin_store = store.clone();
     let admin_stop = stop_rx.clone();

@@ -144,6 +144,7 @@ impl Engine {
         self.store.commit(Changes {
             relationships: decision.relationships,
             invitations: decision.invitations,
+            tickets: decision.tickets,
             outbox,
             processed: vec![processed],
             cursor,
@@ -232,6 +233,7 @@ impl Engine {
 struct EffectCounts {
     invitations: u64,
     acceptances: u64,
+    tickets_opened: u64,
 }
 
 impl EffectCounts {
@@ -239,6 +241,11 @@ impl EffectCounts {
     fn of(d: &workflow::Decision, now: u64) -> Self {
         EffectCounts {
             invitations: d.invitations.len() as u64,
+            tickets_opened: d
+                .tickets
+                .iter()
+                .filter(|t| t.opened == now && t.entries.len() == 1)
+                .count() as u64,
             acceptances: d
                 .relationships
                 .iter()
@@ -258,4 +265,5 @@ fn count_effects(c: &EffectCounts) {
     let m = &crate::metrics::METRICS;
     crate::metrics::add(&m.invitations_sent, c.invitations);
     crate::metrics::add(&m.acceptances, c.acceptances);
+    crate::metrics::add(&m.tickets_opened, c.tickets_opened);
 }

@@ -24,6 +24,17 @@ pub enum InboundError {
     Malformed(String),
 }
 
+/// A file attached to a received mail.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Attachment {
+    /// File name (sanitised: no path, no control characters).
+    pub name: String,
+    /// MIME type, e.g. `application/pdf`.
+    pub content_type: String,
+    /// The decoded bytes.
+    pub data: Vec<u8>,
+}
+
 /// A received mail, reduced to what Liaison needs.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct InboundMail {
@@ -54,6 +65,10 @@ pub struct InboundMail {
     pub automatic: Option<String>,
     /// The size of the raw message in bytes.
     pub size: usize,
+    /// Attached files.
+    pub attachments: Vec<Attachment>,
+    /// `Authentication-Results` headers, raw.
+    pub authentication_results: Vec<String>,
 }
 
 /// Parses `raw`, refusing messages bigger than `max_bytes` before parsing.
@@ -139,7 +154,33 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
         _ => msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
     }
     .replace("\r\n", "\n");
+    let attachments = msg
+        .attachments()
+        .enumerate()
+        .map(|(i, part)| {
+            use mail_parser::MimeHeaders;
+            let ct = part
+                .content_type()
+                .map(|c| match &c.c_subtype {
+                    Some(sub) => format!("{}/{}", c.c_type, sub),
+                    None => c.c_type.to_string(),
+                })
+                .unwrap_or_else(|| "application/octet-stream".into());
+            Attachment {
+                name: sanitize_file_name(part.attachment_name(), i),
+                content_type: ct.to_ascii_lowercase(),
+                data: part.contents().to_vec(),
+            }
+        })
+        .collect();
+    let authentication_results = msg
+        .headers_raw()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("authentication-results"))
+        .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
     Ok(InboundMail {
+        attachments,
+        authentication_results,
         message_id,
         key,
         from,
@@ -153,6 +194,26 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
         automatic,
         size: raw.len(),
     })
+}
+
+/// A file name safe to put in a header and show: no directories, no control
+/// characters, bounded length; a generic name when there is none.
+fn sanitize_file_name(name: Option<&str>, index: usize) -> String {
+    let base = name
+        .unwrap_or("")
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control() && *c != '"')
+        .take(120)
+        .collect::<String>();
+    let base = base.trim().trim_start_matches('.').to_string();
+    if base.is_empty() {
+        format!("attachment-{}", index + 1)
+    } else {
+        base
+    }
 }
 
 /// Converts an HTML body to text. Block-level tags get a line break first:
@@ -285,6 +346,22 @@ invite alice@contoso.test\r\n";
         }
         let raw = "From: MAILER-DAEMON@mail.test\r\nSubject: x\r\n\r\nbody";
         assert!(parse(raw.as_bytes(), 1 << 20).unwrap().automatic.is_some());
+    }
+
+    #[test]
+    fn attachments_are_kept_with_safe_names() {
+        let raw = "From: a@b.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n\
+--b\r\nContent-Type: application/pdf; name=\"../../etc/passwd.pdf\"\r\n\
+Content-Disposition: attachment; filename=\"../../etc/passwd.pdf\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n";
+        let m = parse(raw.as_bytes(), 1 << 20).unwrap();
+        assert_eq!(m.text.trim(), "See attached.");
+        assert_eq!(m.attachments.len(), 1);
+        assert_eq!(m.attachments[0].name, "passwd.pdf");
+        assert_eq!(m.attachments[0].content_type, "application/pdf");
+        assert_eq!(m.attachments[0].data, b"%PDF-1.4\n");
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! * [`inbound`] — raw message bytes to plain [`inbound::InboundMail`].
 //! * [`relationship`] — states and the transition table.
 //! * [`invitation`] — the stored invitation record.
+//! * [`ticket`] — support tickets and their `[T-000123]` tags.
 //! * [`workflow`] — the decision: mail + state → changes + mails to send.
 //! * [`templates`] and [`compose`] — rendering and building outgoing mail.
 //!
@@ -31,6 +32,7 @@
 //! * [`engine`] — one message through the core and into the store.
 //! * [`metrics`] — counters and gauges, Prometheus text.
 //! * [`admin`] — the local socket the CLI uses while the daemon runs.
+//! * [`http`] — `/metrics` and `/healthz` on a loopback address.
 //! * [`daemon`] — wiring the tasks together, and shutdown.
 
 pub mod address;
@@ -41,6 +43,7 @@ pub mod compose;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod http;
 pub mod imap;
 pub mod inbound;
 pub mod intent;
@@ -51,5 +54,6 @@ pub mod reply;
 pub mod smtp;
 pub mod store;
 pub mod templates;
+pub mod ticket;
 pub mod token;
 pub mod workflow;

@@ -3,10 +3,13 @@
 //! library.
 
 use anyhow::{Context as _, Result};
+use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand, ValueEnum};
 use liaison::admin::{Request, StatusRow};
-use liaison::config::Config;
-use std::path::PathBuf;
+use liaison::config::{Config, InboxConfig, SmtpConfig, SUPPORTED_LOCALES};
+use liaison::templates::{TemplateName, Templates};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Email-driven delegated-admin invitations and relationship lifecycle for
 /// cloud resellers.
@@ -21,7 +24,7 @@ struct Cli {
         default_value = "/etc/liaison/liaison.toml"
     )]
     config: PathBuf,
-    /// Log output format.
+    /// Log output format (logs go to stderr; the level is set with LIAISON_LOG).
     #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -39,15 +42,48 @@ enum Cmd {
     /// Run the daemon in the foreground until SIGTERM or Ctrl-C.
     Run,
     /// Show relationships (all, or those of one customer).
+    ///
+    /// Asks the running daemon over its admin socket, or reads the store
+    /// directly when no daemon runs.
     Status {
         /// Customer email address.
         customer: Option<String>,
-        /// Print JSON.
+        /// Print JSON: [{"partner", "customer", "state", "since"}].
         #[arg(long)]
         json: bool,
     },
-    /// Validate the configuration and templates without connecting.
-    CheckConfig,
+    /// Check the configuration, the templates and every mail server.
+    ///
+    /// Validates the file, compiles and renders every template, then logs in
+    /// to each IMAP inbox (and opens its mailbox read-only) and to the SMTP
+    /// server. Prints one line per check, `ok` or `FAILED: <reason>`, and
+    /// exits non-zero when any check fails.
+    CheckConfig {
+        /// Only check the file and the templates; connect nowhere.
+        #[arg(long)]
+        offline: bool,
+        /// Print JSON: [{"check", "target", "ok", "error"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Preview a template rendered with its sample data.
+    ///
+    /// Prints the subject, the plain-text part and the HTML part, or with
+    /// `--eml` the whole RFC 5322 message as Liaison would send it.
+    Render {
+        /// Template name.
+        #[arg(value_parser = PossibleValuesParser::new(TemplateName::ALL.map(TemplateName::as_str)))]
+        template: String,
+        /// Locale.
+        #[arg(long, default_value = "en", value_parser = PossibleValuesParser::new(SUPPORTED_LOCALES))]
+        locale: String,
+        /// Print the complete message (headers, multipart/alternative body).
+        #[arg(long, conflicts_with = "json")]
+        eml: bool,
+        /// Print JSON: {"subject", "text", "html"}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -95,23 +131,25 @@ fn main() -> std::process::ExitCode {
 async fn real_main(cli: Cli) -> Result<()> {
     init_logging(cli.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = Config::load(&cli.config)?;
     match cli.command {
         Cmd::Run => {
+            let config = Config::load(&cli.config)?;
             liaison::daemon::run(config, shutdown_signal())
                 .await
                 .context("the daemon stopped with an error")?;
         }
-        Cmd::CheckConfig => {
-            liaison::templates::Templates::load(&config.templates_dir)?;
-            println!(
-                "config OK: {} inbox(es), {} partner(s), templates in {}",
-                config.inboxes.len(),
-                config.partners.len(),
-                config.templates_dir.display()
-            );
+        Cmd::CheckConfig { offline, json } => check_config(&cli.config, offline, json).await?,
+        Cmd::Render {
+            template,
+            locale,
+            eml,
+            json,
+        } => {
+            let config = Config::load(&cli.config)?;
+            render(&config, &template, &locale, eml, json)?;
         }
         Cmd::Status { customer, json } => {
+            let config = Config::load(&cli.config)?;
             let req = Request::Status { customer };
             let value = query(&config, &req).await?;
             let rows: Vec<StatusRow> = serde_json::from_value(value)?;
@@ -130,6 +168,205 @@ async fn real_main(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line of `check-config`.
+#[derive(serde::Serialize)]
+struct Check {
+    /// `config`, `templates`, `imap` or `smtp`.
+    check: &'static str,
+    /// What was checked: a file, or an account and its server.
+    target: String,
+    ok: bool,
+    /// Why it failed.
+    error: Option<String>,
+}
+
+impl Check {
+    fn new(check: &'static str, target: String, result: Result<(), String>) -> Check {
+        Check {
+            check,
+            target,
+            ok: result.is_ok(),
+            error: result.err(),
+        }
+    }
+}
+
+async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> {
+    let mut checks = Vec::new();
+    let config = Config::load(path);
+    let target = path.display().to_string();
+    match config {
+        Err(e) => checks.push(Check::new("config", target, Err(e.to_string()))),
+        Ok(config) => {
+            checks.push(Check::new(
+                "config",
+                format!(
+                    "{target} ({} inbox(es), {} partner(s))",
+                    config.inboxes.len(),
+                    config.partners.len()
+                ),
+                Ok(()),
+            ));
+            checks.push(Check::new(
+                "templates",
+                format!(
+                    "{} ({} templates in {})",
+                    config.templates_dir.display(),
+                    TemplateName::ALL.len(),
+                    SUPPORTED_LOCALES.join(", ")
+                ),
+                Templates::load(&config.templates_dir)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            ));
+            if !offline {
+                // All at once: an unreachable server costs its timeout once.
+                let imap = futures::future::join_all(config.inboxes.iter().map(check_imap));
+                let (imap, smtp) = tokio::join!(imap, check_smtp(&config.smtp));
+                for (inbox, result) in config.inboxes.iter().zip(imap) {
+                    checks.push(Check::new(
+                        "imap",
+                        format!(
+                            "{} ({} at {}:{}, mailbox {})",
+                            inbox.name, inbox.username, inbox.host, inbox.port, inbox.mailbox
+                        ),
+                        result,
+                    ));
+                }
+                checks.push(Check::new(
+                    "smtp",
+                    format!("{}:{}", config.smtp.host, config.smtp.port),
+                    smtp,
+                ));
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string(&checks)?);
+    } else {
+        for c in &checks {
+            match &c.error {
+                None => println!("{} {}: ok", c.check, c.target),
+                Some(e) => println!("{} {}: FAILED: {e}", c.check, c.target),
+            }
+        }
+        if offline {
+            println!("(--offline: no connection to the mail servers was tried)");
+        }
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} checks failed", checks.len());
+    }
+    Ok(())
+}
+
+/// Logs in, opens the mailbox read-only, logs out.
+async fn check_imap(cfg: &InboxConfig) -> Result<(), String> {
+    let mut session = liaison::imap::connect(cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    let limit = Duration::from_secs(cfg.timeout_secs);
+    let opened = match tokio::time::timeout(limit, session.examine(&cfg.mailbox)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("cannot open mailbox {}: {e}", cfg.mailbox)),
+        Err(_) => Err(format!(
+            "opening mailbox {} took longer than {} s",
+            cfg.mailbox, cfg.timeout_secs
+        )),
+    };
+    let _ = tokio::time::timeout(limit, session.logout()).await;
+    opened
+}
+
+/// Connects (EHLO, STARTTLS or TLS, AUTH when configured) and sends NOOP.
+async fn check_smtp(cfg: &SmtpConfig) -> Result<(), String> {
+    let reason = |e: liaison::smtp::SmtpError| match e {
+        liaison::smtp::SmtpError::Setup { reason, .. } => reason,
+        other => other.to_string(),
+    };
+    let mailer = liaison::smtp::Mailer::new(cfg).map_err(reason)?;
+    match mailer.check().await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("the server did not answer NOOP".into()),
+        Err(e) => Err(reason(e)),
+    }
+}
+
+fn render(config: &Config, template: &str, locale: &str, eml: bool, json: bool) -> Result<()> {
+    let name = TemplateName::parse(template)
+        .with_context(|| format!("`{template}` is not a template name"))?;
+    let templates = Templates::load(&config.templates_dir)?;
+    let vars = name.sample_vars();
+    if eml {
+        let plan = sample_plan(config, name, locale, vars);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mail = liaison::compose::compose(config, &templates, &plan, now)?;
+        print!("{}", mail.raw);
+        return Ok(());
+    }
+    let r = templates.render(name, locale, &vars)?;
+    if json {
+        let v = serde_json::json!({"subject": r.subject, "text": r.text, "html": r.html});
+        println!("{v}");
+    } else {
+        println!("Subject: {}\n", r.subject);
+        println!("----- text/plain -----\n{}", r.text.trim_end());
+        match &r.html {
+            Some(html) => println!("----- text/html -----\n{}", html.trim_end()),
+            None => println!("----- text/html -----\n(this template has no HTML part)"),
+        }
+    }
+    Ok(())
+}
+
+/// A mail plan as the workflow would make it, filled with sample values.
+fn sample_plan(
+    config: &Config,
+    name: TemplateName,
+    locale: &str,
+    vars: serde_json::Value,
+) -> liaison::workflow::MailPlan {
+    use liaison::workflow::Sender;
+    // The recipient follows the naming: `*_desk` to the support desk,
+    // `*_partner` and the transcript to the partner, the rest to the customer.
+    let stem = name.as_str();
+    let (to, from) = if stem.ends_with("_desk") {
+        (config.addresses.support_desk.clone(), Sender::Commands)
+    } else if stem.ends_with("_partner") || name == TemplateName::Transcript {
+        (config.partners[0].emails[0].clone(), Sender::Commands)
+    } else {
+        let customer = vars["customer_email"]
+            .as_str()
+            .unwrap_or("customer@example.com");
+        (customer.to_string(), Sender::Invitations)
+    };
+    let reply_to = matches!(name, TemplateName::Invitation | TemplateName::Restore)
+        .then(|| vars["reply_address"].as_str().map(str::to_string))
+        .flatten();
+    liaison::workflow::MailPlan {
+        template: name,
+        locale: locale.to_string(),
+        to: vec![to],
+        from,
+        reply_to,
+        message_id: format!(
+            "preview.{}@{}",
+            name.as_str(),
+            config.addresses.message_id_domain()
+        ),
+        in_reply_to: None,
+        references: vec![],
+        vars,
+        invitation: None,
+        ticket: None,
+        attachments: vec![],
+    }
 }
 
 /// Asks the running daemon over its socket, or reads the store directly

@@ -15,10 +15,12 @@
 //! Layout: one sled tree, keys prefixed by record type, values JSON.
 //! `rel/<partner>\0<customer>`, `inv/<id be>`, `thr/<message-id>` (sent
 //! Message-ID → invitation id), `msg/<key>` (processed messages),
-//! `cur/<inbox>`, `outq/<id be>` (pending mails), `outs/<id be>` (sent log).
+//! `cur/<inbox>`, `outq/<id be>` (pending mails), `outs/<id be>` (sent log),
+//! `tkt/<id be>` (tickets), `tth/<message-id>` (Message-ID → ticket id).
 
 use crate::invitation::Invitation;
 use crate::relationship::Relationship;
+use crate::ticket::Ticket;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -92,6 +94,9 @@ pub struct OutgoingMail {
     pub subject: String,
     /// Invitation this mail belongs to, so replies to it thread back.
     pub invitation: Option<u64>,
+    /// Ticket this mail belongs to, so replies to it thread into it.
+    #[serde(default)]
+    pub ticket: Option<u64>,
 }
 
 /// An outbox entry: a mail plus delivery bookkeeping.
@@ -116,6 +121,8 @@ pub struct Changes {
     pub relationships: Vec<Relationship>,
     /// Invitation records to insert or replace.
     pub invitations: Vec<Invitation>,
+    /// Ticket records to insert or replace.
+    pub tickets: Vec<Ticket>,
     /// Mails to queue.
     pub outbox: Vec<OutgoingMail>,
     /// Messages to mark processed.
@@ -138,6 +145,14 @@ pub trait StoreView {
     fn invitation_by_message_id(&self, message_id: &str) -> Result<Option<u64>>;
     /// Every relationship.
     fn all_relationships(&self) -> Result<Vec<Relationship>>;
+    /// A ticket by number.
+    fn ticket(&self, id: u64) -> Result<Option<Ticket>>;
+    /// The ticket a Message-ID (inbound or outbound) belongs to.
+    fn ticket_by_message_id(&self, message_id: &str) -> Result<Option<u64>>;
+    /// All tickets of a partner, oldest first.
+    fn tickets_of(&self, partner: &str) -> Result<Vec<Ticket>>;
+    /// The highest ticket number given so far (0 when none).
+    fn last_ticket_id(&self) -> Result<u64>;
 }
 
 /// The whole store interface.
@@ -281,6 +296,26 @@ impl StoreView for SledStore {
     fn all_relationships(&self) -> Result<Vec<Relationship>> {
         self.scan(b"rel/")
     }
+
+    fn ticket(&self, id: u64) -> Result<Option<Ticket>> {
+        self.get(&id_key("tkt/", id))
+    }
+
+    fn ticket_by_message_id(&self, message_id: &str) -> Result<Option<u64>> {
+        self.get(format!("tth/{message_id}").as_bytes())
+    }
+
+    fn tickets_of(&self, partner: &str) -> Result<Vec<Ticket>> {
+        Ok(self
+            .scan::<Ticket>(b"tkt/")?
+            .into_iter()
+            .filter(|t| t.partner == partner)
+            .collect())
+    }
+
+    fn last_ticket_id(&self) -> Result<u64> {
+        Ok(self.get(b"meta/last_ticket_id")?.unwrap_or(0))
+    }
 }
 
 impl Store for SledStore {
@@ -300,6 +335,19 @@ impl Store for SledStore {
         for i in &changes.invitations {
             batch.insert(id_key("inv/", i.id), encode(i));
         }
+        let mut last_ticket = None;
+        for t in &changes.tickets {
+            batch.insert(id_key("tkt/", t.id), encode(t));
+            for mid in &t.message_ids {
+                batch.insert(format!("tth/{mid}").into_bytes(), encode(&t.id));
+            }
+            last_ticket = last_ticket.max(Some(t.id));
+        }
+        if let Some(t) = last_ticket {
+            if t > self.last_ticket_id()? {
+                batch.insert(b"meta/last_ticket_id".to_vec(), encode(&t));
+            }
+        }
         let mut ids = Vec::new();
         for mail in changes.outbox {
             let id = self.db.generate_id().map_err(|e| self.err(e))? + 1;
@@ -308,6 +356,9 @@ impl Store for SledStore {
                     format!("thr/{}", mail.message_id).into_bytes(),
                     encode(&inv),
                 );
+            }
+            if let Some(t) = mail.ticket {
+                batch.insert(format!("tth/{}", mail.message_id).into_bytes(), encode(&t));
             }
             let entry = OutboxEntry {
                 id,
@@ -407,6 +458,7 @@ mod tests {
             raw: "Subject: x\r\n\r\nbody".into(),
             subject: "x".into(),
             invitation: inv,
+            ticket: None,
         }
     }
 

@@ -81,11 +81,31 @@ pub enum TemplateName {
     EndingSoonPartner,
     /// A fixed-duration relationship ended or was extended (to the partner).
     RelationshipEndedPartner,
+    /// A support request forwarded to the partner (relationship active).
+    SupportForwardPartner,
+    /// Acknowledgement of a forwarded support request (to the customer).
+    SupportAckCustomer,
+    /// A new ticket, to the support desk.
+    TicketOpenedDesk,
+    /// Ticket number, to the customer.
+    TicketOpenedCustomer,
+    /// Notice of a new ticket, to the partner.
+    TicketOpenedPartner,
+    /// A follow-up relayed to the support desk.
+    TicketRelayDesk,
+    /// The support desk's answer relayed to the customer.
+    TicketRelayCustomer,
+    /// The support desk's answer relayed to the partner.
+    TicketRelayPartner,
+    /// A closed ticket, to the customer.
+    TicketClosedCustomer,
+    /// A closed ticket, to the support desk.
+    TicketClosedDesk,
 }
 
 impl TemplateName {
     /// All templates.
-    pub const ALL: [TemplateName; 16] = [
+    pub const ALL: [TemplateName; 26] = [
         TemplateName::Invitation,
         TemplateName::Transcript,
         TemplateName::AcceptedCustomer,
@@ -102,6 +122,16 @@ impl TemplateName {
         TemplateName::ExpiredPartner,
         TemplateName::EndingSoonPartner,
         TemplateName::RelationshipEndedPartner,
+        TemplateName::SupportForwardPartner,
+        TemplateName::SupportAckCustomer,
+        TemplateName::TicketOpenedDesk,
+        TemplateName::TicketOpenedCustomer,
+        TemplateName::TicketOpenedPartner,
+        TemplateName::TicketRelayDesk,
+        TemplateName::TicketRelayCustomer,
+        TemplateName::TicketRelayPartner,
+        TemplateName::TicketClosedCustomer,
+        TemplateName::TicketClosedDesk,
     ];
 
     /// File name stem.
@@ -123,6 +153,16 @@ impl TemplateName {
             TemplateName::ExpiredPartner => "expired_partner",
             TemplateName::EndingSoonPartner => "ending_soon_partner",
             TemplateName::RelationshipEndedPartner => "relationship_ended_partner",
+            TemplateName::SupportForwardPartner => "support_forward_partner",
+            TemplateName::SupportAckCustomer => "support_ack_customer",
+            TemplateName::TicketOpenedDesk => "ticket_opened_desk",
+            TemplateName::TicketOpenedCustomer => "ticket_opened_customer",
+            TemplateName::TicketOpenedPartner => "ticket_opened_partner",
+            TemplateName::TicketRelayDesk => "ticket_relay_desk",
+            TemplateName::TicketRelayCustomer => "ticket_relay_customer",
+            TemplateName::TicketRelayPartner => "ticket_relay_partner",
+            TemplateName::TicketClosedCustomer => "ticket_closed_customer",
+            TemplateName::TicketClosedDesk => "ticket_closed_desk",
         }
     }
 
@@ -142,6 +182,12 @@ impl TemplateName {
                 | TemplateName::ExpiredPartner
                 | TemplateName::EndingSoonPartner
                 | TemplateName::RelationshipEndedPartner
+                | TemplateName::SupportForwardPartner
+                | TemplateName::TicketOpenedDesk
+                | TemplateName::TicketOpenedPartner
+                | TemplateName::TicketRelayDesk
+                | TemplateName::TicketRelayPartner
+                | TemplateName::TicketClosedDesk
         )
     }
 
@@ -195,6 +241,42 @@ impl TemplateName {
                 "extended": true,
                 "ended_at": "2026-11-25T12:00:00Z",
                 "ends_at": "2027-11-25T12:00:00Z",
+            }),
+            TemplateName::SupportForwardPartner | TemplateName::SupportAckCustomer => json!({
+                "subject": "Cannot sign in",
+                "text": "Since this morning nobody can sign in.",
+                "omitted_attachments": ["big.zip (30000000 bytes)"],
+                "at": "2026-11-25T12:00:00Z",
+            }),
+            TemplateName::TicketOpenedDesk
+            | TemplateName::TicketOpenedCustomer
+            | TemplateName::TicketOpenedPartner => json!({
+                "ticket_id": "T-000123",
+                "partner_id": "northwind",
+                "partner_email": "partner1@liaison.test",
+                "support_contact": "support@northwind.test",
+                "subject": "Cannot sign in",
+                "text": "Since this morning nobody can sign in.",
+                "omitted_attachments": [],
+                "previous_ticket": "T-000100",
+                "at": "2026-11-25T12:00:00Z",
+            }),
+            TemplateName::TicketRelayDesk
+            | TemplateName::TicketRelayCustomer
+            | TemplateName::TicketRelayPartner => json!({
+                "ticket_id": "T-000123",
+                "author": "customer",
+                "from": "alice@contoso.test",
+                "subject": "Cannot sign in",
+                "text": "It works again, thank you.",
+                "omitted_attachments": [],
+                "reopened": false,
+            }),
+            TemplateName::TicketClosedCustomer | TemplateName::TicketClosedDesk => json!({
+                "ticket_id": "T-000123",
+                "subject": "Cannot sign in",
+                "note": "Solved after the password reset.",
+                "at": "2026-11-25T12:00:00Z",
             }),
             TemplateName::Clarify => json!({}),
             TemplateName::AlreadyAnswered => json!({"state": "active"}),

@@ -13,6 +13,7 @@ use liaison::invitation::Invitation;
 use liaison::relationship::{Relationship, RelationshipState};
 use liaison::store::{self, OutgoingMail, StoreView};
 use liaison::templates::{TemplateName, Templates};
+use liaison::ticket::{Ticket, TicketState};
 use liaison::token::{Purpose, TokenKey, TOKEN_LEN};
 use liaison::workflow::{decide, Context, Decision, MailClass, MailPlan, Sender};
 use std::collections::BTreeMap;
@@ -77,6 +78,8 @@ struct MemStore {
     relationships: BTreeMap<(String, String), Relationship>,
     invitations: BTreeMap<u64, Invitation>,
     threads: BTreeMap<String, u64>,
+    tickets: BTreeMap<u64, Ticket>,
+    ticket_threads: BTreeMap<String, u64>,
 }
 
 impl StoreView for MemStore {
@@ -117,6 +120,27 @@ impl StoreView for MemStore {
     fn all_relationships(&self) -> store::Result<Vec<Relationship>> {
         Ok(self.relationships.values().cloned().collect())
     }
+
+    fn ticket(&self, id: u64) -> store::Result<Option<Ticket>> {
+        Ok(self.tickets.get(&id).cloned())
+    }
+
+    fn ticket_by_message_id(&self, message_id: &str) -> store::Result<Option<u64>> {
+        Ok(self.ticket_threads.get(message_id).copied())
+    }
+
+    fn tickets_of(&self, partner: &str) -> store::Result<Vec<Ticket>> {
+        Ok(self
+            .tickets
+            .values()
+            .filter(|t| t.partner == partner)
+            .cloned()
+            .collect())
+    }
+
+    fn last_ticket_id(&self) -> store::Result<u64> {
+        Ok(self.tickets.keys().max().copied().unwrap_or(0))
+    }
 }
 
 impl MemStore {
@@ -129,9 +153,18 @@ impl MemStore {
         for i in &d.invitations {
             self.invitations.insert(i.id, i.clone());
         }
+        for t in &d.tickets {
+            for mid in &t.message_ids {
+                self.ticket_threads.insert(mid.clone(), t.id);
+            }
+            self.tickets.insert(t.id, t.clone());
+        }
         for m in &d.mails {
             if let Some(inv) = m.invitation {
                 self.threads.insert(m.message_id.clone(), inv);
+            }
+            if let Some(t) = m.ticket {
+                self.ticket_threads.insert(m.message_id.clone(), t);
             }
         }
     }
@@ -210,6 +243,8 @@ impl World {
             text: body.to_string(),
             automatic: None,
             size: body.len(),
+            attachments: vec![],
+            authentication_results: vec![],
         }
     }
 
@@ -230,6 +265,8 @@ impl World {
             text: body.to_string(),
             automatic: None,
             size: body.len(),
+            attachments: vec![],
+            authentication_results: vec![],
         }
     }
 
@@ -1821,4 +1858,239 @@ fn without_a_duration_active_relationships_never_end() {
         w.store.state("northwind", ALICE),
         Some(RelationshipState::Active)
     );
+}
+
+// ---- support requests and tickets ------------------------------------------
+
+const DESK: &str = "helpdesk@liaison.test";
+
+/// Makes Alice's relationship with Northwind `permissions_removed`.
+fn removed_permissions(w: &mut World) {
+    make_active(w, PARTNER1, ALICE);
+    let m = w.command_mail(PARTNER1, "revoked alice@contoso.test");
+    w.run(&m);
+}
+
+fn support_mail(w: &mut World, from: &str, subject: &str, body: &str) -> InboundMail {
+    let mut m = w.customer_mail(from, body);
+    m.subject = subject.to_string();
+    m
+}
+
+fn plan(d: &Decision, t: TemplateName) -> MailPlan {
+    d.mails
+        .iter()
+        .find(|m| m.template == t)
+        .unwrap_or_else(|| panic!("no {t:?} in {d:#?}"))
+        .clone()
+}
+
+#[test]
+fn active_customers_support_request_goes_to_the_partner() {
+    let mut w = World::new();
+    make_active(&mut w, PARTNER1, ALICE);
+    let m = w.command_mail(
+        PARTNER1,
+        "contact alice@contoso.test support@northwind.test",
+    );
+    w.run(&m);
+    let m = support_mail(
+        &mut w,
+        ALICE,
+        "Cannot sign in",
+        "Nobody can sign in since 9:00.\n\n-- \nAlice",
+    );
+    let d = w.run(&m);
+    assert_eq!(
+        templates_of(&d),
+        vec![
+            TemplateName::SupportForwardPartner,
+            TemplateName::SupportAckCustomer
+        ]
+    );
+    let fwd = &d.mails[0];
+    assert_eq!(
+        fwd.to,
+        vec![PARTNER1.to_string(), "support@northwind.test".to_string()]
+    );
+    assert_eq!(
+        fwd.reply_to.as_deref(),
+        Some(ALICE),
+        "the partner answers the customer"
+    );
+    assert_eq!(fwd.vars["text"], "Nobody can sign in since 9:00.");
+    assert_eq!(d.mails[1].to, vec![ALICE.to_string()]);
+    assert!(d.tickets.is_empty() && d.relationships.is_empty());
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Active)
+    );
+}
+
+#[test]
+fn removed_permissions_open_a_ticket_with_the_desk() {
+    let mut w = World::new();
+    removed_permissions(&mut w);
+    let mut m = support_mail(&mut w, ALICE, "Re: Cannot sign in", "Nobody can sign in.");
+    m.attachments = vec![
+        inbound::Attachment {
+            name: "screenshot.png".into(),
+            content_type: "image/png".into(),
+            data: vec![1; 1000],
+        },
+        inbound::Attachment {
+            name: "huge.zip".into(),
+            content_type: "application/zip".into(),
+            data: vec![0; 6 * 1024 * 1024],
+        },
+    ];
+    let d = w.run(&m);
+    assert_eq!(
+        templates_of(&d),
+        vec![
+            TemplateName::TicketOpenedDesk,
+            TemplateName::TicketOpenedCustomer,
+            TemplateName::TicketOpenedPartner
+        ]
+    );
+    let t = &d.tickets[0];
+    assert_eq!((t.id, t.state), (1, TicketState::Open));
+    assert_eq!(t.subject, "Cannot sign in");
+    assert_eq!(t.entries[0].attachments, vec!["screenshot.png"]);
+    let desk = plan(&d, TemplateName::TicketOpenedDesk);
+    assert_eq!(desk.to, vec![DESK.to_string()]);
+    assert_eq!(
+        desk.attachments.len(),
+        1,
+        "the 6 MiB file is over the 5 MiB limit"
+    );
+    let out = compose(&w.config, &templates(), &desk, w.now).unwrap();
+    assert_eq!(
+        out.subject,
+        "[T-000001] Support request for alice@contoso.test on behalf of Northwind Traders"
+    );
+    assert!(out.raw.contains("screenshot.png"));
+    assert!(
+        out.raw.contains("huge.zip"),
+        "the desk is told what was left out"
+    );
+    let ack = compose(
+        &w.config,
+        &templates(),
+        &plan(&d, TemplateName::TicketOpenedCustomer),
+        w.now,
+    )
+    .unwrap();
+    assert!(ack.subject.contains("[T-000001]"), "{}", ack.subject);
+    // Numbers go up.
+    let m = support_mail(&mut w, ALICE, "Another problem", "Billing is wrong.");
+    let d = w.run(&m);
+    assert_eq!(d.tickets[0].id, 2);
+}
+
+#[test]
+fn ticket_thread_follow_ups_desk_replies_and_hijacks() {
+    let mut w = World::new();
+    removed_permissions(&mut w);
+    let m = support_mail(&mut w, ALICE, "Cannot sign in", "Nobody can sign in.");
+    let d = w.run(&m);
+    let desk_mail = plan(&d, TemplateName::TicketOpenedDesk);
+
+    // The desk answers in its thread (In-Reply-To only, subject rewritten).
+    let mut reply = support_mail(&mut w, DESK, "RE: your case", "Please reset the password.\n\nOn Wed, 25 Nov 2026 at 10:00, Liaison <invites@liaison.test> wrote:\n> old");
+    reply.in_reply_to = vec![desk_mail.message_id.clone()];
+    let d = w.run(&reply);
+    assert_eq!(
+        templates_of(&d),
+        vec![
+            TemplateName::TicketRelayCustomer,
+            TemplateName::TicketRelayPartner
+        ]
+    );
+    assert_eq!(d.mails[0].to, vec![ALICE.to_string()]);
+    assert_eq!(d.mails[0].vars["text"], "Please reset the password.");
+    assert_eq!(d.tickets[0].state, TicketState::WaitingOnCustomer);
+
+    // The customer follows up by subject tag only.
+    let m = support_mail(
+        &mut w,
+        ALICE,
+        "Re: [T-000001] Cannot sign in",
+        "Done, still failing.",
+    );
+    let d = w.run(&m);
+    assert_eq!(templates_of(&d), vec![TemplateName::TicketRelayDesk]);
+    assert_eq!(d.mails[0].to, vec![DESK.to_string()]);
+    assert_eq!(d.mails[0].in_reply_to.as_ref(), Some(&desk_mail.message_id));
+    assert_eq!(d.tickets[0].state, TicketState::WaitingOnSupport);
+    assert_eq!(d.tickets[0].entries.len(), 3);
+
+    // Anyone else quoting the number is refused, silently.
+    let m = support_mail(
+        &mut w,
+        BOB,
+        "Re: [T-000001] Cannot sign in",
+        "Send me the data",
+    );
+    let d = w.run(&m);
+    assert_silent_ignore(&d);
+    assert!(d.summary.contains("hijack"), "{}", d.summary);
+    assert_eq!(w.store.tickets[&1].entries.len(), 3);
+}
+
+#[test]
+fn ticket_commands_close_and_reopen() {
+    let mut w = World::new();
+    removed_permissions(&mut w);
+    let m = support_mail(&mut w, ALICE, "Cannot sign in", "Nobody can sign in.");
+    w.run(&m);
+
+    let m = w.command_mail(PARTNER1, "tickets");
+    let (_, text) = only_result(&w.run(&m));
+    assert!(text.contains("T-000001") && text.contains("open"), "{text}");
+    let m = w.command_mail(PARTNER1, "ticket T-000001");
+    let (_, text) = only_result(&w.run(&m));
+    assert!(text.contains("Nobody can sign in."), "{text}");
+    // Another partner: not found, never revealed.
+    for cmd in ["ticket T-000001", "close T-000001"] {
+        let m = w.command_mail(PARTNER2, cmd);
+        let (ok, text) = only_result(&w.run(&m));
+        assert!(!ok && text.contains("not found"), "{cmd}: {text}");
+    }
+    let m = w.command_mail(PARTNER2, "tickets all");
+    let (_, text) = only_result(&w.run(&m));
+    assert_eq!(text, "no tickets");
+
+    let m = w.command_mail(PARTNER1, "close T-000001 fixed by a password reset");
+    let d = w.run(&m);
+    let (ok, text) = only_result(&d);
+    assert!(ok && text.contains("closed"), "{text}");
+    assert!(templates_of(&d).contains(&TemplateName::TicketClosedCustomer));
+    assert!(templates_of(&d).contains(&TemplateName::TicketClosedDesk));
+    assert_eq!(w.store.tickets[&1].state, TicketState::Closed);
+    let m = w.command_mail(PARTNER1, "tickets");
+    let (_, text) = only_result(&w.run(&m));
+    assert_eq!(text, "no open tickets");
+
+    // Within 14 days a customer mail reopens it…
+    w.now += 13 * DAY;
+    let m = support_mail(
+        &mut w,
+        ALICE,
+        "Re: [T-000001] Cannot sign in",
+        "It broke again.",
+    );
+    let d = w.run(&m);
+    assert_eq!(d.tickets[0].id, 1);
+    assert_eq!(d.tickets[0].state, TicketState::WaitingOnSupport);
+    assert_eq!(d.mails[0].vars["reopened"], true);
+    // …closed again, and 15 days later a new ticket refers to the old one.
+    let m = w.command_mail(PARTNER1, "close T-000001");
+    w.run(&m);
+    w.now += 15 * DAY;
+    let m = support_mail(&mut w, ALICE, "Re: [T-000001] Cannot sign in", "Again!");
+    let d = w.run(&m);
+    assert_eq!(d.tickets[0].id, 2);
+    assert_eq!(d.tickets[0].previous, Some(1));
+    assert_eq!(w.store.tickets[&1].state, TicketState::Closed);
 }

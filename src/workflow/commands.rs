@@ -56,6 +56,7 @@ pub(super) fn run_commands(
             summary: String::new(),
             relationships: vec![],
             invitations: vec![],
+            tickets: vec![],
             mails: vec![],
         },
     };
@@ -113,6 +114,8 @@ pub(super) fn run_commands(
             "note": note,
         }),
         invitation: None,
+        ticket: None,
+        attachments: vec![],
     });
     run.decision.summary = summary;
     Ok(run.decision)
@@ -185,6 +188,63 @@ impl CommandRun<'_, '_> {
             Command::Restore { customer } => self.restore(index, customer)?,
             Command::Remove { customer } => self.remove(customer)?,
             Command::Contact { customer, support } => self.contact(customer, support)?,
+            Command::Tickets { all } => {
+                let mut tickets = self.view.tickets_of(&self.partner.id)?;
+                for changed in &self.decision.tickets {
+                    tickets.retain(|t| t.id != changed.id);
+                    tickets.push(changed.clone());
+                }
+                tickets.sort_by_key(|t| t.id);
+                let lines: Vec<String> = tickets
+                    .iter()
+                    .filter(|t| *all || t.state != crate::ticket::TicketState::Closed)
+                    .map(super::support::ticket_line)
+                    .collect();
+                Ok(if lines.is_empty() {
+                    if *all {
+                        "no tickets".into()
+                    } else {
+                        "no open tickets".into()
+                    }
+                } else {
+                    lines.join("\n")
+                })
+            }
+            Command::Ticket { id } => match self
+                .decision
+                .tickets
+                .iter()
+                .find(|t| t.id == *id)
+                .cloned()
+                .or(self.view.ticket(*id)?)
+                .filter(|t| t.partner == self.partner.id)
+            {
+                Some(t) => Ok(super::support::ticket_thread(&t)),
+                None => Err(format!(
+                    "ticket {} not found",
+                    crate::ticket::format_id(*id)
+                )),
+            },
+            Command::Close { id, note } => {
+                let actor = self.actor();
+                match super::support::close_ticket(
+                    self.ctx,
+                    self.view,
+                    self.partner,
+                    &actor,
+                    &self.mail.key,
+                    *id,
+                    note.as_deref(),
+                )? {
+                    Ok((text, ticket, mails)) => {
+                        self.decision.tickets.retain(|t| t.id != ticket.id);
+                        self.decision.tickets.push(ticket);
+                        self.decision.mails.extend(mails);
+                        Ok(text)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Command::History { customer } => match self.current(customer)? {
                 Some(r) => Ok(r
                     .history
@@ -447,6 +507,8 @@ impl CommandRun<'_, '_> {
                 "at": rfc3339(self.ctx.now),
             }),
             invitation: None,
+            ticket: None,
+            attachments: vec![],
         });
         self.put(rel);
         Ok(Ok(format!(
@@ -568,6 +630,8 @@ impl CommandRun<'_, '_> {
                 "expires": date_only(inv.expires),
             }),
             invitation: Some(inv.id),
+            ticket: None,
+            attachments: vec![],
         }
     }
 }

@@ -107,6 +107,11 @@ pub(super) fn customer_mail(
         domain: ctx.config.addresses.message_id_domain(),
         n: 0,
     };
+    // A mail in a ticket's thread belongs to the ticket, whoever wrote it
+    // (the ticket decides who may).
+    if let Some(t) = super::support::referenced_ticket(view, mail)? {
+        return super::support::ticket_mail(ctx, view, mail, from, t);
+    }
     let (inv, how) = match find_invitation(ctx, view, mail)? {
         Reference::Found(inv, how) => (inv, how),
         Reference::Refused(reason) => {
@@ -150,8 +155,19 @@ pub(super) fn customer_mail(
                     format!("mail from {from}, who is neither a partner nor a known customer; no reply (no backscatter)")
                 }));
             };
-            // A known customer without a reference: never guess which
-            // relationship is meant; ask them to answer the mail itself.
+            // One relationship that is not waiting for an answer: this is a
+            // support request for it; nothing to guess.
+            let live: Vec<&Relationship> = known
+                .iter()
+                .filter(|r| r.state != RelationshipState::Removed)
+                .collect();
+            if let [rel] = live[..] {
+                if rel.state != RelationshipState::Invited {
+                    return super::support::support_request(ctx, view, mail, from, rel);
+                }
+            }
+            // Several, or an open invitation: never guess which relationship
+            // is meant; ask them to answer the mail itself.
             let partner_names: Vec<String> = known
                 .iter()
                 .map(|r| {
@@ -205,6 +221,7 @@ pub(super) fn customer_mail(
         summary: String::new(),
         relationships: vec![],
         invitations: vec![],
+        tickets: vec![],
         mails: vec![],
     };
     if rel.invitation_id != Some(inv.id) {
@@ -225,6 +242,14 @@ pub(super) fn customer_mail(
         Intent::Accept => RelationshipEvent::Accepted,
         Intent::Decline => RelationshipEvent::Declined,
         Intent::PermissionsRemoved => RelationshipEvent::PermissionsRemoved,
+        Intent::Unclear | Intent::Other
+            if rel.state != RelationshipState::Invited
+                && !(inv.kind == InvitationKind::Restore
+                    && rel.state == RelationshipState::PermissionsRemoved
+                    && intent == Intent::Unclear) =>
+        {
+            return super::support::support_request(ctx, view, mail, from, &rel);
+        }
         Intent::Unclear | Intent::Other => {
             decision.summary = format!(
                 "{from} answered invitation {} with no clear accept or decline ({intent:?})",
@@ -351,7 +376,7 @@ pub(super) fn customer_mail(
 }
 
 /// A mail to the customer, threaded under the mail they sent.
-fn customer_notice(
+pub(super) fn customer_notice(
     ctx: &Context,
     rel: &Relationship,
     mail: &InboundMail,
@@ -383,6 +408,8 @@ fn customer_notice(
         references,
         vars,
         invitation: rel.invitation_id,
+        ticket: None,
+        attachments: vec![],
     }
 }
 
@@ -429,5 +456,7 @@ fn push_pair(
         references: vec![],
         vars,
         invitation: None,
+        ticket: None,
+        attachments: vec![],
     });
 }

@@ -11,10 +11,12 @@
 //!
 //! Layout: this file holds the shared types and the entry points;
 //! [`commands`] runs partner commands, [`customer`] handles customer mail,
-//! and [`timers`] decides what time alone changes (expiry).
+//! [`support`] support requests and tickets, and [`timers`] decides what
+//! time alone changes (expiry, fixed durations).
 
 mod commands;
 mod customer;
+mod support;
 mod timers;
 
 pub use commands::help_text;
@@ -79,6 +81,10 @@ pub struct MailPlan {
     pub vars: serde_json::Value,
     /// Invitation this mail belongs to: replies to it thread back there.
     pub invitation: Option<u64>,
+    /// Ticket this mail belongs to: replies to it thread into the ticket.
+    pub ticket: Option<u64>,
+    /// Files to attach.
+    pub attachments: Vec<crate::inbound::Attachment>,
 }
 
 /// How a mail was classified.
@@ -125,6 +131,8 @@ pub struct Decision {
     pub relationships: Vec<Relationship>,
     /// Invitation records to write.
     pub invitations: Vec<Invitation>,
+    /// Ticket records to write.
+    pub tickets: Vec<crate::ticket::Ticket>,
     /// Mails to send.
     pub mails: Vec<MailPlan>,
 }
@@ -136,6 +144,7 @@ impl Decision {
             summary: summary.into(),
             relationships: vec![],
             invitations: vec![],
+            tickets: vec![],
             mails: vec![],
         }
     }

@@ -22,6 +22,7 @@ pub fn expire_due(ctx: &Context, view: &dyn StoreView) -> Result<Decision, Workf
         summary: String::new(),
         relationships: vec![],
         invitations: vec![],
+        tickets: vec![],
         mails: vec![],
     };
     for mut rel in view.all_relationships()? {
@@ -78,6 +79,8 @@ pub fn expire_due(ctx: &Context, view: &dyn StoreView) -> Result<Decision, Workf
                 "expired_at": rfc3339(inv.expires),
             }),
             invitation: None,
+            ticket: None,
+            attachments: vec![],
         });
         decision.relationships.push(rel);
     }
@@ -159,5 +162,7 @@ fn duration_step(ctx: &Context, rel: &mut Relationship) -> Option<MailPlan> {
         references: vec![],
         vars: all,
         invitation: None,
+        ticket: None,
+        attachments: vec![],
     })
 }
