@@ -37,6 +37,35 @@ pub enum Request {
         /// Customer address.
         customer: Option<String>,
     },
+    /// Tickets, optionally of one partner; closed ones only with `all`.
+    Tickets {
+        /// Partner id.
+        partner: Option<String>,
+        /// Include closed tickets.
+        all: bool,
+    },
+    /// One ticket with its whole thread.
+    Ticket {
+        /// Ticket number, `T-000123` or `123`.
+        id: String,
+    },
+}
+
+/// One ticket as the CLI lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketRow {
+    /// `T-000123`.
+    pub id: String,
+    /// Partner id.
+    pub partner: String,
+    /// Customer address.
+    pub customer: String,
+    /// State name.
+    pub state: String,
+    /// Subject.
+    pub subject: String,
+    /// RFC 3339 time it was opened.
+    pub opened: String,
 }
 
 /// One relationship as the CLI prints it.
@@ -76,6 +105,46 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
                 })
                 .collect();
             serde_json::to_value(rows).map_err(|e| e.to_string())
+        }
+        Request::Tickets { partner, all } => {
+            let partners: Vec<String> = match partner {
+                Some(p) => vec![p.clone()],
+                None => store
+                    .all_relationships()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|r| r.partner)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+            };
+            let mut rows = Vec::new();
+            for p in partners {
+                for t in store.tickets_of(&p).map_err(|e| e.to_string())? {
+                    if *all || t.state != crate::ticket::TicketState::Closed {
+                        rows.push(TicketRow {
+                            id: crate::ticket::format_id(t.id),
+                            partner: t.partner,
+                            customer: t.customer,
+                            state: t.state.as_str().to_string(),
+                            subject: t.subject,
+                            opened: crate::workflow::rfc3339(t.opened),
+                        });
+                    }
+                }
+            }
+            rows.sort_by(|a, b| a.id.cmp(&b.id));
+            serde_json::to_value(rows).map_err(|e| e.to_string())
+        }
+        Request::Ticket { id } => {
+            let n = crate::ticket::parse_id(id)
+                .or_else(|| id.trim().parse().ok())
+                .ok_or_else(|| format!("`{id}` is not a ticket number like T-000123"))?;
+            let t = store
+                .ticket(n)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("ticket {} not found", crate::ticket::format_id(n)))?;
+            serde_json::to_value(t).map_err(|e| e.to_string())
         }
     }
 }
