@@ -162,6 +162,34 @@ impl Engine {
         })
     }
 
+    /// The configured size limit for inbound messages.
+    pub fn max_message_bytes(&self) -> usize {
+        self.config.security.max_message_bytes
+    }
+
+    /// Records a message that was not downloaded (over the size limit) as
+    /// quarantined, keyed by its place in the mailbox.
+    pub fn record_unread(
+        &self,
+        inbox: &str,
+        cursor: Cursor,
+        reason: &str,
+    ) -> Result<Outcome, EngineError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let key = format!(
+            "quarantine:{inbox}:{}:{}",
+            cursor.uid_validity, cursor.last_uid
+        );
+        let now = self.clock.now();
+        self.record(
+            key,
+            "quarantined",
+            reason.to_string(),
+            now,
+            Some((inbox.to_string(), cursor)),
+        )
+    }
+
     /// Applies what time alone changed (expired invitations). Does not
     /// flush. Returns how many relationships changed.
     pub fn sweep(&self) -> Result<usize, EngineError> {

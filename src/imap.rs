@@ -282,6 +282,7 @@ async fn run_session(
 ) -> Result<(), ImapError> {
     let mut session = connect(cfg).await?;
     let _connected = ConnectedGauge::new();
+    ensure_folders(cfg, &mut session).await;
     let mailbox = timed(cfg, "SELECT", session.select(&cfg.mailbox)).await?;
     let uid_validity = mailbox.uid_validity.unwrap_or(0);
     let caps = timed(cfg, "CAPABILITY", session.capabilities()).await?;
@@ -353,36 +354,75 @@ async fn sync(
     // `n:*` always matches the last message even when its UID is below n.
     let mut uids: Vec<u32> = found.into_iter().filter(|&u| u > last_uid).collect();
     uids.sort_unstable();
+    let limit = engine.max_message_bytes();
     for chunk in uids.chunks(FETCH_CHUNK) {
-        let set = chunk
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        let fetched: Vec<(u32, Vec<u8>)> = timed(cfg, "UID FETCH", async {
-            let mut stream = session.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
+        let set = uid_set(chunk);
+        // Sizes first, so an oversized message is never downloaded.
+        let sizes: Vec<(u32, u32)> = timed(cfg, "UID FETCH (RFC822.SIZE)", async {
+            let mut stream = session.uid_fetch(&set, "(UID RFC822.SIZE)").await?;
             let mut out = Vec::new();
-            // Drain the whole response before the next command.
             while let Some(item) = stream.next().await {
                 let f = item?;
-                if let (Some(uid), Some(body)) = (f.uid, f.body()) {
-                    out.push((uid, body.to_vec()));
+                if let (Some(uid), Some(size)) = (f.uid, f.size) {
+                    out.push((uid, size));
                 }
             }
             Ok::<_, async_imap::error::Error>(out)
         })
         .await?;
-        let mut fetched = fetched;
+        let small: Vec<u32> = sizes
+            .iter()
+            .filter(|(_, size)| (*size as usize) <= limit)
+            .map(|(uid, _)| *uid)
+            .collect();
+        let mut fetched: Vec<(u32, Vec<u8>)> = if small.is_empty() {
+            Vec::new()
+        } else {
+            let body_set = uid_set(&small);
+            timed(cfg, "UID FETCH", async {
+                let mut stream = session.uid_fetch(&body_set, "(UID BODY.PEEK[])").await?;
+                let mut out = Vec::new();
+                // Drain the whole response before the next command.
+                while let Some(item) = stream.next().await {
+                    let f = item?;
+                    if let (Some(uid), Some(body)) = (f.uid, f.body()) {
+                        out.push((uid, body.to_vec()));
+                    }
+                }
+                Ok::<_, async_imap::error::Error>(out)
+            })
+            .await?
+        };
         fetched.sort_by_key(|(uid, _)| *uid);
-        for (uid, raw) in fetched {
-            let outcome = engine.process(
-                &cfg.name,
-                Cursor {
-                    uid_validity,
-                    last_uid: uid,
-                },
-                &raw,
-            )?;
+        crate::metrics::set(&crate::metrics::METRICS.backlog, (uids.len()) as u64);
+        let mut bodies = fetched.into_iter().peekable();
+        let mut done: Vec<u32> = Vec::new();
+        let mut quarantined: Vec<u32> = Vec::new();
+        for &(uid, size) in &sizes {
+            let cursor = Cursor {
+                uid_validity,
+                last_uid: uid,
+            };
+            let outcome = if (size as usize) > limit {
+                engine.record_unread(
+                    &cfg.name,
+                    cursor,
+                    &format!(
+                        "message is {size} bytes, over the limit of {limit} bytes; not downloaded"
+                    ),
+                )?
+            } else {
+                match bodies.next_if(|(u, _)| *u == uid) {
+                    Some((_, raw)) => engine.process(&cfg.name, cursor, &raw)?,
+                    // Gone between the two fetches (expunged by someone):
+                    // nothing to process, and nothing is lost.
+                    None => continue,
+                }
+            };
+            if outcome.class == "quarantined" {
+                quarantined.push(uid);
+            }
+            done.push(uid);
             tracing::info!(
                 inbox = %cfg.name,
                 uid,
@@ -410,8 +450,77 @@ async fn sync(
             *v = (*v).max(last);
             changed
         });
+        // Only now that the effects are durable is the message marked on
+        // the server. A failure here loses nothing: the cursor and the
+        // Message-ID dedupe already keep it from being processed twice.
+        if let Err(e) = mark_done(cfg, session, &done, &quarantined).await {
+            tracing::warn!(inbox = %cfg.name, error = %e, "could not mark processed messages on the server");
+        }
+    }
+    crate::metrics::set(&crate::metrics::METRICS.backlog, 0);
+    Ok(())
+}
+
+fn uid_set(uids: &[u32]) -> String {
+    uids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Copies quarantined messages to the quarantine folder, then marks every
+/// processed message as configured (keyword, or move).
+async fn mark_done(
+    cfg: &InboxConfig,
+    session: &mut Session,
+    done: &[u32],
+    quarantined: &[u32],
+) -> Result<(), ImapError> {
+    if !quarantined.is_empty() {
+        timed(
+            cfg,
+            "UID COPY (quarantine)",
+            session.uid_copy(uid_set(quarantined), &cfg.quarantine_folder),
+        )
+        .await?;
+    }
+    if done.is_empty() {
+        return Ok(());
+    }
+    let set = uid_set(done);
+    match &cfg.processed {
+        crate::config::ProcessedMark::Keyword(k) => {
+            timed(cfg, "UID STORE", async {
+                let stream = session
+                    .uid_store(&set, format!("+FLAGS.SILENT ({k})"))
+                    .await?;
+                let _: Vec<_> = stream.collect().await;
+                Ok::<_, async_imap::error::Error>(())
+            })
+            .await?;
+        }
+        crate::config::ProcessedMark::Move(folder) => {
+            timed(cfg, "UID MOVE", session.uid_mv(&set, folder)).await?;
+        }
     }
     Ok(())
+}
+
+/// Creates the folders Liaison files messages into; an existing folder is
+/// fine.
+async fn ensure_folders(cfg: &InboxConfig, session: &mut Session) {
+    let mut folders = vec![cfg.quarantine_folder.clone()];
+    if let crate::config::ProcessedMark::Move(f) = &cfg.processed {
+        folders.push(f.clone());
+    }
+    for f in folders {
+        match timed(cfg, "CREATE", session.create(&f)).await {
+            Ok(()) => tracing::info!(inbox = %cfg.name, folder = %f, "created folder"),
+            Err(e) => {
+                tracing::debug!(inbox = %cfg.name, folder = %f, error = %e, "folder not created (usually: exists)")
+            }
+        }
+    }
 }
 
 /// Counts a connected session in the `imap_connected` gauge while it lives.

@@ -16,6 +16,7 @@
 //! * [`token`] — HMAC-signed, expiring invitation tokens.
 //! * [`command`] — the partner command language parser.
 //! * [`reply`] — separates a reply's new text from quoted text.
+//! * [`auth`] — trusting a partner's sender through Authentication-Results.
 //! * [`intent`] — what a customer's new text means (accept, decline, …).
 //! * [`inbound`] — raw message bytes to plain [`inbound::InboundMail`].
 //! * [`relationship`] — states and the transition table.
@@ -37,6 +38,7 @@
 
 pub mod address;
 pub mod admin;
+pub mod auth;
 pub mod clock;
 pub mod command;
 pub mod compose;

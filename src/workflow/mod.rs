@@ -106,6 +106,8 @@ pub enum MailClass {
     Ignored,
     /// Changes that time alone caused (expiry).
     Timer,
+    /// Set aside with a reason, no action, no reply (e.g. a forged partner).
+    Quarantined,
 }
 
 impl MailClass {
@@ -116,6 +118,7 @@ impl MailClass {
             MailClass::Customer { .. } => "customer",
             MailClass::Ignored => "ignored",
             MailClass::Timer => "timer",
+            MailClass::Quarantined => "quarantined",
         }
     }
 }
@@ -211,6 +214,18 @@ pub fn decide(
         .any(|a| *a == cfg.addresses.commands);
     if to_commands {
         if let Some(partner) = cfg.partner_by_email(from) {
+            if let Some(authserv) = &cfg.security.trusted_authserv_id {
+                if let Err(why) =
+                    crate::auth::verify_sender(&mail.authentication_results, authserv, from)
+                {
+                    let mut d = Decision::ignored(format!(
+                        "command mail claiming to be from partner {} ({from}) is not authenticated: {why}; quarantined, no action, no reply",
+                        partner.id
+                    ));
+                    d.class = MailClass::Quarantined;
+                    return Ok(d);
+                }
+            }
             return commands::run_commands(ctx, view, mail, partner, from);
         }
     }
