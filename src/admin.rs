@@ -49,6 +49,8 @@ pub enum Request {
         /// Ticket number, `T-000123` or `123`.
         id: String,
     },
+    /// Messages set aside, with the reason.
+    Quarantine,
 }
 
 /// One ticket as the CLI lists it.
@@ -145,6 +147,21 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("ticket {} not found", crate::ticket::format_id(n)))?;
             serde_json::to_value(t).map_err(|e| e.to_string())
+        }
+        Request::Quarantine => {
+            let rows: Vec<serde_json::Value> = store
+                .quarantined()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "key": p.key,
+                        "at": crate::workflow::rfc3339(p.at),
+                        "reason": p.summary,
+                    })
+                })
+                .collect();
+            Ok(serde_json::Value::Array(rows))
         }
     }
 }

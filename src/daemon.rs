@@ -116,6 +116,7 @@ pub async fn run_with(
         store.clone(),
         mailer,
         clock.clone(),
+        engine.clone(),
         durable_rx,
         stop_rx.clone(),
     ));

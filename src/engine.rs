@@ -111,10 +111,23 @@ impl Engine {
             tokens: &self.tokens,
             now,
         };
-        let decision = match workflow::decide(&ctx, self.store.as_ref(), &mail) {
+        let mut decision = match workflow::decide(&ctx, self.store.as_ref(), &mail) {
             Ok(d) => d,
             Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
         };
+        let hour = now / 3600;
+        let store = self.store.clone();
+        let counts = move |a: &str| store.replies_sent(a, hour).unwrap_or(u32::MAX);
+        let (replied, suppressed) = workflow::apply_reply_cap(
+            &mut decision,
+            &counts,
+            self.config.security.max_replies_per_hour,
+        );
+        for note in &suppressed {
+            tracing::warn!(key = %mail.key, "{note}");
+            decision.summary.push_str("; ");
+            decision.summary.push_str(note);
+        }
         let mut outbox = Vec::new();
         for plan in &decision.mails {
             match crate::compose::compose(&self.config, &self.templates, plan, now) {
@@ -148,6 +161,7 @@ impl Engine {
             outbox,
             processed: vec![processed],
             cursor,
+            replies: replied.into_iter().map(|a| (a, hour)).collect(),
         })?;
         if decision.class == MailClass::Ignored {
             tracing::info!(key = %mail.key, reason = %decision.summary, "mail ignored");
@@ -160,6 +174,51 @@ impl Engine {
             summary: decision.summary,
             queued,
         })
+    }
+
+    /// A mail was refused for good by the SMTP server: if it carried an
+    /// invitation, mark it bounced and queue a notice to the partner. Does
+    /// not flush. Returns how many mails were queued.
+    pub fn delivery_failed(
+        &self,
+        mail: &crate::store::OutgoingMail,
+        reason: &str,
+    ) -> Result<usize, EngineError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let now = self.clock.now();
+        let ctx = Context {
+            config: &self.config,
+            tokens: &self.tokens,
+            now,
+        };
+        let recipient = mail.recipients.first().map(String::as_str).unwrap_or("");
+        let key = format!("smtp-failure:{}", mail.message_id);
+        let decision = match workflow::delivery_failed(
+            &ctx,
+            self.store.as_ref(),
+            &mail.message_id,
+            recipient,
+            reason,
+            &key,
+        ) {
+            Ok(d) => d,
+            Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
+        };
+        tracing::info!(message_id = %mail.message_id, summary = %decision.summary, "delivery failure handled");
+        let mut outbox = Vec::new();
+        for plan in &decision.mails {
+            match crate::compose::compose(&self.config, &self.templates, plan, now) {
+                Ok(m) => outbox.push(m),
+                Err(e) => tracing::error!(error = %e, "cannot compose a bounce notice"),
+            }
+        }
+        let queued = outbox.len();
+        self.store.commit(Changes {
+            invitations: decision.invitations,
+            outbox,
+            ..Default::default()
+        })?;
+        Ok(queued)
     }
 
     /// The configured size limit for inbound messages.

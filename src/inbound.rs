@@ -69,6 +69,8 @@ pub struct InboundMail {
     pub attachments: Vec<Attachment>,
     /// `Authentication-Results` headers, raw.
     pub authentication_results: Vec<String>,
+    /// The delivery report, when this is a bounce.
+    pub dsn: Option<crate::dsn::Dsn>,
 }
 
 /// Parses `raw`, refusing messages bigger than `max_bytes` before parsing.
@@ -178,7 +180,13 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
         .filter(|(n, _)| n.eq_ignore_ascii_case("authentication-results"))
         .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
+    let dsn = if automatic.is_some() {
+        crate::dsn::parse(&String::from_utf8_lossy(raw))
+    } else {
+        None
+    };
     Ok(InboundMail {
+        dsn,
         attachments,
         authentication_results,
         message_id,

@@ -49,4 +49,7 @@ pub struct Invitation {
     pub message_id: String,
     /// Sent to the partner for review rather than to the customer.
     pub draft: bool,
+    /// Why delivery failed for good (5xx reply or a bounce), if it did.
+    #[serde(default)]
+    pub bounced: Option<String>,
 }

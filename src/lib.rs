@@ -18,6 +18,7 @@
 //! * [`reply`] — separates a reply's new text from quoted text.
 //! * [`auth`] — trusting a partner's sender through Authentication-Results.
 //! * [`intent`] — what a customer's new text means (accept, decline, …).
+//! * [`dsn`] — reading delivery status notifications (bounces).
 //! * [`inbound`] — raw message bytes to plain [`inbound::InboundMail`].
 //! * [`relationship`] — states and the transition table.
 //! * [`invitation`] — the stored invitation record.
@@ -44,6 +45,7 @@ pub mod command;
 pub mod compose;
 pub mod config;
 pub mod daemon;
+pub mod dsn;
 pub mod engine;
 pub mod http;
 pub mod imap;

@@ -38,6 +38,16 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+enum QuarantineCmd {
+    /// List quarantined messages with the reason.
+    List {
+        /// Print JSON: [{"key", "at", "reason"}].
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon in the foreground until SIGTERM or Ctrl-C.
     Run,
@@ -51,6 +61,31 @@ enum Cmd {
         /// Print JSON: [{"partner", "customer", "state", "since"}].
         #[arg(long)]
         json: bool,
+    },
+    /// List support tickets (open ones, or all with --all).
+    Tickets {
+        /// Only this partner's.
+        #[arg(long)]
+        partner: Option<String>,
+        /// Closed tickets too.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON: [{"id", "partner", "customer", "state", "subject", "opened"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one ticket with its whole thread.
+    Ticket {
+        /// Ticket number, e.g. T-000123.
+        id: String,
+        /// Print the ticket record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages set aside (unreadable, oversized, forged partner …).
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineCmd,
     },
     /// Check the configuration, the templates and every mail server.
     ///
@@ -147,6 +182,73 @@ async fn real_main(cli: Cli) -> Result<()> {
         } => {
             let config = Config::load(&cli.config)?;
             render(&config, &template, &locale, eml, json)?;
+        }
+        Cmd::Tickets { partner, all, json } => {
+            let config = Config::load(&cli.config)?;
+            let value = query(&config, &Request::Tickets { partner, all }).await?;
+            let rows: Vec<liaison::admin::TicketRow> = serde_json::from_value(value)?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else if rows.is_empty() {
+                println!("no tickets");
+            } else {
+                for r in rows {
+                    println!(
+                        "{}  {:<19}  {:<12} {:<28} opened {}  {}",
+                        r.id, r.state, r.partner, r.customer, r.opened, r.subject
+                    );
+                }
+            }
+        }
+        Cmd::Ticket { id, json } => {
+            let config = Config::load(&cli.config)?;
+            let value = query(&config, &Request::Ticket { id }).await?;
+            if json {
+                println!("{value}");
+            } else {
+                let t: liaison::ticket::Ticket = serde_json::from_value(value)?;
+                println!(
+                    "{}  {}  partner {}  customer {}\nsubject: {}",
+                    liaison::ticket::format_id(t.id),
+                    t.state,
+                    t.partner,
+                    t.customer,
+                    t.subject
+                );
+                for e in t.entries {
+                    println!(
+                        "\n{}  {:?} {}",
+                        liaison::workflow::rfc3339(e.at),
+                        e.author,
+                        e.from
+                    );
+                    for line in e.text.lines() {
+                        println!("  {line}");
+                    }
+                }
+            }
+        }
+        Cmd::Quarantine {
+            action: QuarantineCmd::List { json },
+        } => {
+            let config = Config::load(&cli.config)?;
+            let value = query(&config, &Request::Quarantine).await?;
+            if json {
+                println!("{value}");
+            } else {
+                let rows = value.as_array().cloned().unwrap_or_default();
+                if rows.is_empty() {
+                    println!("nothing quarantined");
+                }
+                for r in rows {
+                    println!(
+                        "{}  {}  {}",
+                        r["at"].as_str().unwrap_or(""),
+                        r["key"].as_str().unwrap_or(""),
+                        r["reason"].as_str().unwrap_or("")
+                    );
+                }
+            }
         }
         Cmd::Status { customer, json } => {
             let config = Config::load(&cli.config)?;

@@ -179,18 +179,24 @@ pub async fn run_outbox(
     store: Arc<dyn Store>,
     mailer: Mailer,
     clock: Arc<dyn Clock>,
+    engine: Arc<crate::engine::Engine>,
     mut durable: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Notices this task queues itself (bounces) are durable once it has
+    // flushed them, so it may move its own watermark past them.
+    let mut own = 0u64;
     loop {
-        let watermark = *durable.borrow_and_update();
-        let next_wake = match deliver_due(&store, &mailer, clock.as_ref(), watermark).await {
-            Ok(wake) => wake,
-            Err(e) => {
-                tracing::error!(error = %e, "outbox store error; retrying in 5 s");
-                Some(Duration::from_secs(5))
-            }
-        };
+        let mut watermark = (*durable.borrow_and_update()).max(own);
+        let next_wake =
+            match deliver_due(&store, &mailer, clock.as_ref(), &engine, &mut watermark).await {
+                Ok(wake) => wake,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox store error; retrying in 5 s");
+                    Some(Duration::from_secs(5))
+                }
+            };
+        own = own.max(watermark);
         if *shutdown.borrow() {
             return;
         }
@@ -209,11 +215,12 @@ async fn deliver_due(
     store: &Arc<dyn Store>,
     mailer: &Mailer,
     clock: &dyn Clock,
-    watermark: u64,
+    engine: &crate::engine::Engine,
+    watermark: &mut u64,
 ) -> Result<Option<Duration>, crate::store::StoreError> {
     loop {
         let now = clock.now();
-        let pending = store.pending_outbox(watermark, 256)?;
+        let pending = store.pending_outbox(*watermark, 256)?;
         crate::metrics::set(&crate::metrics::METRICS.outbox_depth, pending.len() as u64);
         let (due, waiting): (Vec<OutboxEntry>, Vec<OutboxEntry>) =
             pending.into_iter().partition(|e| e.not_before <= now);
@@ -247,6 +254,12 @@ async fn deliver_due(
                     tracing::error!(message_id = %entry.mail.message_id, error = %e, "mail failed permanently");
                     store.mark_sent(entry.id, clock.now(), Some(e.to_string()))?;
                     progressed = true;
+                    if entry.mail.invitation.is_some() {
+                        match engine.delivery_failed(&entry.mail, &e.to_string()) {
+                            Ok(_) => {}
+                            Err(crate::engine::EngineError::Store(se)) => return Err(se),
+                        }
+                    }
                 }
                 Err(e) => {
                     crate::metrics::add(&crate::metrics::METRICS.smtp_failures, 1);
@@ -259,7 +272,9 @@ async fn deliver_due(
                 }
             }
         }
+        let last = store.last_outbox_id()?;
         store.flush()?;
+        *watermark = (*watermark).max(last);
         if !progressed {
             // Everything due failed temporarily: wait for the backoff.
             return Ok(Some(Duration::from_secs(1)));

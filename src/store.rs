@@ -129,6 +129,8 @@ pub struct Changes {
     pub processed: Vec<Processed>,
     /// Inbox cursor to advance: (inbox name, cursor).
     pub cursor: Option<(String, Cursor)>,
+    /// Replies sent: (address, hour since the epoch), one per reply.
+    pub replies: Vec<(String, u64)>,
 }
 
 /// Read access used by the workflow.
@@ -174,6 +176,10 @@ pub trait Store: StoreView + Send + Sync {
     fn mark_retry(&self, entry: &OutboxEntry) -> Result<()>;
     /// Highest outbox id ever assigned (0 when none).
     fn last_outbox_id(&self) -> Result<u64>;
+    /// Replies sent to `address` in `hour` (hours since the epoch).
+    fn replies_sent(&self, address: &str, hour: u64) -> Result<u32>;
+    /// Records of messages that were quarantined, oldest first.
+    fn quarantined(&self) -> Result<Vec<Processed>>;
     /// Sent mails (most recent last), for inspection and tests.
     fn sent_log(&self) -> Result<Vec<OutboxEntry>>;
 }
@@ -373,6 +379,15 @@ impl Store for SledStore {
         for p in &changes.processed {
             batch.insert(format!("msg/{}", p.key).into_bytes(), encode(p));
         }
+        let mut rates: std::collections::BTreeMap<String, u32> = Default::default();
+        for (addr, hour) in &changes.replies {
+            *rates.entry(format!("rate/{addr}/{hour}")).or_default() += 1;
+        }
+        for (k, n) in rates {
+            // Read-modify-write is safe: commits are serialised by the engine.
+            let cur: u32 = self.get(k.as_bytes())?.unwrap_or(0);
+            batch.insert(k.into_bytes(), encode(&(cur + n)));
+        }
         if let Some((inbox, cursor)) = &changes.cursor {
             batch.insert(format!("cur/{inbox}").into_bytes(), encode(cursor));
         }
@@ -422,6 +437,22 @@ impl Store for SledStore {
 
     fn last_outbox_id(&self) -> Result<u64> {
         Ok(self.get(b"meta/last_outbox_id")?.unwrap_or(0))
+    }
+
+    fn replies_sent(&self, address: &str, hour: u64) -> Result<u32> {
+        Ok(self
+            .get(format!("rate/{address}/{hour}").as_bytes())?
+            .unwrap_or(0))
+    }
+
+    fn quarantined(&self) -> Result<Vec<Processed>> {
+        let mut v: Vec<Processed> = self
+            .scan::<Processed>(b"msg/")?
+            .into_iter()
+            .filter(|p| p.class == "quarantined")
+            .collect();
+        v.sort_by_key(|p| p.at);
+        Ok(v)
     }
 
     fn sent_log(&self) -> Result<Vec<OutboxEntry>> {

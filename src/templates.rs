@@ -101,11 +101,13 @@ pub enum TemplateName {
     TicketClosedCustomer,
     /// A closed ticket, to the support desk.
     TicketClosedDesk,
+    /// An invitation could not be delivered (to the partner).
+    BouncedPartner,
 }
 
 impl TemplateName {
     /// All templates.
-    pub const ALL: [TemplateName; 26] = [
+    pub const ALL: [TemplateName; 27] = [
         TemplateName::Invitation,
         TemplateName::Transcript,
         TemplateName::AcceptedCustomer,
@@ -132,6 +134,7 @@ impl TemplateName {
         TemplateName::TicketRelayPartner,
         TemplateName::TicketClosedCustomer,
         TemplateName::TicketClosedDesk,
+        TemplateName::BouncedPartner,
     ];
 
     /// File name stem.
@@ -163,6 +166,7 @@ impl TemplateName {
             TemplateName::TicketRelayPartner => "ticket_relay_partner",
             TemplateName::TicketClosedCustomer => "ticket_closed_customer",
             TemplateName::TicketClosedDesk => "ticket_closed_desk",
+            TemplateName::BouncedPartner => "bounced_partner",
         }
     }
 
@@ -188,6 +192,7 @@ impl TemplateName {
                 | TemplateName::TicketRelayDesk
                 | TemplateName::TicketRelayPartner
                 | TemplateName::TicketClosedDesk
+                | TemplateName::BouncedPartner
         )
     }
 
@@ -271,6 +276,10 @@ impl TemplateName {
                 "text": "It works again, thank you.",
                 "omitted_attachments": [],
                 "reopened": false,
+            }),
+            TemplateName::BouncedPartner => json!({
+                "reason": "5.1.1 (user unknown)",
+                "at": "2026-11-25T12:00:00Z",
             }),
             TemplateName::TicketClosedCustomer | TemplateName::TicketClosedDesk => json!({
                 "ticket_id": "T-000123",

@@ -245,6 +245,7 @@ impl World {
             size: body.len(),
             attachments: vec![],
             authentication_results: vec![],
+            dsn: None,
         }
     }
 
@@ -267,6 +268,7 @@ impl World {
             size: body.len(),
             attachments: vec![],
             authentication_results: vec![],
+            dsn: None,
         }
     }
 
@@ -2093,4 +2095,79 @@ fn ticket_commands_close_and_reopen() {
     assert_eq!(d.tickets[0].id, 2);
     assert_eq!(d.tickets[0].previous, Some(1));
     assert_eq!(w.store.tickets[&1].state, TicketState::Closed);
+}
+
+// ---- reliability and security ----------------------------------------------
+
+#[test]
+fn reply_cap_suppresses_replies_past_the_limit() {
+    let mut w = World::new();
+    let m = w.command_mail(PARTNER1, "help");
+    let mut d = w.decide(&m);
+    assert_eq!(d.mails.len(), 1);
+    // 19 sent this hour: the 20th goes out.
+    let (kept, notes) = liaison::workflow::apply_reply_cap(&mut d, &|_| 19, 20);
+    assert_eq!((kept.len(), notes.len(), d.mails.len()), (1, 0, 1));
+    // 20 sent: suppressed, and said so.
+    let mut d = w.decide(&m);
+    let (kept, notes) = liaison::workflow::apply_reply_cap(&mut d, &|_| 20, 20);
+    assert!(kept.is_empty() && d.mails.is_empty());
+    assert!(notes[0].contains("partner1@liaison.test"), "{notes:?}");
+    // Invitations are not replies and are never capped.
+    let m = w.command_mail(PARTNER1, "invite alice@contoso.test");
+    let mut d = w.decide(&m);
+    liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
+    assert_eq!(templates_of(&d), vec![TemplateName::Invitation]);
+}
+
+#[test]
+fn a_bounce_marks_the_invitation_and_tells_the_partner() {
+    let mut w = World::new();
+    let (_, plan, _) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let raw = format!(
+        "From: MAILER-DAEMON@mail.liaison.test\r\nTo: invites@liaison.test\r\nSubject: Undelivered Mail\r\n\
+Message-ID: <bounce1@mail.liaison.test>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+--B\r\nContent-Type: text/plain\r\n\r\nSorry.\r\n\
+--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n\
+Final-Recipient: rfc822; alice@contoso.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n\r\n\
+--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{}>\r\nSubject: x\r\n\r\n--B--\r\n",
+        plan.message_id
+    );
+    let m = inbound::parse(raw.as_bytes(), 1 << 20).unwrap();
+    assert!(m.automatic.is_some(), "a bounce is automatic mail");
+    let d = w.run(&m);
+    assert_eq!(d.class, MailClass::Bounce);
+    assert_eq!(templates_of(&d), vec![TemplateName::BouncedPartner]);
+    assert_eq!(d.mails[0].to, vec![PARTNER1.to_string()]);
+    assert!(d.mails[0].vars["reason"].as_str().unwrap().contains("5.1.1"));
+    assert!(d.invitations[0].bounced.is_some());
+    // The same bounce again: nothing more.
+    let mut again = m.clone();
+    again.key = "other".into();
+    assert!(w.decide(&again).mails.is_empty());
+    // A bounce for a mail that is not an invitation: ignored, never answered.
+    let m = inbound::parse(raw.replace(&plan.message_id, "unknown@x").as_bytes(), 1 << 20).unwrap();
+    let d = w.decide(&m);
+    assert_silent_ignore(&d);
+}
+
+#[test]
+fn with_a_trusted_authserv_id_forged_partners_are_quarantined() {
+    let mut w = World::with_config("");
+    w.config.security.trusted_authserv_id = Some("mx.liaison.test".into());
+    let mut m = w.command_mail(PARTNER1, "invite alice@contoso.test");
+    let d = w.decide(&m);
+    assert_eq!(d.class, MailClass::Quarantined);
+    assert!(d.mails.is_empty() && d.invitations.is_empty(), "{d:#?}");
+    assert!(d.summary.contains("not authenticated"), "{}", d.summary);
+    // Forged header from elsewhere: still quarantined.
+    m.authentication_results = vec!["evil.test; dkim=pass header.d=liaison.test".into()];
+    assert_eq!(w.decide(&m).class, MailClass::Quarantined);
+    // Our server says DKIM passed for the partner's domain: accepted.
+    m.authentication_results = vec!["mx.liaison.test; dkim=pass header.d=liaison.test".into()];
+    let d = w.decide(&m);
+    assert_eq!(d.class, MailClass::Command { partner: "northwind".into() });
+    assert_eq!(d.invitations.len(), 1);
 }

@@ -423,6 +423,7 @@ impl CommandRun<'_, '_> {
             expires,
             message_id: message_id.clone(),
             draft,
+            bounced: None,
         };
         let plan = self.invitation_mail(&invitation, message_id, draft);
         (invitation, plan)

@@ -108,6 +108,8 @@ pub enum MailClass {
     Timer,
     /// Set aside with a reason, no action, no reply (e.g. a forged partner).
     Quarantined,
+    /// A delivery failure of one of Liaison's mails.
+    Bounce,
 }
 
 impl MailClass {
@@ -119,6 +121,7 @@ impl MailClass {
             MailClass::Ignored => "ignored",
             MailClass::Timer => "timer",
             MailClass::Quarantined => "quarantined",
+            MailClass::Bounce => "bounce",
         }
     }
 }
@@ -195,6 +198,26 @@ pub fn decide(
     view: &dyn StoreView,
     mail: &InboundMail,
 ) -> Result<Decision, WorkflowError> {
+    if let Some(dsn) = &mail.dsn {
+        // A bounce is automatic mail too: never answered; but if it is about
+        // an invitation, the partner must learn that it did not arrive.
+        return match (&dsn.original_message_id, dsn.failed.first()) {
+            (Some(mid), Some(f)) => {
+                let reason = format!(
+                    "{}{}",
+                    f.status,
+                    f.diagnostic
+                        .as_deref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                );
+                delivery_failed(ctx, view, mid, &f.address, &reason, &mail.key)
+            }
+            _ => Ok(Decision::ignored(
+                "delivery report without the original Message-ID; never answered",
+            )),
+        };
+    }
     if let Some(reason) = &mail.automatic {
         return Ok(Decision::ignored(format!(
             "automatic mail ({reason}); never answered (RFC 3834)"
@@ -249,4 +272,115 @@ pub(crate) fn strip_reply_prefixes(subject: &str) -> &str {
             None => return s,
         }
     }
+}
+
+/// One of Liaison's mails could not be delivered to `recipient` (a 5xx reply
+/// or a bounce). When it carried an invitation, the invitation is marked
+/// bounced and the partner is told which address failed and why.
+pub fn delivery_failed(
+    ctx: &Context,
+    view: &dyn StoreView,
+    message_id: &str,
+    recipient: &str,
+    reason: &str,
+    key: &str,
+) -> Result<Decision, WorkflowError> {
+    let Some(mut inv) = view
+        .invitation_by_message_id(message_id)?
+        .map(|id| view.invitation(id))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(Decision::ignored(format!(
+            "delivery to {recipient} failed ({reason}) for {message_id}, which carried no invitation"
+        )));
+    };
+    let recipient = recipient.to_ascii_lowercase();
+    if inv.customer != recipient && !inv.draft {
+        return Ok(Decision::ignored(format!(
+            "delivery report names {recipient}, not {}; ignored",
+            inv.customer
+        )));
+    }
+    if inv.bounced.is_some() {
+        return Ok(Decision::ignored(format!(
+            "invitation {} already marked bounced",
+            inv.id
+        )));
+    }
+    let Some(partner) = ctx.config.partner(&inv.partner) else {
+        return Ok(Decision::ignored(
+            "bounce for a partner no longer configured",
+        ));
+    };
+    inv.bounced = Some(reason.to_string());
+    let key = format!("{key}\0bounce");
+    let mut ids = MessageIds {
+        key: &key,
+        domain: ctx.config.addresses.message_id_domain(),
+        n: 0,
+    };
+    let mut decision = Decision::ignored(format!(
+        "invitation {} to {recipient} bounced: {reason}; partner {} told",
+        inv.id, partner.id
+    ));
+    decision.class = MailClass::Bounce;
+    decision.mails.push(MailPlan {
+        template: TemplateName::BouncedPartner,
+        locale: partner.locale.clone(),
+        to: vec![partner.emails[0].clone()],
+        from: Sender::Commands,
+        reply_to: None,
+        message_id: ids.next(),
+        in_reply_to: None,
+        references: vec![],
+        vars: serde_json::json!({
+            "partner_name": partner.name,
+            "customer_email": inv.customer,
+            "customer_name": inv.customer_name,
+            "reason": reason,
+            "at": rfc3339(ctx.now),
+        }),
+        invitation: None,
+        ticket: None,
+        attachments: vec![],
+    });
+    decision.invitations.push(inv);
+    Ok(decision)
+}
+
+/// Drops replies to addresses that already got `cap` replies this hour
+/// (RFC 3834's advice against mail loops with misbehaving auto-responders).
+/// Only replies count: mails answering an inbound mail (`in_reply_to`), not
+/// invitations or relays. Returns the addresses of the replies kept (to
+/// count them) and a note per reply suppressed.
+pub fn apply_reply_cap(
+    decision: &mut Decision,
+    sent_this_hour: &dyn Fn(&str) -> u32,
+    cap: u32,
+) -> (Vec<String>, Vec<String>) {
+    let mut counted: Vec<String> = Vec::new();
+    let mut suppressed = Vec::new();
+    decision.mails.retain(|m| {
+        if m.in_reply_to.is_none() {
+            return true;
+        }
+        let over = m.to.iter().find(|a| {
+            let planned = counted.iter().filter(|c| c == a).count() as u32;
+            sent_this_hour(a) + planned >= cap
+        });
+        match over {
+            Some(a) => {
+                suppressed.push(format!(
+                    "reply to {a} suppressed: {cap} replies this hour already"
+                ));
+                false
+            }
+            None => {
+                counted.extend(m.to.iter().cloned());
+                true
+            }
+        }
+    });
+    (counted, suppressed)
 }
