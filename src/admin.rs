@@ -51,6 +51,8 @@ pub enum Request {
     },
     /// Messages set aside, with the reason.
     Quarantine,
+    /// Counts: processed messages by class, outbox pending and sent.
+    Stats,
 }
 
 /// One ticket as the CLI lists it.
@@ -147,6 +149,10 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("ticket {} not found", crate::ticket::format_id(n)))?;
             serde_json::to_value(t).map_err(|e| e.to_string())
+        }
+        Request::Stats => {
+            let stats = store.stats().map_err(|e| e.to_string())?;
+            serde_json::to_value(stats).map_err(|e| e.to_string())
         }
         Request::Quarantine => {
             let rows: Vec<serde_json::Value> = store

@@ -236,6 +236,16 @@ pub fn parse_script(text: &str) -> CommandScript {
     script
 }
 
+/// An argument as quoted back in an error: long ones are cut, so a
+/// transcript stays readable whatever was sent.
+fn shorten(arg: &str) -> String {
+    if arg.chars().count() <= 60 {
+        arg.to_string()
+    } else {
+        format!("{}…", arg.chars().take(60).collect::<String>())
+    }
+}
+
 fn strip_comment(line: &str) -> &str {
     // `#` starts a comment, except inside a quoted name.
     let mut in_quotes = false;
@@ -314,7 +324,8 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
     };
     let customer = |verb: &'static str, arg: Option<&String>| -> Result<String, CommandError> {
         let arg = arg.ok_or_else(|| err(verb, "the customer's email address is missing".into()))?;
-        address::normalize(arg).ok_or_else(|| err(verb, format!("`{arg}` is not an email address")))
+        address::normalize(arg)
+            .ok_or_else(|| err(verb, format!("`{}` is not an email address", shorten(arg))))
     };
     let no_more = |verb: &'static str, rest: &[String]| -> Result<(), CommandError> {
         match rest.first() {
@@ -419,8 +430,12 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
             let support = args
                 .get(1)
                 .ok_or_else(|| err("contact", "the support contact's address is missing".into()))?;
-            let support = address::normalize(support)
-                .ok_or_else(|| err("contact", format!("`{support}` is not an email address")))?;
+            let support = address::normalize(support).ok_or_else(|| {
+                err(
+                    "contact",
+                    format!("`{}` is not an email address", shorten(support)),
+                )
+            })?;
             no_more("contact", &args[2..])?;
             Ok(Command::Contact { customer, support })
         }
@@ -641,5 +656,9 @@ mod tests {
         assert_eq!(s.stopped, Some(Stop::TooManyUnknown));
         let long = format!("invite {}", "a".repeat(2000));
         assert!(matches!(parse_line(&long), Err(CommandError::TooLong(_))));
+        let e = parse_line(&format!("invite {}", "a".repeat(900)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 250, "errors quote long arguments shortened: {e}");
     }
 }

@@ -82,6 +82,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Counts: processed messages by class, outbox pending and sent.
+    Stats,
     /// Messages set aside (unreadable, oversized, forged partner …).
     Quarantine {
         #[command(subcommand)]
@@ -227,6 +229,11 @@ async fn real_main(cli: Cli) -> Result<()> {
                     }
                 }
             }
+        }
+        Cmd::Stats => {
+            let config = Config::load(&cli.config)?;
+            let value = query(&config, &Request::Stats).await?;
+            println!("{value}");
         }
         Cmd::Quarantine {
             action: QuarantineCmd::List { json },

@@ -3,14 +3,16 @@
 //! The sender only takes entries at or below the *durable watermark*: the
 //! highest outbox id known to be flushed to disk. A mail whose cause could
 //! still be lost in a crash is never sent, so a restart cannot send a mail
-//! for a decision that no longer exists. Each entry is marked sent right
-//! after the server accepts it; the duplicate window after a crash is the
-//! mails in flight at that moment.
+//! for a decision that no longer exists. Each delivery is marked sent and
+//! flushed the moment the server accepts it, so the duplicate window after
+//! a crash is the mails in flight: one per pooled connection
+//! (`smtp.max_connections`).
 //!
 //! lettre's pooled transport keeps connections open; every send is wrapped
 //! in a timeout because a silent network can hang it. 4xx replies and
 //! connection errors are retried with exponential backoff; 5xx replies are
-//! permanent and recorded as failed.
+//! permanent, recorded as failed, and reported to the partner when the
+//! mail carried an invitation.
 
 use crate::clock::Clock;
 use crate::config::{SmtpConfig, TlsMode};
@@ -231,19 +233,21 @@ async fn deliver_due(
         if due.is_empty() {
             return Ok(next);
         }
-        let results: Vec<(OutboxEntry, Result<(), SmtpError>)> = futures::stream::iter(due)
+        let mut sends = futures::stream::iter(due)
             .map(|entry| async move {
                 let r = mailer.send(&entry.mail).await;
                 (entry, r)
             })
-            .buffer_unordered(mailer.parallel.max(1))
-            .collect()
-            .await;
+            .buffer_unordered(mailer.parallel.max(1));
         let mut progressed = false;
-        for (mut entry, result) in results {
+        // Each result is recorded and flushed as soon as it is known, while
+        // the other connections keep sending: after a crash, at most the
+        // mails in flight at that moment (one per connection) go out twice.
+        while let Some((mut entry, result)) = sends.next().await {
             match result {
                 Ok(()) => {
                     store.mark_sent(entry.id, clock.now(), None)?;
+                    store.flush()?;
                     progressed = true;
                     crate::metrics::add(&crate::metrics::METRICS.smtp_sent, 1);
                     crate::metrics::set(&crate::metrics::METRICS.smtp_ok, 1);
@@ -253,6 +257,7 @@ async fn deliver_due(
                     crate::metrics::add(&crate::metrics::METRICS.smtp_failures, 1);
                     tracing::error!(message_id = %entry.mail.message_id, error = %e, "mail failed permanently");
                     store.mark_sent(entry.id, clock.now(), Some(e.to_string()))?;
+                    store.flush()?;
                     progressed = true;
                     if entry.mail.invitation.is_some() {
                         match engine.delivery_failed(&entry.mail, &e.to_string()) {
@@ -272,6 +277,7 @@ async fn deliver_due(
                 }
             }
         }
+        drop(sends);
         let last = store.last_outbox_id()?;
         store.flush()?;
         *watermark = (*watermark).max(last);

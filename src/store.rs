@@ -114,6 +114,21 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
 }
 
+/// Counts of what the store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Processed messages by class.
+    pub processed: std::collections::BTreeMap<String, u64>,
+    /// Mails waiting in the outbox.
+    pub outbox_pending: u64,
+    /// Mails handed to SMTP (or failed for good).
+    pub outbox_sent: u64,
+    /// Relationships.
+    pub relationships: u64,
+    /// Tickets.
+    pub tickets: u64,
+}
+
 /// Everything one decision writes, applied atomically.
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
@@ -180,6 +195,8 @@ pub trait Store: StoreView + Send + Sync {
     fn replies_sent(&self, address: &str, hour: u64) -> Result<u32>;
     /// Records of messages that were quarantined, oldest first.
     fn quarantined(&self) -> Result<Vec<Processed>>;
+    /// Counts for operators and tests.
+    fn stats(&self) -> Result<Stats>;
     /// Sent mails (most recent last), for inspection and tests.
     fn sent_log(&self) -> Result<Vec<OutboxEntry>>;
 }
@@ -443,6 +460,19 @@ impl Store for SledStore {
         Ok(self
             .get(format!("rate/{address}/{hour}").as_bytes())?
             .unwrap_or(0))
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        let mut st = Stats::default();
+        for p in self.scan::<Processed>(b"msg/")? {
+            *st.processed.entry(p.class).or_default() += 1;
+        }
+        let count = |prefix: &[u8]| self.tree.scan_prefix(prefix).count() as u64;
+        st.outbox_pending = count(b"outq/");
+        st.outbox_sent = count(b"outs/");
+        st.relationships = count(b"rel/");
+        st.tickets = count(b"tkt/");
+        Ok(st)
     }
 
     fn quarantined(&self) -> Result<Vec<Processed>> {

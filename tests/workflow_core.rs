@@ -2113,11 +2113,24 @@ fn reply_cap_suppresses_replies_past_the_limit() {
     let (kept, notes) = liaison::workflow::apply_reply_cap(&mut d, &|_| 20, 20);
     assert!(kept.is_empty() && d.mails.is_empty());
     assert!(notes[0].contains("partner1@liaison.test"), "{notes:?}");
-    // Invitations are not replies and are never capped.
+    // A transcript of real work is never capped; one of errors only is.
+    let m = w.command_mail(PARTNER1, "status");
+    let mut d = w.decide(&m);
+    let (_, notes) = liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
+    assert!(notes.is_empty() && d.mails.len() == 1);
+    let m = w.command_mail(PARTNER1, "frobnicate");
+    let mut d = w.decide(&m);
+    liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
+    assert!(d.mails.is_empty());
+    // Invitations are not replies and are never capped (and the transcript
+    // of a successful invite is real work).
     let m = w.command_mail(PARTNER1, "invite alice@contoso.test");
     let mut d = w.decide(&m);
     liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
-    assert_eq!(templates_of(&d), vec![TemplateName::Invitation]);
+    assert_eq!(
+        templates_of(&d),
+        vec![TemplateName::Invitation, TemplateName::Transcript]
+    );
 }
 
 #[test]
@@ -2141,14 +2154,21 @@ Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n\r\n\
     assert_eq!(d.class, MailClass::Bounce);
     assert_eq!(templates_of(&d), vec![TemplateName::BouncedPartner]);
     assert_eq!(d.mails[0].to, vec![PARTNER1.to_string()]);
-    assert!(d.mails[0].vars["reason"].as_str().unwrap().contains("5.1.1"));
+    assert!(d.mails[0].vars["reason"]
+        .as_str()
+        .unwrap()
+        .contains("5.1.1"));
     assert!(d.invitations[0].bounced.is_some());
     // The same bounce again: nothing more.
     let mut again = m.clone();
     again.key = "other".into();
     assert!(w.decide(&again).mails.is_empty());
     // A bounce for a mail that is not an invitation: ignored, never answered.
-    let m = inbound::parse(raw.replace(&plan.message_id, "unknown@x").as_bytes(), 1 << 20).unwrap();
+    let m = inbound::parse(
+        raw.replace(&plan.message_id, "unknown@x").as_bytes(),
+        1 << 20,
+    )
+    .unwrap();
     let d = w.decide(&m);
     assert_silent_ignore(&d);
 }
@@ -2168,6 +2188,11 @@ fn with_a_trusted_authserv_id_forged_partners_are_quarantined() {
     // Our server says DKIM passed for the partner's domain: accepted.
     m.authentication_results = vec!["mx.liaison.test; dkim=pass header.d=liaison.test".into()];
     let d = w.decide(&m);
-    assert_eq!(d.class, MailClass::Command { partner: "northwind".into() });
+    assert_eq!(
+        d.class,
+        MailClass::Command {
+            partner: "northwind".into()
+        }
+    );
     assert_eq!(d.invitations.len(), 1);
 }

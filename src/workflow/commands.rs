@@ -35,7 +35,13 @@ pub(super) fn run_commands(
     if script.lines.is_empty() && !mail.subject.trim().is_empty() {
         let subject = strip_reply_prefixes(&mail.subject);
         let from_subject = command::parse_script(subject);
-        if from_subject.lines.iter().any(|l| l.parsed.is_ok()) {
+        // Use the subject when it holds a known verb, even with an error in
+        // its arguments: the partner should see that error, not the help.
+        if from_subject
+            .lines
+            .iter()
+            .any(|l| !matches!(l.parsed, Err(CommandError::Unknown(_))))
+        {
             script = from_subject;
         }
     }

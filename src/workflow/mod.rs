@@ -352,8 +352,11 @@ pub fn delivery_failed(
 /// Drops replies to addresses that already got `cap` replies this hour
 /// (RFC 3834's advice against mail loops with misbehaving auto-responders).
 /// Only replies count: mails answering an inbound mail (`in_reply_to`), not
-/// invitations or relays. Returns the addresses of the replies kept (to
-/// count them) and a note per reply suppressed.
+/// invitations or relays. A transcript of a command mail in which at least
+/// one command did something is real work, not a loop, and is never capped
+/// (a partner may send hundreds of commands an hour); a transcript that
+/// only says "help" or lists errors is. Returns the addresses of the
+/// replies kept (to count them) and a note per reply suppressed.
 pub fn apply_reply_cap(
     decision: &mut Decision,
     sent_this_hour: &dyn Fn(&str) -> u32,
@@ -362,7 +365,7 @@ pub fn apply_reply_cap(
     let mut counted: Vec<String> = Vec::new();
     let mut suppressed = Vec::new();
     decision.mails.retain(|m| {
-        if m.in_reply_to.is_none() {
+        if m.in_reply_to.is_none() || did_work(m) {
             return true;
         }
         let over = m.to.iter().find(|a| {
@@ -383,4 +386,13 @@ pub fn apply_reply_cap(
         }
     });
     (counted, suppressed)
+}
+
+/// Whether a transcript reports at least one command that succeeded.
+fn did_work(m: &MailPlan) -> bool {
+    m.template == TemplateName::Transcript
+        && m.vars["results"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|x| x["ok"] == true && !x["command"].is_null() && x["command"] != "help")
+        })
 }

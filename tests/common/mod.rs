@@ -186,6 +186,53 @@ pub async fn wait_for(user: &str, what: &str, pred: impl Fn(&Received) -> bool) 
     }
 }
 
+/// Hands a raw RFC 5322 message to Postfix with an empty envelope sender
+/// (`MAIL FROM:<>`), as bounces are sent.
+pub async fn send_null_sender(to: &[&str], raw: &str) {
+    use lettre::AsyncTransport;
+    let transport =
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(SMTP_PORT)
+            .build();
+    let envelope =
+        lettre::address::Envelope::new(None, to.iter().map(|t| t.parse().unwrap()).collect())
+            .unwrap();
+    transport
+        .send_raw(&envelope, raw.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("SMTP send with null sender: {e}"));
+}
+
+/// Puts `raws` straight into `user`'s INBOX over IMAP (much faster than
+/// SMTP for building a backlog).
+pub async fn append_all(user: &str, raws: &[String]) {
+    let mut s = imap(user).await;
+    for raw in raws {
+        s.append("INBOX", None, None, raw.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("APPEND to {user}: {e}"));
+    }
+    let _ = s.logout().await;
+}
+
+/// Deletes a folder of `user` if it exists.
+pub async fn delete_folder(user: &str, folder: &str) {
+    let mut s = imap(user).await;
+    let _ = s.delete(folder).await;
+    let _ = s.logout().await;
+}
+
+/// How many messages a folder of `user` holds (0 when it does not exist).
+pub async fn folder_count(user: &str, folder: &str) -> u32 {
+    let mut s = imap(user).await;
+    let n = match s.examine(folder).await {
+        Ok(m) => m.exists,
+        Err(_) => 0,
+    };
+    let _ = s.logout().await;
+    n
+}
+
 /// Hands a raw RFC 5322 message to Postfix.
 pub async fn send_raw(from: &str, to: &[&str], raw: &str) {
     use lettre::AsyncTransport;
@@ -295,10 +342,15 @@ pub fn config_text(dir: &std::path::Path, transport: Transport) -> String {
 impl Daemon {
     /// Writes a config into a new temporary folder and starts the daemon.
     pub fn start(transport: Transport) -> Daemon {
+        Self::start_custom(transport, |c| c)
+    }
+
+    /// Like [`Daemon::start`], with the config text edited by `edit` first.
+    pub fn start_custom(transport: Transport, edit: impl FnOnce(String) -> String) -> Daemon {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let config = dir.join("liaison.toml");
-        std::fs::write(&config, config_text(&dir, transport)).unwrap();
+        std::fs::write(&config, edit(config_text(&dir, transport))).unwrap();
         let mut d = Daemon {
             child: None,
             dir,

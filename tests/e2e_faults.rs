@@ -1,0 +1,238 @@
+//! End-to-end faults through the real loopback Postfix and Dovecot:
+//! the daemon killed with SIGKILL at random moments while it works through a
+//! backlog, and the mail servers stopped and started under it.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const PARTNER1: &str = "partner1@liaison.test";
+const COMMANDS: &str = "commands@liaison.test";
+const INVITES: &str = "invites@liaison.test";
+const DAVE: &str = "dave@fabrikam.test";
+
+async fn clear_all() {
+    for u in [PARTNER1, COMMANDS, INVITES, DAVE] {
+        clear_mailbox(u).await;
+    }
+}
+
+fn stats(daemon: &Daemon) -> serde_json::Value {
+    let (ok, out, err) = daemon.cli(&["stats"]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Transcripts in partner1's mailbox: Message-ID → copies, and the command
+/// Message-IDs they answer.
+async fn transcripts() -> (HashMap<String, usize>, Vec<String>) {
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    let mut answered = Vec::new();
+    for raw in fetch_all(PARTNER1).await {
+        let m = Received::parse(&raw);
+        if m.subject.contains("Liaison results") {
+            *by_id.entry(m.message_id.clone()).or_default() += 1;
+            answered.extend(m.in_reply_to.clone());
+        }
+    }
+    (by_id, answered)
+}
+
+/// A small deterministic generator, so a failing run can be repeated from
+/// its printed seed.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+fn kill9(daemon: &mut Daemon) {
+    let mut child = daemon.child.take().expect("running");
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+}
+
+const N_COMMANDS: usize = 300;
+const N_STRANGERS: usize = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_processes_every_mail_once() {
+    let _serial = serial().await;
+    require_mailstack();
+    clear_all().await;
+
+    // A backlog of 400 mails: 300 partner commands (each answered by one
+    // transcript) and 100 mails from a stranger (each recorded, never answered).
+    let commands: Vec<String> = (0..N_COMMANDS)
+        .map(|i| mail(PARTNER1, COMMANDS, &format!("cmd-{i}"), "", "list\n"))
+        .collect();
+    let command_ids: Vec<String> = commands
+        .iter()
+        .map(|r| Received::parse(r.as_bytes()).message_id)
+        .collect();
+    let strangers: Vec<String> = (0..N_STRANGERS)
+        .map(|i| mail(DAVE, INVITES, &format!("noise-{i}"), "", "hello?\n"))
+        .collect();
+    append_all(COMMANDS, &commands).await;
+    append_all(INVITES, &strangers).await;
+
+    let seed = std::env::var("LIAISON_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("crash test seed: {seed} (set LIAISON_CRASH_SEED to repeat)");
+    let mut rng = Lcg(seed);
+    let mut daemon = Daemon::start(Transport::Plain);
+    let mut kills = 0;
+    let mut progress = Vec::new();
+    while kills < 12 {
+        // Somewhere between start-up and well into the work.
+        tokio::time::sleep(Duration::from_millis(10 + rng.next(150))).await;
+        kill9(&mut daemon);
+        kills += 1;
+        // The CLI reads the store directly while no daemon runs.
+        let s = stats(&daemon);
+        let processed = s["processed"]
+            .as_object()
+            .map(|o| o.values().map(|v| v.as_u64().unwrap()).sum::<u64>())
+            .unwrap_or(0);
+        progress.push((processed, s["outbox_sent"].as_u64().unwrap_or(0)));
+        daemon.spawn();
+    }
+    println!("(processed, sent) after each of the {kills} kills: {progress:?}");
+    let total = (N_COMMANDS + N_STRANGERS) as u64;
+    let mid_work = progress
+        .iter()
+        .filter(|(p, s)| *p < total || *s < N_COMMANDS as u64)
+        .count();
+    assert!(
+        mid_work >= 3,
+        "at least 3 kills must hit the daemon mid-work: {progress:?}"
+    );
+
+    // Let the last run finish the backlog.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (by_id, _) = transcripts().await;
+        if by_id.len() >= N_COMMANDS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {N_COMMANDS} transcripts after 60 s\n{}",
+            by_id.len(),
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(daemon.stop().success());
+
+    let s = stats(&daemon);
+    println!("final store counts: {s}");
+    assert_eq!(s["processed"]["command"], N_COMMANDS, "{s}");
+    assert_eq!(s["processed"]["ignored"], N_STRANGERS, "{s}");
+    assert_eq!(s["outbox_pending"], 0, "{s}");
+    assert_eq!(
+        s["outbox_sent"], N_COMMANDS,
+        "one reply per command, queued once: {s}"
+    );
+    let (by_id, answered) = transcripts().await;
+    // Every command answered…
+    for id in &command_ids {
+        assert!(answered.contains(id), "command {id} was never answered");
+    }
+    // …and each answer delivered once, or more only if a kill fell between
+    // the SMTP server's acceptance and the flushed sent mark: at most the
+    // mails in flight, one per connection (max_connections = 4) per kill.
+    let duplicates: usize = by_id.values().map(|n| n - 1).sum();
+    println!(
+        "transcripts: {} distinct, {duplicates} duplicate deliveries over {kills} kills",
+        by_id.len()
+    );
+    assert_eq!(by_id.len(), N_COMMANDS);
+    assert!(duplicates <= kills * 4, "{duplicates} duplicates");
+    assert_eq!(fetch_all(DAVE).await.len(), 0, "strangers never answered");
+}
+
+fn mailstack(action: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mailstack.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(action)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run mailstack.sh");
+    assert!(
+        out.status.success(),
+        "mailstack {action}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_and_smtp_outages_lose_and_duplicate_nothing() {
+    let _serial = serial().await;
+    require_mailstack();
+    clear_all().await;
+    let mut daemon = Daemon::start(Transport::Plain);
+    let batch = |from: usize| -> Vec<String> {
+        (from..from + 20)
+            .map(|i| mail(PARTNER1, COMMANDS, &format!("out-{i}"), "", "list\n"))
+            .collect()
+    };
+    for m in batch(0) {
+        send_raw(PARTNER1, &[COMMANDS], &m).await;
+    }
+    // Both servers stop for a while mid-run.
+    mailstack("down");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", IMAP_PORT)).is_err()
+            && std::net::TcpStream::connect(("127.0.0.1", SMTP_PORT)).is_err(),
+        "the mail stack is down"
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    mailstack("up");
+    // Mail that arrives after the outage is handled too.
+    for m in batch(20) {
+        send_raw(PARTNER1, &[COMMANDS], &m).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (by_id, _) = transcripts().await;
+        if by_id.len() >= 40 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 40 transcripts\n{}",
+            by_id.len(),
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (by_id, _) = transcripts().await;
+    assert_eq!(by_id.len(), 40);
+    assert!(by_id.values().all(|&n| n == 1), "no duplicates: {by_id:?}");
+    let log = daemon.log();
+    let reconnects = log.matches("IMAP session ended; reconnecting").count();
+    println!("IMAP reconnect attempts logged: {reconnects}");
+    assert!(reconnects >= 1, "{log}");
+    assert!(daemon.stop().success());
+    let s = stats(&daemon);
+    assert_eq!(s["processed"]["command"], 40, "{s}");
+    assert_eq!(s["outbox_pending"], 0, "{s}");
+}

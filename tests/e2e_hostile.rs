@@ -1,0 +1,309 @@
+//! End-to-end: hostile and broken mail through the real loopback Postfix
+//! and Dovecot. Each case asserts its exact outcome: what changed (nothing),
+//! who got mail (nobody, or exactly the partner), and what was recorded.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+const PARTNER1: &str = "partner1@liaison.test";
+const COMMANDS: &str = "commands@liaison.test";
+const INVITES: &str = "invites@liaison.test";
+const ALICE: &str = "alice@contoso.test";
+const DAVE: &str = "dave@fabrikam.test";
+const TRUSTED: &str = "mail.liaison.test";
+
+async fn clear_all() {
+    for u in [PARTNER1, COMMANDS, INVITES, ALICE, DAVE] {
+        clear_mailbox(u).await;
+    }
+    for u in [COMMANDS, INVITES] {
+        delete_folder(u, "Liaison/Quarantine").await;
+    }
+}
+
+async fn count(user: &str) -> usize {
+    fetch_all(user).await.len()
+}
+
+/// A partner command that our (trusted) receiving server authenticated.
+fn authenticated(body: &str, subject: &str) -> String {
+    mail(
+        PARTNER1,
+        COMMANDS,
+        subject,
+        &format!(
+            "Authentication-Results: {TRUSTED}; dkim=pass header.d=liaison.test header.s=s1\r\n"
+        ),
+        body,
+    )
+}
+
+fn quarantine(daemon: &Daemon) -> serde_json::Value {
+    let (ok, out, err) = daemon.cli(&["quarantine", "list", "--json"]);
+    assert!(ok, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_mail_changes_nothing_and_is_accounted_for() {
+    let _serial = serial().await;
+    require_mailstack();
+    clear_all().await;
+    let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
+        c.replace(
+            "invitation_ttl_days = 90\n",
+            &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{TRUSTED}\"\nmax_message_bytes = 65536\n"),
+        )
+    });
+
+    // 1. A forged partner: right From, no authentication by our server.
+    send_raw(
+        PARTNER1,
+        &[COMMANDS],
+        &mail(
+            PARTNER1,
+            COMMANDS,
+            "forged",
+            "",
+            "invite alice@contoso.test\n",
+        ),
+    )
+    .await;
+    // …and one that forged the header itself, naming another server.
+    let forged_header = mail(
+        PARTNER1,
+        COMMANDS,
+        "forged2",
+        "Authentication-Results: evil.example; dkim=pass header.d=liaison.test\r\n",
+        "invite alice@contoso.test\n",
+    );
+    send_raw(PARTNER1, &[COMMANDS], &forged_header).await;
+    // 2. The real partner, authenticated: works.
+    send_raw(
+        PARTNER1,
+        &[COMMANDS],
+        &authenticated("invite alice@contoso.test\n", "real"),
+    )
+    .await;
+    let inv = wait_for(ALICE, "invitation", |m| m.subject.contains("[ref:")).await;
+    wait_for(PARTNER1, "transcript", |m| m.subject.contains("real")).await;
+    let q = quarantine(&daemon);
+    let reasons: Vec<&str> = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r.contains("not authenticated")),
+        "{reasons:?}"
+    );
+    assert_eq!(count(ALICE).await, 1, "only the authenticated invite acted");
+    assert_eq!(count(PARTNER1).await, 1, "no reply to forged mail");
+    // The quarantined mails were copied to the quarantine folder.
+    for _ in 0..50 {
+        if folder_count(COMMANDS, "Liaison/Quarantine").await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(folder_count(COMMANDS, "Liaison/Quarantine").await, 2);
+
+    // 3. Automatic mail from the customer with her valid token: never answered.
+    let to = inv.reply_to.clone().unwrap();
+    for header in [
+        "Auto-Submitted: auto-replied\r\n",
+        "Precedence: bulk\r\n",
+        "List-Id: <customers.contoso.test>\r\n",
+        "X-Auto-Response-Suppress: All\r\n",
+    ] {
+        send_raw(
+            ALICE,
+            &[&to],
+            &mail(ALICE, &to, "Out of office", header, "accept\n"),
+        )
+        .await;
+    }
+    send_null_sender(&[&to], &mail(ALICE, &to, "Null sender", "", "accept\n")).await;
+    // 4. A forged token, and a header-injection attempt in an encoded subject.
+    let token = to
+        .trim_start_matches("invites+")
+        .trim_end_matches("@liaison.test");
+    let forged: String = token.chars().rev().collect();
+    let forged_to = format!("invites+{forged}@liaison.test");
+    send_raw(
+        ALICE,
+        &[&forged_to],
+        &mail(ALICE, &forged_to, "Re: invitation", "", "accept\n"),
+    )
+    .await;
+    let injection = "invite alice@contoso.test name \"Contoso\r\nBcc: dave@fabrikam.test\"";
+    let b64 = data_encoding::BASE64.encode(injection.as_bytes());
+    send_raw(
+        PARTNER1,
+        &[COMMANDS],
+        &authenticated("", &format!("=?utf-8?B?{b64}?=")),
+    )
+    .await;
+    // 5. An absurdly long line. Postfix folds it into lines of under 1000
+    //    bytes; what reaches Liaison is refused piece by piece, and the
+    //    transcript stays short.
+    let long = format!("invite {}\n", "x".repeat(30_000));
+    send_raw(PARTNER1, &[COMMANDS], &authenticated(&long, "long")).await;
+    // 6. Oversized mail (over the 64 KiB limit of this daemon).
+    let big = "A".repeat(200_000);
+    send_raw(
+        ALICE,
+        &[INVITES],
+        &mail(ALICE, INVITES, "big", "", &format!("accept\n{big}\n")),
+    )
+    .await;
+    // 7. Malformed MIME: a multipart with no closing boundary, bad base64
+    //    and an unknown charset, from a stranger.
+    let broken = "From: dave@fabrikam.test\r\nTo: invites@liaison.test\r\nSubject: broken\r\n\
+                  Message-ID: <broken1@client.test>\r\nMIME-Version: 1.0\r\n\
+                  Content-Type: multipart/mixed; boundary=\"NEVER\"\r\n\r\n--NEVER\r\n\
+                  Content-Type: text/plain; charset=x-no-such-charset\r\n\
+                  Content-Transfer-Encoding: base64\r\n\r\n!!!not base64!!!\r\n";
+    send_raw(DAVE, &[INVITES], broken).await;
+
+    // Exact outcomes.
+    let transcript = |subject: &'static str| async move {
+        wait_for(PARTNER1, "transcript", move |m| m.subject.contains(subject)).await
+    };
+    let t = transcript("long").await;
+    assert!(t.text.contains("is not an email address"), "{}", t.text);
+    assert!(
+        t.text.contains("Stopped after 3 unknown commands"),
+        "{}",
+        t.text
+    );
+    assert!(!t.text.contains("invited"), "{}", t.text);
+    assert!(
+        t.text.len() < 3000,
+        "transcript stays short: {} bytes",
+        t.text.len()
+    );
+    // The injected subject decodes to two lines; the first has an unclosed
+    // quote, so nothing runs, the partner is told why, and no header is ever
+    // built from it: Dave receives nothing.
+    let injected = wait_for(PARTNER1, "transcript of the injection", |m| {
+        m.subject.contains("Bcc: dave")
+    })
+    .await;
+    assert!(
+        injected.text.contains("a double quote is not closed"),
+        "{}",
+        injected.text
+    );
+    assert!(
+        !injected.raw.contains("\r\nBcc:"),
+        "no Bcc header in the transcript"
+    );
+    // Let the daemon work through everything.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let q = quarantine(&daemon);
+    let reasons: Vec<String> = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[2].contains("over the limit of 65536 bytes; not downloaded"),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        folder_count(INVITES, "Liaison/Quarantine").await,
+        1,
+        "the big mail is set aside"
+    );
+    assert_eq!(
+        daemon.status(ALICE)[0]["state"],
+        "invited",
+        "nothing accepted anything"
+    );
+    assert_eq!(
+        count(ALICE).await,
+        1,
+        "no reply to auto-replies, forgeries or the oversized mail"
+    );
+    assert_eq!(count(DAVE).await, 0, "no backscatter, no injected Bcc");
+    let log = daemon.log();
+    for reason in [
+        "Auto-Submitted: auto-replied",
+        "Precedence: bulk",
+        "List-Id present",
+        "X-Auto-Response-Suppress",
+        "empty Return-Path",
+        "token names no known invitation",
+        "neither a partner nor a known customer",
+    ] {
+        assert!(log.contains(reason), "log lacks {reason:?}:\n{log}");
+    }
+    // Every processed message is marked on the server.
+    let raw = fetch_all(INVITES).await;
+    assert!(!raw.is_empty());
+    assert!(daemon.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeliverable_invitations_and_bounces_tell_the_partner() {
+    let _serial = serial().await;
+    require_mailstack();
+    clear_all().await;
+    let mut daemon = Daemon::start(Transport::Plain);
+    // Postfix refuses an unknown user at RCPT time: a permanent 5xx.
+    send_raw(
+        PARTNER1,
+        &[COMMANDS],
+        &mail(PARTNER1, COMMANDS, "x", "", "invite nobody@contoso.test\n"),
+    )
+    .await;
+    let notice = wait_for(PARTNER1, "failure notice", |m| {
+        m.subject.starts_with("Not delivered:")
+    })
+    .await;
+    assert!(
+        notice.text.contains("nobody@contoso.test"),
+        "{}",
+        notice.text
+    );
+    assert!(
+        notice.text.contains("550"),
+        "the server's answer is quoted: {}",
+        notice.text
+    );
+
+    // A bounce arriving later (as from a relay) for a delivered invitation.
+    send_raw(
+        PARTNER1,
+        &[COMMANDS],
+        &mail(PARTNER1, COMMANDS, "y", "", "invite alice@contoso.test\n"),
+    )
+    .await;
+    let inv = wait_for(ALICE, "invitation", |m| m.subject.contains("[ref:")).await;
+    let dsn = format!(
+        "From: MAILER-DAEMON@relay.contoso.test\r\nTo: invites@liaison.test\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+Message-ID: <dsn.{}@relay.contoso.test>\r\nAuto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\
+--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay.contoso.test\r\n\r\n\
+Final-Recipient: rfc822; alice@contoso.test\r\nAction: failed\r\nStatus: 5.2.2\r\n\
+Diagnostic-Code: smtp; 552 5.2.2 mailbox full\r\n\r\n\
+--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{}>\r\nSubject: x\r\n\r\n--B--\r\n",
+        inv.message_id, inv.message_id
+    );
+    send_null_sender(&[INVITES], &dsn).await;
+    let notice = wait_for(PARTNER1, "bounce notice", |m| {
+        m.subject == "Not delivered: your invitation to alice@contoso.test"
+    })
+    .await;
+    assert!(notice.text.contains("mailbox full"), "{}", notice.text);
+    assert_eq!(count(ALICE).await, 1, "the bounce is never answered");
+    assert!(daemon.stop().success());
+}
