@@ -236,3 +236,51 @@ async fn imap_and_smtp_outages_lose_and_duplicate_nothing() {
     assert_eq!(s["processed"]["command"], 40, "{s}");
     assert_eq!(s["outbox_pending"], 0, "{s}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uidvalidity_change_rescans_without_reprocessing() {
+    let _serial = serial().await;
+    require_mailstack();
+    clear_all().await;
+    delete_folder(COMMANDS, "Work").await;
+    let mails: Vec<String> = (0..10)
+        .map(|i| mail(PARTNER1, COMMANDS, &format!("uv-{i}"), "", "list\n"))
+        .collect();
+    append_to(COMMANDS, "Work", &mails).await;
+    // The command inbox watches the folder "Work".
+    let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
+        c.replacen(
+            "username = \"commands@liaison.test\"",
+            "username = \"commands@liaison.test\"\nmailbox = \"Work\"",
+            1,
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while transcripts().await.0.len() < 10 {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(daemon.stop().success());
+    // The folder is recreated (new UIDVALIDITY) holding the same mails plus
+    // one new one.
+    delete_folder(COMMANDS, "Work").await;
+    let mut again = mails.clone();
+    again.push(mail(PARTNER1, COMMANDS, "uv-new", "", "list\n"));
+    append_to(COMMANDS, "Work", &again).await;
+    daemon.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while transcripts().await.0.len() < 11 {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (by_id, _) = transcripts().await;
+    assert_eq!(by_id.len(), 11, "only the new mail is answered");
+    assert!(by_id.values().all(|&n| n == 1));
+    assert!(daemon.log().contains("UIDVALIDITY changed; rescanning"), "{}", daemon.log());
+    assert!(daemon.stop().success());
+    let s = stats(&daemon);
+    assert_eq!(s["processed"]["command"], 11, "{s}");
+    assert_eq!(s["processed"]["duplicate"], serde_json::Value::Null, "duplicates are not new records: {s}");
+    delete_folder(COMMANDS, "Work").await;
+}

@@ -215,6 +215,18 @@ pub async fn append_all(user: &str, raws: &[String]) {
     let _ = s.logout().await;
 }
 
+/// Creates a folder of `user` (an existing one is fine) and appends `raws`.
+pub async fn append_to(user: &str, folder: &str, raws: &[String]) {
+    let mut s = imap(user).await;
+    let _ = s.create(folder).await;
+    for raw in raws {
+        s.append(folder, None, None, raw.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("APPEND to {user}/{folder}: {e}"));
+    }
+    let _ = s.logout().await;
+}
+
 /// Deletes a folder of `user` if it exists.
 pub async fn delete_folder(user: &str, folder: &str) {
     let mut s = imap(user).await;
