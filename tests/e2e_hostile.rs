@@ -214,7 +214,9 @@ async fn hostile_mail_changes_nothing_and_is_accounted_for() {
         .collect();
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(
-        reasons[2].contains("over the limit of 65536 bytes; not downloaded"),
+        reasons
+            .iter()
+            .any(|r| r.contains("over the limit of 65536 bytes; not downloaded")),
         "{reasons:?}"
     );
     assert_eq!(
@@ -240,7 +242,8 @@ async fn hostile_mail_changes_nothing_and_is_accounted_for() {
         "List-Id present",
         "X-Auto-Response-Suppress",
         "empty Return-Path",
-        "token names no known invitation",
+        // A reversed token is either malformed or names no invitation.
+        "PlusAddress token",
         "neither a partner nor a known customer",
     ] {
         assert!(log.contains(reason), "log lacks {reason:?}:\n{log}");
