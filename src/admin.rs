@@ -53,6 +53,22 @@ pub enum Request {
     Quarantine,
     /// Counts: processed messages by class, outbox pending and sent.
     Stats,
+    /// Run command lines as a partner (bulk import); answers the results.
+    Run {
+        /// Partner id.
+        partner: String,
+        /// Command text, one command per line (at most 50).
+        text: String,
+        /// Batch key: the same batch is never run twice.
+        key: String,
+    },
+    /// Every record of the store, for a backup.
+    Export,
+    /// The relationships of one customer with their full history.
+    History {
+        /// Customer address.
+        customer: String,
+    },
 }
 
 /// One ticket as the CLI lists it.
@@ -150,6 +166,17 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
                 .ok_or_else(|| format!("ticket {} not found", crate::ticket::format_id(n)))?;
             serde_json::to_value(t).map_err(|e| e.to_string())
         }
+        Request::Run { .. } => Err("this request needs the engine".into()),
+        Request::History { customer } => {
+            let c = crate::address::normalize(customer)
+                .ok_or_else(|| format!("`{customer}` is not an email address"))?;
+            let rels = store.relationships_with(&c).map_err(|e| e.to_string())?;
+            serde_json::to_value(rels).map_err(|e| e.to_string())
+        }
+        Request::Export => {
+            let rows = store.export().map_err(|e| e.to_string())?;
+            serde_json::to_value(rows).map_err(|e| e.to_string())
+        }
         Request::Stats => {
             let stats = store.stats().map_err(|e| e.to_string())?;
             serde_json::to_value(stats).map_err(|e| e.to_string())
@@ -175,7 +202,8 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
 /// Serves the socket until `shutdown` turns true.
 pub async fn serve(
     path: PathBuf,
-    store: Arc<dyn Store>,
+    engine: Arc<crate::engine::Engine>,
+    durable: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AdminError> {
     let io = |source| AdminError::Io {
@@ -195,12 +223,20 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let store = store.clone();
+                let engine = engine.clone();
+                let durable = durable.clone();
                 tokio::spawn(async move {
+                    let store = engine.store().clone();
                     let (r, mut w) = stream.into_split();
                     let mut lines = BufReader::new(r).lines();
                     while let Ok(Some(line)) = lines.next_line().await {
                         let reply = match serde_json::from_str::<Request>(&line) {
+                            Ok(Request::Run { partner, text, key }) => {
+                                match run_batch(&engine, &durable, &partner, &text, &key) {
+                                    Ok(v) => serde_json::json!({"ok": v}),
+                                    Err(e) => serde_json::json!({"error": e}),
+                                }
+                            }
                             Ok(req) => match answer(store.as_ref(), &req) {
                                 Ok(v) => serde_json::json!({"ok": v}),
                                 Err(e) => serde_json::json!({"error": e}),
@@ -247,4 +283,27 @@ pub async fn request(path: &Path, req: &Request) -> Result<serde_json::Value, Ad
         ));
     }
     Ok(v["ok"].take())
+}
+
+/// Runs a batch of commands and makes its effects durable, so the outbox
+/// may send what it queued.
+pub fn run_batch(
+    engine: &crate::engine::Engine,
+    durable: &watch::Sender<u64>,
+    partner: &str,
+    text: &str,
+    key: &str,
+) -> Result<serde_json::Value, String> {
+    let results = engine
+        .run_as_partner(partner, text, key)
+        .map_err(|e| e.to_string())?;
+    let store = engine.store();
+    let last = store.last_outbox_id().map_err(|e| e.to_string())?;
+    store.flush().map_err(|e| e.to_string())?;
+    durable.send_if_modified(|v| {
+        let moved = last > *v;
+        *v = (*v).max(last);
+        moved
+    });
+    serde_json::to_value(results).map_err(|e| e.to_string())
 }

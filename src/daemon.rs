@@ -105,10 +105,13 @@ pub async fn run_with(
         ));
     }
     let admin_path = config.admin_socket.clone();
-    let admin_store = store.clone();
+    let admin_engine = engine.clone();
+    let admin_durable = durable_tx.clone();
     let admin_stop = stop_rx.clone();
     tasks.spawn(async move {
-        if let Err(e) = crate::admin::serve(admin_path, admin_store, admin_stop).await {
+        if let Err(e) =
+            crate::admin::serve(admin_path, admin_engine, admin_durable, admin_stop).await
+        {
             tracing::error!(error = %e, "admin socket failed; the CLI cannot reach this daemon");
         }
     });

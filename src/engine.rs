@@ -23,6 +23,17 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+/// The result of one command run through [`Engine::run_as_partner`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CommandResult {
+    /// The command line.
+    pub command: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// What happened, or what was wrong.
+    pub result: String,
+}
+
 /// The outcome of one message, for logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -219,6 +230,90 @@ impl Engine {
             ..Default::default()
         })?;
         Ok(queued)
+    }
+
+    /// Runs `text` as commands of `partner_id`, as if the partner had mailed
+    /// them, and returns each command's result instead of mailing a
+    /// transcript (used by `liaison import`). Invitations and other mails
+    /// are queued as usual. `key` identifies the batch, so running the same
+    /// batch twice does nothing the second time. Does not flush.
+    pub fn run_as_partner(
+        &self,
+        partner_id: &str,
+        text: &str,
+        key: &str,
+    ) -> Result<Vec<CommandResult>, EngineError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(partner) = self.config.partner(partner_id) else {
+            return Ok(vec![CommandResult {
+                command: String::new(),
+                ok: false,
+                result: format!("no partner `{partner_id}` in the configuration"),
+            }]);
+        };
+        if self.store.processed(key)?.is_some() {
+            return Ok(vec![CommandResult {
+                command: String::new(),
+                ok: false,
+                result: format!("batch {key} was already run"),
+            }]);
+        }
+        let now = self.clock.now();
+        let ctx = Context {
+            config: &self.config,
+            tokens: &self.tokens,
+            now,
+        };
+        let mail = crate::inbound::InboundMail {
+            key: key.to_string(),
+            message_id: Some(key.to_string()),
+            from: Some(partner.emails[0].clone()),
+            recipients: vec![self.config.addresses.commands.clone()],
+            subject: "import".into(),
+            text: text.to_string(),
+            ..Default::default()
+        };
+        let mut decision = match workflow::decide(&ctx, self.store.as_ref(), &mail) {
+            Ok(d) => d,
+            Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
+        };
+        let mut results = Vec::new();
+        decision.mails.retain(|m| {
+            if m.template == crate::templates::TemplateName::Transcript {
+                for r in m.vars["results"].as_array().into_iter().flatten() {
+                    results.push(CommandResult {
+                        command: r["command"].as_str().unwrap_or("").to_string(),
+                        ok: r["ok"] == true,
+                        result: r["result"].as_str().unwrap_or("").to_string(),
+                    });
+                }
+                false
+            } else {
+                true
+            }
+        });
+        let mut outbox = Vec::new();
+        for plan in &decision.mails {
+            match crate::compose::compose(&self.config, &self.templates, plan, now) {
+                Ok(m) => outbox.push(m),
+                Err(e) => tracing::error!(error = %e, "cannot compose an imported invitation"),
+            }
+        }
+        count_effects(&EffectCounts::of(&decision, now));
+        self.store.commit(Changes {
+            relationships: decision.relationships,
+            invitations: decision.invitations,
+            tickets: decision.tickets,
+            outbox,
+            processed: vec![Processed {
+                key: key.to_string(),
+                at: now,
+                class: "import".into(),
+                summary: decision.summary,
+            }],
+            ..Default::default()
+        })?;
+        Ok(results)
     }
 
     /// The configured size limit for inbound messages.

@@ -84,6 +84,56 @@ enum Cmd {
     },
     /// Counts: processed messages by class, outbox pending and sent.
     Stats,
+    /// List relationships, optionally of one partner and in one state.
+    List {
+        /// Only this state (invited, active, declined, expired, permissions_removed, removed).
+        state: Option<String>,
+        /// Only this partner.
+        #[arg(long)]
+        partner: Option<String>,
+        /// Print JSON: [{"partner", "customer", "state", "since"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every transition of a customer's relationships.
+    History {
+        /// Customer email address.
+        customer: String,
+        /// Print the relationship records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Invite customers in bulk from a CSV file (email[,name[,locale]]).
+    ///
+    /// Runs `invite` for every row as the partner would, 50 rows per batch,
+    /// with progress on stderr and a summary of successes and failures. A
+    /// header row (starting with `email`) is skipped. Works while the
+    /// daemon runs (through it) and when it does not (the mails are queued
+    /// and sent when it next runs).
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// Partner id the invitations are sent for.
+        #[arg(long)]
+        partner: String,
+        /// Send each rendered invitation to the partner instead, to forward.
+        #[arg(long)]
+        draft: bool,
+        /// Print the per-row results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the whole store as JSON lines (a backup; works while the daemon runs).
+    Export {
+        /// Output file; standard output when left out.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Load a backup made by `export` into an empty store (daemon stopped).
+    Restore {
+        /// The JSON-lines file.
+        file: PathBuf,
+    },
     /// Messages set aside (unreadable, oversized, forged partner …).
     Quarantine {
         #[command(subcommand)]
@@ -229,6 +279,123 @@ async fn real_main(cli: Cli) -> Result<()> {
                     }
                 }
             }
+        }
+        Cmd::List {
+            state,
+            partner,
+            json,
+        } => {
+            let config = Config::load(&cli.config)?;
+            if let Some(st) = &state {
+                anyhow::ensure!(
+                    liaison::relationship::RelationshipState::parse(st).is_some(),
+                    "`{st}` is not a relationship state"
+                );
+            }
+            let value = query(&config, &Request::Status { customer: None }).await?;
+            let rows: Vec<StatusRow> = serde_json::from_value::<Vec<StatusRow>>(value)?
+                .into_iter()
+                .filter(|r| state.as_deref().is_none_or(|s| r.state == s))
+                .filter(|r| partner.as_deref().is_none_or(|p| r.partner == p))
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else if rows.is_empty() {
+                println!("no relationships");
+            } else {
+                for r in rows {
+                    println!(
+                        "{:<12} {:<32} {:<20} since {}",
+                        r.partner, r.customer, r.state, r.since
+                    );
+                }
+            }
+        }
+        Cmd::History { customer, json } => {
+            let config = Config::load(&cli.config)?;
+            let value = query(&config, &Request::History { customer }).await?;
+            if json {
+                println!("{value}");
+            } else {
+                let rels: Vec<liaison::relationship::Relationship> = serde_json::from_value(value)?;
+                if rels.is_empty() {
+                    println!("no relationships");
+                }
+                for r in rels {
+                    println!("{} with {} ({})", r.customer, r.partner, r.state);
+                    for h in r.history {
+                        println!(
+                            "  {}  {} -> {}  by {}{}",
+                            liaison::workflow::rfc3339(h.at),
+                            h.from.map(|s| s.as_str()).unwrap_or("(new)"),
+                            h.to,
+                            h.actor,
+                            h.message_id.map(|m| format!("  <{m}>")).unwrap_or_default()
+                        );
+                    }
+                }
+            }
+        }
+        Cmd::Import {
+            file,
+            partner,
+            draft,
+            json,
+        } => {
+            let config = Config::load(&cli.config)?;
+            import(&config, &file, &partner, draft, json).await?;
+        }
+        Cmd::Export { output } => {
+            let config = Config::load(&cli.config)?;
+            let value = query(&config, &Request::Export).await?;
+            let rows: Vec<liaison::store::ExportRecord> = serde_json::from_value(value)?;
+            let mut out = String::new();
+            for r in &rows {
+                out.push_str(&serde_json::to_string(r)?);
+                out.push('\n');
+            }
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, out)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!("exported {} records to {}", rows.len(), path.display());
+                }
+                None => print!("{out}"),
+            }
+        }
+        Cmd::Restore { file } => {
+            let config = Config::load(&cli.config)?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let mut rows = Vec::new();
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                rows.push(
+                    serde_json::from_str::<liaison::store::ExportRecord>(line).with_context(
+                        || format!("{} line {}: not an export record", file.display(), i + 1),
+                    )?,
+                );
+            }
+            use liaison::store::Store as _;
+            let store = liaison::store::SledStore::open(
+                &config.store.path,
+                config.store.cache_capacity_bytes,
+                &config.admin_socket,
+            )?;
+            anyhow::ensure!(
+                store.is_empty()?,
+                "the store at {} is not empty; restore only into a new store",
+                config.store.path.display()
+            );
+            store.import(&rows)?;
+            println!(
+                "restored {} records into {}",
+                rows.len(),
+                config.store.path.display()
+            );
         }
         Cmd::Stats => {
             let config = Config::load(&cli.config)?;
@@ -504,4 +671,119 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term.recv() => {}
     }
+}
+
+/// `liaison import`: invitations in bulk, through the running daemon or, when
+/// none runs, straight into the store (the mails go out at the next start).
+async fn import(
+    config: &Config,
+    file: &std::path::Path,
+    partner: &str,
+    draft: bool,
+    json: bool,
+) -> Result<()> {
+    anyhow::ensure!(
+        config.partner(partner).is_some(),
+        "no partner `{partner}` in the configuration"
+    );
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut lines = Vec::new();
+    for row in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if row.to_ascii_lowercase().starts_with("email") {
+            continue;
+        }
+        let cols: Vec<&str> = row.split(',').map(|c| c.trim().trim_matches('"')).collect();
+        let mut line = format!("invite {}", cols[0]);
+        if let Some(name) = cols.get(1).filter(|n| !n.is_empty()) {
+            line.push_str(&format!(" name \"{}\"", name.replace('"', "'")));
+        }
+        if let Some(locale) = cols.get(2).filter(|l| !l.is_empty()) {
+            line.push_str(&format!(" locale {locale}"));
+        }
+        if draft {
+            line.push_str(" draft");
+        }
+        lines.push(line);
+    }
+    let digest = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        partner.hash(&mut h);
+        draft.hash(&mut h);
+        h.finish()
+    };
+    let total = lines.len();
+    let mut results: Vec<liaison::engine::CommandResult> = Vec::new();
+    let mut local: Option<(
+        std::sync::Arc<liaison::engine::Engine>,
+        tokio::sync::watch::Sender<u64>,
+    )> = None;
+    for (n, chunk) in lines.chunks(liaison::command::MAX_COMMANDS).enumerate() {
+        let key = format!("import:{partner}:{digest:016x}:{n}");
+        let req = Request::Run {
+            partner: partner.to_string(),
+            text: chunk.join("\n"),
+            key: key.clone(),
+        };
+        let value = if config.admin_socket.exists() {
+            match liaison::admin::request(&config.admin_socket, &req).await {
+                Ok(v) => Some(v),
+                Err(liaison::admin::AdminError::Io { .. }) => None,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+        let value = match value {
+            Some(v) => v,
+            None => {
+                if local.is_none() {
+                    let store: std::sync::Arc<dyn liaison::store::Store> =
+                        std::sync::Arc::new(liaison::store::SledStore::open(
+                            &config.store.path,
+                            config.store.cache_capacity_bytes,
+                            &config.admin_socket,
+                        )?);
+                    let templates = liaison::templates::Templates::load(&config.templates_dir)?;
+                    let engine = liaison::engine::Engine::new(
+                        std::sync::Arc::new(config.clone()),
+                        store,
+                        templates,
+                        std::sync::Arc::new(liaison::clock::SystemClock),
+                    );
+                    local = Some((
+                        std::sync::Arc::new(engine),
+                        tokio::sync::watch::channel(0).0,
+                    ));
+                }
+                let (engine, durable) = local.as_ref().expect("set above");
+                let Request::Run { partner, text, key } = &req else {
+                    unreachable!()
+                };
+                liaison::admin::run_batch(engine, durable, partner, text, key)
+                    .map_err(anyhow::Error::msg)?
+            }
+        };
+        results.extend(serde_json::from_value::<Vec<liaison::engine::CommandResult>>(value)?);
+        if !json {
+            eprint!("\rimporting: {}/{} rows", results.len().min(total), total);
+        }
+    }
+    let ok = results.iter().filter(|r| r.ok).count();
+    if json {
+        println!("{}", serde_json::to_string(&results)?);
+    } else {
+        eprintln!();
+        for r in results.iter().filter(|r| !r.ok) {
+            println!("FAILED  {}: {}", r.command, r.result);
+        }
+        println!(
+            "{ok} of {total} rows invited, {} failed",
+            results.len() - ok
+        );
+    }
+    anyhow::ensure!(ok == results.len(), "{} row(s) failed", results.len() - ok);
+    Ok(())
 }

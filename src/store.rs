@@ -114,6 +114,16 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
 }
 
+/// One record of a backup: the key (hex, since some keys hold binary ids)
+/// and the JSON value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportRecord {
+    /// The key, hex-encoded.
+    pub key: String,
+    /// The record.
+    pub value: serde_json::Value,
+}
+
 /// Counts of what the store holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -197,6 +207,12 @@ pub trait Store: StoreView + Send + Sync {
     fn quarantined(&self) -> Result<Vec<Processed>>;
     /// Counts for operators and tests.
     fn stats(&self) -> Result<Stats>;
+    /// Every record, for a backup (`liaison export`).
+    fn export(&self) -> Result<Vec<ExportRecord>>;
+    /// Writes records from a backup (`liaison restore`) and flushes.
+    fn import(&self, records: &[ExportRecord]) -> Result<()>;
+    /// Whether the store holds no record at all.
+    fn is_empty(&self) -> Result<bool>;
     /// Sent mails (most recent last), for inspection and tests.
     fn sent_log(&self) -> Result<Vec<OutboxEntry>>;
 }
@@ -462,6 +478,38 @@ impl Store for SledStore {
             .unwrap_or(0))
     }
 
+    fn export(&self) -> Result<Vec<ExportRecord>> {
+        self.tree
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                Ok(ExportRecord {
+                    key: data_encoding::HEXLOWER.encode(&k),
+                    value: decode(&k, &v)?,
+                })
+            })
+            .collect()
+    }
+
+    fn import(&self, records: &[ExportRecord]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for r in records {
+            let key = data_encoding::HEXLOWER
+                .decode(r.key.as_bytes())
+                .map_err(|e| StoreError::Corrupt {
+                    key: r.key.clone(),
+                    reason: format!("key is not hex: {e}"),
+                })?;
+            batch.insert(key, encode(&r.value));
+        }
+        self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        self.flush()
+    }
+
+    fn is_empty(&self) -> Result<bool> {
+        Ok(self.tree.is_empty())
+    }
+
     fn stats(&self) -> Result<Stats> {
         let mut st = Stats::default();
         for p in self.scan::<Processed>(b"msg/")? {
@@ -570,6 +618,26 @@ mod tests {
         s.mark_sent(pending[0].id, 5, None).unwrap();
         assert_eq!(s.pending_outbox(last, 10).unwrap().len(), 1);
         assert_eq!(s.sent_log().unwrap()[0].mail.message_id, "m1@x");
+    }
+
+    #[test]
+    fn export_and_import_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SledStore::open(&dir.path().join("a"), 1 << 20, Path::new("a.sock")).unwrap();
+        a.commit(Changes {
+            relationships: vec![rel("p1", "alice@contoso.test")],
+            outbox: vec![mail("m1@x", Some(9))],
+            ..Default::default()
+        })
+        .unwrap();
+        let dump = a.export().unwrap();
+        assert!(dump.len() >= 3, "{dump:?}");
+        let b = SledStore::open(&dir.path().join("b"), 1 << 20, Path::new("b.sock")).unwrap();
+        assert!(b.is_empty().unwrap());
+        b.import(&dump).unwrap();
+        assert_eq!(b.export().unwrap(), dump);
+        assert_eq!(b.relationships_of("p1").unwrap().len(), 1);
+        assert_eq!(b.invitation_by_message_id("m1@x").unwrap(), Some(9));
     }
 
     #[test]

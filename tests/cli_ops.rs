@@ -1,0 +1,121 @@
+//! The operator commands end to end against the loopback mail stack:
+//! `import` of 500 rows, `list`, `history`, `tickets`, `stats`, and a backup
+//! through `export` and `restore`.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+const PARTNER1: &str = "partner1@liaison.test";
+const COMMANDS: &str = "commands@liaison.test";
+const ALICE: &str = "alice@contoso.test";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_500_rows_then_list_history_export_and_restore() {
+    let _serial = serial().await;
+    require_mailstack();
+    for u in [PARTNER1, COMMANDS, ALICE] {
+        clear_mailbox(u).await;
+    }
+    let mut daemon = Daemon::start(Transport::Plain);
+
+    // 500 customers (plus-addresses of Alice's mailbox, so Postfix accepts
+    // them all) and one bad row.
+    let mut csv = String::from("email,name,locale\n");
+    for i in 0..500 {
+        let locale = if i % 2 == 0 { "en" } else { "ko" };
+        csv.push_str(&format!("alice+{i}@contoso.test,Customer {i},{locale}\n"));
+    }
+    csv.push_str("not-an-address,Broken,en\n");
+    let file = daemon.dir.join("customers.csv");
+    std::fs::write(&file, csv).unwrap();
+    let started = Instant::now();
+    let (ok, out, err) = daemon.cli(&["import", file.to_str().unwrap(), "--partner", "northwind"]);
+    println!("import took {:?}", started.elapsed());
+    assert!(!ok, "one row failed, so the exit status says so");
+    assert!(
+        out.contains("500 of 501 rows invited, 1 failed"),
+        "{out}\n{err}"
+    );
+    assert!(out.contains("FAILED  invite not-an-address"), "{out}");
+    assert!(
+        err.contains("importing: 501/501 rows"),
+        "progress on stderr: {err}"
+    );
+    // Running the same file again changes nothing (batches are keyed).
+    let (_, out2, _) = daemon.cli(&["import", file.to_str().unwrap(), "--partner", "northwind"]);
+    assert!(out2.contains("already run"), "{out2}");
+
+    // Every invitation arrives.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = fetch_all(ALICE).await.len();
+        if n >= 500 {
+            assert_eq!(n, 500, "each invitation once");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {n} of 500 invitations arrived\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!(
+        "500 invitations delivered {:?} after the import started",
+        started.elapsed()
+    );
+
+    let (ok, out, _) = daemon.cli(&["list", "invited", "--partner", "northwind", "--json"]);
+    assert!(ok);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 500);
+    let (ok, out, _) = daemon.cli(&["list", "active"]);
+    assert!(ok && out.contains("no relationships"), "{out}");
+    let (ok, out, _) = daemon.cli(&["history", "alice+7@contoso.test"]);
+    assert!(
+        ok && out.contains("(new) -> invited") && out.contains("by partner1@liaison.test"),
+        "{out}"
+    );
+    let (ok, out, _) = daemon.cli(&["tickets", "--json"]);
+    assert!(ok && out.trim() == "[]", "{out}");
+    let (ok, out, _) = daemon.cli(&["stats"]);
+    assert!(ok && out.contains("\"relationships\":500"), "{out}");
+
+    // A backup while the daemon runs, restored into a new store.
+    let backup = daemon.dir.join("backup.jsonl");
+    let (ok, _, err) = daemon.cli(&["export", "--output", backup.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(daemon.stop().success());
+    let config = std::fs::read_to_string(&daemon.config).unwrap();
+    let restored_cfg = daemon.dir.join("restored.toml");
+    std::fs::write(&restored_cfg, config.replace("/store\"", "/restored\"")).unwrap();
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_liaison"))
+            .arg("--config")
+            .arg(&restored_cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&["restore", backup.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("restored"), "{out}");
+    let (ok, out, _) = run(&["list", "invited", "--json"]);
+    assert!(ok);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        rows.as_array().unwrap().len(),
+        500,
+        "the restored store holds everything"
+    );
+    // Restoring twice is refused.
+    let (ok, _, err) = run(&["restore", backup.to_str().unwrap()]);
+    assert!(!ok && err.contains("not empty"), "{err}");
+}
