@@ -174,6 +174,18 @@ impl Engine {
             cursor,
             replies: replied.into_iter().map(|a| (a, hour)).collect(),
         })?;
+        // Fill in the mail's span (opened by the IMAP watcher).
+        let span = tracing::Span::current();
+        match &decision.class {
+            MailClass::Command { partner } => {
+                span.record("partner", partner.as_str());
+            }
+            MailClass::Customer { partner, customer } => {
+                span.record("partner", partner.as_str());
+                span.record("customer", customer.as_str());
+            }
+            _ => {}
+        }
         if decision.class == MailClass::Ignored {
             tracing::info!(key = %mail.key, reason = %decision.summary, "mail ignored");
         }

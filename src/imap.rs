@@ -413,7 +413,24 @@ async fn sync(
                 )?
             } else {
                 match bodies.next_if(|(u, _)| *u == uid) {
-                    Some((_, raw)) => engine.process(&cfg.name, cursor, &raw)?,
+                    Some((_, raw)) => {
+                        // One span per mail: everything logged while it is
+                        // decided carries its inbox, UID and Message-ID.
+                        let span = tracing::info_span!(
+                            "mail",
+                            inbox = %cfg.name,
+                            uid,
+                            message_id = tracing::field::Empty,
+                            class = tracing::field::Empty,
+                            partner = tracing::field::Empty,
+                            customer = tracing::field::Empty
+                        );
+                        let _entered = span.enter();
+                        let outcome = engine.process(&cfg.name, cursor, &raw)?;
+                        span.record("message_id", outcome.key.as_str());
+                        span.record("class", outcome.class.as_str());
+                        outcome
+                    }
                     // Gone between the two fetches (expunged by someone):
                     // nothing to process, and nothing is lost.
                     None => continue,
