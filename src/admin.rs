@@ -64,6 +64,11 @@ pub enum Request {
     },
     /// Every record of the store, for a backup.
     Export,
+    /// Decide a quarantined message again, trusting its sender.
+    Release {
+        /// The quarantine record's key (see `quarantine list`).
+        key: String,
+    },
     /// The relationships of one customer with their full history.
     History {
         /// Customer address.
@@ -166,7 +171,9 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
                 .ok_or_else(|| format!("ticket {} not found", crate::ticket::format_id(n)))?;
             serde_json::to_value(t).map_err(|e| e.to_string())
         }
-        Request::Run { .. } => Err("this request needs the engine".into()),
+        Request::Run { .. } | Request::Release { .. } => {
+            Err("this request needs the engine".into())
+        }
         Request::History { customer } => {
             let c = crate::address::normalize(customer)
                 .ok_or_else(|| format!("`{customer}` is not an email address"))?;
@@ -233,6 +240,12 @@ pub async fn serve(
                         let reply = match serde_json::from_str::<Request>(&line) {
                             Ok(Request::Run { partner, text, key }) => {
                                 match run_batch(&engine, &durable, &partner, &text, &key) {
+                                    Ok(v) => serde_json::json!({"ok": v}),
+                                    Err(e) => serde_json::json!({"error": e}),
+                                }
+                            }
+                            Ok(Request::Release { key }) => {
+                                match release(&engine, &durable, &key) {
                                     Ok(v) => serde_json::json!({"ok": v}),
                                     Err(e) => serde_json::json!({"error": e}),
                                 }
@@ -306,4 +319,22 @@ pub fn run_batch(
         moved
     });
     serde_json::to_value(results).map_err(|e| e.to_string())
+}
+
+/// Releases a quarantined message and makes its effects durable.
+pub fn release(
+    engine: &crate::engine::Engine,
+    durable: &watch::Sender<u64>,
+    key: &str,
+) -> Result<serde_json::Value, String> {
+    let outcome = engine.release(key).map_err(|e| e.to_string())??;
+    let store = engine.store();
+    let last = store.last_outbox_id().map_err(|e| e.to_string())?;
+    store.flush().map_err(|e| e.to_string())?;
+    durable.send_if_modified(|v| {
+        let moved = last > *v;
+        *v = (*v).max(last);
+        moved
+    });
+    Ok(serde_json::json!({"key": outcome.key, "class": outcome.class, "summary": outcome.summary}))
 }

@@ -88,19 +88,78 @@ impl Engine {
     /// the same commit. Does not flush.
     pub fn process(&self, inbox: &str, cursor: Cursor, raw: &[u8]) -> Result<Outcome, EngineError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let now = self.clock.now();
         // A message that cannot be parsed has no Message-ID to key it by;
         // its place in the mailbox identifies it instead.
         let bad_key = format!(
             "quarantine:{inbox}:{}:{}",
             cursor.uid_validity, cursor.last_uid
         );
-        let cursor = Some((inbox.to_string(), cursor));
-        let mail = match crate::inbound::parse(raw, self.config.security.max_message_bytes) {
-            Ok(m) => m,
-            Err(e) => return self.record(bad_key, "quarantined", e.to_string(), now, cursor),
+        self.process_with(
+            &self.config,
+            Some((inbox.to_string(), cursor)),
+            raw,
+            bad_key,
+            None,
+        )
+    }
+
+    /// Releases a quarantined message: it is decided again, this time
+    /// without the sender authentication check (the operator vouches for
+    /// it), and its effects replace the quarantine record. Messages that
+    /// were never downloaded or cannot be parsed cannot be released.
+    pub fn release(&self, key: &str) -> Result<Result<Outcome, String>, EngineError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        match self.store.processed(key)? {
+            Some(p) if p.class == "quarantined" => {}
+            Some(p) => {
+                return Ok(Err(format!(
+                    "{key} is not quarantined (it was {})",
+                    p.class
+                )))
+            }
+            None => return Ok(Err(format!("no message {key} is known"))),
+        }
+        let Some(raw) = self.store.quarantined_raw(key)? else {
+            return Ok(Err(format!(
+                "{key} was not downloaded (over the size limit); raise security.max_message_bytes and have it sent again"
+            )));
         };
-        if let Some(prev) = self.store.processed(&mail.key)? {
+        let mut trusting = (*self.config).clone();
+        trusting.security.trusted_authserv_id = None;
+        let outcome = self.process_with(&trusting, None, &raw, key.to_string(), Some(key))?;
+        if outcome.class == "quarantined" {
+            return Ok(Err(format!("{key} is still refused: {}", outcome.summary)));
+        }
+        Ok(Ok(outcome))
+    }
+
+    fn process_with(
+        &self,
+        config: &Config,
+        cursor: Option<(String, Cursor)>,
+        raw: &[u8],
+        bad_key: String,
+        releasing: Option<&str>,
+    ) -> Result<Outcome, EngineError> {
+        let now = self.clock.now();
+        let mail = match crate::inbound::parse(raw, config.security.max_message_bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                return self.record(
+                    bad_key,
+                    "quarantined",
+                    e.to_string(),
+                    now,
+                    cursor,
+                    Some(raw),
+                )
+            }
+        };
+        if let Some(prev) = self
+            .store
+            .processed(&mail.key)?
+            .filter(|_| releasing.is_none())
+        {
             self.store.commit(Changes {
                 cursor,
                 ..Default::default()
@@ -118,7 +177,7 @@ impl Engine {
             });
         }
         let ctx = Context {
-            config: &self.config,
+            config,
             tokens: &self.tokens,
             now,
         };
@@ -152,6 +211,7 @@ impl Engine {
                         format!("could not compose a reply: {e}"),
                         now,
                         cursor,
+                        Some(raw),
                     );
                 }
             }
@@ -173,6 +233,12 @@ impl Engine {
             processed: vec![processed],
             cursor,
             replies: replied.into_iter().map(|a| (a, hour)).collect(),
+            quarantined_raw: if decision.class == MailClass::Quarantined {
+                vec![(mail.key.clone(), raw.to_vec())]
+            } else {
+                vec![]
+            },
+            released: releasing.map(str::to_string).into_iter().collect(),
         })?;
         // Fill in the mail's span (opened by the IMAP watcher).
         let span = tracing::Span::current();
@@ -353,6 +419,7 @@ impl Engine {
             reason.to_string(),
             now,
             Some((inbox.to_string(), cursor)),
+            None,
         )
     }
 
@@ -401,6 +468,7 @@ impl Engine {
         summary: String,
         now: u64,
         cursor: Option<(String, Cursor)>,
+        raw: Option<&[u8]>,
     ) -> Result<Outcome, EngineError> {
         tracing::warn!(%key, %summary, "mail {class}");
         crate::metrics::count_class(class);
@@ -412,6 +480,11 @@ impl Engine {
                 summary: summary.clone(),
             }],
             cursor,
+            quarantined_raw: raw
+                .filter(|_| class == "quarantined")
+                .map(|r| (key.clone(), r.to_vec()))
+                .into_iter()
+                .collect(),
             ..Default::default()
         })?;
         Ok(Outcome {

@@ -45,6 +45,13 @@ enum QuarantineCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Decide a quarantined message again, trusting its sender (e.g. a
+    /// partner command that failed the Authentication-Results check). Needs
+    /// the running daemon.
+    Release {
+        /// The key shown by `quarantine list`.
+        key: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -395,6 +402,24 @@ async fn real_main(cli: Cli) -> Result<()> {
                 "restored {} records into {}",
                 rows.len(),
                 config.store.path.display()
+            );
+        }
+        Cmd::Quarantine {
+            action: QuarantineCmd::Release { key },
+        } => {
+            let config = Config::load(&cli.config)?;
+            anyhow::ensure!(
+                config.admin_socket.exists(),
+                "the daemon is not running (no {}); start it to release messages",
+                config.admin_socket.display()
+            );
+            let v =
+                liaison::admin::request(&config.admin_socket, &Request::Release { key }).await?;
+            println!(
+                "released {}: {} ({})",
+                v["key"].as_str().unwrap_or(""),
+                v["summary"].as_str().unwrap_or(""),
+                v["class"].as_str().unwrap_or("")
             );
         }
         Cmd::Stats => {

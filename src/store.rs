@@ -156,6 +156,10 @@ pub struct Changes {
     pub cursor: Option<(String, Cursor)>,
     /// Replies sent: (address, hour since the epoch), one per reply.
     pub replies: Vec<(String, u64)>,
+    /// Raw bytes of messages quarantined now, kept so they can be released.
+    pub quarantined_raw: Vec<(String, Vec<u8>)>,
+    /// Quarantined messages released now: their records are replaced.
+    pub released: Vec<String>,
 }
 
 /// Read access used by the workflow.
@@ -207,6 +211,8 @@ pub trait Store: StoreView + Send + Sync {
     fn quarantined(&self) -> Result<Vec<Processed>>;
     /// Counts for operators and tests.
     fn stats(&self) -> Result<Stats>;
+    /// The raw bytes of a quarantined message, if they were kept.
+    fn quarantined_raw(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Every record, for a backup (`liaison export`).
     fn export(&self) -> Result<Vec<ExportRecord>>;
     /// Writes records from a backup (`liaison restore`) and flushes.
@@ -368,6 +374,17 @@ impl Store for SledStore {
 
     fn commit(&self, changes: Changes) -> Result<Vec<u64>> {
         let mut batch = sled::Batch::default();
+        // Removals first: a released message's new record replaces the old.
+        for key in &changes.released {
+            batch.remove(format!("msg/{key}").into_bytes());
+            batch.remove(format!("qraw/{key}").into_bytes());
+        }
+        for (key, raw) in &changes.quarantined_raw {
+            batch.insert(
+                format!("qraw/{key}").into_bytes(),
+                encode(&data_encoding::BASE64.encode(raw)),
+            );
+        }
         for r in &changes.relationships {
             batch.insert(rel_key(&r.partner, &r.customer), encode(r));
         }
@@ -476,6 +493,19 @@ impl Store for SledStore {
         Ok(self
             .get(format!("rate/{address}/{hour}").as_bytes())?
             .unwrap_or(0))
+    }
+
+    fn quarantined_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let Some(b64) = self.get::<String>(format!("qraw/{key}").as_bytes())? else {
+            return Ok(None);
+        };
+        data_encoding::BASE64
+            .decode(b64.as_bytes())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                key: format!("qraw/{key}"),
+                reason: e.to_string(),
+            })
     }
 
     fn export(&self) -> Result<Vec<ExportRecord>> {

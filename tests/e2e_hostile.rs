@@ -248,6 +248,31 @@ async fn hostile_mail_changes_nothing_and_is_accounted_for() {
     ] {
         assert!(log.contains(reason), "log lacks {reason:?}:\n{log}");
     }
+    // The operator vouches for one forged-looking command: released, it runs
+    // (Alice was invited already, so the transcript says so), and it leaves
+    // the quarantine.
+    let first_key = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reason"].as_str().unwrap().contains("not authenticated"))
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, out, err) = daemon.cli(&["quarantine", "release", &first_key]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("released") && out.contains("(command)"),
+        "{out}"
+    );
+    wait_for(PARTNER1, "transcript of the released command", |m| {
+        m.subject.contains("forged")
+    })
+    .await;
+    assert_eq!(quarantine(&daemon).as_array().unwrap().len(), 2);
+    let (ok, _, err) = daemon.cli(&["quarantine", "release", &first_key]);
+    assert!(!ok && err.contains("not quarantined"), "{err}");
     // Every processed message is marked on the server.
     let raw = fetch_all(INVITES).await;
     assert!(!raw.is_empty());
