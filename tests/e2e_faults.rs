@@ -203,7 +203,8 @@ async fn imap_and_smtp_outages_lose_and_duplicate_nothing() {
             && std::net::TcpStream::connect(("127.0.0.1", SMTP_PORT)).is_err(),
         "the mail stack is down"
     );
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // 30 s, as long as a real restart of a mail server may take.
+    tokio::time::sleep(Duration::from_secs(30)).await;
     mailstack("up");
     // Mail that arrives after the outage is handled too.
     for m in batch(20) {
@@ -277,10 +278,18 @@ async fn a_uidvalidity_change_rescans_without_reprocessing() {
     let (by_id, _) = transcripts().await;
     assert_eq!(by_id.len(), 11, "only the new mail is answered");
     assert!(by_id.values().all(|&n| n == 1));
-    assert!(daemon.log().contains("UIDVALIDITY changed; rescanning"), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("UIDVALIDITY changed; rescanning"),
+        "{}",
+        daemon.log()
+    );
     assert!(daemon.stop().success());
     let s = stats(&daemon);
     assert_eq!(s["processed"]["command"], 11, "{s}");
-    assert_eq!(s["processed"]["duplicate"], serde_json::Value::Null, "duplicates are not new records: {s}");
+    assert_eq!(
+        s["processed"]["duplicate"],
+        serde_json::Value::Null,
+        "duplicates are not new records: {s}"
+    );
     delete_folder(COMMANDS, "Work").await;
 }
