@@ -305,18 +305,7 @@ async fn real_main(cli: Cli) -> Result<()> {
                 .filter(|r| state.as_deref().is_none_or(|s| r.state == s))
                 .filter(|r| partner.as_deref().is_none_or(|p| r.partner == p))
                 .collect();
-            if json {
-                println!("{}", serde_json::to_string(&rows)?);
-            } else if rows.is_empty() {
-                println!("no relationships");
-            } else {
-                for r in rows {
-                    println!(
-                        "{:<12} {:<32} {:<20} since {}",
-                        r.partner, r.customer, r.state, r.since
-                    );
-                }
-            }
+            print_status_rows(&rows, json)?;
         }
         Cmd::History { customer, json } => {
             let config = Config::load(&cli.config)?;
@@ -454,18 +443,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             let req = Request::Status { customer };
             let value = query(&config, &req).await?;
             let rows: Vec<StatusRow> = serde_json::from_value(value)?;
-            if json {
-                println!("{}", serde_json::to_string(&rows)?);
-            } else if rows.is_empty() {
-                println!("no relationships");
-            } else {
-                for r in rows {
-                    println!(
-                        "{:<12} {:<32} {:<20} since {}",
-                        r.partner, r.customer, r.state, r.since
-                    );
-                }
-            }
+            print_status_rows(&rows, json)?;
         }
     }
     Ok(())
@@ -810,5 +788,22 @@ async fn import(
         );
     }
     anyhow::ensure!(ok == results.len(), "{} row(s) failed", results.len() - ok);
+    Ok(())
+}
+
+/// Prints relationships as a table, or as JSON.
+fn print_status_rows(rows: &[StatusRow], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(rows)?);
+    } else if rows.is_empty() {
+        println!("no relationships");
+    } else {
+        for r in rows {
+            println!(
+                "{:<12} {:<32} {:<20} since {}",
+                r.partner, r.customer, r.state, r.since
+            );
+        }
+    }
     Ok(())
 }

@@ -443,20 +443,11 @@ fn push_pair(
         customer_tpl,
         vars.clone(),
     ));
-    let mut to = vec![partner.emails[0].clone()];
-    to.extend(rel.support_contact.clone());
-    decision.mails.push(MailPlan {
-        template: partner_tpl,
-        locale: partner.locale.clone(),
-        to,
-        from: Sender::Commands,
-        reply_to: None,
-        message_id: ids.next(),
-        in_reply_to: None,
-        references: vec![],
+    decision.mails.push(super::partner_notice(
+        partner,
+        rel.support_contact.as_deref(),
+        partner_tpl,
+        ids.next(),
         vars,
-        invitation: None,
-        ticket: None,
-        attachments: vec![],
-    });
+    ));
 }

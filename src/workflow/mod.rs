@@ -325,26 +325,19 @@ pub fn delivery_failed(
         inv.id, partner.id
     ));
     decision.class = MailClass::Bounce;
-    decision.mails.push(MailPlan {
-        template: TemplateName::BouncedPartner,
-        locale: partner.locale.clone(),
-        to: vec![partner.emails[0].clone()],
-        from: Sender::Commands,
-        reply_to: None,
-        message_id: ids.next(),
-        in_reply_to: None,
-        references: vec![],
-        vars: serde_json::json!({
+    decision.mails.push(partner_notice(
+        partner,
+        None,
+        TemplateName::BouncedPartner,
+        ids.next(),
+        serde_json::json!({
             "partner_name": partner.name,
             "customer_email": inv.customer,
             "customer_name": inv.customer_name,
             "reason": reason,
             "at": rfc3339(ctx.now),
         }),
-        invitation: None,
-        ticket: None,
-        attachments: vec![],
-    });
+    ));
     decision.invitations.push(inv);
     Ok(decision)
 }
@@ -395,4 +388,31 @@ fn did_work(m: &MailPlan) -> bool {
             r.iter()
                 .any(|x| x["ok"] == true && !x["command"].is_null() && x["command"] != "help")
         })
+}
+
+/// A notice to a partner (and its support contact, if any): from the
+/// command address, in the partner's locale, not threaded to anything.
+pub(crate) fn partner_notice(
+    partner: &crate::config::Partner,
+    support_contact: Option<&str>,
+    template: TemplateName,
+    message_id: String,
+    vars: serde_json::Value,
+) -> MailPlan {
+    let mut to = vec![partner.emails[0].clone()];
+    to.extend(support_contact.map(str::to_string));
+    MailPlan {
+        template,
+        locale: partner.locale.clone(),
+        to,
+        from: Sender::Commands,
+        reply_to: None,
+        message_id,
+        in_reply_to: None,
+        references: vec![],
+        vars,
+        invitation: None,
+        ticket: None,
+        attachments: vec![],
+    }
 }

@@ -7,7 +7,7 @@
 //! timer held in memory, so it survives restarts: a daemon that was down
 //! when an invitation ran out expires it at the next sweep.
 
-use super::{rfc3339, Context, Decision, MailClass, MailPlan, MessageIds, Sender, WorkflowError};
+use super::{rfc3339, Context, Decision, MailClass, MailPlan, MessageIds, WorkflowError};
 use crate::invitation::InvitationKind;
 use crate::relationship::{Relationship, RelationshipEvent, RelationshipState};
 use crate::store::StoreView;
@@ -60,28 +60,19 @@ pub fn expire_due(ctx: &Context, view: &dyn StoreView) -> Result<Decision, Workf
             domain: ctx.config.addresses.message_id_domain(),
             n: 0,
         };
-        let mut to = vec![partner.emails[0].clone()];
-        to.extend(rel.support_contact.clone());
-        decision.mails.push(MailPlan {
-            template: TemplateName::ExpiredPartner,
-            locale: partner.locale.clone(),
-            to,
-            from: Sender::Commands,
-            reply_to: None,
-            message_id: ids.next(),
-            in_reply_to: None,
-            references: vec![],
-            vars: json!({
+        decision.mails.push(super::partner_notice(
+            partner,
+            rel.support_contact.as_deref(),
+            TemplateName::ExpiredPartner,
+            ids.next(),
+            json!({
                 "partner_name": partner.name,
                 "customer_email": rel.customer,
                 "customer_name": rel.customer_name,
                 "invited_at": rfc3339(inv.created),
                 "expired_at": rfc3339(inv.expires),
             }),
-            invitation: None,
-            ticket: None,
-            attachments: vec![],
-        });
+        ));
         decision.relationships.push(rel);
     }
     decision.summary = format!(
@@ -149,20 +140,11 @@ fn duration_step(ctx: &Context, rel: &mut Relationship) -> Option<MailPlan> {
     all.as_object_mut()
         .expect("object")
         .extend(vars.as_object().expect("object").clone());
-    let mut to = vec![partner.emails[0].clone()];
-    to.extend(rel.support_contact.clone());
-    Some(MailPlan {
+    Some(super::partner_notice(
+        partner,
+        rel.support_contact.as_deref(),
         template,
-        locale: partner.locale.clone(),
-        to,
-        from: Sender::Commands,
-        reply_to: None,
-        message_id: ids.next(),
-        in_reply_to: None,
-        references: vec![],
-        vars: all,
-        invitation: None,
-        ticket: None,
-        attachments: vec![],
-    })
+        ids.next(),
+        all,
+    ))
 }
