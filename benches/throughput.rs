@@ -1,0 +1,1928 @@
+//! Liaison's throughput, latency and memory against the loopback mail stack
+//! (issue 6), each figure beside a baseline measured in the same run.
+//!
+//! Run with `cargo bench --bench throughput` while `tests/mailstack.sh up`
+//! has Postfix (127.0.0.1:2525) and Dovecot (127.0.0.1:1143) running; see
+//! `benches/README.md`. It is a `harness = false` bench target, so plain
+//! `cargo test` never builds or runs it. It takes the same cross-process
+//! lock file as the end-to-end tests, because both use the shared mailboxes.
+//!
+//! What is measured, and why each baseline:
+//!
+//! 1. **Inbound throughput.** `N` mails (a mix of partner `status`/`list`
+//!    commands, `invite` commands and customer replies that reference
+//!    nothing) are APPENDed to `commands@` and `invites@`. Liaison runs in
+//!    process (`daemon::run_with`, fresh sled store) and the clock stops when
+//!    both inbox cursors reach the last UID and a store flush has returned:
+//!    fetched, parsed, classified, committed durably, replies queued. Its
+//!    SMTP points at a closed loopback port so that replies stay *queued*
+//!    (delivery is measured in 2); what is timed is the inbound work alone.
+//!    Baseline: a raw `UID FETCH 1:* (BODY.PEEK[])` of the same mailboxes with
+//!    the same client library (async-imap), one connection per mailbox as
+//!    Liaison has. It is the floor any IMAP consumer pays, so the ratio says
+//!    how much Liaison's own work costs on top of just reading the mail.
+//!    Row 1b, a diagnostic, feeds the same mails to `Engine::process` with no
+//!    IMAP at all, to tell the server's share from Liaison's.
+//! 2. **Outbound throughput.** `N` invitations (planned by the real workflow
+//!    from `invite` commands) are rendered, committed to the outbox, flushed
+//!    and delivered to Postfix by Liaison's outbox sender (pooled lettre
+//!    transport, `max_connections` in parallel), until every entry is marked
+//!    sent. Row 2c times `compose` + `Mailer::send` without the store.
+//!    Baseline (the issue's): the same `N` messages, rendered beforehand,
+//!    sent one after the other over one connection with lettre (pool of
+//!    size 1): the plain way to hand mail to an MTA with the same library.
+//!    Second baseline (row 2b): the same over a plain socket with
+//!    `TCP_NODELAY`, message and terminating dot in one write. lettre sets
+//!    no `TCP_NODELAY` and writes the dot separately, so each of its mails
+//!    waits for the server's delayed ACK; the socket shows what one
+//!    connection to this Postfix really carries.
+//! 3. **Latency.** 100 customer replies ("Accept") are delivered to Postfix,
+//!    one at a time. For each, the time from Postfix's `250` to the
+//!    relationship being `active` in the store (polled every 1 ms), and to
+//!    its acknowledgements being handed to SMTP (the outbox is empty again).
+//!    Baselines, on the very same deliveries: a raw IDLE client on the same
+//!    mailbox (the server's own push delay, which no IDLE client can beat)
+//!    and a raw client polling with NOOP every 1 ms (the best a poller can
+//!    do). "Added" is Liaison's commit time minus the raw IDLE push, per
+//!    sample.
+//! 4. **Memory.** The real binary (`target/release/liaison`) as a child with
+//!    a config in a temporary folder: VmRSS/VmHWM from `/proc/PID/status`
+//!    when idle, and while draining a backlog of `LIAISON_BENCH_BACKLOG`
+//!    (default 10 000) mails, replies really delivered to Postfix. There is
+//!    no baseline; the targets are absolute.
+//! 5. **Scale of state.** 100 000 relationships written with
+//!    `SledStore::commit`; then `admin::answer(Status)` for one customer and
+//!    for all, and the workflow's `list` for one partner (decide, and decide
+//!    plus rendering the transcript). Absolute targets again. Row 5e puts
+//!    one unreferenced customer reply through `Engine::process` on that
+//!    store: the inbound hot path at this scale.
+//!
+//! The per-address reply cap (`security.max_replies_per_hour`) is raised
+//! in every config here, so each command mail of the mix gets its
+//! transcript as intended (see [`REPLY_CAP`]).
+//!
+//! Nothing is asserted: every figure printed is measured in this run, and
+//! the table says which targets are met. Every wait has a deadline, so the
+//! run ends by itself. The load average at start and end is printed, since
+//! anything else running on the machine shows in the figures.
+
+use futures::StreamExt;
+use liaison::admin::{answer, Request};
+use liaison::clock::{Clock, SystemClock};
+use liaison::config::Config;
+use liaison::store::{Changes, SledStore, Store, StoreView};
+use liaison::templates::{TemplateName, Templates};
+use liaison::token::TokenKey;
+use liaison::workflow::{self, Context, MailPlan};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "liaison-dev";
+const SMTP_PORT: u16 = 2525;
+const IMAP_PORT: u16 = 1143;
+const COMMANDS: &str = "commands@liaison.test";
+const INVITES: &str = "invites@liaison.test";
+const PARTNER1: &str = "partner1@liaison.test";
+const PARTNER2: &str = "partner2@liaison.test";
+const HELPDESK: &str = "helpdesk@liaison.test";
+/// Real mailboxes that customer plus-addresses (`alice+x@…`) land in.
+const CUSTOMERS: [&str; 4] = [
+    "alice@contoso.test",
+    "bob@fabrikam.test",
+    "carol@contoso.test",
+    "dave@fabrikam.test",
+];
+const SECRET: &str = "bench-secret-0123456789abcdef";
+/// `security.max_replies_per_hour`, raised from its default (20 per
+/// address): the mix has two partners sending thousands of command mails an
+/// hour, and every one of them is meant to get its transcript. With the
+/// default, most replies would be suppressed and Liaison would do (and be
+/// timed for) less work than the mix asks of it.
+const REPLY_CAP: u32 = 1_000_000;
+
+type Imap = async_imap::Session<tokio::net::TcpStream>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Res<T> = Result<T, BoxError>;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is understood.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = rt.block_on(run()) {
+        eprintln!("benchmark failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Res<()> {
+    let n = env_usize("LIAISON_BENCH_N", 2000).max(20);
+    let backlog = env_usize("LIAISON_BENCH_BACKLOG", 10_000).max(20);
+    let rounds = env_usize("LIAISON_BENCH_ROUNDS", 3).max(1);
+    // One outbound round takes minutes (the lettre baseline runs at ~20/s).
+    let out_rounds = env_usize("LIAISON_BENCH_OUT_ROUNDS", 1).max(1);
+    let samples = env_usize("LIAISON_BENCH_SAMPLES", 100).max(5);
+    let relationships = env_usize("LIAISON_BENCH_RELATIONSHIPS", 100_000).max(100);
+    for port in [SMTP_PORT, IMAP_PORT] {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            return Err(format!(
+                "nothing listens on 127.0.0.1:{port}: start the mail stack with `bash tests/mailstack.sh up`"
+            )
+            .into());
+        }
+    }
+    let _lock = mailstack_lock().await?;
+    let machine = Machine::probe();
+    let load_start = loadavg();
+    let started = Instant::now();
+    let when = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    eprintln!(
+        "liaison benchmark: N={n}, backlog={backlog}, rounds={rounds} inbound / {out_rounds} outbound, samples={samples}, relationships={relationships}"
+    );
+    eprintln!("{}", machine.line());
+
+    let mut table = Table::default();
+    eprintln!("\n== 1. inbound throughput ==");
+    inbound(n, rounds, &mut table).await?;
+    eprintln!("\n== 2. outbound throughput ==");
+    outbound(n, out_rounds, &mut table).await?;
+    eprintln!("\n== 3. latency ==");
+    latency(samples, &mut table).await?;
+    eprintln!("\n== 4. memory ==");
+    memory(backlog, &mut table).await?;
+    eprintln!("\n== 5. scale of state ==");
+    scale(relationships, &mut table).await?;
+
+    println!();
+    println!(
+        "Liaison benchmark, run on {when} (took {:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", machine.line());
+    println!(
+        "load average (1/5/15 min) at start: {load_start}; at end: {}",
+        loadavg()
+    );
+    println!(
+        "N={n}, backlog={backlog}, rounds: {rounds} inbound, {out_rounds} outbound (median shown), latency samples={samples}, relationships={relationships}"
+    );
+    println!();
+    print!("{}", table.render());
+    Ok(())
+}
+
+// ---------------------------------------------------------------- machine --
+
+struct Machine {
+    cores: usize,
+    kernel: String,
+    cpu: String,
+    mem_gib: f64,
+    dovecot: String,
+    postfix: String,
+}
+
+impl Machine {
+    fn probe() -> Machine {
+        let cmd = |prog: &str, args: &[&str]| {
+            std::process::Command::new(prog)
+                .args(args)
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default()
+        };
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| "unknown CPU".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kb: f64 = meminfo
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        Machine {
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel: cmd("uname", &["-r"]),
+            cpu,
+            mem_gib: mem_kb / 1024.0 / 1024.0,
+            dovecot: cmd("dovecot", &["--version"]),
+            postfix: cmd("postconf", &["-dh", "mail_version"]),
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "machine: {} cores, {}, {:.1} GiB RAM, Linux {}; Dovecot {}, Postfix {}",
+            self.cores, self.cpu, self.mem_gib, self.kernel, self.dovecot, self.postfix
+        )
+    }
+}
+
+/// The first three fields of `/proc/loadavg`: other work on the machine
+/// during the run shows here.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+// ------------------------------------------------------------------ table --
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<[String; 7]>,
+}
+
+impl Table {
+    #[allow(clippy::too_many_arguments)]
+    fn row(
+        &mut self,
+        id: &str,
+        what: &str,
+        liaison: String,
+        baseline: String,
+        ratio: String,
+        target: &str,
+        met: Option<bool>,
+    ) {
+        let met = match met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "",
+        };
+        eprintln!(
+            "  {what}: {liaison} | baseline {baseline} | ratio {ratio} | target {target} {met}"
+        );
+        self.rows.push([
+            id.into(),
+            what.into(),
+            liaison,
+            baseline,
+            ratio,
+            target.into(),
+            met.into(),
+        ]);
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::from(
+            "| # | measure | Liaison | baseline (same run) | ratio | target | met |\n|---|---|---|---|---|---|---|\n",
+        );
+        for r in &self.rows {
+            let _ = writeln!(out, "| {} |", r.join(" | "));
+        }
+        out
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+/// Nearest-rank percentile of `v` (0–100).
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
+    s[rank.min(s.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+// ------------------------------------------------------------- mail stack --
+
+/// The lock file the end-to-end tests take (`tests/common`), so a benchmark
+/// and a test run never share the mailboxes.
+#[allow(clippy::incompatible_msrv)]
+async fn mailstack_lock() -> Res<std::fs::File> {
+    let path = std::env::temp_dir().join("liaison-mailstack.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    if f.try_lock().is_err() {
+        eprintln!(
+            "waiting for {} (a test run is using the mail stack)…",
+            path.display()
+        );
+        let f = tokio::task::spawn_blocking(move || f.lock().map(|_| f)).await??;
+        return Ok(f);
+    }
+    Ok(f)
+}
+
+async fn imap(user: &str) -> Res<Imap> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", IMAP_PORT)).await?;
+    tcp.set_nodelay(true)?;
+    let mut client = async_imap::Client::new(tcp);
+    client.read_response().await?;
+    let session = client.login(user, PASSWORD).await.map_err(|(e, _)| e)?;
+    Ok(session)
+}
+
+/// Deletes every message in `user`'s INBOX.
+async fn clear_mailbox(user: &str) -> Res<()> {
+    let mut s = imap(user).await?;
+    let mbox = s.select("INBOX").await?;
+    if mbox.exists > 0 {
+        {
+            let stream = s.store("1:*", "+FLAGS.SILENT (\\Deleted)").await?;
+            let _: Vec<_> = stream.collect().await;
+        }
+        {
+            let stream = s.expunge().await?;
+            let _: Vec<_> = stream.collect().await;
+        }
+    }
+    s.logout().await?;
+    Ok(())
+}
+
+async fn clear_all(users: &[&str]) -> Res<()> {
+    for u in users {
+        clear_mailbox(u).await?;
+    }
+    Ok(())
+}
+
+/// (messages, last UID) of `user`'s INBOX.
+async fn mailbox_state(user: &str) -> Res<(u32, u32)> {
+    let mut s = imap(user).await?;
+    let mbox = s.examine("INBOX").await?;
+    s.logout().await?;
+    Ok((mbox.exists, mbox.uid_next.unwrap_or(1).saturating_sub(1)))
+}
+
+/// APPENDs `msgs` to `user`'s INBOX over four connections (each APPEND
+/// waits for Dovecot to write the message; several in flight hide that).
+/// Striped, so the mailbox keeps roughly the order of `msgs`.
+async fn append_all(user: &str, msgs: &[Vec<u8>]) -> Res<()> {
+    const STRIPES: usize = 4;
+    let tasks = (0..STRIPES).map(|k| async move {
+        let mut s = imap(user).await?;
+        for m in msgs.iter().skip(k).step_by(STRIPES) {
+            s.append("INBOX", None, None, m).await?;
+        }
+        s.logout().await?;
+        Ok::<_, BoxError>(())
+    });
+    for r in futures::future::join_all(tasks).await {
+        r?;
+    }
+    Ok(())
+}
+
+/// Files in Postfix's queue that are still on their way (not deferred).
+fn postfix_queue() -> (usize, usize) {
+    let base = PathBuf::from(
+        std::env::var("LIAISON_MAILSTACK_DIR").unwrap_or_else(|_| "/tmp/liaison-ms".into()),
+    )
+    .join("pf-queue");
+    fn count(p: &Path) -> usize {
+        let Ok(rd) = std::fs::read_dir(p) else {
+            return 0;
+        };
+        rd.flatten()
+            .map(|e| {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    count(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+    let moving = ["maildrop", "incoming", "active"]
+        .iter()
+        .map(|d| count(&base.join(d)))
+        .sum();
+    (moving, count(&base.join("deferred")))
+}
+
+/// Waits until Postfix has handed everything to Dovecot, so the next
+/// measurement does not compete with the last one's deliveries.
+async fn wait_postfix_idle(what: &str) {
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs(180);
+    let mut zero_seen = 0;
+    loop {
+        let (moving, deferred) = postfix_queue();
+        if moving == 0 {
+            zero_seen += 1;
+            if zero_seen >= 3 {
+                if deferred > 0 {
+                    eprintln!("  note: {deferred} deferred files in Postfix's queue");
+                }
+                break;
+            }
+        } else {
+            zero_seen = 0;
+        }
+        if Instant::now() > deadline {
+            eprintln!("  note: Postfix still had {moving} queue files after 180 s ({what})");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "  (Postfix queue drained after {what} in {:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+}
+
+fn smtp_transport(pool: u32) -> lettre::AsyncSmtpTransport<lettre::Tokio1Executor> {
+    lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(SMTP_PORT)
+        .timeout(Some(Duration::from_secs(30)))
+        .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(pool))
+        .build()
+}
+
+async fn smtp_send(
+    t: &lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    from: &str,
+    to: &[String],
+    raw: &[u8],
+) -> Res<()> {
+    use lettre::AsyncTransport;
+    let env = lettre::address::Envelope::new(
+        Some(from.parse()?),
+        to.iter()
+            .map(|t| t.parse())
+            .collect::<Result<Vec<lettre::Address>, _>>()?,
+    )?;
+    t.send_raw(&env, raw).await?;
+    Ok(())
+}
+
+/// A minimal SMTP client over one plain socket with `TCP_NODELAY`: each
+/// command waits for its reply, the message and its terminating `.` go out
+/// in one write. No pipelining, no pool: the plain way to hand mail over.
+struct RawSmtp {
+    r: tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+    line: String,
+}
+
+impl RawSmtp {
+    async fn connect() -> Res<RawSmtp> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", SMTP_PORT)).await?;
+        tcp.set_nodelay(true)?;
+        let (r, w) = tcp.into_split();
+        let mut c = RawSmtp {
+            r: tokio::io::BufReader::new(r),
+            w,
+            line: String::new(),
+        };
+        c.reply(220).await?;
+        c.cmd("EHLO bench.liaison.test\r\n", 250).await?;
+        Ok(c)
+    }
+
+    /// Reads one (possibly multi-line) reply and checks its code.
+    async fn reply(&mut self, want: u16) -> Res<()> {
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            self.line.clear();
+            if self.r.read_line(&mut self.line).await? == 0 {
+                return Err("SMTP server closed the connection".into());
+            }
+            if self.line.len() < 4 || self.line.as_bytes()[3] != b'-' {
+                break;
+            }
+        }
+        if !self.line.starts_with(&want.to_string()) {
+            return Err(format!("SMTP: expected {want}, got {}", self.line.trim_end()).into());
+        }
+        Ok(())
+    }
+
+    async fn cmd(&mut self, line: &str, want: u16) -> Res<()> {
+        use tokio::io::AsyncWriteExt;
+        self.w.write_all(line.as_bytes()).await?;
+        self.reply(want).await
+    }
+
+    async fn send(&mut self, from: &str, to: &[String], raw: &[u8]) -> Res<()> {
+        use tokio::io::AsyncWriteExt;
+        self.cmd(&format!("MAIL FROM:<{from}>\r\n"), 250).await?;
+        for t in to {
+            self.cmd(&format!("RCPT TO:<{t}>\r\n"), 250).await?;
+        }
+        self.cmd("DATA\r\n", 354).await?;
+        let mut data = Vec::with_capacity(raw.len() + 16);
+        let mut at_line_start = true;
+        for &b in raw {
+            if at_line_start && b == b'.' {
+                data.push(b'.');
+            }
+            data.push(b);
+            at_line_start = b == b'\n';
+        }
+        if !data.ends_with(b"\r\n") {
+            data.extend_from_slice(b"\r\n");
+        }
+        data.extend_from_slice(b".\r\n");
+        self.w.write_all(&data).await?;
+        self.reply(250).await
+    }
+
+    async fn quit(mut self) {
+        let _ = self.cmd("QUIT\r\n", 221).await;
+    }
+}
+
+/// A loopback port where nothing listens: SMTP to it is refused at once.
+fn closed_port() -> Res<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+// ---------------------------------------------------------------- config --
+
+fn templates_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")
+}
+
+/// A config like `config/liaison.dev.toml` (defaults for everything that is
+/// not an address), with the store in `dir`.
+fn config_text(dir: &Path, smtp_port: u16, extra_partners: usize) -> String {
+    let inbox = |name: &str, user: &str| {
+        format!(
+            "[[inbox]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {IMAP_PORT}\ntls = \"none\"\n\
+             username = \"{user}\"\npassword = \"{PASSWORD}\"\nidle = true\n\n"
+        )
+    };
+    let mut text = format!(
+        "[store]\npath = \"{store}\"\n\n{c}{i}\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\n\n\
+         [addresses]\ncommands = \"{COMMANDS}\"\ninvitations = \"{INVITES}\"\n\
+         support_desk = \"{HELPDESK}\"\nfrom_name = \"Liaison\"\n\n\
+         [security]\ntoken_secret = \"{SECRET}\"\nmax_replies_per_hour = {REPLY_CAP}\n\n\
+         [templates]\ndir = \"{templates}\"\n\n\
+         [[partner]]\nid = \"northwind\"\nname = \"Northwind Traders\"\nemails = [\"{PARTNER1}\"]\nlocale = \"en\"\n\n\
+         [[partner]]\nid = \"hanbit\"\nname = \"Hanbit Cloud\"\nemails = [\"{PARTNER2}\"]\nlocale = \"ko\"\n",
+        store = dir.join("store").display(),
+        c = inbox("commands", COMMANDS),
+        i = inbox("invites", INVITES),
+        templates = templates_dir().display(),
+    );
+    for p in 3..3 + extra_partners {
+        let _ = write!(
+            text,
+            "\n[[partner]]\nid = \"partner{p}\"\nname = \"Partner {p} Ltd\"\nemails = [\"partner{p}@liaison.test\"]\nlocale = \"en\"\n"
+        );
+    }
+    text
+}
+
+fn load_config(dir: &Path, smtp_port: u16, extra_partners: usize) -> Res<Config> {
+    let path = dir.join("liaison.toml");
+    std::fs::write(&path, config_text(dir, smtp_port, extra_partners))?;
+    Ok(Config::load(&path)?)
+}
+
+fn open_store(config: &Config) -> Res<Arc<SledStore>> {
+    Ok(Arc::new(SledStore::open(
+        &config.store.path,
+        config.store.cache_capacity_bytes,
+        &config.admin_socket,
+    )?))
+}
+
+/// Liaison in this process, as `tests/e2e_lifecycle.rs`'s `InProcess`.
+struct InProcess {
+    store: Arc<SledStore>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), liaison::daemon::DaemonError>>,
+    _tmp: tempfile::TempDir,
+}
+
+impl InProcess {
+    fn start(smtp_port: u16) -> Res<InProcess> {
+        let tmp = tempfile::tempdir()?;
+        let config = Arc::new(load_config(tmp.path(), smtp_port, 0)?);
+        let store = open_store(&config)?;
+        let templates = Templates::load(&config.templates_dir)?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(liaison::daemon::run_with(
+            config.clone(),
+            store.clone() as Arc<dyn Store>,
+            templates,
+            Arc::new(SystemClock),
+            liaison::daemon::Options::default(),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        Ok(InProcess {
+            store,
+            stop: Some(stop_tx),
+            task,
+            _tmp: tmp,
+        })
+    }
+
+    async fn stop(mut self) -> Res<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(60), &mut self.task)
+            .await
+            .map_err(|_| "the in-process daemon did not stop within 60 s")???;
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------- mail mix --
+
+fn now_secs() -> u64 {
+    SystemClock.now()
+}
+
+/// A fixed, valid Date header value: Liaison does not read it.
+const DATE: &str = "Wed, 25 Nov 2026 10:00:00 +0000";
+
+/// One inbound mail as a delivering server would have stored it.
+#[allow(clippy::too_many_arguments)]
+fn delivered(
+    rcpt: &str,
+    from: &str,
+    from_name: &str,
+    to: &str,
+    subject: &str,
+    message_id: &str,
+    extra: &str,
+    body: &str,
+) -> Vec<u8> {
+    format!(
+        "Return-Path: <{from}>\r\nDelivered-To: {rcpt}\r\n\
+         Received: from mail.liaison.test by mail.liaison.test (Dovecot) with LMTP; {date}\r\n\
+         From: {from_name} <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n\
+         Date: {date}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n{extra}\r\n{body}",
+        date = DATE,
+        body = body.replace('\n', "\r\n"),
+    )
+    .into_bytes()
+}
+
+/// The realistic inbound mix. Per 20 mails: 8 partner `status`/`list`
+/// commands (6 ask about one customer, 2 list everything), 2 `invite`
+/// commands, 10 customer replies that reference no invitation (from
+/// addresses Liaison does not know: ignored, no reply).
+struct Mix {
+    /// For `commands@`.
+    commands: Vec<Vec<u8>>,
+    /// For `invites@`.
+    replies: Vec<Vec<u8>>,
+    /// Message-IDs of all of them.
+    ids: Vec<String>,
+    /// Mails Liaison queues for them: one transcript per command mail, one
+    /// invitation per invite.
+    expected_out: usize,
+    invites: usize,
+}
+
+fn mix(n: usize, tag: &str) -> Mix {
+    let quoted: String = (0..12)
+        .map(|k| format!("> line {k} of the message being answered, as mail clients quote it\n"))
+        .collect();
+    let mut m = Mix {
+        commands: vec![],
+        replies: vec![],
+        ids: vec![],
+        expected_out: 0,
+        invites: 0,
+    };
+    let mut last_invited = [None::<String>, None::<String>];
+    for i in 0..n {
+        let id = format!("bench.{tag}.{i}@client.test");
+        let k = i % 20;
+        let p = (i / 20) % 2;
+        let (partner, pname) = if p == 0 {
+            (PARTNER1, "Jane Partner")
+        } else {
+            (PARTNER2, "Kim Partner")
+        };
+        let sig = format!("\n-- \n{pname}\nCloud desk, +1 555 0100\n");
+        if k < 8 {
+            let body = match (&last_invited[p], k % 4) {
+                (Some(c), 0..=2) => format!("status {c}\n{sig}"),
+                (_, 3) | (None, _) => format!("list\nthanks\n{sig}"),
+                _ => unreachable!(),
+            };
+            m.commands.push(delivered(
+                COMMANDS,
+                partner,
+                pname,
+                COMMANDS,
+                "Customer status",
+                &id,
+                "",
+                &body,
+            ));
+            m.expected_out += 1;
+        } else if k < 10 {
+            let customer = format!(
+                "{}+{tag}{i}@{}",
+                CUSTOMERS[i % 4].split('@').next().unwrap_or("alice"),
+                CUSTOMERS[i % 4].split('@').nth(1).unwrap_or("contoso.test")
+            );
+            let body = format!("invite {customer} name \"Customer {i} Ltd\"\nthanks\n{sig}");
+            last_invited[p] = Some(customer);
+            m.commands.push(delivered(
+                COMMANDS,
+                partner,
+                pname,
+                COMMANDS,
+                "New customer",
+                &id,
+                "",
+                &body,
+            ));
+            m.expected_out += 2;
+            m.invites += 1;
+        } else {
+            let from = format!("someone{i}@example.test");
+            let body = format!(
+                "Thanks, we will look at this next week.\n\nBest regards\nSomeone {i}\n\n\
+                 On Tue, 24 Nov 2026 at 09:12, Account Team <team@example.test> wrote:\n{quoted}"
+            );
+            m.replies.push(delivered(
+                INVITES,
+                &from,
+                &format!("Someone {i}"),
+                INVITES,
+                "Re: Your cloud subscription",
+                &id,
+                &format!("In-Reply-To: <thread.{i}@example.test>\r\nReferences: <thread.{i}@example.test>\r\n"),
+                &body,
+            ));
+        }
+        m.ids.push(id);
+    }
+    m
+}
+
+async fn preload(m: &Mix) -> Res<(u32, u32)> {
+    clear_all(&[COMMANDS, INVITES]).await?;
+    let t = Instant::now();
+    let (a, b) = tokio::join!(
+        append_all(COMMANDS, &m.commands),
+        append_all(INVITES, &m.replies)
+    );
+    a?;
+    b?;
+    let (nc, lc) = mailbox_state(COMMANDS).await?;
+    let (ni, li) = mailbox_state(INVITES).await?;
+    if nc as usize != m.commands.len() || ni as usize != m.replies.len() {
+        return Err(format!(
+            "preload: expected {}+{} messages, the mailboxes hold {nc}+{ni}",
+            m.commands.len(),
+            m.replies.len()
+        )
+        .into());
+    }
+    eprintln!(
+        "  preloaded {} + {} mails by IMAP APPEND in {:.1} s",
+        nc,
+        ni,
+        t.elapsed().as_secs_f64()
+    );
+    Ok((lc, li))
+}
+
+// ------------------------------------------------------------ 1. inbound --
+
+/// Raw `UID FETCH 1:* (BODY.PEEK[])` of one mailbox, from connect to the
+/// last byte; returns (messages, bytes).
+async fn raw_fetch(user: &str) -> Res<(usize, usize)> {
+    let mut s = imap(user).await?;
+    s.select("INBOX").await?;
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    {
+        let mut stream = s.uid_fetch("1:*", "(BODY.PEEK[])").await?;
+        while let Some(f) = stream.next().await {
+            if let Some(b) = f?.body() {
+                bodies.push(b.to_vec());
+            }
+        }
+    }
+    s.logout().await?;
+    Ok((bodies.len(), bodies.iter().map(Vec::len).sum()))
+}
+
+async fn inbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
+    let m = mix(n, &format!("in{}", now_secs()));
+    eprintln!(
+        "  mix: {} command mails ({} invites) to commands@, {} customer replies to invites@",
+        m.commands.len(),
+        m.invites,
+        m.replies.len()
+    );
+    let (mut last_c, mut last_i) = preload(&m).await?;
+    let mut base_rates = vec![];
+    let mut rates = vec![];
+    let mut engine_rates = vec![];
+    for round in 1..=rounds {
+        // Liaison never changes the mailboxes today; if a later version
+        // marks or moves processed mail, load them again.
+        let (nc, _) = mailbox_state(COMMANDS).await?;
+        let (ni, _) = mailbox_state(INVITES).await?;
+        if nc as usize != m.commands.len() || ni as usize != m.replies.len() {
+            (last_c, last_i) = preload(&m).await?;
+        }
+        let t = Instant::now();
+        let (a, b) = tokio::join!(raw_fetch(COMMANDS), raw_fetch(INVITES));
+        let base = t.elapsed();
+        let (a, b) = (a?, b?);
+        let fetched = a.0 + b.0;
+        let bytes = a.1 + b.1;
+        let base_rate = fetched as f64 / base.as_secs_f64();
+        eprintln!(
+            "  round {round}: raw UID FETCH: {fetched} messages ({:.1} MB) in {:.0} ms = {base_rate:.0}/s",
+            bytes as f64 / 1e6,
+            ms(base)
+        );
+        base_rates.push(base_rate);
+
+        let d = InProcess::start(closed_port()?)?;
+        let t = Instant::now();
+        let deadline = t + Duration::from_secs(600);
+        loop {
+            let c = d.store.cursor("commands")?.map_or(0, |c| c.last_uid);
+            let i = d.store.cursor("invites")?.map_or(0, |c| c.last_uid);
+            if c >= last_c && i >= last_i {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "inbound: cursors at {c}/{last_c} and {i}/{last_i} after 600 s"
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let s = d.store.clone();
+        tokio::task::spawn_blocking(move || s.flush()).await??;
+        let took = t.elapsed();
+        let rate = n as f64 / took.as_secs_f64();
+        rates.push(rate);
+        // Check the work was really done.
+        let mut done = 0;
+        for id in &m.ids {
+            if d.store.processed(id)?.is_some() {
+                done += 1;
+            }
+        }
+        let queued =
+            d.store.pending_outbox(u64::MAX, usize::MAX)?.len() + d.store.sent_log()?.len();
+        let rels = d.store.all_relationships()?.len();
+        eprintln!(
+            "  round {round}: Liaison: {n} mails in {:.0} ms = {rate:.0}/s; processed {done}/{n}, replies queued {queued} (expected {}), relationships {rels}",
+            ms(took),
+            m.expected_out
+        );
+        d.stop().await?;
+
+        // Diagnostic: the same mails through `Engine::process` alone (no
+        // IMAP), one flush per 100 as the watcher does.
+        let tmp = tempfile::tempdir()?;
+        let config = Arc::new(load_config(tmp.path(), SMTP_PORT, 0)?);
+        let store: Arc<dyn Store> = open_store(&config)?;
+        let engine = liaison::engine::Engine::new(
+            config.clone(),
+            store.clone(),
+            Templates::load(&config.templates_dir)?,
+            Arc::new(SystemClock),
+        );
+        let t = Instant::now();
+        for (inbox, mails) in [("commands", &m.commands), ("invites", &m.replies)] {
+            for (k, chunk) in mails.chunks(100).enumerate() {
+                for (j, raw) in chunk.iter().enumerate() {
+                    let cursor = liaison::store::Cursor {
+                        uid_validity: 1,
+                        last_uid: (k * 100 + j + 1) as u32,
+                    };
+                    engine.process(inbox, cursor, raw)?;
+                }
+                store.flush()?;
+            }
+        }
+        let took = t.elapsed();
+        let rate = n as f64 / took.as_secs_f64();
+        engine_rates.push(rate);
+        eprintln!(
+            "  round {round}: Engine::process alone: {n} mails in {:.0} ms = {rate:.0}/s",
+            ms(took)
+        );
+    }
+    let (base, rate) = (median(base_rates), median(rates));
+    let engine_rate = median(engine_rates);
+    table.row(
+        "1",
+        "inbound: fetch, parse, classify, commit durably, queue replies (mails/s)",
+        format!("{rate:.0}/s"),
+        format!("{base:.0}/s raw `UID FETCH 1:* (BODY.PEEK[])`"),
+        format!("{:.2}", rate / base),
+        "≥ 0.5",
+        Some(rate / base >= 0.5),
+    );
+    table.row(
+        "1b",
+        "inbound, diagnostic: the same mails through `Engine::process` alone, no IMAP (mails/s)",
+        format!("{engine_rate:.0}/s"),
+        format!("{base:.0}/s"),
+        format!("{:.2}", engine_rate / base),
+        "",
+        None,
+    );
+    clear_all(&[COMMANDS, INVITES]).await?;
+    Ok(())
+}
+
+// ----------------------------------------------------------- 2. outbound --
+
+/// `count` invitation plans made by the real workflow from `invite`
+/// command mails (50 to a mail), against an empty store.
+fn invitation_plans(config: &Config, count: usize, tag: &str) -> Res<Vec<MailPlan>> {
+    let tmp = tempfile::tempdir()?;
+    let store = SledStore::open(&tmp.path().join("plans"), 8 << 20, &tmp.path().join("s"))?;
+    let tokens = TokenKey::new(SECRET.as_bytes());
+    let ctx = Context {
+        config,
+        tokens: &tokens,
+        now: now_secs(),
+    };
+    let mut plans = vec![];
+    let mut i = 0;
+    let mut mail_no = 0;
+    while plans.len() < count {
+        let mut body = String::new();
+        for _ in 0..50.min(count - plans.len()) {
+            let c = CUSTOMERS[i % 4];
+            let (local, domain) = c.split_once('@').unwrap_or((c, ""));
+            let _ = writeln!(
+                body,
+                "invite {local}+{tag}{i}@{domain} name \"Customer {i} Ltd\""
+            );
+            i += 1;
+        }
+        let raw = delivered(
+            COMMANDS,
+            PARTNER1,
+            "Jane Partner",
+            COMMANDS,
+            "invites",
+            &format!("plans.{tag}.{mail_no}@client.test"),
+            "",
+            &body,
+        );
+        mail_no += 1;
+        let mail = liaison::inbound::parse(&raw, usize::MAX)?;
+        let d = workflow::decide(&ctx, &store, &mail)?;
+        let before = plans.len();
+        plans.extend(
+            d.mails
+                .into_iter()
+                .filter(|p| p.template == TemplateName::Invitation),
+        );
+        if plans.len() == before {
+            return Err("the workflow planned no invitation for an `invite` mail".into());
+        }
+    }
+    Ok(plans)
+}
+
+async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
+    let tmp = tempfile::tempdir()?;
+    let config = Arc::new(load_config(tmp.path(), SMTP_PORT, 0)?);
+    let templates = Arc::new(Templates::load(&config.templates_dir)?);
+    let parallel = config.smtp.max_connections;
+    clear_all(&CUSTOMERS).await?;
+    wait_postfix_idle("start").await;
+    let (mut base_rates, mut raw_rates) = (vec![], vec![]);
+    let (mut outbox_rates, mut pipe_rates) = (vec![], vec![]);
+    for round in 1..=rounds {
+        let tag = format!("o{}r{round}x", now_secs());
+        let plans = invitation_plans(&config, n, &tag)?;
+        let now = now_secs();
+
+        // Baseline: pre-rendered, one connection, one after the other.
+        let rendered = plans
+            .iter()
+            .map(|p| liaison::compose::compose(&config, &templates, p, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bytes: usize = rendered.iter().map(|m| m.raw.len()).sum();
+        let one = smtp_transport(1);
+        let t = Instant::now();
+        for m in &rendered {
+            smtp_send(&one, &m.envelope_from, &m.recipients, m.raw.as_bytes()).await?;
+        }
+        let took = t.elapsed();
+        drop(one);
+        let base_rate = n as f64 / took.as_secs_f64();
+        base_rates.push(base_rate);
+        eprintln!(
+            "  round {round}: raw SMTP, 1 connection: {n} mails ({:.1} MB) in {:.0} ms = {base_rate:.0}/s",
+            bytes as f64 / 1e6,
+            ms(took)
+        );
+        wait_postfix_idle("the baseline").await;
+        clear_all(&CUSTOMERS).await?;
+
+        // Second baseline: the same, over a plain socket with TCP_NODELAY.
+        let t = Instant::now();
+        let mut raw = RawSmtp::connect().await?;
+        for m in &rendered {
+            raw.send(&m.envelope_from, &m.recipients, m.raw.as_bytes())
+                .await?;
+        }
+        raw.quit().await;
+        let took = t.elapsed();
+        let raw_rate = n as f64 / took.as_secs_f64();
+        raw_rates.push(raw_rate);
+        eprintln!(
+            "  round {round}: raw socket SMTP (TCP_NODELAY), 1 connection: {n} mails in {:.0} ms = {raw_rate:.0}/s",
+            ms(took)
+        );
+        wait_postfix_idle("the socket baseline").await;
+        clear_all(&CUSTOMERS).await?;
+
+        // Liaison's outbox: render, commit (one commit per mail, as the
+        // engine does per decision), flush, deliver, mark sent.
+        let store_dir = tempfile::tempdir()?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(
+            &store_dir.path().join("store"),
+            config.store.cache_capacity_bytes,
+            &store_dir.path().join("store.sock"),
+        )?);
+        let mailer = liaison::smtp::Mailer::new(&config.smtp)?;
+        let (durable_tx, durable_rx) = tokio::sync::watch::channel(0u64);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let engine = Arc::new(liaison::engine::Engine::new(
+            config.clone(),
+            store.clone(),
+            Templates::load(&config.templates_dir)?,
+            Arc::new(SystemClock),
+        ));
+        let t = Instant::now();
+        let sender = tokio::spawn(liaison::smtp::run_outbox(
+            store.clone(),
+            mailer,
+            Arc::new(SystemClock),
+            engine,
+            durable_rx,
+            stop_rx,
+        ));
+        for p in &plans {
+            let mail = liaison::compose::compose(&config, &templates, p, now)?;
+            store.commit(Changes {
+                outbox: vec![mail],
+                ..Default::default()
+            })?;
+        }
+        let last = store.last_outbox_id()?;
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.flush()).await??;
+        durable_tx.send_replace(last);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while !store.pending_outbox(u64::MAX, 1)?.is_empty() {
+            if Instant::now() > deadline {
+                return Err("outbox not drained within 600 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let took = t.elapsed();
+        let _ = stop_tx.send(true);
+        sender.await?;
+        let log = store.sent_log()?;
+        let failed = log.iter().filter(|e| e.last_error.is_some()).count();
+        let rate = n as f64 / took.as_secs_f64();
+        outbox_rates.push(rate);
+        eprintln!(
+            "  round {round}: Liaison outbox ({parallel} connections): {n} mails in {:.0} ms = {rate:.0}/s ({} sent, {failed} failed)",
+            ms(took),
+            log.len()
+        );
+        wait_postfix_idle("the outbox run").await;
+        clear_all(&CUSTOMERS).await?;
+
+        // compose + Mailer::send, `parallel` at a time, no store.
+        let mailer = liaison::smtp::Mailer::new(&config.smtp)?;
+        let t = Instant::now();
+        let results: Vec<Res<()>> = futures::stream::iter(plans.iter())
+            .map(|p| {
+                let (config, templates, mailer) = (&config, &templates, &mailer);
+                async move {
+                    let m = liaison::compose::compose(config, templates, p, now)?;
+                    mailer.send(&m).await?;
+                    Ok(())
+                }
+            })
+            .buffer_unordered(parallel.max(1) as usize)
+            .collect()
+            .await;
+        let took = t.elapsed();
+        let errors = results.iter().filter(|r| r.is_err()).count();
+        let rate = n as f64 / took.as_secs_f64();
+        pipe_rates.push(rate);
+        eprintln!(
+            "  round {round}: compose + Mailer::send ({parallel} in flight): {n} mails in {:.0} ms = {rate:.0}/s ({errors} errors)",
+            ms(took)
+        );
+        wait_postfix_idle("the compose+send run").await;
+        clear_all(&CUSTOMERS).await?;
+    }
+    let (base, raw) = (median(base_rates), median(raw_rates));
+    let (outbox, pipe) = (median(outbox_rates), median(pipe_rates));
+    table.row(
+        "2",
+        &format!("outbound: render, commit, flush, deliver via the outbox ({parallel} pooled connections) (mails/s)"),
+        format!("{outbox:.0}/s"),
+        format!("{base:.0}/s pre-rendered, lettre, 1 connection"),
+        format!("{:.2}", outbox / base),
+        "≥ 1.0 (stretch 2.0)",
+        Some(outbox / base >= 1.0),
+    );
+    table.row(
+        "2b",
+        "outbound: the same outbox figure against a plain socket (TCP_NODELAY), 1 connection",
+        format!("{outbox:.0}/s"),
+        format!("{raw:.0}/s pre-rendered, raw socket, 1 connection"),
+        format!("{:.2}", outbox / raw),
+        "≥ 1.0",
+        Some(outbox / raw >= 1.0),
+    );
+    table.row(
+        "2c",
+        &format!("outbound: `compose` + `Mailer::send`, {parallel} in flight, no store (mails/s)"),
+        format!("{pipe:.0}/s"),
+        format!("{base:.0}/s lettre; {raw:.0}/s raw socket"),
+        format!("{:.2}; {:.2}", pipe / base, pipe / raw),
+        "≥ 1.0",
+        Some(pipe / base >= 1.0),
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------ 3. latency --
+
+/// Latencies of one sample, in ms after Postfix accepted the reply.
+struct Sample {
+    idle_push: Option<f64>,
+    noop_poll: Option<f64>,
+    committed: f64,
+    acked: f64,
+}
+
+async fn latency(samples: usize, table: &mut Table) -> Res<()> {
+    let mut users = vec![COMMANDS, INVITES, PARTNER1, PARTNER2, HELPDESK];
+    users.extend(CUSTOMERS);
+    clear_all(&users).await?;
+    wait_postfix_idle("start").await;
+    let d = InProcess::start(SMTP_PORT)?;
+    let store = d.store.clone();
+    let tokens = TokenKey::new(SECRET.as_bytes());
+    let mut smtp = RawSmtp::connect().await?;
+    let mut send_ms = vec![];
+    let tag = format!("l{}x", now_secs());
+
+    // Invite `samples` customers through the real command path (50 invites
+    // to a mail), then wait for every invitation to be handed to SMTP.
+    let customers: Vec<String> = (0..samples)
+        .map(|i| {
+            let c = CUSTOMERS[i % 4];
+            let (local, domain) = c.split_once('@').unwrap_or((c, ""));
+            format!("{local}+{tag}{i}@{domain}")
+        })
+        .collect();
+    for (k, chunk) in customers.chunks(50).enumerate() {
+        let body: String = chunk.iter().map(|c| format!("invite {c}\n")).collect();
+        let raw = format!(
+            "From: Jane Partner <{PARTNER1}>\r\nTo: {COMMANDS}\r\nSubject: invites {k}\r\n\
+             Message-ID: <setup.{tag}.{k}@client.test>\r\nDate: {}\r\n\r\n{}",
+            DATE,
+            body.replace('\n', "\r\n")
+        );
+        smtp.send(PARTNER1, &[COMMANDS.to_string()], raw.as_bytes())
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let invited = store
+            .relationships_of("northwind")?
+            .iter()
+            .filter(|r| r.state.as_str() == "invited")
+            .count();
+        if invited == samples && store.pending_outbox(u64::MAX, 1)?.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("latency setup: {invited}/{samples} invited after 120 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_postfix_idle("setting up the invitations").await;
+    // Let the daemon settle back into IDLE.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut idle_session = Some(imap(INVITES).await?);
+    let mut idle_exists = idle_session
+        .as_mut()
+        .ok_or("no session")?
+        .select("INBOX")
+        .await?
+        .exists;
+    let mut other_notices = 0;
+    let mut noop_session = Some(imap(INVITES).await?);
+    let mut exists = noop_session
+        .as_mut()
+        .ok_or("no session")?
+        .select("INBOX")
+        .await?
+        .exists;
+
+    let mut out = vec![];
+    for (i, customer) in customers.iter().enumerate() {
+        let rel = store
+            .relationship("northwind", customer)?
+            .ok_or("setup relationship missing")?;
+        let inv = store
+            .invitation(rel.invitation_id.ok_or("no invitation id")?)?
+            .ok_or("invitation missing")?;
+        let token = tokens.issue(inv.kind.purpose(), inv.id, inv.expires, &inv.customer);
+        let to = format!("invites+{token}@liaison.test");
+        let raw = format!(
+            "From: Customer {i} <{customer}>\r\nTo: Liaison <{to}>\r\n\
+             Subject: Re: Northwind Traders asks for delegated admin permissions [ref:{token}]\r\n\
+             Message-ID: <reply.{tag}.{i}@client.test>\r\nIn-Reply-To: <{mid}>\r\nReferences: <{mid}>\r\n\
+             Date: {date}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+             Accept\r\n\r\nOn Wed, 25 Nov 2026 at 10:00, Liaison <{INVITES}> wrote:\r\n\
+             > Northwind Traders asks for delegated admin permissions.\r\n> Reply accept or decline.\r\n",
+            mid = inv.message_id,
+            date = DATE,
+        );
+
+        // Arm the raw IDLE observer: it waits for an EXISTS above the count
+        // it knew (any other notice, e.g. a late RECENT, is not the push).
+        let s = idle_session.take().ok_or("no IDLE session")?;
+        while s.unsolicited_responses.try_recv().is_ok() {}
+        let (armed_tx, armed_rx) = tokio::sync::oneshot::channel();
+        let idle_before = idle_exists;
+        let idle_task = tokio::spawn(async move {
+            use async_imap::extensions::idle::IdleResponse;
+            use async_imap::imap_proto::{MailboxDatum, Response};
+            let mut h = s.idle();
+            h.init().await?;
+            let _ = armed_tx.send(());
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut latest = idle_before;
+            let mut seen = None;
+            let mut other = 0;
+            while seen.is_none() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let (wait, _stop) = h.wait_with_timeout(left);
+                match wait.await? {
+                    IdleResponse::NewData(d) => {
+                        if let Response::MailboxData(MailboxDatum::Exists(n)) = d.parsed() {
+                            latest = latest.max(*n);
+                            if *n > idle_before {
+                                seen = Some(Instant::now());
+                            }
+                        } else {
+                            other += 1;
+                        }
+                    }
+                    IdleResponse::Timeout | IdleResponse::ManualInterrupt => break,
+                }
+            }
+            let s = h.done().await?;
+            while let Ok(u) = s.unsolicited_responses.try_recv() {
+                if let async_imap::types::UnsolicitedResponse::Exists(n) = u {
+                    latest = latest.max(n);
+                }
+            }
+            Ok::<_, BoxError>((seen, latest, other, s))
+        });
+        armed_rx
+            .await
+            .map_err(|_| "the IDLE observer failed to start")?;
+        // And the NOOP poller.
+        let mut p = noop_session.take().ok_or("no NOOP session")?;
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let before = exists;
+        let noop_task = tokio::spawn(async move {
+            let _ = go_rx.await;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut latest = before;
+            loop {
+                p.noop().await?;
+                while let Ok(u) = p.unsolicited_responses.try_recv() {
+                    if let async_imap::types::UnsolicitedResponse::Exists(n) = u {
+                        latest = latest.max(n);
+                    }
+                }
+                if latest > before {
+                    return Ok::<_, BoxError>((Some(Instant::now()), latest, p));
+                }
+                if Instant::now() > deadline {
+                    return Ok((None, latest, p));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+
+        let sent = Instant::now();
+        smtp.send(customer, std::slice::from_ref(&to), raw.as_bytes())
+            .await?;
+        let t0 = Instant::now();
+        send_ms.push(ms(t0 - sent));
+        let _ = go_tx.send(());
+        let deadline = t0 + Duration::from_secs(20);
+        let committed = loop {
+            if let Some(r) = store.relationship("northwind", customer)? {
+                if r.state.as_str() == "active" {
+                    break Instant::now();
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("sample {i}: {customer} not active after 20 s").into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        let acked = loop {
+            if store.pending_outbox(u64::MAX, 1)?.is_empty() {
+                break Instant::now();
+            }
+            if Instant::now() > deadline {
+                return Err(format!("sample {i}: acknowledgement not sent after 20 s").into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        let (idle_at, latest, other, s) = idle_task.await??;
+        idle_exists = latest;
+        other_notices += other;
+        idle_session = Some(s);
+        let (noop_at, latest, p) = noop_task.await??;
+        exists = latest;
+        noop_session = Some(p);
+        let since = |t: Instant| {
+            if t >= t0 {
+                ms(t - t0)
+            } else {
+                -ms(t0 - t)
+            }
+        };
+        out.push(Sample {
+            idle_push: idle_at.map(since),
+            noop_poll: noop_at.map(since),
+            committed: since(committed),
+            acked: since(acked),
+        });
+        // A varying gap, so samples do not lock onto a server timer.
+        tokio::time::sleep(Duration::from_millis(50 + (i as u64 * 37) % 200)).await;
+    }
+    for s in [idle_session, noop_session].into_iter().flatten() {
+        let mut s = s;
+        let _ = s.logout().await;
+    }
+    d.stop().await?;
+    wait_postfix_idle("the latency samples").await;
+    clear_all(&users).await?;
+
+    let pick =
+        |f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<f64> { out.iter().filter_map(f).collect() };
+    let idle = pick(&|s| s.idle_push);
+    let noop = pick(&|s| s.noop_poll);
+    let committed = pick(&|s| Some(s.committed));
+    let acked = pick(&|s| Some(s.acked));
+    let added = pick(&|s| s.idle_push.map(|p| s.committed - p));
+    let missed_noop = out.len() - noop.len();
+    if missed_noop > 0 {
+        eprintln!("  note: the NOOP poller saw no new EXISTS within 20 s in {missed_noop} samples");
+    }
+    let missed = out.len() - idle.len();
+    if missed > 0 {
+        eprintln!(
+            "  note: the raw IDLE observer saw no new EXISTS within 20 s in {missed} samples"
+        );
+    }
+    eprintln!(
+        "  raw IDLE observer: {other_notices} notices other than EXISTS; SMTP submission of a reply took p50 {:.1} ms",
+        pct(&send_ms, 50.0)
+    );
+    smtp.quit().await;
+    let pp = |v: &[f64]| format!("p50 {:.0} ms, p95 {:.0} ms", pct(v, 50.0), pct(v, 95.0));
+    table.row(
+        "3",
+        &format!(
+            "latency: reply at Postfix → state committed, IDLE ({} samples)",
+            out.len()
+        ),
+        pp(&committed),
+        format!(
+            "raw IDLE push {}; NOOP poll every 1 ms {}",
+            pp(&idle),
+            pp(&noop)
+        ),
+        format!(
+            "added p50 {:+.0} ms, p95 {:+.0} ms",
+            pct(&added, 50.0),
+            pct(&added, 95.0)
+        ),
+        "added < 50 ms p50",
+        Some(pct(&added, 50.0) < 50.0),
+    );
+    table.row(
+        "3b",
+        "latency: reply at Postfix → acknowledgements handed to SMTP",
+        pp(&acked),
+        String::new(),
+        String::new(),
+        "p95 < 1 s",
+        Some(pct(&acked, 95.0) < 1000.0),
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------- 4. memory --
+
+/// (VmRSS, VmHWM) of a process, in kB.
+fn rss(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+struct Child {
+    child: std::process::Child,
+    log: PathBuf,
+    read: u64,
+    processed: usize,
+    sent: usize,
+}
+
+impl Child {
+    fn spawn(dir: &Path) -> Res<Child> {
+        let log = dir.join("daemon.log");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let read = f.metadata()?.len();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_liaison"))
+            .arg("--config")
+            .arg(dir.join("liaison.toml"))
+            .args(["--log-format", "json", "run"])
+            .env("LIAISON_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()?;
+        let mut c = Child {
+            child,
+            log,
+            read,
+            processed: 0,
+            sent: 0,
+        };
+        let sock = dir.join("store.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sock.exists() {
+            if Instant::now() > deadline {
+                let _ = c.child.kill();
+                return Err(format!("the daemon did not start:\n{}", c.tail()).into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(c)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Counts new `processed` and sent/failed log lines.
+    fn follow(&mut self) {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(&self.log) else {
+            return;
+        };
+        if f.seek(SeekFrom::Start(self.read)).is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        if f.read_to_end(&mut buf).is_err() {
+            return;
+        }
+        // Only whole lines.
+        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+            return;
+        };
+        self.read += end as u64 + 1;
+        for line in buf[..end].split(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(line);
+            if line.contains("\"message\":\"processed\"") {
+                self.processed += 1;
+            } else if line.contains("\"message\":\"mail sent\"")
+                || line.contains("\"message\":\"mail failed permanently\"")
+            {
+                self.sent += 1;
+            }
+        }
+    }
+
+    fn tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    fn stop(mut self) -> Res<std::process::ExitStatus> {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return Err("the daemon did not stop within 60 s of SIGTERM".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+async fn memory(backlog: usize, table: &mut Table) -> Res<()> {
+    let mut users = vec![COMMANDS, INVITES, PARTNER1, PARTNER2, HELPDESK];
+    users.extend(CUSTOMERS);
+    clear_all(&users).await?;
+    wait_postfix_idle("start").await;
+    let tmp = tempfile::tempdir()?;
+    let config = load_config(tmp.path(), SMTP_PORT, 0)?;
+    let cache_mb = config.store.cache_capacity_bytes as f64 / (1 << 20) as f64;
+
+    // Idle: started on empty mailboxes, watching both with IDLE.
+    let child = Child::spawn(tmp.path())?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (idle_rss, idle_hwm) = rss(child.pid()).ok_or("cannot read /proc/PID/status")?;
+    let st = child.stop()?;
+    eprintln!(
+        "  idle (5 s after start): VmRSS {:.1} MB, VmHWM {:.1} MB (sled cache_capacity {cache_mb:.0} MiB); stopped: {st}",
+        idle_rss as f64 / 1024.0,
+        idle_hwm as f64 / 1024.0
+    );
+
+    // Backlog: loaded while the daemon is down, drained by a fresh start.
+    let m = mix(backlog, &format!("mem{}x", now_secs()));
+    preload(&m).await?;
+    let mut child = Child::spawn(tmp.path())?;
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs(600);
+    let mut peak_rss = 0;
+    let mut drained_at = None;
+    let (mut last_sent, mut last_send_at) = (0, Instant::now());
+    loop {
+        if let Some((r, _)) = rss(child.pid()) {
+            peak_rss = peak_rss.max(r);
+        }
+        child.follow();
+        if drained_at.is_none() && child.processed >= backlog {
+            drained_at = Some(t.elapsed());
+        }
+        if child.sent != last_sent {
+            (last_sent, last_send_at) = (child.sent, Instant::now());
+        }
+        if child.processed >= backlog
+            && (child.sent >= m.expected_out || last_send_at.elapsed() > Duration::from_secs(5))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "  note: after 600 s {}/{backlog} processed, {}/{} sent",
+                child.processed, child.sent, m.expected_out
+            );
+            break;
+        }
+        if let Ok(Some(st)) = child.child.try_wait() {
+            return Err(
+                format!("the daemon exited ({st}) while draining:\n{}", child.tail()).into(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all_sent = t.elapsed();
+    let (end_rss, hwm) = rss(child.pid()).ok_or("cannot read /proc/PID/status")?;
+    let processed = child.processed;
+    let sent = child.sent;
+    let st = child.stop()?;
+    let drained = drained_at.unwrap_or(all_sent);
+    eprintln!(
+        "  backlog of {backlog}: processed {processed} in {:.1} s ({:.0}/s), {sent}/{} replies sent after {:.1} s; \
+         VmRSS max sampled {:.1} MB, at end {:.1} MB, VmHWM {:.1} MB; stopped: {st}",
+        drained.as_secs_f64(),
+        processed as f64 / drained.as_secs_f64(),
+        m.expected_out,
+        all_sent.as_secs_f64(),
+        peak_rss as f64 / 1024.0,
+        end_rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+    wait_postfix_idle("the backlog").await;
+    clear_all(&users).await?;
+    table.row(
+        "4",
+        &format!(
+            "memory: release binary idle, IMAP IDLE on 2 inboxes (sled cache {cache_mb:.0} MiB)"
+        ),
+        format!(
+            "VmRSS {:.1} MB (VmHWM {:.1} MB)",
+            idle_rss as f64 / 1024.0,
+            idle_hwm as f64 / 1024.0
+        ),
+        String::new(),
+        String::new(),
+        "< 40 MB",
+        Some((idle_hwm as f64 / 1024.0) < 40.0),
+    );
+    table.row(
+        "4b",
+        &format!(
+            "memory: draining a backlog of {backlog} (processed in {:.1} s = {:.0}/s; {sent} replies delivered by {:.1} s)",
+            drained.as_secs_f64(),
+            processed as f64 / drained.as_secs_f64(),
+            all_sent.as_secs_f64()
+        ),
+        format!("peak VmHWM {:.1} MB", hwm as f64 / 1024.0),
+        String::new(),
+        String::new(),
+        "< 150 MB",
+        Some((hwm as f64 / 1024.0) < 150.0),
+    );
+    Ok(())
+}
+
+// -------------------------------------------------------------- 5. scale --
+
+async fn scale(count: usize, table: &mut Table) -> Res<()> {
+    const PARTNERS: usize = 10;
+    let tmp = tempfile::tempdir()?;
+    let config = load_config(tmp.path(), SMTP_PORT, PARTNERS - 2)?;
+    let store = open_store(&config)?;
+    let templates = Templates::load(&config.templates_dir)?;
+    let partner_ids: Vec<String> = config.partners.iter().map(|p| p.id.clone()).collect();
+    let states = [
+        "active",
+        "active",
+        "active",
+        "invited",
+        "active",
+        "declined",
+        "active",
+        "removed",
+        "permissions_removed",
+        "active",
+    ];
+    let now = now_secs();
+    // Each customer works with two partners; 10 partners share the rest.
+    let customer = |i: usize| format!("customer{}@company{}.test", i / 2, (i / 2) % 997);
+    let t = Instant::now();
+    let mut batch = vec![];
+    for i in 0..count {
+        let state = states[(i / PARTNERS) % states.len()];
+        let rel: liaison::relationship::Relationship = serde_json::from_value(serde_json::json!({
+            "partner": partner_ids[i % PARTNERS],
+            "customer": customer(i),
+            "customer_name": format!("Company {} Ltd", i / 2),
+            "locale": "en",
+            "state": state,
+            "since": now - 86_400,
+            "invitation_id": i as u64 + 1,
+            "history": [
+                {"at": now - 2 * 86_400, "from": null, "to": "invited", "actor": PARTNER1, "message_id": format!("cmd.{i}@client.test")},
+                {"at": now - 86_400, "from": "invited", "to": state, "actor": customer(i), "message_id": format!("reply.{i}@client.test")}
+            ]
+        }))?;
+        batch.push(rel);
+        if batch.len() == 1000 || i + 1 == count {
+            store.commit(Changes {
+                relationships: std::mem::take(&mut batch),
+                ..Default::default()
+            })?;
+        }
+    }
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.flush()).await??;
+    eprintln!(
+        "  wrote {count} relationships ({PARTNERS} partners) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let runs = 5;
+    let time = |f: &mut dyn FnMut() -> Res<usize>| -> Res<(Vec<f64>, usize)> {
+        let mut v = vec![];
+        let mut rows = 0;
+        for _ in 0..runs {
+            let t = Instant::now();
+            rows = f()?;
+            v.push(ms(t.elapsed()));
+        }
+        Ok((v, rows))
+    };
+    let fmt = |(v, rows): &(Vec<f64>, usize), unit: &str| {
+        format!(
+            "{:.1} ms median of {runs} (first {:.1}, max {:.1}; {rows} {unit})",
+            median(v.clone()),
+            v[0],
+            v.iter().cloned().fold(f64::MIN, f64::max)
+        )
+    };
+    let one = customer(count / 2);
+    let status_one = time(&mut || {
+        let v = answer(
+            store.as_ref(),
+            &Request::Status {
+                customer: Some(one.clone()),
+            },
+        )?;
+        Ok(v.as_array().map_or(0, Vec::len))
+    })?;
+    let status_all = time(&mut || {
+        let v = answer(store.as_ref(), &Request::Status { customer: None })?;
+        Ok(v.as_array().map_or(0, Vec::len))
+    })?;
+    let tokens = TokenKey::new(SECRET.as_bytes());
+    let ctx = Context {
+        config: &config,
+        tokens: &tokens,
+        now,
+    };
+    let list_mail = liaison::inbound::parse(
+        &delivered(
+            COMMANDS,
+            PARTNER1,
+            "Jane Partner",
+            COMMANDS,
+            "list",
+            "list.1@client.test",
+            "",
+            "list\n",
+        ),
+        usize::MAX,
+    )?;
+    // Rows listed: the lines of the `list` result in the transcript.
+    let listed = |d: &workflow::Decision| {
+        d.mails
+            .iter()
+            .filter_map(|p| p.vars["results"][0]["result"].as_str())
+            .map(|r| r.lines().count())
+            .sum::<usize>()
+    };
+    let mut transcript_bytes = 0;
+    let list_decide = time(&mut || {
+        let d = workflow::decide(&ctx, store.as_ref(), &list_mail)?;
+        Ok(listed(&d))
+    })?;
+    let list_full = time(&mut || {
+        let d = workflow::decide(&ctx, store.as_ref(), &list_mail)?;
+        for p in &d.mails {
+            let m = liaison::compose::compose(&config, &templates, p, now)?;
+            transcript_bytes = m.raw.len();
+        }
+        Ok(listed(&d))
+    })?;
+    // The inbound hot path on this store: a customer reply that references
+    // no invitation (the workflow then looks up the sender's relationships).
+    let engine = liaison::engine::Engine::new(
+        Arc::new(config.clone()),
+        store.clone() as Arc<dyn Store>,
+        Templates::load(&config.templates_dir)?,
+        Arc::new(SystemClock),
+    );
+    let mut k = 0;
+    let stranger = time(&mut || {
+        k += 1;
+        let raw = delivered(
+            INVITES,
+            &format!("someone{k}@example.test"),
+            "Someone",
+            INVITES,
+            "Re: Your cloud subscription",
+            &format!("scale.{k}@client.test"),
+            "",
+            "Thanks, we will look at this next week.\n",
+        );
+        let cursor = liaison::store::Cursor {
+            uid_validity: 1,
+            last_uid: k,
+        };
+        let out = engine.process("invites", cursor, &raw)?;
+        Ok(usize::from(out.class == "ignored"))
+    })?;
+    let rels_of_partner = store.relationships_of("northwind")?.len();
+    let ok = |r: &(Vec<f64>, usize)| Some(median(r.0.clone()) < 100.0);
+    table.row(
+        "5",
+        &format!("state {count}: `status CUSTOMER` (admin::answer)"),
+        fmt(&status_one, "rows"),
+        String::new(),
+        String::new(),
+        "< 100 ms",
+        ok(&status_one),
+    );
+    table.row(
+        "5b",
+        &format!("state {count}: `status` all (admin::answer)"),
+        fmt(&status_all, "rows"),
+        String::new(),
+        String::new(),
+        "< 100 ms",
+        ok(&status_all),
+    );
+    table.row(
+        "5c",
+        &format!(
+            "state {count}: partner `list` ({rels_of_partner} relationships), workflow::decide"
+        ),
+        fmt(&list_decide, "rows listed"),
+        String::new(),
+        String::new(),
+        "< 100 ms",
+        ok(&list_decide),
+    );
+    table.row(
+        "5d",
+        &format!(
+            "state {count}: partner `list`, decide + render the transcript ({:.1} MB)",
+            transcript_bytes as f64 / 1e6
+        ),
+        fmt(&list_full, "rows listed"),
+        String::new(),
+        String::new(),
+        "< 100 ms",
+        ok(&list_full),
+    );
+    table.row(
+        "5e",
+        &format!("state {count}: one customer reply without a reference through `Engine::process` (inbound hot path)"),
+        fmt(&stranger, "of 1 ignored, no reply"),
+        String::new(),
+        String::new(),
+        "",
+        None,
+    );
+    Ok(())
+}
