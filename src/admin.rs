@@ -310,14 +310,8 @@ pub fn run_batch(
     let results = engine
         .run_as_partner(partner, text, key)
         .map_err(|e| e.to_string())?;
-    let store = engine.store();
-    let last = store.last_outbox_id().map_err(|e| e.to_string())?;
-    store.flush().map_err(|e| e.to_string())?;
-    durable.send_if_modified(|v| {
-        let moved = last > *v;
-        *v = (*v).max(last);
-        moved
-    });
+    crate::engine::flush_and_publish(engine.store().as_ref(), durable)
+        .map_err(|e| e.to_string())?;
     serde_json::to_value(results).map_err(|e| e.to_string())
 }
 
@@ -328,13 +322,7 @@ pub fn release(
     key: &str,
 ) -> Result<serde_json::Value, String> {
     let outcome = engine.release(key).map_err(|e| e.to_string())??;
-    let store = engine.store();
-    let last = store.last_outbox_id().map_err(|e| e.to_string())?;
-    store.flush().map_err(|e| e.to_string())?;
-    durable.send_if_modified(|v| {
-        let moved = last > *v;
-        *v = (*v).max(last);
-        moved
-    });
+    crate::engine::flush_and_publish(engine.store().as_ref(), durable)
+        .map_err(|e| e.to_string())?;
     Ok(serde_json::json!({"key": outcome.key, "class": outcome.class, "summary": outcome.summary}))
 }

@@ -166,16 +166,9 @@ async fn sweep_timers(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let store = engine.store().clone();
         let result = engine.sweep().and_then(|changed| {
             if changed > 0 {
-                let last = store.last_outbox_id()?;
-                store.flush()?;
-                durable.send_if_modified(|v| {
-                    let moved = last > *v;
-                    *v = (*v).max(last);
-                    moved
-                });
+                crate::engine::flush_and_publish(engine.store().as_ref(), &durable)?;
             }
             Ok(())
         });

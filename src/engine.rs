@@ -84,6 +84,29 @@ impl Engine {
         &self.store
     }
 
+    /// Composes every planned mail, logging and skipping one that cannot be
+    /// built. For notices whose state change matters more than the mail;
+    /// templates are checked at start-up, so a failure here is a bug.
+    fn compose_or_log(
+        &self,
+        plans: &[workflow::MailPlan],
+        now: u64,
+        what: &str,
+    ) -> Vec<crate::store::OutgoingMail> {
+        plans
+            .iter()
+            .filter_map(|plan| {
+                match crate::compose::compose(&self.config, &self.templates, plan, now) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot compose {what}");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
     /// Processes one fetched message and records `cursor` for its inbox in
     /// the same commit. Does not flush.
     pub fn process(&self, inbox: &str, cursor: Cursor, raw: &[u8]) -> Result<Outcome, EngineError> {
@@ -294,13 +317,7 @@ impl Engine {
             Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
         };
         tracing::info!(message_id = %mail.message_id, summary = %decision.summary, "delivery failure handled");
-        let mut outbox = Vec::new();
-        for plan in &decision.mails {
-            match crate::compose::compose(&self.config, &self.templates, plan, now) {
-                Ok(m) => outbox.push(m),
-                Err(e) => tracing::error!(error = %e, "cannot compose a bounce notice"),
-            }
-        }
+        let outbox = self.compose_or_log(&decision.mails, now, "a bounce notice");
         let queued = outbox.len();
         self.store.commit(Changes {
             invitations: decision.invitations,
@@ -370,13 +387,7 @@ impl Engine {
                 true
             }
         });
-        let mut outbox = Vec::new();
-        for plan in &decision.mails {
-            match crate::compose::compose(&self.config, &self.templates, plan, now) {
-                Ok(m) => outbox.push(m),
-                Err(e) => tracing::error!(error = %e, "cannot compose an imported invitation"),
-            }
-        }
+        let outbox = self.compose_or_log(&decision.mails, now, "an imported invitation");
         count_effects(&EffectCounts::of(&decision, now));
         self.store.commit(Changes {
             relationships: decision.relationships,
@@ -440,15 +451,7 @@ impl Engine {
         if decision.relationships.is_empty() {
             return Ok(0);
         }
-        let mut outbox = Vec::new();
-        for plan in &decision.mails {
-            match crate::compose::compose(&self.config, &self.templates, plan, now) {
-                Ok(m) => outbox.push(m),
-                // Templates are checked at start-up, so this is a bug; the
-                // state change still matters more than the notice.
-                Err(e) => tracing::error!(error = %e, "cannot compose an expiry notice"),
-            }
-        }
+        let outbox = self.compose_or_log(&decision.mails, now, "a timer notice");
         let changed = decision.relationships.len();
         for r in &decision.relationships {
             tracing::info!(partner = %r.partner, customer = %r.customer, "invitation expired");
@@ -494,6 +497,24 @@ impl Engine {
             queued: vec![],
         })
     }
+}
+
+/// Makes every commit so far durable and then lets the outbox sender send
+/// what they queued. The last outbox id is read *before* the flush, so
+/// everything up to it is on disk afterwards even if another task commits
+/// more in between; the watermark only ever moves forward.
+pub fn flush_and_publish(
+    store: &dyn crate::store::Store,
+    durable: &tokio::sync::watch::Sender<u64>,
+) -> Result<(), StoreError> {
+    let last = store.last_outbox_id()?;
+    store.flush()?;
+    durable.send_if_modified(|v| {
+        let moved = last > *v;
+        *v = (*v).max(last);
+        moved
+    });
+    Ok(())
 }
 
 /// What a decision adds to the effect counters.

@@ -452,21 +452,11 @@ async fn sync(
         }
         // Group commit: one durable flush per chunk, then the outbox may
         // send what this chunk queued.
-        // Read the last id *before* flushing: everything up to it is then
-        // durable, even if another inbox commits more in the meantime.
-        let last = store
-            .last_outbox_id()
-            .map_err(crate::engine::EngineError::from)?;
-        let s = store.clone();
-        tokio::task::spawn_blocking(move || s.flush())
+        let (s, d) = (store.clone(), durable.clone());
+        tokio::task::spawn_blocking(move || crate::engine::flush_and_publish(s.as_ref(), &d))
             .await
             .expect("flush task panicked")
             .map_err(crate::engine::EngineError::from)?;
-        durable.send_if_modified(|v| {
-            let changed = last > *v;
-            *v = (*v).max(last);
-            changed
-        });
         // Only now that the effects are durable is the message marked on
         // the server. A failure here loses nothing: the cursor and the
         // Message-ID dedupe already keep it from being processed twice.
