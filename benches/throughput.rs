@@ -152,17 +152,33 @@ async fn run() -> Res<()> {
     );
     eprintln!("{}", machine.line());
 
+    // `LIAISON_BENCH_ONLY=1,5` runs just those parts (while working on one).
+    let only = std::env::var("LIAISON_BENCH_ONLY").unwrap_or_default();
+    let part = |k: &str| only.trim().is_empty() || only.split(',').any(|p| p.trim() == k);
     let mut table = Table::default();
-    eprintln!("\n== 1. inbound throughput ==");
-    inbound(n, rounds, &mut table).await?;
-    eprintln!("\n== 2. outbound throughput ==");
-    outbound(n, out_rounds, &mut table).await?;
-    eprintln!("\n== 3. latency ==");
-    latency(samples, &mut table).await?;
-    eprintln!("\n== 4. memory ==");
-    memory(backlog, &mut table).await?;
-    eprintln!("\n== 5. scale of state ==");
-    scale(relationships, &mut table).await?;
+    if part("1") {
+        eprintln!("\n== 1. inbound throughput ==");
+        inbound(n, rounds, &mut table).await?;
+    }
+    if part("2") {
+        eprintln!("\n== 2. outbound throughput ==");
+        outbound(n, out_rounds, &mut table).await?;
+    }
+    if part("3") {
+        eprintln!("\n== 3. latency ==");
+        latency(samples, &mut table).await?;
+    }
+    if part("4") {
+        eprintln!("\n== 4. memory ==");
+        memory(backlog, &mut table).await?;
+    }
+    if part("5") {
+        eprintln!("\n== 5. scale of state ==");
+        scale(relationships, &mut table).await?;
+    }
+    if !only.trim().is_empty() {
+        println!("(only parts {only} of the benchmark were run)");
+    }
 
     println!();
     println!(
@@ -877,8 +893,9 @@ async fn inbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
         );
         base_rates.push(base_rate);
 
-        let d = InProcess::start(closed_port()?)?;
         let t = Instant::now();
+        eprintln!("T bench start {:?}", std::time::SystemTime::now());
+        let d = InProcess::start(closed_port()?)?;
         let deadline = t + Duration::from_secs(600);
         loop {
             let c = d.store.cursor("commands")?.map_or(0, |c| c.last_uid);

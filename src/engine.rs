@@ -110,6 +110,9 @@ impl Engine {
     /// Processes one fetched message and records `cursor` for its inbox in
     /// the same commit. Does not flush.
     pub fn process(&self, inbox: &str, cursor: Cursor, raw: &[u8]) -> Result<Outcome, EngineError> {
+        // Parsing reads nothing shared, so it runs before the lock: another
+        // inbox's mail can be decided meanwhile.
+        let parsed = crate::inbound::parse(raw, self.config.security.max_message_bytes);
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         // A message that cannot be parsed has no Message-ID to key it by;
         // its place in the mailbox identifies it instead.
@@ -121,6 +124,7 @@ impl Engine {
             &self.config,
             Some((inbox.to_string(), cursor)),
             raw,
+            parsed,
             bad_key,
             None,
         )
@@ -149,7 +153,9 @@ impl Engine {
         };
         let mut trusting = (*self.config).clone();
         trusting.security.trusted_authserv_id = None;
-        let outcome = self.process_with(&trusting, None, &raw, key.to_string(), Some(key))?;
+        let parsed = crate::inbound::parse(&raw, trusting.security.max_message_bytes);
+        let outcome =
+            self.process_with(&trusting, None, &raw, parsed, key.to_string(), Some(key))?;
         if outcome.class == "quarantined" {
             return Ok(Err(format!("{key} is still refused: {}", outcome.summary)));
         }
@@ -161,11 +167,12 @@ impl Engine {
         config: &Config,
         cursor: Option<(String, Cursor)>,
         raw: &[u8],
+        parsed: Result<crate::inbound::InboundMail, crate::inbound::InboundError>,
         bad_key: String,
         releasing: Option<&str>,
     ) -> Result<Outcome, EngineError> {
         let now = self.clock.now();
-        let mail = match crate::inbound::parse(raw, config.security.max_message_bytes) {
+        let mail = match parsed {
             Ok(m) => m,
             Err(e) => {
                 return self.record(

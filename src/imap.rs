@@ -83,8 +83,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> ImapStream for 
 /// A logged-in session.
 pub type Session = async_imap::Session<Box<dyn ImapStream>>;
 
-/// Messages fetched per round trip; bounds memory on a large backlog.
-const FETCH_CHUNK: usize = 100;
+/// Messages fetched per round trip at most; with [`FETCH_CHUNK_BYTES`] it
+/// bounds memory on a large backlog (two chunks are held at a time: one
+/// being processed, the next being fetched).
+const FETCH_CHUNK: usize = 500;
+/// Declared bytes fetched per round trip, about (one message may exceed it).
+const FETCH_CHUNK_BYTES: u64 = 16 << 20;
+/// Processed messages are marked on the server at least this often during
+/// a long backlog (and always at the end of a sync).
+const MARK_EVERY: usize = 5_000;
 /// IDLE is restarted this often even when nothing happens (RFC 2177 asks
 /// for less than 29 minutes).
 const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
@@ -324,6 +331,14 @@ async fn run_session(
 }
 
 /// Fetches and processes every message after the cursor.
+///
+/// One round trip lists every new message with its size, so an oversized
+/// message is never downloaded. The bodies then come in chunks, pipelined:
+/// while one chunk is processed and committed (one durable flush per
+/// chunk, on a blocking thread), the next one is already being fetched.
+/// Messages are marked on the server once their effects are durable, in a
+/// few large commands rather than one per chunk (the cursor, not the mark,
+/// is what keeps a message from being processed twice).
 async fn sync(
     cfg: &InboxConfig,
     session: &mut Session,
@@ -345,134 +360,255 @@ async fn sync(
         }
         None => 0,
     };
-    let found = timed(
-        cfg,
-        "UID SEARCH",
-        session.uid_search(format!("UID {}:*", last_uid.saturating_add(1))),
-    )
+    let set = format!("{}:*", last_uid.saturating_add(1));
+    let mut sizes: Vec<(u32, u32)> = timed(cfg, "UID FETCH (RFC822.SIZE)", async {
+        let mut stream = session.uid_fetch(&set, "(UID RFC822.SIZE)").await?;
+        let mut out = Vec::new();
+        while let Some(item) = stream.next().await {
+            let f = item?;
+            if let (Some(uid), Some(size)) = (f.uid, f.size) {
+                out.push((uid, size));
+            }
+        }
+        Ok::<_, async_imap::error::Error>(out)
+    })
     .await?;
     // `n:*` always matches the last message even when its UID is below n.
-    let mut uids: Vec<u32> = found.into_iter().filter(|&u| u > last_uid).collect();
-    uids.sort_unstable();
+    sizes.retain(|&(uid, _)| uid > last_uid);
+    sizes.sort_unstable();
+    sizes.dedup_by_key(|(uid, _)| *uid);
+    if sizes.is_empty() {
+        return Ok(());
+    }
     let limit = engine.max_message_bytes();
-    for chunk in uids.chunks(FETCH_CHUNK) {
-        let set = uid_set(chunk);
-        // Sizes first, so an oversized message is never downloaded.
-        let sizes: Vec<(u32, u32)> = timed(cfg, "UID FETCH (RFC822.SIZE)", async {
-            let mut stream = session.uid_fetch(&set, "(UID RFC822.SIZE)").await?;
-            let mut out = Vec::new();
-            while let Some(item) = stream.next().await {
-                let f = item?;
-                if let (Some(uid), Some(size)) = (f.uid, f.size) {
-                    out.push((uid, size));
-                }
+    let chunks = plan_chunks(&sizes, limit);
+    let mut remaining = sizes.len();
+    let mut done: Vec<u32> = Vec::new();
+    let mut quarantined: Vec<u32> = Vec::new();
+    let mut next = Some(fetch_bodies(cfg, session, &chunks[0], limit).await?);
+    for (i, chunk) in chunks.iter().enumerate() {
+        crate::metrics::set(&crate::metrics::METRICS.backlog, remaining as u64);
+        let bodies = next.take().unwrap_or_default();
+        let work = tokio::task::spawn_blocking({
+            let (engine, inbox, chunk, durable) = (
+                engine.clone(),
+                cfg.name.clone(),
+                chunk.clone(),
+                durable.clone(),
+            );
+            let parent = tracing::Span::current();
+            move || {
+                let batch = Batch {
+                    inbox: &inbox,
+                    uid_validity,
+                    limit,
+                    parent: &parent,
+                };
+                process_chunk(&engine, &batch, &chunk, bodies, &durable)
             }
-            Ok::<_, async_imap::error::Error>(out)
-        })
-        .await?;
-        let small: Vec<u32> = sizes
-            .iter()
-            .filter(|(_, size)| (*size as usize) <= limit)
-            .map(|(uid, _)| *uid)
-            .collect();
-        let mut fetched: Vec<(u32, Vec<u8>)> = if small.is_empty() {
-            Vec::new()
-        } else {
-            let body_set = uid_set(&small);
-            timed(cfg, "UID FETCH", async {
-                let mut stream = session.uid_fetch(&body_set, "(UID BODY.PEEK[])").await?;
-                let mut out = Vec::new();
-                // Drain the whole response before the next command.
-                while let Some(item) = stream.next().await {
-                    let f = item?;
-                    if let (Some(uid), Some(body)) = (f.uid, f.body()) {
-                        out.push((uid, body.to_vec()));
-                    }
-                }
-                Ok::<_, async_imap::error::Error>(out)
-            })
-            .await?
+        });
+        let following = chunks.get(i + 1);
+        let prefetch = async {
+            match following {
+                Some(c) => Some(fetch_bodies(cfg, session, c, limit).await),
+                None => None,
+            }
         };
-        fetched.sort_by_key(|(uid, _)| *uid);
-        crate::metrics::set(&crate::metrics::METRICS.backlog, (uids.len()) as u64);
-        let mut bodies = fetched.into_iter().peekable();
-        let mut done: Vec<u32> = Vec::new();
-        let mut quarantined: Vec<u32> = Vec::new();
-        for &(uid, size) in &sizes {
-            let cursor = Cursor {
-                uid_validity,
-                last_uid: uid,
-            };
-            let outcome = if (size as usize) > limit {
-                engine.record_unread(
-                    &cfg.name,
-                    cursor,
-                    &format!(
-                        "message is {size} bytes, over the limit of {limit} bytes; not downloaded"
-                    ),
-                )?
-            } else {
-                match bodies.next_if(|(u, _)| *u == uid) {
-                    Some((_, raw)) => {
-                        // One span per mail: everything logged while it is
-                        // decided carries its inbox, UID and Message-ID.
-                        let span = tracing::info_span!(
-                            "mail",
-                            inbox = %cfg.name,
-                            uid,
-                            message_id = tracing::field::Empty,
-                            class = tracing::field::Empty,
-                            partner = tracing::field::Empty,
-                            customer = tracing::field::Empty
-                        );
-                        let _entered = span.enter();
-                        let outcome = engine.process(&cfg.name, cursor, &raw)?;
-                        span.record("message_id", outcome.key.as_str());
-                        span.record("class", outcome.class.as_str());
-                        outcome
-                    }
-                    // Gone between the two fetches (expunged by someone):
-                    // nothing to process, and nothing is lost.
-                    None => continue,
-                }
-            };
-            if outcome.class == "quarantined" {
+        let (worked, fetched) = tokio::join!(work, prefetch);
+        let outcomes = worked.expect("processing task panicked")?;
+        for (uid, was_quarantined) in outcomes {
+            done.push(uid);
+            if was_quarantined {
                 quarantined.push(uid);
             }
-            done.push(uid);
-            tracing::info!(
-                inbox = %cfg.name,
-                uid,
-                message_id = %outcome.key,
-                class = %outcome.class,
-                summary = %outcome.summary,
-                queued = outcome.queued.len(),
-                "processed"
-            );
         }
-        // Group commit: one durable flush per chunk, then the outbox may
-        // send what this chunk queued.
-        let (s, d) = (store.clone(), durable.clone());
-        tokio::task::spawn_blocking(move || crate::engine::flush_and_publish(s.as_ref(), &d))
-            .await
-            .expect("flush task panicked")
-            .map_err(crate::engine::EngineError::from)?;
-        // Only now that the effects are durable is the message marked on
-        // the server. A failure here loses nothing: the cursor and the
-        // Message-ID dedupe already keep it from being processed twice.
-        if let Err(e) = mark_done(cfg, session, &done, &quarantined).await {
-            tracing::warn!(inbox = %cfg.name, error = %e, "could not mark processed messages on the server");
+        remaining -= chunk.len();
+        next = fetched.transpose()?;
+        if done.len() >= MARK_EVERY {
+            mark_or_warn(cfg, session, &mut done, &mut quarantined).await;
         }
     }
+    mark_or_warn(cfg, session, &mut done, &mut quarantined).await;
     crate::metrics::set(&crate::metrics::METRICS.backlog, 0);
     Ok(())
 }
 
+/// Splits the new messages into chunks of at most [`FETCH_CHUNK`] messages
+/// and about [`FETCH_CHUNK_BYTES`] declared bytes (a chunk always takes at
+/// least one message). Messages over `limit` cost nothing to fetch: they
+/// are never downloaded.
+fn plan_chunks(sizes: &[(u32, u32)], limit: usize) -> Vec<Vec<(u32, u32)>> {
+    let mut chunks: Vec<Vec<(u32, u32)>> = Vec::new();
+    let mut bytes = 0u64;
+    for &(uid, size) in sizes {
+        let cost = if size as usize > limit {
+            0
+        } else {
+            size as u64
+        };
+        let start_new = match chunks.last() {
+            None => true,
+            Some(c) => c.len() >= FETCH_CHUNK || (bytes > 0 && bytes + cost > FETCH_CHUNK_BYTES),
+        };
+        if start_new {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += cost;
+        chunks.last_mut().expect("pushed").push((uid, size));
+    }
+    chunks
+}
+
+/// Downloads the bodies of a chunk's messages that are within `limit`,
+/// sorted by UID.
+async fn fetch_bodies(
+    cfg: &InboxConfig,
+    session: &mut Session,
+    chunk: &[(u32, u32)],
+    limit: usize,
+) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+    let small: Vec<u32> = chunk
+        .iter()
+        .filter(|(_, size)| (*size as usize) <= limit)
+        .map(|(uid, _)| *uid)
+        .collect();
+    if small.is_empty() {
+        return Ok(Vec::new());
+    }
+    let body_set = uid_set(&small);
+    let mut fetched = timed(cfg, "UID FETCH", async {
+        let mut stream = session.uid_fetch(&body_set, "(UID BODY.PEEK[])").await?;
+        let mut out = Vec::new();
+        // Drain the whole response before the next command.
+        while let Some(item) = stream.next().await {
+            let f = item?;
+            if let (Some(uid), Some(body)) = (f.uid, f.body()) {
+                out.push((uid, body.to_vec()));
+            }
+        }
+        Ok::<_, async_imap::error::Error>(out)
+    })
+    .await?;
+    fetched.sort_by_key(|(uid, _)| *uid);
+    Ok(fetched)
+}
+
+/// Where a chunk came from, for [`process_chunk`].
+struct Batch<'a> {
+    inbox: &'a str,
+    uid_validity: u32,
+    /// Messages over this many bytes were not downloaded.
+    limit: usize,
+    /// The inbox's span, parent of each mail's span.
+    parent: &'a tracing::Span,
+}
+
+/// Processes one fetched chunk through the engine and makes its effects
+/// durable with one flush (group commit); the outbox may then send what it
+/// queued. Runs on a blocking thread. Returns each processed UID and
+/// whether it was quarantined.
+fn process_chunk(
+    engine: &Engine,
+    batch: &Batch<'_>,
+    chunk: &[(u32, u32)],
+    bodies: Vec<(u32, Vec<u8>)>,
+    durable: &watch::Sender<u64>,
+) -> Result<Vec<(u32, bool)>, crate::engine::EngineError> {
+    let (inbox, limit) = (batch.inbox, batch.limit);
+    let mut bodies = bodies.into_iter().peekable();
+    let mut out = Vec::with_capacity(chunk.len());
+    for &(uid, size) in chunk {
+        let cursor = Cursor {
+            uid_validity: batch.uid_validity,
+            last_uid: uid,
+        };
+        let outcome = if (size as usize) > limit {
+            engine.record_unread(
+                inbox,
+                cursor,
+                &format!(
+                    "message is {size} bytes, over the limit of {limit} bytes; not downloaded"
+                ),
+            )?
+        } else {
+            match bodies.next_if(|(u, _)| *u == uid) {
+                Some((_, raw)) => {
+                    // One span per mail: everything logged while it is
+                    // decided carries its inbox, UID and Message-ID.
+                    let span = tracing::info_span!(
+                        parent: batch.parent,
+                        "mail",
+                        inbox = %inbox,
+                        uid,
+                        message_id = tracing::field::Empty,
+                        class = tracing::field::Empty,
+                        partner = tracing::field::Empty,
+                        customer = tracing::field::Empty
+                    );
+                    let _entered = span.enter();
+                    let outcome = engine.process(inbox, cursor, &raw)?;
+                    span.record("message_id", outcome.key.as_str());
+                    span.record("class", outcome.class.as_str());
+                    outcome
+                }
+                // Gone between the two fetches (expunged by someone):
+                // nothing to process, and nothing is lost.
+                None => continue,
+            }
+        };
+        out.push((uid, outcome.class == "quarantined"));
+        tracing::info!(
+            inbox = %inbox,
+            uid,
+            message_id = %outcome.key,
+            class = %outcome.class,
+            summary = %outcome.summary,
+            queued = outcome.queued.len(),
+            "processed"
+        );
+    }
+    crate::engine::flush_and_publish(engine.store().as_ref(), durable)?;
+    Ok(out)
+}
+
+/// Marks what is done (see [`mark_done`]) and forgets it. A failure loses
+/// nothing: the cursor and the Message-ID dedupe already keep those
+/// messages from being processed twice.
+async fn mark_or_warn(
+    cfg: &InboxConfig,
+    session: &mut Session,
+    done: &mut Vec<u32>,
+    quarantined: &mut Vec<u32>,
+) {
+    if let Err(e) = mark_done(cfg, session, done, quarantined).await {
+        tracing::warn!(inbox = %cfg.name, error = %e, "could not mark processed messages on the server");
+    }
+    done.clear();
+    quarantined.clear();
+}
+
+/// An IMAP sequence set for sorted UIDs, runs folded into ranges
+/// (`1:500,502`), so a large set stays a short command.
 fn uid_set(uids: &[u32]) -> String {
-    uids.iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut out = String::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let mut j = i;
+        while j + 1 < uids.len() && uids[j + 1] == uids[j].wrapping_add(1) {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if j > i {
+            out.push_str(&format!("{}:{}", uids[i], uids[j]));
+        } else {
+            out.push_str(&uids[i].to_string());
+        }
+        i = j + 1;
+    }
+    out
 }
 
 /// Copies quarantined messages to the quarantine folder, then marks every
@@ -545,5 +681,56 @@ impl Drop for ConnectedGauge {
         crate::metrics::METRICS
             .imap_connected
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_fold_runs_into_ranges() {
+        assert_eq!(uid_set(&[]), "");
+        assert_eq!(uid_set(&[7]), "7");
+        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        let many: Vec<u32> = (1..=10_000).filter(|u| u % 1000 != 0).collect();
+        let set = uid_set(&many);
+        assert!(set.starts_with("1:999,1001:1999,"), "{set}");
+        assert_eq!(set.split(',').count(), 10);
+    }
+
+    #[test]
+    fn chunks_are_bounded_by_count_and_bytes() {
+        let limit = 10 << 20;
+        // Count bound.
+        let sizes: Vec<(u32, u32)> = (1..=1200).map(|u| (u, 1000)).collect();
+        let chunks = plan_chunks(&sizes, limit);
+        assert_eq!(
+            chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            [FETCH_CHUNK, FETCH_CHUNK, 200]
+        );
+        // Byte bound: 6 MiB messages, two to a chunk (16 MiB).
+        let sizes: Vec<(u32, u32)> = (1..=5).map(|u| (u, 6 << 20)).collect();
+        let chunks = plan_chunks(&sizes, limit);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+        // An oversized message costs nothing (never downloaded), and one
+        // message larger than the chunk budget still gets a chunk.
+        let sizes = [(1, 20 << 20), (2, 100), (3, 100)];
+        assert_eq!(plan_chunks(&sizes, 10 << 20).len(), 1);
+        let sizes = [(1, 20 << 20), (2, 100)];
+        assert_eq!(
+            plan_chunks(&sizes, 64 << 20)
+                .iter()
+                .map(Vec::len)
+                .collect::<Vec<_>>(),
+            [1, 1]
+        );
+        // Every message lands in exactly one chunk, in order.
+        let flat: Vec<u32> = plan_chunks(&[(3, 1), (9, 2), (11, 3)], limit)
+            .concat()
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect();
+        assert_eq!(flat, [3, 9, 11]);
     }
 }

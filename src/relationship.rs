@@ -185,6 +185,43 @@ pub struct Relationship {
     pub history: Vec<HistoryEntry>,
 }
 
+/// What lists and counts need of a relationship, without its history. The
+/// store keeps one beside each full record, so listing ten thousand
+/// relationships does not decode ten thousand histories.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelationshipSummary {
+    /// Partner id from the config.
+    pub partner: String,
+    /// Customer address, lowercase.
+    pub customer: String,
+    /// Customer organisation name, if the partner gave one.
+    pub customer_name: Option<String>,
+    /// Current state.
+    pub state: RelationshipState,
+    /// Unix seconds of the last state change.
+    pub since: u64,
+    /// When an active relationship ends (fixed durations only).
+    #[serde(default)]
+    pub ends_at: Option<u64>,
+    /// The invitation (or restore request) currently in force.
+    #[serde(default)]
+    pub invitation_id: Option<u64>,
+}
+
+impl From<&Relationship> for RelationshipSummary {
+    fn from(r: &Relationship) -> Self {
+        RelationshipSummary {
+            partner: r.partner.clone(),
+            customer: r.customer.clone(),
+            customer_name: r.customer_name.clone(),
+            state: r.state,
+            since: r.since,
+            ends_at: r.ends_at,
+            invitation_id: r.invitation_id,
+        }
+    }
+}
+
 impl Relationship {
     /// Applies `event`, recording it in the history. On error nothing changes.
     pub fn apply(

@@ -905,6 +905,16 @@ fn is_attribution(joined: &str, next_is_block: bool) -> bool {
     let digit = has_digit(s);
     let addr = has_address(s);
     let on_prefix = ON_PREFIXES.iter().any(|p| s.starts_with(p));
+    // Every shape accepted below needs one of these; most lines of a mail
+    // have neither, and skip the search for each language's verb.
+    let could_be = if ends_colon {
+        digit || addr
+    } else {
+        on_prefix && digit
+    };
+    if !could_be {
+        return false;
+    }
     let verb_end = WROTE_VERBS
         .iter()
         .filter_map(|v| s.rfind(v).map(|p| p + v.len()))

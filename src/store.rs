@@ -8,20 +8,32 @@
 //! all. That is what makes "never lose, never duplicate" possible: a crash
 //! either keeps a message's effects *and* its marker, or neither.
 //!
-//! sled keeps data in memory until a flush; [`Store::flush`] must be called
-//! before anything that depends on durability (sending a mail, marking a
-//! message done on the IMAP server). Callers batch commits and flush once.
+//! Group commit: [`Store::commit`] only *stages* its changes in memory, where
+//! every read of this store already sees them. [`Store::flush`] applies all
+//! staged commits to sled as one atomic batch and makes it durable, so a
+//! fetched chunk of a hundred mails costs one write to disk, not a hundred
+//! (sled 0.34 seals its log on every `apply_batch`, which was three syncs per
+//! mail). A crash loses staged commits whole, never half of one; nothing
+//! that depends on them (a sent mail, a message marked done on the IMAP
+//! server) happens before the flush, so they are simply done again.
+//! [`Store::flush`] must be called before anything that depends on
+//! durability; callers batch commits and flush once.
 //!
 //! Layout: one sled tree, keys prefixed by record type, values JSON.
 //! `rel/<partner>\0<customer>`, `inv/<id be>`, `thr/<message-id>` (sent
 //! Message-ID → invitation id), `msg/<key>` (processed messages),
 //! `cur/<inbox>`, `outq/<id be>` (pending mails), `outs/<id be>` (sent log),
 //! `tkt/<id be>` (tickets), `tth/<message-id>` (Message-ID → ticket id).
+//! Derived from the relationships, written by the same commits and rebuilt
+//! when missing: `cix/<customer>\0<partner>` (customer index),
+//! `rsum/<partner>\0<customer>` (summaries for lists) and
+//! `cnt/<partner>\0<state>` (how many relationships are in each state).
 
 use crate::invitation::Invitation;
-use crate::relationship::Relationship;
+use crate::relationship::{Relationship, RelationshipState, RelationshipSummary};
 use crate::ticket::Ticket;
 use serde::{Deserialize, Serialize};
+use std::ops::Bound;
 use std::path::Path;
 
 /// Errors from the store.
@@ -176,6 +188,40 @@ pub trait StoreView {
     fn invitation_by_message_id(&self, message_id: &str) -> Result<Option<u64>>;
     /// Every relationship.
     fn all_relationships(&self) -> Result<Vec<Relationship>>;
+    /// The summaries of a partner's relationships, ordered by customer.
+    fn relationship_summaries_of(&self, partner: &str) -> Result<Vec<RelationshipSummary>> {
+        Ok(self
+            .relationships_of(partner)?
+            .iter()
+            .map(RelationshipSummary::from)
+            .collect())
+    }
+    /// The summaries of every relationship, ordered by partner and customer.
+    fn all_relationship_summaries(&self) -> Result<Vec<RelationshipSummary>> {
+        Ok(self
+            .all_relationships()?
+            .iter()
+            .map(RelationshipSummary::from)
+            .collect())
+    }
+    /// How many relationships each partner has in each state (states with
+    /// none left out), ordered by partner.
+    fn relationship_counts(&self) -> Result<Vec<(String, RelationshipState, u64)>> {
+        let mut counts: std::collections::BTreeMap<
+            (String, &'static str),
+            (RelationshipState, u64),
+        > = Default::default();
+        for r in self.all_relationships()? {
+            counts
+                .entry((r.partner, r.state.as_str()))
+                .or_insert((r.state, 0))
+                .1 += 1;
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((p, _), (s, n))| (p, s, n))
+            .collect())
+    }
     /// A ticket by number.
     fn ticket(&self, id: u64) -> Result<Option<Ticket>>;
     /// The ticket a Message-ID (inbound or outbound) belongs to.
@@ -223,11 +269,75 @@ pub trait Store: StoreView + Send + Sync {
     fn sent_log(&self) -> Result<Vec<OutboxEntry>>;
 }
 
+/// The writes of one commit, in order; a later write to a key wins.
+#[derive(Default)]
+struct WriteSet(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+impl WriteSet {
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.0.push((key, Some(value)));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.0.push((key, None));
+    }
+}
+
 /// The sled-backed store.
 pub struct SledStore {
     db: sled::Db,
     tree: sled::Tree,
     path: String,
+    /// Writes committed since the last flush, not yet in sled: key → new
+    /// value, or `None` for a removal. Reads look here first.
+    staged: std::sync::Mutex<Staged>,
+}
+
+type Staged = std::collections::BTreeMap<Vec<u8>, Option<sled::IVec>>;
+
+/// The keys that start with `prefix`, as a range.
+fn prefix_range(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return (Bound::Included(prefix.to_vec()), Bound::Excluded(end));
+        }
+    }
+    (Bound::Included(prefix.to_vec()), Bound::Unbounded)
+}
+
+/// sled's records in a key range with the staged writes laid over them, in
+/// key order: a staged value replaces sled's, a staged removal hides it.
+struct Overlaid<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> {
+    tree: std::iter::Peekable<I>,
+    staged: std::iter::Peekable<std::vec::IntoIter<(Vec<u8>, Option<sled::IVec>)>>,
+}
+
+impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> Iterator for Overlaid<I> {
+    type Item = sled::Result<(sled::IVec, sled::IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let order = match (self.tree.peek(), self.staged.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) | (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(Ok((tk, _))), Some((sk, _))) => tk.as_ref().cmp(sk.as_slice()),
+            };
+            if order == std::cmp::Ordering::Less {
+                return self.tree.next();
+            }
+            if order == std::cmp::Ordering::Equal {
+                // Staged wins over what sled holds for the same key.
+                self.tree.next();
+            }
+            let (k, v) = self.staged.next().expect("peeked");
+            if let Some(v) = v {
+                return Some(Ok((sled::IVec::from(k), v)));
+            }
+        }
+    }
 }
 
 fn rel_key(partner: &str, customer: &str) -> Vec<u8> {
@@ -237,6 +347,51 @@ fn rel_key(partner: &str, customer: &str) -> Vec<u8> {
 /// `cix/<customer>\0`: the customer index, customer → partners.
 fn cix_prefix(customer: &str) -> Vec<u8> {
     format!("cix/{customer}\0").into_bytes()
+}
+
+fn rsum_key(partner: &str, customer: &str) -> Vec<u8> {
+    format!("rsum/{partner}\0{customer}").into_bytes()
+}
+
+fn cnt_key(partner: &str, state: RelationshipState) -> Vec<u8> {
+    format!("cnt/{partner}\0{}", state.as_str()).into_bytes()
+}
+
+/// Version of the derived records (`cix/`, `rsum/`, `cnt/`); a store with
+/// an older one gets them rebuilt when opened.
+const DERIVED_VERSION: u32 = 2;
+
+/// The derived records' writes for relationships being stored, given each
+/// one's previous state (`None` when new). Counters are read through `get`
+/// so that earlier staged commits count.
+fn derived_writes(
+    batch: &mut WriteSet,
+    rels: &[(&Relationship, Option<RelationshipState>)],
+    get_count: &dyn Fn(&[u8]) -> Result<u64>,
+) -> Result<()> {
+    let mut deltas: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
+    for (r, old) in rels {
+        let mut ix = cix_prefix(&r.customer);
+        ix.extend_from_slice(r.partner.as_bytes());
+        batch.insert(ix, encode(&r.partner));
+        batch.insert(
+            rsum_key(&r.partner, &r.customer),
+            encode(&RelationshipSummary::from(*r)),
+        );
+        if *old != Some(r.state) {
+            if let Some(old) = old {
+                *deltas.entry(cnt_key(&r.partner, *old)).or_default() -= 1;
+            }
+            *deltas.entry(cnt_key(&r.partner, r.state)).or_default() += 1;
+        }
+    }
+    for (key, delta) in deltas {
+        if delta != 0 {
+            let now = (get_count(&key)? as i64 + delta).max(0) as u64;
+            batch.insert(key, encode(&now));
+        }
+    }
+    Ok(())
 }
 
 fn id_key(prefix: &str, id: u64) -> Vec<u8> {
@@ -276,29 +431,43 @@ impl SledStore {
             path: p.clone(),
             source: e,
         })?;
-        let store = SledStore { db, tree, path: p };
-        store.build_customer_index()?;
+        let store = SledStore {
+            db,
+            tree,
+            path: p,
+            staged: Default::default(),
+        };
+        store.build_derived()?;
         Ok(store)
     }
 
-    /// Builds the customer index for a store written before it existed.
-    fn build_customer_index(&self) -> Result<()> {
-        if self
-            .tree
-            .contains_key(b"meta/cix")
-            .map_err(|e| self.err(e))?
-        {
+    /// Rebuilds the records derived from the relationships (customer
+    /// index, summaries, counts) when they are missing or from an older
+    /// version: a store written by an earlier Liaison gets them on open.
+    fn build_derived(&self) -> Result<()> {
+        if self.get::<u32>(b"meta/derived")? == Some(DERIVED_VERSION) {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        for r in self.scan::<Relationship>(b"rel/")? {
-            let mut ix = cix_prefix(&r.customer);
-            ix.extend_from_slice(r.partner.as_bytes());
-            batch.insert(ix, encode(&r.partner));
-        }
-        batch.insert(b"meta/cix".to_vec(), encode(&1u32));
-        self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        self.rebuild_derived()?;
         self.flush()
+    }
+
+    /// Writes the derived records anew from the relationships (staged).
+    fn rebuild_derived(&self) -> Result<()> {
+        let mut batch = WriteSet::default();
+        for prefix in [&b"cix/"[..], b"rsum/", b"cnt/"] {
+            for kv in self.scan_raw(prefix) {
+                batch.remove(kv?.0.to_vec());
+            }
+        }
+        self.stage(std::mem::take(&mut batch.0));
+        let rels = self.scan::<Relationship>(b"rel/")?;
+        let with_old: Vec<(&Relationship, Option<RelationshipState>)> =
+            rels.iter().map(|r| (r, None)).collect();
+        derived_writes(&mut batch, &with_old, &|_| Ok(0))?;
+        batch.insert(b"meta/derived".to_vec(), encode(&DERIVED_VERSION));
+        self.stage(batch.0);
+        Ok(())
     }
 
     fn err(&self, source: sled::Error) -> StoreError {
@@ -308,21 +477,96 @@ impl SledStore {
         }
     }
 
+    fn staged(&self) -> std::sync::MutexGuard<'_, Staged> {
+        // A panic while the lock was held cannot leave the map half-written
+        // (every change to it is a single insert or a clear).
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stages writes; they become durable with the next flush.
+    fn stage(&self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        let mut staged = self.staged();
+        for (k, v) in writes {
+            staged.insert(k, v.map(sled::IVec::from));
+        }
+    }
+
+    /// Applies every staged write to sled in one atomic batch (not yet
+    /// synced to disk). The staged writes are kept if that fails.
+    fn apply_staged(&self) -> Result<()> {
+        let mut staged = self.staged();
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in staged.iter() {
+            match v {
+                Some(v) => batch.insert(k.as_slice(), v.clone()),
+                None => batch.remove(k.as_slice()),
+            }
+        }
+        // Applied while the lock is held: a reader never finds a write
+        // neither staged nor in sled.
+        self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        staged.clear();
+        Ok(())
+    }
+
+    fn get_raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        if let Some(v) = self.staged().get(key) {
+            return Ok(v.clone());
+        }
+        self.tree.get(key).map_err(|e| self.err(e))
+    }
+
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
-        match self.tree.get(key).map_err(|e| self.err(e))? {
+        match self.get_raw(key)? {
             Some(v) => decode(key, &v).map(Some),
             None => Ok(None),
         }
     }
 
+    /// Records in `range`, staged writes included, in key order.
+    fn range(
+        &self,
+        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        let staged: Vec<(Vec<u8>, Option<sled::IVec>)> = self
+            .staged()
+            .range(range.clone())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Overlaid {
+            tree: self.tree.range(range).peekable(),
+            staged: staged.into_iter().peekable(),
+        }
+        .map(|kv| kv.map_err(|e| self.err(e)))
+    }
+
+    fn scan_raw(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        self.range(prefix_range(prefix))
+    }
+
     fn scan<T: serde::de::DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>> {
-        self.tree
-            .scan_prefix(prefix)
+        self.scan_raw(prefix)
             .map(|kv| {
-                let (k, v) = kv.map_err(|e| self.err(e))?;
+                let (k, v) = kv?;
                 decode(&k, &v)
             })
             .collect()
+    }
+}
+
+impl Drop for SledStore {
+    /// A store dropped with staged commits (a caller that forgot to flush)
+    /// still writes them; a crash is the only way to lose them.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e, "could not write the store's last commits on close");
+        }
     }
 }
 
@@ -351,8 +595,8 @@ impl StoreView for SledStore {
         // reference asks this, and a scan of all relationships made that
         // cost grow with the whole store (0.6 s at 100 000 relationships).
         let mut out = Vec::new();
-        for kv in self.tree.scan_prefix(cix_prefix(customer)) {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
+        for kv in self.scan_raw(&cix_prefix(customer)) {
+            let (k, v) = kv?;
             let partner: String = decode(&k, &v)?;
             if let Some(r) = self.relationship(&partner, customer)? {
                 out.push(r);
@@ -371,6 +615,32 @@ impl StoreView for SledStore {
 
     fn all_relationships(&self) -> Result<Vec<Relationship>> {
         self.scan(b"rel/")
+    }
+
+    fn relationship_summaries_of(&self, partner: &str) -> Result<Vec<RelationshipSummary>> {
+        self.scan(format!("rsum/{partner}\0").as_bytes())
+    }
+
+    fn all_relationship_summaries(&self) -> Result<Vec<RelationshipSummary>> {
+        self.scan(b"rsum/")
+    }
+
+    fn relationship_counts(&self) -> Result<Vec<(String, RelationshipState, u64)>> {
+        let mut out = Vec::new();
+        for kv in self.scan_raw(b"cnt/") {
+            let (k, v) = kv?;
+            let n: u64 = decode(&k, &v)?;
+            let key = String::from_utf8_lossy(&k[b"cnt/".len()..]).into_owned();
+            let (partner, state) = key.split_once('\0').unwrap_or((&key, ""));
+            let state = RelationshipState::parse(state).ok_or_else(|| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: format!("`{state}` is not a state"),
+            })?;
+            if n > 0 {
+                out.push((partner.to_string(), state, n));
+            }
+        }
+        Ok(out)
     }
 
     fn ticket(&self, id: u64) -> Result<Option<Ticket>> {
@@ -404,7 +674,7 @@ impl Store for SledStore {
     }
 
     fn commit(&self, changes: Changes) -> Result<Vec<u64>> {
-        let mut batch = sled::Batch::default();
+        let mut batch = WriteSet::default();
         // Removals first: a released message's new record replaces the old.
         for key in &changes.released {
             batch.remove(format!("msg/{key}").into_bytes());
@@ -416,12 +686,25 @@ impl Store for SledStore {
                 encode(&data_encoding::BASE64.encode(raw)),
             );
         }
+        let mut with_old = Vec::with_capacity(changes.relationships.len());
+        let mut seen: std::collections::HashMap<(&str, &str), RelationshipState> =
+            Default::default();
         for r in &changes.relationships {
             batch.insert(rel_key(&r.partner, &r.customer), encode(r));
-            let mut ix = cix_prefix(&r.customer);
-            ix.extend_from_slice(r.partner.as_bytes());
-            batch.insert(ix, encode(&r.partner));
+            // The state before this commit: from an earlier entry of this
+            // same commit, or from the stored summary.
+            let old = match seen.get(&(r.partner.as_str(), r.customer.as_str())) {
+                Some(s) => Some(*s),
+                None => self
+                    .get::<RelationshipSummary>(&rsum_key(&r.partner, &r.customer))?
+                    .map(|s| s.state),
+            };
+            seen.insert((&r.partner, &r.customer), r.state);
+            with_old.push((r, old));
         }
+        derived_writes(&mut batch, &with_old, &|k| {
+            Ok(self.get::<u64>(k)?.unwrap_or(0))
+        })?;
         for i in &changes.invitations {
             batch.insert(id_key("inv/", i.id), encode(i));
         }
@@ -478,19 +761,27 @@ impl Store for SledStore {
         if let Some(&last) = ids.last() {
             batch.insert(b"meta/last_outbox_id".to_vec(), encode(&last));
         }
-        self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        self.stage(batch.0);
         Ok(ids)
     }
 
     fn flush(&self) -> Result<()> {
+        self.apply_staged()?;
         self.db.flush().map_err(|e| self.err(e))?;
         Ok(())
     }
 
     fn pending_outbox(&self, up_to: u64, limit: usize) -> Result<Vec<OutboxEntry>> {
         let mut out = Vec::new();
-        for kv in self.tree.range(id_key("outq/", 0)..=id_key("outq/", up_to)) {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
+        if limit == 0 {
+            return Ok(out);
+        }
+        let range = (
+            Bound::Included(id_key("outq/", 0)),
+            Bound::Included(id_key("outq/", up_to)),
+        );
+        for kv in self.range(range) {
+            let (k, v) = kv?;
             out.push(decode(&k, &v)?);
             if out.len() == limit {
                 break;
@@ -506,16 +797,15 @@ impl Store for SledStore {
         entry.not_before = at;
         entry.attempts += 1;
         entry.last_error = error;
-        let mut batch = sled::Batch::default();
-        batch.remove(id_key("outq/", id));
-        batch.insert(id_key("outs/", id), encode(&entry));
-        self.tree.apply_batch(batch).map_err(|e| self.err(e))
+        self.stage(vec![
+            (id_key("outq/", id), None),
+            (id_key("outs/", id), Some(encode(&entry))),
+        ]);
+        Ok(())
     }
 
     fn mark_retry(&self, entry: &OutboxEntry) -> Result<()> {
-        self.tree
-            .insert(id_key("outq/", entry.id), encode(entry))
-            .map_err(|e| self.err(e))?;
+        self.stage(vec![(id_key("outq/", entry.id), Some(encode(entry)))]);
         Ok(())
     }
 
@@ -543,10 +833,9 @@ impl Store for SledStore {
     }
 
     fn export(&self) -> Result<Vec<ExportRecord>> {
-        self.tree
-            .iter()
+        self.range((Bound::Unbounded, Bound::Unbounded))
             .map(|kv| {
-                let (k, v) = kv.map_err(|e| self.err(e))?;
+                let (k, v) = kv?;
                 Ok(ExportRecord {
                     key: data_encoding::HEXLOWER.encode(&k),
                     value: decode(&k, &v)?,
@@ -556,7 +845,7 @@ impl Store for SledStore {
     }
 
     fn import(&self, records: &[ExportRecord]) -> Result<()> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Vec::with_capacity(records.len());
         for r in records {
             let key = data_encoding::HEXLOWER
                 .decode(r.key.as_bytes())
@@ -564,17 +853,19 @@ impl Store for SledStore {
                     key: r.key.clone(),
                     reason: format!("key is not hex: {e}"),
                 })?;
-            batch.insert(key, encode(&r.value));
+            batch.push((key, Some(encode(&r.value))));
         }
-        self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        self.stage(batch);
+        // A backup from an older version may lack the derived records.
+        self.rebuild_derived()?;
         self.flush()
     }
 
     fn is_empty(&self) -> Result<bool> {
         // Bookkeeping under `meta/` (written when a store is created) is not
         // content.
-        for k in self.tree.iter().keys() {
-            if !k.map_err(|e| self.err(e))?.starts_with(b"meta/") {
+        for kv in self.range((Bound::Unbounded, Bound::Unbounded)) {
+            if !kv?.0.starts_with(b"meta/") {
                 return Ok(false);
             }
         }
@@ -586,7 +877,7 @@ impl Store for SledStore {
         for p in self.scan::<Processed>(b"msg/")? {
             *st.processed.entry(p.class).or_default() += 1;
         }
-        let count = |prefix: &[u8]| self.tree.scan_prefix(prefix).count() as u64;
+        let count = |prefix: &[u8]| self.scan_raw(prefix).count() as u64;
         st.outbox_pending = count(b"outq/");
         st.outbox_sent = count(b"outs/");
         st.relationships = count(b"rel/");
@@ -706,16 +997,21 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-            // Make it look like a store from before the index.
-            for k in s.tree.scan_prefix(b"cix/").keys() {
-                s.tree.remove(k.unwrap()).unwrap();
+            s.flush().unwrap();
+            // Make it look like a store from before the derived records.
+            for prefix in [&b"cix/"[..], b"rsum/", b"cnt/"] {
+                for k in s.tree.scan_prefix(prefix).keys() {
+                    s.tree.remove(k.unwrap()).unwrap();
+                }
             }
-            s.tree.remove(b"meta/cix").unwrap();
+            s.tree.remove(b"meta/derived").unwrap();
             s.flush().unwrap();
             assert!(s
                 .relationships_with("alice@contoso.test")
                 .unwrap()
                 .is_empty());
+            assert!(s.relationship_counts().unwrap().is_empty());
+            assert!(s.all_relationship_summaries().unwrap().is_empty());
         }
         let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
         let mut partners: Vec<String> = s
@@ -731,6 +1027,177 @@ mod tests {
             .relationships_with("carol@contoso.test")
             .unwrap()
             .is_empty());
+        assert_eq!(
+            s.relationship_counts().unwrap(),
+            [
+                ("p1".to_string(), RelationshipState::Invited, 2),
+                ("p2".to_string(), RelationshipState::Invited, 1)
+            ]
+        );
+        assert_eq!(s.relationship_summaries_of("p1").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn counts_and_summaries_follow_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db"), 1 << 20, Path::new("x.sock")).unwrap();
+        let with = |customer: &str, state: RelationshipState| {
+            let mut r = rel("p1", customer);
+            r.state = state;
+            r
+        };
+        let counts = |s: &SledStore| -> Vec<(RelationshipState, u64)> {
+            s.relationship_counts()
+                .unwrap()
+                .into_iter()
+                .map(|(_, st, n)| (st, n))
+                .collect()
+        };
+        s.commit(Changes {
+            relationships: vec![
+                with("a@x.test", RelationshipState::Invited),
+                with("b@x.test", RelationshipState::Invited),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(counts(&s), [(RelationshipState::Invited, 2)]);
+        // The same relationship twice in one commit counts once, at its
+        // last state; an unchanged state changes nothing.
+        s.commit(Changes {
+            relationships: vec![
+                with("a@x.test", RelationshipState::Active),
+                with("a@x.test", RelationshipState::PermissionsRemoved),
+                with("b@x.test", RelationshipState::Invited),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        let expect = [
+            (RelationshipState::Invited, 1),
+            (RelationshipState::PermissionsRemoved, 1),
+        ];
+        assert_eq!(counts(&s), expect);
+        s.flush().unwrap();
+        assert_eq!(counts(&s), expect);
+        let sums = s.relationship_summaries_of("p1").unwrap();
+        assert_eq!(
+            sums.iter()
+                .map(|r| (r.customer.as_str(), r.state))
+                .collect::<Vec<_>>(),
+            [
+                ("a@x.test", RelationshipState::PermissionsRemoved),
+                ("b@x.test", RelationshipState::Invited)
+            ]
+        );
+        // The counts agree with a full scan.
+        let mut full = std::collections::BTreeMap::new();
+        for r in s.all_relationships().unwrap() {
+            *full.entry(r.state.as_str()).or_insert(0u64) += 1;
+        }
+        assert_eq!(full.len(), counts(&s).len());
+    }
+
+    #[test]
+    fn staged_commits_are_read_before_the_flush_and_written_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        s.commit(Changes {
+            relationships: vec![rel("p1", "alice@contoso.test"), rel("p1", "bob@f.test")],
+            outbox: vec![mail("m1@x", None), mail("m2@x", None), mail("m3@x", None)],
+            ..Default::default()
+        })
+        .unwrap();
+        s.flush().unwrap();
+        // Staged on top of flushed records: a replacement, a new key, a
+        // removal (the sent mark) and a retry.
+        let mut carol = rel("p1", "carol@contoso.test");
+        carol.customer_name = Some("Carol".into());
+        let mut alice = rel("p1", "alice@contoso.test");
+        alice.customer_name = Some("Alice".into());
+        s.commit(Changes {
+            relationships: vec![alice, carol],
+            ..Default::default()
+        })
+        .unwrap();
+        let pending = s.pending_outbox(u64::MAX, 10).unwrap();
+        s.mark_sent(pending[0].id, 5, None).unwrap();
+        let mut retry = pending[1].clone();
+        retry.attempts = 1;
+        s.mark_retry(&retry).unwrap();
+        assert!(!s.staged().is_empty());
+
+        let check = |s: &SledStore| {
+            let names: Vec<(String, Option<String>)> = s
+                .relationships_of("p1")
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.customer, r.customer_name))
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    ("alice@contoso.test".to_string(), Some("Alice".to_string())),
+                    ("bob@f.test".to_string(), None),
+                    ("carol@contoso.test".to_string(), Some("Carol".to_string())),
+                ]
+            );
+            assert_eq!(s.relationships_with("carol@contoso.test").unwrap().len(), 1);
+            let pending = s.pending_outbox(u64::MAX, 10).unwrap();
+            assert_eq!(pending.len(), 2, "the sent one is hidden: {pending:?}");
+            assert_eq!(pending[0].attempts, 1, "the retry replaces the entry");
+            assert_eq!(s.pending_outbox(u64::MAX, 1).unwrap().len(), 1);
+            assert_eq!(s.sent_log().unwrap().len(), 1);
+            let st = s.stats().unwrap();
+            assert_eq!(
+                (st.relationships, st.outbox_pending, st.outbox_sent),
+                (3, 2, 1)
+            );
+        };
+        check(&s);
+        s.flush().unwrap();
+        assert!(s.staged().is_empty());
+        check(&s);
+        drop(s);
+        check(&SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap());
+    }
+
+    #[test]
+    fn dropping_the_store_writes_what_is_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        s.commit(Changes {
+            relationships: vec![rel("p1", "alice@contoso.test")],
+            ..Default::default()
+        })
+        .unwrap();
+        drop(s);
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        assert_eq!(s.relationships_of("p1").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn prefix_ranges_end_where_the_prefix_ends() {
+        assert_eq!(
+            prefix_range(b"rel/"),
+            (
+                Bound::Included(b"rel/".to_vec()),
+                Bound::Excluded(b"rel0".to_vec())
+            )
+        );
+        assert_eq!(
+            prefix_range(&[b'a', 0xff]),
+            (
+                Bound::Included(vec![b'a', 0xff]),
+                Bound::Excluded(b"b".to_vec())
+            )
+        );
+        assert_eq!(
+            prefix_range(&[0xff]),
+            (Bound::Included(vec![0xff]), Bound::Unbounded)
+        );
     }
 
     #[test]
