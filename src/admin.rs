@@ -37,6 +37,16 @@ pub enum Request {
         /// Customer address.
         customer: Option<String>,
     },
+    /// How many relationships each partner has in each state. Kept as
+    /// counters by the store, so it costs the same at any size.
+    Counts,
+    /// Relationships, optionally of one partner and in one state.
+    List {
+        /// Partner id.
+        partner: Option<String>,
+        /// State name.
+        state: Option<String>,
+    },
     /// Tickets, optionally of one partner; closed ones only with `all`.
     Tickets {
         /// Partner id.
@@ -93,6 +103,17 @@ pub struct TicketRow {
     pub opened: String,
 }
 
+/// How many relationships a partner has in one state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountRow {
+    /// Partner id.
+    pub partner: String,
+    /// State name.
+    pub state: String,
+    /// How many.
+    pub count: u64,
+}
+
 /// One relationship as the CLI prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusRow {
@@ -104,6 +125,18 @@ pub struct StatusRow {
     pub state: String,
     /// RFC 3339 time of the last change.
     pub since: String,
+}
+
+impl StatusRow {
+    /// The row for one relationship.
+    pub fn of(r: &crate::relationship::RelationshipSummary) -> Self {
+        StatusRow {
+            partner: r.partner.clone(),
+            customer: r.customer.clone(),
+            state: r.state.as_str().to_string(),
+            since: crate::workflow::rfc3339(r.since),
+        }
+    }
 }
 
 /// Answers a request from the store (used by the daemon, and by the CLI
@@ -121,24 +154,54 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
             }
             .map_err(|e| e.to_string())?;
             let rows: Vec<StatusRow> = rels
+                .iter()
+                .map(|r| StatusRow::of(&crate::relationship::RelationshipSummary::from(r)))
+                .collect();
+            serde_json::to_value(rows).map_err(|e| e.to_string())
+        }
+        Request::Counts => {
+            let rows: Vec<CountRow> = store
+                .relationship_counts()
+                .map_err(|e| e.to_string())?
                 .into_iter()
-                .map(|r| StatusRow {
-                    partner: r.partner,
-                    customer: r.customer,
-                    state: r.state.as_str().to_string(),
-                    since: crate::workflow::rfc3339(r.since),
+                .map(|(partner, state, count)| CountRow {
+                    partner,
+                    state: state.as_str().to_string(),
+                    count,
                 })
+                .collect();
+            serde_json::to_value(rows).map_err(|e| e.to_string())
+        }
+        Request::List { partner, state } => {
+            let state = match state {
+                Some(s) => Some(
+                    crate::relationship::RelationshipState::parse(s)
+                        .ok_or_else(|| format!("`{s}` is not a relationship state"))?,
+                ),
+                None => None,
+            };
+            let rels = match partner {
+                Some(p) => store.relationship_summaries_of(p),
+                None => store.all_relationship_summaries(),
+            }
+            .map_err(|e| e.to_string())?;
+            let rows: Vec<StatusRow> = rels
+                .iter()
+                .filter(|r| state.is_none_or(|s| r.state == s))
+                .map(StatusRow::of)
                 .collect();
             serde_json::to_value(rows).map_err(|e| e.to_string())
         }
         Request::Tickets { partner, all } => {
             let partners: Vec<String> = match partner {
                 Some(p) => vec![p.clone()],
+                // Every partner with a relationship, from the counters
+                // rather than a scan of every record.
                 None => store
-                    .all_relationships()
+                    .relationship_counts()
                     .map_err(|e| e.to_string())?
                     .into_iter()
-                    .map(|r| r.partner)
+                    .map(|(p, _, _)| p)
                     .collect::<std::collections::BTreeSet<_>>()
                     .into_iter()
                     .collect(),

@@ -44,10 +44,13 @@ pub enum Command {
         /// Customer address; `None` for all.
         customer: Option<String>,
     },
-    /// List relationships, optionally only those in one state.
+    /// List relationships, optionally only those in one state, a page at
+    /// a time.
     List {
         /// Only this state.
         state: Option<RelationshipState>,
+        /// Which page (from 1) of a long list.
+        page: u32,
     },
     /// Every transition of one relationship.
     History {
@@ -161,7 +164,7 @@ pub const USAGE: &[(&str, &str)] = &[
     ("status", "status [CUSTOMER]"),
     (
         "list",
-        "list [invited|active|declined|expired|permissions_removed|removed]",
+        "list [invited|active|declined|expired|permissions_removed|removed] [page N]",
     ),
     ("history", "history CUSTOMER"),
     ("revoked", "revoked CUSTOMER"),
@@ -396,15 +399,32 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
             Ok(Command::Status { customer })
         }
         "list" => {
-            let state = match args.first() {
-                Some(s) => Some(
-                    RelationshipState::parse(s)
-                        .ok_or_else(|| err("list", format!("`{s}` is not a relationship state")))?,
-                ),
-                None => None,
+            let mut rest = args;
+            let state =
+                match rest.first() {
+                    Some(s) if !s.eq_ignore_ascii_case("page") => {
+                        rest = &rest[1..];
+                        Some(RelationshipState::parse(s).ok_or_else(|| {
+                            err("list", format!("`{s}` is not a relationship state"))
+                        })?)
+                    }
+                    _ => None,
+                };
+            let page = match rest.first() {
+                Some(_) => {
+                    let n = rest
+                        .get(1)
+                        .ok_or_else(|| err("list", "`page` needs a number".into()))?;
+                    rest = &rest[2..];
+                    n.parse::<u32>()
+                        .ok()
+                        .filter(|&n| n >= 1)
+                        .ok_or_else(|| err("list", format!("`{n}` is not a page number")))?
+                }
+                None => 1,
             };
-            no_more("list", args.get(1..).unwrap_or(&[]))?;
-            Ok(Command::List { state })
+            no_more("list", rest)?;
+            Ok(Command::List { state, page })
         }
         "history" => {
             let customer = customer("history", args.first())?;
@@ -636,7 +656,8 @@ mod tests {
             cmds("# my commands\nLIST active # only active\nHelp"),
             vec![
                 Ok(Command::List {
-                    state: Some(RelationshipState::Active)
+                    state: Some(RelationshipState::Active),
+                    page: 1,
                 }),
                 Ok(Command::Help)
             ]

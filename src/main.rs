@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result};
 use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand, ValueEnum};
-use liaison::admin::{Request, StatusRow};
+use liaison::admin::{CountRow, Request, StatusRow};
 use liaison::config::{Config, InboxConfig, SmtpConfig, SUPPORTED_LOCALES};
 use liaison::templates::{TemplateName, Templates};
 use std::path::{Path, PathBuf};
@@ -58,14 +58,16 @@ enum QuarantineCmd {
 enum Cmd {
     /// Run the daemon in the foreground until SIGTERM or Ctrl-C.
     Run,
-    /// Show relationships (all, or those of one customer).
+    /// Show how many relationships each partner has in each state, or the
+    /// relationships of one customer.
     ///
     /// Asks the running daemon over its admin socket, or reads the store
-    /// directly when no daemon runs.
+    /// directly when no daemon runs. `list` shows every relationship.
     Status {
         /// Customer email address.
         customer: Option<String>,
-        /// Print JSON: [{"partner", "customer", "state", "since"}].
+        /// Print JSON: [{"partner", "state", "count"}], or with a customer
+        /// [{"partner", "customer", "state", "since"}].
         #[arg(long)]
         json: bool,
     },
@@ -299,12 +301,8 @@ async fn real_main(cli: Cli) -> Result<()> {
                     "`{st}` is not a relationship state"
                 );
             }
-            let value = query(&config, &Request::Status { customer: None }).await?;
-            let rows: Vec<StatusRow> = serde_json::from_value::<Vec<StatusRow>>(value)?
-                .into_iter()
-                .filter(|r| state.as_deref().is_none_or(|s| r.state == s))
-                .filter(|r| partner.as_deref().is_none_or(|p| r.partner == p))
-                .collect();
+            let value = query(&config, &Request::List { partner, state }).await?;
+            let rows: Vec<StatusRow> = serde_json::from_value::<Vec<StatusRow>>(value)?;
             print_status_rows(&rows, json)?;
         }
         Cmd::History { customer, json } => {
@@ -438,12 +436,36 @@ async fn real_main(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Status { customer, json } => {
+        Cmd::Status {
+            customer: Some(customer),
+            json,
+        } => {
             let config = Config::load(&cli.config)?;
-            let req = Request::Status { customer };
+            let req = Request::Status {
+                customer: Some(customer),
+            };
             let value = query(&config, &req).await?;
             let rows: Vec<StatusRow> = serde_json::from_value(value)?;
             print_status_rows(&rows, json)?;
+        }
+        Cmd::Status {
+            customer: None,
+            json,
+        } => {
+            let config = Config::load(&cli.config)?;
+            let value = query(&config, &Request::Counts).await?;
+            let rows: Vec<CountRow> = serde_json::from_value(value)?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else if rows.is_empty() {
+                println!("no relationships");
+            } else {
+                let total: u64 = rows.iter().map(|r| r.count).sum();
+                for r in &rows {
+                    println!("{:<12} {:<20} {:>8}", r.partner, r.state, r.count);
+                }
+                println!("{:<12} {:<20} {:>8}", "", "total", total);
+            }
         }
     }
     Ok(())

@@ -73,6 +73,19 @@ async fn import_500_rows_then_list_history_export_and_restore() {
     assert_eq!(rows.as_array().unwrap().len(), 500);
     let (ok, out, _) = daemon.cli(&["list", "active"]);
     assert!(ok && out.contains("no relationships"), "{out}");
+    // `status` without a customer: the counters, not a scan.
+    let (ok, out, _) = daemon.cli(&["status", "--json"]);
+    assert!(ok, "{out}");
+    let counts: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        counts,
+        serde_json::json!([{"partner": "northwind", "state": "invited", "count": 500}])
+    );
+    let (ok, out, _) = daemon.cli(&["status"]);
+    assert!(
+        ok && out.contains("invited") && out.contains("500"),
+        "{out}"
+    );
     let (ok, out, _) = daemon.cli(&["history", "alice+7@contoso.test"]);
     assert!(
         ok && out.contains("(new) -> invited") && out.contains("by partner1@liaison.test"),
@@ -114,6 +127,13 @@ async fn import_500_rows_then_list_history_export_and_restore() {
         rows.as_array().unwrap().len(),
         500,
         "the restored store holds everything"
+    );
+    let (ok, out, _) = run(&["status", "--json"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!([{"partner": "northwind", "state": "invited", "count": 500}]),
+        "the restored store's counters are right"
     );
     // Restoring twice is refused.
     let (ok, _, err) = run(&["restore", backup.to_str().unwrap()]);

@@ -741,6 +741,91 @@ fn status_list_and_history() {
 }
 
 #[test]
+fn long_lists_come_a_page_at_a_time() {
+    let mut w = World::new();
+    let page = liaison::workflow::LIST_PAGE;
+    let total = 2 * page + 3;
+    for i in 0..total {
+        let customer = format!("c{i:05}@contoso.test");
+        w.store.relationships.insert(
+            ("northwind".into(), customer.clone()),
+            Relationship {
+                partner: "northwind".into(),
+                customer,
+                customer_name: None,
+                locale: "en".into(),
+                state: if i % 2 == 0 {
+                    RelationshipState::Active
+                } else {
+                    RelationshipState::Invited
+                },
+                since: NOW,
+                invitation_id: None,
+                support_contact: None,
+                ends_at: None,
+                reminders_sent: vec![],
+                history: vec![],
+            },
+        );
+    }
+    let m = w.command_mail(
+        PARTNER1,
+        "list\nlist page 3\nlist page 4\nlist active page 2\nlist page\nlist active page 0\nstatus",
+    );
+    let r = results(&w.run(&m));
+    assert_eq!(r.len(), 7, "{r:?}");
+    let first: Vec<&str> = r[0].2.lines().collect();
+    assert_eq!(first.len(), page + 1);
+    assert!(first[0].starts_with("c00000@contoso.test  active"));
+    assert_eq!(
+        first[page],
+        format!(
+            "(relationships 1-{page} of {total}, page 1 of 3; send `list page 2` for the next)"
+        )
+    );
+    let third: Vec<&str> = r[1].2.lines().collect();
+    assert_eq!(third.len(), 4, "{}", r[1].2);
+    assert!(third[0].starts_with(&format!("c{:05}@", 2 * page)));
+    assert_eq!(
+        third[3],
+        format!(
+            "(relationships {}-{total} of {total}, page 3 of 3)",
+            2 * page + 1
+        )
+    );
+    assert!(!r[2].1);
+    assert_eq!(
+        r[2].2,
+        format!("there is no page 4: {total} relationship(s) make 3 page(s)")
+    );
+    // 502 active ones: page 2 holds two, and names the filter.
+    let active: Vec<&str> = r[3].2.lines().collect();
+    assert_eq!(active.len(), 3, "{}", r[3].2);
+    assert!(active.iter().take(2).all(|l| l.contains("  active  ")));
+    assert_eq!(
+        active[2],
+        format!(
+            "(relationships {}-{} of {}, page 2 of 2)",
+            page + 1,
+            page + 2,
+            page + 2
+        )
+    );
+    assert!(
+        !r[4].1 && r[4].2.contains("`page` needs a number"),
+        "{}",
+        r[4].2
+    );
+    assert!(
+        !r[5].1 && r[5].2.contains("`0` is not a page number"),
+        "{}",
+        r[5].2
+    );
+    // `status` without a customer is the first page of `list`.
+    assert_eq!(r[6].2, r[0].2);
+}
+
+#[test]
 fn unknown_commands_and_help() {
     let mut w = World::new();
     let m = w.command_mail(PARTNER1, "frobnicate alice@contoso.test\nhelp\n");

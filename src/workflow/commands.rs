@@ -10,10 +10,15 @@ use crate::command::{self, Command, CommandError, Stop};
 use crate::config::Partner;
 use crate::inbound::InboundMail;
 use crate::invitation::{Invitation, InvitationKind};
-use crate::relationship::{Relationship, RelationshipEvent, RelationshipState, TransitionError};
+use crate::relationship::{
+    Relationship, RelationshipEvent, RelationshipState, RelationshipSummary, TransitionError,
+};
 use crate::store::StoreView;
 use crate::templates::TemplateName;
 use serde_json::json;
+
+/// Relationships shown per page of `list`.
+pub const LIST_PAGE: usize = 500;
 
 struct CommandRun<'a, 'c> {
     ctx: &'a Context<'c>,
@@ -183,13 +188,11 @@ impl CommandRun<'_, '_> {
             } => self.invite(index, customer, name.as_deref(), locale.as_deref(), *draft)?,
             Command::Resend { customer } => self.resend(customer)?,
             Command::Status { customer: Some(c) } => match self.current(c)? {
-                Some(r) => Ok(status_line(&r)),
+                Some(r) => Ok(status_line(&RelationshipSummary::from(&r))),
                 None => Err(self.not_found(c)),
             },
-            Command::Status { customer: None } | Command::List { state: None } => {
-                self.list(None)?
-            }
-            Command::List { state } => self.list(*state)?,
+            Command::Status { customer: None } => self.list(None, 1)?,
+            Command::List { state, page } => self.list(*state, *page)?,
             Command::Revoked { customer } => self.revoked(customer)?,
             Command::Restore { customer } => self.restore(index, customer)?,
             Command::Remove { customer } => self.remove(customer)?,
@@ -275,23 +278,56 @@ impl CommandRun<'_, '_> {
         })
     }
 
-    fn list(&self, state: Option<RelationshipState>) -> Result<Outcome, WorkflowError> {
-        let mut rels = self.view.relationships_of(&self.partner.id)?;
-        for changed in &self.decision.relationships {
-            rels.retain(|r| r.customer != changed.customer);
-            rels.push(changed.clone());
+    /// One page of the partner's relationships. A mail of ten thousand
+    /// lines helps nobody, so long lists come [`LIST_PAGE`] lines at a time
+    /// with a pointer to the next page.
+    fn list(&self, state: Option<RelationshipState>, page: u32) -> Result<Outcome, WorkflowError> {
+        let mut rels = self.view.relationship_summaries_of(&self.partner.id)?;
+        if !self.decision.relationships.is_empty() {
+            // Changes made earlier in this same mail are not stored yet.
+            for changed in &self.decision.relationships {
+                rels.retain(|r| r.customer != changed.customer);
+                rels.push(RelationshipSummary::from(changed));
+            }
+            rels.sort_by(|a, b| a.customer.cmp(&b.customer));
         }
-        rels.sort_by(|a, b| a.customer.cmp(&b.customer));
-        let lines: Vec<String> = rels
-            .iter()
-            .filter(|r| state.is_none_or(|s| r.state == s))
-            .map(status_line)
-            .collect();
-        Ok(Ok(if lines.is_empty() {
-            "no relationships".to_string()
-        } else {
-            lines.join("\n")
-        }))
+        rels.retain(|r| state.is_none_or(|s| r.state == s));
+        if rels.is_empty() {
+            return Ok(Ok("no relationships".to_string()));
+        }
+        let total = rels.len();
+        let pages = total.div_ceil(LIST_PAGE);
+        let page = page as usize;
+        if page > pages {
+            return Ok(Err(format!(
+                "there is no page {page}: {total} relationship(s) make {pages} page(s)"
+            )));
+        }
+        let first = (page - 1) * LIST_PAGE;
+        let shown = &rels[first..total.min(first + LIST_PAGE)];
+        let mut out = String::with_capacity(shown.len() * 80);
+        for (i, r) in shown.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(&status_line(r));
+        }
+        if pages > 1 {
+            let filter = state.map(|s| format!("{s} ")).unwrap_or_default();
+            out.push_str(&format!(
+                "\n(relationships {}-{} of {total}, page {page} of {pages}",
+                first + 1,
+                first + shown.len()
+            ));
+            if page < pages {
+                out.push_str(&format!(
+                    "; send `list {filter}page {}` for the next",
+                    page + 1
+                ));
+            }
+            out.push(')');
+        }
+        Ok(Ok(out))
     }
 
     fn invite(
@@ -643,7 +679,7 @@ impl CommandRun<'_, '_> {
     }
 }
 
-fn status_line(r: &Relationship) -> String {
+fn status_line(r: &RelationshipSummary) -> String {
     format!(
         "{}  {}  since {}{}{}",
         r.customer,

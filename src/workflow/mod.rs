@@ -15,6 +15,7 @@
 //! time alone changes (expiry, fixed durations).
 
 mod commands;
+pub use commands::LIST_PAGE;
 mod customer;
 mod support;
 mod timers;

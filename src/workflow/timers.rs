@@ -25,18 +25,39 @@ pub fn expire_due(ctx: &Context, view: &dyn StoreView) -> Result<Decision, Workf
         tickets: vec![],
         mails: vec![],
     };
-    for mut rel in view.all_relationships()? {
-        if rel.state == RelationshipState::Active {
+    // The summaries say which relationships could be due; only those are
+    // read whole (a sweep runs every minute over every relationship).
+    let earliest_reminder = ctx
+        .config
+        .lifecycle
+        .reminder_days
+        .iter()
+        .max()
+        .map_or(0, |d| u64::from(*d) * 86_400);
+    for summary in view.all_relationship_summaries()? {
+        let full = |view: &dyn StoreView| -> Result<Option<Relationship>, WorkflowError> {
+            Ok(view.relationship(&summary.partner, &summary.customer)?)
+        };
+        if summary.state == RelationshipState::Active {
+            let Some(ends_at) = summary.ends_at else {
+                continue;
+            };
+            if ctx.now.saturating_add(earliest_reminder) < ends_at {
+                continue;
+            }
+            let Some(mut rel) = full(view)? else {
+                continue;
+            };
             if let Some(plan) = duration_step(ctx, &mut rel) {
                 decision.mails.push(plan);
                 decision.relationships.push(rel);
             }
             continue;
         }
-        if rel.state != RelationshipState::Invited {
+        if summary.state != RelationshipState::Invited {
             continue;
         }
-        let Some(inv) = rel
+        let Some(inv) = summary
             .invitation_id
             .map(|id| view.invitation(id))
             .transpose()?
@@ -45,6 +66,12 @@ pub fn expire_due(ctx: &Context, view: &dyn StoreView) -> Result<Decision, Workf
             continue;
         };
         if inv.kind != InvitationKind::Invitation || inv.expires >= ctx.now {
+            continue;
+        }
+        let Some(mut rel) = full(view)? else {
+            continue;
+        };
+        if rel.state != RelationshipState::Invited || rel.invitation_id != Some(inv.id) {
             continue;
         }
         let Some(partner) = ctx.config.partner(&rel.partner) else {
