@@ -21,7 +21,7 @@ mod support;
 mod timers;
 
 pub use commands::help_text;
-pub use timers::expire_due;
+pub use timers::{due_candidates, expire_candidates, expire_due};
 
 use crate::config::Config;
 use crate::inbound::InboundMail;

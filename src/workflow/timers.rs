@@ -9,14 +9,64 @@
 
 use super::{rfc3339, Context, Decision, MailClass, MailPlan, MessageIds, WorkflowError};
 use crate::invitation::InvitationKind;
-use crate::relationship::{Relationship, RelationshipEvent, RelationshipState};
+use crate::relationship::{
+    Relationship, RelationshipEvent, RelationshipState, RelationshipSummary,
+};
 use crate::store::StoreView;
 use crate::templates::TemplateName;
 use serde_json::json;
 
-/// Expires every pending invitation whose time ran out. The decision is
-/// empty when nothing is due.
+/// Expires every pending invitation whose time ran out, and takes each
+/// relationship with a fixed duration one step (reminder, end). The
+/// decision is empty when nothing is due.
 pub fn expire_due(ctx: &Context, view: &dyn StoreView) -> Result<Decision, WorkflowError> {
+    let candidates = due_candidates(ctx, view)?;
+    expire_candidates(ctx, view, &candidates)
+}
+
+/// The relationships that may have something due now, found from the
+/// summaries (a sweep runs every minute over every relationship, so it must
+/// not decode every history). Reading only, it can run without the engine's
+/// lock; [`expire_candidates`] then decides from the full records.
+pub fn due_candidates(
+    ctx: &Context,
+    view: &dyn StoreView,
+) -> Result<Vec<RelationshipSummary>, WorkflowError> {
+    let earliest_reminder = ctx
+        .config
+        .lifecycle
+        .reminder_days
+        .iter()
+        .max()
+        .map_or(0, |d| u64::from(*d) * 86_400);
+    let mut out = Vec::new();
+    for summary in view.all_relationship_summaries()? {
+        let due = match summary.state {
+            RelationshipState::Active => summary
+                .ends_at
+                .is_some_and(|ends_at| ctx.now.saturating_add(earliest_reminder) >= ends_at),
+            RelationshipState::Invited => match summary.invitation_id {
+                Some(id) => view.invitation(id)?.is_some_and(|inv| {
+                    inv.kind == InvitationKind::Invitation && inv.expires < ctx.now
+                }),
+                None => false,
+            },
+            _ => false,
+        };
+        if due {
+            out.push(summary);
+        }
+    }
+    Ok(out)
+}
+
+/// Decides, from their full records, what time changed for `candidates`
+/// (from [`due_candidates`]); anything no longer due is left alone.
+pub fn expire_candidates(
+    ctx: &Context,
+    view: &dyn StoreView,
+    candidates: &[RelationshipSummary],
+) -> Result<Decision, WorkflowError> {
     let mut decision = Decision {
         class: MailClass::Timer,
         summary: String::new(),
@@ -25,39 +75,21 @@ pub fn expire_due(ctx: &Context, view: &dyn StoreView) -> Result<Decision, Workf
         tickets: vec![],
         mails: vec![],
     };
-    // The summaries say which relationships could be due; only those are
-    // read whole (a sweep runs every minute over every relationship).
-    let earliest_reminder = ctx
-        .config
-        .lifecycle
-        .reminder_days
-        .iter()
-        .max()
-        .map_or(0, |d| u64::from(*d) * 86_400);
-    for summary in view.all_relationship_summaries()? {
-        let full = |view: &dyn StoreView| -> Result<Option<Relationship>, WorkflowError> {
-            Ok(view.relationship(&summary.partner, &summary.customer)?)
+    for candidate in candidates {
+        let Some(mut rel) = view.relationship(&candidate.partner, &candidate.customer)? else {
+            continue;
         };
-        if summary.state == RelationshipState::Active {
-            let Some(ends_at) = summary.ends_at else {
-                continue;
-            };
-            if ctx.now.saturating_add(earliest_reminder) < ends_at {
-                continue;
-            }
-            let Some(mut rel) = full(view)? else {
-                continue;
-            };
+        if rel.state == RelationshipState::Active {
             if let Some(plan) = duration_step(ctx, &mut rel) {
                 decision.mails.push(plan);
                 decision.relationships.push(rel);
             }
             continue;
         }
-        if summary.state != RelationshipState::Invited {
+        if rel.state != RelationshipState::Invited {
             continue;
         }
-        let Some(inv) = summary
+        let Some(inv) = rel
             .invitation_id
             .map(|id| view.invitation(id))
             .transpose()?
@@ -66,12 +98,6 @@ pub fn expire_due(ctx: &Context, view: &dyn StoreView) -> Result<Decision, Workf
             continue;
         };
         if inv.kind != InvitationKind::Invitation || inv.expires >= ctx.now {
-            continue;
-        }
-        let Some(mut rel) = full(view)? else {
-            continue;
-        };
-        if rel.state != RelationshipState::Invited || rel.invitation_id != Some(inv.id) {
             continue;
         }
         let Some(partner) = ctx.config.partner(&rel.partner) else {
