@@ -894,7 +894,6 @@ async fn inbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
         base_rates.push(base_rate);
 
         let t = Instant::now();
-        eprintln!("T bench start {:?}", std::time::SystemTime::now());
         let d = InProcess::start(closed_port()?)?;
         let deadline = t + Duration::from_secs(600);
         loop {
@@ -1945,8 +1944,8 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
     table.row(
         "5d",
         &format!(
-            "state {count}: partner `list`, decide + render the transcript ({:.1} MB)",
-            transcript_bytes as f64 / 1e6
+            "state {count}: partner `list`, decide + render the transcript ({:.0} kB)",
+            transcript_bytes as f64 / 1e3
         ),
         fmt(&list_full, "rows listed"),
         String::new(),
