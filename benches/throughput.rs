@@ -12,7 +12,9 @@
 //! 1. **Inbound throughput.** `N` mails (a mix of partner `status`/`list`
 //!    commands, `invite` commands and customer replies that reference
 //!    nothing) are APPENDed to `commands@` and `invites@`. Liaison runs in
-//!    process (`daemon::run_with`, fresh sled store) and the clock stops when
+//!    process (`daemon::run_with`, fresh sled store; the clock starts once
+//!    the store is open and the templates compiled, before any IMAP
+//!    connection, as the baseline's starts before its own) and stops when
 //!    both inbox cursors reach the last UID and a store flush has returned:
 //!    fetched, parsed, classified, committed durably, replies queued. Its
 //!    SMTP points at a closed loopback port so that replies stay *queued*
@@ -893,8 +895,12 @@ async fn inbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
         );
         base_rates.push(base_rate);
 
-        let t = Instant::now();
+        // The clock starts once the store is open and the templates are
+        // compiled (once per process, not per mail), before any IMAP
+        // connection: from there on it covers what the baseline's covers
+        // (connect, log in, fetch) plus Liaison's own work.
         let d = InProcess::start(closed_port()?)?;
+        let t = Instant::now();
         let deadline = t + Duration::from_secs(600);
         loop {
             let c = d.store.cursor("commands")?.map_or(0, |c| c.last_uid);
