@@ -395,22 +395,25 @@ impl Templates {
             locale: locale.to_string(),
             reason: e.to_string(),
         };
+        // One context for all three parts: `render` would copy `vars` into
+        // a new one for each.
+        let ctx = handlebars::Context::wraps(vars).map_err(|e| err("context", e))?;
         let subject = self
             .text
-            .render(&key(name, locale, "subject"), vars)
+            .render_with_context(&key(name, locale, "subject"), &ctx)
             .map_err(|e| err("subject", e))?;
         // A subject is one line whatever the template or the data contain:
         // a newline there would start a new header.
         let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
         let text = self
             .text
-            .render(&key(name, locale, "txt"), vars)
+            .render_with_context(&key(name, locale, "txt"), &ctx)
             .map_err(|e| err("txt", e))?;
         let html_key = key(name, locale, "html");
         let html = if self.html.has_template(&html_key) {
             Some(
                 self.html
-                    .render(&html_key, vars)
+                    .render_with_context(&html_key, &ctx)
                     .map_err(|e| err("html", e))?,
             )
         } else {
