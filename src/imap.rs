@@ -89,6 +89,9 @@ pub type Session = async_imap::Session<Box<dyn ImapStream>>;
 const FETCH_CHUNK: usize = 500;
 /// Declared bytes fetched per round trip, about (one message may exceed it).
 const FETCH_CHUNK_BYTES: u64 = 16 << 20;
+/// Within a chunk, the store is flushed whenever this much time has passed
+/// since the last flush (and always at the end of the chunk).
+const FLUSH_AFTER: Duration = Duration::from_millis(200);
 /// Processed messages are marked on the server at least this often during
 /// a long backlog (and always at the end of a sync).
 const MARK_EVERY: usize = 5_000;
@@ -518,7 +521,14 @@ fn process_chunk(
     let (inbox, limit) = (batch.inbox, batch.limit);
     let mut bodies = bodies.into_iter().peekable();
     let mut out = Vec::with_capacity(chunk.len());
+    let mut last_flush = std::time::Instant::now();
     for &(uid, size) in chunk {
+        // A slow chunk is flushed on the way too: a crash then redoes at
+        // most this much work, and the outbox starts sending earlier.
+        if last_flush.elapsed() >= FLUSH_AFTER {
+            crate::engine::flush_and_publish(engine.store().as_ref(), durable)?;
+            last_flush = std::time::Instant::now();
+        }
         let cursor = Cursor {
             uid_validity: batch.uid_validity,
             last_uid: uid,
