@@ -55,11 +55,7 @@ pub(super) fn run_commands(
         view,
         mail,
         partner,
-        ids: MessageIds {
-            key: &mail.key,
-            domain: ctx.config.addresses.message_id_domain(),
-            n: 0,
-        },
+        ids: MessageIds::new(&mail.key, ctx.config),
         decision: Decision {
             class: MailClass::Command {
                 partner: partner.id.clone(),

@@ -102,11 +102,7 @@ pub(super) fn customer_mail(
     from: &str,
     to_commands: bool,
 ) -> Result<Decision, WorkflowError> {
-    let mut ids = MessageIds {
-        key: &mail.key,
-        domain: ctx.config.addresses.message_id_domain(),
-        n: 0,
-    };
+    let mut ids = MessageIds::new(&mail.key, ctx.config);
     // A mail in a ticket's thread belongs to the ticket, whoever wrote it
     // (the ticket decides who may).
     if let Some(t) = super::support::referenced_ticket(view, mail)? {

@@ -176,12 +176,22 @@ pub(crate) fn derive_id(key: &str, salt: &str) -> u64 {
 
 /// Builds deterministic Message-IDs for the mails caused by one inbound mail.
 pub(crate) struct MessageIds<'a> {
-    pub(crate) key: &'a str,
-    pub(crate) domain: &'a str,
-    pub(crate) n: usize,
+    key: &'a str,
+    domain: &'a str,
+    n: usize,
 }
 
-impl MessageIds<'_> {
+impl<'a> MessageIds<'a> {
+    /// Message-IDs derived from `key` (usually the inbound mail's key), in
+    /// the domain of Liaison's own addresses.
+    pub(crate) fn new(key: &'a str, config: &'a crate::config::Config) -> Self {
+        MessageIds {
+            key,
+            domain: config.addresses.message_id_domain(),
+            n: 0,
+        }
+    }
+
     pub(crate) fn next(&mut self) -> String {
         self.n += 1;
         let h = Sha256::digest(format!("{}\0out{}", self.key, self.n).as_bytes());
@@ -316,11 +326,7 @@ pub fn delivery_failed(
     };
     inv.bounced = Some(reason.to_string());
     let key = format!("{key}\0bounce");
-    let mut ids = MessageIds {
-        key: &key,
-        domain: ctx.config.addresses.message_id_domain(),
-        n: 0,
-    };
+    let mut ids = MessageIds::new(&key, ctx.config);
     let mut decision = Decision::ignored(format!(
         "invitation {} to {recipient} bounced: {reason}; partner {} told",
         inv.id, partner.id

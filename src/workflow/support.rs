@@ -117,11 +117,7 @@ pub(super) fn ticket_mail(
         )));
     };
     let key = format!("{}\0ticket", mail.key);
-    let mut ids = MessageIds {
-        key: &key,
-        domain: cfg.addresses.message_id_domain(),
-        n: 0,
-    };
+    let mut ids = MessageIds::new(&key, cfg);
     let mut decision = base_decision(MailClass::Customer {
         partner: t.partner.clone(),
         customer: t.customer.clone(),
@@ -183,22 +179,17 @@ pub(super) fn ticket_mail(
             ticket: Some(t.id),
             attachments: attachments.clone(),
         });
-        let mut to = vec![partner.emails[0].clone()];
-        to.extend(contact.clone());
-        decision.mails.push(MailPlan {
-            template: TemplateName::TicketRelayPartner,
-            locale: partner.locale.clone(),
-            to,
-            from: Sender::Commands,
-            reply_to: Some(cfg.addresses.invitations.clone()),
-            message_id: ids.next(),
-            in_reply_to: None,
-            references: vec![],
-            vars: vars(author_name),
-            invitation: None,
-            ticket: Some(t.id),
-            attachments,
-        });
+        let mut notice = ticket_notice(
+            cfg,
+            partner,
+            contact.as_deref(),
+            TemplateName::TicketRelayPartner,
+            ids.next(),
+            vars(author_name),
+            t.id,
+        );
+        notice.attachments = attachments;
+        decision.mails.push(notice);
     } else {
         // The customer, partner or contact wrote: relay to the desk.
         t.state = TicketState::WaitingOnSupport;
@@ -251,11 +242,7 @@ pub(super) fn support_request(
         RelationshipState::Active => Ok(forward_to_partner(ctx, mail, from, rel, partner)),
         _ => {
             let key = format!("{}\0support", mail.key);
-            let mut ids = MessageIds {
-                key: &key,
-                domain: ctx.config.addresses.message_id_domain(),
-                n: 0,
-            };
+            let mut ids = MessageIds::new(&key, ctx.config);
             let mut d = Decision::ignored(format!(
                 "support request from {from}, whose relationship with {} is {}; told to contact the partner",
                 partner.id, rel.state
@@ -283,11 +270,7 @@ fn forward_to_partner(
     partner: &Partner,
 ) -> Decision {
     let key = format!("{}\0support", mail.key);
-    let mut ids = MessageIds {
-        key: &key,
-        domain: ctx.config.addresses.message_id_domain(),
-        n: 0,
-    };
+    let mut ids = MessageIds::new(&key, ctx.config);
     let (attachments, omitted) =
         within_limit(&mail.attachments, ctx.config.tickets.attachment_max_bytes);
     let subject = strip_reply_prefixes(&mail.subject).to_string();
@@ -353,11 +336,7 @@ fn open_ticket(
     let id = view.last_ticket_id()? + 1;
     let tid = ticket::format_id(id);
     let key = format!("{}\0ticket", mail.key);
-    let mut ids = MessageIds {
-        key: &key,
-        domain: cfg.addresses.message_id_domain(),
-        n: 0,
-    };
+    let mut ids = MessageIds::new(&key, cfg);
     let (attachments, omitted) = within_limit(&mail.attachments, cfg.tickets.attachment_max_bytes);
     let subject = strip_reply_prefixes(&mail.subject).to_string();
     let text = crate::reply::new_text(&mail.text);
@@ -410,22 +389,15 @@ fn open_ticket(
     ack.ticket = Some(id);
     let customer_id = ack.message_id.clone();
     d.mails.push(ack);
-    let mut to = vec![partner.emails[0].clone()];
-    to.extend(rel.support_contact.clone());
-    d.mails.push(MailPlan {
-        template: TemplateName::TicketOpenedPartner,
-        locale: partner.locale.clone(),
-        to,
-        from: Sender::Commands,
-        reply_to: Some(cfg.addresses.invitations.clone()),
-        message_id: ids.next(),
-        in_reply_to: None,
-        references: vec![],
+    d.mails.push(ticket_notice(
+        cfg,
+        partner,
+        rel.support_contact.as_deref(),
+        TemplateName::TicketOpenedPartner,
+        ids.next(),
         vars,
-        invitation: None,
-        ticket: Some(id),
-        attachments: vec![],
-    });
+        id,
+    ));
     let mut message_ids: Vec<String> = mail.message_id.iter().cloned().collect();
     message_ids.extend(d.mails.iter().map(|m| m.message_id.clone()));
     d.tickets.push(Ticket {
@@ -489,11 +461,7 @@ pub(super) fn close_ticket(
     });
     let rel = view.relationship(&t.partner, &t.customer)?;
     let key = format!("{key}\0close{id}");
-    let mut ids = MessageIds {
-        key: &key,
-        domain: ctx.config.addresses.message_id_domain(),
-        n: 0,
-    };
+    let mut ids = MessageIds::new(&key, ctx.config);
     let vars = json!({
         "ticket_id": tid,
         "partner_name": partner.name,
@@ -586,4 +554,22 @@ pub(super) fn ticket_thread(t: &Ticket) -> String {
         }
     }
     out
+}
+
+/// A ticket mail to the partner and its support contact: a
+/// [`partner_notice`](super::partner_notice) threaded into the ticket, whose
+/// replies go to the invitations address (where ticket mail is read).
+fn ticket_notice(
+    cfg: &crate::config::Config,
+    partner: &crate::config::Partner,
+    support_contact: Option<&str>,
+    template: TemplateName,
+    message_id: String,
+    vars: serde_json::Value,
+    ticket: u64,
+) -> MailPlan {
+    let mut notice = super::partner_notice(partner, support_contact, template, message_id, vars);
+    notice.reply_to = Some(cfg.addresses.invitations.clone());
+    notice.ticket = Some(ticket);
+    notice
 }

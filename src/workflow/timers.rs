@@ -108,11 +108,7 @@ pub fn expire_candidates(
         // Keyed by the invitation, so a sweep re-run after a crash plans the
         // very same mail.
         let key = format!("expire:{}", inv.id);
-        let mut ids = MessageIds {
-            key: &key,
-            domain: ctx.config.addresses.message_id_domain(),
-            n: 0,
-        };
+        let mut ids = MessageIds::new(&key, ctx.config);
         decision.mails.push(super::partner_notice(
             partner,
             rel.support_contact.as_deref(),
@@ -180,11 +176,7 @@ fn duration_step(ctx: &Context, rel: &mut Relationship) -> Option<MailPlan> {
             json!({"days_left": days_left, "ends_at": rfc3339(ends_at), "auto_extend": lifecycle.auto_extend}),
         )
     };
-    let mut ids = MessageIds {
-        key: &key,
-        domain: ctx.config.addresses.message_id_domain(),
-        n: 0,
-    };
+    let mut ids = MessageIds::new(&key, ctx.config);
     let mut all = json!({
         "partner_name": partner.name,
         "customer_email": rel.customer,
