@@ -11,7 +11,7 @@
 //! Group commit: [`Store::commit`] only *stages* its changes in memory, where
 //! every read of this store already sees them. [`Store::flush`] applies all
 //! staged commits to sled as one atomic batch and makes it durable, so a
-//! fetched chunk of a hundred mails costs one write to disk, not a hundred
+//! fetched chunk of hundreds of mails costs one write to disk, not hundreds
 //! (sled 0.34 seals its log on every `apply_batch`, which was three syncs per
 //! mail). A crash loses staged commits whole, never half of one; nothing
 //! that depends on them (a sent mail, a message marked done on the IMAP
@@ -361,39 +361,6 @@ fn cnt_key(partner: &str, state: RelationshipState) -> Vec<u8> {
 /// an older one gets them rebuilt when opened.
 const DERIVED_VERSION: u32 = 2;
 
-/// The derived records' writes for relationships being stored, given each
-/// one's previous state (`None` when new). Counters are read through `get`
-/// so that earlier staged commits count.
-fn derived_writes(
-    batch: &mut WriteSet,
-    rels: &[(&Relationship, Option<RelationshipState>)],
-    get_count: &dyn Fn(&[u8]) -> Result<u64>,
-) -> Result<()> {
-    let mut deltas: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
-    for (r, old) in rels {
-        let mut ix = cix_prefix(&r.customer);
-        ix.extend_from_slice(r.partner.as_bytes());
-        batch.insert(ix, encode(&r.partner));
-        batch.insert(
-            rsum_key(&r.partner, &r.customer),
-            encode(&RelationshipSummary::from(*r)),
-        );
-        if *old != Some(r.state) {
-            if let Some(old) = old {
-                *deltas.entry(cnt_key(&r.partner, *old)).or_default() -= 1;
-            }
-            *deltas.entry(cnt_key(&r.partner, r.state)).or_default() += 1;
-        }
-    }
-    for (key, delta) in deltas {
-        if delta != 0 {
-            let now = (get_count(&key)? as i64 + delta).max(0) as u64;
-            batch.insert(key, encode(&now));
-        }
-    }
-    Ok(())
-}
-
 fn id_key(prefix: &str, id: u64) -> Vec<u8> {
     let mut k = prefix.as_bytes().to_vec();
     k.extend_from_slice(&id.to_be_bytes());
@@ -454,19 +421,55 @@ impl SledStore {
 
     /// Writes the derived records anew from the relationships (staged).
     fn rebuild_derived(&self) -> Result<()> {
-        let mut batch = WriteSet::default();
+        let mut removals = WriteSet::default();
         for prefix in [&b"cix/"[..], b"rsum/", b"cnt/"] {
             for kv in self.scan_raw(prefix) {
-                batch.remove(kv?.0.to_vec());
+                removals.remove(kv?.0.to_vec());
             }
         }
-        self.stage(std::mem::take(&mut batch.0));
+        // Staged first, so the counters below start from nothing.
+        self.stage(removals.0);
         let rels = self.scan::<Relationship>(b"rel/")?;
         let with_old: Vec<(&Relationship, Option<RelationshipState>)> =
             rels.iter().map(|r| (r, None)).collect();
-        derived_writes(&mut batch, &with_old, &|_| Ok(0))?;
+        let mut batch = WriteSet::default();
+        self.derived_writes(&mut batch, &with_old)?;
         batch.insert(b"meta/derived".to_vec(), encode(&DERIVED_VERSION));
         self.stage(batch.0);
+        Ok(())
+    }
+
+    /// The derived records' writes for relationships being stored, given
+    /// each one's previous state (`None` when new). Counters are read
+    /// through the staged writes, so earlier commits not yet flushed count.
+    fn derived_writes(
+        &self,
+        batch: &mut WriteSet,
+        rels: &[(&Relationship, Option<RelationshipState>)],
+    ) -> Result<()> {
+        let mut deltas: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
+        for (r, old) in rels {
+            let mut ix = cix_prefix(&r.customer);
+            ix.extend_from_slice(r.partner.as_bytes());
+            batch.insert(ix, encode(&r.partner));
+            batch.insert(
+                rsum_key(&r.partner, &r.customer),
+                encode(&RelationshipSummary::from(*r)),
+            );
+            if *old != Some(r.state) {
+                if let Some(old) = old {
+                    *deltas.entry(cnt_key(&r.partner, *old)).or_default() -= 1;
+                }
+                *deltas.entry(cnt_key(&r.partner, r.state)).or_default() += 1;
+            }
+        }
+        for (key, delta) in deltas {
+            if delta != 0 {
+                let current = self.get::<u64>(&key)?.unwrap_or(0);
+                let now = (current as i64 + delta).max(0) as u64;
+                batch.insert(key, encode(&now));
+            }
+        }
         Ok(())
     }
 
@@ -702,9 +705,7 @@ impl Store for SledStore {
             seen.insert((&r.partner, &r.customer), r.state);
             with_old.push((r, old));
         }
-        derived_writes(&mut batch, &with_old, &|k| {
-            Ok(self.get::<u64>(k)?.unwrap_or(0))
-        })?;
+        self.derived_writes(&mut batch, &with_old)?;
         for i in &changes.invitations {
             batch.insert(id_key("inv/", i.id), encode(i));
         }
