@@ -388,10 +388,10 @@ async fn sync(
     let mut remaining = sizes.len();
     let mut done: Vec<u32> = Vec::new();
     let mut quarantined: Vec<u32> = Vec::new();
-    let mut next = Some(fetch_bodies(cfg, session, &chunks[0], limit).await?);
+    let mut next = fetch_bodies(cfg, session, &chunks[0], limit).await?;
     for (i, chunk) in chunks.iter().enumerate() {
         crate::metrics::set(&crate::metrics::METRICS.backlog, remaining as u64);
-        let bodies = next.take().unwrap_or_default();
+        let bodies = std::mem::take(&mut next);
         let work = tokio::task::spawn_blocking({
             let (engine, inbox, chunk, durable) = (
                 engine.clone(),
@@ -426,7 +426,9 @@ async fn sync(
             }
         }
         remaining -= chunk.len();
-        next = fetched.transpose()?;
+        if let Some(fetched) = fetched {
+            next = fetched?;
+        }
         if done.len() >= MARK_EVERY {
             mark_or_warn(cfg, session, &mut done, &mut quarantined).await;
         }
