@@ -92,13 +92,18 @@ pub struct Mailer {
 struct Settings {
     host: String,
     port: u16,
-    tls: TlsMode,
-    /// lettre's TLS settings, for STARTTLS.
-    tls_parameters: Option<TlsParameters>,
-    /// rustls settings, for implicit TLS (`tls = "tls"`).
-    rustls: Option<Arc<rustls::ClientConfig>>,
+    security: Security,
     credentials: Option<Credentials>,
     hello: ClientId,
+}
+
+/// Transport security, with what each mode needs.
+enum Security {
+    Plain,
+    /// STARTTLS, done by lettre with these settings.
+    Starttls(TlsParameters),
+    /// TLS from the first byte, done here with rustls.
+    Tls(Arc<rustls::ClientConfig>),
 }
 
 /// A connection unused for longer than this is checked with NOOP before it
@@ -106,16 +111,15 @@ struct Settings {
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 impl Mailer {
-    /// Prepares the client; connects only when there is mail. Must be
-    /// called inside the tokio runtime.
+    /// Prepares the client; connects only when there is mail.
     pub fn new(cfg: &SmtpConfig) -> Result<Self, SmtpError> {
         let setup = |reason: String| SmtpError::Setup {
             host: cfg.host.clone(),
             port: cfg.port,
             reason,
         };
-        let (tls_parameters, rustls) = match cfg.tls {
-            TlsMode::None => (None, None),
+        let security = match cfg.tls {
+            TlsMode::None => Security::Plain,
             TlsMode::Starttls => {
                 let mut params = TlsParameters::builder(cfg.host.clone());
                 if let Some(path) = &cfg.ca_file {
@@ -127,12 +131,10 @@ impl Mailer {
                     })?;
                     params = params.add_root_certificate(cert);
                 }
-                let params = params.build_rustls().map_err(|e| setup(e.to_string()))?;
-                (Some(params), None)
+                Security::Starttls(params.build_rustls().map_err(|e| setup(e.to_string()))?)
             }
             TlsMode::Tls => {
-                let config = crate::imap::tls_config(cfg.ca_file.as_deref()).map_err(setup)?;
-                (None, Some(config))
+                Security::Tls(crate::imap::tls_config(cfg.ca_file.as_deref()).map_err(setup)?)
             }
         };
         let credentials = match (&cfg.username, &cfg.password) {
@@ -145,9 +147,7 @@ impl Mailer {
             settings: Arc::new(Settings {
                 host: cfg.host.clone(),
                 port: cfg.port,
-                tls: cfg.tls,
-                tls_parameters,
-                rustls,
+                security,
                 credentials,
                 hello: ClientId::default(),
             }),
@@ -167,8 +167,8 @@ impl Mailer {
         tcp.set_nodelay(true)
             .map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
         let peer = tcp.peer_addr().map_err(|e| e.to_string())?;
-        let mut conn = match &s.rustls {
-            Some(config) => {
+        let mut conn = match &s.security {
+            Security::Tls(config) => {
                 let name = rustls::pki_types::ServerName::try_from(s.host.clone())
                     .map_err(|e| format!("`{}` is not a TLS server name: {e}", s.host))?;
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
@@ -181,10 +181,12 @@ impl Mailer {
                 )
                 .await
             }
-            None => AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &s.hello).await,
+            Security::Plain | Security::Starttls(_) => {
+                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &s.hello).await
+            }
         }
         .map_err(|e| e.to_string())?;
-        if let (TlsMode::Starttls, Some(params)) = (s.tls, &s.tls_parameters) {
+        if let Security::Starttls(params) = &s.security {
             if !conn.can_starttls() {
                 conn.abort().await;
                 return Err(format!(
