@@ -1851,7 +1851,7 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
         let v = answer(
             store.as_ref(),
             &Request::Status {
-                customer: Some(one.clone()),
+                customer: one.clone(),
             },
         )?;
         Ok(v.as_array().map_or(0, Vec::len))

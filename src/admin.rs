@@ -32,10 +32,11 @@ pub enum AdminError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// Relationships, optionally of one customer.
+    /// The relationships of one customer (with any partner). `Counts` and
+    /// `List` answer for everyone.
     Status {
         /// Customer address.
-        customer: Option<String>,
+        customer: String,
     },
     /// How many relationships each partner has in each state. Kept as
     /// counters by the store, so it costs the same at any size.
@@ -144,15 +145,9 @@ impl StatusRow {
 pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, String> {
     match req {
         Request::Status { customer } => {
-            let rels = match customer {
-                Some(c) => {
-                    let c = crate::address::normalize(c)
-                        .ok_or_else(|| format!("`{c}` is not an email address"))?;
-                    store.relationships_with(&c)
-                }
-                None => store.all_relationships(),
-            }
-            .map_err(|e| e.to_string())?;
+            let c = crate::address::normalize(customer)
+                .ok_or_else(|| format!("`{customer}` is not an email address"))?;
+            let rels = store.relationships_with(&c).map_err(|e| e.to_string())?;
             let rows: Vec<StatusRow> = rels
                 .iter()
                 .map(|r| StatusRow::of(&crate::relationship::RelationshipSummary::from(r)))

@@ -441,9 +441,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             json,
         } => {
             let config = Config::load(&cli.config)?;
-            let req = Request::Status {
-                customer: Some(customer),
-            };
+            let req = Request::Status { customer };
             let value = query(&config, &req).await?;
             let rows: Vec<StatusRow> = serde_json::from_value(value)?;
             print_status_rows(&rows, json)?;
