@@ -64,12 +64,16 @@ pub enum Request {
     Quarantine,
     /// Counts: processed messages by class, outbox pending and sent.
     Stats,
-    /// Run command lines as a partner (bulk import); answers the results.
-    Run {
+    /// Invite customers as a partner (one batch of `liaison import`);
+    /// answers one result per row, in order.
+    Import {
         /// Partner id.
         partner: String,
-        /// Command text, one command per line (at most 50).
-        text: String,
+        /// The rows' cells, checked by the daemon as mailed `invite`
+        /// arguments are (at most 50).
+        rows: Vec<crate::import::InviteRow>,
+        /// Send each invitation to the partner instead, to forward.
+        draft: bool,
         /// Batch key: the same batch is never run twice.
         key: String,
     },
@@ -229,7 +233,7 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
                 .ok_or_else(|| format!("ticket {} not found", crate::ticket::format_id(n)))?;
             serde_json::to_value(t).map_err(|e| e.to_string())
         }
-        Request::Run { .. } | Request::Release { .. } => {
+        Request::Import { .. } | Request::Release { .. } => {
             Err("this request needs the engine".into())
         }
         Request::History { customer } => {
@@ -296,8 +300,8 @@ pub async fn serve(
                     let mut lines = BufReader::new(r).lines();
                     while let Ok(Some(line)) = lines.next_line().await {
                         let reply = match serde_json::from_str::<Request>(&line) {
-                            Ok(Request::Run { partner, text, key }) => {
-                                match run_batch(&engine, &durable, &partner, &text, &key) {
+                            Ok(Request::Import { partner, rows, draft, key }) => {
+                                match import_batch(&engine, &durable, &partner, &rows, draft, &key) {
                                     Ok(v) => serde_json::json!({"ok": v}),
                                     Err(e) => serde_json::json!({"error": e}),
                                 }
@@ -356,20 +360,38 @@ pub async fn request(path: &Path, req: &Request) -> Result<serde_json::Value, Ad
     Ok(v["ok"].take())
 }
 
-/// Runs a batch of commands and makes its effects durable, so the outbox
-/// may send what it queued.
-pub fn run_batch(
+/// Runs one batch of `liaison import` and makes its effects durable, so the
+/// outbox may send what it queued. Answers one result per row, in order: a
+/// row whose cells are not a valid `invite` is not run and says why.
+pub fn import_batch(
     engine: &crate::engine::Engine,
     durable: &watch::Sender<u64>,
     partner: &str,
-    text: &str,
+    rows: &[crate::import::InviteRow],
+    draft: bool,
     key: &str,
 ) -> Result<serde_json::Value, String> {
-    let results = engine
-        .run_as_partner(partner, text, key)
-        .map_err(|e| e.to_string())?;
+    let checked: Vec<_> = rows.iter().map(|r| r.command(draft)).collect();
+    let commands = checked.iter().filter_map(|c| c.clone().ok()).collect();
+    let mut ran = engine
+        .run_commands_as_partner(partner, commands, key)
+        .map_err(|e| e.to_string())?
+        .into_iter();
     crate::engine::flush_and_publish(engine.store().as_ref(), durable)
         .map_err(|e| e.to_string())?;
+    let mut results = Vec::with_capacity(rows.len());
+    for (row, c) in rows.iter().zip(checked) {
+        results.push(match c {
+            Ok(_) => ran
+                .next()
+                .ok_or("the engine answered fewer results than commands")?,
+            Err(e) => crate::engine::CommandResult {
+                command: format!("invite {}", row.email),
+                ok: false,
+                result: e.to_string(),
+            },
+        });
+    }
     serde_json::to_value(results).map_err(|e| e.to_string())
 }
 

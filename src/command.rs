@@ -300,6 +300,124 @@ fn words(line: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+fn usage_error(verb: &'static str, problem: String) -> CommandError {
+    CommandError::Usage {
+        verb,
+        problem,
+        usage: usage(verb),
+    }
+}
+
+/// A command's CUSTOMER argument: present and an email address (normalised).
+fn customer_arg(verb: &'static str, arg: Option<&str>) -> Result<String, CommandError> {
+    let arg = arg
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| usage_error(verb, "the customer's email address is missing".into()))?;
+    address::normalize(arg)
+        .ok_or_else(|| usage_error(verb, format!("`{}` is not an email address", shorten(arg))))
+}
+
+/// The value of `invite … name "…"`: 1-200 characters on one line, trimmed.
+fn invite_name(v: &str) -> Result<String, CommandError> {
+    if v.trim().is_empty() || v.chars().any(char::is_control) || v.len() > 200 {
+        return Err(usage_error(
+            "invite",
+            "the name must be 1-200 characters on one line".into(),
+        ));
+    }
+    Ok(v.trim().to_string())
+}
+
+/// The value of `invite … locale …`: one of the supported locales (lower case).
+fn invite_locale(v: &str) -> Result<String, CommandError> {
+    let v = v.to_lowercase();
+    if !crate::config::SUPPORTED_LOCALES.contains(&v.as_str()) {
+        return Err(usage_error(
+            "invite",
+            format!(
+                "locale `{v}` is not one of {}",
+                crate::config::SUPPORTED_LOCALES.join(", ")
+            ),
+        ));
+    }
+    Ok(v)
+}
+
+impl Command {
+    /// An `invite` built from its arguments as data (e.g. one row of
+    /// `liaison import`), checked exactly as [`parse_line`] checks the same
+    /// arguments written in a mail. `name` and `locale` are left out when
+    /// `None`.
+    pub fn invite(
+        customer: &str,
+        name: Option<&str>,
+        locale: Option<&str>,
+        draft: bool,
+    ) -> Result<Command, CommandError> {
+        Ok(Command::Invite {
+            customer: customer_arg("invite", Some(customer))?,
+            name: name.map(invite_name).transpose()?,
+            locale: locale.map(invite_locale).transpose()?,
+            draft,
+        })
+    }
+}
+
+/// A command as its line in the command language, for reports (the name is
+/// quoted as written; a name given as data may itself hold `"`).
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Help => write!(f, "help"),
+            Command::Invite {
+                customer,
+                name,
+                locale,
+                draft,
+            } => {
+                write!(f, "invite {customer}")?;
+                if let Some(n) = name {
+                    write!(f, " name \"{n}\"")?;
+                }
+                if let Some(l) = locale {
+                    write!(f, " locale {l}")?;
+                }
+                if *draft {
+                    write!(f, " draft")?;
+                }
+                Ok(())
+            }
+            Command::Resend { customer } => write!(f, "resend {customer}"),
+            Command::Status { customer: None } => write!(f, "status"),
+            Command::Status { customer: Some(c) } => write!(f, "status {c}"),
+            Command::List { state, page } => {
+                write!(f, "list")?;
+                if let Some(s) = state {
+                    write!(f, " {s}")?;
+                }
+                if *page != 1 {
+                    write!(f, " page {page}")?;
+                }
+                Ok(())
+            }
+            Command::History { customer } => write!(f, "history {customer}"),
+            Command::Revoked { customer } => write!(f, "revoked {customer}"),
+            Command::Restore { customer } => write!(f, "restore {customer}"),
+            Command::Remove { customer } => write!(f, "remove {customer}"),
+            Command::Contact { customer, support } => write!(f, "contact {customer} {support}"),
+            Command::Tickets { all } => write!(f, "tickets {}", if *all { "all" } else { "open" }),
+            Command::Ticket { id } => write!(f, "ticket {}", crate::ticket::format_id(*id)),
+            Command::Close { id, note } => {
+                write!(f, "close {}", crate::ticket::format_id(*id))?;
+                if let Some(n) = note {
+                    write!(f, " {n}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Parses one command line (comment already removed).
 pub fn parse_line(line: &str) -> Result<Command, CommandError> {
     if line.chars().count() > MAX_LINE_LEN {
@@ -326,9 +444,7 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
         usage: usage(verb),
     };
     let customer = |verb: &'static str, arg: Option<&String>| -> Result<String, CommandError> {
-        let arg = arg.ok_or_else(|| err(verb, "the customer's email address is missing".into()))?;
-        address::normalize(arg)
-            .ok_or_else(|| err(verb, format!("`{}` is not an email address", shorten(arg))))
+        customer_arg(verb, arg.map(String::as_str))
     };
     let no_more = |verb: &'static str, rest: &[String]| -> Result<(), CommandError> {
         match rest.first() {
@@ -350,29 +466,13 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
                         let v = rest
                             .next()
                             .ok_or_else(|| err("invite", "`name` needs a value".into()))?;
-                        if v.trim().is_empty() || v.chars().any(char::is_control) || v.len() > 200 {
-                            return Err(err(
-                                "invite",
-                                "the name must be 1-200 characters on one line".into(),
-                            ));
-                        }
-                        name = Some(v.trim().to_string());
+                        name = Some(invite_name(v)?);
                     }
                     "locale" => {
                         let v = rest
                             .next()
-                            .ok_or_else(|| err("invite", "`locale` needs a value".into()))?
-                            .to_lowercase();
-                        if !crate::config::SUPPORTED_LOCALES.contains(&v.as_str()) {
-                            return Err(err(
-                                "invite",
-                                format!(
-                                    "locale `{v}` is not one of {}",
-                                    crate::config::SUPPORTED_LOCALES.join(", ")
-                                ),
-                            ));
-                        }
-                        locale = Some(v);
+                            .ok_or_else(|| err("invite", "`locale` needs a value".into()))?;
+                        locale = Some(invite_locale(v)?);
                     }
                     "draft" => draft = true,
                     other => return Err(err("invite", format!("unknown option `{other}`"))),

@@ -23,10 +23,10 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
-/// The result of one command run through [`Engine::run_as_partner`].
+/// The result of one command run through [`Engine::run_commands_as_partner`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommandResult {
-    /// The command line.
+    /// The command, as its line in the command language.
     pub command: String,
     /// Whether it succeeded.
     pub ok: bool,
@@ -334,31 +334,40 @@ impl Engine {
         Ok(queued)
     }
 
-    /// Runs `text` as commands of `partner_id`, as if the partner had mailed
-    /// them, and returns each command's result instead of mailing a
-    /// transcript (used by `liaison import`). Invitations and other mails
-    /// are queued as usual. `key` identifies the batch, so running the same
-    /// batch twice does nothing the second time. Does not flush.
-    pub fn run_as_partner(
+    /// Runs `commands`, built as data (`liaison import`), as commands of
+    /// `partner_id` sent from its first address, and returns one result per
+    /// command, in order, instead of mailing a transcript. Nothing is parsed
+    /// from text and no mail check applies: the caller is the operator, on
+    /// the admin socket or with the store itself. Invitations and other
+    /// mails are queued as usual. `key` identifies the batch, so running the
+    /// same batch twice does nothing the second time. Does not flush.
+    pub fn run_commands_as_partner(
         &self,
         partner_id: &str,
-        text: &str,
+        commands: Vec<crate::command::Command>,
         key: &str,
     ) -> Result<Vec<CommandResult>, EngineError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(partner) = self.config.partner(partner_id) else {
-            return Ok(vec![CommandResult {
-                command: String::new(),
-                ok: false,
-                result: format!("no partner `{partner_id}` in the configuration"),
-            }]);
+        let not_run = |why: String| {
+            commands
+                .iter()
+                .map(|c| CommandResult {
+                    command: c.to_string(),
+                    ok: false,
+                    result: why.clone(),
+                })
+                .collect()
         };
-        if self.store.processed(key)?.is_some() {
-            return Ok(vec![CommandResult {
-                command: String::new(),
-                ok: false,
-                result: format!("batch {key} was already run"),
-            }]);
+        let Some(partner) = self.config.partner(partner_id) else {
+            return Ok(not_run(format!(
+                "not run: no partner `{partner_id}` in the configuration"
+            )));
+        };
+        if let Some(prev) = self.store.processed(key)? {
+            return Ok(not_run(format!(
+                "not run: batch {key} was already run at {}",
+                workflow::rfc3339(prev.at)
+            )));
         }
         let now = self.clock.now();
         let ctx = Context {
@@ -366,34 +375,17 @@ impl Engine {
             tokens: &self.tokens,
             now,
         };
-        let mail = crate::inbound::InboundMail {
-            key: key.to_string(),
-            message_id: Some(key.to_string()),
-            from: Some(partner.emails[0].clone()),
-            recipients: vec![self.config.addresses.commands.clone()],
-            subject: "import".into(),
-            text: text.to_string(),
-            ..Default::default()
-        };
-        let mut decision = match workflow::decide(&ctx, self.store.as_ref(), &mail) {
+        let (decision, outcomes) = match workflow::run_given_commands(
+            &ctx,
+            self.store.as_ref(),
+            partner,
+            &partner.emails[0],
+            key,
+            &commands,
+        ) {
             Ok(d) => d,
             Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
         };
-        let mut results = Vec::new();
-        decision.mails.retain(|m| {
-            if m.template == crate::templates::TemplateName::Transcript {
-                for r in m.vars["results"].as_array().into_iter().flatten() {
-                    results.push(CommandResult {
-                        command: r["command"].as_str().unwrap_or("").to_string(),
-                        ok: r["ok"] == true,
-                        result: r["result"].as_str().unwrap_or("").to_string(),
-                    });
-                }
-                false
-            } else {
-                true
-            }
-        });
         let outbox = self.compose_or_log(&decision.mails, now, "an imported invitation");
         count_effects(&EffectCounts::of(&decision, now));
         self.store.commit(Changes {
@@ -409,7 +401,15 @@ impl Engine {
             }],
             ..Default::default()
         })?;
-        Ok(results)
+        Ok(commands
+            .iter()
+            .zip(outcomes)
+            .map(|(c, o)| CommandResult {
+                command: c.to_string(),
+                ok: o.ok,
+                result: o.result,
+            })
+            .collect())
     }
 
     /// The configured size limit for inbound messages.

@@ -15,6 +15,7 @@
 //! * [`address`] — address normalisation and plus-address tags.
 //! * [`token`] — HMAC-signed, expiring invitation tokens.
 //! * [`command`] — the partner command language parser.
+//! * [`import`] — CSV rows of `liaison import` to `invite` commands, as data.
 //! * [`reply`] — separates a reply's new text from quoted text.
 //! * [`auth`] — trusting a partner's sender through Authentication-Results.
 //! * [`intent`] — what a customer's new text means (accept, decline, …).
@@ -49,6 +50,7 @@ pub mod dsn;
 pub mod engine;
 pub mod http;
 pub mod imap;
+pub mod import;
 pub mod inbound;
 pub mod intent;
 pub mod invitation;

@@ -115,8 +115,12 @@ enum Cmd {
     /// Invite customers in bulk from a CSV file (email[,name[,locale]]).
     ///
     /// Runs `invite` for every row as the partner would, 50 rows per batch,
-    /// with progress on stderr and a summary of successes and failures. A
-    /// header row (starting with `email`) is skipped. Works while the
+    /// with the same checks as a mailed `invite`. The file is RFC 4180 CSV
+    /// (quote a cell holding a comma: "Contoso, Ltd"); a first row whose
+    /// first cell is `email` is a header naming the columns. Prints one line
+    /// per row (ok or FAILED, with its line number and the reason) and a
+    /// summary; progress goes to stderr. Exits non-zero when any row failed.
+    /// Importing the same file again runs nothing twice. Works while the
     /// daemon runs (through it) and when it does not (the mails are queued
     /// and sent when it next runs).
     Import {
@@ -128,7 +132,7 @@ enum Cmd {
         /// Send each rendered invitation to the partner instead, to forward.
         #[arg(long)]
         draft: bool,
-        /// Print the per-row results as JSON.
+        /// Print the per-row results as JSON: [{"line", "email", "command", "ok", "result"}].
         #[arg(long)]
         json: bool,
     },
@@ -696,8 +700,24 @@ async fn shutdown_signal() {
     }
 }
 
+/// What became of one data row of an import, as printed.
+#[derive(serde::Serialize)]
+struct RowReport {
+    /// Line of the file where the row starts.
+    line: usize,
+    /// The row's `email` cell as written.
+    email: String,
+    /// The command the row became (or would have).
+    command: String,
+    /// Whether the customer was invited.
+    ok: bool,
+    /// What happened, or why not.
+    result: String,
+}
+
 /// `liaison import`: invitations in bulk, through the running daemon or, when
 /// none runs, straight into the store (the mails go out at the next start).
+/// Every data row gets a report; the exit status is non-zero when any failed.
 async fn import(
     config: &Config,
     file: &std::path::Path,
@@ -709,45 +729,47 @@ async fn import(
         config.partner(partner).is_some(),
         "no partner `{partner}` in the configuration"
     );
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let mut lines = Vec::new();
-    for row in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if row.to_ascii_lowercase().starts_with("email") {
-            continue;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let rows = liaison::import::parse(&bytes)
+        .with_context(|| format!("cannot import {}", file.display()))?;
+    let total = rows.len();
+    let mut reports: Vec<Option<RowReport>> = Vec::with_capacity(total);
+    // Rows the daemon checks and runs, with their index in `reports`.
+    let mut runnable = Vec::new();
+    for (i, row) in rows.into_iter().enumerate() {
+        match row.cells {
+            Ok(cells) => {
+                runnable.push((i, row.line, cells));
+                reports.push(None);
+            }
+            Err(problem) => reports.push(Some(RowReport {
+                line: row.line,
+                command: format!("invite {}", row.email),
+                email: row.email,
+                ok: false,
+                result: problem.to_string(),
+            })),
         }
-        let cols: Vec<&str> = row.split(',').map(|c| c.trim().trim_matches('"')).collect();
-        let mut line = format!("invite {}", cols[0]);
-        if let Some(name) = cols.get(1).filter(|n| !n.is_empty()) {
-            line.push_str(&format!(" name \"{}\"", name.replace('"', "'")));
-        }
-        if let Some(locale) = cols.get(2).filter(|l| !l.is_empty()) {
-            line.push_str(&format!(" locale {locale}"));
-        }
-        if draft {
-            line.push_str(" draft");
-        }
-        lines.push(line);
     }
-    let digest = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        text.hash(&mut h);
-        partner.hash(&mut h);
-        draft.hash(&mut h);
-        h.finish()
-    };
-    let total = lines.len();
-    let mut results: Vec<liaison::engine::CommandResult> = Vec::new();
+    let mut done = total - runnable.len();
+    let keys = liaison::import::BatchKeys::new(
+        config.security.token_secret.expose().as_bytes(),
+        partner,
+        draft,
+        &bytes,
+    );
     let mut local: Option<(
         std::sync::Arc<liaison::engine::Engine>,
         tokio::sync::watch::Sender<u64>,
     )> = None;
-    for (n, chunk) in lines.chunks(liaison::command::MAX_COMMANDS).enumerate() {
-        let key = format!("import:{partner}:{digest:016x}:{n}");
-        let req = Request::Run {
+    for (n, chunk) in runnable.chunks(liaison::command::MAX_COMMANDS).enumerate() {
+        let key = keys.key(n);
+        let cells: Vec<liaison::import::InviteRow> =
+            chunk.iter().map(|(_, _, c)| c.clone()).collect();
+        let req = Request::Import {
             partner: partner.to_string(),
-            text: chunk.join("\n"),
+            rows: cells,
+            draft,
             key: key.clone(),
         };
         let value = if config.admin_socket.exists() {
@@ -782,32 +804,57 @@ async fn import(
                     ));
                 }
                 let (engine, durable) = local.as_ref().expect("set above");
-                let Request::Run { partner, text, key } = &req else {
-                    unreachable!()
+                let Request::Import {
+                    partner,
+                    rows,
+                    draft,
+                    key,
+                } = &req
+                else {
+                    unreachable!("built above")
                 };
-                liaison::admin::run_batch(engine, durable, partner, text, key)
+                liaison::admin::import_batch(engine, durable, partner, rows, *draft, key)
                     .map_err(anyhow::Error::msg)?
             }
         };
-        results.extend(serde_json::from_value::<Vec<liaison::engine::CommandResult>>(value)?);
+        let results: Vec<liaison::engine::CommandResult> = serde_json::from_value(value)?;
+        anyhow::ensure!(
+            results.len() == chunk.len(),
+            "batch {key}: {} results for {} rows",
+            results.len(),
+            chunk.len()
+        );
+        for ((i, line, cells), r) in chunk.iter().zip(results) {
+            reports[*i] = Some(RowReport {
+                line: *line,
+                email: cells.email.clone(),
+                command: r.command,
+                ok: r.ok,
+                result: r.result,
+            });
+        }
+        done += chunk.len();
         if !json {
-            eprint!("\rimporting: {}/{} rows", results.len().min(total), total);
+            eprint!("\rimporting: {done}/{total} rows");
         }
     }
-    let ok = results.iter().filter(|r| r.ok).count();
+    let reports: Vec<RowReport> = reports
+        .into_iter()
+        .map(|r| r.expect("every row is reported: malformed ones above, the rest per batch"))
+        .collect();
+    let ok = reports.iter().filter(|r| r.ok).count();
+    let failed = total - ok;
     if json {
-        println!("{}", serde_json::to_string(&results)?);
+        println!("{}", serde_json::to_string(&reports)?);
     } else {
         eprintln!();
-        for r in results.iter().filter(|r| !r.ok) {
-            println!("FAILED  {}: {}", r.command, r.result);
+        for r in &reports {
+            let status = if r.ok { "ok" } else { "FAILED" };
+            println!("{status:<7} {} (line {}): {}", r.command, r.line, r.result);
         }
-        println!(
-            "{ok} of {total} rows invited, {} failed",
-            results.len() - ok
-        );
+        println!("{ok} of {total} rows invited, {failed} failed");
     }
-    anyhow::ensure!(ok == results.len(), "{} row(s) failed", results.len() - ok);
+    anyhow::ensure!(failed == 0, "{failed} of {total} row(s) failed");
     Ok(())
 }
 

@@ -50,23 +50,7 @@ pub(super) fn run_commands(
             script = from_subject;
         }
     }
-    let mut run = CommandRun {
-        ctx,
-        view,
-        mail,
-        partner,
-        ids: MessageIds::new(&mail.key, ctx.config),
-        decision: Decision {
-            class: MailClass::Command {
-                partner: partner.id.clone(),
-            },
-            summary: String::new(),
-            relationships: vec![],
-            invitations: vec![],
-            tickets: vec![],
-            mails: vec![],
-        },
-    };
+    let mut run = CommandRun::new(ctx, view, mail, partner);
     let mut results = Vec::new();
     if script.lines.is_empty() {
         results.push(json!({"command": null, "ok": true, "result": help_text()}));
@@ -128,6 +112,57 @@ pub(super) fn run_commands(
     Ok(run.decision)
 }
 
+/// What one command given as data did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandOutcome {
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// What happened, or what was wrong (the transcript's text).
+    pub result: String,
+}
+
+/// Runs commands that were built as data, not read from a mail (`liaison
+/// import`): each runs exactly as the same command mailed by `actor`, one of
+/// `partner`'s addresses, would, but nothing is parsed and no transcript is
+/// mailed; the caller reports the outcomes, one per command, in order.
+/// `key` names the batch: ids and Message-IDs derive from it as from a
+/// mail's key, and the history records it as the Message-ID.
+pub fn run_given_commands(
+    ctx: &Context,
+    view: &dyn StoreView,
+    partner: &Partner,
+    actor: &str,
+    key: &str,
+    commands: &[Command],
+) -> Result<(Decision, Vec<CommandOutcome>), WorkflowError> {
+    // Where the run comes from, in the shape the command code reads (key,
+    // actor, Message-ID); it has no text, so no splitter or parser sees it.
+    let origin = InboundMail {
+        key: key.to_string(),
+        message_id: Some(key.to_string()),
+        from: Some(actor.to_string()),
+        ..Default::default()
+    };
+    let mut run = CommandRun::new(ctx, view, &origin, partner);
+    let mut outcomes = Vec::with_capacity(commands.len());
+    for (index, cmd) in commands.iter().enumerate() {
+        let (ok, result) = match run.execute(index, cmd)? {
+            Ok(text) => (true, text),
+            Err(text) => (false, text),
+        };
+        outcomes.push(CommandOutcome { ok, result });
+    }
+    let n_ok = outcomes.iter().filter(|o| o.ok).count();
+    let mut decision = run.decision;
+    decision.summary = format!(
+        "{} command(s) given as data by {actor} ({}), batch {key}: {n_ok} ok, {} failed",
+        commands.len(),
+        partner.id,
+        commands.len() - n_ok
+    );
+    Ok((decision, outcomes))
+}
+
 /// The command reference sent for `help` and for mails with no command.
 pub fn help_text() -> String {
     let mut out = String::from("Commands (one per line; CUSTOMER is an email address):\n");
@@ -142,7 +177,32 @@ pub fn help_text() -> String {
 
 type Outcome = Result<String, String>;
 
-impl CommandRun<'_, '_> {
+impl<'a, 'c> CommandRun<'a, 'c> {
+    fn new(
+        ctx: &'a Context<'c>,
+        view: &'a dyn StoreView,
+        mail: &'a InboundMail,
+        partner: &'a Partner,
+    ) -> Self {
+        CommandRun {
+            ctx,
+            view,
+            mail,
+            partner,
+            ids: MessageIds::new(&mail.key, ctx.config),
+            decision: Decision {
+                class: MailClass::Command {
+                    partner: partner.id.clone(),
+                },
+                summary: String::new(),
+                relationships: vec![],
+                invitations: vec![],
+                tickets: vec![],
+                mails: vec![],
+            },
+        }
+    }
+
     /// The relationship as already changed earlier in this mail, or as stored.
     fn current(&self, customer: &str) -> Result<Option<Relationship>, WorkflowError> {
         if let Some(r) = self

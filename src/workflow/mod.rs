@@ -20,7 +20,7 @@ mod customer;
 mod support;
 mod timers;
 
-pub use commands::help_text;
+pub use commands::{help_text, run_given_commands, CommandOutcome};
 pub use timers::{due_candidates, expire_candidates, expire_due};
 
 use crate::config::Config;
