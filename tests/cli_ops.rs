@@ -139,3 +139,129 @@ async fn import_500_rows_then_list_history_export_and_restore() {
     let (ok, _, err) = run(&["restore", backup.to_str().unwrap()]);
     assert!(!ok && err.contains("not empty"), "{err}");
 }
+
+/// Empties the mailboxes the daemon reads and the customer's, so mail left
+/// by another test is neither processed nor counted.
+async fn clear_inboxes() {
+    for u in [PARTNER1, COMMANDS, "invites@liaison.test", ALICE] {
+        clear_mailbox(u).await;
+    }
+}
+
+/// The invited relationships of `northwind`, by customer.
+fn invited(daemon: &Daemon) -> Vec<String> {
+    let (ok, out, err) = daemon.cli(&["list", "invited", "--partner", "northwind", "--json"]);
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut customers: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["customer"].as_str().unwrap().to_string())
+        .collect();
+    customers.sort();
+    customers
+}
+
+/// Waits until Alice's mailbox holds `n` mails, and checks it gets no more.
+async fn wait_for_mails(daemon: &Daemon, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fetch_all(ALICE).await.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} invitations arrived\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fetch_all(ALICE).await.len(), n, "each invitation once");
+}
+
+/// A row whose last cell looks like a quote header (`wrote:`) used to end
+/// the command script it was pasted into: the rest of its batch vanished
+/// and the import said "1 of 4 rows invited, 0 failed". Every row is now
+/// reported, and the other rows are invited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_reports_every_row_around_a_wrote_row() {
+    let _serial = serial().await;
+    require_mailstack();
+    clear_inboxes().await;
+    let daemon = Daemon::start(Transport::Plain);
+    let file = daemon.dir.join("wrote.csv");
+    std::fs::write(
+        &file,
+        "email,name,locale\nalice+1@contoso.test,One,en\nalice+2@contoso.test,,wrote:\n\
+         alice+3@contoso.test,Three,en\nalice+4@contoso.test,Four,ko\n",
+    )
+    .unwrap();
+    let (ok, out, err) = daemon.cli(&["import", file.to_str().unwrap(), "--partner", "northwind"]);
+    assert!(!ok, "a row failed, so the exit status says so\n{out}\n{err}");
+    assert!(out.contains("3 of 4 rows invited, 1 failed"), "{out}\n{err}");
+    assert!(
+        out.contains("FAILED  invite alice+2@contoso.test (line 3): ") && out.contains("`wrote:`"),
+        "{out}"
+    );
+    assert_eq!(out.lines().filter(|l| l.starts_with("ok ")).count(), 3, "{out}");
+    assert_eq!(
+        invited(&daemon),
+        ["alice+1@contoso.test", "alice+3@contoso.test", "alice+4@contoso.test"]
+    );
+    wait_for_mails(&daemon, 3).await;
+}
+
+/// RFC 4180 quoting, and malformed rows reported with their line while the
+/// others go through; imported with the daemon stopped (straight into the
+/// store), sent when it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_quoting_and_malformed_rows_offline() {
+    let _serial = serial().await;
+    require_mailstack();
+    clear_inboxes().await;
+    let mut daemon = Daemon::start(Transport::Plain);
+    assert!(daemon.stop().success());
+    let file = daemon.dir.join("quoted.csv");
+    std::fs::write(
+        &file,
+        "email,name,locale\r\n\
+         alice+1@contoso.test,\"Contoso, Ltd\",en\r\n\
+         alice+2@contoso.test,\"Two\r\nlines\",ko\r\n\
+         alice+3@contoso.test,Fabrikam, Inc,en\r\n\
+         alice+4@contoso.test,\"Unclosed,en\r\n\
+         alice+5@contoso.test,\"Five \"\"5\"\"\",ko\r\n",
+    )
+    .unwrap();
+    let (ok, out, err) = daemon.cli(&[
+        "import",
+        file.to_str().unwrap(),
+        "--partner",
+        "northwind",
+        "--json",
+    ]);
+    assert!(!ok, "rows failed, so the exit status says so\n{out}\n{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = rows.as_array().unwrap();
+    let summary: Vec<(u64, bool)> = rows
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["ok"] == true))
+        .collect();
+    assert_eq!(
+        summary,
+        [(2, true), (3, false), (4, false), (5, false), (6, false), (7, true)],
+        "{out}"
+    );
+    assert_eq!(
+        rows[0]["command"], "invite alice+1@contoso.test name \"Contoso, Ltd\" locale en",
+        "{out}"
+    );
+    assert_eq!(rows[5]["command"], "invite alice+5@contoso.test name \"Five \"5\"\" locale ko");
+    let reason = |i: usize| rows[i]["result"].as_str().unwrap();
+    assert!(reason(1).contains("from line 3 to line 4"), "{out}");
+    assert!(reason(3).contains("4 cells"), "{out}");
+    assert!(reason(4).contains("from line 6 to line 7"), "{out}");
+    assert_eq!(rows[3]["email"], "alice+3@contoso.test");
+
+    daemon.spawn();
+    assert_eq!(invited(&daemon), ["alice+1@contoso.test", "alice+5@contoso.test"]);
+    wait_for_mails(&daemon, 2).await;
+}
