@@ -139,7 +139,10 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Row>, ImportError> {
                 continue;
             }
             let email = shorten(&String::from_utf8_lossy(record.get(0).unwrap_or(b"")));
-            if record.iter().any(|c| c.contains(&b'\n') || c.contains(&b'\r')) {
+            if record
+                .iter()
+                .any(|c| c.contains(&b'\n') || c.contains(&b'\r'))
+            {
                 let last = line_of(end.saturating_sub(1).max(first));
                 rows.push(Row {
                     line,
@@ -239,8 +242,8 @@ impl BatchKeys {
     /// Keys for importing `file` for `partner` (`draft` or not).
     pub fn new(secret: &[u8], partner: &str, draft: bool, file: &[u8]) -> Self {
         use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256>>::new_from_slice(secret)
-            .expect("HMAC takes a key of any length");
+        let mut mac =
+            <Hmac<sha2::Sha256>>::new_from_slice(secret).expect("HMAC takes a key of any length");
         mac.update(b"liaison import\0");
         mac.update(partner.as_bytes());
         mac.update(if draft { b"\0draft\0" } else { b"\0send\0" });
@@ -313,7 +316,10 @@ mod tests {
         assert_eq!(
             rows,
             vec![
-                (2, Ok(invite("alice@contoso.test", Some("Contoso"), Some("ko")))),
+                (
+                    2,
+                    Ok(invite("alice@contoso.test", Some("Contoso"), Some("ko")))
+                ),
                 (3, Ok(invite("bob@fabrikam.test", None, None))),
                 (4, Ok(invite("carol@contoso.test", None, Some("en")))),
             ]
@@ -343,12 +349,19 @@ mod tests {
         );
         assert_eq!(
             rows[4],
-            (5, Ok(invite("alice+5@contoso.test", Some("> quoted"), None)))
+            (
+                5,
+                Ok(invite("alice+5@contoso.test", Some("> quoted"), None))
+            )
         );
         assert!(rows[5].1.clone().unwrap_err().contains("`thanks`"));
         assert_eq!(
             rows[6].1,
-            Ok(invite("alice+6@contoso.test", Some("# not a comment"), None))
+            Ok(invite(
+                "alice+6@contoso.test",
+                Some("# not a comment"),
+                None
+            ))
         );
     }
 
@@ -361,8 +374,22 @@ mod tests {
         assert_eq!(
             rows,
             vec![
-                (3, Ok(invite("alice@contoso.test", Some("Contoso, Ltd"), Some("en")))),
-                (6, Ok(invite("bob@fabrikam.test", Some("The \"Best\" Co"), Some("ko")))),
+                (
+                    3,
+                    Ok(invite(
+                        "alice@contoso.test",
+                        Some("Contoso, Ltd"),
+                        Some("en")
+                    ))
+                ),
+                (
+                    6,
+                    Ok(invite(
+                        "bob@fabrikam.test",
+                        Some("The \"Best\" Co"),
+                        Some("ko")
+                    ))
+                ),
                 (7, Ok(invite("carol@contoso.test", Some("Spaced"), None))),
             ]
         );
@@ -373,7 +400,10 @@ mod tests {
         let rows = read("EMAIL,Locale,Name\nalice@contoso.test,ko,Contoso\n");
         assert_eq!(
             rows,
-            vec![(2, Ok(invite("alice@contoso.test", Some("Contoso"), Some("ko"))))]
+            vec![(
+                2,
+                Ok(invite("alice@contoso.test", Some("Contoso"), Some("ko")))
+            )]
         );
         let e = parse(b"email,company\nalice@contoso.test,x\n").unwrap_err();
         assert!(e.to_string().contains("`company`"), "{e}");
@@ -395,14 +425,35 @@ mod tests {
         assert_eq!(rows[1].0, 2);
         let e = rows[1].1.clone().unwrap_err();
         assert!(e.contains("from line 2 to line 4"), "{e}");
-        assert_eq!(rows[2], (3, Ok(invite("alice+3@contoso.test", Some("Three"), Some("en")))));
-        assert_eq!(rows[3], (4, Ok(invite("alice+4@contoso.test", Some("Four"), Some("en")))));
-        assert_eq!(rows[4], (5, Ok(invite("alice+5@contoso.test", Some("Five"), Some("en")))));
+        assert_eq!(
+            rows[2],
+            (
+                3,
+                Ok(invite("alice+3@contoso.test", Some("Three"), Some("en")))
+            )
+        );
+        assert_eq!(
+            rows[3],
+            (
+                4,
+                Ok(invite("alice+4@contoso.test", Some("Four"), Some("en")))
+            )
+        );
+        assert_eq!(
+            rows[4],
+            (
+                5,
+                Ok(invite("alice+5@contoso.test", Some("Five"), Some("en")))
+            )
+        );
         // A quote never closed runs to the end of the file.
         let rows = read("alice+1@contoso.test,\"One\nalice+2@contoso.test,Two\n");
         assert_eq!(rows.len(), 2, "{rows:?}");
         assert!(rows[0].1.clone().unwrap_err().contains("line 1 to line 2"));
-        assert_eq!(rows[1], (2, Ok(invite("alice+2@contoso.test", Some("Two"), None))));
+        assert_eq!(
+            rows[1],
+            (2, Ok(invite("alice+2@contoso.test", Some("Two"), None)))
+        );
     }
 
     #[test]
@@ -417,7 +468,11 @@ mod tests {
         assert!(errors[0].contains("4 cells"), "{}", errors[0]);
         assert!(errors[1].contains("line 2 to line 3"), "{}", errors[1]);
         assert!(errors[2].contains("unbalanced"), "{}", errors[2]);
-        assert!(errors[3].contains("`not-an-address` is not an email address"), "{}", errors[3]);
+        assert!(
+            errors[3].contains("`not-an-address` is not an email address"),
+            "{}",
+            errors[3]
+        );
         assert!(errors[4].contains("missing"), "{}", errors[4]);
         assert!(errors[5].contains("locale `fr`"), "{}", errors[5]);
         let bad = parse(b"alice@contoso.test,\xff\xfe\n").unwrap();
@@ -426,10 +481,15 @@ mod tests {
 
     #[test]
     fn batch_keys_are_stable_and_keyed() {
-        let k = |secret: &[u8], partner, draft, file: &[u8]| BatchKeys::new(secret, partner, draft, file).key(1);
+        let k = |secret: &[u8], partner, draft, file: &[u8]| {
+            BatchKeys::new(secret, partner, draft, file).key(1)
+        };
         let base = k(b"secret-one", "northwind", false, b"a@b.test\n");
         assert_eq!(base, k(b"secret-one", "northwind", false, b"a@b.test\n"));
-        assert!(base.starts_with("import:northwind:") && base.ends_with(":1"), "{base}");
+        assert!(
+            base.starts_with("import:northwind:") && base.ends_with(":1"),
+            "{base}"
+        );
         for other in [
             k(b"secret-two", "northwind", false, b"a@b.test\n"),
             k(b"secret-one", "contoso", false, b"a@b.test\n"),
@@ -443,8 +503,14 @@ mod tests {
     #[test]
     fn the_checks_are_those_of_a_mailed_invite() {
         for (cells, line) in [
-            (("alice@contoso.test", Some("Con\u{7}toso"), None), "invite alice@contoso.test name \"Con\u{7}toso\""),
-            (("alice@contoso.test", None, Some("fr")), "invite alice@contoso.test locale fr"),
+            (
+                ("alice@contoso.test", Some("Con\u{7}toso"), None),
+                "invite alice@contoso.test name \"Con\u{7}toso\"",
+            ),
+            (
+                ("alice@contoso.test", None, Some("fr")),
+                "invite alice@contoso.test locale fr",
+            ),
             (("nobody", None, None), "invite nobody"),
         ] {
             let row = InviteRow {
@@ -452,7 +518,11 @@ mod tests {
                 name: cells.1.map(Into::into),
                 locale: cells.2.map(Into::into),
             };
-            assert_eq!(row.command(false), crate::command::parse_line(line), "{line}");
+            assert_eq!(
+                row.command(false),
+                crate::command::parse_line(line),
+                "{line}"
+            );
         }
     }
 }

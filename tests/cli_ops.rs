@@ -196,16 +196,30 @@ async fn import_reports_every_row_around_a_wrote_row() {
     )
     .unwrap();
     let (ok, out, err) = daemon.cli(&["import", file.to_str().unwrap(), "--partner", "northwind"]);
-    assert!(!ok, "a row failed, so the exit status says so\n{out}\n{err}");
-    assert!(out.contains("3 of 4 rows invited, 1 failed"), "{out}\n{err}");
+    assert!(
+        !ok,
+        "a row failed, so the exit status says so\n{out}\n{err}"
+    );
+    assert!(
+        out.contains("3 of 4 rows invited, 1 failed"),
+        "{out}\n{err}"
+    );
     assert!(
         out.contains("FAILED  invite alice+2@contoso.test (line 3): ") && out.contains("`wrote:`"),
         "{out}"
     );
-    assert_eq!(out.lines().filter(|l| l.starts_with("ok ")).count(), 3, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok ")).count(),
+        3,
+        "{out}"
+    );
     assert_eq!(
         invited(&daemon),
-        ["alice+1@contoso.test", "alice+3@contoso.test", "alice+4@contoso.test"]
+        [
+            "alice+1@contoso.test",
+            "alice+3@contoso.test",
+            "alice+4@contoso.test"
+        ]
     );
     wait_for_mails(&daemon, 3).await;
 }
@@ -247,14 +261,24 @@ async fn import_quoting_and_malformed_rows_offline() {
         .collect();
     assert_eq!(
         summary,
-        [(2, true), (3, false), (4, false), (5, false), (6, false), (7, true)],
+        [
+            (2, true),
+            (3, false),
+            (4, false),
+            (5, false),
+            (6, false),
+            (7, true)
+        ],
         "{out}"
     );
     assert_eq!(
         rows[0]["command"], "invite alice+1@contoso.test name \"Contoso, Ltd\" locale en",
         "{out}"
     );
-    assert_eq!(rows[5]["command"], "invite alice+5@contoso.test name \"Five \"5\"\" locale ko");
+    assert_eq!(
+        rows[5]["command"],
+        "invite alice+5@contoso.test name \"Five \"5\"\" locale ko"
+    );
     let reason = |i: usize| rows[i]["result"].as_str().unwrap();
     assert!(reason(1).contains("from line 3 to line 4"), "{out}");
     assert!(reason(3).contains("4 cells"), "{out}");
@@ -262,6 +286,9 @@ async fn import_quoting_and_malformed_rows_offline() {
     assert_eq!(rows[3]["email"], "alice+3@contoso.test");
 
     daemon.spawn();
-    assert_eq!(invited(&daemon), ["alice+1@contoso.test", "alice+5@contoso.test"]);
+    assert_eq!(
+        invited(&daemon),
+        ["alice+1@contoso.test", "alice+5@contoso.test"]
+    );
     wait_for_mails(&daemon, 2).await;
 }
