@@ -114,6 +114,8 @@ impl Engine {
         // inbox's mail can be decided meanwhile.
         let parsed = crate::inbound::parse(raw, self.config.security.max_message_bytes);
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(debug_assertions)]
+        test_fault(&parsed);
         // A message that cannot be parsed has no Message-ID to key it by;
         // its place in the mailbox identifies it instead.
         let bad_key = format!(
@@ -185,11 +187,17 @@ impl Engine {
                 )
             }
         };
-        if let Some(prev) = self
+        // A quarantined record does not make a later copy a duplicate: the
+        // key covers sender and content, but a forgery of exactly that mail
+        // (same From, same text) must not keep the genuine, authenticated
+        // one from being decided. Deciding a quarantined mail again only
+        // quarantines it again.
+        let earlier = self
             .store
             .processed(&mail.key)?
-            .filter(|_| releasing.is_none())
-        {
+            .filter(|_| releasing.is_none());
+        let requarantine = earlier.as_ref().is_some_and(|p| p.class == "quarantined");
+        if let Some(prev) = earlier.filter(|_| !requarantine) {
             self.store.commit(Changes {
                 cursor,
                 ..Default::default()
@@ -268,7 +276,11 @@ impl Engine {
             } else {
                 vec![]
             },
-            released: releasing.map(str::to_string).into_iter().collect(),
+            released: releasing
+                .map(str::to_string)
+                .or_else(|| requarantine.then(|| mail.key.clone()))
+                .into_iter()
+                .collect(),
         })?;
         // Fill in the mail's span (opened by the IMAP watcher).
         let span = tracing::Span::current();
@@ -441,6 +453,34 @@ impl Engine {
         )
     }
 
+    /// Records a message whose processing panicked (a bug) as quarantined,
+    /// keyed by its place in the mailbox, so the inbox goes on and the same
+    /// mail does not hit the bug again after a restart. The raw bytes are
+    /// kept like any quarantined mail's.
+    pub fn record_internal_error(
+        &self,
+        inbox: &str,
+        cursor: Cursor,
+        raw: &[u8],
+        panic_message: &str,
+    ) -> Result<Outcome, EngineError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        crate::metrics::add(&crate::metrics::METRICS.processing_panics, 1);
+        let key = format!(
+            "quarantine:{inbox}:{}:{}",
+            cursor.uid_validity, cursor.last_uid
+        );
+        let now = self.clock.now();
+        self.record(
+            key,
+            "quarantined",
+            format!("internal error while processing: {panic_message}; please report"),
+            now,
+            Some((inbox.to_string(), cursor)),
+            Some(raw),
+        )
+    }
+
     /// Applies what time alone changed (expired invitations). Does not
     /// flush. Returns how many relationships changed.
     pub fn sweep(&self) -> Result<usize, EngineError> {
@@ -514,6 +554,23 @@ impl Engine {
             summary,
             queued: vec![],
         })
+    }
+}
+
+/// Test-only fault hook, compiled into debug builds only: when the
+/// environment variable `LIAISON_TEST_PANIC_SUBJECT` is set and non-empty,
+/// a mail whose subject contains it makes processing panic (while the
+/// engine's lock is held, as a real bug would), so the end-to-end tests can
+/// prove that one panicking mail neither kills its inbox nor poisons the
+/// engine. Release builds have no such hook.
+#[cfg(debug_assertions)]
+fn test_fault(parsed: &Result<crate::inbound::InboundMail, crate::inbound::InboundError>) {
+    let Ok(mail) = parsed else { return };
+    match std::env::var("LIAISON_TEST_PANIC_SUBJECT") {
+        Ok(s) if !s.is_empty() && mail.subject.contains(&s) => {
+            panic!("test fault: the subject contains {s:?}")
+        }
+        _ => {}
     }
 }
 
