@@ -150,7 +150,12 @@ impl Engine {
         }
         let Some(raw) = self.store.quarantined_raw(key)? else {
             return Ok(Err(format!(
-                "{key} was not downloaded (over the size limit); raise security.max_message_bytes and have it sent again"
+                "{key} cannot be released: its raw mail is not in the store (it was over \
+                 security.max_message_bytes and not downloaded, or over \
+                 security.quarantine_keep_bytes, or the store's quarantine space \
+                 security.quarantine_store_bytes was full). The original is in the inbox's \
+                 quarantine folder on the IMAP server: have it sent again by an \
+                 authenticated sender, or raise the limit and move it back to the inbox"
             )));
         };
         let mut trusting = (*self.config).clone();
@@ -272,7 +277,10 @@ impl Engine {
             cursor,
             replies: replied.into_iter().map(|a| (a, hour)).collect(),
             quarantined_raw: if decision.class == MailClass::Quarantined {
-                vec![(mail.key.clone(), raw.to_vec())]
+                self.kept_raw(raw)?
+                    .map(|r| (mail.key.clone(), r))
+                    .into_iter()
+                    .collect()
             } else {
                 vec![]
             },
@@ -453,6 +461,28 @@ impl Engine {
         )
     }
 
+    /// The raw bytes of a quarantined mail to keep in the store, so it can
+    /// be released: only within `security.quarantine_keep_bytes` per mail
+    /// and `security.quarantine_store_bytes` in all. The mail itself always
+    /// stays in the IMAP quarantine folder, so a large or flooding
+    /// quarantine cannot grow the store without bound.
+    fn kept_raw(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        let sec = &self.config.security;
+        if raw.len() > sec.quarantine_keep_bytes {
+            return Ok(None);
+        }
+        let used = self.store.quarantined_raw_bytes()?;
+        if used.saturating_add(raw.len() as u64) > sec.quarantine_store_bytes {
+            tracing::warn!(
+                used,
+                limit = sec.quarantine_store_bytes,
+                "quarantine space in the store is full; the mail is kept only in the IMAP quarantine folder"
+            );
+            return Ok(None);
+        }
+        Ok(Some(raw.to_vec()))
+    }
+
     /// Records a message whose processing panicked (a bug) as quarantined,
     /// keyed by its place in the mailbox, so the inbox goes on and the same
     /// mail does not hit the bug again after a restart. The raw bytes are
@@ -533,6 +563,10 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         tracing::warn!(%key, %summary, "mail {class}");
         crate::metrics::count_class(class);
+        let kept = match raw.filter(|_| class == "quarantined") {
+            Some(r) => self.kept_raw(r)?,
+            None => None,
+        };
         self.store.commit(Changes {
             processed: vec![Processed {
                 key: key.clone(),
@@ -541,11 +575,7 @@ impl Engine {
                 summary: summary.clone(),
             }],
             cursor,
-            quarantined_raw: raw
-                .filter(|_| class == "quarantined")
-                .map(|r| (key.clone(), r.to_vec()))
-                .into_iter()
-                .collect(),
+            quarantined_raw: kept.map(|r| (key.clone(), r)).into_iter().collect(),
             ..Default::default()
         })?;
         Ok(Outcome {

@@ -53,7 +53,12 @@ USERS=(
   bob@fabrikam.test
   carol@contoso.test
   dave@fabrikam.test
+  dotted@liaison.test
 )
+# Users whose IMAP hierarchy separator is "." instead of the instance's "/"
+# (Dovecot's Maildir default, as many hosted servers have it), for the tests
+# of folder names. A per-user override: the passdb's userdb_ extra field.
+DOT_SEPARATOR_USERS=(dotted@liaison.test)
 PASSWORD="liaison-dev"
 DOMAINS=(liaison.test contoso.test fabrikam.test)   # domains of USERS are added too
 
@@ -295,7 +300,12 @@ write_dovecot_config() {
 
   local u tmp="$DC_USERS.new"
   : >"$tmp"
-  for u in "${USERS[@]}"; do printf '%s:{PLAIN}%s\n' "$u" "$PASSWORD" >>"$tmp"; done
+  local extra
+  for u in "${USERS[@]}"; do
+    extra=""
+    [[ " ${DOT_SEPARATOR_USERS[*]} " == *" $u "* ]] && extra="::::::userdb_namespace/inbox/separator=."
+    printf '%s:{PLAIN}%s%s\n' "$u" "$PASSWORD" "$extra" >>"$tmp"
+  done
   chown root:dovecot "$tmp" 2>/dev/null || true
   chmod 0640 "$tmp"
   if [[ -f $DC_USERS ]] && cmp -s "$tmp" "$DC_USERS"; then rm -f "$tmp"; else mv -f "$tmp" "$DC_USERS"; fi
