@@ -746,7 +746,7 @@ impl Folders {
     }
 
     fn with_separator(cfg: &InboxConfig, separator: String) -> Folders {
-        let name = |logical: &str| logical.split('/').collect::<Vec<_>>().join(&separator);
+        let name = |logical: &str| server_folder(logical, &separator);
         Folders {
             quarantine: name(&cfg.quarantine_folder),
             processed: match &cfg.processed {
@@ -756,6 +756,12 @@ impl Folders {
             separator,
         }
     }
+}
+
+/// A configured folder name (levels separated by `/`) as the server names
+/// it with its hierarchy `separator`.
+fn server_folder(logical: &str, separator: &str) -> String {
+    logical.split('/').collect::<Vec<_>>().join(separator)
 }
 
 /// Marks processed messages on the server and files quarantined ones.
@@ -880,6 +886,24 @@ impl Drop for ConnectedGauge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folder_names_use_the_servers_separator() {
+        assert_eq!(server_folder("Liaison/Quarantine", "."), "Liaison.Quarantine");
+        assert_eq!(server_folder("Liaison/Quarantine", "/"), "Liaison/Quarantine");
+        assert_eq!(server_folder("Quarantine", "."), "Quarantine");
+    }
+
+    #[test]
+    fn only_new_mail_notices_count_and_all_are_taken() {
+        use async_imap::types::UnsolicitedResponse as U;
+        let mut q = vec![U::Expunge(3), U::Exists(7), U::Expunge(1)];
+        assert!(new_mail_noticed(|| q.pop()));
+        assert!(q.is_empty());
+        let mut q = vec![U::Expunge(3)];
+        assert!(!new_mail_noticed(|| q.pop()));
+        assert!(!new_mail_noticed(|| None));
+    }
 
     #[test]
     fn uid_sets_fold_runs_into_ranges() {

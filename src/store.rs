@@ -1271,6 +1271,40 @@ mod tests {
     }
 
     #[test]
+    fn quarantined_raw_is_kept_as_bytes_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SledStore::open(&dir.path().join("a"), 1 << 20, Path::new("a.sock")).unwrap();
+        let raw = b"From: x@y.test\r\n\r\nbody \xff".to_vec();
+        a.commit(Changes {
+            quarantined_raw: vec![("k1".into(), raw.clone()), ("k2".into(), vec![b'a'; 10])],
+            ..Default::default()
+        })
+        .unwrap();
+        a.flush().unwrap();
+        assert_eq!(a.tree.get(b"qraw/k1").unwrap().unwrap().as_ref(), &raw[..]);
+        assert_eq!(a.quarantined_raw("k1").unwrap(), Some(raw.clone()));
+        assert_eq!(a.quarantined_raw_bytes().unwrap(), raw.len() as u64 + 10);
+        // An older version's base64 JSON string is still read.
+        a.tree
+            .insert(b"qraw/old", encode(&data_encoding::BASE64.encode(b"old mail")))
+            .unwrap();
+        assert_eq!(a.quarantined_raw("old").unwrap(), Some(b"old mail".to_vec()));
+        // A release frees the room.
+        a.commit(Changes {
+            released: vec!["k2".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(a.quarantined_raw_bytes().unwrap(), raw.len() as u64);
+        // Export and import carry the bytes.
+        let b = SledStore::open(&dir.path().join("b"), 1 << 20, Path::new("b.sock")).unwrap();
+        b.import(&a.export().unwrap()).unwrap();
+        assert_eq!(b.quarantined_raw("k1").unwrap(), Some(raw));
+        assert_eq!(b.quarantined_raw("old").unwrap(), Some(b"old mail".to_vec()));
+        assert_eq!(b.export().unwrap(), a.export().unwrap());
+    }
+
+    #[test]
     fn second_open_is_reported_as_locked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
