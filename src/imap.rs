@@ -339,7 +339,15 @@ async fn run_session(
         // sync again until a pass finds nothing and nothing was announced,
         // so no mail waits for the next IDLE wake-up.
         loop {
-            let found = sync(cfg, &mut session, engine, durable, uid_validity, &mut marker).await?;
+            let found = sync(
+                cfg,
+                &mut session,
+                engine,
+                durable,
+                uid_validity,
+                &mut marker,
+            )
+            .await?;
             let noticed = new_mail_noticed(|| notices.try_recv().ok());
             if found == 0 && !noticed {
                 break;
@@ -750,7 +758,9 @@ impl Folders {
         Folders {
             quarantine: name(&cfg.quarantine_folder),
             processed: match &cfg.processed {
-                crate::config::ProcessedMark::Move(f) => crate::config::ProcessedMark::Move(name(f)),
+                crate::config::ProcessedMark::Move(f) => {
+                    crate::config::ProcessedMark::Move(name(f))
+                }
                 keyword => keyword.clone(),
             },
             separator,
@@ -780,7 +790,12 @@ impl Marker<'_> {
     /// only the uncopied messages stay in the inbox, so the copy can be
     /// retried). A failed mark loses nothing either: the cursor and the
     /// dedupe key keep those messages from being processed twice.
-    async fn mark(&mut self, session: &mut Session, done: &mut Vec<u32>, quarantined: &mut Vec<u32>) {
+    async fn mark(
+        &mut self,
+        session: &mut Session,
+        done: &mut Vec<u32>,
+        quarantined: &mut Vec<u32>,
+    ) {
         let cfg = self.cfg;
         let mut to_copy: Vec<u32> = quarantined.clone();
         to_copy.extend(self.uncopied.uids.keys().copied());
@@ -818,7 +833,10 @@ impl Marker<'_> {
         let mut marked: Vec<u32> = done.iter().chain(&to_copy).copied().collect();
         marked.sort_unstable();
         marked.dedup();
-        if matches!(self.folders.processed, crate::config::ProcessedMark::Move(_)) {
+        if matches!(
+            self.folders.processed,
+            crate::config::ProcessedMark::Move(_)
+        ) {
             marked.retain(|u| failed.binary_search(u).is_err());
         }
         done.clear();
@@ -889,8 +907,14 @@ mod tests {
 
     #[test]
     fn folder_names_use_the_servers_separator() {
-        assert_eq!(server_folder("Liaison/Quarantine", "."), "Liaison.Quarantine");
-        assert_eq!(server_folder("Liaison/Quarantine", "/"), "Liaison/Quarantine");
+        assert_eq!(
+            server_folder("Liaison/Quarantine", "."),
+            "Liaison.Quarantine"
+        );
+        assert_eq!(
+            server_folder("Liaison/Quarantine", "/"),
+            "Liaison/Quarantine"
+        );
         assert_eq!(server_folder("Quarantine", "."), "Quarantine");
     }
 

@@ -236,7 +236,10 @@ fn key(message_id: Option<&str>, msg: &mail_parser::Message<'_>, raw: &[u8]) -> 
         }
     }
     h.update(b"\0\0");
-    h.update(raw.get(msg.root_part().raw_body_offset() as usize..).unwrap_or(&[]));
+    h.update(
+        raw.get(msg.root_part().raw_body_offset() as usize..)
+            .unwrap_or(&[]),
+    );
     let hash = data_encoding::HEXLOWER.encode(&h.finalize()[..16]);
     match message_id {
         Some(id) => format!("{id}#{hash}"),

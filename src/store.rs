@@ -1286,9 +1286,15 @@ mod tests {
         assert_eq!(a.quarantined_raw_bytes().unwrap(), raw.len() as u64 + 10);
         // An older version's base64 JSON string is still read.
         a.tree
-            .insert(b"qraw/old", encode(&data_encoding::BASE64.encode(b"old mail")))
+            .insert(
+                b"qraw/old",
+                encode(&data_encoding::BASE64.encode(b"old mail")),
+            )
             .unwrap();
-        assert_eq!(a.quarantined_raw("old").unwrap(), Some(b"old mail".to_vec()));
+        assert_eq!(
+            a.quarantined_raw("old").unwrap(),
+            Some(b"old mail".to_vec())
+        );
         // A release frees the room.
         a.commit(Changes {
             released: vec!["k2".into()],
@@ -1300,7 +1306,10 @@ mod tests {
         let b = SledStore::open(&dir.path().join("b"), 1 << 20, Path::new("b.sock")).unwrap();
         b.import(&a.export().unwrap()).unwrap();
         assert_eq!(b.quarantined_raw("k1").unwrap(), Some(raw));
-        assert_eq!(b.quarantined_raw("old").unwrap(), Some(b"old mail".to_vec()));
+        assert_eq!(
+            b.quarantined_raw("old").unwrap(),
+            Some(b"old mail".to_vec())
+        );
         assert_eq!(b.export().unwrap(), a.export().unwrap());
     }
 

@@ -87,9 +87,9 @@ async fn marked(user: &str) -> (usize, usize) {
         let mut stream = s.fetch("1:*", "FLAGS").await.expect("fetch");
         while let Some(f) = stream.next().await {
             let f = f.expect("fetch item");
-            if f.flags()
-                .any(|fl| matches!(fl, async_imap::types::Flag::Custom(k) if k == "$LiaisonProcessed"))
-            {
+            if f.flags().any(
+                |fl| matches!(fl, async_imap::types::Flag::Custom(k) if k == "$LiaisonProcessed"),
+            ) {
                 marked += 1;
             }
         }
@@ -244,14 +244,23 @@ async fn a_stranger_cannot_preempt_a_partners_message_id() {
     .await;
     // Processed (ignored) before the partner's command arrives.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !daemon.log().contains("neither a partner nor a known customer") {
+    while !daemon
+        .log()
+        .contains("neither a partner nor a known customer")
+    {
         assert!(Instant::now() < deadline, "{}", daemon.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     send_raw(
         PARTNER1,
         &[COMMANDS],
-        &with_id(mail(PARTNER1, COMMANDS, "the partner's command", "", "list")),
+        &with_id(mail(
+            PARTNER1,
+            COMMANDS,
+            "the partner's command",
+            "",
+            "list",
+        )),
     )
     .await;
     let transcript = wait_for(PARTNER1, "the partner's transcript", |m| {
@@ -311,7 +320,9 @@ async fn mail_arriving_during_a_sync_is_processed_promptly() {
     let late: Vec<String> = delivered
         .iter()
         .zip(&seen_at)
-        .filter(|((_, at), seen)| seen.is_none_or(|s| s.duration_since(*at) > Duration::from_secs(5)))
+        .filter(|((_, at), seen)| {
+            seen.is_none_or(|s| s.duration_since(*at) > Duration::from_secs(5))
+        })
         .map(|((mid, _), _)| mid.clone())
         .collect();
     assert!(

@@ -473,9 +473,24 @@ show_log() {  # file
   tail -n 25 "$1" >&2
 }
 
+# Runs a command that starts a daemon with no file descriptor above 2 open.
+# The servers outlive this script: one started under
+# `flock /tmp/liaison-mailstack.lock …` would otherwise inherit the lock's
+# descriptor and hold the test lock for as long as it runs (every test
+# waiting for it would hang).
+without_inherited_fds() {
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      [[ $fd -gt 2 && $fd != 255 ]] && eval "exec $fd>&-" 2>/dev/null
+    done
+    exec "$@"
+  )
+}
+
 start_postfix() {
   postfix_running && return 0
-  postfix -c "$PF_CONF" start </dev/null >>"$LOG_DIR/start.log" 2>&1 || {
+  without_inherited_fds postfix -c "$PF_CONF" start </dev/null >>"$LOG_DIR/start.log" 2>&1 || {
     show_log "$LOG_DIR/start.log"; show_log "$LOG_DIR/postfix.log"
     # postfix prints its fatal errors only to a terminal (else to the log).
     if command -v script >/dev/null; then
@@ -490,7 +505,7 @@ start_dovecot() {
   dovecot_running && return 0
   # A stale anvil-auth-penalty socket costs ~5 s at every start.
   rm -f "$DC_BASE/anvil-auth-penalty"
-  dovecot -c "$DC_CONF" </dev/null >>"$LOG_DIR/start.log" 2>&1 || {
+  without_inherited_fds dovecot -c "$DC_CONF" </dev/null >>"$LOG_DIR/start.log" 2>&1 || {
     show_log "$LOG_DIR/start.log"; show_log "$LOG_DIR/dovecot.log"
     die "dovecot failed to start"
   }
@@ -512,7 +527,7 @@ do_up() {
   # A Postfix started by an older version of this script lacks listeners
   # added since: reload it with the configuration just written.
   if postfix_running; then
-    postfix -c "$PF_CONF" reload </dev/null >>"$LOG_DIR/start.log" 2>&1 || true
+    without_inherited_fds postfix -c "$PF_CONF" reload </dev/null >>"$LOG_DIR/start.log" 2>&1 || true
   fi
   start_postfix
   local deadline=$((SECONDS + WAIT_SECONDS)) smtp=0 smtps=0 imap=0 imaps=0
