@@ -154,7 +154,8 @@ pub struct InboxConfig {
     pub timeout_secs: u64,
     /// How a processed message is marked on the server.
     pub processed: ProcessedMark,
-    /// Folder where quarantined messages are copied.
+    /// Folder where quarantined messages are copied, with `/` between
+    /// levels (translated to the server's separator).
     pub quarantine_folder: String,
 }
 
@@ -224,6 +225,14 @@ pub struct SecurityConfig {
     pub max_message_bytes: usize,
     /// Replies Liaison sends to one address per hour at most.
     pub max_replies_per_hour: u32,
+    /// A quarantined mail's raw bytes are kept in the store (so it can be
+    /// released) only up to this size; larger ones stay only in the IMAP
+    /// quarantine folder.
+    pub quarantine_keep_bytes: usize,
+    /// The raw bytes kept for quarantined mails take at most this much of
+    /// the store in total; beyond it new ones stay only in the IMAP
+    /// quarantine folder (releasing frees room).
+    pub quarantine_store_bytes: u64,
 }
 
 /// `[lifecycle]`: an optional fixed duration for active relationships.
@@ -425,6 +434,10 @@ struct RawSecurity {
     max_message_bytes: usize,
     #[serde(default = "default_max_replies")]
     max_replies_per_hour: u32,
+    #[serde(default = "default_quarantine_keep_bytes")]
+    quarantine_keep_bytes: usize,
+    #[serde(default = "default_quarantine_store_bytes")]
+    quarantine_store_bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -467,9 +480,19 @@ fn default_max_message_bytes() -> usize {
 fn default_max_replies() -> u32 {
     20
 }
+fn default_quarantine_keep_bytes() -> usize {
+    1024 * 1024
+}
+fn default_quarantine_store_bytes() -> u64 {
+    100 * 1024 * 1024
+}
 fn default_processed_keyword() -> String {
     "$LiaisonProcessed".into()
 }
+/// Configured folder names use `/` between levels, whatever the server's
+/// hierarchy separator: the watcher asks the server for its separator
+/// (`LIST "" ""`) and builds the real name with it, so this default is
+/// `Liaison.Quarantine` on a server that separates with `.`.
 fn default_quarantine_folder() -> String {
     "Liaison/Quarantine".into()
 }
@@ -779,6 +802,8 @@ impl Config {
                 trusted_authserv_id: sec.trusted_authserv_id,
                 max_message_bytes: sec.max_message_bytes,
                 max_replies_per_hour: sec.max_replies_per_hour,
+                quarantine_keep_bytes: sec.quarantine_keep_bytes,
+                quarantine_store_bytes: sec.quarantine_store_bytes,
             },
             lifecycle,
             tickets,

@@ -114,6 +114,8 @@ impl Engine {
         // inbox's mail can be decided meanwhile.
         let parsed = crate::inbound::parse(raw, self.config.security.max_message_bytes);
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        #[cfg(debug_assertions)]
+        test_fault(&parsed);
         // A message that cannot be parsed has no Message-ID to key it by;
         // its place in the mailbox identifies it instead.
         let bad_key = format!(
@@ -148,7 +150,12 @@ impl Engine {
         }
         let Some(raw) = self.store.quarantined_raw(key)? else {
             return Ok(Err(format!(
-                "{key} was not downloaded (over the size limit); raise security.max_message_bytes and have it sent again"
+                "{key} cannot be released: its raw mail is not in the store (it was over \
+                 security.max_message_bytes and not downloaded, or over \
+                 security.quarantine_keep_bytes, or the store's quarantine space \
+                 security.quarantine_store_bytes was full). The original is in the inbox's \
+                 quarantine folder on the IMAP server: have it sent again by an \
+                 authenticated sender, or raise the limit and move it back to the inbox"
             )));
         };
         let mut trusting = (*self.config).clone();
@@ -185,11 +192,17 @@ impl Engine {
                 )
             }
         };
-        if let Some(prev) = self
+        // A quarantined record does not make a later copy a duplicate: the
+        // key covers sender and content, but a forgery of exactly that mail
+        // (same From, same text) must not keep the genuine, authenticated
+        // one from being decided. Deciding a quarantined mail again only
+        // quarantines it again.
+        let earlier = self
             .store
             .processed(&mail.key)?
-            .filter(|_| releasing.is_none())
-        {
+            .filter(|_| releasing.is_none());
+        let requarantine = earlier.as_ref().is_some_and(|p| p.class == "quarantined");
+        if let Some(prev) = earlier.filter(|_| !requarantine) {
             self.store.commit(Changes {
                 cursor,
                 ..Default::default()
@@ -264,11 +277,18 @@ impl Engine {
             cursor,
             replies: replied.into_iter().map(|a| (a, hour)).collect(),
             quarantined_raw: if decision.class == MailClass::Quarantined {
-                vec![(mail.key.clone(), raw.to_vec())]
+                self.kept_raw(raw)?
+                    .map(|r| (mail.key.clone(), r))
+                    .into_iter()
+                    .collect()
             } else {
                 vec![]
             },
-            released: releasing.map(str::to_string).into_iter().collect(),
+            released: releasing
+                .map(str::to_string)
+                .or_else(|| requarantine.then(|| mail.key.clone()))
+                .into_iter()
+                .collect(),
         })?;
         // Fill in the mail's span (opened by the IMAP watcher).
         let span = tracing::Span::current();
@@ -441,6 +461,56 @@ impl Engine {
         )
     }
 
+    /// The raw bytes of a quarantined mail to keep in the store, so it can
+    /// be released: only within `security.quarantine_keep_bytes` per mail
+    /// and `security.quarantine_store_bytes` in all. The mail itself always
+    /// stays in the IMAP quarantine folder, so a large or flooding
+    /// quarantine cannot grow the store without bound.
+    fn kept_raw(&self, raw: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        let sec = &self.config.security;
+        if raw.len() > sec.quarantine_keep_bytes {
+            return Ok(None);
+        }
+        let used = self.store.quarantined_raw_bytes()?;
+        if used.saturating_add(raw.len() as u64) > sec.quarantine_store_bytes {
+            tracing::warn!(
+                used,
+                limit = sec.quarantine_store_bytes,
+                "quarantine space in the store is full; the mail is kept only in the IMAP quarantine folder"
+            );
+            return Ok(None);
+        }
+        Ok(Some(raw.to_vec()))
+    }
+
+    /// Records a message whose processing panicked (a bug) as quarantined,
+    /// keyed by its place in the mailbox, so the inbox goes on and the same
+    /// mail does not hit the bug again after a restart. The raw bytes are
+    /// kept like any quarantined mail's.
+    pub fn record_internal_error(
+        &self,
+        inbox: &str,
+        cursor: Cursor,
+        raw: &[u8],
+        panic_message: &str,
+    ) -> Result<Outcome, EngineError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        crate::metrics::add(&crate::metrics::METRICS.processing_panics, 1);
+        let key = format!(
+            "quarantine:{inbox}:{}:{}",
+            cursor.uid_validity, cursor.last_uid
+        );
+        let now = self.clock.now();
+        self.record(
+            key,
+            "quarantined",
+            format!("internal error while processing: {panic_message}; please report"),
+            now,
+            Some((inbox.to_string(), cursor)),
+            Some(raw),
+        )
+    }
+
     /// Applies what time alone changed (expired invitations). Does not
     /// flush. Returns how many relationships changed.
     pub fn sweep(&self) -> Result<usize, EngineError> {
@@ -493,6 +563,10 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         tracing::warn!(%key, %summary, "mail {class}");
         crate::metrics::count_class(class);
+        let kept = match raw.filter(|_| class == "quarantined") {
+            Some(r) => self.kept_raw(r)?,
+            None => None,
+        };
         self.store.commit(Changes {
             processed: vec![Processed {
                 key: key.clone(),
@@ -501,11 +575,7 @@ impl Engine {
                 summary: summary.clone(),
             }],
             cursor,
-            quarantined_raw: raw
-                .filter(|_| class == "quarantined")
-                .map(|r| (key.clone(), r.to_vec()))
-                .into_iter()
-                .collect(),
+            quarantined_raw: kept.map(|r| (key.clone(), r)).into_iter().collect(),
             ..Default::default()
         })?;
         Ok(Outcome {
@@ -514,6 +584,23 @@ impl Engine {
             summary,
             queued: vec![],
         })
+    }
+}
+
+/// Test-only fault hook, compiled into debug builds only: when the
+/// environment variable `LIAISON_TEST_PANIC_SUBJECT` is set and non-empty,
+/// a mail whose subject contains it makes processing panic (while the
+/// engine's lock is held, as a real bug would), so the end-to-end tests can
+/// prove that one panicking mail neither kills its inbox nor poisons the
+/// engine. Release builds have no such hook.
+#[cfg(debug_assertions)]
+fn test_fault(parsed: &Result<crate::inbound::InboundMail, crate::inbound::InboundError>) {
+    let Ok(mail) = parsed else { return };
+    match std::env::var("LIAISON_TEST_PANIC_SUBJECT") {
+        Ok(s) if !s.is_empty() && mail.subject.contains(&s) => {
+            panic!("test fault: the subject contains {s:?}")
+        }
+        _ => {}
     }
 }
 

@@ -265,11 +265,14 @@ pub async fn watch_inbox(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_secs(1);
+    // Outlives a session: a copy that failed is tried again after a
+    // reconnect too.
+    let mut uncopied = UncopiedQuarantine::default();
     loop {
         if *shutdown.borrow() {
             return;
         }
-        match run_session(&cfg, &engine, &durable, &mut shutdown).await {
+        match run_session(&cfg, &engine, &durable, &mut shutdown, &mut uncopied).await {
             Ok(()) => return,
             Err(e) => {
                 crate::metrics::add(&crate::metrics::METRICS.imap_reconnects, 1);
@@ -284,23 +287,72 @@ pub async fn watch_inbox(
     }
 }
 
+/// Whether the server announced new mail (EXISTS or RECENT) since the last
+/// look, taking every notice out of the channel. A full channel drops
+/// further notices, but then it holds some, so nothing is missed.
+/// `next` takes the next notice from the session's channel.
+fn new_mail_noticed(
+    mut next: impl FnMut() -> Option<async_imap::types::UnsolicitedResponse>,
+) -> bool {
+    let mut noticed = false;
+    while let Some(r) = next() {
+        noticed |= matches!(
+            r,
+            async_imap::types::UnsolicitedResponse::Exists(_)
+                | async_imap::types::UnsolicitedResponse::Recent(_)
+        );
+    }
+    noticed
+}
+
 async fn run_session(
     cfg: &InboxConfig,
     engine: &Arc<Engine>,
     durable: &watch::Sender<u64>,
     shutdown: &mut watch::Receiver<bool>,
+    uncopied: &mut UncopiedQuarantine,
 ) -> Result<(), ImapError> {
     let mut session = connect(cfg).await?;
     let _connected = ConnectedGauge::new();
-    ensure_folders(cfg, &mut session).await;
+    let folders = Folders::on_server(cfg, &mut session).await;
+    ensure_folders(cfg, &folders, &mut session).await;
     let mailbox = timed(cfg, "SELECT", session.select(&cfg.mailbox)).await?;
     let uid_validity = mailbox.uid_validity.unwrap_or(0);
+    if uncopied.uid_validity != uid_validity {
+        // Those UIDs name other messages now (or none).
+        *uncopied = UncopiedQuarantine {
+            uid_validity,
+            ..Default::default()
+        };
+    }
     let caps = timed(cfg, "CAPABILITY", session.capabilities()).await?;
     let use_idle = cfg.idle && caps.has_str("IDLE");
-    tracing::info!(inbox = %cfg.name, mailbox = %cfg.mailbox, uid_validity, idle = use_idle, "watching");
+    tracing::info!(inbox = %cfg.name, mailbox = %cfg.mailbox, uid_validity, idle = use_idle, separator = %folders.separator, quarantine_folder = %folders.quarantine, "watching");
+    let notices = session.unsolicited_responses.clone();
+    let mut marker = Marker {
+        cfg,
+        folders: &folders,
+        uncopied,
+    };
     loop {
-        sync(cfg, &mut session, engine, durable, uid_validity).await?;
-        while session.unsolicited_responses.try_recv().is_ok() {}
+        // Mail delivered while a sync runs is announced (EXISTS) during it:
+        // sync again until a pass finds nothing and nothing was announced,
+        // so no mail waits for the next IDLE wake-up.
+        loop {
+            let found = sync(
+                cfg,
+                &mut session,
+                engine,
+                durable,
+                uid_validity,
+                &mut marker,
+            )
+            .await?;
+            let noticed = new_mail_noticed(|| notices.try_recv().ok());
+            if found == 0 && !noticed {
+                break;
+            }
+        }
         if *shutdown.borrow() {
             let _ = timed(cfg, "LOGOUT", session.logout()).await;
             return Ok(());
@@ -308,7 +360,11 @@ async fn run_session(
         if use_idle {
             let mut handle = session.idle();
             timed(cfg, "IDLE", handle.init()).await?;
-            let stopped = {
+            // Mail that came between the last fetch and IDLE is announced
+            // while IDLE starts: go back and fetch it instead of waiting.
+            let stopped = if new_mail_noticed(|| notices.try_recv().ok()) {
+                false
+            } else {
                 let (wait, _stop) = handle.wait_with_timeout(IDLE_RENEW);
                 tokio::select! {
                     r = wait => {
@@ -348,7 +404,8 @@ async fn sync(
     engine: &Arc<Engine>,
     durable: &watch::Sender<u64>,
     uid_validity: u32,
-) -> Result<(), ImapError> {
+    marker: &mut Marker<'_>,
+) -> Result<usize, ImapError> {
     let store = engine.store().clone();
     let stored = store
         .cursor(&cfg.name)
@@ -357,7 +414,8 @@ async fn sync(
         Some(c) if c.uid_validity == uid_validity => c.last_uid,
         Some(c) => {
             // The mailbox was recreated: UIDs mean something else now.
-            // Rescan everything; Message-ID dedupe keeps it from reprocessing.
+            // Rescan everything; the dedupe key (Message-ID, sender and
+            // content) keeps it from reprocessing.
             tracing::warn!(inbox = %cfg.name, old = c.uid_validity, new = uid_validity, "UIDVALIDITY changed; rescanning the mailbox");
             0
         }
@@ -381,8 +439,13 @@ async fn sync(
     sizes.sort_unstable();
     sizes.dedup_by_key(|(uid, _)| *uid);
     if sizes.is_empty() {
-        return Ok(());
+        // Nothing new; quarantine copies that failed earlier are retried.
+        if !marker.uncopied.uids.is_empty() {
+            marker.mark(session, &mut Vec::new(), &mut Vec::new()).await;
+        }
+        return Ok(0);
     }
+    let found = sizes.len();
     let limit = engine.max_message_bytes();
     let chunks = plan_chunks(&sizes, limit);
     let mut remaining = sizes.len();
@@ -418,7 +481,13 @@ async fn sync(
             }
         };
         let (worked, fetched) = tokio::join!(work, prefetch);
-        let outcomes = worked.expect("processing task panicked")?;
+        // Panics are caught per mail inside; a join error here is a bug
+        // outside any one mail, so the session ends and is retried.
+        let outcomes = worked.map_err(|e| ImapError::Command {
+            inbox: cfg.name.clone(),
+            command: "processing",
+            reason: e.to_string(),
+        })??;
         for (uid, was_quarantined) in outcomes {
             done.push(uid);
             if was_quarantined {
@@ -430,12 +499,12 @@ async fn sync(
             next = fetched?;
         }
         if done.len() >= MARK_EVERY {
-            mark_or_warn(cfg, session, &mut done, &mut quarantined).await;
+            marker.mark(session, &mut done, &mut quarantined).await;
         }
     }
-    mark_or_warn(cfg, session, &mut done, &mut quarantined).await;
+    marker.mark(session, &mut done, &mut quarantined).await;
     crate::metrics::set(&crate::metrics::METRICS.backlog, 0);
-    Ok(())
+    Ok(found)
 }
 
 /// Splits the new messages into chunks of at most [`FETCH_CHUNK`] messages
@@ -559,7 +628,21 @@ fn process_chunk(
                         customer = tracing::field::Empty
                     );
                     let _entered = span.enter();
-                    let outcome = engine.process(inbox, cursor, &raw)?;
+                    // A panic (a bug) while deciding one mail must not end
+                    // the inbox, nor hit again after every restart: the
+                    // mail is quarantined with the reason, the cursor moves
+                    // past it. The engine's locks survive poisoning.
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        engine.process(inbox, cursor, &raw)
+                    }));
+                    let outcome = match run {
+                        Ok(outcome) => outcome?,
+                        Err(payload) => {
+                            let message = panic_message(payload.as_ref());
+                            tracing::error!(inbox = %inbox, uid, panic = %message, "processing a mail panicked; quarantining it");
+                            engine.record_internal_error(inbox, cursor, &raw, &message)?
+                        }
+                    };
                     span.record("message_id", outcome.key.as_str());
                     span.record("class", outcome.class.as_str());
                     outcome
@@ -584,20 +667,13 @@ fn process_chunk(
     Ok(out)
 }
 
-/// Marks what is done (see [`mark_done`]) and forgets it. A failure loses
-/// nothing: the cursor and the Message-ID dedupe already keep those
-/// messages from being processed twice.
-async fn mark_or_warn(
-    cfg: &InboxConfig,
-    session: &mut Session,
-    done: &mut Vec<u32>,
-    quarantined: &mut Vec<u32>,
-) {
-    if let Err(e) = mark_done(cfg, session, done, quarantined).await {
-        tracing::warn!(inbox = %cfg.name, error = %e, "could not mark processed messages on the server");
-    }
-    done.clear();
-    quarantined.clear();
+/// The text of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// An IMAP sequence set for sorted UIDs, runs folded into ranges
@@ -623,53 +699,182 @@ fn uid_set(uids: &[u32]) -> String {
     out
 }
 
-/// Copies quarantined messages to the quarantine folder, then marks every
-/// processed message as configured (keyword, or move).
-async fn mark_done(
-    cfg: &InboxConfig,
-    session: &mut Session,
-    done: &[u32],
-    quarantined: &[u32],
-) -> Result<(), ImapError> {
-    if !quarantined.is_empty() {
-        timed(
-            cfg,
-            "UID COPY (quarantine)",
-            session.uid_copy(uid_set(quarantined), &cfg.quarantine_folder),
-        )
-        .await?;
+/// Quarantined messages whose copy to the quarantine folder failed, by
+/// UID, with how often it was tried; tried again at the next sync.
+#[derive(Debug, Default)]
+struct UncopiedQuarantine {
+    /// The mailbox's UIDVALIDITY these UIDs belong to.
+    uid_validity: u32,
+    /// UID → failed attempts.
+    uids: std::collections::BTreeMap<u32, u32>,
+}
+
+/// A failed quarantine copy is given up after this many attempts (the
+/// message may have been expunged); it stays in the inbox, marked.
+const COPY_ATTEMPTS: u32 = 10;
+
+/// The folders Liaison files messages into, as the server names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Folders {
+    /// The server's hierarchy separator (`/` when it has none).
+    separator: String,
+    /// The quarantine folder.
+    quarantine: String,
+    /// How processed messages are marked (a move names the server's folder).
+    processed: crate::config::ProcessedMark,
+}
+
+impl Folders {
+    /// Asks the server for its hierarchy separator (`LIST "" ""`) and
+    /// names the configured folders with it. Configured names use `/`
+    /// between levels whatever the server's separator is; a server that
+    /// cannot be asked is assumed to use `/`.
+    async fn on_server(cfg: &InboxConfig, session: &mut Session) -> Folders {
+        let asked = timed(cfg, "LIST", async {
+            let mut stream = session.list(Some(""), Some("")).await?;
+            let mut separator = None;
+            // Drain the whole response before the next command.
+            while let Some(item) = stream.next().await {
+                if let Some(d) = item?.delimiter() {
+                    separator = Some(d.to_string());
+                }
+            }
+            Ok::<_, async_imap::error::Error>(separator)
+        })
+        .await;
+        let separator = match asked {
+            Ok(Some(s)) if !s.is_empty() => s,
+            Ok(_) => "/".to_string(),
+            Err(e) => {
+                tracing::warn!(inbox = %cfg.name, error = %e, "cannot ask the server for its hierarchy separator; assuming \"/\"");
+                "/".to_string()
+            }
+        };
+        Folders::with_separator(cfg, separator)
     }
-    if done.is_empty() {
-        return Ok(());
-    }
-    let set = uid_set(done);
-    match &cfg.processed {
-        crate::config::ProcessedMark::Keyword(k) => {
-            timed(cfg, "UID STORE", async {
-                let stream = session
-                    .uid_store(&set, format!("+FLAGS.SILENT ({k})"))
-                    .await?;
-                let _: Vec<_> = stream.collect().await;
-                Ok::<_, async_imap::error::Error>(())
-            })
-            .await?;
+
+    fn with_separator(cfg: &InboxConfig, separator: String) -> Folders {
+        let name = |logical: &str| server_folder(logical, &separator);
+        Folders {
+            quarantine: name(&cfg.quarantine_folder),
+            processed: match &cfg.processed {
+                crate::config::ProcessedMark::Move(f) => {
+                    crate::config::ProcessedMark::Move(name(f))
+                }
+                keyword => keyword.clone(),
+            },
+            separator,
         }
-        crate::config::ProcessedMark::Move(folder) => {
-            timed(cfg, "UID MOVE", session.uid_mv(&set, folder)).await?;
+    }
+}
+
+/// A configured folder name (levels separated by `/`) as the server names
+/// it with its hierarchy `separator`.
+fn server_folder(logical: &str, separator: &str) -> String {
+    logical.split('/').collect::<Vec<_>>().join(separator)
+}
+
+/// Marks processed messages on the server and files quarantined ones.
+struct Marker<'a> {
+    cfg: &'a InboxConfig,
+    folders: &'a Folders,
+    uncopied: &'a mut UncopiedQuarantine,
+}
+
+impl Marker<'_> {
+    /// Copies the quarantined messages (and those whose copy failed before)
+    /// to the quarantine folder, then marks every processed message as
+    /// configured (keyword, or move), and forgets both lists. The two are
+    /// independent: a failed copy is logged, counted and tried again at the
+    /// next sync, and never keeps the rest from being marked (in move mode
+    /// only the uncopied messages stay in the inbox, so the copy can be
+    /// retried). A failed mark loses nothing either: the cursor and the
+    /// dedupe key keep those messages from being processed twice.
+    async fn mark(
+        &mut self,
+        session: &mut Session,
+        done: &mut Vec<u32>,
+        quarantined: &mut Vec<u32>,
+    ) {
+        let cfg = self.cfg;
+        let mut to_copy: Vec<u32> = quarantined.clone();
+        to_copy.extend(self.uncopied.uids.keys().copied());
+        to_copy.sort_unstable();
+        to_copy.dedup();
+        let mut failed: Vec<u32> = Vec::new();
+        if !to_copy.is_empty() {
+            let copied = timed(
+                cfg,
+                "UID COPY (quarantine)",
+                session.uid_copy(uid_set(&to_copy), &self.folders.quarantine),
+            )
+            .await;
+            match copied {
+                Ok(()) => self.uncopied.uids.clear(),
+                Err(e) => {
+                    crate::metrics::add(
+                        &crate::metrics::METRICS.quarantine_copy_failures,
+                        to_copy.len() as u64,
+                    );
+                    tracing::warn!(inbox = %cfg.name, folder = %self.folders.quarantine, messages = to_copy.len(), error = %e, "could not copy quarantined messages to the quarantine folder; will retry");
+                    for &uid in &to_copy {
+                        let tries = self.uncopied.uids.entry(uid).or_insert(0);
+                        *tries += 1;
+                        if *tries >= COPY_ATTEMPTS {
+                            tracing::error!(inbox = %cfg.name, uid, folder = %self.folders.quarantine, "giving up copying a quarantined message after {COPY_ATTEMPTS} attempts; it stays in the inbox");
+                            self.uncopied.uids.remove(&uid);
+                        } else {
+                            failed.push(uid);
+                        }
+                    }
+                }
+            }
+        }
+        let mut marked: Vec<u32> = done.iter().chain(&to_copy).copied().collect();
+        marked.sort_unstable();
+        marked.dedup();
+        if matches!(
+            self.folders.processed,
+            crate::config::ProcessedMark::Move(_)
+        ) {
+            marked.retain(|u| failed.binary_search(u).is_err());
+        }
+        done.clear();
+        quarantined.clear();
+        if marked.is_empty() {
+            return;
+        }
+        let set = uid_set(&marked);
+        let result = match &self.folders.processed {
+            crate::config::ProcessedMark::Move(folder) => {
+                timed(cfg, "UID MOVE", session.uid_mv(&set, folder)).await
+            }
+            crate::config::ProcessedMark::Keyword(k) => {
+                timed(cfg, "UID STORE", async {
+                    let stream = session
+                        .uid_store(&set, format!("+FLAGS.SILENT ({k})"))
+                        .await?;
+                    let _: Vec<_> = stream.collect().await;
+                    Ok::<_, async_imap::error::Error>(())
+                })
+                .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(inbox = %cfg.name, error = %e, "could not mark processed messages on the server");
         }
     }
-    Ok(())
 }
 
 /// Creates the folders Liaison files messages into; an existing folder is
 /// fine.
-async fn ensure_folders(cfg: &InboxConfig, session: &mut Session) {
-    let mut folders = vec![cfg.quarantine_folder.clone()];
-    if let crate::config::ProcessedMark::Move(f) = &cfg.processed {
-        folders.push(f.clone());
-    }
-    for f in folders {
-        match timed(cfg, "CREATE", session.create(&f)).await {
+async fn ensure_folders(cfg: &InboxConfig, folders: &Folders, session: &mut Session) {
+    let moved = match &folders.processed {
+        crate::config::ProcessedMark::Move(f) => Some(f),
+        crate::config::ProcessedMark::Keyword(_) => None,
+    };
+    for f in std::iter::once(&folders.quarantine).chain(moved) {
+        match timed(cfg, "CREATE", session.create(f)).await {
             Ok(()) => tracing::info!(inbox = %cfg.name, folder = %f, "created folder"),
             Err(e) => {
                 tracing::debug!(inbox = %cfg.name, folder = %f, error = %e, "folder not created (usually: exists)")
@@ -699,6 +904,30 @@ impl Drop for ConnectedGauge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folder_names_use_the_servers_separator() {
+        assert_eq!(
+            server_folder("Liaison/Quarantine", "."),
+            "Liaison.Quarantine"
+        );
+        assert_eq!(
+            server_folder("Liaison/Quarantine", "/"),
+            "Liaison/Quarantine"
+        );
+        assert_eq!(server_folder("Quarantine", "."), "Quarantine");
+    }
+
+    #[test]
+    fn only_new_mail_notices_count_and_all_are_taken() {
+        use async_imap::types::UnsolicitedResponse as U;
+        let mut q = vec![U::Expunge(3), U::Exists(7), U::Expunge(1)];
+        assert!(new_mail_noticed(|| q.pop()));
+        assert!(q.is_empty());
+        let mut q = vec![U::Expunge(3)];
+        assert!(!new_mail_noticed(|| q.pop()));
+        assert!(!new_mail_noticed(|| None));
+    }
 
     #[test]
     fn uid_sets_fold_runs_into_ranges() {

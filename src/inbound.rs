@@ -40,8 +40,8 @@ pub struct Attachment {
 pub struct InboundMail {
     /// Message-ID without angle brackets, if present.
     pub message_id: Option<String>,
-    /// Dedupe key: the Message-ID, or a hash of the whole message when there
-    /// is none, so a message without one is still processed only once.
+    /// Dedupe key: the Message-ID plus a hash of what the sender wrote (see
+    /// [`key`]), so one sender's mail never suppresses another's.
     pub key: String,
     /// The From address, lowercase, if it has one.
     pub from: Option<String>,
@@ -138,13 +138,7 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
         }
     };
     let message_id = msg.message_id().map(str::to_string);
-    let key = match &message_id {
-        Some(id) => id.clone(),
-        None => format!(
-            "sha256:{}",
-            data_encoding::HEXLOWER.encode(&Sha256::digest(raw))
-        ),
-    };
+    let key = key(message_id.as_deref(), &msg, raw);
     let has_plain = msg
         .parts
         .iter()
@@ -202,6 +196,55 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
         automatic,
         size: raw.len(),
     })
+}
+
+/// Headers the author's side writes; trace headers (Received, Return-Path,
+/// Delivered-To, Authentication-Results, …) are added on the way and differ
+/// between two copies of one mail, so they are left out of the key.
+const AUTHOR_HEADERS: [&str; 8] = [
+    "from",
+    "sender",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "in-reply-to",
+    "references",
+];
+
+/// The dedupe key of a message: `<Message-ID>#<hash>`, or `sha256:<hash>`
+/// when it has none. The hash (128 bits, hex) covers the author's headers
+/// ([`AUTHOR_HEADERS`], whitespace-normalised) and the raw body — what the
+/// sender wrote, not the trace headers — so the same mail delivered to two
+/// of Liaison's inboxes, or found again after a UIDVALIDITY change, has one
+/// key, while a stranger who reuses a partner's Message-ID (or sends first
+/// with one he expects) gets a key of his own and suppresses nothing.
+fn key(message_id: Option<&str>, msg: &mail_parser::Message<'_>, raw: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(message_id.unwrap_or("").as_bytes());
+    for wanted in AUTHOR_HEADERS {
+        for (name, value) in msg.headers_raw() {
+            if name.eq_ignore_ascii_case(wanted) {
+                h.update(b"\0");
+                h.update(wanted.as_bytes());
+                h.update(b":");
+                for word in value.split_whitespace() {
+                    h.update(word.as_bytes());
+                    h.update(b" ");
+                }
+            }
+        }
+    }
+    h.update(b"\0\0");
+    h.update(
+        raw.get(msg.root_part().raw_body_offset() as usize..)
+            .unwrap_or(&[]),
+    );
+    let hash = data_encoding::HEXLOWER.encode(&h.finalize()[..16]);
+    match message_id {
+        Some(id) => format!("{id}#{hash}"),
+        None => format!("sha256:{hash}"),
+    }
 }
 
 /// A file name safe to put in a header and show: no directories, no control
@@ -300,7 +343,7 @@ invite alice@contoso.test\r\n";
         assert_eq!(m.recipients, vec!["commands@liaison.test"]);
         assert_eq!(m.delivered_to, vec!["invites+abc@liaison.test"]);
         assert_eq!(m.message_id.as_deref(), Some("m1@x.test"));
-        assert_eq!(m.key, "m1@x.test");
+        assert!(m.key.starts_with("m1@x.test#"), "{}", m.key);
         assert_eq!(m.in_reply_to, vec!["prev@liaison.test"]);
         assert_eq!(m.references, vec!["a@x", "prev@liaison.test"]);
         assert_eq!(m.text.trim(), "invite alice@contoso.test");
@@ -382,6 +425,30 @@ Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n";
         let m = parse(raw.as_bytes(), 1 << 20).unwrap();
         assert!(m.key.starts_with("sha256:"));
         assert_eq!(parse(raw.as_bytes(), 1 << 20).unwrap().key, m.key);
+    }
+
+    #[test]
+    fn keys_cover_sender_and_content_but_not_trace_headers() {
+        let key = |raw: &str| parse(raw.as_bytes(), 1 << 20).unwrap().key;
+        let original = key(MAIL);
+        // The same mail as delivered to another inbox or fetched again.
+        let copy = format!(
+            "Return-Path: <partner1@liaison.test>\r\nDelivered-To: other@liaison.test\r\n\
+             Received: from mx.test by mail.test; Wed, 25 Nov 2026 10:00:01 +0000\r\n\
+             Authentication-Results: mx.test; spf=pass\r\n{MAIL}"
+        );
+        assert_eq!(key(&copy), original);
+        // A stranger reusing the Message-ID, or other content under it.
+        let stranger = MAIL.replace("Partner1@Liaison.test", "mallory@evil.test");
+        assert_ne!(key(&stranger), original);
+        assert!(key(&stranger).starts_with("m1@x.test#"));
+        let other_text = MAIL.replace("invite alice", "invite bob");
+        assert_ne!(key(&other_text), original);
+        // Without a Message-ID the content hash alone is the key.
+        let no_id = MAIL.replace("Message-ID: <m1@x.test>\r\n", "");
+        let no_id_copy = format!("Received: from a by b\r\n{no_id}");
+        assert!(key(&no_id).starts_with("sha256:"));
+        assert_eq!(key(&no_id), key(&no_id_copy));
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub struct Metrics {
     pub imap_connected: AtomicU64,
     /// 1 when the last SMTP attempt succeeded, 0 after a failure (gauge).
     pub smtp_ok: AtomicU64,
+    /// Mails whose processing panicked (each one quarantined).
+    pub processing_panics: AtomicU64,
+    /// Quarantined mails whose copy to the quarantine folder failed (retried
+    /// at the next sync).
+    pub quarantine_copy_failures: AtomicU64,
 }
 
 /// The process's metrics.
@@ -56,6 +61,8 @@ pub static METRICS: Metrics = Metrics {
     backlog: AtomicU64::new(0),
     imap_connected: AtomicU64::new(0),
     smtp_ok: AtomicU64::new(1),
+    processing_panics: AtomicU64::new(0),
+    quarantine_copy_failures: AtomicU64::new(0),
 };
 
 /// Adds `n` to a counter.
@@ -169,6 +176,18 @@ impl Metrics {
             "gauge",
             "1 when the last SMTP attempt succeeded.",
             &[("", g(&self.smtp_ok))],
+        );
+        metric(
+            "liaison_processing_panics_total",
+            "counter",
+            "Mails whose processing hit an internal error (quarantined).",
+            &[("", g(&self.processing_panics))],
+        );
+        metric(
+            "liaison_quarantine_copy_failures_total",
+            "counter",
+            "Failed copies of quarantined mails to the quarantine folder.",
+            &[("", g(&self.quarantine_copy_failures))],
         );
         out
     }

@@ -19,7 +19,9 @@
 //! [`Store::flush`] must be called before anything that depends on
 //! durability; callers batch commits and flush once.
 //!
-//! Layout: one sled tree, keys prefixed by record type, values JSON.
+//! Layout: one sled tree, keys prefixed by record type, values JSON (except
+//! `qraw/<key>`: a quarantined mail's raw bytes as they are, their total in
+//! `meta/qraw_bytes`).
 //! `rel/<partner>\0<customer>`, `inv/<id be>`, `thr/<message-id>` (sent
 //! Message-ID → invitation id), `msg/<key>` (processed messages),
 //! `cur/<inbox>`, `outq/<id be>` (pending mails), `outs/<id be>` (sent log),
@@ -168,7 +170,8 @@ pub struct Changes {
     pub cursor: Option<(String, Cursor)>,
     /// Replies sent: (address, hour since the epoch), one per reply.
     pub replies: Vec<(String, u64)>,
-    /// Raw bytes of messages quarantined now, kept so they can be released.
+    /// Raw bytes of messages quarantined now, kept so they can be released
+    /// (stored as bytes, not encoded; the caller applies the size caps).
     pub quarantined_raw: Vec<(String, Vec<u8>)>,
     /// Quarantined messages released now: their records are replaced.
     pub released: Vec<String>,
@@ -259,6 +262,8 @@ pub trait Store: StoreView + Send + Sync {
     fn stats(&self) -> Result<Stats>;
     /// The raw bytes of a quarantined message, if they were kept.
     fn quarantined_raw(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// How many bytes the kept raw quarantined messages take in total.
+    fn quarantined_raw_bytes(&self) -> Result<u64>;
     /// Every record, for a backup (`liaison export`).
     fn export(&self) -> Result<Vec<ExportRecord>>;
     /// Writes records from a backup (`liaison restore`) and flushes.
@@ -580,6 +585,17 @@ fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T>
     })
 }
 
+/// A raw quarantined mail kept as a JSON string of base64.
+fn legacy_raw(key: &str, value: &[u8]) -> Result<Vec<u8>> {
+    let b64: String = decode(key.as_bytes(), value)?;
+    data_encoding::BASE64
+        .decode(b64.as_bytes())
+        .map_err(|e| StoreError::Corrupt {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("store records always serialise")
 }
@@ -679,14 +695,26 @@ impl Store for SledStore {
     fn commit(&self, changes: Changes) -> Result<Vec<u64>> {
         let mut batch = WriteSet::default();
         // Removals first: a released message's new record replaces the old.
+        let mut raw_bytes = self.quarantined_raw_bytes()? as i64;
+        let before = raw_bytes;
         for key in &changes.released {
             batch.remove(format!("msg/{key}").into_bytes());
-            batch.remove(format!("qraw/{key}").into_bytes());
+            let qkey = format!("qraw/{key}").into_bytes();
+            if let Some(old) = self.get_raw(&qkey)? {
+                raw_bytes -= old.len() as i64;
+            }
+            batch.remove(qkey);
         }
         for (key, raw) in &changes.quarantined_raw {
+            // Raw bytes as they are: a JSON string of base64 cost 4/3 of
+            // the mail plus a copy to encode it.
+            batch.insert(format!("qraw/{key}").into_bytes(), raw.clone());
+            raw_bytes += raw.len() as i64;
+        }
+        if raw_bytes != before {
             batch.insert(
-                format!("qraw/{key}").into_bytes(),
-                encode(&data_encoding::BASE64.encode(raw)),
+                b"meta/qraw_bytes".to_vec(),
+                encode(&(raw_bytes.max(0) as u64)),
             );
         }
         let mut with_old = Vec::with_capacity(changes.relationships.len());
@@ -821,25 +849,36 @@ impl Store for SledStore {
     }
 
     fn quarantined_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let Some(b64) = self.get::<String>(format!("qraw/{key}").as_bytes())? else {
+        let qkey = format!("qraw/{key}");
+        let Some(value) = self.get_raw(qkey.as_bytes())? else {
             return Ok(None);
         };
-        data_encoding::BASE64
-            .decode(b64.as_bytes())
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                key: format!("qraw/{key}"),
-                reason: e.to_string(),
-            })
+        if value.first() == Some(&b'"') {
+            // Written by an older version: a JSON string of base64 (no mail
+            // starts with a quote; a header name cannot contain one).
+            return legacy_raw(&qkey, &value).map(Some);
+        }
+        Ok(Some(value.to_vec()))
+    }
+
+    fn quarantined_raw_bytes(&self) -> Result<u64> {
+        Ok(self.get(b"meta/qraw_bytes")?.unwrap_or(0))
     }
 
     fn export(&self) -> Result<Vec<ExportRecord>> {
         self.range((Bound::Unbounded, Bound::Unbounded))
             .map(|kv| {
                 let (k, v) = kv?;
+                // Raw quarantined mails are bytes; a JSON dump holds them
+                // as a base64 string (the format older versions stored).
+                let value = if k.starts_with(b"qraw/") && v.first() != Some(&b'"') {
+                    serde_json::Value::String(data_encoding::BASE64.encode(&v))
+                } else {
+                    decode(&k, &v)?
+                };
                 Ok(ExportRecord {
                     key: data_encoding::HEXLOWER.encode(&k),
-                    value: decode(&k, &v)?,
+                    value,
                 })
             })
             .collect()
@@ -854,7 +893,13 @@ impl Store for SledStore {
                     key: r.key.clone(),
                     reason: format!("key is not hex: {e}"),
                 })?;
-            batch.push((key, Some(encode(&r.value))));
+            let value = match &r.value {
+                serde_json::Value::String(_) if key.starts_with(b"qraw/") => {
+                    legacy_raw(&r.key, &encode(&r.value))?
+                }
+                v => encode(v),
+            };
+            batch.push((key, Some(value)));
         }
         self.stage(batch);
         // A backup from an older version may lack the derived records.
@@ -1223,6 +1268,49 @@ mod tests {
         assert_eq!(b.export().unwrap(), dump);
         assert_eq!(b.relationships_of("p1").unwrap().len(), 1);
         assert_eq!(b.invitation_by_message_id("m1@x").unwrap(), Some(9));
+    }
+
+    #[test]
+    fn quarantined_raw_is_kept_as_bytes_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SledStore::open(&dir.path().join("a"), 1 << 20, Path::new("a.sock")).unwrap();
+        let raw = b"From: x@y.test\r\n\r\nbody \xff".to_vec();
+        a.commit(Changes {
+            quarantined_raw: vec![("k1".into(), raw.clone()), ("k2".into(), vec![b'a'; 10])],
+            ..Default::default()
+        })
+        .unwrap();
+        a.flush().unwrap();
+        assert_eq!(a.tree.get(b"qraw/k1").unwrap().unwrap().as_ref(), &raw[..]);
+        assert_eq!(a.quarantined_raw("k1").unwrap(), Some(raw.clone()));
+        assert_eq!(a.quarantined_raw_bytes().unwrap(), raw.len() as u64 + 10);
+        // An older version's base64 JSON string is still read.
+        a.tree
+            .insert(
+                b"qraw/old",
+                encode(&data_encoding::BASE64.encode(b"old mail")),
+            )
+            .unwrap();
+        assert_eq!(
+            a.quarantined_raw("old").unwrap(),
+            Some(b"old mail".to_vec())
+        );
+        // A release frees the room.
+        a.commit(Changes {
+            released: vec!["k2".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(a.quarantined_raw_bytes().unwrap(), raw.len() as u64);
+        // Export and import carry the bytes.
+        let b = SledStore::open(&dir.path().join("b"), 1 << 20, Path::new("b.sock")).unwrap();
+        b.import(&a.export().unwrap()).unwrap();
+        assert_eq!(b.quarantined_raw("k1").unwrap(), Some(raw));
+        assert_eq!(
+            b.quarantined_raw("old").unwrap(),
+            Some(b"old mail".to_vec())
+        );
+        assert_eq!(b.export().unwrap(), a.export().unwrap());
     }
 
     #[test]

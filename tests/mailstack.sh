@@ -53,7 +53,12 @@ USERS=(
   bob@fabrikam.test
   carol@contoso.test
   dave@fabrikam.test
+  dotted@liaison.test
 )
+# Users whose IMAP hierarchy separator is "." instead of the instance's "/"
+# (Dovecot's Maildir default, as many hosted servers have it), for the tests
+# of folder names. A per-user override: the passdb's userdb_ extra field.
+DOT_SEPARATOR_USERS=(dotted@liaison.test)
 PASSWORD="liaison-dev"
 DOMAINS=(liaison.test contoso.test fabrikam.test)   # domains of USERS are added too
 
@@ -295,7 +300,12 @@ write_dovecot_config() {
 
   local u tmp="$DC_USERS.new"
   : >"$tmp"
-  for u in "${USERS[@]}"; do printf '%s:{PLAIN}%s\n' "$u" "$PASSWORD" >>"$tmp"; done
+  local extra
+  for u in "${USERS[@]}"; do
+    extra=""
+    [[ " ${DOT_SEPARATOR_USERS[*]} " == *" $u "* ]] && extra="::::::userdb_namespace/inbox/separator=."
+    printf '%s:{PLAIN}%s%s\n' "$u" "$PASSWORD" "$extra" >>"$tmp"
+  done
   chown root:dovecot "$tmp" 2>/dev/null || true
   chmod 0640 "$tmp"
   if [[ -f $DC_USERS ]] && cmp -s "$tmp" "$DC_USERS"; then rm -f "$tmp"; else mv -f "$tmp" "$DC_USERS"; fi
@@ -463,9 +473,24 @@ show_log() {  # file
   tail -n 25 "$1" >&2
 }
 
+# Runs a command that starts a daemon with no file descriptor above 2 open.
+# The servers outlive this script: one started under
+# `flock /tmp/liaison-mailstack.lock …` would otherwise inherit the lock's
+# descriptor and hold the test lock for as long as it runs (every test
+# waiting for it would hang).
+without_inherited_fds() {
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      [[ $fd -gt 2 && $fd != 255 ]] && eval "exec $fd>&-" 2>/dev/null
+    done
+    exec "$@"
+  )
+}
+
 start_postfix() {
   postfix_running && return 0
-  postfix -c "$PF_CONF" start </dev/null >>"$LOG_DIR/start.log" 2>&1 || {
+  without_inherited_fds postfix -c "$PF_CONF" start </dev/null >>"$LOG_DIR/start.log" 2>&1 || {
     show_log "$LOG_DIR/start.log"; show_log "$LOG_DIR/postfix.log"
     # postfix prints its fatal errors only to a terminal (else to the log).
     if command -v script >/dev/null; then
@@ -480,7 +505,7 @@ start_dovecot() {
   dovecot_running && return 0
   # A stale anvil-auth-penalty socket costs ~5 s at every start.
   rm -f "$DC_BASE/anvil-auth-penalty"
-  dovecot -c "$DC_CONF" </dev/null >>"$LOG_DIR/start.log" 2>&1 || {
+  without_inherited_fds dovecot -c "$DC_CONF" </dev/null >>"$LOG_DIR/start.log" 2>&1 || {
     show_log "$LOG_DIR/start.log"; show_log "$LOG_DIR/dovecot.log"
     die "dovecot failed to start"
   }
@@ -502,7 +527,7 @@ do_up() {
   # A Postfix started by an older version of this script lacks listeners
   # added since: reload it with the configuration just written.
   if postfix_running; then
-    postfix -c "$PF_CONF" reload </dev/null >>"$LOG_DIR/start.log" 2>&1 || true
+    without_inherited_fds postfix -c "$PF_CONF" reload </dev/null >>"$LOG_DIR/start.log" 2>&1 || true
   fi
   start_postfix
   local deadline=$((SECONDS + WAIT_SECONDS)) smtp=0 smtps=0 imap=0 imaps=0
