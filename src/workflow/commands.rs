@@ -55,7 +55,7 @@ pub(super) fn run_commands(
         view,
         mail,
         partner,
-        ids: MessageIds::new(&mail.key, ctx.config),
+        ids: MessageIds::new(&mail.key, ctx),
         decision: Decision {
             class: MailClass::Command {
                 partner: partner.id.clone(),
@@ -446,7 +446,7 @@ impl CommandRun<'_, '_> {
         rel: &Relationship,
         draft: bool,
     ) -> (Invitation, MailPlan) {
-        let id = derive_id(&self.mail.key, &format!("{kind:?}{index}"));
+        let id = derive_id(self.ctx, &self.mail.key, &format!("{kind:?}{index}"));
         let expires =
             self.ctx.now + u64::from(self.ctx.config.security.invitation_ttl_days) * 86_400;
         let message_id = self.ids.next();

@@ -80,10 +80,18 @@ fn find_invitation(
             }
         }
     }
+    // A thread reference is as strong as a token only because Liaison's
+    // Message-IDs are keyed with the secret (`MessageIds`): whoever names one
+    // has seen the mail. It must also be a mail sent to the invitation's
+    // customer: only those are indexed by invitation, except the draft
+    // itself, which went to the partner. Supersession and expiry are then
+    // checked as for a token, where it matters (answering the request).
     for id in mail.in_reply_to.iter().chain(mail.references.iter().rev()) {
         if let Some(inv_id) = view.invitation_by_message_id(id)? {
             if let Some(inv) = view.invitation(inv_id)? {
-                // Expiry is checked where it matters: answering the invitation.
+                if inv.draft && inv.message_id == *id {
+                    continue;
+                }
                 return Ok(Reference::Found(inv, MatchedBy::Thread));
             }
         }
@@ -102,7 +110,7 @@ pub(super) fn customer_mail(
     from: &str,
     to_commands: bool,
 ) -> Result<Decision, WorkflowError> {
-    let mut ids = MessageIds::new(&mail.key, ctx.config);
+    let mut ids = MessageIds::new(&mail.key, ctx);
     // A mail in a ticket's thread belongs to the ticket, whoever wrote it
     // (the ticket decides who may).
     if let Some(t) = super::support::referenced_ticket(view, mail)? {
