@@ -1617,6 +1617,47 @@ fn revoked_then_restore_accepted_makes_it_active_again() {
 }
 
 #[test]
+fn accept_replayed_to_the_original_invitation_after_revoked_does_not_reactivate() {
+    let mut w = World::new();
+    let token = make_active(&mut w, PARTNER1, ALICE);
+    let m = w.command_mail(PARTNER1, "revoked alice@contoso.test");
+    w.run(&m);
+    // The customer replays "accept" to the original invitation: by token
+    // and by thread. Neither is the current (restore) request.
+    let invitation_mid = w
+        .store
+        .relationship("northwind", ALICE)
+        .unwrap()
+        .and_then(|r| r.invitation_id)
+        .and_then(|id| w.store.invitation(id).unwrap())
+        .map(|i| i.message_id)
+        .unwrap();
+    let by_token = w.reply_plus(ALICE, &token, "Accept");
+    let mut by_thread = w.customer_mail(ALICE, "Accept");
+    by_thread.in_reply_to = vec![invitation_mid];
+    for m in [by_token, by_thread] {
+        let d = w.run(&m);
+        assert_eq!(
+            w.store.state("northwind", ALICE),
+            Some(RelationshipState::PermissionsRemoved),
+            "{d:#?}"
+        );
+        assert!(d.relationships.is_empty(), "{d:#?}");
+        assert_eq!(templates_of(&d), vec![TemplateName::NotMatched]);
+        assert_eq!(d.mails[0].vars["reason"], "superseded");
+        assert_eq!(d.mails[0].to, vec![ALICE.to_string()]);
+    }
+    // Declining the original is no answer to anything either.
+    let decline = w.reply_plus(ALICE, &token, "Decline");
+    let d = w.run(&decline);
+    assert_eq!(d.mails[0].vars["reason"], "superseded");
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::PermissionsRemoved)
+    );
+}
+
+#[test]
 fn declining_a_restore_keeps_the_permissions_removed() {
     let mut w = World::new();
     make_active(&mut w, PARTNER1, ALICE);

@@ -243,6 +243,7 @@ pub(super) fn customer_mail(
     let new_text = crate::reply::new_text(&mail.text);
     let intent = intent::detect(&new_text);
     let event = match intent {
+        Intent::Accept if inv.kind == InvitationKind::Restore => RelationshipEvent::RestoreAccepted,
         Intent::Accept => RelationshipEvent::Accepted,
         Intent::Decline => RelationshipEvent::Declined,
         Intent::PermissionsRemoved => RelationshipEvent::PermissionsRemoved,
@@ -272,7 +273,9 @@ pub(super) fn customer_mail(
     };
     let answers_request = matches!(
         event,
-        RelationshipEvent::Accepted | RelationshipEvent::Declined
+        RelationshipEvent::Accepted
+            | RelationshipEvent::RestoreAccepted
+            | RelationshipEvent::Declined
     );
     if answers_request && inv.expires < ctx.now {
         decision.summary = format!(
@@ -352,6 +355,24 @@ pub(super) fn customer_mail(
                 restore,
             );
             decision.relationships.push(rel);
+        }
+        Err(TransitionError::Superseded(state)) => {
+            decision.summary = format!(
+                "{from} {intent:?} to {} {}, which no longer applies (relationship {state})",
+                match inv.kind {
+                    InvitationKind::Invitation => "invitation",
+                    InvitationKind::Restore => "restore request",
+                },
+                inv.id
+            );
+            decision.mails.push(customer_notice(
+                ctx,
+                &rel,
+                mail,
+                &mut ids,
+                TemplateName::NotMatched,
+                json!({"reason": "superseded"}),
+            ));
         }
         Err(TransitionError::Already(state)) => {
             decision.summary = format!("{from} {intent:?} again; relationship already {state}");
