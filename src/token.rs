@@ -220,7 +220,10 @@ impl IdKey {
     /// both. A delivery report sent there is about that mail and those
     /// recipients, and nobody who did not receive the mail can compute it.
     pub fn bounce_tag(&self, message_id: &str, recipients: &[String]) -> String {
-        let tag = self.bounce_mac(message_id, recipients).finalize().into_bytes();
+        let tag = self
+            .bounce_mac(message_id, recipients)
+            .finalize()
+            .into_bytes();
         format!(
             "{BOUNCE_TAG_PREFIX}{}",
             data_encoding::BASE32_NOPAD
@@ -394,6 +397,68 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn ids_are_keyed_stable_and_separate_from_tokens() {
+        let a = IdKey::new(b"a test secret that is long enough");
+        let b = IdKey::new(b"another secret entirely!");
+        // Same input, same secret: the same id (crash replay relies on it).
+        assert_eq!(
+            a.digest("message-id", &["m1@x.test", "1"]),
+            IdKey::new(b"a test secret that is long enough")
+                .digest("message-id", &["m1@x.test", "1"])
+        );
+        // Another secret, another label or another split: another id.
+        let base = a.digest("message-id", &["m1@x.test", "1"]);
+        assert_ne!(base, b.digest("message-id", &["m1@x.test", "1"]));
+        assert_ne!(base, a.digest("record-id", &["m1@x.test", "1"]));
+        assert_ne!(base, a.digest("message-id", &["m1@x.test1", ""]));
+        // The id key is not the token key.
+        assert_ne!(&a.key[..], b"a test secret that is long enough");
+        assert_eq!(key().ids().key, a.key);
+        assert_eq!(format!("{a:?}"), "IdKey(***)");
+    }
+
+    #[test]
+    fn bounce_tags_bind_message_and_recipient() {
+        let k = key();
+        let ids = k.ids();
+        let rcpt = vec!["alice@contoso.test".to_string()];
+        let tag = ids.bounce_tag("liaison.1@liaison.test", &rcpt);
+        assert_eq!(tag.len(), BOUNCE_TAG_LEN);
+        assert!(tag.starts_with(BOUNCE_TAG_PREFIX));
+        assert!("invites+".len() + BOUNCE_TAG_LEN + 1 <= 64);
+        assert!(ids.verify_bounce_tag(&tag, "liaison.1@liaison.test", "alice@contoso.test"));
+        assert!(ids.verify_bounce_tag(
+            &tag.to_uppercase(),
+            "liaison.1@liaison.test",
+            "Alice@Contoso.test"
+        ));
+        assert!(!ids.verify_bounce_tag(&tag, "liaison.2@liaison.test", "alice@contoso.test"));
+        assert!(!ids.verify_bounce_tag(&tag, "liaison.1@liaison.test", "bob@fabrikam.test"));
+        assert!(!IdKey::new(b"another secret entirely!").verify_bounce_tag(
+            &tag,
+            "liaison.1@liaison.test",
+            "alice@contoso.test"
+        ));
+        for bad in [
+            "",
+            "b-",
+            "b-abc",
+            &tag[2..],
+            &format!("x{}", &tag[1..]),
+            &format!("{tag}a"),
+        ] {
+            assert!(
+                !ids.verify_bounce_tag(bad, "liaison.1@liaison.test", "alice@contoso.test"),
+                "{bad}"
+            );
+        }
+        // A mail to two recipients has one tag, which names neither alone.
+        let two = vec!["p@liaison.test".to_string(), "c@liaison.test".to_string()];
+        let tag2 = ids.bounce_tag("liaison.1@liaison.test", &two);
+        assert!(!ids.verify_bounce_tag(&tag2, "liaison.1@liaison.test", "p@liaison.test"));
     }
 
     #[test]

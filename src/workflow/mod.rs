@@ -224,23 +224,28 @@ pub fn decide(
     mail: &InboundMail,
 ) -> Result<Decision, WorkflowError> {
     if let Some(dsn) = &mail.dsn {
-        // A bounce is automatic mail too: never answered; but if it is about
-        // an invitation, the partner must learn that it did not arrive.
-        return match (&dsn.original_message_id, dsn.failed.first()) {
-            (Some(mid), Some(f)) => {
-                let reason = format!(
-                    "{}{}",
-                    f.status,
-                    f.diagnostic
-                        .as_deref()
-                        .map(|d| format!(" ({d})"))
-                        .unwrap_or_default()
-                );
-                delivery_failed(ctx, view, mid, &f.address, &reason, &mail.key)
-            }
-            _ => Ok(Decision::ignored(
-                "delivery report without the original Message-ID; never answered",
-            )),
+        // A bounce is automatic mail too: never answered; but if it is a
+        // real one about an invitation, the partner must learn that it did
+        // not arrive. Anyone can write a report, so it must prove itself
+        // first (`dsn::authenticate`: keyed bounce address, null sender,
+        // the recipient that address was issued for).
+        return match crate::dsn::authenticate(
+            ctx.tokens.ids(),
+            &ctx.config.addresses.invitations,
+            &mail.delivered_to,
+            dsn,
+        ) {
+            Ok(bounce) => delivery_failed(
+                ctx,
+                view,
+                bounce.message_id,
+                &bounce.failed.address,
+                &bounce.reason(),
+                &mail.key,
+            ),
+            Err(why) => Ok(Decision::ignored(format!(
+                "delivery report not believed: {why}; nothing marked bounced, nothing forwarded, never answered"
+            ))),
         };
     }
     if let Some(reason) = &mail.automatic {
@@ -321,7 +326,9 @@ pub fn delivery_failed(
         )));
     };
     let recipient = recipient.to_ascii_lowercase();
-    if inv.customer != recipient && !inv.draft {
+    // Also for a draft: it went to the partner, and a failure to reach the
+    // partner is not the customer's address failing.
+    if inv.customer != recipient {
         return Ok(Decision::ignored(format!(
             "delivery report names {recipient}, not {}; ignored",
             inv.customer
@@ -338,7 +345,10 @@ pub fn delivery_failed(
             "bounce for a partner no longer configured",
         ));
     };
-    inv.bounced = Some(reason.to_string());
+    // The reason is the remote server's text (or, for a 5xx, our relay's
+    // rendering of it): quoted to the partner only defanged.
+    let reason = crate::dsn::defang(reason);
+    inv.bounced = Some(reason.clone());
     let key = format!("{key}\0bounce");
     let mut ids = MessageIds::new(&key, ctx);
     let mut decision = Decision::ignored(format!(
