@@ -55,10 +55,14 @@ fn raw_header(name: &'static str, value: String) -> HeaderValue {
     HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
 }
 
-/// Renders and builds one planned mail. `now` is the Date header (Unix seconds).
+/// Renders and builds one planned mail. `now` is the Date header (Unix
+/// seconds); `ids` keys the envelope sender, the mail's own bounce address
+/// ([`crate::dsn::return_path`]), so that only a real bounce of this mail to
+/// these recipients can be believed.
 pub fn compose(
     config: &Config,
     templates: &Templates,
+    ids: &crate::token::IdKey,
     plan: &MailPlan,
     now: u64,
 ) -> Result<OutgoingMail, ComposeError> {
@@ -142,7 +146,12 @@ pub fn compose(
     })?;
     Ok(OutgoingMail {
         message_id: plan.message_id.clone(),
-        envelope_from: from_addr.clone(),
+        envelope_from: crate::dsn::return_path(
+            ids,
+            &config.addresses.invitations,
+            &plan.message_id,
+            &plan.to,
+        ),
         recipients: plan.to.clone(),
         raw,
         subject,

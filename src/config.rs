@@ -651,6 +651,20 @@ impl Config {
                 "must not contain '+': Liaison appends +TOKEN to it",
             ));
         }
+        // Replies come to `local+TOKEN@`, bounces to `local+b-TAG@`; a local
+        // part may have 64 characters (RFC 5321).
+        let tag_len = crate::token::TOKEN_LEN.max(crate::token::BOUNCE_TAG_LEN);
+        let local_len = addresses.invitations.split('@').next().map_or(0, str::len);
+        if local_len + 1 + tag_len > 64 {
+            return Err(invalid(
+                "addresses.invitations",
+                &format!(
+                    "its local part may have at most {} characters: Liaison appends +TOKEN ({} characters) to it",
+                    64 - 1 - tag_len,
+                    crate::token::TOKEN_LEN
+                ),
+            ));
+        }
 
         let sec = raw.security;
         let token_secret = resolve_secret(

@@ -96,7 +96,13 @@ impl Engine {
         plans
             .iter()
             .filter_map(|plan| {
-                match crate::compose::compose(&self.config, &self.templates, plan, now) {
+                match crate::compose::compose(
+                    &self.config,
+                    &self.templates,
+                    self.tokens.ids(),
+                    plan,
+                    now,
+                ) {
                     Ok(m) => Some(m),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot compose {what}");
@@ -243,7 +249,13 @@ impl Engine {
         }
         let mut outbox = Vec::new();
         for plan in &decision.mails {
-            match crate::compose::compose(&self.config, &self.templates, plan, now) {
+            match crate::compose::compose(
+                &self.config,
+                &self.templates,
+                self.tokens.ids(),
+                plan,
+                now,
+            ) {
                 Ok(m) => outbox.push(m),
                 Err(e) => {
                     // Nothing of this decision is applied: half a decision

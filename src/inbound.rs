@@ -175,7 +175,14 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
         .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
     let dsn = if automatic.is_some() {
-        crate::dsn::parse(&String::from_utf8_lossy(raw))
+        crate::dsn::parse(&String::from_utf8_lossy(raw)).map(|mut d| {
+            // The topmost one is the delivering server's (from MAIL FROM).
+            d.return_path = msg
+                .headers_raw()
+                .find(|(n, _)| n.eq_ignore_ascii_case("return-path"))
+                .map(|(_, v)| v.trim().to_string());
+            d
+        })
     } else {
         None
     };

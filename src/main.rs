@@ -609,7 +609,9 @@ fn render(config: &Config, template: &str, locale: &str, eml: bool, json: bool) 
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let mail = liaison::compose::compose(config, &templates, &plan, now)?;
+        // The envelope sender (keyed) is not part of what is printed.
+        let ids = liaison::token::IdKey::new(config.security.token_secret.expose().as_bytes());
+        let mail = liaison::compose::compose(config, &templates, &ids, &plan, now)?;
         print!("{}", mail.raw);
         return Ok(());
     }

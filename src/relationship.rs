@@ -69,8 +69,10 @@ impl std::fmt::Display for RelationshipState {
 pub enum RelationshipEvent {
     /// The partner sent (or re-sent after an end) an invitation.
     Invited,
-    /// The customer accepted the invitation or a restore request.
+    /// The customer accepted an invitation.
     Accepted,
+    /// The customer accepted a request to restore removed permissions.
+    RestoreAccepted,
     /// The customer declined.
     Declined,
     /// The invitation's time ran out.
@@ -87,6 +89,11 @@ pub enum TransitionError {
     /// The event repeats what already happened ("already accepted").
     #[error("the relationship is already {0}")]
     Already(RelationshipState),
+    /// The answer is to a request that no longer applies: e.g. accepting
+    /// the original invitation after the permissions were removed (only
+    /// the current restore request can give them back).
+    #[error("that request no longer applies: the relationship is {0}")]
+    Superseded(RelationshipState),
     /// The event makes no sense in this state.
     #[error("cannot {event} a relationship that is {state}")]
     NotAllowed {
@@ -107,7 +114,7 @@ pub fn transition(
     use RelationshipState as S;
     let verb = match event {
         E::Invited => "invite",
-        E::Accepted => "accept",
+        E::Accepted | E::RestoreAccepted => "accept",
         E::Declined => "decline",
         E::Expired => "expire",
         E::PermissionsRemoved => "remove permissions of",
@@ -122,10 +129,17 @@ pub fn transition(
         // A relationship with a fixed duration reached its end.
         (Some(S::Active), E::Expired) => Ok(S::Expired),
         (Some(S::Active), E::PermissionsRemoved) => Ok(S::PermissionsRemoved),
-        // Accepting a restore request gives the permissions back.
-        (Some(S::PermissionsRemoved), E::Accepted) => Ok(S::Active),
+        // Only accepting a restore request gives the permissions back; an
+        // answer to the original invitation is one to a request that no
+        // longer applies, however it was matched.
+        (Some(S::PermissionsRemoved), E::RestoreAccepted) => Ok(S::Active),
+        (Some(S::PermissionsRemoved), E::Accepted | E::Declined) => {
+            Err(TransitionError::Superseded(S::PermissionsRemoved))
+        }
         (Some(s), E::Removed) if s != S::Removed => Ok(S::Removed),
-        (Some(S::Active), E::Accepted) => Err(TransitionError::Already(S::Active)),
+        (Some(S::Active), E::Accepted | E::RestoreAccepted) => {
+            Err(TransitionError::Already(S::Active))
+        }
         (Some(S::Declined), E::Declined) => Err(TransitionError::Already(S::Declined)),
         (Some(S::Invited), E::Invited) => Err(TransitionError::Already(S::Invited)),
         (Some(S::PermissionsRemoved), E::PermissionsRemoved) => {
@@ -260,10 +274,31 @@ mod tests {
             Ok(S::PermissionsRemoved)
         );
         assert_eq!(
-            transition(Some(S::PermissionsRemoved), E::Accepted),
+            transition(Some(S::PermissionsRemoved), E::RestoreAccepted),
             Ok(S::Active)
         );
         assert_eq!(transition(Some(S::Active), E::Removed), Ok(S::Removed));
+    }
+
+    #[test]
+    fn only_a_restore_request_gives_removed_permissions_back() {
+        // Replaying "accept" to the original invitation must not reactivate.
+        assert_eq!(
+            transition(Some(S::PermissionsRemoved), E::Accepted),
+            Err(TransitionError::Superseded(S::PermissionsRemoved))
+        );
+        assert_eq!(
+            transition(Some(S::PermissionsRemoved), E::Declined),
+            Err(TransitionError::Superseded(S::PermissionsRemoved))
+        );
+        // A restore request is accepted from nowhere else.
+        for s in [S::Invited, S::Declined, S::Expired, S::Removed] {
+            assert!(transition(Some(s), E::RestoreAccepted).is_err(), "{s}");
+        }
+        assert_eq!(
+            transition(Some(S::Active), E::RestoreAccepted),
+            Err(TransitionError::Already(S::Active))
+        );
     }
 
     #[test]
@@ -285,6 +320,7 @@ mod tests {
             for e in [
                 E::Invited,
                 E::Accepted,
+                E::RestoreAccepted,
                 E::Declined,
                 E::Expired,
                 E::PermissionsRemoved,

@@ -68,10 +68,12 @@ pub struct TokenClaims {
     pub expires: u64,
 }
 
-/// Signs and verifies tokens with the configured secret.
+/// Signs and verifies tokens with the configured secret, and carries the
+/// [`IdKey`] derived from the same secret.
 #[derive(Clone)]
 pub struct TokenKey {
     secret: Vec<u8>,
+    ids: IdKey,
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -85,7 +87,14 @@ impl TokenKey {
     pub fn new(secret: &[u8]) -> Self {
         TokenKey {
             secret: secret.to_vec(),
+            ids: IdKey::new(secret),
         }
+    }
+
+    /// The key for Liaison's own identifiers (Message-IDs, record ids,
+    /// bounce addresses), derived from the same secret.
+    pub fn ids(&self) -> &IdKey {
+        &self.ids
     }
 
     fn mac(&self, purpose: Purpose, id: u64, expires: u32, recipient: &str) -> HmacSha256 {
@@ -134,6 +143,115 @@ impl TokenKey {
             return Err(TokenError::Expired);
         }
         Ok(claims)
+    }
+}
+
+/// Keys every identifier Liaison derives and sends out: Message-IDs, record
+/// ids, and the tag of each mail's bounce address.
+///
+/// These ids are deterministic (the same inbound mail gives the same ids,
+/// which replay after a crash relies on), so without a key anyone who knows
+/// the input, e.g. a command mail's Message-ID, could compute them. A
+/// Message-ID is a credential in disguise: a reply whose In-Reply-To names
+/// an invitation's Message-ID is tied to that invitation, and a bounce that
+/// names it marks the invitation bounced. Keyed with HMAC-SHA256 under a
+/// sub-key of the secret, they are as unguessable as tokens.
+///
+/// The sub-key is `HMAC(secret, "liaison-id-key-v1")`, so the token key and
+/// the id key differ, and each use below adds its own label, so an id of one
+/// kind never equals one of another.
+#[derive(Clone)]
+pub struct IdKey {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdKey(***)")
+    }
+}
+
+/// Bytes of MAC in a bounce tag (128 bits, as in tokens).
+const BOUNCE_MAC_LEN: usize = 16;
+/// What starts the plus-tag of a bounce address (`invites+b-…@`), telling it
+/// apart from a token.
+pub const BOUNCE_TAG_PREFIX: &str = "b-";
+/// Length of a bounce tag in characters, prefix included.
+pub const BOUNCE_TAG_LEN: usize = BOUNCE_TAG_PREFIX.len() + (BOUNCE_MAC_LEN * 8).div_ceil(5);
+
+impl IdKey {
+    /// The id key derived from the configured secret.
+    pub fn new(secret: &[u8]) -> Self {
+        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts any key length");
+        mac.update(b"liaison-id-key-v1");
+        IdKey {
+            key: mac.finalize().into_bytes().into(),
+        }
+    }
+
+    /// HMAC over a label and length-prefixed parts (so `("ab", "c")` and
+    /// `("a", "bc")` differ).
+    fn mac(&self, label: &str, parts: &[&[u8]]) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        mac.update(label.as_bytes());
+        mac.update(b"\0");
+        for p in parts {
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        mac
+    }
+
+    /// 32 keyed bytes naming `parts` for the use `label`.
+    pub fn digest(&self, label: &str, parts: &[&str]) -> [u8; 32] {
+        let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        self.mac(label, &parts).finalize().into_bytes().into()
+    }
+
+    fn bounce_mac(&self, message_id: &str, recipients: &[String]) -> HmacSha256 {
+        let lower: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
+        let mut parts: Vec<&[u8]> = vec![message_id.as_bytes()];
+        parts.extend(lower.iter().map(|r| r.as_bytes()));
+        self.mac("bounce", &parts)
+    }
+
+    /// The plus-tag of the bounce address (SMTP envelope sender) of the mail
+    /// `message_id` sent to `recipients`: `b-` and the base32 of a MAC over
+    /// both. A delivery report sent there is about that mail and those
+    /// recipients, and nobody who did not receive the mail can compute it.
+    pub fn bounce_tag(&self, message_id: &str, recipients: &[String]) -> String {
+        let tag = self
+            .bounce_mac(message_id, recipients)
+            .finalize()
+            .into_bytes();
+        format!(
+            "{BOUNCE_TAG_PREFIX}{}",
+            data_encoding::BASE32_NOPAD
+                .encode(&tag[..BOUNCE_MAC_LEN])
+                .to_ascii_lowercase()
+        )
+    }
+
+    /// Whether `tag` is the bounce tag of `message_id` sent to `recipient`
+    /// alone (compared in constant time; case-insensitive, as mail systems
+    /// may change the case of a local part).
+    pub fn verify_bounce_tag(&self, tag: &str, message_id: &str, recipient: &str) -> bool {
+        let Some(b32) = tag
+            .get(..BOUNCE_TAG_PREFIX.len())
+            .filter(|p| p.eq_ignore_ascii_case(BOUNCE_TAG_PREFIX))
+            .and_then(|_| tag.get(BOUNCE_TAG_PREFIX.len()..))
+        else {
+            return false;
+        };
+        let Ok(raw) = data_encoding::BASE32_NOPAD.decode(b32.to_ascii_uppercase().as_bytes())
+        else {
+            return false;
+        };
+        raw.len() == BOUNCE_MAC_LEN
+            && self
+                .bounce_mac(message_id, &[recipient.to_string()])
+                .verify_truncated_left(&raw)
+                .is_ok()
     }
 }
 
@@ -279,6 +397,68 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn ids_are_keyed_stable_and_separate_from_tokens() {
+        let a = IdKey::new(b"a test secret that is long enough");
+        let b = IdKey::new(b"another secret entirely!");
+        // Same input, same secret: the same id (crash replay relies on it).
+        assert_eq!(
+            a.digest("message-id", &["m1@x.test", "1"]),
+            IdKey::new(b"a test secret that is long enough")
+                .digest("message-id", &["m1@x.test", "1"])
+        );
+        // Another secret, another label or another split: another id.
+        let base = a.digest("message-id", &["m1@x.test", "1"]);
+        assert_ne!(base, b.digest("message-id", &["m1@x.test", "1"]));
+        assert_ne!(base, a.digest("record-id", &["m1@x.test", "1"]));
+        assert_ne!(base, a.digest("message-id", &["m1@x.test1", ""]));
+        // The id key is not the token key.
+        assert_ne!(&a.key[..], b"a test secret that is long enough");
+        assert_eq!(key().ids().key, a.key);
+        assert_eq!(format!("{a:?}"), "IdKey(***)");
+    }
+
+    #[test]
+    fn bounce_tags_bind_message_and_recipient() {
+        let k = key();
+        let ids = k.ids();
+        let rcpt = vec!["alice@contoso.test".to_string()];
+        let tag = ids.bounce_tag("liaison.1@liaison.test", &rcpt);
+        assert_eq!(tag.len(), BOUNCE_TAG_LEN);
+        assert!(tag.starts_with(BOUNCE_TAG_PREFIX));
+        assert!("invites+".len() + BOUNCE_TAG_LEN + 1 <= 64);
+        assert!(ids.verify_bounce_tag(&tag, "liaison.1@liaison.test", "alice@contoso.test"));
+        assert!(ids.verify_bounce_tag(
+            &tag.to_uppercase(),
+            "liaison.1@liaison.test",
+            "Alice@Contoso.test"
+        ));
+        assert!(!ids.verify_bounce_tag(&tag, "liaison.2@liaison.test", "alice@contoso.test"));
+        assert!(!ids.verify_bounce_tag(&tag, "liaison.1@liaison.test", "bob@fabrikam.test"));
+        assert!(!IdKey::new(b"another secret entirely!").verify_bounce_tag(
+            &tag,
+            "liaison.1@liaison.test",
+            "alice@contoso.test"
+        ));
+        for bad in [
+            "",
+            "b-",
+            "b-abc",
+            &tag[2..],
+            &format!("x{}", &tag[1..]),
+            &format!("{tag}a"),
+        ] {
+            assert!(
+                !ids.verify_bounce_tag(bad, "liaison.1@liaison.test", "alice@contoso.test"),
+                "{bad}"
+            );
+        }
+        // A mail to two recipients has one tag, which names neither alone.
+        let two = vec!["p@liaison.test".to_string(), "c@liaison.test".to_string()];
+        let tag2 = ids.bounce_tag("liaison.1@liaison.test", &two);
+        assert!(!ids.verify_bounce_tag(&tag2, "liaison.1@liaison.test", "p@liaison.test"));
     }
 
     #[test]

@@ -326,7 +326,15 @@ Diagnostic-Code: smtp; 552 5.2.2 mailbox full\r\n\r\n\
 --B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{}>\r\nSubject: x\r\n\r\n--B--\r\n",
         inv.message_id, inv.message_id
     );
-    send_null_sender(&[INVITES], &dsn).await;
+    // A relay sends it to the envelope sender it saw: the invitation's own
+    // bounce address (Alice's copy records it as Return-Path).
+    let bounce_to = inv
+        .header("Return-Path")
+        .expect("Return-Path")
+        .trim_matches(['<', '>'])
+        .to_string();
+    assert!(bounce_to.starts_with("invites+b-"), "{bounce_to}");
+    send_null_sender(&[&bounce_to], &dsn).await;
     let notice = wait_for(PARTNER1, "bounce notice", |m| {
         m.subject == "Not delivered: your invitation to alice@contoso.test"
     })

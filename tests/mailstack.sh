@@ -18,6 +18,10 @@
 # Users (IMAP login = full address, password "liaison-dev"): see USERS below.
 # Plus-addressing: user+tag@domain is delivered to user's INBOX; the
 # Delivered-To header keeps "+tag".
+# Bouncing: mail to BOUNCING addresses is accepted at RCPT, then fails in
+# delivery (transport "bouncer", a pipe that exits 67 = EX_NOUSER), so
+# Postfix itself sends a real bounce (DSN, null sender) to the envelope
+# sender. (The "error" transport would be refused at RCPT already.)
 #
 # Usage: tests/mailstack.sh up|down|status|install
 #   install  apt-get install the packages (quick no-op when already installed)
@@ -29,7 +33,7 @@
 #
 # State folder: ${LIAISON_MAILSTACK_DIR:-/tmp/liaison-ms} (keep it short: Unix
 # socket paths are limited to 107 bytes). Layout:
-#   postfix/            main.cf, master.cf, vmailbox (texthash map)
+#   postfix/            main.cf, master.cf, vmailbox, transport (texthash maps)
 #   pf-queue/           Postfix queue_directory (pid/master.pid inside)
 #   pf-data/            Postfix data_directory
 #   dovecot.conf        Dovecot config;  users (passwd-file)
@@ -60,6 +64,7 @@ USERS=(
 # of folder names. A per-user override: the passdb's userdb_ extra field.
 DOT_SEPARATOR_USERS=(dotted@liaison.test)
 PASSWORD="liaison-dev"
+BOUNCING=(gone@contoso.test)  # accepted, then bounced by Postfix (see above)
 DOMAINS=(liaison.test contoso.test fabrikam.test)   # domains of USERS are added too
 
 BIND=127.0.0.1
@@ -228,6 +233,7 @@ append_dot_mydomain = no
 recipient_delimiter = +
 virtual_mailbox_domains = $domains
 virtual_mailbox_maps = texthash:$PF_CONF/vmailbox
+transport_maps = texthash:$PF_CONF/transport
 virtual_transport = lmtp:unix:$DC_BASE/lmtp
 lmtp_destination_recipient_limit = 50
 
@@ -274,21 +280,28 @@ lmtp              unix       -       -      n      -      -       lmtp
 anvil             unix       -       -      n      -      1       anvil
 scache            unix       -       -      n      -      1       scache
 postlog           unix-dgram n       -      n      -      1       postlogd
+bouncer           unix       -       n      n      -      -       pipe
+  flags=q user=nobody argv=/bin/sh -c { echo 5.1.1 mailbox unavailable, Liaison test stack bounces it; exit 67 }
 EOF
 
   : >"$PF_CONF/vmailbox.new"
   local u
   for u in "${USERS[@]}"; do printf '%s OK\n' "$u" >>"$PF_CONF/vmailbox.new"; done
+  : >"$PF_CONF/transport.new"
+  for u in "${BOUNCING[@]}"; do
+    printf '%s OK\n' "$u" >>"$PF_CONF/vmailbox.new"
+    printf '%s bouncer:\n' "$u" >>"$PF_CONF/transport.new"
+  done
 
   local f
-  for f in main.cf master.cf vmailbox; do
+  for f in main.cf master.cf vmailbox transport; do
     if [[ -f $PF_CONF/$f ]] && cmp -s "$PF_CONF/$f.new" "$PF_CONF/$f"; then
       rm -f "$PF_CONF/$f.new"
     else
       mv -f "$PF_CONF/$f.new" "$PF_CONF/$f"
     fi
   done
-  age "$PF_CONF/main.cf" "$PF_CONF/master.cf" "$PF_CONF/vmailbox"
+  age "$PF_CONF/main.cf" "$PF_CONF/master.cf" "$PF_CONF/vmailbox" "$PF_CONF/transport"
 }
 
 write_dovecot_config() {

@@ -462,10 +462,15 @@ fn invitation_composes_to_multipart_mail_with_reference_and_loop_headers() {
     let mut w = World::new();
     let (d, plan, token) = w.invite(PARTNER1, "invite alice@contoso.test name \"Contoso Ltd\"");
     let t = templates();
-    let out = compose(&w.config, &t, &plan, NOW).expect("invitation composes");
+    let out = compose(&w.config, &t, w.key.ids(), &plan, NOW).expect("invitation composes");
 
     assert_eq!(out.message_id, plan.message_id);
-    assert_eq!(out.envelope_from, INVITES);
+    // The envelope sender is the mail's own keyed bounce address (VERP).
+    assert_eq!(
+        out.envelope_from,
+        liaison::dsn::return_path(w.key.ids(), INVITES, &plan.message_id, &plan.to)
+    );
+    assert!(out.envelope_from.starts_with("invites+b-"));
     assert_eq!(out.recipients, vec![ALICE]);
     assert_eq!(out.invitation, Some(d.invitations[0].id));
     assert!(
@@ -524,8 +529,17 @@ fn invitation_composes_to_multipart_mail_with_reference_and_loop_headers() {
         .iter()
         .find(|m| m.template == TemplateName::Transcript)
         .unwrap();
-    let out = compose(&w.config, &t, transcript, NOW).unwrap();
-    assert_eq!(out.envelope_from, COMMANDS);
+    let out = compose(&w.config, &t, w.key.ids(), transcript, NOW).unwrap();
+    // Bounces of the command address's mails come to the invitations inbox too.
+    assert_eq!(
+        out.envelope_from,
+        liaison::dsn::return_path(w.key.ids(), INVITES, &transcript.message_id, &transcript.to)
+    );
+    assert!(
+        out.raw.contains(&format!("From: Liaison <{COMMANDS}>")),
+        "{}",
+        out.raw
+    );
     assert!(!out.raw.contains("text/html"), "{}", out.raw);
     assert!(!out.raw.contains("multipart/"), "{}", out.raw);
     let msg = parsed(&out);
@@ -558,7 +572,7 @@ fn locale_option_gives_korean_invitation() {
     let (ok, result) = only_result(&d);
     assert!(ok && result.contains("Korean"), "{result}");
 
-    let out = compose(&w.config, &templates(), &plan, NOW).unwrap();
+    let out = compose(&w.config, &templates(), w.key.ids(), &plan, NOW).unwrap();
     assert!(out.subject.contains("위임 관리자 권한"), "{}", out.subject);
     assert!(out.subject.contains(&format!("[ref:{token}]")));
     let msg = parsed(&out);
@@ -1046,7 +1060,7 @@ On Thu, 28 May 2026 at 20:26, Liaison <invites@liaison.test> wrote:\r\n\
         d.mails[0].references,
         vec![plan.message_id.clone(), "reply1@contoso.test".to_string()]
     );
-    let out = compose(&w.config, &templates(), &d.mails[0], NOW).unwrap();
+    let out = compose(&w.config, &templates(), w.key.ids(), &d.mails[0], NOW).unwrap();
     let msg = parsed(&out);
     assert!(msg
         .header_raw("In-Reply-To")
@@ -1078,7 +1092,7 @@ fn korean_accept_and_confirmations() {
     assert_eq!(d.mails[1].locale, "ko");
     let t = templates();
     for plan in &d.mails {
-        compose(&w.config, &t, plan, NOW).expect("Korean confirmation composes");
+        compose(&w.config, &t, w.key.ids(), plan, NOW).expect("Korean confirmation composes");
     }
 
     // Korean accept on an English invitation works too.
@@ -1117,7 +1131,7 @@ fn decline_notifies_both_sides() {
     );
     let t = templates();
     for plan in &d.mails {
-        compose(&w.config, &t, plan, NOW).unwrap();
+        compose(&w.config, &t, w.key.ids(), plan, NOW).unwrap();
     }
 }
 
@@ -1182,7 +1196,7 @@ fn quoted_invitation_without_new_answer_asks_to_clarify() {
     assert_eq!(d.mails[0].to, vec![ALICE]);
     assert_eq!(d.mails[0].in_reply_to, reply.message_id);
     assert_eq!(w.store.relationships, before.relationships);
-    compose(&w.config, &templates(), &d.mails[0], NOW).unwrap();
+    compose(&w.config, &templates(), w.key.ids(), &d.mails[0], NOW).unwrap();
 
     // Both words in the new text is unclear, not a guess.
     let reply = w.reply_plus(ALICE, &token, "accept or decline?");
@@ -1485,7 +1499,7 @@ fn customer_of_two_partners_without_reference_is_asked_not_guessed() {
     assert_eq!(plan.vars["reason"], "no_reference");
     assert_eq!(plan.in_reply_to, m.message_id);
     assert_eq!(w.store.relationships, before.relationships);
-    compose(&w.config, &templates(), plan, NOW).expect("not-matched composes");
+    compose(&w.config, &templates(), w.key.ids(), plan, NOW).expect("not-matched composes");
 
     // A single-partner customer without a reference is not guessed either.
     let mut w = World::new();
@@ -1614,6 +1628,185 @@ fn revoked_then_restore_accepted_makes_it_active_again() {
     );
     assert!(templates_of(&d).contains(&TemplateName::AcceptedPartner));
     assert_eq!(d.mails[0].vars["restore"], true);
+}
+
+#[test]
+fn accept_replayed_to_the_original_invitation_after_revoked_does_not_reactivate() {
+    let mut w = World::new();
+    let token = make_active(&mut w, PARTNER1, ALICE);
+    let m = w.command_mail(PARTNER1, "revoked alice@contoso.test");
+    w.run(&m);
+    // The customer replays "accept" to the original invitation: by token
+    // and by thread. Neither is the current (restore) request.
+    let invitation_mid = w
+        .store
+        .relationship("northwind", ALICE)
+        .unwrap()
+        .and_then(|r| r.invitation_id)
+        .and_then(|id| w.store.invitation(id).unwrap())
+        .map(|i| i.message_id)
+        .unwrap();
+    let by_token = w.reply_plus(ALICE, &token, "Accept");
+    let mut by_thread = w.customer_mail(ALICE, "Accept");
+    by_thread.in_reply_to = vec![invitation_mid];
+    for m in [by_token, by_thread] {
+        let d = w.run(&m);
+        assert_eq!(
+            w.store.state("northwind", ALICE),
+            Some(RelationshipState::PermissionsRemoved),
+            "{d:#?}"
+        );
+        assert!(d.relationships.is_empty(), "{d:#?}");
+        assert_eq!(templates_of(&d), vec![TemplateName::NotMatched]);
+        assert_eq!(d.mails[0].vars["reason"], "superseded");
+        assert_eq!(d.mails[0].to, vec![ALICE.to_string()]);
+    }
+    // Declining the original is no answer to anything either.
+    let decline = w.reply_plus(ALICE, &token, "Decline");
+    let d = w.run(&decline);
+    assert_eq!(d.mails[0].vars["reason"], "superseded");
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::PermissionsRemoved)
+    );
+}
+
+#[test]
+fn a_thread_reference_must_be_a_keyed_message_id_sent_to_the_customer() {
+    use sha2::{Digest, Sha256};
+    let mut w = World::new();
+    let cmd = w.command_mail(PARTNER1, "invite alice@contoso.test");
+    let d = w.run(&cmd);
+    let plan = plan(&d, TemplateName::Invitation);
+    // The old, public formula: `liaison.` + hex(sha256(key ‖ "\0out1")[..12]).
+    let h = Sha256::digest(format!("{}\0out1", cmd.key).as_bytes());
+    let predicted = format!(
+        "liaison.{}@liaison.test",
+        h[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    assert_ne!(plan.message_id, predicted, "Message-IDs are keyed");
+    let mut forged = w.customer_mail(ALICE, "accept");
+    forged.in_reply_to = vec![predicted.clone()];
+    forged.references = vec![predicted];
+    let d = w.run(&forged);
+    assert!(d.relationships.is_empty(), "{d:#?}");
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Invited)
+    );
+    // Another secret gives other ids for the same command mail.
+    let same = World::new().run(&cmd);
+    assert_eq!(plan.message_id, plan_of(&same).message_id, "stable");
+    let mut keyed = World::new();
+    keyed.key = TokenKey::new(b"a different secret, also long enough");
+    let d2 = keyed.run(&cmd);
+    assert_ne!(plan.message_id, plan_of(&d2).message_id);
+    assert_ne!(same.invitations[0].id, d2.invitations[0].id);
+    // The genuine Message-ID threads.
+    let mut genuine = w.customer_mail(ALICE, "accept");
+    genuine.in_reply_to = vec![plan.message_id.clone()];
+    w.run(&genuine);
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Active)
+    );
+}
+
+fn plan_of(d: &Decision) -> MailPlan {
+    plan(d, TemplateName::Invitation)
+}
+
+#[test]
+fn the_draft_itself_is_no_thread_for_the_customer() {
+    let mut w = World::new();
+    let (_, draft, _) = w.invite(PARTNER1, "invite alice@contoso.test draft");
+    assert_eq!(draft.to, vec![PARTNER1]);
+    // The draft went to the partner: naming its Message-ID proves nothing
+    // about the customer.
+    let mut m = w.customer_mail(ALICE, "accept");
+    m.in_reply_to = vec![draft.message_id.clone()];
+    let d = w.run(&m);
+    assert!(d.relationships.is_empty(), "{d:#?}");
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Invited)
+    );
+    // A bounce of the draft names the partner, not the customer: the
+    // invitation is not marked bounced (it was never sent to the customer).
+    let bounce_to = liaison::dsn::return_path(w.key.ids(), INVITES, &draft.message_id, &draft.to);
+    let raw = format!(
+        "Return-Path: <>\r\nDelivered-To: {bounce_to}\r\nFrom: MAILER-DAEMON@mail.liaison.test\r\n\
+To: invites@liaison.test\r\nSubject: Undelivered\r\nMessage-ID: <b2@mail.liaison.test>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n\
+Final-Recipient: rfc822; {PARTNER1}\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n\
+--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{}>\r\n\r\n--B--\r\n",
+        draft.message_id
+    );
+    let d = w.run(&inbound::parse(raw.as_bytes(), 1 << 20).unwrap());
+    assert!(d.mails.is_empty() && d.invitations.is_empty(), "{d:#?}");
+    assert!(
+        d.summary.contains("not alice@contoso.test"),
+        "{}",
+        d.summary
+    );
+}
+
+#[test]
+fn forged_bounces_mark_nothing_and_forward_nothing() {
+    let mut w = World::new();
+    let (_, plan, _) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let good_to = liaison::dsn::return_path(w.key.ids(), INVITES, &plan.message_id, &plan.to);
+    let other_to =
+        liaison::dsn::return_path(w.key.ids(), INVITES, &plan.message_id, &[BOB.to_string()]);
+    let report = |return_path: &str, to: &str, failed: &str| {
+        format!(
+            "Return-Path: {return_path}\r\nDelivered-To: {to}\r\nFrom: MAILER-DAEMON@evil.test\r\n\
+To: invites@liaison.test\r\nSubject: Undelivered\r\nMessage-ID: <f@evil.test>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n\
+Final-Recipient: rfc822; {failed}\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+Diagnostic-Code: smtp; 550 log in at http://evil.example/login\r\n\r\n\
+--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{}>\r\n\r\n--B--\r\n",
+            plan.message_id
+        )
+    };
+    for (what, raw) in [
+        (
+            "stranger's envelope sender",
+            report("<mallory@evil.test>", &good_to, ALICE),
+        ),
+        (
+            "null sender, untagged address",
+            report("<>", INVITES, ALICE),
+        ),
+        ("right tag, wrong recipient", report("<>", &other_to, ALICE)),
+        (
+            "forged tag",
+            report(
+                "<>",
+                "invites+b-aaaaaaaaaaaaaaaaaaaaaaaaaa@liaison.test",
+                ALICE,
+            ),
+        ),
+    ] {
+        let d = w.run(&inbound::parse(raw.as_bytes(), 1 << 20).unwrap());
+        assert_eq!(d.class, MailClass::Ignored, "{what}");
+        assert!(
+            d.mails.is_empty() && d.invitations.is_empty(),
+            "{what}: {d:#?}"
+        );
+        assert!(d.summary.contains("not believed"), "{what}: {}", d.summary);
+    }
+    // The real one is believed, and its text is defanged.
+    let d = w.run(&inbound::parse(report("<>", &good_to, ALICE).as_bytes(), 1 << 20).unwrap());
+    assert_eq!(d.class, MailClass::Bounce, "{d:#?}");
+    let reason = d.mails[0].vars["reason"].as_str().unwrap();
+    assert!(reason.contains("hxxp://evil[.]example/login"), "{reason}");
+    assert!(!reason.contains("http://"), "{reason}");
 }
 
 #[test]
@@ -2051,7 +2244,7 @@ fn removed_permissions_open_a_ticket_with_the_desk() {
         1,
         "the 6 MiB file is over the 5 MiB limit"
     );
-    let out = compose(&w.config, &templates(), &desk, w.now).unwrap();
+    let out = compose(&w.config, &templates(), w.key.ids(), &desk, w.now).unwrap();
     assert_eq!(
         out.subject,
         "[T-000001] Support request for alice@contoso.test on behalf of Northwind Traders"
@@ -2064,6 +2257,7 @@ fn removed_permissions_open_a_ticket_with_the_desk() {
     let ack = compose(
         &w.config,
         &templates(),
+        w.key.ids(),
         &plan(&d, TemplateName::TicketOpenedCustomer),
         w.now,
     )
@@ -2222,8 +2416,11 @@ fn reply_cap_suppresses_replies_past_the_limit() {
 fn a_bounce_marks_the_invitation_and_tells_the_partner() {
     let mut w = World::new();
     let (_, plan, _) = w.invite(PARTNER1, "invite alice@contoso.test");
+    // As delivered: to the invitation's bounce address, with a null sender.
+    let bounce_to = liaison::dsn::return_path(w.key.ids(), INVITES, &plan.message_id, &plan.to);
     let raw = format!(
-        "From: MAILER-DAEMON@mail.liaison.test\r\nTo: invites@liaison.test\r\nSubject: Undelivered Mail\r\n\
+        "Return-Path: <>\r\nDelivered-To: {bounce_to}\r\n\
+From: MAILER-DAEMON@mail.liaison.test\r\nTo: invites@liaison.test\r\nSubject: Undelivered Mail\r\n\
 Message-ID: <bounce1@mail.liaison.test>\r\nMIME-Version: 1.0\r\n\
 Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
 --B\r\nContent-Type: text/plain\r\n\r\nSorry.\r\n\

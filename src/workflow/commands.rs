@@ -189,7 +189,7 @@ impl<'a, 'c> CommandRun<'a, 'c> {
             view,
             mail,
             partner,
-            ids: MessageIds::new(&mail.key, ctx.config),
+            ids: MessageIds::new(&mail.key, ctx),
             decision: Decision {
                 class: MailClass::Command {
                     partner: partner.id.clone(),
@@ -506,7 +506,7 @@ impl<'a, 'c> CommandRun<'a, 'c> {
         rel: &Relationship,
         draft: bool,
     ) -> (Invitation, MailPlan) {
-        let id = derive_id(&self.mail.key, &format!("{kind:?}{index}"));
+        let id = derive_id(self.ctx, &self.mail.key, &format!("{kind:?}{index}"));
         let expires =
             self.ctx.now + u64::from(self.ctx.config.security.invitation_ttl_days) * 86_400;
         let message_id = self.ids.next();

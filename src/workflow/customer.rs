@@ -80,10 +80,18 @@ fn find_invitation(
             }
         }
     }
+    // A thread reference is as strong as a token only because Liaison's
+    // Message-IDs are keyed with the secret (`MessageIds`): whoever names one
+    // has seen the mail. It must also be a mail sent to the invitation's
+    // customer: only those are indexed by invitation, except the draft
+    // itself, which went to the partner. Supersession and expiry are then
+    // checked as for a token, where it matters (answering the request).
     for id in mail.in_reply_to.iter().chain(mail.references.iter().rev()) {
         if let Some(inv_id) = view.invitation_by_message_id(id)? {
             if let Some(inv) = view.invitation(inv_id)? {
-                // Expiry is checked where it matters: answering the invitation.
+                if inv.draft && inv.message_id == *id {
+                    continue;
+                }
                 return Ok(Reference::Found(inv, MatchedBy::Thread));
             }
         }
@@ -102,7 +110,7 @@ pub(super) fn customer_mail(
     from: &str,
     to_commands: bool,
 ) -> Result<Decision, WorkflowError> {
-    let mut ids = MessageIds::new(&mail.key, ctx.config);
+    let mut ids = MessageIds::new(&mail.key, ctx);
     // A mail in a ticket's thread belongs to the ticket, whoever wrote it
     // (the ticket decides who may).
     if let Some(t) = super::support::referenced_ticket(view, mail)? {
@@ -235,6 +243,7 @@ pub(super) fn customer_mail(
     let new_text = crate::reply::new_text(&mail.text);
     let intent = intent::detect(&new_text);
     let event = match intent {
+        Intent::Accept if inv.kind == InvitationKind::Restore => RelationshipEvent::RestoreAccepted,
         Intent::Accept => RelationshipEvent::Accepted,
         Intent::Decline => RelationshipEvent::Declined,
         Intent::PermissionsRemoved => RelationshipEvent::PermissionsRemoved,
@@ -264,7 +273,9 @@ pub(super) fn customer_mail(
     };
     let answers_request = matches!(
         event,
-        RelationshipEvent::Accepted | RelationshipEvent::Declined
+        RelationshipEvent::Accepted
+            | RelationshipEvent::RestoreAccepted
+            | RelationshipEvent::Declined
     );
     if answers_request && inv.expires < ctx.now {
         decision.summary = format!(
@@ -344,6 +355,24 @@ pub(super) fn customer_mail(
                 restore,
             );
             decision.relationships.push(rel);
+        }
+        Err(TransitionError::Superseded(state)) => {
+            decision.summary = format!(
+                "{from} {intent:?} to {} {}, which no longer applies (relationship {state})",
+                match inv.kind {
+                    InvitationKind::Invitation => "invitation",
+                    InvitationKind::Restore => "restore request",
+                },
+                inv.id
+            );
+            decision.mails.push(customer_notice(
+                ctx,
+                &rel,
+                mail,
+                &mut ids,
+                TemplateName::NotMatched,
+                json!({"reason": "superseded"}),
+            ));
         }
         Err(TransitionError::Already(state)) => {
             decision.summary = format!("{from} {intent:?} again; relationship already {state}");

@@ -30,7 +30,6 @@ use crate::relationship::Relationship;
 use crate::store::{StoreError, StoreView};
 use crate::templates::TemplateName;
 use crate::token::TokenKey;
-use sha2::{Digest, Sha256};
 
 /// Errors that stop a decision (only store reads can fail).
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +79,10 @@ pub struct MailPlan {
     pub references: Vec<String>,
     /// Template variables.
     pub vars: serde_json::Value,
-    /// Invitation this mail belongs to: replies to it thread back there.
+    /// Invitation this mail belongs to: replies to it thread back there and
+    /// count as the customer's answer. Set only on mails to that
+    /// invitation's customer, and on a draft invitation (to the partner),
+    /// which the thread match skips.
     pub invitation: Option<u64>,
     /// Ticket this mail belongs to: replies to it thread into the ticket.
     pub ticket: Option<u64>,
@@ -167,16 +169,25 @@ pub(crate) fn date_only(secs: u64) -> String {
     rfc3339(secs)[..10].to_string()
 }
 
-/// Derives a stable 63-bit id from a message key and a salt.
-pub(crate) fn derive_id(key: &str, salt: &str) -> u64 {
-    let h = Sha256::digest(format!("{key}\0{salt}").as_bytes());
+/// Derives a stable 63-bit id from a message key and a salt, keyed with the
+/// secret (see [`crate::token::IdKey`]): stable across a replay, and not
+/// computable by whoever chose the inbound mail's Message-ID.
+pub(crate) fn derive_id(ctx: &Context, key: &str, salt: &str) -> u64 {
+    let h = ctx.tokens.ids().digest("record-id", &[key, salt]);
     let id = u64::from_be_bytes(h[..8].try_into().expect("8 bytes")) >> 1;
     id.max(1)
 }
 
 /// Builds deterministic Message-IDs for the mails caused by one inbound mail.
+///
+/// Each is `liaison.` and 24 hex digits of a MAC keyed with the secret over
+/// the inbound key and a counter: the same mail gives the same ids after a
+/// crash, but nobody without the secret can predict them. That matters
+/// because a reply threading to an invitation's Message-ID is tied to that
+/// invitation, as a token is.
 pub(crate) struct MessageIds<'a> {
     key: &'a str,
+    ids: &'a crate::token::IdKey,
     domain: &'a str,
     n: usize,
 }
@@ -184,17 +195,20 @@ pub(crate) struct MessageIds<'a> {
 impl<'a> MessageIds<'a> {
     /// Message-IDs derived from `key` (usually the inbound mail's key), in
     /// the domain of Liaison's own addresses.
-    pub(crate) fn new(key: &'a str, config: &'a crate::config::Config) -> Self {
+    pub(crate) fn new(key: &'a str, ctx: &'a Context) -> Self {
         MessageIds {
             key,
-            domain: config.addresses.message_id_domain(),
+            ids: ctx.tokens.ids(),
+            domain: ctx.config.addresses.message_id_domain(),
             n: 0,
         }
     }
 
     pub(crate) fn next(&mut self) -> String {
         self.n += 1;
-        let h = Sha256::digest(format!("{}\0out{}", self.key, self.n).as_bytes());
+        let h = self
+            .ids
+            .digest("message-id", &[self.key, &self.n.to_string()]);
         format!(
             "liaison.{}@{}",
             data_encoding::HEXLOWER.encode(&h[..12]),
@@ -210,23 +224,28 @@ pub fn decide(
     mail: &InboundMail,
 ) -> Result<Decision, WorkflowError> {
     if let Some(dsn) = &mail.dsn {
-        // A bounce is automatic mail too: never answered; but if it is about
-        // an invitation, the partner must learn that it did not arrive.
-        return match (&dsn.original_message_id, dsn.failed.first()) {
-            (Some(mid), Some(f)) => {
-                let reason = format!(
-                    "{}{}",
-                    f.status,
-                    f.diagnostic
-                        .as_deref()
-                        .map(|d| format!(" ({d})"))
-                        .unwrap_or_default()
-                );
-                delivery_failed(ctx, view, mid, &f.address, &reason, &mail.key)
-            }
-            _ => Ok(Decision::ignored(
-                "delivery report without the original Message-ID; never answered",
-            )),
+        // A bounce is automatic mail too: never answered; but if it is a
+        // real one about an invitation, the partner must learn that it did
+        // not arrive. Anyone can write a report, so it must prove itself
+        // first (`dsn::authenticate`: keyed bounce address, null sender,
+        // the recipient that address was issued for).
+        return match crate::dsn::authenticate(
+            ctx.tokens.ids(),
+            &ctx.config.addresses.invitations,
+            &mail.delivered_to,
+            dsn,
+        ) {
+            Ok(bounce) => delivery_failed(
+                ctx,
+                view,
+                bounce.message_id,
+                &bounce.failed.address,
+                &bounce.reason(),
+                &mail.key,
+            ),
+            Err(why) => Ok(Decision::ignored(format!(
+                "delivery report not believed: {why}; nothing marked bounced, nothing forwarded, never answered"
+            ))),
         };
     }
     if let Some(reason) = &mail.automatic {
@@ -307,7 +326,9 @@ pub fn delivery_failed(
         )));
     };
     let recipient = recipient.to_ascii_lowercase();
-    if inv.customer != recipient && !inv.draft {
+    // Also for a draft: it went to the partner, and a failure to reach the
+    // partner is not the customer's address failing.
+    if inv.customer != recipient {
         return Ok(Decision::ignored(format!(
             "delivery report names {recipient}, not {}; ignored",
             inv.customer
@@ -324,9 +345,12 @@ pub fn delivery_failed(
             "bounce for a partner no longer configured",
         ));
     };
-    inv.bounced = Some(reason.to_string());
+    // The reason is the remote server's text (or, for a 5xx, our relay's
+    // rendering of it): quoted to the partner only defanged.
+    let reason = crate::dsn::defang(reason);
+    inv.bounced = Some(reason.clone());
     let key = format!("{key}\0bounce");
-    let mut ids = MessageIds::new(&key, ctx.config);
+    let mut ids = MessageIds::new(&key, ctx);
     let mut decision = Decision::ignored(format!(
         "invitation {} to {recipient} bounced: {reason}; partner {} told",
         inv.id, partner.id

@@ -117,7 +117,7 @@ pub(super) fn ticket_mail(
         )));
     };
     let key = format!("{}\0ticket", mail.key);
-    let mut ids = MessageIds::new(&key, cfg);
+    let mut ids = MessageIds::new(&key, ctx);
     let mut decision = base_decision(MailClass::Customer {
         partner: t.partner.clone(),
         customer: t.customer.clone(),
@@ -242,7 +242,7 @@ pub(super) fn support_request(
         RelationshipState::Active => Ok(forward_to_partner(ctx, mail, from, rel, partner)),
         _ => {
             let key = format!("{}\0support", mail.key);
-            let mut ids = MessageIds::new(&key, ctx.config);
+            let mut ids = MessageIds::new(&key, ctx);
             let mut d = Decision::ignored(format!(
                 "support request from {from}, whose relationship with {} is {}; told to contact the partner",
                 partner.id, rel.state
@@ -270,7 +270,7 @@ fn forward_to_partner(
     partner: &Partner,
 ) -> Decision {
     let key = format!("{}\0support", mail.key);
-    let mut ids = MessageIds::new(&key, ctx.config);
+    let mut ids = MessageIds::new(&key, ctx);
     let (attachments, omitted) =
         within_limit(&mail.attachments, ctx.config.tickets.attachment_max_bytes);
     let subject = strip_reply_prefixes(&mail.subject).to_string();
@@ -336,7 +336,7 @@ fn open_ticket(
     let id = view.last_ticket_id()? + 1;
     let tid = ticket::format_id(id);
     let key = format!("{}\0ticket", mail.key);
-    let mut ids = MessageIds::new(&key, cfg);
+    let mut ids = MessageIds::new(&key, ctx);
     let (attachments, omitted) = within_limit(&mail.attachments, cfg.tickets.attachment_max_bytes);
     let subject = strip_reply_prefixes(&mail.subject).to_string();
     let text = crate::reply::new_text(&mail.text);
@@ -461,7 +461,7 @@ pub(super) fn close_ticket(
     });
     let rel = view.relationship(&t.partner, &t.customer)?;
     let key = format!("{key}\0close{id}");
-    let mut ids = MessageIds::new(&key, ctx.config);
+    let mut ids = MessageIds::new(&key, ctx);
     let vars = json!({
         "ticket_id": tid,
         "partner_name": partner.name,

@@ -108,7 +108,7 @@ pub fn expire_candidates(
         // Keyed by the invitation, so a sweep re-run after a crash plans the
         // very same mail.
         let key = format!("expire:{}", inv.id);
-        let mut ids = MessageIds::new(&key, ctx.config);
+        let mut ids = MessageIds::new(&key, ctx);
         decision.mails.push(super::partner_notice(
             partner,
             rel.support_contact.as_deref(),
@@ -176,7 +176,7 @@ fn duration_step(ctx: &Context, rel: &mut Relationship) -> Option<MailPlan> {
             json!({"days_left": days_left, "ends_at": rfc3339(ends_at), "auto_extend": lifecycle.auto_extend}),
         )
     };
-    let mut ids = MessageIds::new(&key, ctx.config);
+    let mut ids = MessageIds::new(&key, ctx);
     let mut all = json!({
         "partner_name": partner.name,
         "customer_email": rel.customer,
