@@ -109,6 +109,16 @@ pub(super) fn ticket_mail(
             ticket::format_id(t.id)
         )));
     };
+    // A ticket tag or thread is no credential (the tag is computable, the
+    // thread passes through many hands): every party must be authenticated.
+    let tid = ticket::format_id(t.id);
+    let claim = crate::trust::Claim::Ticket {
+        ticket: &tid,
+        author,
+    };
+    if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
+        return Ok(refused);
+    }
     let Some(partner) = partner else {
         return Ok(Decision::ignored(format!(
             "ticket {} belongs to partner `{}`, which is no longer configured",
@@ -137,7 +147,7 @@ pub(super) fn ticket_mail(
     let reopened = t.state == TicketState::Closed;
     t.entries.push(entry(ctx, author, from, mail, &attachments));
     t.message_ids.extend(mail.message_id.clone());
-    let id = ticket::format_id(t.id);
+    let id = &tid;
     let vars = |who: &str| {
         json!({
             "ticket_id": id,
