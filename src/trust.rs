@@ -121,8 +121,8 @@ pub struct Untrusted {
     pub who: String,
     /// The From address.
     pub from: String,
-    /// Which check failed.
-    pub why: NotAuthenticated,
+    /// Which check failed (boxed: it is the cold path).
+    pub why: Box<NotAuthenticated>,
     /// What Liaison did not do.
     pub withheld: &'static str,
     /// What to configure or fix.
@@ -171,7 +171,7 @@ pub fn check(
     Err(Untrusted {
         who: claim.who(),
         from: from.to_string(),
-        why,
+        why: Box::new(why),
         withheld: claim.withheld(),
         advice,
     })
