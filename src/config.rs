@@ -217,10 +217,19 @@ pub struct SecurityConfig {
     pub token_secret: Secret,
     /// Days an invitation (and its token) stays valid.
     pub invitation_ttl_days: u32,
-    /// When set, partner commands need an `Authentication-Results` header
-    /// from this server (authserv-id) with `dkim=pass` or `spf=pass` for the
-    /// From domain.
+    /// The authserv-id of the receiving MX whose `Authentication-Results`
+    /// headers Liaison believes. When set, every sender that gets power from
+    /// its address alone must be authenticated by it (see [`crate::trust`]);
+    /// when unset, sender addresses are not verified at all.
     pub trusted_authserv_id: Option<String>,
+    /// How many of the topmost `Authentication-Results` headers that MX
+    /// adds (1 for most servers; one per milter for milter stacks).
+    pub trusted_authserv_headers: usize,
+    /// How an authenticated domain must match the From domain.
+    pub alignment: crate::auth::Alignment,
+    /// Customers answering with a valid token or thread must be
+    /// authenticated too (by default the credential is enough).
+    pub authenticate_customers: bool,
     /// Messages larger than this are quarantined unread.
     pub max_message_bytes: usize,
     /// Replies Liaison sends to one address per hour at most.
@@ -430,6 +439,12 @@ struct RawSecurity {
     #[serde(default = "default_ttl")]
     invitation_ttl_days: u32,
     trusted_authserv_id: Option<String>,
+    #[serde(default = "default_trusted_authserv_headers")]
+    trusted_authserv_headers: usize,
+    #[serde(default)]
+    alignment: crate::auth::Alignment,
+    #[serde(default)]
+    authenticate_customers: bool,
     #[serde(default = "default_max_message_bytes")]
     max_message_bytes: usize,
     #[serde(default = "default_max_replies")]
@@ -476,6 +491,9 @@ fn default_ttl() -> u32 {
 }
 fn default_max_message_bytes() -> usize {
     10 * 1024 * 1024
+}
+fn default_trusted_authserv_headers() -> usize {
+    1
 }
 fn default_max_replies() -> u32 {
     20
@@ -685,6 +703,33 @@ impl Config {
                 "must be at least 16 characters (use 32+ random bytes, e.g. `openssl rand -hex 32`)",
             ));
         }
+        let trusted_authserv_id = match sec.trusted_authserv_id {
+            None => None,
+            Some(id) => {
+                let id = id.trim().to_string();
+                if id.is_empty()
+                    || id.contains(|c: char| c.is_whitespace() || c.is_control() || c == ';')
+                {
+                    return Err(invalid(
+                        "security.trusted_authserv_id",
+                        "must be the authserv-id your MX writes first in its Authentication-Results header, e.g. \"mx.example.com\"",
+                    ));
+                }
+                Some(id)
+            }
+        };
+        if !(1..=16).contains(&sec.trusted_authserv_headers) {
+            return Err(invalid(
+                "security.trusted_authserv_headers",
+                "must be 1-16: how many Authentication-Results headers your MX adds on top (1 for most servers, one per milter for milter stacks)",
+            ));
+        }
+        if sec.authenticate_customers && trusted_authserv_id.is_none() {
+            return Err(invalid(
+                "security.authenticate_customers",
+                "needs security.trusted_authserv_id: without a trusted MX no sender can be authenticated",
+            ));
+        }
         if sec.invitation_ttl_days == 0 {
             return Err(invalid(
                 "security.invitation_ttl_days",
@@ -813,7 +858,10 @@ impl Config {
             security: SecurityConfig {
                 token_secret,
                 invitation_ttl_days: sec.invitation_ttl_days,
-                trusted_authserv_id: sec.trusted_authserv_id,
+                trusted_authserv_id,
+                trusted_authserv_headers: sec.trusted_authserv_headers,
+                alignment: sec.alignment,
+                authenticate_customers: sec.authenticate_customers,
                 max_message_bytes: sec.max_message_bytes,
                 max_replies_per_hour: sec.max_replies_per_hour,
                 quarantine_keep_bytes: sec.quarantine_keep_bytes,
@@ -828,6 +876,19 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("templates")),
             partners,
         })
+    }
+
+    /// What the operator should know about a valid configuration that
+    /// leaves a door open (printed by `check-config`, logged at start).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.security.trusted_authserv_id.is_none() {
+            out.push(
+                "security.trusted_authserv_id is not set: sender addresses are not verified, so anyone can write as a partner (commands), as the support desk or a partner on a ticket, or as a customer; set it to your MX's authserv-id (README: Trusting senders)"
+                    .to_string(),
+            );
+        }
+        out
     }
 
     /// The partner an address belongs to, if any (case-insensitive).
@@ -970,6 +1031,58 @@ emails = ["Partner1@liaison.test"]
         assert_eq!(c.lifecycle.relationship_days, None);
         assert_eq!(c.lifecycle.reminder_days, vec![30, 7, 1]);
         assert!(c.partner_by_email("PARTNER1@liaison.test").is_some());
+        assert_eq!(c.security.trusted_authserv_id, None);
+        assert_eq!(c.security.trusted_authserv_headers, 1);
+        assert_eq!(c.security.alignment, crate::auth::Alignment::Relaxed);
+        assert!(!c.security.authenticate_customers);
+    }
+
+    fn with_security(keys: &str) -> String {
+        GOOD.replace(
+            "token_secret = \"0123456789abcdef0123\"\n",
+            &format!("token_secret = \"0123456789abcdef0123\"\n{keys}\n"),
+        )
+    }
+
+    #[test]
+    fn sender_trust_keys_are_read_and_checked() {
+        let c = parse(&with_security(
+            "trusted_authserv_id = \"mx.liaison.test\"\ntrusted_authserv_headers = 2\nalignment = \"strict\"\nauthenticate_customers = true",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.security.trusted_authserv_id.as_deref(),
+            Some("mx.liaison.test")
+        );
+        assert_eq!(c.security.trusted_authserv_headers, 2);
+        assert_eq!(c.security.alignment, crate::auth::Alignment::Strict);
+        assert!(c.security.authenticate_customers);
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        // Without a trusted MX, the operator is warned.
+        let w = parse(GOOD).unwrap().warnings();
+        assert!(
+            w.len() == 1 && w[0].contains("sender addresses are not verified"),
+            "{w:?}"
+        );
+        for (keys, key) in [
+            ("trusted_authserv_id = \"\"", "security.trusted_authserv_id"),
+            (
+                "trusted_authserv_id = \"mx; dkim=pass\"",
+                "security.trusted_authserv_id",
+            ),
+            (
+                "trusted_authserv_id = \"mx\"\ntrusted_authserv_headers = 0",
+                "security.trusted_authserv_headers",
+            ),
+            (
+                "authenticate_customers = true",
+                "security.authenticate_customers",
+            ),
+            ("alignment = \"loose\"", "alignment"),
+        ] {
+            let err = parse(&with_security(keys)).unwrap_err().to_string();
+            assert!(err.contains(key), "expected `{key}` in: {err}");
+        }
     }
 
     #[test]

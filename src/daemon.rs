@@ -77,6 +77,9 @@ pub async fn run_with(
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     // Whatever is in the store now becomes durable, so every queued mail
     // from before a restart may be sent.
     store.flush()?;

@@ -358,6 +358,26 @@ invite alice@contoso.test\r\n";
     }
 
     #[test]
+    fn authentication_results_keep_message_order() {
+        // The trust check reads them top-down (the receiving MX's own
+        // header is the topmost), so their order must survive parsing.
+        let raw = format!(
+            "Authentication-Results: mx.liaison.test;\r\n\tdkim=fail header.d=liaison.test\r\n\
+             Received: from x by y\r\nAuthentication-Results: relay.example; none\r\n\
+             authentication-results: mx.liaison.test; dkim=pass header.d=liaison.test\r\n{MAIL}"
+        );
+        let m = parse(raw.as_bytes(), 1 << 20).unwrap();
+        assert_eq!(
+            m.authentication_results,
+            vec![
+                "mx.liaison.test; dkim=fail header.d=liaison.test",
+                "relay.example; none",
+                "mx.liaison.test; dkim=pass header.d=liaison.test",
+            ]
+        );
+    }
+
+    #[test]
     fn html_only_bodies_become_text() {
         let raw = "From: a@b.test\r\nSubject: x\r\nContent-Type: text/html\r\n\r\n<p>Accept</p><div>thanks</div>";
         let m = parse(raw.as_bytes(), 1 << 20).unwrap();

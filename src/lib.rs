@@ -17,7 +17,8 @@
 //! * [`command`] — the partner command language parser.
 //! * [`import`] — CSV rows of `liaison import` to `invite` commands, as data.
 //! * [`reply`] — separates a reply's new text from quoted text.
-//! * [`auth`] — trusting a partner's sender through Authentication-Results.
+//! * [`auth`] — reading Authentication-Results: was the From authenticated?
+//! * [`trust`] — who is trusted for what: the one sender policy.
 //! * [`intent`] — what a customer's new text means (accept, decline, …).
 //! * [`dsn`] — reading delivery status notifications (bounces).
 //! * [`inbound`] — raw message bytes to plain [`inbound::InboundMail`].
@@ -62,4 +63,5 @@ pub mod store;
 pub mod templates;
 pub mod ticket;
 pub mod token;
+pub mod trust;
 pub mod workflow;

@@ -503,6 +503,11 @@ async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> {
     match config {
         Err(e) => checks.push(Check::new("config", target, Err(e.to_string()))),
         Ok(config) => {
+            // On stderr: a valid config still passes, and stdout stays
+            // one line per check.
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             checks.push(Check::new(
                 "config",
                 format!(

@@ -167,6 +167,11 @@ pub(super) fn customer_mail(
                 .collect();
             if let [rel] = live[..] {
                 if rel.state != RelationshipState::Invited {
+                    // Known by its address alone: no credential.
+                    let claim = crate::trust::Claim::SupportRequest;
+                    if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
+                        return Ok(refused);
+                    }
                     return super::support::support_request(ctx, view, mail, from, rel);
                 }
             }
@@ -204,6 +209,14 @@ pub(super) fn customer_mail(
             "reply to the invitation of {} came from {from} (matched by {how:?}); only the invited address may answer; nothing changed, no reply",
             inv.customer
         )));
+    }
+    let credential = match how {
+        MatchedBy::PlusAddress | MatchedBy::Subject => crate::trust::Credential::Token,
+        MatchedBy::Thread => crate::trust::Credential::Thread,
+    };
+    let claim = crate::trust::Claim::CustomerAnswer(credential);
+    if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
+        return Ok(refused);
     }
     let Some(partner) = ctx.config.partner(&inv.partner) else {
         return Ok(Decision::ignored(format!(

@@ -157,6 +157,31 @@ impl Decision {
             mails: vec![],
         }
     }
+
+    pub(crate) fn quarantined(summary: impl Into<String>) -> Self {
+        Decision {
+            class: MailClass::Quarantined,
+            ..Decision::ignored(summary)
+        }
+    }
+}
+
+/// The trust policy ([`crate::trust`]) applied to `mail`: a quarantine
+/// decision when its sender may not have the power of `claim`.
+pub(crate) fn untrusted(
+    ctx: &Context,
+    mail: &InboundMail,
+    from: &str,
+    claim: crate::trust::Claim,
+) -> Option<Decision> {
+    crate::trust::check(
+        &ctx.config.security,
+        &mail.authentication_results,
+        from,
+        claim,
+    )
+    .err()
+    .map(|why| Decision::quarantined(why.to_string()))
 }
 
 /// Formats Unix seconds as RFC 3339 (UTC, whole seconds).
@@ -267,17 +292,11 @@ pub fn decide(
         .any(|a| *a == cfg.addresses.commands);
     if to_commands {
         if let Some(partner) = cfg.partner_by_email(from) {
-            if let Some(authserv) = &cfg.security.trusted_authserv_id {
-                if let Err(why) =
-                    crate::auth::verify_sender(&mail.authentication_results, authserv, from)
-                {
-                    let mut d = Decision::ignored(format!(
-                        "command mail claiming to be from partner {} ({from}) is not authenticated: {why}; quarantined, no action, no reply",
-                        partner.id
-                    ));
-                    d.class = MailClass::Quarantined;
-                    return Ok(d);
-                }
+            let claim = crate::trust::Claim::PartnerCommand {
+                partner: &partner.id,
+            };
+            if let Some(refused) = untrusted(ctx, mail, from, claim) {
+                return Ok(refused);
             }
             return commands::run_commands(ctx, view, mail, partner, from);
         }

@@ -95,20 +95,33 @@ pub(super) fn ticket_mail(
     let rel = view.relationship(&t.partner, &t.customer)?;
     let partner = cfg.partner(&t.partner);
     let contact = rel.as_ref().and_then(|r| r.support_contact.clone());
-    let author = if from == t.customer {
+    // The desk's address is the desk, whatever else it is: a partner may
+    // name the desk as its support contact, and the desk's answers must
+    // still reach the customer.
+    let author = if from == cfg.addresses.support_desk {
+        Author::SupportDesk
+    } else if from == t.customer {
         Author::Customer
     } else if partner.is_some_and(|p| p.emails.iter().any(|e| e == from)) {
         Author::Partner
     } else if Some(from) == t.support_contact.as_deref() || Some(from) == contact.as_deref() {
         Author::SupportContact
-    } else if from == cfg.addresses.support_desk {
-        Author::SupportDesk
     } else {
         return Ok(Decision::ignored(format!(
             "refused: {from} wrote to ticket {} but is not its customer, partner, support contact or the support desk (possible ticket hijack); no reply",
             ticket::format_id(t.id)
         )));
     };
+    // A ticket tag or thread is no credential (the tag is computable, the
+    // thread passes through many hands): every party must be authenticated.
+    let tid = ticket::format_id(t.id);
+    let claim = crate::trust::Claim::Ticket {
+        ticket: &tid,
+        author,
+    };
+    if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
+        return Ok(refused);
+    }
     let Some(partner) = partner else {
         return Ok(Decision::ignored(format!(
             "ticket {} belongs to partner `{}`, which is no longer configured",
@@ -137,7 +150,7 @@ pub(super) fn ticket_mail(
     let reopened = t.state == TicketState::Closed;
     t.entries.push(entry(ctx, author, from, mail, &attachments));
     t.message_ids.extend(mail.message_id.clone());
-    let id = ticket::format_id(t.id);
+    let id = &tid;
     let vars = |who: &str| {
         json!({
             "ticket_id": id,
@@ -356,7 +369,12 @@ fn open_ticket(
     });
     let desk_id = ids.next();
     let mut desk_cc = Vec::new();
-    desk_cc.extend(rel.support_contact.clone());
+    // A support contact that is the desk itself already gets the desk's mail.
+    desk_cc.extend(
+        rel.support_contact
+            .clone()
+            .filter(|c| *c != cfg.addresses.support_desk),
+    );
     let mut d = base_decision(MailClass::Customer {
         partner: partner.id.clone(),
         customer: from.to_string(),
@@ -568,6 +586,9 @@ fn ticket_notice(
     vars: serde_json::Value,
     ticket: u64,
 ) -> MailPlan {
+    // The desk as support contact gets the desk's own mails, not copies of
+    // them (nor of its own answers).
+    let support_contact = support_contact.filter(|c| *c != cfg.addresses.support_desk);
     let mut notice = super::partner_notice(partner, support_contact, template, message_id, vars);
     notice.reply_to = Some(cfg.addresses.invitations.clone());
     notice.ticket = Some(ticket);
