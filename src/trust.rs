@@ -192,6 +192,8 @@ mod tests {
             authenticate_customers,
             max_message_bytes: 1 << 20,
             max_replies_per_hour: 20,
+            quarantine_keep_bytes: 1 << 20,
+            quarantine_store_bytes: 64 << 20,
         }
     }
 
