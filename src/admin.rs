@@ -371,6 +371,13 @@ pub fn import_batch(
     draft: bool,
     key: &str,
 ) -> Result<serde_json::Value, String> {
+    if rows.len() > crate::command::MAX_COMMANDS {
+        return Err(format!(
+            "a batch holds at most {} rows, not {}",
+            crate::command::MAX_COMMANDS,
+            rows.len()
+        ));
+    }
     let checked: Vec<_> = rows.iter().map(|r| r.command(draft)).collect();
     let commands = checked.iter().filter_map(|c| c.clone().ok()).collect();
     let mut ran = engine
