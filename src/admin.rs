@@ -393,7 +393,7 @@ pub fn import_batch(
                 .next()
                 .ok_or("the engine answered fewer results than commands")?,
             Err(e) => crate::engine::CommandResult {
-                command: format!("invite {}", row.email),
+                command: format!("invite {}", row.email.chars().take(80).collect::<String>()),
                 ok: false,
                 result: e.to_string(),
             },
