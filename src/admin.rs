@@ -371,6 +371,13 @@ pub fn import_batch(
     draft: bool,
     key: &str,
 ) -> Result<serde_json::Value, String> {
+    if rows.len() > crate::command::MAX_COMMANDS {
+        return Err(format!(
+            "a batch holds at most {} rows, not {}",
+            crate::command::MAX_COMMANDS,
+            rows.len()
+        ));
+    }
     let checked: Vec<_> = rows.iter().map(|r| r.command(draft)).collect();
     let commands = checked.iter().filter_map(|c| c.clone().ok()).collect();
     let mut ran = engine
@@ -386,7 +393,7 @@ pub fn import_batch(
                 .next()
                 .ok_or("the engine answered fewer results than commands")?,
             Err(e) => crate::engine::CommandResult {
-                command: format!("invite {}", row.email),
+                command: format!("invite {}", row.email.chars().take(80).collect::<String>()),
                 ok: false,
                 result: e.to_string(),
             },

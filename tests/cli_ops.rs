@@ -292,3 +292,33 @@ async fn import_quoting_and_malformed_rows_offline() {
     );
     wait_for_mails(&daemon, 2).await;
 }
+
+/// With `trusted_authserv_id` set, the old import's synthesised command mail
+/// carried no Authentication-Results and was quarantined as a forged
+/// partner: "0 of 2 rows invited, 0 failed", exit 0, nothing sent. The
+/// operator's import is not a mail and gets no mail checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_works_with_a_trusted_authserv_id() {
+    let _serial = serial().await;
+    require_mailstack();
+    clear_inboxes().await;
+    let daemon = Daemon::start_custom(Transport::Plain, |c| {
+        c.replace(
+            "invitation_ttl_days = 90\n",
+            "invitation_ttl_days = 90\ntrusted_authserv_id = \"mx.liaison.test\"\n",
+        )
+    });
+    let file = daemon.dir.join("two.csv");
+    std::fs::write(&file, "alice+1@contoso.test\nalice+2@contoso.test,Two,ko\n").unwrap();
+    let (ok, out, err) = daemon.cli(&["import", file.to_str().unwrap(), "--partner", "northwind"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("2 of 2 rows invited, 0 failed"),
+        "{out}\n{err}"
+    );
+    assert_eq!(
+        invited(&daemon),
+        ["alice+1@contoso.test", "alice+2@contoso.test"]
+    );
+    wait_for_mails(&daemon, 2).await;
+}

@@ -2478,3 +2478,55 @@ fn with_a_trusted_authserv_id_forged_partners_are_quarantined() {
     );
     assert_eq!(d.invitations.len(), 1);
 }
+
+#[test]
+fn commands_given_as_data_run_as_the_same_mailed_commands() {
+    use liaison::command::Command;
+    let commands = vec![
+        Command::invite(ALICE, Some("Contoso, Ltd"), Some("ko"), false).unwrap(),
+        Command::invite(ALICE, None, None, false).unwrap(),
+        Command::invite(PARTNER2, None, None, false).unwrap(),
+    ];
+    let w = World::new();
+    let ctx = Context {
+        config: &w.config,
+        tokens: &w.key,
+        now: w.now,
+    };
+    let partner = w.config.partner("northwind").unwrap();
+    let (d, outcomes) = liaison::workflow::run_given_commands(
+        &ctx,
+        &w.store,
+        partner,
+        PARTNER1,
+        "import:northwind:test:0",
+        &commands,
+    )
+    .unwrap();
+    // No transcript: the caller reports the outcomes.
+    assert_eq!(templates_of(&d), vec![TemplateName::Invitation]);
+    assert_eq!(d.relationships.len(), 1);
+    assert_eq!(
+        d.relationships[0].customer_name.as_deref(),
+        Some("Contoso, Ltd")
+    );
+    assert_eq!(d.relationships[0].history[0].actor, PARTNER1);
+    // The same commands mailed give the same results.
+    let mut mailed = World::new();
+    let m = mailed.command_mail(
+        PARTNER1,
+        &format!(
+            "invite {ALICE} name \"Contoso, Ltd\" locale ko\ninvite {ALICE}\ninvite {PARTNER2}\n"
+        ),
+    );
+    let expected: Vec<(bool, String)> = results(&mailed.run(&m))
+        .into_iter()
+        .map(|(_, ok, text)| (ok, text))
+        .collect();
+    let got: Vec<(bool, String)> = outcomes.into_iter().map(|o| (o.ok, o.result)).collect();
+    assert_eq!(got, expected);
+    assert_eq!(
+        got.iter().map(|(ok, _)| *ok).collect::<Vec<_>>(),
+        [true, false, false]
+    );
+}
