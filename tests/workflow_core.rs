@@ -2530,3 +2530,143 @@ fn commands_given_as_data_run_as_the_same_mailed_commands() {
         [true, false, false]
     );
 }
+
+// ---- the sender trust policy (src/trust.rs) --------------------------------
+
+const TRUSTED_MX: &str = "mx.liaison.test";
+
+fn passed(domain: &str) -> Vec<String> {
+    vec![format!("{TRUSTED_MX}; dkim=pass header.d={domain}")]
+}
+
+fn assert_quarantined(d: &Decision, what: &str) {
+    assert_eq!(d.class, MailClass::Quarantined, "{d:#?}");
+    assert!(
+        d.mails.is_empty()
+            && d.tickets.is_empty()
+            && d.relationships.is_empty()
+            && d.invitations.is_empty(),
+        "{d:#?}"
+    );
+    assert!(d.summary.contains(what), "{what:?} not in: {}", d.summary);
+    assert!(d.summary.contains("is not authenticated"), "{}", d.summary);
+}
+
+#[test]
+fn with_a_trusted_authserv_id_every_party_of_a_ticket_must_be_authenticated() {
+    let mut w = World::new();
+    removed_permissions(&mut w);
+    let m = w.command_mail(PARTNER1, "contact alice@contoso.test carol@contoso.test");
+    w.run(&m);
+    w.config.security.trusted_authserv_id = Some(TRUSTED_MX.into());
+
+    // A support request by address alone: quarantined, no ticket.
+    let mut m = support_mail(&mut w, ALICE, "Cannot sign in", "Nobody can sign in.");
+    assert_quarantined(&w.decide(&m), "support request (no token, no thread)");
+    m.authentication_results = passed("contoso.test");
+    let d = w.run(&m);
+    assert_eq!(d.tickets.len(), 1, "{d:#?}");
+    let desk = plan(&d, TemplateName::TicketOpenedDesk);
+
+    // Every party, forged and then authenticated, by tag and by thread.
+    for (from, domain, who) in [
+        (DESK, "liaison.test", "the support desk"),
+        (PARTNER1, "liaison.test", "its partner"),
+        ("carol@contoso.test", "contoso.test", "its support contact"),
+        (ALICE, "contoso.test", "its customer"),
+    ] {
+        for by_tag in [true, false] {
+            let subject = if by_tag {
+                "Re: [T-000001] Cannot sign in"
+            } else {
+                "Re: Cannot sign in"
+            };
+            let mut m = support_mail(&mut w, from, subject, "Try again.");
+            if !by_tag {
+                m.in_reply_to = vec![desk.message_id.clone()];
+            }
+            assert_quarantined(
+                &w.decide(&m),
+                &format!("ticket T-000001 claiming to be from {who} ({from})"),
+            );
+            // A pass for another domain, or the MX's dkim=fail above a
+            // forged pass, is no better.
+            m.authentication_results = passed("evil.example");
+            assert_quarantined(&w.decide(&m), "(not aligned)");
+            m.authentication_results = vec![
+                format!("{TRUSTED_MX}; dkim=fail header.d={domain}"),
+                passed(domain)[0].clone(),
+            ];
+            assert_quarantined(&w.decide(&m), &format!("dkim=fail header.d={domain}"));
+            m.authentication_results = passed(domain);
+            let d = w.decide(&m);
+            assert!(
+                matches!(d.class, MailClass::Customer { .. }) && !d.mails.is_empty(),
+                "{who}: {d:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn answers_with_a_token_need_authentication_only_with_authenticate_customers() {
+    let mut w = World::new();
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    w.config.security.trusted_authserv_id = Some(TRUSTED_MX.into());
+    let mut reply = w.reply_plus(ALICE, &token, "Accept");
+    // By default the token is credential enough.
+    assert!(matches!(w.decide(&reply).class, MailClass::Customer { .. }));
+    w.config.security.authenticate_customers = true;
+    assert_quarantined(
+        &w.decide(&reply),
+        "answer claiming to be from the customer (with a valid token)",
+    );
+    reply.authentication_results = passed("contoso.test");
+    w.run(&reply);
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Active)
+    );
+}
+
+#[test]
+fn the_desk_as_support_contact_answers_the_customer_and_is_mailed_once() {
+    let mut w = World::new();
+    removed_permissions(&mut w);
+    let m = w.command_mail(PARTNER1, "contact alice@contoso.test helpdesk@liaison.test");
+    w.run(&m);
+    let m = support_mail(&mut w, ALICE, "Cannot sign in", "Nobody can sign in.");
+    let d = w.run(&m);
+    let to_desk = d
+        .mails
+        .iter()
+        .flat_map(|m| &m.to)
+        .filter(|a| *a == DESK)
+        .count();
+    assert_eq!(to_desk, 1, "the desk gets the new ticket once: {d:#?}");
+    let desk = plan(&d, TemplateName::TicketOpenedDesk);
+    let mut m = support_mail(&mut w, DESK, "RE: [T-000001] Cannot sign in", "Reset it.");
+    m.in_reply_to = vec![desk.message_id.clone()];
+    let d = w.run(&m);
+    assert_eq!(
+        templates_of(&d),
+        vec![
+            TemplateName::TicketRelayCustomer,
+            TemplateName::TicketRelayPartner
+        ],
+        "{}",
+        d.summary
+    );
+    assert_eq!(d.mails[0].to, vec![ALICE.to_string()]);
+    assert_eq!(
+        d.mails[1].to,
+        vec![PARTNER1.to_string()],
+        "no copy of its own answer for the desk"
+    );
+    let t = &d.tickets[0];
+    assert_eq!(t.state, TicketState::WaitingOnCustomer);
+    assert_eq!(
+        t.entries.last().unwrap().author,
+        liaison::ticket::Author::SupportDesk
+    );
+}

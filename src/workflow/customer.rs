@@ -159,6 +159,12 @@ pub(super) fn customer_mail(
                     format!("mail from {from}, who is neither a partner nor a known customer; no reply (no backscatter)")
                 }));
             };
+            // Known by its address alone (no token, no thread): whatever
+            // follows acts on the address, so the sender must be trusted.
+            let claim = crate::trust::Claim::SupportRequest;
+            if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
+                return Ok(refused);
+            }
             // One relationship that is not waiting for an answer: this is a
             // support request for it; nothing to guess.
             let live: Vec<&Relationship> = known
@@ -167,11 +173,6 @@ pub(super) fn customer_mail(
                 .collect();
             if let [rel] = live[..] {
                 if rel.state != RelationshipState::Invited {
-                    // Known by its address alone: no credential.
-                    let claim = crate::trust::Claim::SupportRequest;
-                    if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
-                        return Ok(refused);
-                    }
                     return super::support::support_request(ctx, view, mail, from, rel);
                 }
             }

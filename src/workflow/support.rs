@@ -5,6 +5,8 @@
 //! A ticket thread accepts mail only from the ticket's customer, the
 //! partner, its support contact and the support desk. Anyone else quoting
 //! `[T-000123]` is refused: a ticket number in a subject is not a password.
+//! With `security.trusted_authserv_id` set, the parties themselves must be
+//! authenticated too ([`crate::trust`]), or their mail is quarantined.
 
 use super::{
     rfc3339, strip_reply_prefixes, Context, Decision, MailClass, MailPlan, MessageIds, Sender,
