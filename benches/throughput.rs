@@ -630,6 +630,11 @@ fn load_config(dir: &Path, smtp_port: u16, extra_partners: usize) -> Res<Config>
     Ok(Config::load(&path)?)
 }
 
+/// The key Liaison derives ids with, from the configured secret.
+fn id_key(config: &Config) -> liaison::token::IdKey {
+    liaison::token::IdKey::new(config.security.token_secret.expose().as_bytes())
+}
+
 fn open_store(config: &Config) -> Res<Arc<SledStore>> {
     Ok(Arc::new(SledStore::open(
         &config.store.path,
@@ -1062,9 +1067,10 @@ async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
         let now = now_secs();
 
         // Baseline: pre-rendered, one connection, one after the other.
+        let ids = id_key(&config);
         let rendered = plans
             .iter()
-            .map(|p| liaison::compose::compose(&config, &templates, p, now))
+            .map(|p| liaison::compose::compose(&config, &templates, &ids, p, now))
             .collect::<Result<Vec<_>, _>>()?;
         let bytes: usize = rendered.iter().map(|m| m.raw.len()).sum();
         let one = smtp_transport(1);
@@ -1152,8 +1158,9 @@ async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
             durable_rx,
             stop_rx,
         ));
+        let ids = id_key(&config);
         for p in &plans {
-            let mail = liaison::compose::compose(&config, &templates, p, now)?;
+            let mail = liaison::compose::compose(&config, &templates, &ids, p, now)?;
             store.commit(Changes {
                 outbox: vec![mail],
                 ..Default::default()
@@ -1190,9 +1197,9 @@ async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
         let t = Instant::now();
         let results: Vec<Res<()>> = futures::stream::iter(plans.iter())
             .map(|p| {
-                let (config, templates, mailer) = (&config, &templates, &mailer);
+                let (config, templates, mailer, ids) = (&config, &templates, &mailer, &ids);
                 async move {
-                    let m = liaison::compose::compose(config, templates, p, now)?;
+                    let m = liaison::compose::compose(config, templates, ids, p, now)?;
                     mailer.send(&m).await?;
                     Ok(())
                 }
@@ -1916,7 +1923,7 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
     let list_full = time(&mut || {
         let d = workflow::decide(&ctx, store.as_ref(), &list_mail)?;
         for p in &d.mails {
-            let m = liaison::compose::compose(&config, &templates, p, now)?;
+            let m = liaison::compose::compose(&config, &templates, ctx.tokens.ids(), p, now)?;
             transcript_bytes = m.raw.len();
         }
         Ok(listed(&d))
