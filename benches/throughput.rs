@@ -1051,6 +1051,7 @@ async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
     let tmp = tempfile::tempdir()?;
     let config = Arc::new(load_config(tmp.path(), SMTP_PORT, 0)?);
     let templates = Arc::new(Templates::load(&config.templates_dir)?);
+    let ids = liaison::token::IdKey::new(config.security.token_secret.expose().as_bytes());
     let parallel = config.smtp.max_connections;
     clear_all(&CUSTOMERS).await?;
     wait_postfix_idle("start").await;
@@ -1064,7 +1065,7 @@ async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
         // Baseline: pre-rendered, one connection, one after the other.
         let rendered = plans
             .iter()
-            .map(|p| liaison::compose::compose(&config, &templates, p, now))
+            .map(|p| liaison::compose::compose(&config, &templates, &ids, p, now))
             .collect::<Result<Vec<_>, _>>()?;
         let bytes: usize = rendered.iter().map(|m| m.raw.len()).sum();
         let one = smtp_transport(1);
@@ -1153,7 +1154,7 @@ async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
             stop_rx,
         ));
         for p in &plans {
-            let mail = liaison::compose::compose(&config, &templates, p, now)?;
+            let mail = liaison::compose::compose(&config, &templates, &ids, p, now)?;
             store.commit(Changes {
                 outbox: vec![mail],
                 ..Default::default()
@@ -1190,9 +1191,9 @@ async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
         let t = Instant::now();
         let results: Vec<Res<()>> = futures::stream::iter(plans.iter())
             .map(|p| {
-                let (config, templates, mailer) = (&config, &templates, &mailer);
+                let (config, templates, mailer, ids) = (&config, &templates, &mailer, &ids);
                 async move {
-                    let m = liaison::compose::compose(config, templates, p, now)?;
+                    let m = liaison::compose::compose(config, templates, ids, p, now)?;
                     mailer.send(&m).await?;
                     Ok(())
                 }
@@ -1916,7 +1917,7 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
     let list_full = time(&mut || {
         let d = workflow::decide(&ctx, store.as_ref(), &list_mail)?;
         for p in &d.mails {
-            let m = liaison::compose::compose(&config, &templates, p, now)?;
+            let m = liaison::compose::compose(&config, &templates, tokens.ids(), p, now)?;
             transcript_bytes = m.raw.len();
         }
         Ok(listed(&d))
