@@ -131,7 +131,11 @@ async fn a_thread_only_accept_with_a_computed_message_id_does_nothing() {
         inv.message_id, predicted,
         "Message-IDs must not be computable without the secret"
     );
-    assert!(inv.message_id.starts_with("liaison."), "{}", inv.message_id);
+    assert!(
+        inv.message_id.starts_with("liaison.k1."),
+        "{}",
+        inv.message_id
+    );
     let log = daemon.log();
     assert!(
         log.contains(&forged_id),
