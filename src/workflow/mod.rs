@@ -43,7 +43,8 @@ pub enum WorkflowError {
 pub struct Context<'a> {
     /// The configuration (partners, addresses, lifetimes).
     pub config: &'a Config,
-    /// Signs and checks tokens.
+    /// Signs and checks tokens, and (`tokens.ids()`) keys every id and
+    /// Message-ID the core derives.
     pub tokens: &'a TokenKey,
     /// Current time, Unix seconds.
     pub now: u64,
