@@ -630,11 +630,6 @@ fn load_config(dir: &Path, smtp_port: u16, extra_partners: usize) -> Res<Config>
     Ok(Config::load(&path)?)
 }
 
-/// The key Liaison derives ids with, from the configured secret.
-fn id_key(config: &Config) -> liaison::token::IdKey {
-    liaison::token::IdKey::new(config.security.token_secret.expose().as_bytes())
-}
-
 fn open_store(config: &Config) -> Res<Arc<SledStore>> {
     Ok(Arc::new(SledStore::open(
         &config.store.path,
@@ -1056,6 +1051,7 @@ async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
     let tmp = tempfile::tempdir()?;
     let config = Arc::new(load_config(tmp.path(), SMTP_PORT, 0)?);
     let templates = Arc::new(Templates::load(&config.templates_dir)?);
+    let ids = liaison::token::IdKey::new(config.security.token_secret.expose().as_bytes());
     let parallel = config.smtp.max_connections;
     clear_all(&CUSTOMERS).await?;
     wait_postfix_idle("start").await;
@@ -1067,7 +1063,6 @@ async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
         let now = now_secs();
 
         // Baseline: pre-rendered, one connection, one after the other.
-        let ids = id_key(&config);
         let rendered = plans
             .iter()
             .map(|p| liaison::compose::compose(&config, &templates, &ids, p, now))
@@ -1158,7 +1153,6 @@ async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
             durable_rx,
             stop_rx,
         ));
-        let ids = id_key(&config);
         for p in &plans {
             let mail = liaison::compose::compose(&config, &templates, &ids, p, now)?;
             store.commit(Changes {
@@ -1923,7 +1917,7 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
     let list_full = time(&mut || {
         let d = workflow::decide(&ctx, store.as_ref(), &list_mail)?;
         for p in &d.mails {
-            let m = liaison::compose::compose(&config, &templates, ctx.tokens.ids(), p, now)?;
+            let m = liaison::compose::compose(&config, &templates, tokens.ids(), p, now)?;
             transcript_bytes = m.raw.len();
         }
         Ok(listed(&d))

@@ -676,7 +676,7 @@ impl Config {
         if local_len + 1 + tag_len > 64 {
             return Err(invalid(
                 "addresses.invitations",
-                &format!(
+                format!(
                     "its local part may have at most {} characters: Liaison appends +TOKEN ({} characters) to it",
                     64 - 1 - tag_len,
                     crate::token::TOKEN_LEN

@@ -13,14 +13,16 @@
 //! Pure core (no sockets, no clock, no disk):
 //! * [`config`] — the TOML configuration, validated up front.
 //! * [`address`] — address normalisation and plus-address tags.
-//! * [`token`] — HMAC-signed, expiring invitation tokens.
+//! * [`token`] — HMAC-signed, expiring invitation tokens, and the key
+//!   (`IdKey`) for every id, Message-ID and bounce address Liaison derives.
 //! * [`command`] — the partner command language parser.
 //! * [`import`] — CSV rows of `liaison import` to `invite` commands, as data.
 //! * [`reply`] — separates a reply's new text from quoted text.
 //! * [`auth`] — reading Authentication-Results: was the From authenticated?
 //! * [`trust`] — who is trusted for what: the one sender policy.
 //! * [`intent`] — what a customer's new text means (accept, decline, …).
-//! * [`dsn`] — reading delivery status notifications (bounces).
+//! * [`dsn`] — reading delivery status notifications (bounces), and whether
+//!   one is real (VERP bounce address, null sender, recipient).
 //! * [`inbound`] — raw message bytes to plain [`inbound::InboundMail`].
 //! * [`relationship`] — states and the transition table.
 //! * [`invitation`] — the stored invitation record.

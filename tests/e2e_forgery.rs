@@ -7,7 +7,9 @@
 //!   public formula computed it (sha256 of the command's Message-ID).
 //! - Forged bounces of every kind: a stranger's envelope sender; a null
 //!   sender to the untagged invitations address; a genuine bounce address
-//!   of another mail and recipient; a made-up tag. A real bounce, generated
+//!   of another mail and recipient; a made-up tag; a stranger writing
+//!   `Return-Path: <>` and the genuine bounce address as `Delivered-To`
+//!   into the mail itself. A real bounce, generated
 //!   by Postfix itself for `gone@contoso.test` (see tests/mailstack.sh), is
 //!   believed.
 //! - "Accept" replayed to the original invitation after `revoked`.
@@ -129,7 +131,11 @@ async fn a_thread_only_accept_with_a_computed_message_id_does_nothing() {
         inv.message_id, predicted,
         "Message-IDs must not be computable without the secret"
     );
-    assert!(inv.message_id.starts_with("liaison."), "{}", inv.message_id);
+    assert!(
+        inv.message_id.starts_with("liaison.k1."),
+        "{}",
+        inv.message_id
+    );
     let log = daemon.log();
     assert!(
         log.contains(&forged_id),
@@ -191,6 +197,17 @@ async fn forged_bounces_change_nothing_and_a_real_bounce_is_believed() {
     let made_up = format!("invites+b-{}@liaison.test", "a".repeat(26));
     send_null_sender(&[&made_up], &report(&inv.message_id, ALICE, 4)).await;
 
+    // 5. A stranger writing the headers itself: `Return-Path: <>` (Postfix
+    //    drops it) and the genuine bounce address as `Delivered-To` (it
+    //    stays below the one Dovecot writes on top), sent to the bare address.
+    let headers = format!("Return-Path: <>\r\nDelivered-To: {alice_bounce}\r\n");
+    send_raw(
+        MALLORY,
+        &[INVITES],
+        &format!("{headers}{}", report(&inv.message_id, ALICE, 5)),
+    )
+    .await;
+
     // The real thing, behind them in the same inbox: Postfix accepts
     // gone@contoso.test, then bounces it itself, to the bounce address.
     command(
@@ -230,6 +247,7 @@ async fn forged_bounces_change_nothing_and_a_real_bounce_is_believed() {
         (2, "not to one of Liaison's bounce addresses"),
         (3, "was not issued for"),
         (4, "was not issued for"),
+        (5, "not to one of Liaison's bounce addresses"),
     ] {
         assert!(
             log.lines().any(|l| l.contains(&format!("forged-dsn.{n}."))

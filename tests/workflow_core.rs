@@ -1688,9 +1688,24 @@ fn a_thread_reference_must_be_a_keyed_message_id_sent_to_the_customer() {
             .collect::<String>()
     );
     assert_ne!(plan.message_id, predicted, "Message-IDs are keyed");
+    assert!(
+        plan.message_id.starts_with("liaison.k1."),
+        "{}",
+        plan.message_id
+    );
     let mut forged = w.customer_mail(ALICE, "accept");
     forged.in_reply_to = vec![predicted.clone()];
-    forged.references = vec![predicted];
+    forged.references = vec![predicted.clone()];
+    let d = w.run(&forged);
+    assert!(d.relationships.is_empty(), "{d:#?}");
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Invited)
+    );
+    // A store from before the upgrade indexes the old, computable id: it is
+    // still no credential.
+    let inv_id = only_invitation_id(&w);
+    w.store.threads.insert(predicted, inv_id);
     let d = w.run(&forged);
     assert!(d.relationships.is_empty(), "{d:#?}");
     assert_eq!(
@@ -1713,6 +1728,13 @@ fn a_thread_reference_must_be_a_keyed_message_id_sent_to_the_customer() {
         w.store.state("northwind", ALICE),
         Some(RelationshipState::Active)
     );
+}
+
+/// The id of the only invitation in `w`'s store.
+fn only_invitation_id(w: &World) -> u64 {
+    let ids: Vec<u64> = w.store.invitations.keys().copied().collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    ids[0]
 }
 
 fn plan_of(d: &Decision) -> MailPlan {

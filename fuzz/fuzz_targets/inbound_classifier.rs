@@ -238,8 +238,8 @@ fuzz_target!(|data: &[u8]| {
             let Some(templates) = &f.templates else {
                 continue;
             };
-            let out =
-                liaison::compose::compose(&f.config, templates, plan, NOW).unwrap_or_else(|e| {
+            let out = liaison::compose::compose(&f.config, templates, f.tokens.ids(), plan, NOW)
+                .unwrap_or_else(|e| {
                     panic!("planned mail {:?} does not compose: {e}", plan.template)
                 });
             let back = liaison::inbound::parse(out.raw.as_bytes(), usize::MAX)

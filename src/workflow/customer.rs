@@ -84,9 +84,14 @@ fn find_invitation(
     // Message-IDs are keyed with the secret (`MessageIds`): whoever names one
     // has seen the mail. It must also be a mail sent to the invitation's
     // customer: only those are indexed by invitation, except the draft
-    // itself, which went to the partner. Supersession and expiry are then
-    // checked as for a token, where it matters (answering the request).
+    // itself, which went to the partner. Ids of the old, computable kind
+    // (mails sent before ids were keyed) prove nothing. Supersession and
+    // expiry are then checked as for a token, where it matters (answering
+    // the request).
     for id in mail.in_reply_to.iter().chain(mail.references.iter().rev()) {
+        if !super::is_keyed_message_id(id) {
+            continue;
+        }
         if let Some(inv_id) = view.invitation_by_message_id(id)? {
             if let Some(inv) = view.invitation(inv_id)? {
                 if inv.draft && inv.message_id == *id {

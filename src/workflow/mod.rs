@@ -43,7 +43,8 @@ pub enum WorkflowError {
 pub struct Context<'a> {
     /// The configuration (partners, addresses, lifetimes).
     pub config: &'a Config,
-    /// Signs and checks tokens.
+    /// Signs and checks tokens, and (`tokens.ids()`) keys every id and
+    /// Message-ID the core derives.
     pub tokens: &'a TokenKey,
     /// Current time, Unix seconds.
     pub now: u64,
@@ -205,7 +206,7 @@ pub(crate) fn derive_id(ctx: &Context, key: &str, salt: &str) -> u64 {
 
 /// Builds deterministic Message-IDs for the mails caused by one inbound mail.
 ///
-/// Each is `liaison.` and 24 hex digits of a MAC keyed with the secret over
+/// Each is `liaison.k1.` and 24 hex digits of a MAC keyed with the secret over
 /// the inbound key and a counter: the same mail gives the same ids after a
 /// crash, but nobody without the secret can predict them. That matters
 /// because a reply threading to an invitation's Message-ID is tied to that
@@ -235,11 +236,25 @@ impl<'a> MessageIds<'a> {
             .ids
             .digest("message-id", &[self.key, &self.n.to_string()]);
         format!(
-            "liaison.{}@{}",
+            "{KEYED_MESSAGE_ID_PREFIX}{}@{}",
             data_encoding::HEXLOWER.encode(&h[..12]),
             self.domain
         )
     }
+}
+
+/// What starts every keyed Message-ID. Older versions wrote `liaison.` and
+/// an unkeyed hash, which anyone who knew the inbound Message-ID could
+/// compute: such ids, still in the thread index for mails sent before the
+/// upgrade, are not accepted as a reference to an invitation
+/// ([`is_keyed_message_id`]); the token in those mails still is.
+pub(crate) const KEYED_MESSAGE_ID_PREFIX: &str = "liaison.k1.";
+
+/// Whether `id` is one of Liaison's keyed Message-IDs (as opposed to one
+/// of the old, computable kind). Only meaningful for ids Liaison sent,
+/// i.e. found in its thread index: anyone may write the prefix.
+pub(crate) fn is_keyed_message_id(id: &str) -> bool {
+    id.starts_with(KEYED_MESSAGE_ID_PREFIX)
 }
 
 /// Decides what to do with `mail`.
