@@ -13,6 +13,7 @@
 //! | the customer, on a ticket (`[T-…]` tag or thread) | relayed to the desk, reopens | authenticated From (a ticket tag is computable: no credential) |
 //! | a known customer, no token or thread | support request: forwarded to the partner, or a ticket opened | authenticated From |
 //! | the customer, with a valid token or a thread to a mail Liaison sent | answers the invitation (accept, decline, …) | the credential; also an authenticated From with `authenticate_customers` |
+//! | the customer, with the token of a draft invitation (the partner saw it) | answers the invitation | authenticated From (the token is no secret of the customer's alone) |
 //!
 //! "Authenticated From" is [`crate::auth::verify_sender`]: the trusted MX's
 //! topmost `Authentication-Results` record a pass aligned with the From
@@ -34,6 +35,12 @@ pub enum Credential {
     Token,
     /// In-Reply-To/References naming a Message-ID Liaison sent.
     Thread,
+    /// A valid token of a draft invitation: the draft was mailed to the
+    /// partner to forward, so the partner has seen the token too, and it
+    /// cannot tell the customer's answer from the partner's. The From must
+    /// be authenticated whenever it can be, whatever
+    /// `authenticate_customers` says.
+    DraftToken,
 }
 
 /// Whom a mail's sender claims to be, and so what it could make Liaison do.
@@ -81,6 +88,7 @@ impl Claim<'_> {
                 match c {
                     Credential::Token => "token",
                     Credential::Thread => "thread reference",
+                    Credential::DraftToken => "token of a draft the partner forwarded",
                 }
             ),
         }
@@ -108,6 +116,7 @@ pub fn needs_authenticated_from(security: &SecurityConfig, claim: Claim) -> bool
         return false;
     }
     match claim {
+        Claim::CustomerAnswer(Credential::DraftToken) => true,
         Claim::CustomerAnswer(_) => security.authenticate_customers,
         Claim::PartnerCommand { .. } | Claim::Ticket { .. } | Claim::SupportRequest => true,
     }
@@ -162,7 +171,11 @@ pub fn check(
             security.alignment, security.trusted_authserv_headers
         ),
     };
-    if matches!(claim, Claim::CustomerAnswer(_)) {
+    if matches!(claim, Claim::CustomerAnswer(Credential::DraftToken)) {
+        advice.push_str(
+            "The partner has seen a draft's token, so an answer to a draft needs an authenticated From. ",
+        );
+    } else if matches!(claim, Claim::CustomerAnswer(_)) {
         advice.push_str(
             "With security.authenticate_customers = false a valid token or thread suffices. ",
         );
@@ -211,6 +224,7 @@ mod tests {
             Claim::SupportRequest,
             Claim::CustomerAnswer(Credential::Token),
             Claim::CustomerAnswer(Credential::Thread),
+            Claim::CustomerAnswer(Credential::DraftToken),
         ];
         for author in [
             Author::Customer,
@@ -239,7 +253,11 @@ mod tests {
                 assert!(!needs_authenticated_from(s, claim), "{claim:?}");
                 assert!(check(s, &[], "x@liaison.test", claim).is_ok());
             }
-            let credential = matches!(claim, Claim::CustomerAnswer(_));
+            // A draft's token was seen by the partner: no credential.
+            let credential = matches!(
+                claim,
+                Claim::CustomerAnswer(Credential::Token | Credential::Thread)
+            );
             assert_eq!(
                 needs_authenticated_from(&on, claim),
                 !credential,

@@ -2652,6 +2652,30 @@ fn answers_with_a_token_need_authentication_only_with_authenticate_customers() {
 }
 
 #[test]
+fn an_answer_to_a_draft_needs_an_authenticated_customer() {
+    // The partner received the draft (and its token) to forward: with a
+    // trusted MX, the partner must not be able to answer for the customer
+    // by writing her From, even with authenticate_customers off.
+    let mut w = World::new();
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test draft");
+    w.config.security.trusted_authserv_id = Some(TRUSTED_MX.into());
+    let mut reply = w.reply_plus(ALICE, &token, "Accept");
+    assert_quarantined(
+        &w.decide(&reply),
+        "answer claiming to be from the customer (with a valid token of a draft the partner forwarded)",
+    );
+    // Authenticated as the partner's domain: still not the customer.
+    reply.authentication_results = passed("liaison.test");
+    assert_quarantined(&w.decide(&reply), "token of a draft");
+    reply.authentication_results = passed("contoso.test");
+    w.run(&reply);
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Active)
+    );
+}
+
+#[test]
 fn the_desk_as_support_contact_answers_the_customer_and_is_mailed_once() {
     let mut w = World::new();
     removed_permissions(&mut w);

@@ -217,6 +217,9 @@ pub(super) fn customer_mail(
         )));
     }
     let credential = match how {
+        MatchedBy::PlusAddress | MatchedBy::Subject if inv.draft => {
+            crate::trust::Credential::DraftToken
+        }
         MatchedBy::PlusAddress | MatchedBy::Subject => crate::trust::Credential::Token,
         MatchedBy::Thread => crate::trust::Credential::Thread,
     };
