@@ -741,7 +741,15 @@ impl Store for SledStore {
         for t in &changes.tickets {
             batch.insert(id_key("tkt/", t.id), encode(t));
             for mid in &t.message_ids {
-                batch.insert(format!("tth/{mid}").into_bytes(), encode(&t.id));
+                // First writer wins: a thread's Message-ID belongs to the
+                // ticket that first recorded it. Inbound Message-IDs are the
+                // sender's choice, so a later mail reusing one must not
+                // re-route another ticket's replies to its own ticket.
+                let key = format!("tth/{mid}").into_bytes();
+                match self.get::<u64>(&key)? {
+                    Some(owner) if owner != t.id => {}
+                    _ => batch.insert(key, encode(&t.id)),
+                }
             }
             last_ticket = last_ticket.max(Some(t.id));
         }
@@ -977,6 +985,64 @@ mod tests {
             invitation: inv,
             ticket: None,
         }
+    }
+
+    fn ticket(id: u64, message_ids: &[&str]) -> Ticket {
+        Ticket {
+            id,
+            partner: "p".into(),
+            customer: "c@d.test".into(),
+            support_contact: None,
+            state: crate::ticket::TicketState::Open,
+            subject: "s".into(),
+            opened: 1,
+            closed_at: None,
+            previous: None,
+            message_ids: message_ids.iter().map(|m| m.to_string()).collect(),
+            desk_message_id: None,
+            customer_message_id: None,
+            entries: vec![],
+        }
+    }
+
+    #[test]
+    fn a_thread_message_id_stays_with_the_ticket_that_recorded_it_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db"), 1 << 20, Path::new("x.sock")).unwrap();
+        let commit = |t: Ticket| {
+            s.commit(Changes {
+                tickets: vec![t],
+                ..Default::default()
+            })
+            .unwrap();
+        };
+        commit(ticket(
+            1,
+            &["customer-a@mail.test", "liaison.k1.a@liaison.test"],
+        ));
+        // A mail on ticket 2 that reuses ticket 1's inbound Message-ID.
+        commit(ticket(
+            2,
+            &["customer-a@mail.test", "liaison.k1.b@liaison.test"],
+        ));
+        assert_eq!(
+            s.ticket_by_message_id("customer-a@mail.test").unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            s.ticket_by_message_id("liaison.k1.b@liaison.test").unwrap(),
+            Some(2)
+        );
+        // Ticket 1 written again keeps its own ids.
+        commit(ticket(
+            1,
+            &["customer-a@mail.test", "liaison.k1.a@liaison.test"],
+        ));
+        s.flush().unwrap();
+        assert_eq!(
+            s.ticket_by_message_id("customer-a@mail.test").unwrap(),
+            Some(1)
+        );
     }
 
     #[test]
