@@ -55,6 +55,28 @@ fn raw_header(name: &'static str, value: String) -> HeaderValue {
     HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
 }
 
+/// How many References ids a mail carries at most. The list is copied from
+/// inbound mail, whose sender chooses its length: unbounded, a mail with
+/// thousands of ids would make every reply to it as large.
+pub const MAX_REFERENCES: usize = 20;
+
+/// The ids to put in References, at most [`MAX_REFERENCES`]: the thread's
+/// first id and its latest ones (RFC 5322 §3.6.4 lets a long list be
+/// shortened so); ids too long for a header line are left out.
+pub fn bounded_references(refs: &[String]) -> Vec<&str> {
+    let usable: Vec<&str> = refs
+        .iter()
+        .map(String::as_str)
+        .filter(|r| !r.is_empty() && r.len() <= 250)
+        .collect();
+    if usable.len() <= MAX_REFERENCES {
+        return usable;
+    }
+    let mut kept = vec![usable[0]];
+    kept.extend_from_slice(&usable[usable.len() - (MAX_REFERENCES - 1)..]);
+    kept
+}
+
 /// Renders and builds one planned mail. `now` is the Date header (Unix
 /// seconds); `ids` keys the envelope sender, the mail's own bounce address
 /// ([`crate::dsn::return_path`]), so that only a real bounce of this mail to
@@ -90,7 +112,10 @@ pub fn compose(
         b = b.in_reply_to(format!("<{irt}>"));
     }
     if !plan.references.is_empty() {
-        let refs: Vec<String> = plan.references.iter().map(|r| format!("<{r}>")).collect();
+        let refs: Vec<String> = bounded_references(&plan.references)
+            .into_iter()
+            .map(|r| format!("<{r}>"))
+            .collect();
         b = b.references(refs.join(" "));
     }
     let auto = if plan.in_reply_to.is_some() && plan.template != TemplateName::Invitation {
@@ -164,4 +189,26 @@ pub fn compose(
 enum Body {
     Single(SinglePart),
     Multi(MultiPart),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_keep_the_first_and_the_latest_ids() {
+        let few: Vec<String> = (0..5).map(|i| format!("m{i}@x.test")).collect();
+        assert_eq!(
+            bounded_references(&few),
+            few.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        let many: Vec<String> = (0..5000).map(|i| format!("m{i}@x.test")).collect();
+        let kept = bounded_references(&many);
+        assert_eq!(kept.len(), MAX_REFERENCES);
+        assert_eq!(kept[0], "m0@x.test");
+        assert_eq!(kept[1], "m4981@x.test");
+        assert_eq!(*kept.last().unwrap(), "m4999@x.test");
+        let long = vec!["a".repeat(5000), "ok@x.test".into()];
+        assert_eq!(bounded_references(&long), vec!["ok@x.test"]);
+    }
 }

@@ -2716,3 +2716,18 @@ fn the_desk_as_support_contact_answers_the_customer_and_is_mailed_once() {
         liaison::ticket::Author::SupportDesk
     );
 }
+
+#[test]
+fn liaisons_own_addresses_cannot_be_support_contacts() {
+    let mut w = World::new();
+    w.invite(PARTNER1, "invite alice@contoso.test");
+    for own in [COMMANDS, INVITES, "Commands@Liaison.test"] {
+        let m = w.command_mail(PARTNER1, &format!("contact alice@contoso.test {own}"));
+        let r = results(&w.run(&m));
+        assert!(!r[0].1, "{r:?}");
+        assert!(r[0].2.contains("Liaison's own addresses"), "{r:?}");
+    }
+    let m = w.command_mail(PARTNER1, &format!("contact alice@contoso.test {DESK}"));
+    let r = results(&w.run(&m));
+    assert!(r[0].1, "the desk may be the contact: {r:?}");
+}

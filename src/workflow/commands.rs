@@ -622,6 +622,14 @@ impl<'a, 'c> CommandRun<'a, 'c> {
         if rel.state == RelationshipState::Removed {
             return Ok(Err(format!("{customer} is removed; invite them first")));
         }
+        // A contact gets ticket authority and copies of support traffic:
+        // one of Liaison's own addresses there would mail Liaison itself.
+        let own = &self.ctx.config.addresses;
+        if support == own.commands || support == own.invitations {
+            return Ok(Err(format!(
+                "{support} is one of Liaison's own addresses and cannot be a support contact"
+            )));
+        }
         rel.support_contact = Some(support.to_string());
         self.put(rel);
         Ok(Ok(format!(
