@@ -47,6 +47,10 @@ pub struct InboundMail {
     pub from: Option<String>,
     /// The From display name.
     pub from_name: Option<String>,
+    /// Further From addresses after the first (RFC 5322 allows several
+    /// authors). Nobody can check such a mail's sender: DMARC aligns with
+    /// one From domain, and which author would have the power is a guess.
+    pub other_from: Vec<String>,
     /// To and Cc addresses, lowercase.
     pub recipients: Vec<String>,
     /// Delivered-To headers (the final recipient incl. `+tag`, added by the
@@ -98,6 +102,15 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
         .unwrap_or_default()
     };
     let from_addr = msg.from().and_then(|a| a.first());
+    let other_from: Vec<String> = msg
+        .from()
+        .map(|a| {
+            a.iter()
+                .skip(1)
+                .map(|x| x.address().unwrap_or("(no address)").to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap_or_default();
     let from = from_addr
         .and_then(|a| a.address())
         .and_then(crate::address::normalize);
@@ -194,6 +207,7 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
         key,
         from,
         from_name,
+        other_from,
         recipients,
         delivered_to,
         subject: msg.subject().unwrap_or("").to_string(),

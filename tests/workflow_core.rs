@@ -235,6 +235,7 @@ impl World {
             key: id,
             from: Some(from.to_string()),
             from_name: None,
+            other_from: vec![],
             recipients: vec![COMMANDS.to_string()],
             delivered_to: vec![COMMANDS.to_string()],
             subject: "commands".to_string(),
@@ -258,6 +259,7 @@ impl World {
             key: id,
             from: Some(from.to_string()),
             from_name: None,
+            other_from: vec![],
             recipients: vec![INVITES.to_string()],
             delivered_to: vec![],
             subject: "Re: delegated admin permissions".to_string(),
@@ -2730,4 +2732,24 @@ fn liaisons_own_addresses_cannot_be_support_contacts() {
     let m = w.command_mail(PARTNER1, &format!("contact alice@contoso.test {DESK}"));
     let r = results(&w.run(&m));
     assert!(r[0].1, "the desk may be the contact: {r:?}");
+}
+
+#[test]
+fn a_mail_with_several_from_addresses_is_quarantined() {
+    let mut w = World::new();
+    let raw = format!(
+        "From: {PARTNER1}, Mallory <mallory@evil.test>\r\nTo: {COMMANDS}\r\nSubject: x\r\n\
+Message-ID: <multi@evil.test>\r\n\r\ninvite alice@contoso.test\r\n"
+    );
+    let m = inbound::parse(raw.as_bytes(), 1 << 20).unwrap();
+    assert_eq!(m.from.as_deref(), Some(PARTNER1));
+    assert_eq!(m.other_from, vec!["mallory@evil.test"]);
+    let d = w.run(&m);
+    assert_eq!(d.class, MailClass::Quarantined, "{d:#?}");
+    assert!(d.mails.is_empty() && d.relationships.is_empty());
+    assert!(
+        d.summary.contains("several From addresses"),
+        "{}",
+        d.summary
+    );
 }

@@ -296,6 +296,16 @@ pub fn decide(
     let Some(from) = mail.from.as_deref() else {
         return Ok(Decision::ignored("no usable From address"));
     };
+    if !mail.other_from.is_empty() {
+        // Whoever of the authors would get power, the others could be
+        // anyone: no alignment check can vouch for a list of senders.
+        let mut d = Decision::ignored(format!(
+            "mail with several From addresses ({from}, {}): no single sender can be authenticated; quarantined, nothing done, no reply",
+            mail.other_from.join(", ")
+        ));
+        d.class = MailClass::Quarantined;
+        return Ok(d);
+    }
     let cfg = ctx.config;
     if from == cfg.addresses.commands || from == cfg.addresses.invitations {
         return Ok(Decision::ignored("sent from Liaison's own address (loop)"));
