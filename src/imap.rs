@@ -731,7 +731,9 @@ impl Folders {
     /// cannot be asked is assumed to use `/`.
     async fn on_server(cfg: &InboxConfig, session: &mut Session) -> Folders {
         let asked = timed(cfg, "LIST", async {
-            let mut stream = session.list(Some(""), Some("")).await?;
+            // `None, None` is `LIST "" ""` (async-imap quotes the
+            // reference but sends the pattern as given).
+            let mut stream = session.list(None, None).await?;
             let mut separator = None;
             // Drain the whole response before the next command.
             while let Some(item) = stream.next().await {
