@@ -167,8 +167,20 @@ impl Engine {
         let mut trusting = (*self.config).clone();
         trusting.security.trusted_authserv_id = None;
         let parsed = crate::inbound::parse(&raw, trusting.security.max_message_bytes);
-        let outcome =
-            self.process_with(&trusting, None, &raw, parsed, key.to_string(), Some(key))?;
+        // The bug that quarantined a mail may still be there: a panic
+        // answers the operator instead of ending the admin request.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.process_with(&trusting, None, &raw, parsed, key.to_string(), Some(key))
+        }));
+        let outcome = match run {
+            Ok(outcome) => outcome?,
+            Err(payload) => {
+                return Ok(Err(format!(
+                    "{key} is still refused: internal error while processing: {}; please report",
+                    panic_message(payload.as_ref())
+                )))
+            }
+        };
         if outcome.class == "quarantined" {
             return Ok(Err(format!("{key} is still refused: {}", outcome.summary)));
         }
@@ -614,6 +626,15 @@ fn test_fault(parsed: &Result<crate::inbound::InboundMail, crate::inbound::Inbou
         }
         _ => {}
     }
+}
+
+/// The text of a caught panic.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Makes every commit so far durable and then lets the outbox sender send

@@ -638,7 +638,7 @@ fn process_chunk(
                     let outcome = match run {
                         Ok(outcome) => outcome?,
                         Err(payload) => {
-                            let message = panic_message(payload.as_ref());
+                            let message = crate::engine::panic_message(payload.as_ref());
                             tracing::error!(inbox = %inbox, uid, panic = %message, "processing a mail panicked; quarantining it");
                             engine.record_internal_error(inbox, cursor, &raw, &message)?
                         }
@@ -665,15 +665,6 @@ fn process_chunk(
     }
     crate::engine::flush_and_publish(engine.store().as_ref(), durable)?;
     Ok(out)
-}
-
-/// The text of a caught panic.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// An IMAP sequence set for sorted UIDs, runs folded into ranges
@@ -731,7 +722,9 @@ impl Folders {
     /// cannot be asked is assumed to use `/`.
     async fn on_server(cfg: &InboxConfig, session: &mut Session) -> Folders {
         let asked = timed(cfg, "LIST", async {
-            let mut stream = session.list(Some(""), Some("")).await?;
+            // `None, None` is `LIST "" ""` (async-imap quotes the
+            // reference but sends the pattern as given).
+            let mut stream = session.list(None, None).await?;
             let mut separator = None;
             // Drain the whole response before the next command.
             while let Some(item) = stream.next().await {

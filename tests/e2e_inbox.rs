@@ -248,14 +248,16 @@ async fn a_stranger_cannot_preempt_a_partners_message_id() {
     while !daemon
         .log()
         .lines()
-        .any(|l| l.contains("processed") && l.contains(&format!("message_id={id}#")))
+        .any(|l| l.contains("processed") && l.contains(&format!("message_id={id}")))
     {
         assert!(Instant::now() < deadline, "{}", daemon.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Delivered to both of Liaison's inboxes: two copies whose trace
+    // headers differ, one mail all the same.
     send_raw(
         PARTNER1,
-        &[COMMANDS],
+        &[COMMANDS, INVITES],
         &with_id(mail(
             PARTNER1,
             COMMANDS,
@@ -270,7 +272,40 @@ async fn a_stranger_cannot_preempt_a_partners_message_id() {
     })
     .await;
     assert_eq!(transcript.in_reply_to.as_deref(), Some(id.as_str()));
+    // Both copies were looked at; the second was a duplicate.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("processed") && l.contains(&format!("message_id={id}")))
+        .count()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let transcripts = fetch_all(PARTNER1)
+        .await
+        .iter()
+        .filter(|r| Received::parse(r).subject.contains("Liaison results"))
+        .count();
+    assert_eq!(transcripts, 1, "one transcript for the two copies");
+    assert!(daemon.log().contains("class=duplicate"), "{}", daemon.log());
     assert!(daemon.stop().success());
+}
+
+/// The Message-IDs of the mails the daemon logged as processed.
+fn processed_ids(daemon: &Daemon) -> std::collections::HashSet<String> {
+    daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("processed"))
+        .filter_map(|l| l.split("message_id=").nth(1))
+        // The key is the Message-ID, then `#` and a hash.
+        .filter_map(|rest| rest.split(['#', ' ']).next())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Point 16: mail delivered while a large sync runs is processed within
@@ -280,44 +315,55 @@ async fn mail_arriving_during_a_sync_is_processed_promptly() {
     let _serial = serial().await;
     require_mailstack();
     clear_all().await;
-    let backlog: Vec<String> = (0..300)
+    const BACKLOG: usize = 600;
+    let backlog: Vec<String> = (0..BACKLOG)
         .map(|i| mail(DAVE, COMMANDS, &format!("backlog {i}"), "", "hello"))
         .collect();
+    let backlog_ids: Vec<String> = backlog
+        .iter()
+        .map(|r| Received::parse(r.as_bytes()).message_id)
+        .collect();
     append_all(COMMANDS, &backlog).await;
-    let mut daemon = Daemon::start(Transport::Plain);
-    // One mail every 50 ms for 3 s while the backlog is worked through.
+    let daemon = Daemon::start(Transport::Plain);
+    // One mail every 20 ms while the backlog is worked through, until half
+    // of it is done: the last ones arrive while that sync still runs.
     let mut delivered: Vec<(String, Instant)> = Vec::new();
+    let mut seen_at: Vec<Option<Instant>> = Vec::new();
     let mut s = login(COMMANDS).await;
-    for i in 0..60 {
+    let look = |delivered: &[(String, Instant)], seen_at: &mut Vec<Option<Instant>>| {
+        let processed = processed_ids(&daemon);
+        seen_at.resize(delivered.len(), None);
+        for (i, (mid, _)) in delivered.iter().enumerate() {
+            if seen_at[i].is_none() && processed.contains(mid) {
+                seen_at[i] = Some(Instant::now());
+            }
+        }
+        backlog_ids
+            .iter()
+            .filter(|m| processed.contains(*m))
+            .count()
+    };
+    for i in 0..300 {
         let raw = mail(DAVE, COMMANDS, &format!("live {i}"), "", "hello");
         let mid = Received::parse(raw.as_bytes()).message_id;
         s.append("INBOX", None, None, raw.as_bytes())
             .await
             .expect("APPEND");
         delivered.push((mid, Instant::now()));
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if look(&delivered, &mut seen_at) >= BACKLOG / 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = s.logout().await;
     // Every mail is processed within 5 s of its delivery.
-    let mut seen_at: Vec<Option<Instant>> = vec![None; delivered.len()];
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let log = daemon.log();
-        let processed: std::collections::HashSet<&str> = log
-            .lines()
-            .filter(|l| l.contains("processed"))
-            .filter_map(|l| l.split("message_id=").nth(1))
-            .filter_map(|rest| rest.split('#').next())
-            .collect();
-        for (i, (mid, _)) in delivered.iter().enumerate() {
-            if seen_at[i].is_none() && processed.contains(mid.as_str()) {
-                seen_at[i] = Some(Instant::now());
-            }
-        }
+        look(&delivered, &mut seen_at);
         if seen_at.iter().all(Option::is_some) || Instant::now() > deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let late: Vec<String> = delivered
         .iter()
@@ -333,6 +379,7 @@ async fn mail_arriving_during_a_sync_is_processed_promptly() {
         late.len(),
         delivered.len()
     );
+    let mut daemon = daemon;
     assert!(daemon.stop().success());
 }
 
