@@ -343,3 +343,298 @@ Diagnostic-Code: smtp; 552 5.2.2 mailbox full\r\n\r\n\
     assert_eq!(count(ALICE).await, 1, "the bounce is never answered");
     assert!(daemon.stop().success());
 }
+
+/// The total number of processed records, over every class.
+fn processed_total(daemon: &Daemon) -> u64 {
+    let (ok, out, err) = daemon.cli(&["stats"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["processed"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum()
+}
+
+/// A campaign of forged, malformed and flooding mail against a daemon with a
+/// trusted MX: none of it may change a state, reach anyone, or be lost (each
+/// has its processed record), and the legitimate commands mixed into it are
+/// answered exactly once each. The counts are written to the test's output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_campaign_is_refused_lost_never_and_answered_once() {
+    use std::io::Write;
+    const BOB: &str = "bob@fabrikam.test";
+    const CAROL: &str = "carol@contoso.test";
+    const DESK: &str = "helpdesk@liaison.test";
+    let _serial = serial().await;
+    require_mailstack();
+    clear_all().await;
+    for u in [BOB, CAROL, DESK] {
+        clear_mailbox(u).await;
+    }
+    let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
+        c.replace(
+            "invitation_ttl_days = 90\n",
+            &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{TRUSTED}\"\nmax_message_bytes = 65536\n"),
+        )
+    });
+    // The world under attack: Alice active, Bob invited.
+    send_raw(
+        PARTNER1,
+        &[COMMANDS],
+        &authenticated(
+            "invite alice@contoso.test\ninvite bob@fabrikam.test\n",
+            "setup",
+        ),
+    )
+    .await;
+    let alice_inv = wait_for(ALICE, "invitation", |m| m.subject.contains("[ref:")).await;
+    let bob_inv = wait_for(BOB, "invitation", |m| m.subject.contains("[ref:")).await;
+    let alice_to = alice_inv.reply_to.clone().unwrap();
+    send_raw(
+        ALICE,
+        &[&alice_to],
+        &mail(ALICE, &alice_to, "Re: invitation", "", "Accept\n"),
+    )
+    .await;
+    daemon.wait_state("northwind", ALICE, "active").await;
+    wait_for(PARTNER1, "acceptance notice", |m| m.text.contains(ALICE)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before: Vec<(&str, usize)> = {
+        let mut v = Vec::new();
+        for u in [PARTNER1, ALICE, BOB, CAROL, DAVE, DESK] {
+            v.push((u, count(u).await));
+        }
+        v
+    };
+    let processed_before = processed_total(&daemon);
+
+    let bob_token = bob_inv
+        .reply_to
+        .clone()
+        .unwrap()
+        .trim_start_matches("invites+")
+        .trim_end_matches("@liaison.test")
+        .to_string();
+    let forged_token: String = bob_token.chars().rev().collect();
+    let a_r = |v: &str| format!("Authentication-Results: {v}\r\n");
+    let mut forged: Vec<(&str, Vec<&str>, String)> = Vec::new();
+    // Partner commands whose authentication is forged, each way.
+    for header in [
+        String::new(),
+        a_r("evil.example; dkim=pass header.d=liaison.test"),
+        a_r(&format!("{TRUSTED}; dkim=fail header.d=liaison.test"))
+            + &a_r(&format!("{TRUSTED}; dkim=pass header.d=liaison.test")),
+        a_r(&format!(
+            "{TRUSTED}; dkim=fail (header.d=liaison.test dkim=pass) header.d=evil.example"
+        )),
+        a_r(&format!(
+            "{TRUSTED}; spf=pass smtp.mailfrom=liaison.test.evil.example"
+        )),
+    ] {
+        forged.push((
+            PARTNER1,
+            vec![COMMANDS],
+            mail(
+                PARTNER1,
+                COMMANDS,
+                "forged command",
+                &header,
+                "invite carol@contoso.test\nremove alice@contoso.test\n",
+            ),
+        ));
+    }
+    // Answers for Bob: a reversed token, a thread to an id nobody sent, and
+    // a thread to the invitation's real Message-ID from a stranger.
+    let forged_to = format!("invites+{forged_token}@liaison.test");
+    forged.push((
+        BOB,
+        vec![&forged_to],
+        mail(BOB, &forged_to, "Re: invitation", "", "accept\n"),
+    ));
+    forged.push((
+        BOB,
+        vec![INVITES],
+        mail(
+            BOB,
+            INVITES,
+            "Re: invitation",
+            "In-Reply-To: <liaison.0123456789abcdef01234567@liaison.test>\r\n",
+            "accept\n",
+        ),
+    ));
+    forged.push((
+        DAVE,
+        vec![INVITES],
+        mail(
+            DAVE,
+            INVITES,
+            "Re: invitation",
+            &format!("In-Reply-To: <{}>\r\n", bob_inv.message_id),
+            "accept\n",
+        ),
+    ));
+    // A desk answer and a ticket follow-up nobody authenticated.
+    forged.push((
+        DESK,
+        vec![INVITES],
+        mail(
+            DESK,
+            INVITES,
+            "RE: [T-000001] help",
+            "",
+            "Log in at http://evil.example/\n",
+        ),
+    ));
+    // Several authors.
+    forged.push((
+        PARTNER1,
+        vec![COMMANDS],
+        format!("From: {PARTNER1}, <mallory@evil.example>\r\nTo: {COMMANDS}\r\nSubject: two authors\r\nMessage-ID: <two-authors@evil.example>\r\n\r\ninvite carol@contoso.test\r\n"),
+    ));
+    let mut bounces = 0;
+    // Bounces naming Bob's invitation: to the untagged address.
+    let dsn = format!(
+        "From: MAILER-DAEMON@relay.evil.example\r\nTo: {INVITES}\r\nSubject: Undelivered\r\n\
+Message-ID: <forged-dsn@relay.evil.example>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay.evil.example\r\n\r\n\
+Final-Recipient: rfc822; {BOB}\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+Diagnostic-Code: smtp; 550 see http://evil.example/login\r\n\r\n\
+--B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{}>\r\n\r\n--B--\r\n",
+        bob_inv.message_id
+    );
+    send_null_sender(&[INVITES], &dsn).await;
+    bounces += 1;
+    send_raw(
+        DAVE,
+        &[INVITES],
+        &dsn.replace("forged-dsn@", "forged-dsn2@"),
+    )
+    .await;
+    bounces += 1;
+    // Flooding: forged support requests from Alice, strangers writing
+    // commands, and a stranger asking for help again and again.
+    let mut flooding: Vec<(&str, Vec<&str>, String)> = Vec::new();
+    for i in 0..20 {
+        flooding.push((
+            ALICE,
+            vec![INVITES],
+            mail(
+                ALICE,
+                INVITES,
+                &format!("urgent {i}"),
+                "",
+                "Please call me at once.\n",
+            ),
+        ));
+    }
+    for i in 0..15 {
+        flooding.push((
+            DAVE,
+            vec![COMMANDS],
+            mail(DAVE, COMMANDS, &format!("help {i}"), "", "help\n"),
+        ));
+    }
+    // Malformed.
+    let malformed: Vec<(&str, Vec<&str>, String)> = vec![
+        (DAVE, vec![INVITES], "From: dave@fabrikam.test\r\nTo: invites@liaison.test\r\nSubject: broken\r\nMessage-ID: <broken2@client.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"NEVER\"\r\n\r\n--NEVER\r\nContent-Type: text/plain; charset=x-no-such-charset\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64!!!\r\n".to_string()),
+        (DAVE, vec![INVITES], "this is not a mail at all\r\n\r\n\u{0}\u{1}\u{2}".to_string()),
+        (DAVE, vec![COMMANDS], format!("From: dave@fabrikam.test\r\nTo: {COMMANDS}\r\nSubject: =?x-bogus?Q?=FF=FE?=\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=FF=FE=00 invite carol@contoso.test\r\n")),
+        (ALICE, vec![INVITES], mail(ALICE, INVITES, "huge", "", &format!("accept\n{}\n", "B".repeat(120_000)))),
+    ];
+    // Legitimate commands mixed in: each must get exactly one transcript.
+    let mut legit_ids = Vec::new();
+    let mut legit: Vec<(&str, Vec<&str>, String)> = Vec::new();
+    for i in 0..8 {
+        let m = authenticated("status\n", &format!("legit {i}"));
+        legit_ids.push(
+            m.lines()
+                .find_map(|l| l.strip_prefix("Message-ID: "))
+                .unwrap()
+                .trim()
+                .trim_matches(['<', '>'])
+                .to_string(),
+        );
+        legit.push((PARTNER1, vec![COMMANDS], m));
+    }
+    let all: Vec<&(&str, Vec<&str>, String)> = forged
+        .iter()
+        .chain(&flooding)
+        .chain(&malformed)
+        .chain(&legit)
+        .collect();
+    for (from, to, raw) in &all {
+        send_raw(from, to, raw).await;
+    }
+    let sent = all.len() as u64 + bounces;
+    // None lost: every mail gets its processed record.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while processed_total(&daemon) < processed_before + sent {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {sent} mails were processed:\n{}",
+            processed_total(&daemon) - processed_before,
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Give the outbox time to send anything it (wrongly) queued.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        processed_total(&daemon),
+        processed_before + sent,
+        "one record per mail"
+    );
+    // None accepted.
+    assert_eq!(daemon.status(ALICE)[0]["state"], "active");
+    assert_eq!(daemon.status(BOB)[0]["state"], "invited");
+    assert_eq!(
+        daemon.status(CAROL).as_array().map_or(0, Vec::len),
+        0,
+        "Carol was never invited"
+    );
+    let (ok, tickets, _) = daemon.cli(&["tickets", "--all", "--json"]);
+    assert!(ok);
+    assert_eq!(tickets.trim(), "[]", "no ticket was opened");
+    // Answered once: one transcript per legitimate command, nothing else.
+    let partner_mail: Vec<Received> = fetch_all(PARTNER1)
+        .await
+        .iter()
+        .map(|r| Received::parse(r))
+        .collect();
+    for id in &legit_ids {
+        let answers = partner_mail
+            .iter()
+            .filter(|m| m.in_reply_to.as_deref() == Some(id.as_str()))
+            .count();
+        assert_eq!(answers, 1, "command {id} answered {answers} times");
+    }
+    for (u, n) in &before {
+        let expected = if *u == PARTNER1 {
+            n + legit_ids.len()
+        } else {
+            *n
+        };
+        let now = count(u).await;
+        assert_eq!(
+            now,
+            expected,
+            "{u} received {} unexpected mails",
+            now as i64 - expected as i64
+        );
+    }
+    let forged_n = forged.len() as u64 + bounces;
+    let report = format!(
+        "hostile campaign: {forged_n} forged, {} malformed and {} flooding mails tried, with {} legitimate commands among them: 0 accepted, 0 lost ({sent} of {sent} have a processed record), 0 answered twice ({} transcripts, one per command)",
+        malformed.len(),
+        flooding.len(),
+        legit_ids.len(),
+        legit_ids.len()
+    );
+    // Straight to the process's stderr, past the harness's capture, so the
+    // suite's output carries the figures.
+    writeln!(std::io::stderr(), "{report}").unwrap();
+    assert!(daemon.stop().success());
+}
