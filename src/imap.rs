@@ -647,9 +647,17 @@ fn process_chunk(
                     span.record("class", outcome.class.as_str());
                     outcome
                 }
-                // Gone between the two fetches (expunged by someone):
-                // nothing to process, and nothing is lost.
-                None => continue,
+                // Listed, but no body came back: usually expunged by someone
+                // between the two fetches, possibly a server fault. The
+                // cursor moves past it either way, so it is recorded (and
+                // shown by `quarantine list`) instead of vanishing unseen.
+                None => engine.record_unread(
+                    inbox,
+                    cursor,
+                    &format!(
+                        "the server listed UID {uid} ({size} bytes) but returned no body for it (expunged meanwhile, or a server fault); not processed"
+                    ),
+                )?,
             }
         };
         out.push((uid, outcome.class == "quarantined"));
@@ -897,6 +905,53 @@ impl Drop for ConnectedGauge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An engine over a fresh store in `dir`, with the shipped dev config.
+    fn engine(dir: &std::path::Path) -> Arc<Engine> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(root.join("config/liaison.dev.toml")).unwrap();
+        let config =
+            crate::config::Config::parse(&text, &root.join("config/liaison.dev.toml")).unwrap();
+        let store =
+            crate::store::SledStore::open(&dir.join("db"), 1 << 20, &dir.join("s.sock")).unwrap();
+        let templates = crate::templates::Templates::load(&root.join("templates")).unwrap();
+        Arc::new(Engine::new(
+            Arc::new(config),
+            Arc::new(store),
+            templates,
+            Arc::new(crate::clock::SystemClock),
+        ))
+    }
+
+    #[test]
+    fn a_listed_message_without_a_body_is_recorded_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let (durable, _rx) = watch::channel(0);
+        let parent = tracing::Span::none();
+        let batch = Batch {
+            inbox: "invites",
+            uid_validity: 7,
+            limit: 1 << 20,
+            parent: &parent,
+        };
+        let raw = b"From: dave@fabrikam.test\r\nTo: invites@liaison.test\r\nSubject: x\r\nMessage-ID: <x@f.test>\r\n\r\nhello\r\n".to_vec();
+        // UID 5 was listed but the body fetch returned only UID 6.
+        let out = process_chunk(
+            &engine,
+            &batch,
+            &[(5, 100), (6, 100)],
+            vec![(6, raw)],
+            &durable,
+        )
+        .unwrap();
+        assert_eq!(out.iter().map(|(u, _)| *u).collect::<Vec<_>>(), [5, 6]);
+        let store = engine.store();
+        let q = store.quarantined().unwrap();
+        assert_eq!(q.len(), 1, "{q:?}");
+        assert!(q[0].summary.contains("returned no body"), "{:?}", q[0]);
+        assert_eq!(store.cursor("invites").unwrap().unwrap().last_uid, 6);
+    }
 
     #[test]
     fn folder_names_use_the_servers_separator() {
