@@ -295,12 +295,16 @@ impl Engine {
         })
     }
 
-    /// A mail was refused for good by the SMTP server: if it carried an
-    /// invitation, mark it bounced and queue a notice to the partner. Does
-    /// not flush. Returns how many mails were queued.
+    /// `recipient` refused a mail for good (a 5xx reply, or given up after
+    /// too many deferrals). If it carried an invitation, the invitation is
+    /// marked bounced and the partner told; otherwise the partner the mail
+    /// concerned is told which address did not get it (never the refused
+    /// address itself, so a refused partner address cannot loop). Does not
+    /// flush. Returns how many mails were queued.
     pub fn delivery_failed(
         &self,
         mail: &crate::store::OutgoingMail,
+        recipient: &str,
         reason: &str,
     ) -> Result<usize, EngineError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -310,21 +314,36 @@ impl Engine {
             tokens: &self.tokens,
             now,
         };
-        let recipient = mail.recipients.first().map(String::as_str).unwrap_or("");
-        let key = format!("smtp-failure:{}", mail.message_id);
-        let decision = match workflow::delivery_failed(
-            &ctx,
-            self.store.as_ref(),
-            &mail.message_id,
-            recipient,
-            reason,
-            &key,
-        ) {
+        let key = format!("smtp-failure:{}:{recipient}", mail.message_id);
+        let decided = if mail.invitation.is_some() {
+            workflow::delivery_failed(
+                &ctx,
+                self.store.as_ref(),
+                &mail.message_id,
+                recipient,
+                reason,
+                &key,
+            )
+        } else {
+            workflow::recipient_refused(
+                &ctx,
+                self.store.as_ref(),
+                &workflow::RefusedMail {
+                    subject: &mail.subject,
+                    recipients: &mail.recipients,
+                    ticket: mail.ticket,
+                },
+                recipient,
+                reason,
+                &key,
+            )
+        };
+        let decision = match decided {
             Ok(d) => d,
             Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
         };
         tracing::info!(message_id = %mail.message_id, summary = %decision.summary, "delivery failure handled");
-        let outbox = self.compose_or_log(&decision.mails, now, "a bounce notice");
+        let outbox = self.compose_or_log(&decision.mails, now, "a delivery failure notice");
         let queued = outbox.len();
         self.store.commit(Changes {
             invitations: decision.invitations,

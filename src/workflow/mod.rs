@@ -349,6 +349,74 @@ pub fn delivery_failed(
     Ok(decision)
 }
 
+/// What [`recipient_refused`] needs to know of the refused mail.
+pub struct RefusedMail<'a> {
+    /// Its subject.
+    pub subject: &'a str,
+    /// All its recipients.
+    pub recipients: &'a [String],
+    /// The ticket it belongs to.
+    pub ticket: Option<u64>,
+}
+
+/// One recipient of a mail that carried no invitation refused it for good.
+/// The partner the mail concerned (the ticket's, or the partner among its
+/// recipients) is told which address did not get it and why, unless the
+/// refused address is one of that partner's own: a notice to an address
+/// that refuses mail would only be refused again.
+pub fn recipient_refused(
+    ctx: &Context,
+    view: &dyn StoreView,
+    mail: &RefusedMail,
+    recipient: &str,
+    reason: &str,
+    key: &str,
+) -> Result<Decision, WorkflowError> {
+    let cfg = ctx.config;
+    let by_ticket = match mail.ticket {
+        Some(t) => view.ticket(t)?.and_then(|t| cfg.partner(&t.partner)),
+        None => None,
+    };
+    let partner =
+        by_ticket.or_else(|| mail.recipients.iter().find_map(|r| cfg.partner_by_email(r)));
+    let Some(partner) = partner else {
+        return Ok(Decision::ignored(format!(
+            "delivery of \"{}\" to {recipient} failed ({reason}); no partner concerned to tell",
+            mail.subject
+        )));
+    };
+    let recipient = recipient.to_ascii_lowercase();
+    if partner.emails.iter().any(|e| *e == recipient) {
+        return Ok(Decision::ignored(format!(
+            "delivery of \"{}\" to partner {}'s own address {recipient} failed ({reason}); not reported to it",
+            mail.subject, partner.id
+        )));
+    }
+    let key = format!("{key}\0refused");
+    let mut ids = MessageIds::new(&key, cfg);
+    let mut decision = Decision::ignored(format!(
+        "delivery of \"{}\" to {recipient} failed: {reason}; partner {} told",
+        mail.subject, partner.id
+    ));
+    decision.class = MailClass::Bounce;
+    let mut notice = partner_notice(
+        partner,
+        None,
+        TemplateName::DeliveryFailedPartner,
+        ids.next(),
+        serde_json::json!({
+            "partner_name": partner.name,
+            "recipient": recipient,
+            "subject": mail.subject,
+            "reason": reason,
+            "at": rfc3339(ctx.now),
+        }),
+    );
+    notice.ticket = mail.ticket;
+    decision.mails.push(notice);
+    Ok(decision)
+}
+
 /// Drops replies to addresses that already got `cap` replies this hour
 /// (RFC 3834's advice against mail loops with misbehaving auto-responders).
 /// Only replies count: mails answering an inbound mail (`in_reply_to`), not
