@@ -224,6 +224,9 @@ pub struct SecurityConfig {
     pub max_message_bytes: usize,
     /// Replies Liaison sends to one address per hour at most.
     pub max_replies_per_hour: u32,
+    /// Support requests one customer address may have forwarded to the
+    /// partner or opened as tickets per hour; the rest are held.
+    pub max_support_requests_per_hour: u32,
 }
 
 /// `[lifecycle]`: an optional fixed duration for active relationships.
@@ -425,6 +428,8 @@ struct RawSecurity {
     max_message_bytes: usize,
     #[serde(default = "default_max_replies")]
     max_replies_per_hour: u32,
+    #[serde(default = "default_max_support_requests")]
+    max_support_requests_per_hour: u32,
 }
 
 #[derive(Deserialize)]
@@ -466,6 +471,9 @@ fn default_max_message_bytes() -> usize {
 }
 fn default_max_replies() -> u32 {
     20
+}
+fn default_max_support_requests() -> u32 {
+    5
 }
 fn default_processed_keyword() -> String {
     "$LiaisonProcessed".into()
@@ -779,6 +787,7 @@ impl Config {
                 trusted_authserv_id: sec.trusted_authserv_id,
                 max_message_bytes: sec.max_message_bytes,
                 max_replies_per_hour: sec.max_replies_per_hour,
+                max_support_requests_per_hour: sec.max_support_requests_per_hour,
             },
             lifecycle,
             tickets,
@@ -931,6 +940,20 @@ emails = ["Partner1@liaison.test"]
         assert_eq!(c.lifecycle.relationship_days, None);
         assert_eq!(c.lifecycle.reminder_days, vec![30, 7, 1]);
         assert!(c.partner_by_email("PARTNER1@liaison.test").is_some());
+    }
+
+    #[test]
+    fn support_request_cap_has_a_default_and_can_be_set() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.security.max_support_requests_per_hour, 5);
+        let text = GOOD.replace(
+            "[security]\n",
+            "[security]\nmax_support_requests_per_hour = 2\n",
+        );
+        assert_eq!(
+            parse(&text).unwrap().security.max_support_requests_per_hour,
+            2
+        );
     }
 
     #[test]

@@ -69,14 +69,16 @@ impl Engine {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let tokens = TokenKey::new(config.security.token_secret.expose().as_bytes());
-        Engine {
+        let engine = Engine {
             config,
             store,
             templates,
             tokens,
             clock,
             lock: Mutex::new(()),
-        }
+        };
+        engine.publish_held();
+        engine
     }
 
     /// The store.
@@ -216,18 +218,19 @@ impl Engine {
             Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
         };
         let hour = now / 3600;
-        let store = self.store.clone();
-        let counts = move |a: &str| store.replies_sent(a, hour).unwrap_or(u32::MAX);
-        let (replied, suppressed) = workflow::apply_reply_cap(
-            &mut decision,
-            &counts,
-            self.config.security.max_replies_per_hour,
-        );
-        for note in &suppressed {
-            tracing::warn!(key = %mail.key, "{note}");
-            decision.summary.push_str("; ");
-            decision.summary.push_str(note);
-        }
+        let caps = match self.apply_caps(&ctx, &mut decision, &mail.key, hour) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.record(
+                    mail.key,
+                    "quarantined",
+                    format!("could not compose a reply: {e}"),
+                    now,
+                    cursor,
+                    Some(raw),
+                )
+            }
+        };
         let mut outbox = Vec::new();
         for plan in &decision.mails {
             match crate::compose::compose(&self.config, &self.templates, plan, now) {
@@ -247,6 +250,7 @@ impl Engine {
             }
         }
         let queued: Vec<String> = outbox.iter().map(|m| m.subject.clone()).collect();
+        let held_now = caps.held.len() as u64;
         let class = decision.class.name().to_string();
         let decision_counts = EffectCounts::of(&decision, now);
         let processed = Processed {
@@ -262,14 +266,22 @@ impl Engine {
             outbox,
             processed: vec![processed],
             cursor,
-            replies: replied.into_iter().map(|a| (a, hour)).collect(),
+            replies: caps.replied.into_iter().map(|a| (a, hour)).collect(),
             quarantined_raw: if decision.class == MailClass::Quarantined {
                 vec![(mail.key.clone(), raw.to_vec())]
             } else {
                 vec![]
             },
             released: releasing.map(str::to_string).into_iter().collect(),
+            support_requests: caps.requests.into_iter().map(|c| (c, hour)).collect(),
+            held_reported: caps.reported.into_iter().map(|p| (p, hour)).collect(),
+            held: caps.held,
+            ..Default::default()
         })?;
+        if held_now > 0 {
+            crate::metrics::add(&crate::metrics::METRICS.mails_held, held_now);
+            self.publish_held();
+        }
         // Fill in the mail's span (opened by the IMAP watcher).
         let span = tracing::Span::current();
         match &decision.class {
@@ -293,6 +305,102 @@ impl Engine {
             summary: decision.summary,
             queued,
         })
+    }
+
+    /// Applies the caps to a decision: replies past the per-address reply
+    /// cap and support requests past the per-customer cap are taken out of
+    /// `decision.mails` and composed as held mails (with the reason), and
+    /// the partner concerned gets one notice an hour that mails are held.
+    /// Nothing a cap stops is dropped.
+    fn apply_caps(
+        &self,
+        ctx: &Context,
+        decision: &mut workflow::Decision,
+        key: &str,
+        hour: u64,
+    ) -> Result<Caps, crate::compose::ComposeError> {
+        // The support-request cap first: a request it holds is held whole,
+        // and its acknowledgement must not count as a reply sent.
+        let store = self.store.clone();
+        let requests = move |c: &str| store.support_requests(c, hour).unwrap_or(u32::MAX);
+        let (request, mut held) = workflow::apply_support_cap(
+            decision,
+            &requests,
+            self.config.security.max_support_requests_per_hour,
+        );
+        let store = self.store.clone();
+        let replies = move |a: &str| store.replies_sent(a, hour).unwrap_or(u32::MAX);
+        let (replied, held_replies) = workflow::apply_reply_cap(
+            decision,
+            &replies,
+            self.config.security.max_replies_per_hour,
+        );
+        held.extend(held_replies);
+        let mut reported = Vec::new();
+        for h in &held {
+            tracing::warn!(key = %key, to = ?h.plan.to, reason = %h.reason, "mail held back");
+            let Some(pid) = &h.partner else { continue };
+            if reported.contains(pid) || self.store.held_reported(pid, hour).unwrap_or(true) {
+                continue;
+            }
+            if let Some(partner) = ctx.config.partner(pid) {
+                decision
+                    .mails
+                    .push(workflow::held_notice(ctx, partner, h, key));
+                reported.push(pid.clone());
+            }
+        }
+        if !held.is_empty() {
+            decision.summary.push_str(&format!(
+                "; {} mail(s) held ({}); see `liaison held list`",
+                held.len(),
+                held[0].reason
+            ));
+        }
+        let mut holds = Vec::with_capacity(held.len());
+        for h in held {
+            let mail = crate::compose::compose(&self.config, &self.templates, &h.plan, ctx.now)?;
+            holds.push(crate::store::Hold {
+                at: ctx.now,
+                reason: h.reason,
+                partner: h.partner,
+                mail,
+            });
+        }
+        Ok(Caps {
+            replied,
+            requests: request.into_iter().collect(),
+            reported,
+            held: holds,
+        })
+    }
+
+    /// Sets the gauge of held mails from the store.
+    fn publish_held(&self) {
+        if let Ok(st) = self.store.stats() {
+            crate::metrics::set(&crate::metrics::METRICS.held_now, st.held);
+        }
+    }
+
+    /// Sends a held mail after all: it moves into the outbox. Does not
+    /// flush. Returns the mail's subject and recipients.
+    pub fn release_held(
+        &self,
+        id: u64,
+    ) -> Result<Result<(String, Vec<String>), String>, EngineError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(held) = self.store.held_mail(id)? else {
+            return Ok(Err(format!("no held mail {id}")));
+        };
+        let done = (held.mail.subject.clone(), held.mail.recipients.clone());
+        self.store.commit(Changes {
+            outbox: vec![held.mail],
+            released_held: vec![id],
+            ..Default::default()
+        })?;
+        tracing::info!(id, subject = %done.0, to = ?done.1, "held mail released");
+        self.publish_held();
+        Ok(Ok(done))
     }
 
     /// `recipient` refused a mail for good (a 5xx reply, or given up after
@@ -552,6 +660,18 @@ pub fn flush_and_publish(
         moved
     });
     Ok(())
+}
+
+/// What [`Engine::apply_caps`] decided, for the commit.
+struct Caps {
+    /// Addresses replied to (for the reply cap's counts).
+    replied: Vec<String>,
+    /// Customers whose support request went through (for their counts).
+    requests: Vec<String>,
+    /// Partners told now that mails are held.
+    reported: Vec<String>,
+    /// Mails held back.
+    held: Vec<crate::store::Hold>,
 }
 
 /// What a decision adds to the effect counters.

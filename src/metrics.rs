@@ -37,6 +37,10 @@ pub struct Metrics {
     pub imap_connected: AtomicU64,
     /// 1 when the last SMTP attempt succeeded, 0 after a failure (gauge).
     pub smtp_ok: AtomicU64,
+    /// Mails a cap held back (counter).
+    pub mails_held: AtomicU64,
+    /// Mails held back now, waiting for release (gauge).
+    pub held_now: AtomicU64,
 }
 
 /// The process's metrics.
@@ -56,6 +60,8 @@ pub static METRICS: Metrics = Metrics {
     backlog: AtomicU64::new(0),
     imap_connected: AtomicU64::new(0),
     smtp_ok: AtomicU64::new(1),
+    mails_held: AtomicU64::new(0),
+    held_now: AtomicU64::new(0),
 };
 
 /// Adds `n` to a counter.
@@ -145,6 +151,18 @@ impl Metrics {
             "counter",
             "IMAP sessions that ended with an error.",
             &[("", g(&self.imap_reconnects))],
+        );
+        metric(
+            "liaison_mails_held_total",
+            "counter",
+            "Mails a cap held back instead of sending.",
+            &[("", g(&self.mails_held))],
+        );
+        metric(
+            "liaison_mails_held",
+            "gauge",
+            "Mails held back now, waiting for `liaison held release`.",
+            &[("", g(&self.held_now))],
         );
         metric(
             "liaison_outbox_depth",

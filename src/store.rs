@@ -25,7 +25,10 @@
 //! `cur/<inbox>`, `outq/<id be>` (pending mails), `outd/<not_before be><id be>`
 //! (the pending mails by next attempt, so the sender reads only what is
 //! due, in order), `outs/<id be>` (sent log),
-//! `tkt/<id be>` (tickets), `tth/<message-id>` (Message-ID → ticket id).
+//! `tkt/<id be>` (tickets), `tth/<message-id>` (Message-ID → ticket id),
+//! `held/<id be>` (mails a cap held back), `rate/<address>/<hour>` and
+//! `sreq/<customer>/<hour>` (reply and support-request counts per hour),
+//! `hrep/<partner>/<hour>` (partner told that mails are held).
 //! Derived from the relationships, written by the same commits and rebuilt
 //! when missing: `cix/<customer>\0<partner>` (customer index),
 //! `rsum/<partner>\0<customer>` (summaries for lists) and
@@ -148,6 +151,35 @@ impl OutboxEntry {
     }
 }
 
+/// A mail a cap held back: kept whole, with why and when, until the
+/// operator releases it into the outbox (`liaison held release`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldMail {
+    /// Its number (from the same sequence as outbox ids).
+    pub id: u64,
+    /// Unix seconds when it was held.
+    pub at: u64,
+    /// Why it was held.
+    pub reason: String,
+    /// The partner it concerns, if any (told at most once an hour).
+    pub partner: Option<String>,
+    /// The composed mail, as it would have been sent.
+    pub mail: OutgoingMail,
+}
+
+/// A mail to hold, as a commit gives it (the store numbers it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// Unix seconds.
+    pub at: u64,
+    /// Why.
+    pub reason: String,
+    /// The partner it concerns, if any.
+    pub partner: Option<String>,
+    /// The composed mail.
+    pub mail: OutgoingMail,
+}
+
 /// One record of a backup: the key (hex, since some keys hold binary ids)
 /// and the JSON value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +203,9 @@ pub struct Stats {
     pub relationships: u64,
     /// Tickets.
     pub tickets: u64,
+    /// Mails held back by a cap, waiting for `liaison held release`.
+    #[serde(default)]
+    pub held: u64,
 }
 
 /// Everything one decision writes, applied atomically.
@@ -194,6 +229,15 @@ pub struct Changes {
     pub quarantined_raw: Vec<(String, Vec<u8>)>,
     /// Quarantined messages released now: their records are replaced.
     pub released: Vec<String>,
+    /// Mails a cap held back now.
+    pub held: Vec<Hold>,
+    /// Held mails released now (by id): their records are removed (the
+    /// mail itself goes in `outbox`).
+    pub released_held: Vec<u64>,
+    /// Support requests passed now: (customer, hour since the epoch).
+    pub support_requests: Vec<(String, u64)>,
+    /// Partners told now that mails are held: (partner id, hour).
+    pub held_reported: Vec<(String, u64)>,
 }
 
 /// Read access used by the workflow.
@@ -284,6 +328,14 @@ pub trait Store: StoreView + Send + Sync {
     fn last_outbox_id(&self) -> Result<u64>;
     /// Replies sent to `address` in `hour` (hours since the epoch).
     fn replies_sent(&self, address: &str, hour: u64) -> Result<u32>;
+    /// Support requests of `customer` passed in `hour`.
+    fn support_requests(&self, customer: &str, hour: u64) -> Result<u32>;
+    /// Whether `partner` was told in `hour` that mails are held.
+    fn held_reported(&self, partner: &str, hour: u64) -> Result<bool>;
+    /// Every held mail, oldest first.
+    fn held(&self) -> Result<Vec<HeldMail>>;
+    /// One held mail.
+    fn held_mail(&self, id: u64) -> Result<Option<HeldMail>>;
     /// Records of messages that were quarantined, oldest first.
     fn quarantined(&self) -> Result<Vec<Processed>>;
     /// Counts for operators and tests.
@@ -827,9 +879,29 @@ impl Store for SledStore {
         for p in &changes.processed {
             batch.insert(format!("msg/{}", p.key).into_bytes(), encode(p));
         }
+        for h in changes.held {
+            let id = self.db.generate_id().map_err(|e| self.err(e))? + 1;
+            let held = HeldMail {
+                id,
+                at: h.at,
+                reason: h.reason,
+                partner: h.partner,
+                mail: h.mail,
+            };
+            batch.insert(id_key("held/", id), encode(&held));
+        }
+        for id in &changes.released_held {
+            batch.remove(id_key("held/", *id));
+        }
+        for (partner, hour) in &changes.held_reported {
+            batch.insert(format!("hrep/{partner}/{hour}").into_bytes(), encode(&true));
+        }
         let mut rates: std::collections::BTreeMap<String, u32> = Default::default();
         for (addr, hour) in &changes.replies {
             *rates.entry(format!("rate/{addr}/{hour}")).or_default() += 1;
+        }
+        for (customer, hour) in &changes.support_requests {
+            *rates.entry(format!("sreq/{customer}/{hour}")).or_default() += 1;
         }
         for (k, n) in rates {
             // Read-modify-write is safe: commits are serialised by the engine.
@@ -957,6 +1029,26 @@ impl Store for SledStore {
             .unwrap_or(0))
     }
 
+    fn support_requests(&self, customer: &str, hour: u64) -> Result<u32> {
+        Ok(self
+            .get(format!("sreq/{customer}/{hour}").as_bytes())?
+            .unwrap_or(0))
+    }
+
+    fn held_reported(&self, partner: &str, hour: u64) -> Result<bool> {
+        Ok(self
+            .get::<bool>(format!("hrep/{partner}/{hour}").as_bytes())?
+            .unwrap_or(false))
+    }
+
+    fn held(&self) -> Result<Vec<HeldMail>> {
+        self.scan(b"held/")
+    }
+
+    fn held_mail(&self, id: u64) -> Result<Option<HeldMail>> {
+        self.get(&id_key("held/", id))
+    }
+
     fn quarantined_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let Some(b64) = self.get::<String>(format!("qraw/{key}").as_bytes())? else {
             return Ok(None);
@@ -1021,6 +1113,7 @@ impl Store for SledStore {
         st.outbox_sent = count(b"outs/");
         st.relationships = count(b"rel/");
         st.tickets = count(b"tkt/");
+        st.held = count(b"held/");
         Ok(st)
     }
 

@@ -215,3 +215,154 @@ async fn one_refused_recipient_does_not_cost_the_others_their_mail() {
         1
     );
 }
+
+/// Point 7: thirty follow-ups on two tickets within an hour all reach the
+/// shared desk address: ticket traffic between its known parties is not
+/// held by the per-address reply cap (20 an hour by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ticket_follow_up_reaches_the_desk() {
+    let _serial = serial().await;
+    require_mailstack();
+    clear_all().await;
+    let daemon = Daemon::start(Transport::Plain);
+    make_active(&daemon, ALICE).await;
+    commands("revoked alice@contoso.test", "revoke").await;
+    daemon
+        .wait_state("northwind", ALICE, "permissions_removed")
+        .await;
+    for (tid, subject) in [
+        ("T-000001", "Cannot sign in"),
+        ("T-000002", "Invoices missing"),
+    ] {
+        send_raw(
+            ALICE,
+            &[INVITES],
+            &mail(ALICE, INVITES, subject, "", "Please help.\n"),
+        )
+        .await;
+        wait_for(DESK, "new ticket", |m| {
+            m.subject.starts_with(&format!("[{tid}]"))
+        })
+        .await;
+    }
+    for i in 0..30 {
+        let (tid, subject) = if i % 2 == 0 {
+            ("T-000001", "Cannot sign in")
+        } else {
+            ("T-000002", "Invoices missing")
+        };
+        send_raw(
+            ALICE,
+            &[INVITES],
+            &mail(
+                ALICE,
+                INVITES,
+                &format!("Re: [{tid}] {subject}"),
+                "",
+                &format!("Follow-up number {i}.\n"),
+            ),
+        )
+        .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = count_where(DESK, |m| m.text.contains("Follow-up number")).await;
+        if n == 30 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} of 30 follow-ups reached the desk\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(stats(&daemon)["held"], 0, "nothing held");
+}
+
+/// Point 15: forty support requests from one customer within an hour: at
+/// most the cap (5) is forwarded to the partner, the rest are held (kept,
+/// listed, counted), the partner is told once, and a held mail can be
+/// released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_support_requests_is_held_not_forwarded() {
+    let _serial = serial().await;
+    require_mailstack();
+    clear_all().await;
+    let daemon = Daemon::start(Transport::Plain);
+    make_active(&daemon, CAROL).await;
+    for i in 0..40 {
+        send_raw(
+            CAROL,
+            &[INVITES],
+            &mail(
+                CAROL,
+                INVITES,
+                &format!("Urgent request {i}"),
+                "",
+                "Click http://evil.test/login to fix your account.\n",
+            ),
+        )
+        .await;
+    }
+    wait_for(PARTNER1, "held notice", |m| {
+        m.subject.starts_with("Held back:") && m.subject.contains(CAROL)
+    })
+    .await;
+    // All 40 decided: 5 forwarded, 35 held with their acknowledgements.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        let (ok, out, err) = daemon.cli(&["held", "list", "--json"]);
+        assert!(ok, "held list failed: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let rows = v.as_array().unwrap().clone();
+        if rows.len() >= 70 {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} mails held\n{}",
+            rows.len(),
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(held.len(), 70, "{held:?}");
+    assert!(held.iter().all(|h| h["reason"]
+        .as_str()
+        .unwrap()
+        .contains("support requests from carol@contoso.test")));
+    assert_eq!(stats(&daemon)["held"], 70);
+    let (ok, text, _) = daemon.cli(&["held", "list"]);
+    assert!(ok && text.contains("Support request from"), "{text}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let forwards = |m: &Received| m.subject.starts_with("Support request from");
+    assert_eq!(count_where(PARTNER1, forwards).await, 5);
+    assert_eq!(
+        count_where(PARTNER1, |m| m.subject.starts_with("Held back:")).await,
+        1,
+        "told once"
+    );
+    // The operator releases one forward: it is sent and no longer held.
+    let fwd = held
+        .iter()
+        .find(|h| {
+            h["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("Support request from")
+        })
+        .unwrap();
+    let id = fwd["id"].to_string();
+    let (ok, out, err) = daemon.cli(&["held", "release", &id]);
+    assert!(ok, "release failed: {err}");
+    assert!(out.contains("queued"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count_where(PARTNER1, forwards).await < 6 {
+        assert!(Instant::now() < deadline, "released forward not sent");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(stats(&daemon)["held"], 69);
+    let (ok, _, err) = daemon.cli(&["held", "release", &id]);
+    assert!(!ok && err.contains("no held mail"), "{err}");
+}
