@@ -582,11 +582,13 @@ async fn deliver_due(
     watermark: &mut u64,
 ) -> Result<Option<Duration>, crate::store::StoreError> {
     let lock = || domains.lock().unwrap_or_else(|p| p.into_inner());
+    // Counted once per call, not per batch: it reads every pending key.
+    crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
     loop {
         let now = clock.now();
         let due = store.due_outbox(*watermark, now, BATCH)?;
-        crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
         if due.is_empty() {
+            crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
             return Ok(store
                 .next_attempt(*watermark)?
                 .map(|at| Duration::from_secs(at.saturating_sub(now).max(1))));

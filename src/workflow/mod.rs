@@ -386,7 +386,7 @@ pub fn recipient_refused(
         )));
     };
     let recipient = recipient.to_ascii_lowercase();
-    if partner.emails.iter().any(|e| *e == recipient) {
+    if partner.emails.contains(&recipient) {
         return Ok(Decision::ignored(format!(
             "delivery of \"{}\" to partner {}'s own address {recipient} failed ({reason}); not reported to it",
             mail.subject, partner.id
