@@ -377,8 +377,8 @@ impl Engine {
 
     /// Sets the gauge of held mails from the store.
     fn publish_held(&self) {
-        if let Ok(st) = self.store.stats() {
-            crate::metrics::set(&crate::metrics::METRICS.held_now, st.held);
+        if let Ok(n) = self.store.held_count() {
+            crate::metrics::set(&crate::metrics::METRICS.held_now, n);
         }
     }
 

@@ -210,5 +210,13 @@ mod tests {
             text.contains("# TYPE liaison_outbox_depth gauge\nliaison_outbox_depth 7\n"),
             "{text}"
         );
+        add(&m.mails_held, 2);
+        set(&m.held_now, 1);
+        let text = m.render();
+        assert!(text.contains("liaison_mails_held_total 2\n"), "{text}");
+        assert!(
+            text.contains("# TYPE liaison_mails_held gauge\nliaison_mails_held 1\n"),
+            "{text}"
+        );
     }
 }

@@ -336,6 +336,8 @@ pub trait Store: StoreView + Send + Sync {
     fn held(&self) -> Result<Vec<HeldMail>>;
     /// One held mail.
     fn held_mail(&self, id: u64) -> Result<Option<HeldMail>>;
+    /// How many mails are held (without reading them).
+    fn held_count(&self) -> Result<u64>;
     /// Records of messages that were quarantined, oldest first.
     fn quarantined(&self) -> Result<Vec<Processed>>;
     /// Counts for operators and tests.
@@ -1047,6 +1049,10 @@ impl Store for SledStore {
 
     fn held_mail(&self, id: u64) -> Result<Option<HeldMail>> {
         self.get(&id_key("held/", id))
+    }
+
+    fn held_count(&self) -> Result<u64> {
+        Ok(self.scan_raw(b"held/").count() as u64)
     }
 
     fn quarantined_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -2278,6 +2278,62 @@ fn support_requests_past_the_cap_are_held_with_their_mails() {
 }
 
 #[test]
+fn a_refused_recipient_is_reported_to_the_partner_but_never_to_itself() {
+    let w = World::new();
+    let ctx = Context {
+        config: &w.config,
+        tokens: &w.key,
+        now: w.now,
+    };
+    let recipients = vec![PARTNER1.to_string(), "support@northwind.test".to_string()];
+    let refused = liaison::workflow::RefusedMail {
+        subject: "Accepted: alice@contoso.test granted delegated admin permissions",
+        recipients: &recipients,
+        ticket: None,
+    };
+    let d = liaison::workflow::recipient_refused(
+        &ctx,
+        &w.store,
+        &refused,
+        "support@northwind.test",
+        "550 5.1.1 user unknown",
+        "k1",
+    )
+    .unwrap();
+    assert_eq!(templates_of(&d), vec![TemplateName::DeliveryFailedPartner]);
+    assert_eq!(d.mails[0].to, vec![PARTNER1.to_string()]);
+    assert_eq!(d.mails[0].vars["recipient"], "support@northwind.test");
+    assert_eq!(d.mails[0].vars["reason"], "550 5.1.1 user unknown");
+    // The partner's own address refused: logged, not written to again.
+    let d = liaison::workflow::recipient_refused(
+        &ctx,
+        &w.store,
+        &refused,
+        PARTNER1,
+        "550 5.1.1 user unknown",
+        "k2",
+    )
+    .unwrap();
+    assert!(d.mails.is_empty(), "{:?}", d.mails);
+    // Nobody concerned (no ticket, no partner among the recipients).
+    let strangers = vec!["x@elsewhere.test".to_string()];
+    let d = liaison::workflow::recipient_refused(
+        &ctx,
+        &w.store,
+        &liaison::workflow::RefusedMail {
+            subject: "s",
+            recipients: &strangers,
+            ticket: None,
+        },
+        "x@elsewhere.test",
+        "550",
+        "k3",
+    )
+    .unwrap();
+    assert!(d.mails.is_empty());
+}
+
+#[test]
 fn a_bounce_marks_the_invitation_and_tells_the_partner() {
     let mut w = World::new();
     let (_, plan, _) = w.invite(PARTNER1, "invite alice@contoso.test");
