@@ -688,7 +688,7 @@ fn record_attempt(
         crate::metrics::set(&m.smtp_ok, 1);
         tracing::info!(message_id = %mid, to = ?accepted, subject = %entry.mail.subject, "mail sent");
     }
-    if attempt.tried && (accepted.len() < temporary.len() + accepted.len() + newly_refused.len()) {
+    if attempt.tried && !(temporary.is_empty() && newly_refused.is_empty()) {
         crate::metrics::add(&m.smtp_failures, 1);
     }
     entry.delivered.extend(accepted.iter().cloned());
