@@ -84,6 +84,13 @@ pub enum Request {
         /// The quarantine record's key (see `quarantine list`).
         key: String,
     },
+    /// Mails a cap held back, oldest first.
+    Held,
+    /// Send a held mail after all.
+    HeldRelease {
+        /// Its number (see `held list`).
+        id: u64,
+    },
     /// The relationships of one customer with their full history.
     History {
         /// Customer address.
@@ -233,7 +240,25 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
                 .ok_or_else(|| format!("ticket {} not found", crate::ticket::format_id(n)))?;
             serde_json::to_value(t).map_err(|e| e.to_string())
         }
-        Request::Import { .. } | Request::Release { .. } => {
+        Request::Held => {
+            let rows: Vec<serde_json::Value> = store
+                .held()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|h| {
+                    serde_json::json!({
+                        "id": h.id,
+                        "at": crate::workflow::rfc3339(h.at),
+                        "reason": h.reason,
+                        "partner": h.partner,
+                        "to": h.mail.recipients,
+                        "subject": h.mail.subject,
+                    })
+                })
+                .collect();
+            Ok(serde_json::Value::Array(rows))
+        }
+        Request::Import { .. } | Request::Release { .. } | Request::HeldRelease { .. } => {
             Err("this request needs the engine".into())
         }
         Request::History { customer } => {
@@ -302,6 +327,12 @@ pub async fn serve(
                         let reply = match serde_json::from_str::<Request>(&line) {
                             Ok(Request::Import { partner, rows, draft, key }) => {
                                 match import_batch(&engine, &durable, &partner, &rows, draft, &key) {
+                                    Ok(v) => serde_json::json!({"ok": v}),
+                                    Err(e) => serde_json::json!({"error": e}),
+                                }
+                            }
+                            Ok(Request::HeldRelease { id }) => {
+                                match release_held(&engine, &durable, id) {
                                     Ok(v) => serde_json::json!({"ok": v}),
                                     Err(e) => serde_json::json!({"error": e}),
                                 }
@@ -412,4 +443,16 @@ pub fn release(
     crate::engine::flush_and_publish(engine.store().as_ref(), durable)
         .map_err(|e| e.to_string())?;
     Ok(serde_json::json!({"key": outcome.key, "class": outcome.class, "summary": outcome.summary}))
+}
+
+/// Moves a held mail into the outbox and makes that durable, so it is sent.
+pub fn release_held(
+    engine: &crate::engine::Engine,
+    durable: &watch::Sender<u64>,
+    id: u64,
+) -> Result<serde_json::Value, String> {
+    let (subject, to) = engine.release_held(id).map_err(|e| e.to_string())??;
+    crate::engine::flush_and_publish(engine.store().as_ref(), durable)
+        .map_err(|e| e.to_string())?;
+    Ok(serde_json::json!({"id": id, "subject": subject, "to": to}))
 }

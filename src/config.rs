@@ -242,6 +242,9 @@ pub struct SecurityConfig {
     /// the store in total; beyond it new ones stay only in the IMAP
     /// quarantine folder (releasing frees room).
     pub quarantine_store_bytes: u64,
+    /// Support requests one customer address may have forwarded to the
+    /// partner or opened as tickets per hour; the rest are held.
+    pub max_support_requests_per_hour: u32,
 }
 
 /// `[lifecycle]`: an optional fixed duration for active relationships.
@@ -453,6 +456,8 @@ struct RawSecurity {
     quarantine_keep_bytes: usize,
     #[serde(default = "default_quarantine_store_bytes")]
     quarantine_store_bytes: u64,
+    #[serde(default = "default_max_support_requests")]
+    max_support_requests_per_hour: u32,
 }
 
 #[derive(Deserialize)]
@@ -503,6 +508,9 @@ fn default_quarantine_keep_bytes() -> usize {
 }
 fn default_quarantine_store_bytes() -> u64 {
     100 * 1024 * 1024
+}
+fn default_max_support_requests() -> u32 {
+    5
 }
 fn default_processed_keyword() -> String {
     "$LiaisonProcessed".into()
@@ -866,6 +874,7 @@ impl Config {
                 max_replies_per_hour: sec.max_replies_per_hour,
                 quarantine_keep_bytes: sec.quarantine_keep_bytes,
                 quarantine_store_bytes: sec.quarantine_store_bytes,
+                max_support_requests_per_hour: sec.max_support_requests_per_hour,
             },
             lifecycle,
             tickets,
@@ -1083,6 +1092,20 @@ emails = ["Partner1@liaison.test"]
             let err = parse(&with_security(keys)).unwrap_err().to_string();
             assert!(err.contains(key), "expected `{key}` in: {err}");
         }
+    }
+
+    #[test]
+    fn support_request_cap_has_a_default_and_can_be_set() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.security.max_support_requests_per_hour, 5);
+        let text = GOOD.replace(
+            "[security]\n",
+            "[security]\nmax_support_requests_per_hour = 2\n",
+        );
+        assert_eq!(
+            parse(&text).unwrap().security.max_support_requests_per_hour,
+            2
+        );
     }
 
     #[test]

@@ -69,14 +69,16 @@ impl Engine {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let tokens = TokenKey::new(config.security.token_secret.expose().as_bytes());
-        Engine {
+        let engine = Engine {
             config,
             store,
             templates,
             tokens,
             clock,
             lock: Mutex::new(()),
-        }
+        };
+        engine.publish_held();
+        engine
     }
 
     /// The store.
@@ -247,18 +249,19 @@ impl Engine {
             Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
         };
         let hour = now / 3600;
-        let store = self.store.clone();
-        let counts = move |a: &str| store.replies_sent(a, hour).unwrap_or(u32::MAX);
-        let (replied, suppressed) = workflow::apply_reply_cap(
-            &mut decision,
-            &counts,
-            self.config.security.max_replies_per_hour,
-        );
-        for note in &suppressed {
-            tracing::warn!(key = %mail.key, "{note}");
-            decision.summary.push_str("; ");
-            decision.summary.push_str(note);
-        }
+        let caps = match self.apply_caps(&ctx, &mut decision, &mail.key, hour) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.record(
+                    mail.key,
+                    "quarantined",
+                    format!("could not compose a reply: {e}"),
+                    now,
+                    cursor,
+                    Some(raw),
+                )
+            }
+        };
         let mut outbox = Vec::new();
         for plan in &decision.mails {
             match crate::compose::compose(
@@ -284,6 +287,7 @@ impl Engine {
             }
         }
         let queued: Vec<String> = outbox.iter().map(|m| m.subject.clone()).collect();
+        let held_now = caps.held.len() as u64;
         let class = decision.class.name().to_string();
         let decision_counts = EffectCounts::of(&decision, now);
         let processed = Processed {
@@ -299,7 +303,7 @@ impl Engine {
             outbox,
             processed: vec![processed],
             cursor,
-            replies: replied.into_iter().map(|a| (a, hour)).collect(),
+            replies: caps.replied.into_iter().map(|a| (a, hour)).collect(),
             quarantined_raw: if decision.class == MailClass::Quarantined {
                 self.kept_raw(raw)?
                     .map(|r| (mail.key.clone(), r))
@@ -313,7 +317,15 @@ impl Engine {
                 .or_else(|| requarantine.then(|| mail.key.clone()))
                 .into_iter()
                 .collect(),
+            support_requests: caps.requests.into_iter().map(|c| (c, hour)).collect(),
+            held_reported: caps.reported.into_iter().map(|p| (p, hour)).collect(),
+            held: caps.held,
+            ..Default::default()
         })?;
+        if held_now > 0 {
+            crate::metrics::add(&crate::metrics::METRICS.mails_held, held_now);
+            self.publish_held();
+        }
         // Fill in the mail's span (opened by the IMAP watcher).
         let span = tracing::Span::current();
         match &decision.class {
@@ -339,12 +351,118 @@ impl Engine {
         })
     }
 
-    /// A mail was refused for good by the SMTP server: if it carried an
-    /// invitation, mark it bounced and queue a notice to the partner. Does
-    /// not flush. Returns how many mails were queued.
+    /// Applies the caps to a decision: replies past the per-address reply
+    /// cap and support requests past the per-customer cap are taken out of
+    /// `decision.mails` and composed as held mails (with the reason), and
+    /// the partner concerned gets one notice an hour that mails are held.
+    /// Nothing a cap stops is dropped.
+    fn apply_caps(
+        &self,
+        ctx: &Context,
+        decision: &mut workflow::Decision,
+        key: &str,
+        hour: u64,
+    ) -> Result<Caps, crate::compose::ComposeError> {
+        // The support-request cap first: a request it holds is held whole,
+        // and its acknowledgement must not count as a reply sent.
+        let store = self.store.clone();
+        let requests = move |c: &str| store.support_requests(c, hour).unwrap_or(u32::MAX);
+        let (request, mut held) = workflow::apply_support_cap(
+            decision,
+            &requests,
+            self.config.security.max_support_requests_per_hour,
+        );
+        let store = self.store.clone();
+        let replies = move |a: &str| store.replies_sent(a, hour).unwrap_or(u32::MAX);
+        let (replied, held_replies) = workflow::apply_reply_cap(
+            decision,
+            &replies,
+            self.config.security.max_replies_per_hour,
+        );
+        held.extend(held_replies);
+        let mut reported = Vec::new();
+        for h in &held {
+            tracing::warn!(key = %key, to = ?h.plan.to, reason = %h.reason, "mail held back");
+            let Some(pid) = &h.partner else { continue };
+            if reported.contains(pid) || self.store.held_reported(pid, hour).unwrap_or(true) {
+                continue;
+            }
+            if let Some(partner) = ctx.config.partner(pid) {
+                decision
+                    .mails
+                    .push(workflow::held_notice(ctx, partner, h, key));
+                reported.push(pid.clone());
+            }
+        }
+        if !held.is_empty() {
+            decision.summary.push_str(&format!(
+                "; {} mail(s) held ({}); see `liaison held list`",
+                held.len(),
+                held[0].reason
+            ));
+        }
+        let mut holds = Vec::with_capacity(held.len());
+        for h in held {
+            let mail = crate::compose::compose(
+                &self.config,
+                &self.templates,
+                self.tokens.ids(),
+                &h.plan,
+                ctx.now,
+            )?;
+            holds.push(crate::store::Hold {
+                at: ctx.now,
+                reason: h.reason,
+                partner: h.partner,
+                mail,
+            });
+        }
+        Ok(Caps {
+            replied,
+            requests: request.into_iter().collect(),
+            reported,
+            held: holds,
+        })
+    }
+
+    /// Sets the gauge of held mails from the store.
+    fn publish_held(&self) {
+        if let Ok(n) = self.store.held_count() {
+            crate::metrics::set(&crate::metrics::METRICS.held_now, n);
+        }
+    }
+
+    /// Sends a held mail after all: it moves into the outbox. Does not
+    /// flush. Returns the mail's subject and recipients.
+    pub fn release_held(
+        &self,
+        id: u64,
+    ) -> Result<Result<(String, Vec<String>), String>, EngineError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(held) = self.store.held_mail(id)? else {
+            return Ok(Err(format!("no held mail {id}")));
+        };
+        let done = (held.mail.subject.clone(), held.mail.recipients.clone());
+        self.store.commit(Changes {
+            outbox: vec![held.mail],
+            released_held: vec![id],
+            ..Default::default()
+        })?;
+        tracing::info!(id, subject = %done.0, to = ?done.1, "held mail released");
+        self.publish_held();
+        Ok(Ok(done))
+    }
+
+    /// `recipient` refused a mail for good (a 5xx reply, or given up after
+    /// too many deferrals). If it carried an invitation, the invitation is
+    /// marked bounced and the partner told; otherwise the partner the mail
+    /// concerned is told which address did not get it (never the refused
+    /// address itself, so a refused partner address cannot loop). Does not
+    /// flush. Returns how many mails were queued.
     pub fn delivery_failed(
         &self,
         mail: &crate::store::OutgoingMail,
+        recipient: &str,
         reason: &str,
     ) -> Result<usize, EngineError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -354,21 +472,36 @@ impl Engine {
             tokens: &self.tokens,
             now,
         };
-        let recipient = mail.recipients.first().map(String::as_str).unwrap_or("");
-        let key = format!("smtp-failure:{}", mail.message_id);
-        let decision = match workflow::delivery_failed(
-            &ctx,
-            self.store.as_ref(),
-            &mail.message_id,
-            recipient,
-            reason,
-            &key,
-        ) {
+        let key = format!("smtp-failure:{}:{recipient}", mail.message_id);
+        let decided = if mail.invitation.is_some() {
+            workflow::delivery_failed(
+                &ctx,
+                self.store.as_ref(),
+                &mail.message_id,
+                recipient,
+                reason,
+                &key,
+            )
+        } else {
+            workflow::recipient_refused(
+                &ctx,
+                self.store.as_ref(),
+                &workflow::RefusedMail {
+                    subject: &mail.subject,
+                    recipients: &mail.recipients,
+                    ticket: mail.ticket,
+                },
+                recipient,
+                reason,
+                &key,
+            )
+        };
+        let decision = match decided {
             Ok(d) => d,
             Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
         };
         tracing::info!(message_id = %mail.message_id, summary = %decision.summary, "delivery failure handled");
-        let outbox = self.compose_or_log(&decision.mails, now, "a bounce notice");
+        let outbox = self.compose_or_log(&decision.mails, now, "a delivery failure notice");
         let queued = outbox.len();
         self.store.commit(Changes {
             invitations: decision.invitations,
@@ -653,6 +786,18 @@ pub fn flush_and_publish(
         moved
     });
     Ok(())
+}
+
+/// What [`Engine::apply_caps`] decided, for the commit.
+struct Caps {
+    /// Addresses replied to (for the reply cap's counts).
+    replied: Vec<String>,
+    /// Customers whose support request went through (for their counts).
+    requests: Vec<String>,
+    /// Partners told now that mails are held.
+    reported: Vec<String>,
+    /// Mails held back.
+    held: Vec<crate::store::Hold>,
 }
 
 /// What a decision adds to the effect counters.

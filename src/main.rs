@@ -55,6 +55,22 @@ enum QuarantineCmd {
 }
 
 #[derive(Subcommand)]
+enum HeldCmd {
+    /// List the mails a cap held back (reply cap, support-request cap),
+    /// with the reason.
+    List {
+        /// Print JSON: [{"id", "at", "reason", "partner", "to", "subject"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a held mail after all. Needs the running daemon.
+    Release {
+        /// The number shown by `held list`.
+        id: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon in the foreground until SIGTERM or Ctrl-C.
     Run,
@@ -151,6 +167,11 @@ enum Cmd {
     Quarantine {
         #[command(subcommand)]
         action: QuarantineCmd,
+    },
+    /// Mails Liaison decided to send but a cap held back.
+    Held {
+        #[command(subcommand)]
+        action: HeldCmd,
     },
     /// Check the configuration, the templates and every mail server.
     ///
@@ -417,6 +438,53 @@ async fn real_main(cli: Cli) -> Result<()> {
             let config = Config::load(&cli.config)?;
             let value = query(&config, &Request::Stats).await?;
             println!("{value}");
+        }
+        Cmd::Held {
+            action: HeldCmd::List { json },
+        } => {
+            let config = Config::load(&cli.config)?;
+            let value = query(&config, &Request::Held).await?;
+            if json {
+                println!("{value}");
+            } else {
+                let rows = value.as_array().cloned().unwrap_or_default();
+                if rows.is_empty() {
+                    println!("nothing held");
+                }
+                for r in rows {
+                    let to: Vec<&str> = r["to"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|t| t.as_str())
+                        .collect();
+                    println!(
+                        "{}  {}  to {}  \"{}\"  {}",
+                        r["id"],
+                        r["at"].as_str().unwrap_or(""),
+                        to.join(", "),
+                        r["subject"].as_str().unwrap_or(""),
+                        r["reason"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Cmd::Held {
+            action: HeldCmd::Release { id },
+        } => {
+            let config = Config::load(&cli.config)?;
+            anyhow::ensure!(
+                config.admin_socket.exists(),
+                "the daemon is not running (no {}); start it to release held mail",
+                config.admin_socket.display()
+            );
+            let v =
+                liaison::admin::request(&config.admin_socket, &Request::HeldRelease { id }).await?;
+            println!(
+                "released {}: \"{}\" queued for sending",
+                v["id"],
+                v["subject"].as_str().unwrap_or("")
+            );
         }
         Cmd::Quarantine {
             action: QuarantineCmd::List { json },

@@ -42,6 +42,10 @@ pub struct Metrics {
     /// Quarantined mails whose copy to the quarantine folder failed (retried
     /// at the next sync).
     pub quarantine_copy_failures: AtomicU64,
+    /// Mails a cap held back (counter).
+    pub mails_held: AtomicU64,
+    /// Mails held back now, waiting for release (gauge).
+    pub held_now: AtomicU64,
 }
 
 /// The process's metrics.
@@ -63,6 +67,8 @@ pub static METRICS: Metrics = Metrics {
     smtp_ok: AtomicU64::new(1),
     processing_panics: AtomicU64::new(0),
     quarantine_copy_failures: AtomicU64::new(0),
+    mails_held: AtomicU64::new(0),
+    held_now: AtomicU64::new(0),
 };
 
 /// Adds `n` to a counter.
@@ -154,6 +160,18 @@ impl Metrics {
             &[("", g(&self.imap_reconnects))],
         );
         metric(
+            "liaison_mails_held_total",
+            "counter",
+            "Mails a cap held back instead of sending.",
+            &[("", g(&self.mails_held))],
+        );
+        metric(
+            "liaison_mails_held",
+            "gauge",
+            "Mails held back now, waiting for `liaison held release`.",
+            &[("", g(&self.held_now))],
+        );
+        metric(
             "liaison_outbox_depth",
             "gauge",
             "Mails waiting to be sent.",
@@ -209,6 +227,14 @@ mod tests {
         );
         assert!(
             text.contains("# TYPE liaison_outbox_depth gauge\nliaison_outbox_depth 7\n"),
+            "{text}"
+        );
+        add(&m.mails_held, 2);
+        set(&m.held_now, 1);
+        let text = m.render();
+        assert!(text.contains("liaison_mails_held_total 2\n"), "{text}");
+        assert!(
+            text.contains("# TYPE liaison_mails_held gauge\nliaison_mails_held 1\n"),
             "{text}"
         );
     }

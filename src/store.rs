@@ -24,8 +24,13 @@
 //! `meta/qraw_bytes`).
 //! `rel/<partner>\0<customer>`, `inv/<id be>`, `thr/<message-id>` (sent
 //! Message-ID → invitation id), `msg/<key>` (processed messages),
-//! `cur/<inbox>`, `outq/<id be>` (pending mails), `outs/<id be>` (sent log),
-//! `tkt/<id be>` (tickets), `tth/<message-id>` (Message-ID → ticket id).
+//! `cur/<inbox>`, `outq/<id be>` (pending mails), `outd/<not_before be><id be>`
+//! (the pending mails by next attempt, so the sender reads only what is
+//! due, in order), `outs/<id be>` (sent log),
+//! `tkt/<id be>` (tickets), `tth/<message-id>` (Message-ID → ticket id),
+//! `held/<id be>` (mails a cap held back), `rate/<address>/<hour>` and
+//! `sreq/<customer>/<hour>` (reply and support-request counts per hour),
+//! `hrep/<partner>/<hour>` (partner told that mails are held).
 //! Derived from the relationships, written by the same commits and rebuilt
 //! when missing: `cix/<customer>\0<partner>` (customer index),
 //! `rsum/<partner>\0<customer>` (summaries for lists) and
@@ -126,6 +131,55 @@ pub struct OutboxEntry {
     pub not_before: u64,
     /// Last error, if an attempt failed.
     pub last_error: Option<String>,
+    /// Recipients that have accepted the mail: a retry never sends to them
+    /// again (SMTP answers each RCPT on its own, so one mail can be
+    /// accepted for some recipients and refused, or deferred, for others).
+    #[serde(default)]
+    pub delivered: Vec<String>,
+    /// Recipients refused for good, with the server's answer.
+    #[serde(default)]
+    pub refused: Vec<(String, String)>,
+}
+
+impl OutboxEntry {
+    /// The recipients still to deliver to: neither accepted nor refused.
+    pub fn pending_recipients(&self) -> Vec<String> {
+        self.mail
+            .recipients
+            .iter()
+            .filter(|r| !self.delivered.contains(r) && !self.refused.iter().any(|(a, _)| a == *r))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A mail a cap held back: kept whole, with why and when, until the
+/// operator releases it into the outbox (`liaison held release`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldMail {
+    /// Its number (from the same sequence as outbox ids).
+    pub id: u64,
+    /// Unix seconds when it was held.
+    pub at: u64,
+    /// Why it was held.
+    pub reason: String,
+    /// The partner it concerns, if any (told at most once an hour).
+    pub partner: Option<String>,
+    /// The composed mail, as it would have been sent.
+    pub mail: OutgoingMail,
+}
+
+/// A mail to hold, as a commit gives it (the store numbers it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// Unix seconds.
+    pub at: u64,
+    /// Why.
+    pub reason: String,
+    /// The partner it concerns, if any.
+    pub partner: Option<String>,
+    /// The composed mail.
+    pub mail: OutgoingMail,
 }
 
 /// One record of a backup: the key (hex, since some keys hold binary ids)
@@ -151,6 +205,9 @@ pub struct Stats {
     pub relationships: u64,
     /// Tickets.
     pub tickets: u64,
+    /// Mails held back by a cap, waiting for `liaison held release`.
+    #[serde(default)]
+    pub held: u64,
 }
 
 /// Everything one decision writes, applied atomically.
@@ -175,6 +232,15 @@ pub struct Changes {
     pub quarantined_raw: Vec<(String, Vec<u8>)>,
     /// Quarantined messages released now: their records are replaced.
     pub released: Vec<String>,
+    /// Mails a cap held back now.
+    pub held: Vec<Hold>,
+    /// Held mails released now (by id): their records are removed (the
+    /// mail itself goes in `outbox`).
+    pub released_held: Vec<u64>,
+    /// Support requests passed now: (customer, hour since the epoch).
+    pub support_requests: Vec<(String, u64)>,
+    /// Partners told now that mails are held: (partner id, hour).
+    pub held_reported: Vec<(String, u64)>,
 }
 
 /// Read access used by the workflow.
@@ -247,6 +313,15 @@ pub trait Store: StoreView + Send + Sync {
     fn flush(&self) -> Result<()>;
     /// Pending outbox entries with id ≤ `up_to`, oldest first, at most `limit`.
     fn pending_outbox(&self, up_to: u64, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// Pending entries with id ≤ `up_to` whose next attempt is due at `now`,
+    /// earliest attempt first (then oldest), at most `limit`. Read through
+    /// the next-attempt index: entries waiting on a retry are not looked at.
+    fn due_outbox(&self, up_to: u64, now: u64, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// The earliest next attempt (Unix seconds) of a pending entry with
+    /// id ≤ `up_to`, if any.
+    fn next_attempt(&self, up_to: u64) -> Result<Option<u64>>;
+    /// How many entries are pending.
+    fn outbox_len(&self) -> Result<u64>;
     /// Moves an entry from pending to the sent log; `error` is set when it
     /// failed for good.
     fn mark_sent(&self, id: u64, at: u64, error: Option<String>) -> Result<()>;
@@ -256,6 +331,16 @@ pub trait Store: StoreView + Send + Sync {
     fn last_outbox_id(&self) -> Result<u64>;
     /// Replies sent to `address` in `hour` (hours since the epoch).
     fn replies_sent(&self, address: &str, hour: u64) -> Result<u32>;
+    /// Support requests of `customer` passed in `hour`.
+    fn support_requests(&self, customer: &str, hour: u64) -> Result<u32>;
+    /// Whether `partner` was told in `hour` that mails are held.
+    fn held_reported(&self, partner: &str, hour: u64) -> Result<bool>;
+    /// Every held mail, oldest first.
+    fn held(&self) -> Result<Vec<HeldMail>>;
+    /// One held mail.
+    fn held_mail(&self, id: u64) -> Result<Option<HeldMail>>;
+    /// How many mails are held (without reading them).
+    fn held_count(&self) -> Result<u64>;
     /// Records of messages that were quarantined, oldest first.
     fn quarantined(&self) -> Result<Vec<Processed>>;
     /// Counts for operators and tests.
@@ -366,6 +451,33 @@ fn cnt_key(partner: &str, state: RelationshipState) -> Vec<u8> {
 /// an older one gets them rebuilt when opened.
 const DERIVED_VERSION: u32 = 2;
 
+/// `outd/<not_before be><id be>`: the next-attempt index of the outbox.
+fn due_key(not_before: u64, id: u64) -> Vec<u8> {
+    let mut k = b"outd/".to_vec();
+    k.extend_from_slice(&not_before.to_be_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The (not_before, id) of a `outd/` key.
+fn parse_due_key(k: &[u8]) -> Option<(u64, u64)> {
+    let rest = k.strip_prefix(b"outd/")?;
+    if rest.len() != 16 {
+        return None;
+    }
+    let nb = u64::from_be_bytes(rest[..8].try_into().ok()?);
+    let id = u64::from_be_bytes(rest[8..].try_into().ok()?);
+    Some((nb, id))
+}
+
+/// The value of an `outd/` record: the key says everything; JSON `null`
+/// keeps every record decodable (for `export`).
+const DUE_VALUE: &[u8] = b"null";
+
+/// Version of the outbox's next-attempt index; a store without it (written
+/// by an earlier Liaison) gets it built when opened.
+const DUE_INDEX_VERSION: u32 = 1;
+
 fn id_key(prefix: &str, id: u64) -> Vec<u8> {
     let mut k = prefix.as_bytes().to_vec();
     k.extend_from_slice(&id.to_be_bytes());
@@ -410,7 +522,26 @@ impl SledStore {
             staged: Default::default(),
         };
         store.build_derived()?;
+        if store.get::<u32>(b"meta/due_index")? != Some(DUE_INDEX_VERSION) {
+            store.rebuild_due_index()?;
+            store.flush()?;
+        }
         Ok(store)
+    }
+
+    /// Writes the outbox's next-attempt index anew from the pending entries
+    /// (staged).
+    fn rebuild_due_index(&self) -> Result<()> {
+        let mut batch = WriteSet::default();
+        for kv in self.scan_raw(b"outd/") {
+            batch.remove(kv?.0.to_vec());
+        }
+        for e in self.scan::<OutboxEntry>(b"outq/")? {
+            batch.insert(due_key(e.not_before, e.id), DUE_VALUE.to_vec());
+        }
+        batch.insert(b"meta/due_index".to_vec(), encode(&DUE_INDEX_VERSION));
+        self.stage(batch.0);
+        Ok(())
     }
 
     /// Rebuilds the records derived from the relationships (customer
@@ -776,16 +907,39 @@ impl Store for SledStore {
                 attempts: 0,
                 not_before: 0,
                 last_error: None,
+                delivered: vec![],
+                refused: vec![],
             };
             batch.insert(id_key("outq/", id), encode(&entry));
+            batch.insert(due_key(0, id), DUE_VALUE.to_vec());
             ids.push(id);
         }
         for p in &changes.processed {
             batch.insert(format!("msg/{}", p.key).into_bytes(), encode(p));
         }
+        for h in changes.held {
+            let id = self.db.generate_id().map_err(|e| self.err(e))? + 1;
+            let held = HeldMail {
+                id,
+                at: h.at,
+                reason: h.reason,
+                partner: h.partner,
+                mail: h.mail,
+            };
+            batch.insert(id_key("held/", id), encode(&held));
+        }
+        for id in &changes.released_held {
+            batch.remove(id_key("held/", *id));
+        }
+        for (partner, hour) in &changes.held_reported {
+            batch.insert(format!("hrep/{partner}/{hour}").into_bytes(), encode(&true));
+        }
         let mut rates: std::collections::BTreeMap<String, u32> = Default::default();
         for (addr, hour) in &changes.replies {
             *rates.entry(format!("rate/{addr}/{hour}")).or_default() += 1;
+        }
+        for (customer, hour) in &changes.support_requests {
+            *rates.entry(format!("sreq/{customer}/{hour}")).or_default() += 1;
         }
         for (k, n) in rates {
             // Read-modify-write is safe: commits are serialised by the engine.
@@ -827,22 +981,79 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn due_outbox(&self, up_to: u64, now: u64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let range = (
+            Bound::Included(due_key(0, 0)),
+            Bound::Included(due_key(now, u64::MAX)),
+        );
+        for kv in self.range(range) {
+            let (k, _) = kv?;
+            let Some((_, id)) = parse_due_key(&k) else {
+                continue;
+            };
+            if id > up_to {
+                // Not durable yet: its cause could still be lost.
+                continue;
+            }
+            if let Some(e) = self.get::<OutboxEntry>(&id_key("outq/", id))? {
+                out.push(e);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn next_attempt(&self, up_to: u64) -> Result<Option<u64>> {
+        for kv in self.scan_raw(b"outd/") {
+            let (k, _) = kv?;
+            if let Some((nb, id)) = parse_due_key(&k) {
+                if id <= up_to {
+                    return Ok(Some(nb));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn outbox_len(&self) -> Result<u64> {
+        Ok(self.scan_raw(b"outd/").count() as u64)
+    }
+
     fn mark_sent(&self, id: u64, at: u64, error: Option<String>) -> Result<()> {
         let Some(mut entry) = self.get::<OutboxEntry>(&id_key("outq/", id))? else {
             return Ok(());
         };
+        let indexed = due_key(entry.not_before, id);
         entry.not_before = at;
         entry.attempts += 1;
         entry.last_error = error;
         self.stage(vec![
             (id_key("outq/", id), None),
+            (indexed, None),
             (id_key("outs/", id), Some(encode(&entry))),
         ]);
         Ok(())
     }
 
     fn mark_retry(&self, entry: &OutboxEntry) -> Result<()> {
-        self.stage(vec![(id_key("outq/", entry.id), Some(encode(entry)))]);
+        let Some(old) = self.get::<OutboxEntry>(&id_key("outq/", entry.id))? else {
+            // Sent meanwhile: nothing to retry.
+            return Ok(());
+        };
+        self.stage(vec![
+            (due_key(old.not_before, entry.id), None),
+            (id_key("outq/", entry.id), Some(encode(entry))),
+            (
+                due_key(entry.not_before, entry.id),
+                Some(DUE_VALUE.to_vec()),
+            ),
+        ]);
         Ok(())
     }
 
@@ -854,6 +1065,30 @@ impl Store for SledStore {
         Ok(self
             .get(format!("rate/{address}/{hour}").as_bytes())?
             .unwrap_or(0))
+    }
+
+    fn support_requests(&self, customer: &str, hour: u64) -> Result<u32> {
+        Ok(self
+            .get(format!("sreq/{customer}/{hour}").as_bytes())?
+            .unwrap_or(0))
+    }
+
+    fn held_reported(&self, partner: &str, hour: u64) -> Result<bool> {
+        Ok(self
+            .get::<bool>(format!("hrep/{partner}/{hour}").as_bytes())?
+            .unwrap_or(false))
+    }
+
+    fn held(&self) -> Result<Vec<HeldMail>> {
+        self.scan(b"held/")
+    }
+
+    fn held_mail(&self, id: u64) -> Result<Option<HeldMail>> {
+        self.get(&id_key("held/", id))
+    }
+
+    fn held_count(&self) -> Result<u64> {
+        Ok(self.scan_raw(b"held/").count() as u64)
     }
 
     fn quarantined_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -912,6 +1147,7 @@ impl Store for SledStore {
         self.stage(batch);
         // A backup from an older version may lack the derived records.
         self.rebuild_derived()?;
+        self.rebuild_due_index()?;
         self.flush()
     }
 
@@ -936,6 +1172,7 @@ impl Store for SledStore {
         st.outbox_sent = count(b"outs/");
         st.relationships = count(b"rel/");
         st.tickets = count(b"tkt/");
+        st.held = count(b"held/");
         Ok(st)
     }
 
@@ -1277,6 +1514,60 @@ mod tests {
         check(&s);
         drop(s);
         check(&SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap());
+    }
+
+    #[test]
+    fn due_outbox_reads_by_next_attempt_and_skips_what_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        let mails: Vec<OutgoingMail> = (0..5).map(|i| mail(&format!("m{i}@x"), None)).collect();
+        let ids = s
+            .commit(Changes {
+                outbox: mails,
+                ..Default::default()
+            })
+            .unwrap();
+        // The three oldest wait on a retry; the two newest are due first.
+        for (n, id) in ids[..3].iter().enumerate() {
+            let mut e = s
+                .get::<OutboxEntry>(&id_key("outq/", *id))
+                .unwrap()
+                .unwrap();
+            e.attempts = 1;
+            e.not_before = 100 + n as u64;
+            s.mark_retry(&e).unwrap();
+        }
+        let due = |s: &SledStore, now| -> Vec<u64> {
+            s.due_outbox(u64::MAX, now, 10)
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect()
+        };
+        assert_eq!(due(&s, 50), ids[3..]);
+        assert_eq!(due(&s, 101), [ids[3], ids[4], ids[0], ids[1]]);
+        // Above the watermark nothing is handed out; the limit holds.
+        assert_eq!(s.due_outbox(ids[3], 50, 10).unwrap().len(), 1);
+        assert_eq!(s.due_outbox(u64::MAX, 200, 2).unwrap().len(), 2);
+        assert_eq!(s.next_attempt(ids[2]).unwrap(), Some(100));
+        assert_eq!(s.next_attempt(u64::MAX).unwrap(), Some(0));
+        s.mark_sent(ids[3], 5, None).unwrap();
+        s.mark_sent(ids[0], 5, None).unwrap();
+        assert_eq!(s.outbox_len().unwrap(), 3);
+        s.flush().unwrap();
+        drop(s);
+        // The index survives a restart, and is rebuilt when missing.
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        assert_eq!(due(&s, 200), [ids[4], ids[1], ids[2]]);
+        for k in s.tree.scan_prefix(b"outd/").keys() {
+            s.tree.remove(k.unwrap()).unwrap();
+        }
+        s.tree.remove(b"meta/due_index").unwrap();
+        drop(s);
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        assert_eq!(due(&s, 200), [ids[4], ids[1], ids[2]]);
+        assert_eq!(due(&s, 0), [ids[4]]);
     }
 
     #[test]

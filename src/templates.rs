@@ -103,11 +103,16 @@ pub enum TemplateName {
     TicketClosedDesk,
     /// An invitation could not be delivered (to the partner).
     BouncedPartner,
+    /// Another mail could not be delivered to one of its recipients (to
+    /// the partner).
+    DeliveryFailedPartner,
+    /// Mails held back by a cap (to the partner).
+    HeldPartner,
 }
 
 impl TemplateName {
     /// All templates.
-    pub const ALL: [TemplateName; 27] = [
+    pub const ALL: [TemplateName; 29] = [
         TemplateName::Invitation,
         TemplateName::Transcript,
         TemplateName::AcceptedCustomer,
@@ -135,6 +140,8 @@ impl TemplateName {
         TemplateName::TicketClosedCustomer,
         TemplateName::TicketClosedDesk,
         TemplateName::BouncedPartner,
+        TemplateName::DeliveryFailedPartner,
+        TemplateName::HeldPartner,
     ];
 
     /// File name stem.
@@ -167,6 +174,8 @@ impl TemplateName {
             TemplateName::TicketClosedCustomer => "ticket_closed_customer",
             TemplateName::TicketClosedDesk => "ticket_closed_desk",
             TemplateName::BouncedPartner => "bounced_partner",
+            TemplateName::DeliveryFailedPartner => "delivery_failed_partner",
+            TemplateName::HeldPartner => "held_partner",
         }
     }
 
@@ -193,6 +202,8 @@ impl TemplateName {
                 | TemplateName::TicketRelayPartner
                 | TemplateName::TicketClosedDesk
                 | TemplateName::BouncedPartner
+                | TemplateName::DeliveryFailedPartner
+                | TemplateName::HeldPartner
         )
     }
 
@@ -279,6 +290,19 @@ impl TemplateName {
             }),
             TemplateName::BouncedPartner => json!({
                 "reason": "5.1.1 (user unknown)",
+                "at": "2026-11-25T12:00:00Z",
+            }),
+            TemplateName::DeliveryFailedPartner => json!({
+                "recipient": "support@northwind.test",
+                "subject": "New ticket T-000123: Cannot sign in",
+                "reason": "550 5.1.1 <support@northwind.test>: Recipient address rejected",
+                "at": "2026-11-25T12:00:00Z",
+            }),
+            TemplateName::HeldPartner => json!({
+                "sender": "alice@contoso.test",
+                "what": "support requests",
+                "cap": 5,
+                "reason": "more than 5 support requests from alice@contoso.test this hour",
                 "at": "2026-11-25T12:00:00Z",
             }),
             TemplateName::TicketClosedCustomer | TemplateName::TicketClosedDesk => json!({

@@ -14,7 +14,9 @@
 #   IMAPS  127.0.0.1:1993  implicit TLS, cert signed by tls/ca.pem (CN=localhost,
 #                          SAN IP:127.0.0.1, DNS:localhost)
 #
-# Domains: liaison.test contoso.test fabrikam.test
+# Domains: liaison.test contoso.test fabrikam.test greylist.test
+# greylist.test answers every RCPT with "451 4.7.1 try again later" (a
+# greylisting or overloaded destination, for the outbox scheduling tests).
 # Users (IMAP login = full address, password "liaison-dev"): see USERS below.
 # Plus-addressing: user+tag@domain is delivered to user's INBOX; the
 # Delivered-To header keeps "+tag".
@@ -33,7 +35,7 @@
 #
 # State folder: ${LIAISON_MAILSTACK_DIR:-/tmp/liaison-ms} (keep it short: Unix
 # socket paths are limited to 107 bytes). Layout:
-#   postfix/            main.cf, master.cf, vmailbox, transport (texthash maps)
+#   postfix/            main.cf, master.cf, vmailbox, transport, greylist (texthash maps)
 #   pf-queue/           Postfix queue_directory (pid/master.pid inside)
 #   pf-data/            Postfix data_directory
 #   dovecot.conf        Dovecot config;  users (passwd-file)
@@ -65,7 +67,9 @@ USERS=(
 DOT_SEPARATOR_USERS=(dotted@liaison.test)
 PASSWORD="liaison-dev"
 BOUNCING=(gone@contoso.test)  # accepted, then bounced by Postfix (see above)
-DOMAINS=(liaison.test contoso.test fabrikam.test)   # domains of USERS are added too
+DOMAINS=(liaison.test contoso.test fabrikam.test greylist.test)   # domains of USERS are added too
+# Domains whose every recipient is refused temporarily at RCPT time.
+GREYLIST_DOMAINS=(greylist.test)
 
 BIND=127.0.0.1
 SMTP_PORT=2525
@@ -239,7 +243,8 @@ lmtp_destination_recipient_limit = 50
 
 # Anyone on loopback may submit, but only to our domains.
 smtpd_relay_restrictions = reject_unauth_destination
-smtpd_recipient_restrictions = reject_unlisted_recipient, reject_unauth_destination
+# greylist.test: 451 at RCPT, before the unknown-user check.
+smtpd_recipient_restrictions = check_recipient_access texthash:$PF_CONF/greylist, reject_unlisted_recipient, reject_unauth_destination
 smtpd_reject_unlisted_recipient = yes
 smtpd_helo_required = no
 
@@ -292,16 +297,21 @@ EOF
     printf '%s OK\n' "$u" >>"$PF_CONF/vmailbox.new"
     printf '%s bouncer:\n' "$u" >>"$PF_CONF/transport.new"
   done
+  : >"$PF_CONF/greylist.new"
+  local d
+  for d in "${GREYLIST_DOMAINS[@]}"; do
+    printf '%s 451 4.7.1 try again later\n' "$d" >>"$PF_CONF/greylist.new"
+  done
 
   local f
-  for f in main.cf master.cf vmailbox transport; do
+  for f in main.cf master.cf vmailbox transport greylist; do
     if [[ -f $PF_CONF/$f ]] && cmp -s "$PF_CONF/$f.new" "$PF_CONF/$f"; then
       rm -f "$PF_CONF/$f.new"
     else
       mv -f "$PF_CONF/$f.new" "$PF_CONF/$f"
     fi
   done
-  age "$PF_CONF/main.cf" "$PF_CONF/master.cf" "$PF_CONF/vmailbox" "$PF_CONF/transport"
+  age "$PF_CONF/main.cf" "$PF_CONF/master.cf" "$PF_CONF/vmailbox" "$PF_CONF/transport" "$PF_CONF/greylist"
 }
 
 write_dovecot_config() {

@@ -2415,7 +2415,10 @@ fn reply_cap_suppresses_replies_past_the_limit() {
     let mut d = w.decide(&m);
     let (kept, notes) = liaison::workflow::apply_reply_cap(&mut d, &|_| 20, 20);
     assert!(kept.is_empty() && d.mails.is_empty());
-    assert!(notes[0].contains("partner1@liaison.test"), "{notes:?}");
+    assert!(
+        notes[0].reason.contains("partner1@liaison.test"),
+        "{notes:?}"
+    );
     // A transcript of real work is never capped; one of errors only is.
     let m = w.command_mail(PARTNER1, "status");
     let mut d = w.decide(&m);
@@ -2434,6 +2437,118 @@ fn reply_cap_suppresses_replies_past_the_limit() {
         templates_of(&d),
         vec![TemplateName::Invitation, TemplateName::Transcript]
     );
+}
+
+#[test]
+fn ticket_traffic_is_never_held_by_the_reply_cap() {
+    let mut w = World::new();
+    removed_permissions(&mut w);
+    let m = support_mail(&mut w, ALICE, "Cannot sign in", "Nobody can sign in.");
+    w.run(&m);
+    // A follow-up relayed to the desk is a reply (In-Reply-To the desk's
+    // thread), to a shared address that got hundreds this hour: not a loop.
+    let m = support_mail(
+        &mut w,
+        ALICE,
+        "Re: [T-000001] Cannot sign in",
+        "Still failing.",
+    );
+    let mut d = w.decide(&m);
+    assert_eq!(templates_of(&d), vec![TemplateName::TicketRelayDesk]);
+    assert!(d.mails[0].in_reply_to.is_some());
+    let (_, held) = liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
+    assert!(held.is_empty(), "{held:?}");
+    assert_eq!(d.mails.len(), 1);
+}
+
+#[test]
+fn support_requests_past_the_cap_are_held_with_their_mails() {
+    let mut w = World::new();
+    removed_permissions(&mut w);
+    let m = support_mail(&mut w, ALICE, "Cannot sign in", "Nobody can sign in.");
+    let mut d = w.decide(&m);
+    let (counted, held) = liaison::workflow::apply_support_cap(&mut d, &|_| 4, 5);
+    assert_eq!(counted.as_deref(), Some(ALICE));
+    assert!(held.is_empty());
+    assert_eq!(d.mails.len(), 3);
+    let mut d = w.decide(&m);
+    let (counted, held) = liaison::workflow::apply_support_cap(&mut d, &|_| 5, 5);
+    assert!(counted.is_none() && d.mails.is_empty());
+    assert_eq!(
+        held.iter().map(|h| h.plan.template).collect::<Vec<_>>(),
+        vec![
+            TemplateName::TicketOpenedDesk,
+            TemplateName::TicketOpenedCustomer,
+            TemplateName::TicketOpenedPartner
+        ]
+    );
+    assert!(held
+        .iter()
+        .all(|h| h.partner.as_deref() == Some("northwind")));
+    assert!(held[0].reason.contains(ALICE), "{}", held[0].reason);
+    // The ticket itself is still recorded: releasing its mails completes it.
+    assert_eq!(d.tickets.len(), 1);
+    // Other mail is not a support request and is not counted.
+    let m = w.command_mail(PARTNER1, "status");
+    let mut d = w.decide(&m);
+    let (counted, held) = liaison::workflow::apply_support_cap(&mut d, &|_| 1000, 5);
+    assert!(counted.is_none() && held.is_empty() && d.mails.len() == 1);
+}
+
+#[test]
+fn a_refused_recipient_is_reported_to_the_partner_but_never_to_itself() {
+    let w = World::new();
+    let ctx = Context {
+        config: &w.config,
+        tokens: &w.key,
+        now: w.now,
+    };
+    let recipients = vec![PARTNER1.to_string(), "support@northwind.test".to_string()];
+    let refused = liaison::workflow::RefusedMail {
+        subject: "Accepted: alice@contoso.test granted delegated admin permissions",
+        recipients: &recipients,
+        ticket: None,
+    };
+    let d = liaison::workflow::recipient_refused(
+        &ctx,
+        &w.store,
+        &refused,
+        "support@northwind.test",
+        "550 5.1.1 user unknown",
+        "k1",
+    )
+    .unwrap();
+    assert_eq!(templates_of(&d), vec![TemplateName::DeliveryFailedPartner]);
+    assert_eq!(d.mails[0].to, vec![PARTNER1.to_string()]);
+    assert_eq!(d.mails[0].vars["recipient"], "support@northwind.test");
+    assert_eq!(d.mails[0].vars["reason"], "550 5.1.1 user unknown");
+    // The partner's own address refused: logged, not written to again.
+    let d = liaison::workflow::recipient_refused(
+        &ctx,
+        &w.store,
+        &refused,
+        PARTNER1,
+        "550 5.1.1 user unknown",
+        "k2",
+    )
+    .unwrap();
+    assert!(d.mails.is_empty(), "{:?}", d.mails);
+    // Nobody concerned (no ticket, no partner among the recipients).
+    let strangers = vec!["x@elsewhere.test".to_string()];
+    let d = liaison::workflow::recipient_refused(
+        &ctx,
+        &w.store,
+        &liaison::workflow::RefusedMail {
+            subject: "s",
+            recipients: &strangers,
+            ticket: None,
+        },
+        "x@elsewhere.test",
+        "550",
+        "k3",
+    )
+    .unwrap();
+    assert!(d.mails.is_empty());
 }
 
 #[test]

@@ -417,43 +417,215 @@ pub fn delivery_failed(
     Ok(decision)
 }
 
-/// Drops replies to addresses that already got `cap` replies this hour
+/// What [`recipient_refused`] needs to know of the refused mail.
+pub struct RefusedMail<'a> {
+    /// Its subject.
+    pub subject: &'a str,
+    /// All its recipients.
+    pub recipients: &'a [String],
+    /// The ticket it belongs to.
+    pub ticket: Option<u64>,
+}
+
+/// One recipient of a mail that carried no invitation refused it for good.
+/// The partner the mail concerned (the ticket's, or the partner among its
+/// recipients) is told which address did not get it and why, unless the
+/// refused address is one of that partner's own: a notice to an address
+/// that refuses mail would only be refused again.
+pub fn recipient_refused(
+    ctx: &Context,
+    view: &dyn StoreView,
+    mail: &RefusedMail,
+    recipient: &str,
+    reason: &str,
+    key: &str,
+) -> Result<Decision, WorkflowError> {
+    // The remote server's answer is its text, not ours: defanged like a
+    // bounce's diagnostic before anyone is shown it.
+    let reason = crate::dsn::defang(reason);
+    let reason = reason.as_str();
+    let cfg = ctx.config;
+    let by_ticket = match mail.ticket {
+        Some(t) => view.ticket(t)?.and_then(|t| cfg.partner(&t.partner)),
+        None => None,
+    };
+    let partner =
+        by_ticket.or_else(|| mail.recipients.iter().find_map(|r| cfg.partner_by_email(r)));
+    let Some(partner) = partner else {
+        return Ok(Decision::ignored(format!(
+            "delivery of \"{}\" to {recipient} failed ({reason}); no partner concerned to tell",
+            mail.subject
+        )));
+    };
+    let recipient = recipient.to_ascii_lowercase();
+    if partner.emails.contains(&recipient) {
+        return Ok(Decision::ignored(format!(
+            "delivery of \"{}\" to partner {}'s own address {recipient} failed ({reason}); not reported to it",
+            mail.subject, partner.id
+        )));
+    }
+    let key = format!("{key}\0refused");
+    let mut ids = MessageIds::new(&key, ctx);
+    let mut decision = Decision::ignored(format!(
+        "delivery of \"{}\" to {recipient} failed: {reason}; partner {} told",
+        mail.subject, partner.id
+    ));
+    decision.class = MailClass::Bounce;
+    let mut notice = partner_notice(
+        partner,
+        None,
+        TemplateName::DeliveryFailedPartner,
+        ids.next(),
+        serde_json::json!({
+            "partner_name": partner.name,
+            "recipient": recipient,
+            "subject": mail.subject,
+            "reason": reason,
+            "at": rfc3339(ctx.now),
+        }),
+    );
+    notice.ticket = mail.ticket;
+    decision.mails.push(notice);
+    Ok(decision)
+}
+
+/// A mail a cap held back instead of sending: it is recorded with the
+/// reason, counted, and can be released by the operator; nothing a cap
+/// holds vanishes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldPlan {
+    /// The mail, as it would have been sent.
+    pub plan: MailPlan,
+    /// Why it was held.
+    pub reason: String,
+    /// The partner to tell (at most once an hour), when there is one who
+    /// must know; replies to unknown addresses concern only the operator.
+    pub partner: Option<String>,
+    /// The address whose traffic was capped.
+    pub sender: String,
+    /// What was capped, for the partner's notice ("support requests").
+    pub what: &'static str,
+}
+
+/// Holds back replies to addresses that already got `cap` replies this hour
 /// (RFC 3834's advice against mail loops with misbehaving auto-responders).
 /// Only replies count: mails answering an inbound mail (`in_reply_to`), not
-/// invitations or relays. A transcript of a command mail in which at least
-/// one command did something is real work, not a loop, and is never capped
+/// invitations or relays. Traffic of a ticket (relays and notices between
+/// its customer, partner, support contact and the desk) is between known
+/// parties and is never capped here: a desk answering thirty follow-ups an
+/// hour is work, not a loop. A transcript of a command mail in which at
+/// least one command did something is real work too and is never capped
 /// (a partner may send hundreds of commands an hour); a transcript that
 /// only says "help" or lists errors is. Returns the addresses of the
-/// replies kept (to count them) and a note per reply suppressed.
+/// replies kept (to count them) and the replies held.
 pub fn apply_reply_cap(
     decision: &mut Decision,
     sent_this_hour: &dyn Fn(&str) -> u32,
     cap: u32,
-) -> (Vec<String>, Vec<String>) {
+) -> (Vec<String>, Vec<HeldPlan>) {
     let mut counted: Vec<String> = Vec::new();
-    let mut suppressed = Vec::new();
-    decision.mails.retain(|m| {
-        if m.in_reply_to.is_none() || did_work(m) {
-            return true;
+    let mut held = Vec::new();
+    let mails = std::mem::take(&mut decision.mails);
+    for m in mails {
+        if m.in_reply_to.is_none() || m.ticket.is_some() || did_work(&m) {
+            decision.mails.push(m);
+            continue;
         }
-        let over = m.to.iter().find(|a| {
-            let planned = counted.iter().filter(|c| c == a).count() as u32;
-            sent_this_hour(a) + planned >= cap
-        });
+        let over =
+            m.to.iter()
+                .find(|a| {
+                    let planned = counted.iter().filter(|c| c == a).count() as u32;
+                    sent_this_hour(a) + planned >= cap
+                })
+                .cloned();
         match over {
-            Some(a) => {
-                suppressed.push(format!(
-                    "reply to {a} suppressed: {cap} replies this hour already"
-                ));
-                false
-            }
+            Some(a) => held.push(HeldPlan {
+                reason: format!("reply to {a} held: {cap} replies this hour already"),
+                plan: m,
+                partner: None,
+                sender: a,
+                what: "replies",
+            }),
             None => {
                 counted.extend(m.to.iter().cloned());
-                true
+                decision.mails.push(m);
             }
         }
-    });
-    (counted, suppressed)
+    }
+    (counted, held)
+}
+
+/// Whether a mail carries a support request to the partner or the desk
+/// (a forward, or a new ticket): what one customer address may cause at
+/// most `security.max_support_requests_per_hour` times an hour.
+fn is_support_request(m: &MailPlan) -> bool {
+    matches!(
+        m.template,
+        TemplateName::SupportForwardPartner
+            | TemplateName::TicketOpenedDesk
+            | TemplateName::TicketOpenedPartner
+    )
+}
+
+/// Holds back every mail of a decision that forwards a support request or
+/// opens a ticket when its customer already had `cap` of them this hour
+/// (forged requests must not flood the partner or the desk with forwards
+/// and attachments). The acknowledgement to the customer is held with it.
+/// Returns the customer to count, when the request went through, and the
+/// mails held.
+pub fn apply_support_cap(
+    decision: &mut Decision,
+    requests_this_hour: &dyn Fn(&str) -> u32,
+    cap: u32,
+) -> (Option<String>, Vec<HeldPlan>) {
+    let MailClass::Customer { partner, customer } = &decision.class else {
+        return (None, vec![]);
+    };
+    if !decision.mails.iter().any(is_support_request) {
+        return (None, vec![]);
+    }
+    if requests_this_hour(customer) < cap {
+        return (Some(customer.clone()), vec![]);
+    }
+    let reason = format!("more than {cap} support requests from {customer} this hour");
+    let held = std::mem::take(&mut decision.mails)
+        .into_iter()
+        .map(|plan| HeldPlan {
+            plan,
+            reason: reason.clone(),
+            partner: Some(partner.clone()),
+            sender: customer.clone(),
+            what: "support requests",
+        })
+        .collect();
+    decision.summary.push_str(&format!("; held: {reason}"));
+    (None, held)
+}
+
+/// The notice telling `partner` that mails from `held.sender` are being
+/// held, and why (sent at most once an hour per partner).
+pub fn held_notice(
+    ctx: &Context,
+    partner: &crate::config::Partner,
+    held: &HeldPlan,
+    key: &str,
+) -> MailPlan {
+    let key = format!("{key}\0held");
+    let mut ids = MessageIds::new(&key, ctx);
+    partner_notice(
+        partner,
+        None,
+        TemplateName::HeldPartner,
+        ids.next(),
+        serde_json::json!({
+            "partner_name": partner.name,
+            "sender": held.sender,
+            "what": held.what,
+            "cap": ctx.config.security.max_support_requests_per_hour,
+            "reason": held.reason,
+            "at": rfc3339(ctx.now),
+        }),
+    )
 }
 
 /// Whether a transcript reports at least one command that succeeded.
