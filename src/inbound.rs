@@ -261,7 +261,7 @@ pub fn html_to_text(html: &str) -> String {
     msg.extend_from_slice(head);
     let mut rest: &str = html;
     while let Some(pos) = rest.find('<') {
-        msg.extend_from_slice(rest[..pos].as_bytes());
+        msg.extend_from_slice(&rest.as_bytes()[..pos]);
         // The longest tag below has 10 letters: 11 tell it from a longer
         // name, and bound the work on a `<` followed by megabytes of letters.
         let tag = rest[pos + 1..]

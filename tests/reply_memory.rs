@@ -69,8 +69,15 @@ fn mail_with_body(line: &[u8], lines: usize) -> Vec<u8> {
     raw
 }
 
-/// The mail of the issue: 9 MB of 3 million one-character lines.
+/// One test function: the allocator counts every thread, so the two
+/// measurements must not run side by side.
 #[test]
+fn big_mails_cost_a_small_multiple_of_their_size() {
+    three_million_one_character_lines_cost_at_most_three_times_the_mail();
+    other_big_shapes_stay_within_three_times_the_mail();
+}
+
+/// The mail of the issue: 9 MB of 3 million one-character lines.
 fn three_million_one_character_lines_cost_at_most_three_times_the_mail() {
     let lines = 3_000_000;
     let ((size, new_len), peak) = peak_of(|| {
@@ -90,7 +97,6 @@ fn three_million_one_character_lines_cost_at_most_three_times_the_mail() {
 
 /// Other shapes of the same size stay within the bound too: every line
 /// quoted, quote and answer alternating, blank lines.
-#[test]
 fn other_big_shapes_stay_within_three_times_the_mail() {
     for (what, line, count, bound) in [
         ("quoted lines", &b"> q\r\n"[..], 1_800_000, 3.0),
