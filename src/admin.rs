@@ -293,6 +293,59 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
     }
 }
 
+/// The longest request line the daemon reads, newline excluded. The
+/// largest legitimate request is a `liaison import` batch: at most
+/// [`crate::command::MAX_COMMANDS`] command lines of at most
+/// [`crate::command::MAX_LINE_LEN`] characters (4 bytes each at worst),
+/// about 200 KB; 1 MiB leaves room for that and the JSON around it, while a
+/// client that never sends a newline can no longer grow the daemon's memory.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Why a request line could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestLineError {
+    /// Longer than [`MAX_REQUEST_BYTES`] without a newline.
+    #[error("bad request: the request line is longer than {MAX_REQUEST_BYTES} bytes; closing the connection")]
+    TooLong,
+    /// Not UTF-8.
+    #[error("bad request: the request line is not UTF-8")]
+    NotUtf8,
+    /// The connection failed.
+    #[error("admin connection: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one newline-terminated request line of at most
+/// [`MAX_REQUEST_BYTES`] bytes; `None` at the end of the stream. A last line
+/// without a newline still counts, as with `AsyncBufReadExt::lines`.
+async fn read_request_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> Result<Option<String>, RequestLineError> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    // One byte more than the limit tells a line of exactly the limit from
+    // a longer one.
+    let limit = MAX_REQUEST_BYTES as u64 + 1;
+    let n = (&mut *reader)
+        .take(limit)
+        .read_until(b'\n', &mut buf)
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    } else if buf.len() > MAX_REQUEST_BYTES {
+        return Err(RequestLineError::TooLong);
+    }
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| RequestLineError::NotUtf8)
+}
+
 /// Serves the socket until `shutdown` turns true.
 pub async fn serve(
     path: PathBuf,
@@ -322,8 +375,29 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let store = engine.store().clone();
                     let (r, mut w) = stream.into_split();
-                    let mut lines = BufReader::new(r).lines();
-                    while let Ok(Some(line)) = lines.next_line().await {
+                    let mut reader = BufReader::new(r);
+                    loop {
+                        let line = match read_request_line(&mut reader).await {
+                            Ok(Some(line)) => line,
+                            Ok(None) | Err(RequestLineError::Io(_)) => break,
+                            Err(e @ RequestLineError::TooLong) => {
+                                // Answer, then close: the rest of the line
+                                // is not read, so nothing further on this
+                                // connection could be framed reliably.
+                                let mut out = serde_json::json!({"error": e.to_string()}).to_string();
+                                out.push('\n');
+                                let _ = w.write_all(out.as_bytes()).await;
+                                break;
+                            }
+                            Err(e @ RequestLineError::NotUtf8) => {
+                                let mut out = serde_json::json!({"error": e.to_string()}).to_string();
+                                out.push('\n');
+                                if w.write_all(out.as_bytes()).await.is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
+                        };
                         let reply = match serde_json::from_str::<Request>(&line) {
                             Ok(Request::Import { partner, rows, draft, key }) => {
                                 match import_batch(&engine, &durable, &partner, &rows, draft, &key) {
@@ -455,4 +529,51 @@ pub fn release_held(
     crate::engine::flush_and_publish(engine.store().as_ref(), durable)
         .map_err(|e| e.to_string())?;
     Ok(serde_json::json!({"id": id, "subject": subject, "to": to}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(input: &[u8]) -> Vec<Result<Option<String>, String>> {
+        let mut reader = BufReader::new(input);
+        let mut out = Vec::new();
+        loop {
+            let r = read_request_line(&mut reader).await;
+            let stop = !matches!(r, Ok(Some(_)) | Err(RequestLineError::NotUtf8));
+            out.push(r.map_err(|e| e.to_string()));
+            if stop {
+                return out;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn request_lines_are_bounded() {
+        assert_eq!(
+            read_all(b"{\"op\":\"counts\"}\r\nlast").await,
+            vec![
+                Ok(Some("{\"op\":\"counts\"}".into())),
+                Ok(Some("last".into())),
+                Ok(None)
+            ]
+        );
+        // Exactly the limit is a request; one byte more is refused.
+        let mut max = vec![b'x'; MAX_REQUEST_BYTES];
+        max.push(b'\n');
+        assert_eq!(
+            read_all(&max).await[0]
+                .as_ref()
+                .map(|l| l.as_ref().map(String::len)),
+            Ok(Some(MAX_REQUEST_BYTES))
+        );
+        let endless = vec![b'x'; 3 * MAX_REQUEST_BYTES];
+        let r = read_all(&endless).await;
+        assert_eq!(r.len(), 1);
+        let e = r[0].clone().unwrap_err();
+        assert!(e.contains("longer than 1048576 bytes"), "{e}");
+        let r = read_all(b"\xff\xfe\n{}\n").await;
+        assert!(r[0].as_ref().unwrap_err().contains("not UTF-8"), "{r:?}");
+        assert_eq!(r[1], Ok(Some("{}".into())));
+    }
 }

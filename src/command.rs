@@ -239,6 +239,67 @@ pub fn parse_script(text: &str) -> CommandScript {
     script
 }
 
+/// Unicode general category Cf (format characters, Unicode 15): invisible,
+/// and several of them reorder or hide the text around them.
+const FORMAT_CHARACTERS: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+/// Whether `c` is a format character (general category Cf).
+pub fn is_format_character(c: char) -> bool {
+    let c = u32::from(c);
+    FORMAT_CHARACTERS
+        .iter()
+        .any(|&(lo, hi)| (lo..=hi).contains(&c))
+}
+
+/// Checks partner-supplied free text that ends up in a customer's mail
+/// (an invitation's name, a ticket's closing note, …): no control
+/// characters, no line or paragraph separators, and no format characters
+/// (category Cf: bidi overrides such as U+202E, zero-width spaces, BOMs),
+/// which are invisible and can make a name read as something else, e.g.
+/// "Contoso\u{202E}gro.live" shown as "Contosoevil.org". The problem is
+/// returned as a sentence for the transcript, naming the character by its
+/// code point, never echoing it.
+pub fn check_text(what: &str, text: &str) -> Result<(), String> {
+    for c in text.chars() {
+        let code = u32::from(c);
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            return Err(format!(
+                "the {what} must be on one line: it contains the control character U+{code:04X}"
+            ));
+        }
+        if is_format_character(c) {
+            return Err(format!(
+                "the {what} contains U+{code:04X}, an invisible formatting character \
+                 (such as a bidi override or a zero-width space) that can make text read \
+                 differently from what it is; remove it"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// An argument as quoted back in an error: long ones are cut, so a
 /// transcript stays readable whatever was sent.
 fn shorten(arg: &str) -> String {
@@ -319,12 +380,13 @@ fn customer_arg(verb: &'static str, arg: Option<&str>) -> Result<String, Command
 
 /// The value of `invite … name "…"`: 1-200 characters on one line, trimmed.
 fn invite_name(v: &str) -> Result<String, CommandError> {
-    if v.trim().is_empty() || v.chars().any(char::is_control) || v.len() > 200 {
+    if v.trim().is_empty() || v.len() > 200 {
         return Err(usage_error(
             "invite",
             "the name must be 1-200 characters on one line".into(),
         ));
     }
+    check_text("name", v).map_err(|problem| usage_error("invite", problem))?;
     Ok(v.trim().to_string())
 }
 
@@ -589,9 +651,7 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
                 return Ok(Command::Ticket { id });
             }
             let note = args[1..].join(" ");
-            if note.chars().any(char::is_control) {
-                return Err(err("close", "the note must be on one line".into()));
-            }
+            check_text("note", &note).map_err(|problem| err("close", problem))?;
             Ok(Command::Close {
                 id,
                 note: (!note.trim().is_empty()).then(|| note.trim().to_string()),
@@ -762,6 +822,64 @@ mod tests {
                 Ok(Command::Help)
             ]
         );
+    }
+
+    #[test]
+    fn names_and_notes_refuse_control_and_format_characters() {
+        for bad in [
+            "\u{202E}",
+            "\u{202A}",
+            "\u{2066}",
+            "\u{2069}",
+            "\u{200B}",
+            "\u{200F}",
+            "\u{FEFF}",
+            "\u{00AD}",
+            "\u{061C}",
+            "\u{E0041}",
+        ] {
+            let line = format!("invite alice@contoso.test name \"Contoso{bad}gro.live\"");
+            let e = parse_line(&line).unwrap_err().to_string();
+            let code = format!("U+{:04X}", u32::from(bad.chars().next().unwrap()));
+            assert!(
+                e.contains(&format!(
+                    "the name contains {code}, an invisible formatting character"
+                )) && e.contains("Usage: invite"),
+                "{e}"
+            );
+            assert!(
+                !e.contains(bad),
+                "the error must not echo the character: {e:?}"
+            );
+            let e = parse_line(&format!("close T-000007 fixed{bad} it"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("the note contains {code}")), "{e}");
+        }
+        let e = parse_line("invite alice@contoso.test name \"Contoso\u{7}Ltd\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the name must be on one line: it contains the control character U+0007"),
+            "{e}"
+        );
+        let e = parse_line("invite alice@contoso.test name \"a\u{2028}b\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the name must be on one line"), "{e}");
+        // Ordinary letters, accents, CJK, Hangul, RTL scripts and emoji stay.
+        for good in [
+            "Contoso Ltd",
+            "Société Générale",
+            "한빛 클라우드",
+            "שלום",
+            "مرحبا",
+            "株式会社 🚀",
+        ] {
+            let line = format!("invite alice@contoso.test name \"{good}\"");
+            assert!(parse_line(&line).is_ok(), "{good}");
+        }
+        assert!(parse_line("close T-7 출장 후 해결").is_ok());
     }
 
     #[test]

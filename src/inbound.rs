@@ -156,13 +156,23 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
         .parts
         .iter()
         .any(|p| matches!(p.body, mail_parser::PartType::Text(_)));
-    let text = match msg.body_html(0) {
+    // `body_html` of a plain-text mail is the text converted to HTML (three
+    // times its size for short lines): ask for it only when there is no
+    // plain part.
+    let html = if has_plain { None } else { msg.body_html(0) };
+    let text: std::borrow::Cow<'_, str> = match html {
         // HTML-only mail: convert it ourselves, keeping block boundaries
         // as line breaks (see `html_to_text`).
-        Some(html) if !has_plain => html_to_text(&html),
-        _ => msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default(),
-    }
-    .replace("\r\n", "\n");
+        Some(html) => html_to_text(&html).into(),
+        None => msg.body_text(0).unwrap_or_default(),
+    };
+    // One copy of the body, not two: the text is usually borrowed from
+    // `raw`, and only a body with CRLF needs a rewritten one.
+    let text = if text.contains('\r') {
+        crlf_to_lf(&text)
+    } else {
+        text.into_owned()
+    };
     let attachments = msg
         .attachments()
         .enumerate()
@@ -268,6 +278,21 @@ fn key(message_id: Option<&str>, msg: &mail_parser::Message<'_>, raw: &[u8]) -> 
     }
 }
 
+/// `text` with every CRLF as LF, in a string of exactly the needed size
+/// (`str::replace` grows by doubling, up to twice the text).
+fn crlf_to_lf(text: &str) -> String {
+    let crlfs = text.matches("\r\n").count();
+    let mut out = String::with_capacity(text.len() - crlfs);
+    let mut rest = text;
+    while let Some(p) = rest.find("\r\n") {
+        out.push_str(&rest[..p]);
+        out.push('\n');
+        rest = &rest[p + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A file name safe to put in a header and show: no directories, no control
 /// characters, bounded length; a generic name when there is none.
 fn sanitize_file_name(name: Option<&str>, index: usize) -> String {
@@ -293,28 +318,33 @@ fn sanitize_file_name(name: Option<&str>, index: usize) -> String {
 /// would glue a customer's "Accept" to the "On … wrote:" line below it and
 /// hide it from the quote splitter.
 pub fn html_to_text(html: &str) -> String {
-    let mut spaced = String::with_capacity(html.len() + 256);
+    // Written straight into the message that mail-parser converts, so the
+    // HTML is copied once, not twice.
+    let head = b"Content-Type: text/html; charset=utf-8\r\n\r\n";
+    let mut msg = Vec::with_capacity(head.len() + html.len() + 256);
+    msg.extend_from_slice(head);
     let mut rest: &str = html;
     while let Some(pos) = rest.find('<') {
-        spaced.push_str(&rest[..pos]);
+        msg.extend_from_slice(&rest.as_bytes()[..pos]);
+        // The longest tag below has 10 letters: 11 tell it from a longer
+        // name, and bound the work on a `<` followed by megabytes of letters.
         let tag = rest[pos + 1..]
             .trim_start_matches('/')
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric())
+            .take(11)
             .collect::<String>()
             .to_ascii_lowercase();
         if matches!(
             tag.as_str(),
             "div" | "p" | "br" | "hr" | "blockquote" | "table" | "tr" | "li"
         ) {
-            spaced.push_str("<br>");
+            msg.extend_from_slice(b"<br>");
         }
-        spaced.push('<');
+        msg.push(b'<');
         rest = &rest[pos + 1..];
     }
-    spaced.push_str(rest);
-    let mut msg = b"Content-Type: text/html; charset=utf-8\r\n\r\n".to_vec();
-    msg.extend_from_slice(spaced.as_bytes());
+    msg.extend_from_slice(rest.as_bytes());
     mail_parser::MessageParser::default()
         .parse(&msg[..])
         .and_then(|m| m.body_text(0).map(|t| t.into_owned()))

@@ -28,6 +28,9 @@
 //! customer sentence can be re-asked, but a quoted "accept" that leaks into
 //! the new text could trigger an action nobody asked for.
 
+use std::borrow::Cow;
+use std::collections::VecDeque;
+
 /// The parts of a reply body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SplitReply {
@@ -41,15 +44,15 @@ pub struct SplitReply {
 /// Split a plain-text body (already decoded to UTF-8; HTML bodies are
 /// converted to text before calling) into new and quoted text.
 pub fn split_reply(body: &str) -> SplitReply {
-    let normalized = normalize_newlines(body);
-    let lines: Vec<&str> = normalized.split('\n').collect();
-    let doc = Doc::new(&lines);
-    doc.split()
+    let doc = Doc::new(TextLines::new(body), TextLines::new(body).count());
+    doc.split(Assembler::both())
 }
 
-/// Shorthand for `split_reply(body).new_text`.
+/// `split_reply(body).new_text`, without building the quoted part (what
+/// the workflow uses): it costs at most the body's size on top of it.
 pub fn new_text(body: &str) -> String {
-    split_reply(body).new_text
+    let doc = Doc::new(TextLines::new(body), TextLines::new(body).count());
+    doc.split(Assembler::new_only(body.len())).new_text
 }
 
 /// Find where the quoted part of a message begins.
@@ -72,8 +75,15 @@ pub fn new_text(body: &str) -> String {
 /// processing at the first quoted line or reply header. Lines may still
 /// carry a trailing `\r`.
 pub fn quote_start(lines: &[&str]) -> Option<usize> {
-    let doc = Doc::new(lines);
-    (0..doc.len()).find(|&i| doc.kind[i] == Kind::Quote || doc.header_at(i).is_some())
+    let raw = lines.iter().map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let mut doc = Doc::new(raw, lines.len());
+    for i in 0..doc.len() {
+        doc.advance(i);
+        if doc.kind(i) == Kind::Quote || doc.header_at(i).is_some() {
+            return Some(i);
+        }
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------
@@ -124,40 +134,130 @@ impl Field {
     }
 }
 
-struct Doc<'a> {
-    raw: Vec<&'a str>,
+/// How many lines past the current one the splitter may look at. The
+/// deepest look is a rule line, up to three blanks, then an Outlook block
+/// of up to 14 lines (`header_at`: 4 + 13), and a line's kind depends on
+/// the two lines after it (`|` blocks); 24 leaves a margin.
+const LOOK_AHEAD: usize = 24;
+/// How many lines before the current one are kept (the wrapped-quote check
+/// looks at the previous line).
+const LOOK_BEHIND: usize = 3;
+
+/// One line of the reply as the splitter sees it.
+struct Line<'a> {
+    /// The line as written, without its line break.
+    raw: &'a str,
     /// Lower-cased, trimmed line with invisible characters removed; used
     /// for all pattern checks so that bidi marks, zero-width spaces and
     /// BOMs (common in Arabic, Zimbra and iOS mail) do not defeat them.
-    clean: Vec<String>,
-    kind: Vec<Kind>,
+    /// Borrowed from `raw` when cleaning changes nothing.
+    clean: Cow<'a, str>,
+    /// Blank, quoted or text; a `|` line becomes quoted once the next
+    /// lines show it is part of a `|` block.
+    kind: Kind,
+    /// Whether this is a text line starting with `|` (see `is_pipe`).
+    pipe: bool,
 }
 
-impl<'a> Doc<'a> {
-    fn new(lines: &[&'a str]) -> Self {
-        let raw: Vec<&'a str> = lines
-            .iter()
-            .map(|l| l.strip_suffix('\r').unwrap_or(l))
-            .collect();
-        let clean: Vec<String> = raw.iter().map(|l| clean_line(l)).collect();
-        let mut kind: Vec<Kind> = clean
-            .iter()
-            .map(|c| {
-                if c.is_empty() {
-                    Kind::Blank
-                } else if c.starts_with('>') {
-                    Kind::Quote
-                } else {
-                    Kind::Text
-                }
-            })
-            .collect();
-        mark_pipe_quotes(&clean, &mut kind);
-        Doc { raw, clean, kind }
+/// Returned for a line outside the window (never in a correct splitter;
+/// blank rather than a panic if it ever happened).
+static OUTSIDE: Line<'static> = Line {
+    raw: "",
+    clean: Cow::Borrowed(""),
+    kind: Kind::Blank,
+    pipe: false,
+};
+
+/// The reply, read line by line through a small window. Memory stays a
+/// few dozen lines, whatever the number of lines: a mail of millions of
+/// one-character lines must not cost tens of bytes per line (issue 11).
+struct Doc<'a, I> {
+    /// The lines not read yet.
+    source: I,
+    /// The number of lines in the reply.
+    len: usize,
+    /// The index of `window[0]`.
+    first: usize,
+    /// Lines `first .. first + window.len()`.
+    window: VecDeque<Line<'a>>,
+}
+
+impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
+    /// `len` is the number of lines `source` yields.
+    fn new(source: I, len: usize) -> Self {
+        Doc {
+            source,
+            len,
+            first: 0,
+            window: VecDeque::with_capacity(LOOK_AHEAD + LOOK_BEHIND + 2),
+        }
+    }
+
+    /// Moves the window to line `i`: lines `i - LOOK_BEHIND ..= i +
+    /// LOOK_AHEAD` are available. `i` never decreases.
+    fn advance(&mut self, i: usize) {
+        let end = i.saturating_add(LOOK_AHEAD + 1).min(self.len);
+        while self.first + self.window.len() < end {
+            let Some(raw) = self.source.next() else {
+                self.len = self.first + self.window.len();
+                break;
+            };
+            self.push(raw);
+        }
+        let keep_from = i.saturating_sub(LOOK_BEHIND);
+        while self.first < keep_from && !self.window.is_empty() {
+            self.window.pop_front();
+            self.first += 1;
+        }
+    }
+
+    fn push(&mut self, raw: &'a str) {
+        let clean = clean_line(raw);
+        let kind = if clean.is_empty() {
+            Kind::Blank
+        } else if clean.starts_with('>') {
+            Kind::Quote
+        } else {
+            Kind::Text
+        };
+        let pipe = kind == Kind::Text && is_pipe(&clean);
+        self.window.push_back(Line {
+            raw,
+            clean,
+            kind,
+            pipe,
+        });
+        // `|`-quoted blocks (old Gmail, some list software) count as quotes
+        // only when at least three consecutive lines use the marker: every
+        // line of such a run is in some three `|` lines in a row.
+        let n = self.window.len();
+        if n >= 3 && self.window.range(n - 3..).all(|l| l.pipe) {
+            self.window
+                .range_mut(n - 3..)
+                .for_each(|l| l.kind = Kind::Quote);
+        }
+    }
+
+    fn line(&self, i: usize) -> &Line<'a> {
+        match i.checked_sub(self.first).and_then(|k| self.window.get(k)) {
+            Some(l) => l,
+            None => {
+                debug_assert!(false, "line {i} is outside the window at {}", self.first);
+                &OUTSIDE
+            }
+        }
+    }
+
+    fn kind(&self, i: usize) -> Kind {
+        self.line(i).kind
+    }
+
+    fn clean(&self, i: usize) -> &str {
+        &self.line(i).clean
     }
 
     fn len(&self) -> usize {
-        self.raw.len()
+        self.len
     }
 
     /// Index of the next non-blank line at or after `from`, looking at most
@@ -166,12 +266,12 @@ impl<'a> Doc<'a> {
         (from..self
             .len()
             .min(from.saturating_add(max_blanks).saturating_add(1)))
-            .find(|&j| self.kind[j] != Kind::Blank)
+            .find(|&j| self.kind(j) != Kind::Blank)
     }
 
     /// If a reply header starts at line `i`, the number of lines it spans.
     fn header_at(&self, i: usize) -> Option<usize> {
-        if self.kind[i] != Kind::Text {
+        if self.kind(i) != Kind::Text {
             return None;
         }
         if let Some(n) = self.header_core(i) {
@@ -179,9 +279,9 @@ impl<'a> Doc<'a> {
         }
         // A horizontal rule directly above a header belongs to it (Outlook's
         // "________" line, discourse's "-----" line, webmail "====").
-        if is_rule(&self.clean[i]) {
+        if is_rule(self.clean(i)) {
             if let Some(j) = self.next_non_blank(i + 1, 3) {
-                if self.kind[j] == Kind::Text {
+                if self.kind(j) == Kind::Text {
                     if let Some(n) = self.header_core(j) {
                         return Some(j - i + n);
                     }
@@ -190,9 +290,9 @@ impl<'a> Doc<'a> {
         }
         // An attribution line right above a quote block, even in a shape
         // we do not know ("2013/7/20 sam <sam@example.org>").
-        if is_loose_attribution(&self.clean[i]) {
+        if is_loose_attribution(self.clean(i)) {
             if let Some(j) = self.next_non_blank(i + 1, 2) {
-                if self.kind[j] == Kind::Quote {
+                if self.kind(j) == Kind::Quote {
                     return Some(1);
                 }
             }
@@ -201,7 +301,7 @@ impl<'a> Doc<'a> {
     }
 
     fn header_core(&self, i: usize) -> Option<usize> {
-        let c = &self.clean[i];
+        let c = self.clean(i);
         if c.len() > MAX_HEADER_BYTES {
             return None;
         }
@@ -218,18 +318,18 @@ impl<'a> Doc<'a> {
     /// language, possibly with blank lines between fields (some webmailers)
     /// and addresses wrapped onto a continuation line.
     fn outlook_block(&self, i: usize) -> Option<usize> {
-        let mut seen = field_kind(&self.clean[i])?.bit();
+        let mut seen = field_kind(self.clean(i))?.bit();
         let mut count = 1;
         let mut last = i;
         let mut continuation_used = false;
         let end = self.len().min(i + 14);
         for j in i + 1..end {
-            match self.kind[j] {
+            match self.kind(j) {
                 Kind::Blank => continue,
                 Kind::Quote => break,
                 Kind::Text => {}
             }
-            if let Some(f) = field_kind(&self.clean[j]) {
+            if let Some(f) = field_kind(self.clean(j)) {
                 if seen & f.bit() == 0 {
                     count += 1;
                 }
@@ -255,10 +355,10 @@ impl<'a> Doc<'a> {
         let mut joined = String::new();
         for k in 0..MAX_HEADER_LINES {
             let j = i + k;
-            if j >= self.len() || self.kind[j] != Kind::Text {
+            if j >= self.len() || self.kind(j) != Kind::Text {
                 return None;
             }
-            let c = &self.clean[j];
+            let c = self.clean(j);
             if c.len() > MAX_HEADER_BYTES || joined.len() > MAX_HEADER_BYTES {
                 return None;
             }
@@ -267,14 +367,14 @@ impl<'a> Doc<'a> {
                 // the following ones.
                 joined.push_str(c);
             } else {
-                if k == 1 && !could_open_header(&self.clean[i]) {
+                if k == 1 && !could_open_header(self.clean(i)) {
                     return None;
                 }
                 joined.push(' ');
                 joined.push_str(c);
             }
             let next_is_block = self.next_non_blank(j + 1, 2).is_some_and(|n| {
-                self.kind[n] == Kind::Quote || field_kind(&self.clean[n]).is_some()
+                self.kind(n) == Kind::Quote || field_kind(self.clean(n)).is_some()
             });
             if is_attribution(&joined, next_is_block) {
                 if k > 0 && check_next && self.later_header_within(i, j) {
@@ -293,83 +393,92 @@ impl<'a> Doc<'a> {
     /// the later line is just the wrapped tail ("<addr> kirjoitti:").
     fn later_header_within(&self, i: usize, j: usize) -> bool {
         (i + 1..=j).any(|m| {
-            let c = &self.clean[m];
+            let c = self.clean(m);
             let opener = has_digit(c) || ON_PREFIXES.iter().any(|p| c.starts_with(p));
-            (opener || ends_sentence(&self.clean[i]))
+            (opener || ends_sentence(self.clean(i)))
                 && self
                     .attribution(m, false)
                     .is_some_and(|span| m + span - 1 <= j)
         })
     }
 
-    fn split(&self) -> SplitReply {
+    /// Reads the whole reply once, line by line, writing each line to the
+    /// new or the quoted text as it is decided.
+    fn split(mut self, mut out: Assembler) -> SplitReply {
         let n = self.len();
-        let mut is_new = vec![false; n];
-        let mut is_quoted = vec![false; n];
         let mut after_quote = false;
         let mut i = 0;
         while i < n {
+            self.advance(i);
             if let Some(span) = self.header_at(i) {
                 let end = (i + span).min(n);
-                match self.next_non_blank(end, usize::MAX) {
-                    Some(j) if self.kind[j] == Kind::Quote => {
-                        // The header only introduces a quote block; text
-                        // after that block may be new again.
-                        is_quoted[i..j].iter_mut().for_each(|q| *q = true);
-                        i = j;
-                        continue;
-                    }
-                    _ => {
-                        // Header followed by the unquoted original (or by
-                        // nothing): the rest is the older message.
-                        is_quoted[i..].iter_mut().for_each(|q| *q = true);
+                let mut j = i;
+                while j < end {
+                    self.advance(j);
+                    out.quoted(self.line(j).raw);
+                    j += 1;
+                }
+                // The header and the blank lines after it are quoted in
+                // either case below.
+                while j < n {
+                    self.advance(j);
+                    if self.kind(j) != Kind::Blank {
                         break;
                     }
+                    out.quoted(self.line(j).raw);
+                    j += 1;
                 }
+                if j < n && self.kind(j) == Kind::Quote {
+                    // The header only introduces a quote block; text
+                    // after that block may be new again.
+                    i = j;
+                    continue;
+                }
+                // Header followed by the unquoted original (or by
+                // nothing): the rest is the older message.
+                self.quote_rest(j, &mut out);
+                break;
             }
-            match self.kind[i] {
+            match self.kind(i) {
                 Kind::Quote => {
-                    is_quoted[i] = true;
+                    out.quoted(self.line(i).raw);
                     after_quote = true;
                 }
-                Kind::Blank => {
-                    is_new[i] = true;
-                }
+                Kind::Blank => out.new_line(self.line(i).raw, true),
                 Kind::Text => {
                     if after_quote && self.ends_reply_after_quote(i) {
                         // A signature or mailing-list footer below the
                         // quoted thread: nothing new follows.
-                        is_quoted[i..].iter_mut().for_each(|q| *q = true);
+                        self.quote_rest(i, &mut out);
                         break;
                     }
                     if after_quote && self.is_wrapped_quote_continuation(i) {
-                        is_quoted[i] = true;
+                        out.quoted(self.line(i).raw);
                     } else {
-                        is_new[i] = true;
+                        out.new_line(self.line(i).raw, false);
                     }
                 }
             }
             i += 1;
         }
+        // The window's cleaned lines are not needed any more; free them
+        // before the new text is cleaned up.
+        self.window.clear();
+        out.finish()
+    }
 
-        let new_text = self.assemble_new(&is_new, &is_quoted);
-        let quoted = join_lines(
-            self.raw
-                .iter()
-                .zip(&is_quoted)
-                .filter(|(_, q)| **q)
-                .map(|(l, _)| *l),
-        );
-        SplitReply {
-            new_text,
-            quoted: quoted.trim().to_string(),
+    /// Lines `from..` are all quoted.
+    fn quote_rest(&mut self, from: usize, out: &mut Assembler) {
+        for k in from..self.len() {
+            self.advance(k);
+            out.quoted(self.line(k).raw);
         }
     }
 
     /// After a quote block, a signature delimiter or a long rule starts the
     /// sender's signature or a list footer rather than more reply text.
     fn ends_reply_after_quote(&self, i: usize) -> bool {
-        let c = &self.clean[i];
+        let c = self.clean(i);
         c == "--" || c == "__" || (is_rule(c) && !c.starts_with('='))
     }
 
@@ -381,139 +490,305 @@ impl<'a> Doc<'a> {
         if i == 0 || i + 1 >= self.len() {
             return false;
         }
-        if self.kind[i - 1] != Kind::Quote || self.kind[i + 1] != Kind::Quote {
+        if self.kind(i - 1) != Kind::Quote || self.kind(i + 1) != Kind::Quote {
             return false;
         }
-        let prev = self.clean[i - 1].trim_start_matches(['>', ' ']);
-        let starts_lower = self.clean[i]
+        let prev = self.clean(i - 1).trim_start_matches(['>', ' ']);
+        let starts_lower = self
+            .clean(i)
             .chars()
             .next()
             .is_some_and(|ch| ch.is_lowercase());
         starts_lower || prev.chars().count() >= 60
     }
+}
 
-    /// Joins the new lines into segments (separated where quoted material
-    /// was cut out), then removes banners and signatures.
-    fn assemble_new(&self, is_new: &[bool], is_quoted: &[bool]) -> String {
-        let mut segments: Vec<Vec<usize>> = Vec::new();
-        let mut current: Vec<usize> = Vec::new();
-        for i in 0..self.len() {
-            if is_new[i] {
-                current.push(i);
-            } else if is_quoted[i] && !current.is_empty() {
-                segments.push(std::mem::take(&mut current));
-            }
+/// Builds the new and the quoted text while the lines are decided, in one
+/// pass and without a list of lines.
+///
+/// The new text is made of *segments*: runs of new lines, cut where quoted
+/// lines were taken out. Each segment loses its leading and trailing blank
+/// lines, and segments are joined with one empty line (a paragraph gap).
+/// Blank lines inside a segment are written at once and taken back if the
+/// segment ends before another non-blank line.
+struct Assembler {
+    /// The kept lines ("entries") joined with `\n`, possibly followed by
+    /// blank lines that may yet be taken back.
+    new: String,
+    /// The number of entries in `new`.
+    entries: usize,
+    /// `new.len()` and `entries` after the last non-blank line.
+    committed: (usize, usize),
+    /// Whether the current segment has a non-blank line yet.
+    in_segment: bool,
+    /// The quoted lines joined with `\n`.
+    quoted: String,
+    /// Whether `quoted` has a line yet.
+    any_quoted: bool,
+    /// Whether the quoted text is wanted at all.
+    keep_quoted: bool,
+}
+
+impl Assembler {
+    fn both() -> Self {
+        Assembler {
+            new: String::new(),
+            entries: 0,
+            committed: (0, 0),
+            in_segment: false,
+            quoted: String::new(),
+            any_quoted: false,
+            keep_quoted: true,
         }
-        if !current.is_empty() {
-            segments.push(current);
-        }
-        let mut kept: Vec<Option<usize>> = Vec::new(); // None = paragraph gap
-        for seg in segments {
-            let Some(first) = seg.iter().position(|&i| self.kind[i] != Kind::Blank) else {
-                continue;
-            };
-            let last = seg
-                .iter()
-                .rposition(|&i| self.kind[i] != Kind::Blank)
-                .unwrap_or(first);
-            if !kept.is_empty() {
-                kept.push(None);
-            }
-            kept.extend(seg[first..=last].iter().map(|&i| Some(i)));
-        }
-        self.strip_banner(&mut kept);
-        self.strip_signature_block(&mut kept);
-        self.strip_device_signatures(&mut kept);
-        let text = join_lines(kept.iter().map(|l| match l {
-            Some(i) => self.raw[*i],
-            None => "",
-        }));
-        text.trim().to_string()
     }
 
-    fn is_blank_entry(&self, e: Option<usize>) -> bool {
-        e.is_none_or(|i| self.kind[i] == Kind::Blank)
+    /// Only the new text, of a body of `body_len` bytes. The new text is
+    /// never longer than the body, so reserving that once avoids growing
+    /// by doubling (up to twice the text); the rest is given back.
+    fn new_only(body_len: usize) -> Self {
+        Assembler {
+            new: String::with_capacity(body_len),
+            keep_quoted: false,
+            ..Self::both()
+        }
     }
 
-    /// Corporate gateways inject "CAUTION: external sender" lines above the
-    /// reply; they are not something the sender wrote.
-    fn strip_banner(&self, kept: &mut Vec<Option<usize>>) {
-        let Some(pos) = kept.iter().position(|e| !self.is_blank_entry(*e)) else {
+    fn push_entry(&mut self, line: &str) {
+        if self.entries > 0 {
+            self.new.push('\n');
+        }
+        self.new.push_str(line);
+        self.entries += 1;
+    }
+
+    fn new_line(&mut self, raw: &str, blank: bool) {
+        if !self.in_segment {
+            if blank {
+                return;
+            }
+            self.in_segment = true;
+            if self.entries > 0 {
+                self.push_entry("");
+            }
+        }
+        self.push_entry(raw);
+        if !blank {
+            self.committed = (self.new.len(), self.entries);
+        }
+    }
+
+    fn end_segment(&mut self) {
+        self.new.truncate(self.committed.0);
+        self.entries = self.committed.1;
+        self.in_segment = false;
+    }
+
+    fn quoted(&mut self, raw: &str) {
+        self.end_segment();
+        if !self.keep_quoted {
             return;
-        };
-        let Some(i) = kept[pos] else { return };
-        let c = &self.clean[i];
-        let banner = c.len() < 600
-            && (c.contains("external sender")
-                || c.contains("external email")
-                || c.contains("originated from outside")
-                || c.starts_with("[external]"));
-        if banner {
-            kept.drain(..=pos);
         }
+        if self.any_quoted {
+            self.quoted.push('\n');
+        }
+        self.quoted.push_str(raw);
+        self.any_quoted = true;
     }
 
-    /// A `--`/`-- ` line followed by a short block is a signature.
-    fn strip_signature_block(&self, kept: &mut Vec<Option<usize>>) {
-        let content_before = |pos: usize, kept: &[Option<usize>]| {
-            kept[..pos].iter().any(|e| !self.is_blank_entry(*e))
+    /// Removes banners and signatures and trims both parts.
+    fn finish(mut self) -> SplitReply {
+        self.end_segment();
+        let mut new_text = self.new;
+        strip_banner(&mut new_text);
+        strip_signature_block(&mut new_text);
+        strip_device_signatures(&mut new_text);
+        trim_in_place(&mut new_text);
+        new_text.shrink_to_fit();
+        trim_in_place(&mut self.quoted);
+        SplitReply {
+            new_text,
+            quoted: self.quoted,
+        }
+    }
+}
+
+// The clean-ups below work on the assembled new text: its lines are the
+// kept entries, and a line is blank exactly when its cleaned form is empty
+// (paragraph gaps are empty lines).
+
+fn is_blank_entry(line: &str) -> bool {
+    // What `clean_line(line).is_empty()` says, without building it.
+    line.chars()
+        .all(|ch| is_invisible(ch) || ch.is_whitespace())
+}
+
+/// `clean_line(line)` if it is at most `limit` bytes long, else `None`,
+/// having built at most about `limit` bytes: the clean-ups only compare
+/// short lines, and a line may be megabytes long.
+fn clean_line_bounded(line: &str, limit: usize) -> Option<String> {
+    let mut s = String::new();
+    for ch in line.chars() {
+        if is_invisible(ch) {
+            continue;
+        }
+        let mapped = if ch == '\u{00A0}' || ch == '\t' {
+            ' '
+        } else {
+            ch
         };
-        for pos in 0..kept.len() {
-            let Some(i) = kept[pos] else { continue };
-            let c = &self.clean[i];
-            if c != "--" && c != "—" {
+        for l in mapped.to_lowercase() {
+            if l.is_whitespace() {
+                // Leading white space is trimmed.
+                if !s.is_empty() {
+                    s.push(l);
+                }
                 continue;
             }
-            let rest = kept[pos + 1..]
-                .iter()
-                .filter(|e| !self.is_blank_entry(**e))
-                .count();
-            if rest <= MAX_SIGNATURE_LINES && content_before(pos, kept) {
-                kept.truncate(pos);
-                return;
+            s.push(l);
+            // This character stays in the trimmed line.
+            if s.len() > limit {
+                return None;
             }
         }
     }
+    trim_in_place(&mut s);
+    Some(s)
+}
 
-    /// Drops trailing "Sent from my iPhone"-style lines.
-    fn strip_device_signatures(&self, kept: &mut Vec<Option<usize>>) {
-        loop {
-            while kept.last().is_some_and(|e| self.is_blank_entry(*e)) {
-                kept.pop();
-            }
-            let Some(Some(i)) = kept.last().copied() else {
-                return;
-            };
-            if kept.len() > 1 && is_device_signature(&self.clean[i]) {
-                kept.pop();
-            } else {
-                return;
+/// Byte offset where the last line of `s` starts.
+fn last_line_start(s: &str) -> usize {
+    s.rfind('\n').map_or(0, |p| p + 1)
+}
+
+/// Corporate gateways inject "CAUTION: external sender" lines above the
+/// reply; they are not something the sender wrote. (The first line is
+/// never blank: segments start with a non-blank line.)
+fn strip_banner(text: &mut String) {
+    if text.is_empty() {
+        return;
+    }
+    let first_end = text.find('\n').unwrap_or(text.len());
+    let Some(c) = clean_line_bounded(&text[..first_end], 599) else {
+        return;
+    };
+    let banner = c.len() < 600
+        && (c.contains("external sender")
+            || c.contains("external email")
+            || c.contains("originated from outside")
+            || c.starts_with("[external]"));
+    if banner {
+        let cut = (first_end + 1).min(text.len());
+        text.drain(..cut);
+    }
+}
+
+/// A `--`/`-- ` line followed by a short block is a signature: the first
+/// such line with something above it and at most `MAX_SIGNATURE_LINES`
+/// non-blank lines below it ends the new text.
+fn strip_signature_block(text: &mut String) {
+    let mut first_content = None;
+    let mut at = 0;
+    for line in text.split('\n') {
+        if !is_blank_entry(line) {
+            first_content = Some(at);
+            break;
+        }
+        at += line.len() + 1;
+    }
+    let Some(first_content) = first_content else {
+        return;
+    };
+    // Only the last lines can qualify: walk back until more than
+    // MAX_SIGNATURE_LINES non-blank lines lie below.
+    let mut end = text.len();
+    let mut below = 0;
+    let mut cut = None;
+    loop {
+        let start = last_line_start(&text[..end]);
+        let line = &text[start..end];
+        let c = clean_line_bounded(line, 3);
+        if matches!(c.as_deref(), Some("--" | "—")) && start > first_content {
+            cut = Some(start);
+        }
+        if !is_blank_entry(line) {
+            below += 1;
+            if below > MAX_SIGNATURE_LINES {
+                break;
             }
         }
+        if start == 0 {
+            break;
+        }
+        end = start - 1;
     }
+    if let Some(start) = cut {
+        text.truncate(start - 1);
+    }
+}
+
+/// Drops trailing "Sent from my iPhone"-style lines (never the only line).
+fn strip_device_signatures(text: &mut String) {
+    loop {
+        let mut start = last_line_start(text);
+        while is_blank_entry(&text[start..]) {
+            if start == 0 {
+                text.clear();
+                return;
+            }
+            text.truncate(start - 1);
+            start = last_line_start(text);
+        }
+        let device =
+            clean_line_bounded(&text[start..], 300).is_some_and(|c| is_device_signature(&c));
+        if start > 0 && device {
+            text.truncate(start - 1);
+        } else {
+            return;
+        }
+    }
+}
+
+fn trim_in_place(s: &mut String) {
+    let end = s.trim_end().len();
+    s.truncate(end);
+    let start = s.len() - s.trim_start().len();
+    s.drain(..start);
 }
 
 // ---------------------------------------------------------------------------
 // Line-level helpers
 // ---------------------------------------------------------------------------
 
-fn normalize_newlines(body: &str) -> String {
-    if body.contains('\r') {
-        body.replace("\r\n", "\n").replace('\r', "\n")
-    } else {
-        body.to_string()
+/// The lines of a text, split at `\r\n`, `\n` and a lone `\r` (all
+/// three are line breaks in mail), without copying it.
+struct TextLines<'a> {
+    /// What is left; `None` once the last line was returned.
+    rest: Option<&'a str>,
+}
+
+impl<'a> TextLines<'a> {
+    fn new(text: &'a str) -> Self {
+        TextLines { rest: Some(text) }
     }
 }
 
-fn join_lines<'b>(lines: impl Iterator<Item = &'b str>) -> String {
-    let mut out = String::new();
-    for (n, l) in lines.enumerate() {
-        if n > 0 {
-            out.push('\n');
+impl<'a> Iterator for TextLines<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.rest?;
+        match s.find(['\r', '\n']) {
+            None => {
+                self.rest = None;
+                Some(s)
+            }
+            Some(p) => {
+                let skip = if s[p..].starts_with("\r\n") { 2 } else { 1 };
+                self.rest = Some(&s[p + skip..]);
+                Some(&s[..p])
+            }
         }
-        out.push_str(l);
     }
-    out
 }
 
 /// Characters that are invisible but break prefix/suffix checks.
@@ -528,7 +803,19 @@ fn is_invisible(ch: char) -> bool {
         | '\r')
 }
 
-fn clean_line(line: &str) -> String {
+/// The line lower-cased and trimmed, invisible characters removed, tabs
+/// and no-break spaces as spaces. Borrows the line when that changes
+/// nothing (plain lower-case text), so most lines cost no copy.
+fn clean_line(line: &str) -> Cow<'_, str> {
+    let unchanged = |ch: char| {
+        !is_invisible(ch) && ch != '\u{00A0}' && ch != '\t' && {
+            let mut lower = ch.to_lowercase();
+            lower.next() == Some(ch) && lower.next().is_none()
+        }
+    };
+    if line.chars().all(unchanged) {
+        return Cow::Borrowed(line.trim());
+    }
     let mut s = String::with_capacity(line.len());
     for ch in line.chars() {
         if is_invisible(ch) {
@@ -540,28 +827,13 @@ fn clean_line(line: &str) -> String {
             s.extend(ch.to_lowercase());
         }
     }
-    s.trim().to_string()
+    trim_in_place(&mut s);
+    Cow::Owned(s)
 }
 
-/// `|`-quoted blocks (old Gmail, some list software) count as quotes only
-/// when at least three consecutive lines use the marker and they do not
-/// look like a table, so Markdown tables in new text stay new.
-fn mark_pipe_quotes(clean: &[String], kind: &mut [Kind]) {
-    let is_pipe = |c: &str| c == "|" || (c.starts_with('|') && !c.ends_with('|'));
-    let mut i = 0;
-    while i < clean.len() {
-        if kind[i] == Kind::Text && is_pipe(&clean[i]) {
-            let start = i;
-            while i < clean.len() && kind[i] == Kind::Text && is_pipe(&clean[i]) {
-                i += 1;
-            }
-            if i - start >= 3 {
-                kind[start..i].iter_mut().for_each(|k| *k = Kind::Quote);
-            }
-        } else {
-            i += 1;
-        }
-    }
+/// A `|` line that is no table row (a table row also ends with `|`).
+fn is_pipe(c: &str) -> bool {
+    c == "|" || (c.starts_with('|') && !c.ends_with('|'))
 }
 
 /// "-----", "______", "=====" and similar horizontal rules.

@@ -322,3 +322,67 @@ async fn import_works_with_a_trusted_authserv_id() {
     );
     wait_for_mails(&daemon, 2).await;
 }
+
+/// Issue 11, point 18: a request line without a newline is bounded. 20 MB
+/// sent to the admin socket get an error (or a closed connection), and the
+/// daemon goes on answering `status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_socket_refuses_an_endless_line_and_goes_on() {
+    use std::io::{Read, Write};
+    let _serial = serial().await;
+    require_mailstack();
+    for u in [PARTNER1, COMMANDS, ALICE] {
+        clear_mailbox(u).await;
+    }
+    let mut daemon = Daemon::start(Transport::Plain);
+    let sock = daemon.dir.join("store.sock");
+    let stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        let mut sent = 0usize;
+        for _ in 0..20 {
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let mut answer = String::new();
+    let mut reader = stream;
+    let read = reader.read_to_string(&mut answer);
+    let sent = sender.join().unwrap();
+    assert!(
+        read.is_ok() || answer.contains("longer than"),
+        "the connection neither answered nor closed within 20 s: {read:?}"
+    );
+    if !answer.is_empty() {
+        assert!(
+            answer.contains("longer than 1048576 bytes"),
+            "unexpected answer: {answer}"
+        );
+    }
+    assert!(
+        sent < 20 << 20,
+        "the daemon read all 20 MB instead of closing the connection"
+    );
+    let (ok, out, err) = daemon.cli(&["status", ALICE, "--json"]);
+    assert!(ok, "status after the long line failed: {out}\n{err}");
+    let status = std::fs::read_to_string(format!(
+        "/proc/{}/status",
+        daemon.child.as_ref().unwrap().id()
+    ))
+    .unwrap_or_default();
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(rss_kb < 100_000, "daemon peak RSS {rss_kb} kB");
+    assert!(daemon.stop().success());
+}
