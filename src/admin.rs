@@ -362,14 +362,26 @@ pub async fn serve(
         std::fs::remove_file(&path).map_err(io)?;
     }
     let listener = tokio::net::UnixListener::bind(&path).map_err(io)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
+    let owner = {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    }
+        std::fs::metadata(&path).map_err(io)?.uid()
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
+                // The file mode keeps other users out, but only from the
+                // moment it is set, and only while nobody loosens it: the
+                // kernel's word on who connected is checked as well. The
+                // socket's owner (the daemon's user) and root may talk to it.
+                match stream.peer_cred() {
+                    Ok(peer) if peer.uid() == owner || peer.uid() == 0 => {}
+                    peer => {
+                        tracing::warn!(path = %path.display(), peer_uid = ?peer.map(|p| p.uid()).ok(), "admin connection from another user refused");
+                        continue;
+                    }
+                }
                 let engine = engine.clone();
                 let durable = durable.clone();
                 tokio::spawn(async move {

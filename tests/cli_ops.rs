@@ -386,3 +386,47 @@ async fn admin_socket_refuses_an_endless_line_and_goes_on() {
     assert!(rss_kb < 100_000, "daemon peak RSS {rss_kb} kB");
     assert!(daemon.stop().success());
 }
+
+/// The admin socket answers only its owner (and root): even with its file
+/// mode loosened (as during the moment between bind and chmod), another
+/// user's connection is closed without an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_socket_answers_only_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let _serial = serial().await;
+    require_mailstack();
+    let mut daemon = Daemon::start(Transport::Plain);
+    let sock = daemon.dir.join("store.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the socket is private");
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Let `nobody` reach the socket's folder too.
+    for dir in [daemon.dir.as_path(), daemon.dir.parent().unwrap()] {
+        let m = std::fs::metadata(dir).unwrap().permissions().mode();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(m | 0o711)).unwrap();
+    }
+    let script = format!(
+        "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(10)\ns.connect({:?})\n\
+         s.sendall(b'{{\"op\":\"stats\"}}\\n')\n\
+         try:\n    print(repr(s.recv(65536)))\nexcept ConnectionResetError:\n    print(\"b''\")\n",
+        sock.to_str().unwrap()
+    );
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "python3", "-c", &script])
+        .output()
+        .expect("runuser");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "b''", "another user got an answer: {stdout}");
+    // The owner still gets one.
+    let (ok, stats, err) = daemon.cli(&["stats"]);
+    assert!(ok && stats.contains("processed"), "{stats}{err}");
+    assert!(daemon
+        .log()
+        .contains("admin connection from another user refused"));
+    assert!(daemon.stop().success());
+}
