@@ -407,8 +407,8 @@ async fn admin_socket_answers_only_its_owner() {
     }
     let script = format!(
         "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(10)\ns.connect({:?})\n\
-         s.sendall(b'{{\"op\":\"stats\"}}\\n')\n\
-         try:\n    print(repr(s.recv(65536)))\nexcept ConnectionResetError:\n    print(\"b''\")\n",
+         try:\n    s.sendall(b'{{\"op\":\"stats\"}}\\n')\n    print(repr(s.recv(65536)))\n\
+         except (ConnectionResetError, BrokenPipeError):\n    print(\"b''\")\n",
         sock.to_str().unwrap()
     );
     let out = std::process::Command::new("runuser")
