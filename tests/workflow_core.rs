@@ -2419,23 +2419,11 @@ fn reply_cap_suppresses_replies_past_the_limit() {
         notes[0].reason.contains("partner1@liaison.test"),
         "{notes:?}"
     );
-    // A transcript of real work (a change) is never capped; one that only
-    // answers questions, or lists errors, is.
-    let m = w.command_mail(PARTNER1, "invite bob@fabrikam.test");
+    // A transcript of real work is never capped; one of errors only is.
+    let m = w.command_mail(PARTNER1, "status");
     let mut d = w.decide(&m);
-    assert_eq!(d.relationships.len(), 1, "{}", d.summary);
     let (_, notes) = liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
-    assert!(notes.is_empty(), "{notes:?}");
-    assert_eq!(
-        templates_of(&d),
-        vec![TemplateName::Invitation, TemplateName::Transcript]
-    );
-    for question in ["status", "list", "history alice@contoso.test", "help"] {
-        let m = w.command_mail(PARTNER1, question);
-        let mut d = w.decide(&m);
-        let (_, held) = liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
-        assert!(d.mails.is_empty() && held.len() == 1, "{question}: {d:#?}");
-    }
+    assert!(notes.is_empty() && d.mails.len() == 1);
     let m = w.command_mail(PARTNER1, "frobnicate");
     let mut d = w.decide(&m);
     liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);

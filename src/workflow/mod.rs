@@ -513,14 +513,11 @@ pub struct HeldPlan {
 /// invitations or relays. Traffic of a ticket (relays and notices between
 /// its customer, partner, support contact and the desk) is between known
 /// parties and is never capped here: a desk answering thirty follow-ups an
-/// hour is work, not a loop. A transcript of a command mail whose commands
-/// changed something (a relationship, an invitation, a ticket) is real work
-/// too and is never capped (a partner may send hundreds of invitations an
-/// hour); a transcript that only answers questions (`status`, `list`,
-/// `history`, `help`) or lists errors is capped like any reply: a forged
-/// From could otherwise have Liaison mail the partner long answers without
-/// end. Returns the addresses of the replies kept (to count them) and the
-/// replies held.
+/// hour is work, not a loop. A transcript of a command mail in which at
+/// least one command did something is real work too and is never capped
+/// (a partner may send hundreds of commands an hour); a transcript that
+/// only says "help" or lists errors is. Returns the addresses of the
+/// replies kept (to count them) and the replies held.
 pub fn apply_reply_cap(
     decision: &mut Decision,
     sent_this_hour: &dyn Fn(&str) -> u32,
@@ -528,13 +525,9 @@ pub fn apply_reply_cap(
 ) -> (Vec<String>, Vec<HeldPlan>) {
     let mut counted: Vec<String> = Vec::new();
     let mut held = Vec::new();
-    let changed_state = !decision.relationships.is_empty()
-        || !decision.invitations.is_empty()
-        || !decision.tickets.is_empty();
     let mails = std::mem::take(&mut decision.mails);
     for m in mails {
-        let work = changed_state && m.template == TemplateName::Transcript;
-        if m.in_reply_to.is_none() || m.ticket.is_some() || work {
+        if m.in_reply_to.is_none() || m.ticket.is_some() || did_work(&m) {
             decision.mails.push(m);
             continue;
         }
