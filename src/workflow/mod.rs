@@ -148,9 +148,10 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub(crate) fn ignored(summary: impl Into<String>) -> Self {
+    /// A decision of `class` that changes nothing and sends nothing (yet).
+    pub(crate) fn new(class: MailClass, summary: impl Into<String>) -> Self {
         Decision {
-            class: MailClass::Ignored,
+            class,
             summary: summary.into(),
             relationships: vec![],
             invitations: vec![],
@@ -159,11 +160,12 @@ impl Decision {
         }
     }
 
+    pub(crate) fn ignored(summary: impl Into<String>) -> Self {
+        Decision::new(MailClass::Ignored, summary)
+    }
+
     pub(crate) fn quarantined(summary: impl Into<String>) -> Self {
-        Decision {
-            class: MailClass::Quarantined,
-            ..Decision::ignored(summary)
-        }
+        Decision::new(MailClass::Quarantined, summary)
     }
 }
 
@@ -299,12 +301,10 @@ pub fn decide(
     if !mail.other_from.is_empty() {
         // Whoever of the authors would get power, the others could be
         // anyone: no alignment check can vouch for a list of senders.
-        let mut d = Decision::ignored(format!(
+        return Ok(Decision::quarantined(format!(
             "mail with several From addresses ({from}, {}): no single sender can be authenticated; quarantined, nothing done, no reply",
             mail.other_from.join(", ")
-        ));
-        d.class = MailClass::Quarantined;
-        return Ok(d);
+        )));
     }
     let cfg = ctx.config;
     if from == cfg.addresses.commands || from == cfg.addresses.invitations {

@@ -57,17 +57,6 @@ pub(super) fn referenced_ticket(
     Ok(None)
 }
 
-fn base_decision(class: MailClass) -> Decision {
-    Decision {
-        class,
-        summary: String::new(),
-        relationships: vec![],
-        invitations: vec![],
-        tickets: vec![],
-        mails: vec![],
-    }
-}
-
 fn entry(
     ctx: &Context,
     author: Author,
@@ -133,10 +122,13 @@ pub(super) fn ticket_mail(
     };
     let key = format!("{}\0ticket", mail.key);
     let mut ids = MessageIds::new(&key, ctx);
-    let mut decision = base_decision(MailClass::Customer {
-        partner: t.partner.clone(),
-        customer: t.customer.clone(),
-    });
+    let mut decision = Decision::new(
+        MailClass::Customer {
+            partner: t.partner.clone(),
+            customer: t.customer.clone(),
+        },
+        "",
+    );
     let (attachments, omitted) = within_limit(&mail.attachments, cfg.tickets.attachment_max_bytes);
 
     if t.state == TicketState::Closed && author != Author::SupportDesk {
@@ -298,10 +290,13 @@ fn forward_to_partner(
         "omitted_attachments": omitted,
         "at": rfc3339(ctx.now),
     });
-    let mut d = base_decision(MailClass::Customer {
-        partner: partner.id.clone(),
-        customer: from.to_string(),
-    });
+    let mut d = Decision::new(
+        MailClass::Customer {
+            partner: partner.id.clone(),
+            customer: from.to_string(),
+        },
+        "",
+    );
     let mut to = vec![partner.emails[0].clone()];
     to.extend(rel.support_contact.clone());
     d.mails.push(MailPlan {
@@ -377,10 +372,13 @@ fn open_ticket(
             .clone()
             .filter(|c| *c != cfg.addresses.support_desk),
     );
-    let mut d = base_decision(MailClass::Customer {
-        partner: partner.id.clone(),
-        customer: from.to_string(),
-    });
+    let mut d = Decision::new(
+        MailClass::Customer {
+            partner: partner.id.clone(),
+            customer: from.to_string(),
+        },
+        "",
+    );
     let mut to = vec![cfg.addresses.support_desk.clone()];
     to.extend(desk_cc);
     d.mails.push(MailPlan {
