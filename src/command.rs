@@ -239,8 +239,11 @@ pub fn parse_script(text: &str) -> CommandScript {
     script
 }
 
-/// Unicode general category Cf (format characters, Unicode 15): invisible,
-/// and several of them reorder or hide the text around them.
+/// Unicode general category Cf (format characters, Unicode 15), and the
+/// whole tag block U+E0000-E007F with its unassigned code points: invisible,
+/// and several of them reorder or hide the text around them. The one table
+/// for both refusing such text ([`check_text`]) and dropping it from text
+/// quoted to a partner ([`crate::dsn::defang`]).
 const FORMAT_CHARACTERS: &[(u32, u32)] = &[
     (0x00AD, 0x00AD),
     (0x0600, 0x0605),
@@ -261,11 +264,11 @@ const FORMAT_CHARACTERS: &[(u32, u32)] = &[
     (0x13430, 0x1343F),
     (0x1BCA0, 0x1BCA3),
     (0x1D173, 0x1D17A),
-    (0xE0001, 0xE0001),
-    (0xE0020, 0xE007F),
+    (0xE0000, 0xE007F),
 ];
 
-/// Whether `c` is a format character (general category Cf).
+/// Whether `c` is a format character (general category Cf, or in the tag
+/// block).
 pub fn is_format_character(c: char) -> bool {
     let c = u32::from(c);
     FORMAT_CHARACTERS
@@ -837,6 +840,7 @@ mod tests {
             "\u{00AD}",
             "\u{061C}",
             "\u{E0041}",
+            "\u{E0000}",
         ] {
             let line = format!("invite alice@contoso.test name \"Contoso{bad}gro.live\"");
             let e = parse_line(&line).unwrap_err().to_string();
