@@ -303,13 +303,17 @@ pub fn check_text(what: &str, text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// An argument as quoted back in an error: long ones are cut, so a
-/// transcript stays readable whatever was sent.
-fn shorten(arg: &str) -> String {
-    if arg.chars().count() <= 60 {
-        arg.to_string()
+/// Longest argument quoted back in an error, in characters.
+const MAX_QUOTED_ARG: usize = 60;
+
+/// Text someone sent as quoted back in an error or a report: cut after
+/// `max` characters (marked with `…`), so a transcript or a report stays
+/// readable whatever was sent.
+pub(crate) fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
     } else {
-        format!("{}…", arg.chars().take(60).collect::<String>())
+        format!("{}…", text.chars().take(max).collect::<String>())
     }
 }
 
@@ -377,8 +381,12 @@ fn customer_arg(verb: &'static str, arg: Option<&str>) -> Result<String, Command
     let arg = arg
         .filter(|a| !a.is_empty())
         .ok_or_else(|| usage_error(verb, "the customer's email address is missing".into()))?;
-    address::normalize(arg)
-        .ok_or_else(|| usage_error(verb, format!("`{}` is not an email address", shorten(arg))))
+    address::normalize(arg).ok_or_else(|| {
+        usage_error(
+            verb,
+            format!("`{}` is not an email address", shorten(arg, MAX_QUOTED_ARG)),
+        )
+    })
 }
 
 /// The value of `invite … name "…"`: 1-200 characters on one line, trimmed.
@@ -618,7 +626,10 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
             let support = address::normalize(support).ok_or_else(|| {
                 err(
                     "contact",
-                    format!("`{}` is not an email address", shorten(support)),
+                    format!(
+                        "`{}` is not an email address",
+                        shorten(support, MAX_QUOTED_ARG)
+                    ),
                 )
             })?;
             no_more("contact", &args[2..])?;
