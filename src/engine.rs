@@ -97,22 +97,24 @@ impl Engine {
     ) -> Vec<crate::store::OutgoingMail> {
         plans
             .iter()
-            .filter_map(|plan| {
-                match crate::compose::compose(
-                    &self.config,
-                    &self.templates,
-                    self.tokens.ids(),
-                    plan,
-                    now,
-                ) {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot compose {what}");
-                        None
-                    }
+            .filter_map(|plan| match self.compose(plan, now) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot compose {what}");
+                    None
                 }
             })
             .collect()
+    }
+
+    /// Renders one planned mail with this engine's configuration,
+    /// templates and id key.
+    fn compose(
+        &self,
+        plan: &workflow::MailPlan,
+        now: u64,
+    ) -> Result<crate::store::OutgoingMail, crate::compose::ComposeError> {
+        crate::compose::compose(&self.config, &self.templates, self.tokens.ids(), plan, now)
     }
 
     /// Processes one fetched message and records `cursor` for its inbox in
@@ -249,9 +251,21 @@ impl Engine {
             Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
         };
         let hour = now / 3600;
-        let caps = match self.apply_caps(&ctx, &mut decision, &mail.key, hour) {
+        let composed = self
+            .apply_caps(&ctx, &mut decision, &mail.key, hour)
+            .and_then(|caps| {
+                let outbox = decision
+                    .mails
+                    .iter()
+                    .map(|plan| self.compose(plan, now))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((caps, outbox))
+            });
+        let (caps, outbox) = match composed {
             Ok(c) => c,
             Err(e) => {
+                // Nothing of this decision is applied: half a decision
+                // (state changed, no mail) would be worse than none.
                 return self.record(
                     mail.key,
                     "quarantined",
@@ -259,33 +273,9 @@ impl Engine {
                     now,
                     cursor,
                     Some(raw),
-                )
+                );
             }
         };
-        let mut outbox = Vec::new();
-        for plan in &decision.mails {
-            match crate::compose::compose(
-                &self.config,
-                &self.templates,
-                self.tokens.ids(),
-                plan,
-                now,
-            ) {
-                Ok(m) => outbox.push(m),
-                Err(e) => {
-                    // Nothing of this decision is applied: half a decision
-                    // (state changed, no mail) would be worse than none.
-                    return self.record(
-                        mail.key,
-                        "quarantined",
-                        format!("could not compose a reply: {e}"),
-                        now,
-                        cursor,
-                        Some(raw),
-                    );
-                }
-            }
-        }
         let queued: Vec<String> = outbox.iter().map(|m| m.subject.clone()).collect();
         let held_now = caps.held.len() as u64;
         let class = decision.class.name().to_string();
@@ -403,13 +393,7 @@ impl Engine {
         }
         let mut holds = Vec::with_capacity(held.len());
         for h in held {
-            let mail = crate::compose::compose(
-                &self.config,
-                &self.templates,
-                self.tokens.ids(),
-                &h.plan,
-                ctx.now,
-            )?;
+            let mail = self.compose(&h.plan, ctx.now)?;
             holds.push(crate::store::Hold {
                 at: ctx.now,
                 reason: h.reason,
