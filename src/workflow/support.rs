@@ -57,11 +57,15 @@ pub(super) fn referenced_ticket(
     Ok(None)
 }
 
+/// The ticket's record of `mail`; `text` is its new text
+/// ([`crate::reply::new_text`], computed once by the caller, which quotes
+/// it in its mails too).
 fn entry(
     ctx: &Context,
     author: Author,
     from: &str,
     mail: &InboundMail,
+    text: String,
     attachments: &[Attachment],
 ) -> TicketEntry {
     TicketEntry {
@@ -69,7 +73,7 @@ fn entry(
         author,
         from: from.to_string(),
         message_id: mail.message_id.clone(),
-        text: crate::reply::new_text(&mail.text),
+        text,
         attachments: attachments.iter().map(|a| a.name.clone()).collect(),
     }
 }
@@ -142,7 +146,11 @@ pub(super) fn ticket_mail(
         }
     }
     let reopened = t.state == TicketState::Closed;
-    t.entries.push(entry(ctx, author, from, mail, &attachments));
+    // The reply splitter is the costly step on a large mail: once per
+    // mail, for the ticket's record and every mail that quotes it.
+    let text = crate::reply::new_text(&mail.text);
+    t.entries
+        .push(entry(ctx, author, from, mail, text.clone(), &attachments));
     t.message_ids.extend(mail.message_id.clone());
     let id = &tid;
     let vars = |who: &str| {
@@ -153,7 +161,7 @@ pub(super) fn ticket_mail(
             "author": who,
             "from": from,
             "subject": t.subject,
-            "text": crate::reply::new_text(&mail.text),
+            "text": text,
             "omitted_attachments": omitted,
             "reopened": reopened,
         })
@@ -431,7 +439,14 @@ fn open_ticket(
         message_ids,
         desk_message_id: Some(desk_id),
         customer_message_id: Some(customer_id),
-        entries: vec![entry(ctx, Author::Customer, from, mail, &attachments)],
+        entries: vec![entry(
+            ctx,
+            Author::Customer,
+            from,
+            mail,
+            text.clone(),
+            &attachments,
+        )],
     });
     d.summary = format!(
         "ticket {tid} opened for {from} on behalf of {} (permissions removed){}",
