@@ -52,10 +52,7 @@ async fn hostile_mail_changes_nothing_and_is_accounted_for() {
     require_mailstack();
     clear_all().await;
     let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
-        c.replace(
-            "invitation_ttl_days = 90\n",
-            &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{TRUSTED}\"\nmax_message_bytes = 65536\n"),
-        )
+        trusting(&c, TRUSTED, "max_message_bytes = 65536\n")
     });
 
     // 1. A forged partner: right From, no authentication by our server.
@@ -374,10 +371,7 @@ async fn attack_campaign_is_refused_lost_never_and_answered_once() {
         clear_mailbox(u).await;
     }
     let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
-        c.replace(
-            "invitation_ttl_days = 90\n",
-            &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{TRUSTED}\"\nmax_message_bytes = 65536\n"),
-        )
+        trusting(&c, TRUSTED, "max_message_bytes = 65536\n")
     });
     // The world under attack: Alice active, Bob invited.
     send_raw(

@@ -29,10 +29,7 @@ async fn clear_all() {
 
 /// The config edit that makes unauthenticated partner commands quarantined.
 fn trusting_mx(c: String) -> String {
-    c.replace(
-        "invitation_ttl_days = 90\n",
-        &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{TRUSTED}\"\n"),
-    )
+    trusting(&c, TRUSTED, "")
 }
 
 fn quarantine(daemon: &Daemon) -> Vec<serde_json::Value> {

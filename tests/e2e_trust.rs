@@ -39,12 +39,7 @@ fn passed(domain: &str) -> String {
 /// A daemon that trusts `mail.liaison.test`, with `extra` security keys.
 fn trusting_daemon(extra: &str) -> Daemon {
     let extra = extra.to_string();
-    Daemon::start_custom(Transport::Plain, move |c| {
-        c.replace(
-            "invitation_ttl_days = 90\n",
-            &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{TRUSTED}\"\n{extra}"),
-        )
-    })
+    Daemon::start_custom(Transport::Plain, move |c| trusting(&c, TRUSTED, &extra))
 }
 
 /// An authenticated partner command mail; waits for its transcript.
@@ -284,10 +279,7 @@ async fn spoofed_authentication_results_never_authorise_a_partner_command() {
     let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
         format!(
             "{}\n[[partner]]\nid = \"brit\"\nname = \"Brit Ltd\"\nemails = [\"ops@x.co.uk\"]\n",
-            c.replace(
-                "invitation_ttl_days = 90\n",
-                &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{TRUSTED}\"\nauthenticate_customers = true\n"),
-            )
+            trusting(&c, TRUSTED, "authenticate_customers = true\n")
         )
     });
     let forged = [
@@ -500,9 +492,6 @@ fn check_config_warns_when_sender_addresses_are_not_verified() {
         ),
         "{err}"
     );
-    let err = run(plain.replace(
-        "invitation_ttl_days = 90\n",
-        &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{TRUSTED}\"\n"),
-    ));
+    let err = run(trusting(&plain, TRUSTED, ""));
     assert!(!err.contains("warning"), "{err}");
 }
