@@ -395,11 +395,13 @@ pub fn delivery_failed(
     inv.bounced = Some(reason.clone());
     let key = format!("{key}\0bounce");
     let mut ids = MessageIds::new(&key, ctx);
-    let mut decision = Decision::ignored(format!(
-        "invitation {} to {recipient} bounced: {reason}; partner {} told",
-        inv.id, partner.id
-    ));
-    decision.class = MailClass::Bounce;
+    let mut decision = Decision::new(
+        MailClass::Bounce,
+        format!(
+            "invitation {} to {recipient} bounced: {reason}; partner {} told",
+            inv.id, partner.id
+        ),
+    );
     decision.mails.push(partner_notice(
         partner,
         None,
@@ -466,11 +468,13 @@ pub fn recipient_refused(
     }
     let key = format!("{key}\0refused");
     let mut ids = MessageIds::new(&key, ctx);
-    let mut decision = Decision::ignored(format!(
-        "delivery of \"{}\" to {recipient} failed: {reason}; partner {} told",
-        mail.subject, partner.id
-    ));
-    decision.class = MailClass::Bounce;
+    let mut decision = Decision::new(
+        MailClass::Bounce,
+        format!(
+            "delivery of \"{}\" to {recipient} failed: {reason}; partner {} told",
+            mail.subject, partner.id
+        ),
+    );
     let mut notice = partner_notice(
         partner,
         None,
