@@ -24,7 +24,7 @@
 //! safe to quote to a partner (no control or format characters, bounded,
 //! links disabled).
 
-use crate::token::{IdKey, BOUNCE_TAG_PREFIX};
+use crate::token::IdKey;
 
 /// What a delivery report says.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -194,10 +194,7 @@ pub fn authenticate<'a>(
     // above anything the sender wrote.
     let top = delivered_to.first().map(String::as_str).unwrap_or("");
     let tag = crate::address::plus_tag(top, base)
-        .filter(|t| {
-            t.get(..BOUNCE_TAG_PREFIX.len())
-                .is_some_and(|p| p.eq_ignore_ascii_case(BOUNCE_TAG_PREFIX))
-        })
+        .filter(|t| crate::token::bounce_tag_mac(t).is_some())
         .ok_or_else(|| {
             BounceRefusal::NotToBounceAddress(if top.is_empty() {
                 "no recorded address".into()
