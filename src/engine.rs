@@ -128,10 +128,7 @@ impl Engine {
         test_fault(&parsed);
         // A message that cannot be parsed has no Message-ID to key it by;
         // its place in the mailbox identifies it instead.
-        let bad_key = format!(
-            "quarantine:{inbox}:{}:{}",
-            cursor.uid_validity, cursor.last_uid
-        );
+        let bad_key = place_key(inbox, cursor);
         self.process_with(
             &self.config,
             Some((inbox.to_string(), cursor)),
@@ -578,28 +575,15 @@ impl Engine {
         self.config.security.max_message_bytes
     }
 
-    /// Records a message that was not downloaded (over the size limit) as
-    /// quarantined, keyed by its place in the mailbox.
+    /// Records a message that was not read (over the size limit, or listed
+    /// without a body) as quarantined, keyed by its place in the mailbox.
     pub fn record_unread(
         &self,
         inbox: &str,
         cursor: Cursor,
         reason: &str,
     ) -> Result<Outcome, EngineError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let key = format!(
-            "quarantine:{inbox}:{}:{}",
-            cursor.uid_validity, cursor.last_uid
-        );
-        let now = self.clock.now();
-        self.record(
-            key,
-            "quarantined",
-            reason.to_string(),
-            now,
-            Some((inbox.to_string(), cursor)),
-            None,
-        )
+        self.quarantine_place(inbox, cursor, reason.to_string(), None)
     }
 
     /// The raw bytes of a quarantined mail to keep in the store, so it can
@@ -635,20 +619,34 @@ impl Engine {
         raw: &[u8],
         panic_message: &str,
     ) -> Result<Outcome, EngineError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         crate::metrics::add(&crate::metrics::METRICS.processing_panics, 1);
-        let key = format!(
-            "quarantine:{inbox}:{}:{}",
-            cursor.uid_validity, cursor.last_uid
-        );
+        self.quarantine_place(
+            inbox,
+            cursor,
+            format!("internal error while processing: {panic_message}; please report"),
+            Some(raw),
+        )
+    }
+
+    /// Records the message at `cursor` of `inbox` as quarantined with
+    /// `summary`, keyed by its place in the mailbox ([`place_key`]), with
+    /// its raw bytes kept as any quarantined mail's when given.
+    fn quarantine_place(
+        &self,
+        inbox: &str,
+        cursor: Cursor,
+        summary: String,
+        raw: Option<&[u8]>,
+    ) -> Result<Outcome, EngineError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.clock.now();
         self.record(
-            key,
+            place_key(inbox, cursor),
             "quarantined",
-            format!("internal error while processing: {panic_message}; please report"),
+            summary,
             now,
             Some((inbox.to_string(), cursor)),
-            Some(raw),
+            raw,
         )
     }
 
@@ -743,6 +741,15 @@ fn test_fault(parsed: &Result<crate::inbound::InboundMail, crate::inbound::Inbou
         }
         _ => {}
     }
+}
+
+/// The key of a message recorded by its place in `inbox`, not by what it
+/// says: one that could not be parsed or read, or whose decision panicked.
+fn place_key(inbox: &str, cursor: Cursor) -> String {
+    format!(
+        "quarantine:{inbox}:{}:{}",
+        cursor.uid_validity, cursor.last_uid
+    )
 }
 
 /// The text of a caught panic.
