@@ -420,13 +420,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             action: QuarantineCmd::Release { key },
         } => {
             let config = Config::load(&cli.config)?;
-            anyhow::ensure!(
-                config.admin_socket.exists(),
-                "the daemon is not running (no {}); start it to release messages",
-                config.admin_socket.display()
-            );
-            let v =
-                liaison::admin::request(&config.admin_socket, &Request::Release { key }).await?;
+            let v = ask_daemon(&config, &Request::Release { key }, "release messages").await?;
             println!(
                 "released {}: {} ({})",
                 v["key"].as_str().unwrap_or(""),
@@ -473,13 +467,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             action: HeldCmd::Release { id },
         } => {
             let config = Config::load(&cli.config)?;
-            anyhow::ensure!(
-                config.admin_socket.exists(),
-                "the daemon is not running (no {}); start it to release held mail",
-                config.admin_socket.display()
-            );
-            let v =
-                liaison::admin::request(&config.admin_socket, &Request::HeldRelease { id }).await?;
+            let v = ask_daemon(&config, &Request::HeldRelease { id }, "release held mail").await?;
             println!(
                 "released {}: \"{}\" queued for sending",
                 v["id"],
@@ -745,6 +733,18 @@ fn sample_plan(
         ticket: None,
         attachments: vec![],
     }
+}
+
+/// Asks the running daemon over its socket, for a request only the engine
+/// can answer; `what` says what needs the daemon, for the error when none
+/// runs.
+async fn ask_daemon(config: &Config, req: &Request, what: &str) -> Result<serde_json::Value> {
+    anyhow::ensure!(
+        config.admin_socket.exists(),
+        "the daemon is not running (no {}); start it to {what}",
+        config.admin_socket.display()
+    );
+    Ok(liaison::admin::request(&config.admin_socket, req).await?)
 }
 
 /// Asks the running daemon over its socket, or reads the store directly
