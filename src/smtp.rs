@@ -715,23 +715,12 @@ fn record_attempt(
     }
     let changed = !accepted.is_empty() || !newly_refused.is_empty();
     if temporary.is_empty() {
-        let error = (!entry.refused.is_empty()).then(|| {
-            entry
-                .refused
-                .iter()
-                .map(|(r, why)| format!("{r}: {why}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        });
+        let error = (!entry.refused.is_empty()).then(|| reasons(&entry.refused));
         store.mark_sent(entry.id, now, error)?;
         store.flush()?;
         return Ok(());
     }
-    let reason = temporary
-        .iter()
-        .map(|(r, why)| format!("{r}: {why}"))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let reason = reasons(&temporary);
     // Not before the entry's own backoff, nor before any of its deferred
     // recipients' domains is tried again.
     let blocked = {
@@ -755,6 +744,16 @@ fn record_attempt(
         store.flush()?;
     }
     Ok(())
+}
+
+/// Recipients with the server's answers, as one error text:
+/// `a@x: why; b@y: why`.
+fn reasons(per_recipient: &[(String, String)]) -> String {
+    per_recipient
+        .iter()
+        .map(|(r, why)| format!("{r}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
