@@ -438,30 +438,22 @@ async fn real_main(cli: Cli) -> Result<()> {
         } => {
             let config = Config::load(&cli.config)?;
             let value = query(&config, &Request::Held).await?;
-            if json {
-                println!("{value}");
-            } else {
-                let rows = value.as_array().cloned().unwrap_or_default();
-                if rows.is_empty() {
-                    println!("nothing held");
-                }
-                for r in rows {
-                    let to: Vec<&str> = r["to"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|t| t.as_str())
-                        .collect();
-                    println!(
-                        "{}  {}  to {}  \"{}\"  {}",
-                        r["id"],
-                        r["at"].as_str().unwrap_or(""),
-                        to.join(", "),
-                        r["subject"].as_str().unwrap_or(""),
-                        r["reason"].as_str().unwrap_or("")
-                    );
-                }
-            }
+            print_list(&value, json, "nothing held", |r| {
+                let to: Vec<&str> = r["to"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str())
+                    .collect();
+                format!(
+                    "{}  {}  to {}  \"{}\"  {}",
+                    r["id"],
+                    r["at"].as_str().unwrap_or(""),
+                    to.join(", "),
+                    r["subject"].as_str().unwrap_or(""),
+                    r["reason"].as_str().unwrap_or("")
+                )
+            });
         }
         Cmd::Held {
             action: HeldCmd::Release { id },
@@ -479,22 +471,14 @@ async fn real_main(cli: Cli) -> Result<()> {
         } => {
             let config = Config::load(&cli.config)?;
             let value = query(&config, &Request::Quarantine).await?;
-            if json {
-                println!("{value}");
-            } else {
-                let rows = value.as_array().cloned().unwrap_or_default();
-                if rows.is_empty() {
-                    println!("nothing quarantined");
-                }
-                for r in rows {
-                    println!(
-                        "{}  {}  {}",
-                        r["at"].as_str().unwrap_or(""),
-                        r["key"].as_str().unwrap_or(""),
-                        r["reason"].as_str().unwrap_or("")
-                    );
-                }
-            }
+            print_list(&value, json, "nothing quarantined", |r| {
+                format!(
+                    "{}  {}  {}",
+                    r["at"].as_str().unwrap_or(""),
+                    r["key"].as_str().unwrap_or(""),
+                    r["reason"].as_str().unwrap_or("")
+                )
+            });
         }
         Cmd::Status {
             customer: Some(customer),
@@ -732,6 +716,27 @@ fn sample_plan(
         invitation: None,
         ticket: None,
         attachments: vec![],
+    }
+}
+
+/// Prints a list the daemon or the store answered: as JSON with `json`,
+/// else one `line` per row, or `empty` when there is none.
+fn print_list(
+    value: &serde_json::Value,
+    json: bool,
+    empty: &str,
+    line: impl Fn(&serde_json::Value) -> String,
+) {
+    if json {
+        println!("{value}");
+        return;
+    }
+    let rows = value.as_array().map(Vec::as_slice).unwrap_or_default();
+    if rows.is_empty() {
+        println!("{empty}");
+    }
+    for r in rows {
+        println!("{}", line(r));
     }
 }
 
