@@ -381,30 +381,9 @@ async fn a_desk_that_is_also_the_support_contact_answers_the_customer() {
     require_mailstack();
     clear_all().await;
     let mut daemon = Daemon::start(Transport::Plain);
-    let partner = |body: &'static str, subject: &'static str| async move {
-        send_raw(
-            PARTNER1,
-            &[COMMANDS],
-            &mail(PARTNER1, COMMANDS, subject, "", body),
-        )
-        .await;
-        wait_for(PARTNER1, "transcript", move |m| {
-            m.subject.contains(subject) && m.subject.contains("Liaison")
-        })
-        .await
-    };
-    partner("invite alice@contoso.test", "invite").await;
-    let inv = wait_for(ALICE, "invitation", |m| m.subject.contains("[ref:")).await;
-    let to = inv.reply_to.clone().unwrap();
-    send_raw(
-        ALICE,
-        &[&to],
-        &mail(ALICE, &to, &format!("Re: {}", inv.subject), "", "Accept\n"),
-    )
-    .await;
-    daemon.wait_state("northwind", ALICE, "active").await;
+    make_active(&daemon, ALICE).await;
     // The README's own example: the desk is the support contact.
-    partner(
+    partner_commands(
         "revoked alice@contoso.test\ncontact alice@contoso.test helpdesk@liaison.test",
         "revoke",
     )

@@ -62,9 +62,11 @@ pub fn require_mailstack() {
     }
 }
 
-type Session = async_imap::Session<tokio::net::TcpStream>;
+/// An IMAP session on the loopback Dovecot.
+pub type Session = async_imap::Session<tokio::net::TcpStream>;
 
-async fn imap(user: &str) -> Session {
+/// Logs `user` in to the loopback Dovecot (plain IMAP).
+pub async fn imap(user: &str) -> Session {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", IMAP_PORT))
         .await
         .expect("connect to IMAP");
