@@ -543,14 +543,7 @@ Diagnostic-Code: smtp; 550 see http://evil.example/login\r\n\r\n\
     let mut legit: Vec<(&str, Vec<&str>, String)> = Vec::new();
     for i in 0..8 {
         let m = authenticated("status\n", &format!("legit {i}"));
-        legit_ids.push(
-            m.lines()
-                .find_map(|l| l.strip_prefix("Message-ID: "))
-                .unwrap()
-                .trim()
-                .trim_matches(['<', '>'])
-                .to_string(),
-        );
+        legit_ids.push(message_id_of(&m));
         legit.push((PARTNER1, vec![COMMANDS], m));
     }
     let all: Vec<&(&str, Vec<&str>, String)> = forged

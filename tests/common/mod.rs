@@ -168,6 +168,11 @@ impl Received {
     }
 }
 
+/// The Message-ID of a raw mail, without angle brackets.
+pub fn message_id_of(raw: &str) -> String {
+    Received::parse(raw.as_bytes()).message_id
+}
+
 /// Waits until `user`'s INBOX holds a mail matching `pred`, and returns it.
 pub async fn wait_for(user: &str, what: &str, pred: impl Fn(&Received) -> bool) -> Received {
     let deadline = Instant::now() + Duration::from_secs(20);
