@@ -311,7 +311,10 @@ impl Engine {
         })?;
         if held_now > 0 {
             crate::metrics::add(&crate::metrics::METRICS.mails_held, held_now);
-            self.publish_held();
+            // The gauge was set from the store at start and moves with each
+            // hold and release: no rescan of every held mail per mail held
+            // (that is a flood's hot path).
+            crate::metrics::add(&crate::metrics::METRICS.held_now, held_now);
         }
         // Fill in the mail's span (opened by the IMAP watcher).
         let span = tracing::Span::current();
@@ -406,7 +409,8 @@ impl Engine {
         })
     }
 
-    /// Sets the gauge of held mails from the store.
+    /// Sets the gauge of held mails from the store (at start and after a
+    /// release; a hold adds to it).
     fn publish_held(&self) {
         if let Ok(n) = self.store.held_count() {
             crate::metrics::set(&crate::metrics::METRICS.held_now, n);
