@@ -12,7 +12,7 @@ use super::{
     rfc3339, strip_reply_prefixes, Context, Decision, MailClass, MailPlan, MessageIds, Sender,
     WorkflowError,
 };
-use crate::config::Partner;
+use crate::config::{Config, Partner};
 use crate::inbound::{Attachment, InboundMail};
 use crate::relationship::{Relationship, RelationshipState};
 use crate::store::StoreView;
@@ -374,12 +374,7 @@ fn open_ticket(
     });
     let desk_id = ids.next();
     let mut desk_cc = Vec::new();
-    // A support contact that is the desk itself already gets the desk's mail.
-    desk_cc.extend(
-        rel.support_contact
-            .clone()
-            .filter(|c| *c != cfg.addresses.support_desk),
-    );
+    desk_cc.extend(contact_besides_desk(cfg, rel.support_contact.as_deref()).map(str::to_string));
     let mut d = Decision::new(
         MailClass::Customer {
             partner: partner.id.clone(),
@@ -589,6 +584,13 @@ pub(super) fn ticket_thread(t: &Ticket) -> String {
     out
 }
 
+/// The support contact to copy on ticket mail, unless it is the support
+/// desk itself: the desk as support contact gets the desk's own mails, not
+/// copies of them (nor of its own answers).
+fn contact_besides_desk<'a>(cfg: &Config, contact: Option<&'a str>) -> Option<&'a str> {
+    contact.filter(|c| *c != cfg.addresses.support_desk)
+}
+
 /// A ticket mail to the partner and its support contact: a
 /// [`partner_notice`](super::partner_notice) threaded into the ticket, whose
 /// replies go to the invitations address (where ticket mail is read).
@@ -601,9 +603,7 @@ fn ticket_notice(
     vars: serde_json::Value,
     ticket: u64,
 ) -> MailPlan {
-    // The desk as support contact gets the desk's own mails, not copies of
-    // them (nor of its own answers).
-    let support_contact = support_contact.filter(|c| *c != cfg.addresses.support_desk);
+    let support_contact = contact_besides_desk(cfg, support_contact);
     let mut notice = super::partner_notice(partner, support_contact, template, message_id, vars);
     notice.reply_to = Some(cfg.addresses.invitations.clone());
     notice.ticket = Some(ticket);
