@@ -239,8 +239,11 @@ pub fn parse_script(text: &str) -> CommandScript {
     script
 }
 
-/// Unicode general category Cf (format characters, Unicode 15): invisible,
-/// and several of them reorder or hide the text around them.
+/// Unicode general category Cf (format characters, Unicode 15), and the
+/// whole tag block U+E0000-E007F with its unassigned code points: invisible,
+/// and several of them reorder or hide the text around them. The one table
+/// for both refusing such text ([`check_text`]) and dropping it from text
+/// quoted to a partner ([`crate::dsn::defang`]).
 const FORMAT_CHARACTERS: &[(u32, u32)] = &[
     (0x00AD, 0x00AD),
     (0x0600, 0x0605),
@@ -261,11 +264,11 @@ const FORMAT_CHARACTERS: &[(u32, u32)] = &[
     (0x13430, 0x1343F),
     (0x1BCA0, 0x1BCA3),
     (0x1D173, 0x1D17A),
-    (0xE0001, 0xE0001),
-    (0xE0020, 0xE007F),
+    (0xE0000, 0xE007F),
 ];
 
-/// Whether `c` is a format character (general category Cf).
+/// Whether `c` is a format character (general category Cf, or in the tag
+/// block).
 pub fn is_format_character(c: char) -> bool {
     let c = u32::from(c);
     FORMAT_CHARACTERS
@@ -300,13 +303,17 @@ pub fn check_text(what: &str, text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// An argument as quoted back in an error: long ones are cut, so a
-/// transcript stays readable whatever was sent.
-fn shorten(arg: &str) -> String {
-    if arg.chars().count() <= 60 {
-        arg.to_string()
+/// Longest argument quoted back in an error, in characters.
+const MAX_QUOTED_ARG: usize = 60;
+
+/// Text someone sent as quoted back in an error or a report: cut after
+/// `max` characters (marked with `…`), so a transcript or a report stays
+/// readable whatever was sent.
+pub(crate) fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
     } else {
-        format!("{}…", arg.chars().take(60).collect::<String>())
+        format!("{}…", text.chars().take(max).collect::<String>())
     }
 }
 
@@ -374,8 +381,12 @@ fn customer_arg(verb: &'static str, arg: Option<&str>) -> Result<String, Command
     let arg = arg
         .filter(|a| !a.is_empty())
         .ok_or_else(|| usage_error(verb, "the customer's email address is missing".into()))?;
-    address::normalize(arg)
-        .ok_or_else(|| usage_error(verb, format!("`{}` is not an email address", shorten(arg))))
+    address::normalize(arg).ok_or_else(|| {
+        usage_error(
+            verb,
+            format!("`{}` is not an email address", shorten(arg, MAX_QUOTED_ARG)),
+        )
+    })
 }
 
 /// The value of `invite … name "…"`: 1-200 characters on one line, trimmed.
@@ -615,7 +626,10 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
             let support = address::normalize(support).ok_or_else(|| {
                 err(
                     "contact",
-                    format!("`{}` is not an email address", shorten(support)),
+                    format!(
+                        "`{}` is not an email address",
+                        shorten(support, MAX_QUOTED_ARG)
+                    ),
                 )
             })?;
             no_more("contact", &args[2..])?;
@@ -837,6 +851,7 @@ mod tests {
             "\u{00AD}",
             "\u{061C}",
             "\u{E0041}",
+            "\u{E0000}",
         ] {
             let line = format!("invite alice@contoso.test name \"Contoso{bad}gro.live\"");
             let e = parse_line(&line).unwrap_err().to_string();

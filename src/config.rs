@@ -1098,10 +1098,7 @@ emails = ["Partner1@liaison.test"]
     fn support_request_cap_has_a_default_and_can_be_set() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.security.max_support_requests_per_hour, 5);
-        let text = GOOD.replace(
-            "[security]\n",
-            "[security]\nmax_support_requests_per_hour = 2\n",
-        );
+        let text = with_security("max_support_requests_per_hour = 2");
         assert_eq!(
             parse(&text).unwrap().security.max_support_requests_per_hour,
             2

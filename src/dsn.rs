@@ -24,7 +24,7 @@
 //! safe to quote to a partner (no control or format characters, bounded,
 //! links disabled).
 
-use crate::token::{IdKey, BOUNCE_TAG_PREFIX};
+use crate::token::IdKey;
 
 /// What a delivery report says.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -194,10 +194,7 @@ pub fn authenticate<'a>(
     // above anything the sender wrote.
     let top = delivered_to.first().map(String::as_str).unwrap_or("");
     let tag = crate::address::plus_tag(top, base)
-        .filter(|t| {
-            t.get(..BOUNCE_TAG_PREFIX.len())
-                .is_some_and(|p| p.eq_ignore_ascii_case(BOUNCE_TAG_PREFIX))
-        })
+        .filter(|t| crate::token::bounce_tag_mac(t).is_some())
         .ok_or_else(|| {
             BounceRefusal::NotToBounceAddress(if top.is_empty() {
                 "no recorded address".into()
@@ -257,7 +254,7 @@ pub fn defang(text: &str) -> String {
                 clean.push(' ');
                 kept += 1;
             }
-        } else if !is_format_char(c) {
+        } else if !crate::command::is_format_character(c) {
             clean.push(c);
             kept += 1;
         }
@@ -316,21 +313,6 @@ const LINK_SCHEMES: [&str; 7] = [
     "file",
     "callto",
 ];
-
-/// Unicode format characters (category Cf) and other invisible code points
-/// that reorder or hide text.
-fn is_format_char(c: char) -> bool {
-    matches!(c,
-        '\u{00ad}' | '\u{061c}' | '\u{180e}'
-        | '\u{200b}'..='\u{200f}'
-        | '\u{202a}'..='\u{202e}'
-        | '\u{2060}'..='\u{2064}'
-        | '\u{2066}'..='\u{206f}'
-        | '\u{feff}'
-        | '\u{fff9}'..='\u{fffb}'
-        | '\u{e0000}'..='\u{e007f}'
-    )
-}
 
 #[cfg(test)]
 mod tests {
@@ -512,6 +494,9 @@ Subject: Invitation\r
             defang("ok\r\nSubject: x\u{202e}gnp.exe\u{200b}\t end"),
             "ok Subject: xgnp[.]exe end"
         );
+        // The same table as the command checks: Arabic number signs and
+        // the tag block go too.
+        assert_eq!(defang("a\u{0600}b\u{e0000}c\u{e0041}d"), "abcd");
         // Bounded.
         let long = "a".repeat(10_000);
         assert_eq!(defang(&long).chars().count(), MAX_QUOTED_CHARS + 1);

@@ -97,22 +97,24 @@ impl Engine {
     ) -> Vec<crate::store::OutgoingMail> {
         plans
             .iter()
-            .filter_map(|plan| {
-                match crate::compose::compose(
-                    &self.config,
-                    &self.templates,
-                    self.tokens.ids(),
-                    plan,
-                    now,
-                ) {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot compose {what}");
-                        None
-                    }
+            .filter_map(|plan| match self.compose(plan, now) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot compose {what}");
+                    None
                 }
             })
             .collect()
+    }
+
+    /// Renders one planned mail with this engine's configuration,
+    /// templates and id key.
+    fn compose(
+        &self,
+        plan: &workflow::MailPlan,
+        now: u64,
+    ) -> Result<crate::store::OutgoingMail, crate::compose::ComposeError> {
+        crate::compose::compose(&self.config, &self.templates, self.tokens.ids(), plan, now)
     }
 
     /// Processes one fetched message and records `cursor` for its inbox in
@@ -126,10 +128,7 @@ impl Engine {
         test_fault(&parsed);
         // A message that cannot be parsed has no Message-ID to key it by;
         // its place in the mailbox identifies it instead.
-        let bad_key = format!(
-            "quarantine:{inbox}:{}:{}",
-            cursor.uid_validity, cursor.last_uid
-        );
+        let bad_key = place_key(inbox, cursor);
         self.process_with(
             &self.config,
             Some((inbox.to_string(), cursor)),
@@ -249,9 +248,21 @@ impl Engine {
             Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
         };
         let hour = now / 3600;
-        let caps = match self.apply_caps(&ctx, &mut decision, &mail.key, hour) {
+        let composed = self
+            .apply_caps(&ctx, &mut decision, &mail.key, hour)
+            .and_then(|caps| {
+                let outbox = decision
+                    .mails
+                    .iter()
+                    .map(|plan| self.compose(plan, now))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((caps, outbox))
+            });
+        let (caps, outbox) = match composed {
             Ok(c) => c,
             Err(e) => {
+                // Nothing of this decision is applied: half a decision
+                // (state changed, no mail) would be worse than none.
                 return self.record(
                     mail.key,
                     "quarantined",
@@ -259,33 +270,9 @@ impl Engine {
                     now,
                     cursor,
                     Some(raw),
-                )
+                );
             }
         };
-        let mut outbox = Vec::new();
-        for plan in &decision.mails {
-            match crate::compose::compose(
-                &self.config,
-                &self.templates,
-                self.tokens.ids(),
-                plan,
-                now,
-            ) {
-                Ok(m) => outbox.push(m),
-                Err(e) => {
-                    // Nothing of this decision is applied: half a decision
-                    // (state changed, no mail) would be worse than none.
-                    return self.record(
-                        mail.key,
-                        "quarantined",
-                        format!("could not compose a reply: {e}"),
-                        now,
-                        cursor,
-                        Some(raw),
-                    );
-                }
-            }
-        }
         let queued: Vec<String> = outbox.iter().map(|m| m.subject.clone()).collect();
         let held_now = caps.held.len() as u64;
         let class = decision.class.name().to_string();
@@ -324,7 +311,10 @@ impl Engine {
         })?;
         if held_now > 0 {
             crate::metrics::add(&crate::metrics::METRICS.mails_held, held_now);
-            self.publish_held();
+            // The gauge was set from the store at start and moves with each
+            // hold and release: no rescan of every held mail per mail held
+            // (that is a flood's hot path).
+            crate::metrics::add(&crate::metrics::METRICS.held_now, held_now);
         }
         // Fill in the mail's span (opened by the IMAP watcher).
         let span = tracing::Span::current();
@@ -403,13 +393,7 @@ impl Engine {
         }
         let mut holds = Vec::with_capacity(held.len());
         for h in held {
-            let mail = crate::compose::compose(
-                &self.config,
-                &self.templates,
-                self.tokens.ids(),
-                &h.plan,
-                ctx.now,
-            )?;
+            let mail = self.compose(&h.plan, ctx.now)?;
             holds.push(crate::store::Hold {
                 at: ctx.now,
                 reason: h.reason,
@@ -425,7 +409,8 @@ impl Engine {
         })
     }
 
-    /// Sets the gauge of held mails from the store.
+    /// Sets the gauge of held mails from the store (at start and after a
+    /// release; a hold adds to it).
     fn publish_held(&self) {
         if let Ok(n) = self.store.held_count() {
             crate::metrics::set(&crate::metrics::METRICS.held_now, n);
@@ -594,28 +579,15 @@ impl Engine {
         self.config.security.max_message_bytes
     }
 
-    /// Records a message that was not downloaded (over the size limit) as
-    /// quarantined, keyed by its place in the mailbox.
+    /// Records a message that was not read (over the size limit, or listed
+    /// without a body) as quarantined, keyed by its place in the mailbox.
     pub fn record_unread(
         &self,
         inbox: &str,
         cursor: Cursor,
         reason: &str,
     ) -> Result<Outcome, EngineError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let key = format!(
-            "quarantine:{inbox}:{}:{}",
-            cursor.uid_validity, cursor.last_uid
-        );
-        let now = self.clock.now();
-        self.record(
-            key,
-            "quarantined",
-            reason.to_string(),
-            now,
-            Some((inbox.to_string(), cursor)),
-            None,
-        )
+        self.quarantine_place(inbox, cursor, reason.to_string(), None)
     }
 
     /// The raw bytes of a quarantined mail to keep in the store, so it can
@@ -651,20 +623,34 @@ impl Engine {
         raw: &[u8],
         panic_message: &str,
     ) -> Result<Outcome, EngineError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         crate::metrics::add(&crate::metrics::METRICS.processing_panics, 1);
-        let key = format!(
-            "quarantine:{inbox}:{}:{}",
-            cursor.uid_validity, cursor.last_uid
-        );
+        self.quarantine_place(
+            inbox,
+            cursor,
+            format!("internal error while processing: {panic_message}; please report"),
+            Some(raw),
+        )
+    }
+
+    /// Records the message at `cursor` of `inbox` as quarantined with
+    /// `summary`, keyed by its place in the mailbox ([`place_key`]), with
+    /// its raw bytes kept as any quarantined mail's when given.
+    fn quarantine_place(
+        &self,
+        inbox: &str,
+        cursor: Cursor,
+        summary: String,
+        raw: Option<&[u8]>,
+    ) -> Result<Outcome, EngineError> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.clock.now();
         self.record(
-            key,
+            place_key(inbox, cursor),
             "quarantined",
-            format!("internal error while processing: {panic_message}; please report"),
+            summary,
             now,
             Some((inbox.to_string(), cursor)),
-            Some(raw),
+            raw,
         )
     }
 
@@ -759,6 +745,15 @@ fn test_fault(parsed: &Result<crate::inbound::InboundMail, crate::inbound::Inbou
         }
         _ => {}
     }
+}
+
+/// The key of a message recorded by its place in `inbox`, not by what it
+/// says: one that could not be parsed or read, or whose decision panicked.
+fn place_key(inbox: &str, cursor: Cursor) -> String {
+    format!(
+        "quarantine:{inbox}:{}:{}",
+        cursor.uid_validity, cursor.last_uid
+    )
 }
 
 /// The text of a caught panic.

@@ -18,7 +18,7 @@
 //! reported, and the lines after its first are read again as rows of their
 //! own. An odd number of `"` in a row is reported as an unbalanced quote.
 
-use crate::command::{Command, CommandError};
+use crate::command::{shorten, Command, CommandError};
 use serde::{Deserialize, Serialize};
 
 /// A column of the import file.
@@ -28,6 +28,9 @@ enum Column {
     Name,
     Locale,
 }
+
+/// Longest cell quoted back in a report, in characters.
+const MAX_QUOTED_CELL: usize = 80;
 
 /// The columns when the file has no header row.
 const DEFAULT_COLUMNS: [Column; 3] = [Column::Email, Column::Name, Column::Locale];
@@ -138,7 +141,10 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Row>, ImportError> {
             if record.iter().all(|c| c.is_empty()) {
                 continue;
             }
-            let email = shorten(&String::from_utf8_lossy(record.get(0).unwrap_or(b"")));
+            let email = shorten(
+                &String::from_utf8_lossy(record.get(0).unwrap_or(b"")),
+                MAX_QUOTED_CELL,
+            );
             if record
                 .iter()
                 .any(|c| c.contains(&b'\n') || c.contains(&b'\r'))
@@ -193,7 +199,7 @@ fn header_columns(record: &csv::ByteRecord, line: usize) -> Result<Vec<Column>, 
             _ => {
                 return Err(ImportError::Header {
                     line,
-                    problem: format!("column `{}` is unknown", shorten(&name)),
+                    problem: format!("column `{}` is unknown", shorten(&name, MAX_QUOTED_CELL)),
                 })
             }
         };
@@ -271,15 +277,6 @@ fn memchr_all(haystack: &[u8], byte: u8) -> Vec<usize> {
         .filter(|(_, &b)| b == byte)
         .map(|(i, _)| i)
         .collect()
-}
-
-/// A cell as quoted back in a report: long ones are cut.
-fn shorten(cell: &str) -> String {
-    if cell.chars().count() <= 80 {
-        cell.to_string()
-    } else {
-        format!("{}…", cell.chars().take(80).collect::<String>())
-    }
 }
 
 #[cfg(test)]

@@ -118,7 +118,11 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
     let mut recipients = addrs(msg.to());
     recipients.extend(addrs(msg.cc()));
 
+    // One pass over the headers, in message order (topmost first: the
+    // trust and bounce checks read the delivering server's own on top).
     let mut delivered_to = Vec::new();
+    let mut authentication_results = Vec::new();
+    let mut return_path = None;
     let mut automatic = None;
     for (name, value) in msg.headers_raw() {
         let value = value.trim();
@@ -129,6 +133,11 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
                     delivered_to.push(a);
                 }
             }
+            "authentication-results" => {
+                authentication_results.push(value.split_whitespace().collect::<Vec<_>>().join(" "))
+            }
+            // The topmost one is the delivering server's (from MAIL FROM).
+            "return-path" if return_path.is_none() => return_path = Some(value.to_string()),
             _ => {}
         }
         if automatic.is_none() {
@@ -192,18 +201,9 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
             }
         })
         .collect();
-    let authentication_results = msg
-        .headers_raw()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("authentication-results"))
-        .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
     let dsn = if automatic.is_some() {
         crate::dsn::parse(&String::from_utf8_lossy(raw)).map(|mut d| {
-            // The topmost one is the delivering server's (from MAIL FROM).
-            d.return_path = msg
-                .headers_raw()
-                .find(|(n, _)| n.eq_ignore_ascii_case("return-path"))
-                .map(|(_, v)| v.trim().to_string());
+            d.return_path = return_path;
             d
         })
     } else {

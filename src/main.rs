@@ -420,13 +420,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             action: QuarantineCmd::Release { key },
         } => {
             let config = Config::load(&cli.config)?;
-            anyhow::ensure!(
-                config.admin_socket.exists(),
-                "the daemon is not running (no {}); start it to release messages",
-                config.admin_socket.display()
-            );
-            let v =
-                liaison::admin::request(&config.admin_socket, &Request::Release { key }).await?;
+            let v = ask_daemon(&config, &Request::Release { key }, "release messages").await?;
             println!(
                 "released {}: {} ({})",
                 v["key"].as_str().unwrap_or(""),
@@ -444,42 +438,28 @@ async fn real_main(cli: Cli) -> Result<()> {
         } => {
             let config = Config::load(&cli.config)?;
             let value = query(&config, &Request::Held).await?;
-            if json {
-                println!("{value}");
-            } else {
-                let rows = value.as_array().cloned().unwrap_or_default();
-                if rows.is_empty() {
-                    println!("nothing held");
-                }
-                for r in rows {
-                    let to: Vec<&str> = r["to"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|t| t.as_str())
-                        .collect();
-                    println!(
-                        "{}  {}  to {}  \"{}\"  {}",
-                        r["id"],
-                        r["at"].as_str().unwrap_or(""),
-                        to.join(", "),
-                        r["subject"].as_str().unwrap_or(""),
-                        r["reason"].as_str().unwrap_or("")
-                    );
-                }
-            }
+            print_list(&value, json, "nothing held", |r| {
+                let to: Vec<&str> = r["to"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str())
+                    .collect();
+                format!(
+                    "{}  {}  to {}  \"{}\"  {}",
+                    r["id"],
+                    r["at"].as_str().unwrap_or(""),
+                    to.join(", "),
+                    r["subject"].as_str().unwrap_or(""),
+                    r["reason"].as_str().unwrap_or("")
+                )
+            });
         }
         Cmd::Held {
             action: HeldCmd::Release { id },
         } => {
             let config = Config::load(&cli.config)?;
-            anyhow::ensure!(
-                config.admin_socket.exists(),
-                "the daemon is not running (no {}); start it to release held mail",
-                config.admin_socket.display()
-            );
-            let v =
-                liaison::admin::request(&config.admin_socket, &Request::HeldRelease { id }).await?;
+            let v = ask_daemon(&config, &Request::HeldRelease { id }, "release held mail").await?;
             println!(
                 "released {}: \"{}\" queued for sending",
                 v["id"],
@@ -491,22 +471,14 @@ async fn real_main(cli: Cli) -> Result<()> {
         } => {
             let config = Config::load(&cli.config)?;
             let value = query(&config, &Request::Quarantine).await?;
-            if json {
-                println!("{value}");
-            } else {
-                let rows = value.as_array().cloned().unwrap_or_default();
-                if rows.is_empty() {
-                    println!("nothing quarantined");
-                }
-                for r in rows {
-                    println!(
-                        "{}  {}  {}",
-                        r["at"].as_str().unwrap_or(""),
-                        r["key"].as_str().unwrap_or(""),
-                        r["reason"].as_str().unwrap_or("")
-                    );
-                }
-            }
+            print_list(&value, json, "nothing quarantined", |r| {
+                format!(
+                    "{}  {}  {}",
+                    r["at"].as_str().unwrap_or(""),
+                    r["key"].as_str().unwrap_or(""),
+                    r["reason"].as_str().unwrap_or("")
+                )
+            });
         }
         Cmd::Status {
             customer: Some(customer),
@@ -745,6 +717,39 @@ fn sample_plan(
         ticket: None,
         attachments: vec![],
     }
+}
+
+/// Prints a list the daemon or the store answered: as JSON with `json`,
+/// else one `line` per row, or `empty` when there is none.
+fn print_list(
+    value: &serde_json::Value,
+    json: bool,
+    empty: &str,
+    line: impl Fn(&serde_json::Value) -> String,
+) {
+    if json {
+        println!("{value}");
+        return;
+    }
+    let rows = value.as_array().map(Vec::as_slice).unwrap_or_default();
+    if rows.is_empty() {
+        println!("{empty}");
+    }
+    for r in rows {
+        println!("{}", line(r));
+    }
+}
+
+/// Asks the running daemon over its socket, for a request only the engine
+/// can answer; `what` says what needs the daemon, for the error when none
+/// runs.
+async fn ask_daemon(config: &Config, req: &Request, what: &str) -> Result<serde_json::Value> {
+    anyhow::ensure!(
+        config.admin_socket.exists(),
+        "the daemon is not running (no {}); start it to {what}",
+        config.admin_socket.display()
+    );
+    Ok(liaison::admin::request(&config.admin_socket, req).await?)
 }
 
 /// Asks the running daemon over its socket, or reads the store directly

@@ -582,13 +582,17 @@ async fn deliver_due(
     watermark: &mut u64,
 ) -> Result<Option<Duration>, crate::store::StoreError> {
     let lock = || domains.lock().unwrap_or_else(|p| p.into_inner());
-    // Counted once per call, not per batch: it reads every pending key.
+    // Counted at the start and, when batches were sent, at the end; not per
+    // batch: it reads every pending key.
     crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
+    let mut sent_batches = false;
     loop {
         let now = clock.now();
         let due = store.due_outbox(*watermark, now, BATCH)?;
         if due.is_empty() {
-            crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
+            if sent_batches {
+                crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
+            }
             return Ok(store
                 .next_attempt(*watermark)?
                 .map(|at| Duration::from_secs(at.saturating_sub(now).max(1))));
@@ -657,6 +661,7 @@ async fn deliver_due(
         // Every entry read was either finished or moved to a later
         // attempt, so the next round reads what is due after them.
         *watermark = (*watermark).max(last);
+        sent_batches = true;
     }
 }
 
@@ -715,23 +720,12 @@ fn record_attempt(
     }
     let changed = !accepted.is_empty() || !newly_refused.is_empty();
     if temporary.is_empty() {
-        let error = (!entry.refused.is_empty()).then(|| {
-            entry
-                .refused
-                .iter()
-                .map(|(r, why)| format!("{r}: {why}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        });
+        let error = (!entry.refused.is_empty()).then(|| reasons(&entry.refused));
         store.mark_sent(entry.id, now, error)?;
         store.flush()?;
         return Ok(());
     }
-    let reason = temporary
-        .iter()
-        .map(|(r, why)| format!("{r}: {why}"))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let reason = reasons(&temporary);
     // Not before the entry's own backoff, nor before any of its deferred
     // recipients' domains is tried again.
     let blocked = {
@@ -755,6 +749,16 @@ fn record_attempt(
         store.flush()?;
     }
     Ok(())
+}
+
+/// Recipients with the server's answers, as one error text:
+/// `a@x: why; b@y: why`.
+fn reasons(per_recipient: &[(String, String)]) -> String {
+    per_recipient
+        .iter()
+        .map(|(r, why)| format!("{r}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]

@@ -179,6 +179,14 @@ pub const BOUNCE_TAG_PREFIX: &str = "b-";
 /// Length of a bounce tag in characters, prefix included.
 pub const BOUNCE_TAG_LEN: usize = BOUNCE_TAG_PREFIX.len() + (BOUNCE_MAC_LEN * 8).div_ceil(5);
 
+/// What follows [`BOUNCE_TAG_PREFIX`] (in any case) in a plus-tag, or `None`
+/// when the tag does not start with it (it is then no bounce tag at all).
+pub fn bounce_tag_mac(tag: &str) -> Option<&str> {
+    tag.get(..BOUNCE_TAG_PREFIX.len())
+        .filter(|p| p.eq_ignore_ascii_case(BOUNCE_TAG_PREFIX))
+        .and_then(|_| tag.get(BOUNCE_TAG_PREFIX.len()..))
+}
+
 impl IdKey {
     /// The id key derived from the configured secret.
     pub fn new(secret: &[u8]) -> Self {
@@ -236,11 +244,7 @@ impl IdKey {
     /// alone (compared in constant time; case-insensitive, as mail systems
     /// may change the case of a local part).
     pub fn verify_bounce_tag(&self, tag: &str, message_id: &str, recipient: &str) -> bool {
-        let Some(b32) = tag
-            .get(..BOUNCE_TAG_PREFIX.len())
-            .filter(|p| p.eq_ignore_ascii_case(BOUNCE_TAG_PREFIX))
-            .and_then(|_| tag.get(BOUNCE_TAG_PREFIX.len()..))
-        else {
+        let Some(b32) = bounce_tag_mac(tag) else {
             return false;
         };
         let Ok(raw) = data_encoding::BASE32_NOPAD.decode(b32.to_ascii_uppercase().as_bytes())

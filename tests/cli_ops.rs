@@ -302,12 +302,7 @@ async fn import_works_with_a_trusted_authserv_id() {
     let _serial = serial().await;
     require_mailstack();
     clear_inboxes().await;
-    let daemon = Daemon::start_custom(Transport::Plain, |c| {
-        c.replace(
-            "invitation_ttl_days = 90\n",
-            "invitation_ttl_days = 90\ntrusted_authserv_id = \"mx.liaison.test\"\n",
-        )
-    });
+    let daemon = Daemon::start_custom(Transport::Plain, |c| trusting(&c, "mx.liaison.test", ""));
     let file = daemon.dir.join("two.csv");
     std::fs::write(&file, "alice+1@contoso.test\nalice+2@contoso.test,Two,ko\n").unwrap();
     let (ok, out, err) = daemon.cli(&["import", file.to_str().unwrap(), "--partner", "northwind"]);

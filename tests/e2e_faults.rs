@@ -19,12 +19,6 @@ async fn clear_all() {
     }
 }
 
-fn stats(daemon: &Daemon) -> serde_json::Value {
-    let (ok, out, err) = daemon.cli(&["stats"]);
-    assert!(ok, "{err}");
-    serde_json::from_str(&out).unwrap()
-}
-
 /// Transcripts in partner1's mailbox: Message-ID → copies, and the command
 /// Message-IDs they answer.
 async fn transcripts() -> (HashMap<String, usize>, Vec<String>) {

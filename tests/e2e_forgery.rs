@@ -52,11 +52,6 @@ async fn command(raw: &str, subject: &str) -> Received {
     .await
 }
 
-/// The Message-ID of a raw mail, without angle brackets.
-fn message_id_of(raw: &str) -> String {
-    Received::parse(raw.as_bytes()).message_id
-}
-
 /// The envelope sender a delivered mail came with (Dovecot writes it as
 /// `Return-Path`): Liaison's bounce address for that mail and recipient.
 fn return_path(m: &Received) -> String {

@@ -52,10 +52,7 @@ async fn hostile_mail_changes_nothing_and_is_accounted_for() {
     require_mailstack();
     clear_all().await;
     let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
-        c.replace(
-            "invitation_ttl_days = 90\n",
-            &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{TRUSTED}\"\nmax_message_bytes = 65536\n"),
-        )
+        trusting(&c, TRUSTED, "max_message_bytes = 65536\n")
     });
 
     // 1. A forged partner: right From, no authentication by our server.
@@ -374,10 +371,7 @@ async fn attack_campaign_is_refused_lost_never_and_answered_once() {
         clear_mailbox(u).await;
     }
     let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
-        c.replace(
-            "invitation_ttl_days = 90\n",
-            &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{TRUSTED}\"\nmax_message_bytes = 65536\n"),
-        )
+        trusting(&c, TRUSTED, "max_message_bytes = 65536\n")
     });
     // The world under attack: Alice active, Bob invited.
     send_raw(
@@ -549,14 +543,7 @@ Diagnostic-Code: smtp; 550 see http://evil.example/login\r\n\r\n\
     let mut legit: Vec<(&str, Vec<&str>, String)> = Vec::new();
     for i in 0..8 {
         let m = authenticated("status\n", &format!("legit {i}"));
-        legit_ids.push(
-            m.lines()
-                .find_map(|l| l.strip_prefix("Message-ID: "))
-                .unwrap()
-                .trim()
-                .trim_matches(['<', '>'])
-                .to_string(),
-        );
+        legit_ids.push(message_id_of(&m));
         legit.push((PARTNER1, vec![COMMANDS], m));
     }
     let all: Vec<&(&str, Vec<&str>, String)> = forged

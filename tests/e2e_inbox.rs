@@ -29,10 +29,7 @@ async fn clear_all() {
 
 /// The config edit that makes unauthenticated partner commands quarantined.
 fn trusting_mx(c: String) -> String {
-    c.replace(
-        "invitation_ttl_days = 90\n",
-        &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{TRUSTED}\"\n"),
-    )
+    trusting(&c, TRUSTED, "")
 }
 
 fn quarantine(daemon: &Daemon) -> Vec<serde_json::Value> {
@@ -60,25 +57,10 @@ async fn wait_quarantined(daemon: &Daemon, n: usize) -> Vec<serde_json::Value> {
     }
 }
 
-type Session = async_imap::Session<tokio::net::TcpStream>;
-
-async fn login(user: &str) -> Session {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", IMAP_PORT))
-        .await
-        .expect("connect to IMAP");
-    let mut client = async_imap::Client::new(tcp);
-    client.read_response().await.expect("greeting");
-    client
-        .login(user, PASSWORD)
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap_or_else(|e| panic!("IMAP login {user}: {e}"))
-}
-
 /// How many of `user`'s INBOX messages carry the processed keyword, of how
 /// many.
 async fn marked(user: &str) -> (usize, usize) {
-    let mut s = login(user).await;
+    let mut s = imap(user).await;
     let mbox = s.select("INBOX").await.expect("select");
     let mut marked = 0;
     if mbox.exists > 0 {
@@ -329,7 +311,7 @@ async fn mail_arriving_during_a_sync_is_processed_promptly() {
     // of it is done: the last ones arrive while that sync still runs.
     let mut delivered: Vec<(String, Instant)> = Vec::new();
     let mut seen_at: Vec<Option<Instant>> = Vec::new();
-    let mut s = login(COMMANDS).await;
+    let mut s = imap(COMMANDS).await;
     let look = |delivered: &[(String, Instant)], seen_at: &mut Vec<Option<Instant>>| {
         let processed = processed_ids(&daemon);
         seen_at.resize(delivered.len(), None);

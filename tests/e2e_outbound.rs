@@ -23,55 +23,6 @@ async fn clear_all() {
     }
 }
 
-/// Sends a command mail and waits for its transcript.
-async fn commands(body: &str, subject: &str) -> Received {
-    send_raw(
-        PARTNER1,
-        &[COMMANDS],
-        &mail(PARTNER1, COMMANDS, subject, "", body),
-    )
-    .await;
-    wait_for(PARTNER1, "transcript", |m| {
-        m.subject.contains(subject) && m.subject.contains("Liaison")
-    })
-    .await
-}
-
-/// Invites `customer` and accepts as them; the relationship is active.
-async fn make_active(daemon: &Daemon, customer: &str) {
-    commands(&format!("invite {customer}"), &format!("invite {customer}")).await;
-    let inv = wait_for(customer, "invitation", |m| m.subject.contains("[ref:")).await;
-    let to = inv.reply_to.clone().unwrap();
-    send_raw(
-        customer,
-        &[&to],
-        &mail(
-            customer,
-            &to,
-            &format!("Re: {}", inv.subject),
-            "",
-            "Accept\n",
-        ),
-    )
-    .await;
-    daemon.wait_state("northwind", customer, "active").await;
-}
-
-async fn count_where(user: &str, pred: impl Fn(&Received) -> bool) -> usize {
-    fetch_all(user)
-        .await
-        .iter()
-        .map(|r| Received::parse(r))
-        .filter(|m| pred(m))
-        .count()
-}
-
-fn stats(daemon: &Daemon) -> serde_json::Value {
-    let (ok, out, err) = daemon.cli(&["stats"]);
-    assert!(ok, "stats failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("stats output {out:?}: {e}"))
-}
-
 /// Point 10: 300 mails to a domain that answers 451 must not delay mail to
 /// other domains, must not be tried all over again on every round, and
 /// are retried later, not lost.
@@ -177,7 +128,7 @@ async fn one_refused_recipient_does_not_cost_the_others_their_mail() {
     require_mailstack();
     clear_all().await;
     let daemon = Daemon::start(Transport::Plain);
-    commands(
+    partner_commands(
         "invite bob@fabrikam.test\ncontact bob@fabrikam.test nobody@fabrikam.test",
         "invite bob",
     )
@@ -208,7 +159,7 @@ async fn one_refused_recipient_does_not_cost_the_others_their_mail() {
 
     // A contact whose domain defers (451): the partner gets the notice at
     // once, and the retries for the contact never send it to them again.
-    commands(
+    partner_commands(
         "invite dave@fabrikam.test\ncontact dave@fabrikam.test later@greylist.test",
         "invite dave",
     )
@@ -269,7 +220,7 @@ async fn every_ticket_follow_up_reaches_the_desk() {
     clear_all().await;
     let daemon = Daemon::start(Transport::Plain);
     make_active(&daemon, ALICE).await;
-    commands("revoked alice@contoso.test", "revoke").await;
+    partner_commands("revoked alice@contoso.test", "revoke").await;
     daemon
         .wait_state("northwind", ALICE, "permissions_removed")
         .await;

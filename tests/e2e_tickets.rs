@@ -21,48 +21,6 @@ async fn clear_all() {
     }
 }
 
-async fn commands(body: &str, subject: &str) -> Received {
-    send_raw(
-        PARTNER1,
-        &[COMMANDS],
-        &mail(PARTNER1, COMMANDS, subject, "", body),
-    )
-    .await;
-    wait_for(PARTNER1, "transcript", |m| {
-        m.subject.contains(subject) && m.subject.contains("Liaison")
-    })
-    .await
-}
-
-/// Invites `customer` and accepts as them; the relationship is active.
-async fn make_active(daemon: &Daemon, customer: &str) {
-    commands(&format!("invite {customer}"), &format!("invite {customer}")).await;
-    let inv = wait_for(customer, "invitation", |m| m.subject.contains("[ref:")).await;
-    let to = inv.reply_to.clone().unwrap();
-    send_raw(
-        customer,
-        &[&to],
-        &mail(
-            customer,
-            &to,
-            &format!("Re: {}", inv.subject),
-            "",
-            "Accept\n",
-        ),
-    )
-    .await;
-    daemon.wait_state("northwind", customer, "active").await;
-}
-
-async fn count_where(user: &str, pred: impl Fn(&Received) -> bool) -> usize {
-    fetch_all(user)
-        .await
-        .iter()
-        .map(|r| Received::parse(r))
-        .filter(|m| pred(m))
-        .count()
-}
-
 /// A mail with a small PDF attached.
 fn with_attachment(from: &str, to: &str, subject: &str, headers: &str, text: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -127,7 +85,7 @@ async fn tickets_open_thread_relay_refuse_hijacks_close_and_reopen() {
     clear_all().await;
     let mut daemon = Daemon::start(Transport::Plain);
     make_active(&daemon, ALICE).await;
-    commands(
+    partner_commands(
         "revoked alice@contoso.test\ncontact alice@contoso.test carol@contoso.test",
         "revoke",
     )
@@ -260,7 +218,7 @@ async fn tickets_open_thread_relay_refuse_hijacks_close_and_reopen() {
     );
 
     // 5. The partner looks at and closes the ticket; both sides are told.
-    let t = commands("tickets\nticket T-000001", "look").await;
+    let t = partner_commands("tickets\nticket T-000001", "look").await;
     assert!(
         t.text.contains("T-000001  waiting_on_customer"),
         "{}",
@@ -279,7 +237,7 @@ async fn tickets_open_thread_relay_refuse_hijacks_close_and_reopen() {
         out.contains("It also fails on mobile.") && out.contains("SupportDesk"),
         "{out}"
     );
-    let t = commands("close T-000001 solved by a password reset", "close").await;
+    let t = partner_commands("close T-000001 solved by a password reset", "close").await;
     assert!(t.text.contains("ticket T-000001 closed"), "{}", t.text);
     wait_for(ALICE, "closed notice", |m| m.subject.contains("is closed")).await;
     wait_for(DESK, "closed notice", |m| m.subject.contains("Closed:")).await;
@@ -302,7 +260,7 @@ async fn tickets_open_thread_relay_refuse_hijacks_close_and_reopen() {
     })
     .await;
     assert!(reopened.text.contains("reopened"), "{}", reopened.text);
-    let t = commands("tickets", "after").await;
+    let t = partner_commands("tickets", "after").await;
     assert!(
         t.text.contains("T-000001  waiting_on_support"),
         "{}",

@@ -39,12 +39,7 @@ fn passed(domain: &str) -> String {
 /// A daemon that trusts `mail.liaison.test`, with `extra` security keys.
 fn trusting_daemon(extra: &str) -> Daemon {
     let extra = extra.to_string();
-    Daemon::start_custom(Transport::Plain, move |c| {
-        c.replace(
-            "invitation_ttl_days = 90\n",
-            &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{TRUSTED}\"\n{extra}"),
-        )
-    })
+    Daemon::start_custom(Transport::Plain, move |c| trusting(&c, TRUSTED, &extra))
 }
 
 /// An authenticated partner command mail; waits for its transcript.
@@ -284,10 +279,7 @@ async fn spoofed_authentication_results_never_authorise_a_partner_command() {
     let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
         format!(
             "{}\n[[partner]]\nid = \"brit\"\nname = \"Brit Ltd\"\nemails = [\"ops@x.co.uk\"]\n",
-            c.replace(
-                "invitation_ttl_days = 90\n",
-                &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{TRUSTED}\"\nauthenticate_customers = true\n"),
-            )
+            trusting(&c, TRUSTED, "authenticate_customers = true\n")
         )
     });
     let forged = [
@@ -389,30 +381,9 @@ async fn a_desk_that_is_also_the_support_contact_answers_the_customer() {
     require_mailstack();
     clear_all().await;
     let mut daemon = Daemon::start(Transport::Plain);
-    let partner = |body: &'static str, subject: &'static str| async move {
-        send_raw(
-            PARTNER1,
-            &[COMMANDS],
-            &mail(PARTNER1, COMMANDS, subject, "", body),
-        )
-        .await;
-        wait_for(PARTNER1, "transcript", move |m| {
-            m.subject.contains(subject) && m.subject.contains("Liaison")
-        })
-        .await
-    };
-    partner("invite alice@contoso.test", "invite").await;
-    let inv = wait_for(ALICE, "invitation", |m| m.subject.contains("[ref:")).await;
-    let to = inv.reply_to.clone().unwrap();
-    send_raw(
-        ALICE,
-        &[&to],
-        &mail(ALICE, &to, &format!("Re: {}", inv.subject), "", "Accept\n"),
-    )
-    .await;
-    daemon.wait_state("northwind", ALICE, "active").await;
+    make_active(&daemon, ALICE).await;
     // The README's own example: the desk is the support contact.
-    partner(
+    partner_commands(
         "revoked alice@contoso.test\ncontact alice@contoso.test helpdesk@liaison.test",
         "revoke",
     )
@@ -500,9 +471,6 @@ fn check_config_warns_when_sender_addresses_are_not_verified() {
         ),
         "{err}"
     );
-    let err = run(plain.replace(
-        "invitation_ttl_days = 90\n",
-        &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{TRUSTED}\"\n"),
-    ));
+    let err = run(trusting(&plain, TRUSTED, ""));
     assert!(!err.contains("warning"), "{err}");
 }

@@ -190,16 +190,12 @@ impl<'a, 'c> CommandRun<'a, 'c> {
             mail,
             partner,
             ids: MessageIds::new(&mail.key, ctx),
-            decision: Decision {
-                class: MailClass::Command {
+            decision: Decision::new(
+                MailClass::Command {
                     partner: partner.id.clone(),
                 },
-                summary: String::new(),
-                relationships: vec![],
-                invitations: vec![],
-                tickets: vec![],
-                mails: vec![],
-            },
+                "",
+            ),
         }
     }
 

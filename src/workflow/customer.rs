@@ -239,17 +239,13 @@ pub(super) fn customer_mail(
             inv.id
         )));
     };
-    let mut decision = Decision {
-        class: MailClass::Customer {
+    let mut decision = Decision::new(
+        MailClass::Customer {
             partner: partner.id.clone(),
             customer: from.to_string(),
         },
-        summary: String::new(),
-        relationships: vec![],
-        invitations: vec![],
-        tickets: vec![],
-        mails: vec![],
-    };
+        "",
+    );
     if rel.invitation_id != Some(inv.id) {
         decision.summary = format!("{from} answered a superseded invitation {}", inv.id);
         decision.mails.push(customer_notice(

@@ -148,9 +148,10 @@ pub struct Decision {
 }
 
 impl Decision {
-    pub(crate) fn ignored(summary: impl Into<String>) -> Self {
+    /// A decision of `class` that changes nothing and sends nothing (yet).
+    pub(crate) fn new(class: MailClass, summary: impl Into<String>) -> Self {
         Decision {
-            class: MailClass::Ignored,
+            class,
             summary: summary.into(),
             relationships: vec![],
             invitations: vec![],
@@ -159,11 +160,12 @@ impl Decision {
         }
     }
 
+    pub(crate) fn ignored(summary: impl Into<String>) -> Self {
+        Decision::new(MailClass::Ignored, summary)
+    }
+
     pub(crate) fn quarantined(summary: impl Into<String>) -> Self {
-        Decision {
-            class: MailClass::Quarantined,
-            ..Decision::ignored(summary)
-        }
+        Decision::new(MailClass::Quarantined, summary)
     }
 }
 
@@ -299,12 +301,10 @@ pub fn decide(
     if !mail.other_from.is_empty() {
         // Whoever of the authors would get power, the others could be
         // anyone: no alignment check can vouch for a list of senders.
-        let mut d = Decision::ignored(format!(
+        return Ok(Decision::quarantined(format!(
             "mail with several From addresses ({from}, {}): no single sender can be authenticated; quarantined, nothing done, no reply",
             mail.other_from.join(", ")
-        ));
-        d.class = MailClass::Quarantined;
-        return Ok(d);
+        )));
     }
     let cfg = ctx.config;
     if from == cfg.addresses.commands || from == cfg.addresses.invitations {
@@ -395,11 +395,13 @@ pub fn delivery_failed(
     inv.bounced = Some(reason.clone());
     let key = format!("{key}\0bounce");
     let mut ids = MessageIds::new(&key, ctx);
-    let mut decision = Decision::ignored(format!(
-        "invitation {} to {recipient} bounced: {reason}; partner {} told",
-        inv.id, partner.id
-    ));
-    decision.class = MailClass::Bounce;
+    let mut decision = Decision::new(
+        MailClass::Bounce,
+        format!(
+            "invitation {} to {recipient} bounced: {reason}; partner {} told",
+            inv.id, partner.id
+        ),
+    );
     decision.mails.push(partner_notice(
         partner,
         None,
@@ -466,11 +468,13 @@ pub fn recipient_refused(
     }
     let key = format!("{key}\0refused");
     let mut ids = MessageIds::new(&key, ctx);
-    let mut decision = Decision::ignored(format!(
-        "delivery of \"{}\" to {recipient} failed: {reason}; partner {} told",
-        mail.subject, partner.id
-    ));
-    decision.class = MailClass::Bounce;
+    let mut decision = Decision::new(
+        MailClass::Bounce,
+        format!(
+            "delivery of \"{}\" to {recipient} failed: {reason}; partner {} told",
+            mail.subject, partner.id
+        ),
+    );
     let mut notice = partner_notice(
         partner,
         None,
@@ -626,15 +630,6 @@ pub fn held_notice(
             "at": rfc3339(ctx.now),
         }),
     )
-}
-
-/// Whether a transcript reports at least one command that succeeded.
-fn did_work(m: &MailPlan) -> bool {
-    m.template == TemplateName::Transcript
-        && m.vars["results"].as_array().is_some_and(|r| {
-            r.iter()
-                .any(|x| x["ok"] == true && !x["command"].is_null() && x["command"] != "help")
-        })
 }
 
 /// A notice to a partner (and its support contact, if any): from the

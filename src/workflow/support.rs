@@ -12,7 +12,7 @@ use super::{
     rfc3339, strip_reply_prefixes, Context, Decision, MailClass, MailPlan, MessageIds, Sender,
     WorkflowError,
 };
-use crate::config::Partner;
+use crate::config::{Config, Partner};
 use crate::inbound::{Attachment, InboundMail};
 use crate::relationship::{Relationship, RelationshipState};
 use crate::store::StoreView;
@@ -57,22 +57,15 @@ pub(super) fn referenced_ticket(
     Ok(None)
 }
 
-fn base_decision(class: MailClass) -> Decision {
-    Decision {
-        class,
-        summary: String::new(),
-        relationships: vec![],
-        invitations: vec![],
-        tickets: vec![],
-        mails: vec![],
-    }
-}
-
+/// The ticket's record of `mail`; `text` is its new text
+/// ([`crate::reply::new_text`], computed once by the caller, which quotes
+/// it in its mails too).
 fn entry(
     ctx: &Context,
     author: Author,
     from: &str,
     mail: &InboundMail,
+    text: String,
     attachments: &[Attachment],
 ) -> TicketEntry {
     TicketEntry {
@@ -80,7 +73,7 @@ fn entry(
         author,
         from: from.to_string(),
         message_id: mail.message_id.clone(),
-        text: crate::reply::new_text(&mail.text),
+        text,
         attachments: attachments.iter().map(|a| a.name.clone()).collect(),
     }
 }
@@ -133,10 +126,13 @@ pub(super) fn ticket_mail(
     };
     let key = format!("{}\0ticket", mail.key);
     let mut ids = MessageIds::new(&key, ctx);
-    let mut decision = base_decision(MailClass::Customer {
-        partner: t.partner.clone(),
-        customer: t.customer.clone(),
-    });
+    let mut decision = Decision::new(
+        MailClass::Customer {
+            partner: t.partner.clone(),
+            customer: t.customer.clone(),
+        },
+        "",
+    );
     let (attachments, omitted) = within_limit(&mail.attachments, cfg.tickets.attachment_max_bytes);
 
     if t.state == TicketState::Closed && author != Author::SupportDesk {
@@ -150,7 +146,11 @@ pub(super) fn ticket_mail(
         }
     }
     let reopened = t.state == TicketState::Closed;
-    t.entries.push(entry(ctx, author, from, mail, &attachments));
+    // The reply splitter is the costly step on a large mail: once per
+    // mail, for the ticket's record and every mail that quotes it.
+    let text = crate::reply::new_text(&mail.text);
+    t.entries
+        .push(entry(ctx, author, from, mail, text.clone(), &attachments));
     t.message_ids.extend(mail.message_id.clone());
     let id = &tid;
     let vars = |who: &str| {
@@ -161,7 +161,7 @@ pub(super) fn ticket_mail(
             "author": who,
             "from": from,
             "subject": t.subject,
-            "text": crate::reply::new_text(&mail.text),
+            "text": text,
             "omitted_attachments": omitted,
             "reopened": reopened,
         })
@@ -298,10 +298,13 @@ fn forward_to_partner(
         "omitted_attachments": omitted,
         "at": rfc3339(ctx.now),
     });
-    let mut d = base_decision(MailClass::Customer {
-        partner: partner.id.clone(),
-        customer: from.to_string(),
-    });
+    let mut d = Decision::new(
+        MailClass::Customer {
+            partner: partner.id.clone(),
+            customer: from.to_string(),
+        },
+        "",
+    );
     let mut to = vec![partner.emails[0].clone()];
     to.extend(rel.support_contact.clone());
     d.mails.push(MailPlan {
@@ -371,16 +374,14 @@ fn open_ticket(
     });
     let desk_id = ids.next();
     let mut desk_cc = Vec::new();
-    // A support contact that is the desk itself already gets the desk's mail.
-    desk_cc.extend(
-        rel.support_contact
-            .clone()
-            .filter(|c| *c != cfg.addresses.support_desk),
+    desk_cc.extend(contact_besides_desk(cfg, rel.support_contact.as_deref()).map(str::to_string));
+    let mut d = Decision::new(
+        MailClass::Customer {
+            partner: partner.id.clone(),
+            customer: from.to_string(),
+        },
+        "",
     );
-    let mut d = base_decision(MailClass::Customer {
-        partner: partner.id.clone(),
-        customer: from.to_string(),
-    });
     let mut to = vec![cfg.addresses.support_desk.clone()];
     to.extend(desk_cc);
     d.mails.push(MailPlan {
@@ -433,7 +434,14 @@ fn open_ticket(
         message_ids,
         desk_message_id: Some(desk_id),
         customer_message_id: Some(customer_id),
-        entries: vec![entry(ctx, Author::Customer, from, mail, &attachments)],
+        entries: vec![entry(
+            ctx,
+            Author::Customer,
+            from,
+            mail,
+            text.clone(),
+            &attachments,
+        )],
     });
     d.summary = format!(
         "ticket {tid} opened for {from} on behalf of {} (permissions removed){}",
@@ -576,6 +584,13 @@ pub(super) fn ticket_thread(t: &Ticket) -> String {
     out
 }
 
+/// The support contact to copy on ticket mail, unless it is the support
+/// desk itself: the desk as support contact gets the desk's own mails, not
+/// copies of them (nor of its own answers).
+fn contact_besides_desk<'a>(cfg: &Config, contact: Option<&'a str>) -> Option<&'a str> {
+    contact.filter(|c| *c != cfg.addresses.support_desk)
+}
+
 /// A ticket mail to the partner and its support contact: a
 /// [`partner_notice`](super::partner_notice) threaded into the ticket, whose
 /// replies go to the invitations address (where ticket mail is read).
@@ -588,9 +603,7 @@ fn ticket_notice(
     vars: serde_json::Value,
     ticket: u64,
 ) -> MailPlan {
-    // The desk as support contact gets the desk's own mails, not copies of
-    // them (nor of its own answers).
-    let support_contact = support_contact.filter(|c| *c != cfg.addresses.support_desk);
+    let support_contact = contact_besides_desk(cfg, support_contact);
     let mut notice = super::partner_notice(partner, support_contact, template, message_id, vars);
     notice.reply_to = Some(cfg.addresses.invitations.clone());
     notice.ticket = Some(ticket);

@@ -67,14 +67,7 @@ pub fn expire_candidates(
     view: &dyn StoreView,
     candidates: &[RelationshipSummary],
 ) -> Result<Decision, WorkflowError> {
-    let mut decision = Decision {
-        class: MailClass::Timer,
-        summary: String::new(),
-        relationships: vec![],
-        invitations: vec![],
-        tickets: vec![],
-        mails: vec![],
-    };
+    let mut decision = Decision::new(MailClass::Timer, "");
     for candidate in candidates {
         let Some(mut rel) = view.relationship(&candidate.partner, &candidate.customer)? else {
             continue;

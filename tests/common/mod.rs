@@ -62,9 +62,11 @@ pub fn require_mailstack() {
     }
 }
 
-type Session = async_imap::Session<tokio::net::TcpStream>;
+/// An IMAP session on the loopback Dovecot.
+pub type Session = async_imap::Session<tokio::net::TcpStream>;
 
-async fn imap(user: &str) -> Session {
+/// Logs `user` in to the loopback Dovecot (plain IMAP).
+pub async fn imap(user: &str) -> Session {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", IMAP_PORT))
         .await
         .expect("connect to IMAP");
@@ -164,6 +166,11 @@ impl Received {
         let m = mail_parser::MessageParser::default().parse(self.raw.as_bytes())?;
         m.header_raw(name).map(|v| v.trim().to_string())
     }
+}
+
+/// The Message-ID of a raw mail, without angle brackets.
+pub fn message_id_of(raw: &str) -> String {
+    Received::parse(raw.as_bytes()).message_id
 }
 
 /// Waits until `user`'s INBOX holds a mail matching `pred`, and returns it.
@@ -307,6 +314,72 @@ pub fn stack_cert() -> PathBuf {
         std::env::var("LIAISON_MAILSTACK_DIR").unwrap_or_else(|_| "/tmp/liaison-ms".into()),
     )
     .join("tls/ca.pem")
+}
+
+/// `config` (from [`config_text`]) trusting the Authentication-Results
+/// headers of `authserv_id` (`security.trusted_authserv_id`), with `extra`
+/// further `[security]` lines (each ending in `\n`).
+pub fn trusting(config: &str, authserv_id: &str, extra: &str) -> String {
+    config.replace(
+        "invitation_ttl_days = 90\n",
+        &format!("invitation_ttl_days = 90\ntrusted_authserv_id = \"{authserv_id}\"\n{extra}"),
+    )
+}
+
+/// Sends `body` as a command mail from the northwind partner
+/// (`partner1@liaison.test`, see [`config_text`]) and waits for its
+/// transcript.
+pub async fn partner_commands(body: &str, subject: &str) -> Received {
+    const PARTNER1: &str = "partner1@liaison.test";
+    const COMMANDS: &str = "commands@liaison.test";
+    send_raw(
+        PARTNER1,
+        &[COMMANDS],
+        &mail(PARTNER1, COMMANDS, subject, "", body),
+    )
+    .await;
+    wait_for(PARTNER1, "transcript", |m| {
+        m.subject.contains(subject) && m.subject.contains("Liaison")
+    })
+    .await
+}
+
+/// Invites `customer` for northwind and accepts as them; the relationship
+/// is active.
+pub async fn make_active(daemon: &Daemon, customer: &str) {
+    partner_commands(&format!("invite {customer}"), &format!("invite {customer}")).await;
+    let inv = wait_for(customer, "invitation", |m| m.subject.contains("[ref:")).await;
+    let to = inv.reply_to.clone().unwrap();
+    send_raw(
+        customer,
+        &[&to],
+        &mail(
+            customer,
+            &to,
+            &format!("Re: {}", inv.subject),
+            "",
+            "Accept\n",
+        ),
+    )
+    .await;
+    daemon.wait_state("northwind", customer, "active").await;
+}
+
+/// How many mails in `user`'s inbox match `pred`.
+pub async fn count_where(user: &str, pred: impl Fn(&Received) -> bool) -> usize {
+    fetch_all(user)
+        .await
+        .iter()
+        .map(|r| Received::parse(r))
+        .filter(|m| pred(m))
+        .count()
+}
+
+/// `liaison stats`, parsed.
+pub fn stats(daemon: &Daemon) -> serde_json::Value {
+    let (ok, out, err) = daemon.cli(&["stats"]);
+    assert!(ok, "stats failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("stats output {out:?}: {e}"))
 }
 
 /// The test configuration, with the store in `dir`.
