@@ -632,6 +632,15 @@ pub fn held_notice(
     )
 }
 
+/// Whether a transcript reports at least one command that succeeded.
+fn did_work(m: &MailPlan) -> bool {
+    m.template == TemplateName::Transcript
+        && m.vars["results"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|x| x["ok"] == true && !x["command"].is_null() && x["command"] != "help")
+        })
+}
+
 /// A notice to a partner (and its support contact, if any): from the
 /// command address, in the partner's locale, not threaded to anything.
 pub(crate) fn partner_notice(
