@@ -249,7 +249,8 @@ impl Engine {
             Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
         };
         let hour = now / 3600;
-        let caps = match self.apply_caps(&ctx, &mut decision, &mail.key, hour) {
+        let caps = match self.apply_caps(&ctx, &mut decision, &mail.key, mail.from.as_deref(), hour)
+        {
             Ok(c) => c,
             Err(e) => {
                 return self.record(
@@ -355,12 +356,14 @@ impl Engine {
     /// cap and support requests past the per-customer cap are taken out of
     /// `decision.mails` and composed as held mails (with the reason), and
     /// the partner concerned gets one notice an hour that mails are held.
-    /// Nothing a cap stops is dropped.
+    /// Nothing a cap stops is dropped. `sender` is the inbound mail's From:
+    /// mails to it are replies.
     fn apply_caps(
         &self,
         ctx: &Context,
         decision: &mut workflow::Decision,
         key: &str,
+        sender: Option<&str>,
         hour: u64,
     ) -> Result<Caps, crate::compose::ComposeError> {
         // The support-request cap first: a request it holds is held whole,
@@ -376,6 +379,7 @@ impl Engine {
         let replies = move |a: &str| store.replies_sent(a, hour).unwrap_or(u32::MAX);
         let (replied, held_replies) = workflow::apply_reply_cap(
             decision,
+            sender,
             &replies,
             self.config.security.max_replies_per_hour,
         );

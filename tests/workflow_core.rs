@@ -2409,11 +2409,11 @@ fn reply_cap_suppresses_replies_past_the_limit() {
     let mut d = w.decide(&m);
     assert_eq!(d.mails.len(), 1);
     // 19 sent this hour: the 20th goes out.
-    let (kept, notes) = liaison::workflow::apply_reply_cap(&mut d, &|_| 19, 20);
+    let (kept, notes) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 19, 20);
     assert_eq!((kept.len(), notes.len(), d.mails.len()), (1, 0, 1));
     // 20 sent: suppressed, and said so.
     let mut d = w.decide(&m);
-    let (kept, notes) = liaison::workflow::apply_reply_cap(&mut d, &|_| 20, 20);
+    let (kept, notes) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 20, 20);
     assert!(kept.is_empty() && d.mails.is_empty());
     assert!(
         notes[0].reason.contains("partner1@liaison.test"),
@@ -2424,7 +2424,7 @@ fn reply_cap_suppresses_replies_past_the_limit() {
     let m = w.command_mail(PARTNER1, "invite bob@fabrikam.test");
     let mut d = w.decide(&m);
     assert_eq!(d.relationships.len(), 1, "{}", d.summary);
-    let (_, notes) = liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
+    let (_, notes) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
     assert!(notes.is_empty(), "{notes:?}");
     assert_eq!(
         templates_of(&d),
@@ -2433,18 +2433,54 @@ fn reply_cap_suppresses_replies_past_the_limit() {
     for question in ["status", "list", "history alice@contoso.test", "help"] {
         let m = w.command_mail(PARTNER1, question);
         let mut d = w.decide(&m);
-        let (_, held) = liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
+        let (_, held) =
+            liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
         assert!(d.mails.is_empty() && held.len() == 1, "{question}: {d:#?}");
     }
     let m = w.command_mail(PARTNER1, "frobnicate");
     let mut d = w.decide(&m);
-    liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
+    liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
     assert!(d.mails.is_empty());
     // Invitations are not replies and are never capped (and the transcript
     // of a successful invite is real work).
     let m = w.command_mail(PARTNER1, "invite alice@contoso.test");
     let mut d = w.decide(&m);
-    liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
+    liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
+    assert_eq!(
+        templates_of(&d),
+        vec![TemplateName::Invitation, TemplateName::Transcript]
+    );
+}
+
+#[test]
+fn a_mail_without_message_id_does_not_escape_the_reply_cap() {
+    // Leaving out the Message-ID (as some auto-responders do, and as any
+    // forger may) leaves the answers without In-Reply-To: they are still
+    // replies to the sender and are capped.
+    let mut w = World::new();
+    let mut m = w.command_mail(PARTNER1, "status");
+    m.message_id = None;
+    let mut d = w.decide(&m);
+    assert_eq!(templates_of(&d), vec![TemplateName::Transcript]);
+    assert!(d.mails[0].in_reply_to.is_none());
+    let (kept, held) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
+    assert!(kept.is_empty() && d.mails.is_empty(), "{d:#?}");
+    assert_eq!(held.len(), 1);
+    assert!(held[0].reason.contains(PARTNER1), "{}", held[0].reason);
+    // A customer's unclear answer by token: the clarification is capped too.
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let mut reply = w.reply_plus(ALICE, &token, "hmm");
+    reply.message_id = None;
+    let mut d = w.decide(&reply);
+    assert_eq!(templates_of(&d), vec![TemplateName::Clarify]);
+    let (_, held) =
+        liaison::workflow::apply_reply_cap(&mut d, reply.from.as_deref(), &|_| 1000, 20);
+    assert!(d.mails.is_empty() && held.len() == 1, "{d:#?}");
+    // Invitations (to a customer, not the sender) are still never capped.
+    let mut m = w.command_mail(PARTNER1, "invite bob@fabrikam.test");
+    m.message_id = None;
+    let mut d = w.decide(&m);
+    liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
     assert_eq!(
         templates_of(&d),
         vec![TemplateName::Invitation, TemplateName::Transcript]
@@ -2468,7 +2504,7 @@ fn ticket_traffic_is_never_held_by_the_reply_cap() {
     let mut d = w.decide(&m);
     assert_eq!(templates_of(&d), vec![TemplateName::TicketRelayDesk]);
     assert!(d.mails[0].in_reply_to.is_some());
-    let (_, held) = liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
+    let (_, held) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
     assert!(held.is_empty(), "{held:?}");
     assert_eq!(d.mails.len(), 1);
 }

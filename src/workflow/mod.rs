@@ -509,8 +509,11 @@ pub struct HeldPlan {
 
 /// Holds back replies to addresses that already got `cap` replies this hour
 /// (RFC 3834's advice against mail loops with misbehaving auto-responders).
-/// Only replies count: mails answering an inbound mail (`in_reply_to`), not
-/// invitations or relays. Traffic of a ticket (relays and notices between
+/// Only replies count: mails answering an inbound mail, not invitations or
+/// relays. A reply is a mail with `in_reply_to`, or one addressed to
+/// `sender`, the inbound mail's From: a mail without a Message-ID cannot be
+/// referred to, and its sender (an auto-responder, or a forged From) must
+/// not escape the cap by leaving the header out. Traffic of a ticket (relays and notices between
 /// its customer, partner, support contact and the desk) is between known
 /// parties and is never capped here: a desk answering thirty follow-ups an
 /// hour is work, not a loop. A transcript of a command mail whose commands
@@ -523,6 +526,7 @@ pub struct HeldPlan {
 /// replies held.
 pub fn apply_reply_cap(
     decision: &mut Decision,
+    sender: Option<&str>,
     sent_this_hour: &dyn Fn(&str) -> u32,
     cap: u32,
 ) -> (Vec<String>, Vec<HeldPlan>) {
@@ -534,7 +538,8 @@ pub fn apply_reply_cap(
     let mails = std::mem::take(&mut decision.mails);
     for m in mails {
         let work = changed_state && m.template == TemplateName::Transcript;
-        if m.in_reply_to.is_none() || m.ticket.is_some() || work {
+        let reply = m.in_reply_to.is_some() || sender.is_some_and(|s| m.to.iter().any(|t| t == s));
+        if !reply || m.ticket.is_some() || work {
             decision.mails.push(m);
             continue;
         }
@@ -633,15 +638,6 @@ pub fn held_notice(
             "at": rfc3339(ctx.now),
         }),
     )
-}
-
-/// Whether a transcript reports at least one command that succeeded.
-fn did_work(m: &MailPlan) -> bool {
-    m.template == TemplateName::Transcript
-        && m.vars["results"].as_array().is_some_and(|r| {
-            r.iter()
-                .any(|x| x["ok"] == true && !x["command"].is_null() && x["command"] != "help")
-        })
 }
 
 /// A notice to a partner (and its support contact, if any): from the
