@@ -253,6 +253,7 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
                         "partner": h.partner,
                         "to": h.mail.recipients,
                         "subject": h.mail.subject,
+                        "kept": h.kept,
                     })
                 })
                 .collect();

@@ -405,20 +405,43 @@ impl Engine {
                 held[0].reason
             ));
         }
+        // Held mails are bounded in all, like the quarantine: past the
+        // budget a hold is recorded without its mail (the original stays in
+        // the inbox), so a flood of held requests cannot fill the disk.
+        let budget = self.config.security.held_store_bytes;
+        let mut used = self.store.held_bytes().unwrap_or(u64::MAX);
         let mut holds = Vec::with_capacity(held.len());
         for h in held {
-            let mail = crate::compose::compose(
+            let mut mail = crate::compose::compose(
                 &self.config,
                 &self.templates,
                 self.tokens.ids(),
                 &h.plan,
                 ctx.now,
             )?;
+            let size = mail.raw.len() as u64;
+            let kept = used.saturating_add(size) <= budget;
+            let mut reason = h.reason;
+            if kept {
+                used += size;
+            } else {
+                tracing::warn!(
+                    key = %key,
+                    size,
+                    limit = budget,
+                    "held store is full (security.held_store_bytes); the held mail is listed but not kept"
+                );
+                mail.raw = String::new();
+                reason.push_str(&format!(
+                    "; not kept: the held mails fill security.held_store_bytes ({budget} bytes), so this one cannot be released; the original mail is still in the inbox"
+                ));
+            }
             holds.push(crate::store::Hold {
                 at: ctx.now,
-                reason: h.reason,
+                reason,
                 partner: h.partner,
                 mail,
+                kept,
             });
         }
         Ok(Caps {
@@ -446,6 +469,12 @@ impl Engine {
         let Some(held) = self.store.held_mail(id)? else {
             return Ok(Err(format!("no held mail {id}")));
         };
+        if !held.kept {
+            return Ok(Err(format!(
+                "held mail {id} cannot be released: it was not kept ({}); ask its sender to send it again",
+                held.reason
+            )));
+        }
         let done = (held.mail.subject.clone(), held.mail.recipients.clone());
         self.store.commit(Changes {
             outbox: vec![held.mail],

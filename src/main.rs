@@ -59,7 +59,7 @@ enum HeldCmd {
     /// List the mails a cap held back (reply cap, support-request cap),
     /// with the reason.
     List {
-        /// Print JSON: [{"id", "at", "reason", "partner", "to", "subject"}].
+        /// Print JSON: [{"id", "at", "reason", "partner", "to", "subject", "kept"}].
         #[arg(long)]
         json: bool,
     },

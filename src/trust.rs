@@ -207,6 +207,7 @@ mod tests {
             max_replies_per_hour: 20,
             quarantine_keep_bytes: 1 << 20,
             quarantine_store_bytes: 64 << 20,
+            held_store_bytes: 64 << 20,
             max_support_requests_per_hour: 5,
         }
     }

@@ -99,3 +99,122 @@ async fn mails_without_message_id_do_not_escape_the_reply_cap() {
     );
     assert!(daemon.stop().success());
 }
+
+/// Sends a command mail from the partner and waits for its transcript.
+async fn commands(body: &str, subject: &str) -> Received {
+    send_raw(
+        PARTNER1,
+        &[COMMANDS],
+        &mail(PARTNER1, COMMANDS, subject, "", body),
+    )
+    .await;
+    wait_for(PARTNER1, "transcript", |m| {
+        m.subject.contains(subject) && m.subject.contains("Liaison")
+    })
+    .await
+}
+
+/// Invites `customer` and accepts as them; the relationship is active.
+async fn make_active(daemon: &Daemon, customer: &str) {
+    commands(&format!("invite {customer}"), &format!("invite {customer}")).await;
+    let inv = wait_for(customer, "invitation", |m| m.subject.contains("[ref:")).await;
+    let to = inv.reply_to.clone().unwrap();
+    send_raw(
+        customer,
+        &[&to],
+        &mail(
+            customer,
+            &to,
+            &format!("Re: {}", inv.subject),
+            "",
+            "Accept\n",
+        ),
+    )
+    .await;
+    daemon.wait_state("northwind", customer, "active").await;
+}
+
+/// A support request with a 12 kB attachment.
+fn request_with_attachment(from: &str, i: usize) -> String {
+    let data = "QUJD".repeat(4096);
+    format!(
+        "From: {from}\r\nTo: {INVITES}\r\nSubject: Request {i}\r\nMessage-ID: <req.{i}.{}@contoso.test>\r\n\
+         Date: Wed, 25 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlease look at the attached log.\r\n\
+         --b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"log{i}.bin\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{data}\r\n--b--\r\n",
+        std::process::id()
+    )
+}
+
+/// Held mails used to be kept whole without any bound: every support
+/// request past the per-customer cap was stored with its attachments, so
+/// whoever can send support requests as a customer (an authenticated one,
+/// a holder of a forwarded token, or anyone while senders are not
+/// verified) could fill the disk. Now the held mails are bounded by
+/// `security.held_store_bytes`: past it a hold is listed with the reason
+/// but not kept, and it cannot be released (it says why).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_mails_cannot_fill_the_store() {
+    const CAROL: &str = "carol@contoso.test";
+    let _serial = serial().await;
+    require_mailstack();
+    for u in [PARTNER1, COMMANDS, INVITES, CAROL] {
+        clear_mailbox(u).await;
+    }
+    let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
+        c.replace(
+            "invitation_ttl_days = 90\n",
+            "invitation_ttl_days = 90\nmax_support_requests_per_hour = 1\nheld_store_bytes = 40000\n",
+        )
+    });
+    make_active(&daemon, CAROL).await;
+    let before = processed_total(&daemon);
+    let requests: Vec<String> = (0..8).map(|i| request_with_attachment(CAROL, i)).collect();
+    append_all(INVITES, &requests).await;
+    wait_processed(&daemon, before + 8).await;
+    let (ok, out, err) = daemon.cli(&["held", "list", "--json"]);
+    assert!(ok, "held list failed: {err}");
+    let held: Vec<serde_json::Value> = serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
+    // Seven requests held, each with its forward and its acknowledgement:
+    // all listed, whether kept or not.
+    assert_eq!(held.len(), 14, "{held:#?}\n{}", daemon.log());
+    let forwards: Vec<&serde_json::Value> = held
+        .iter()
+        .filter(|h| {
+            h["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("Support request from")
+        })
+        .collect();
+    let kept = forwards.iter().filter(|h| h["kept"] == true).count();
+    let dropped: Vec<&&serde_json::Value> =
+        forwards.iter().filter(|h| h["kept"] == false).collect();
+    // A forward with its attachment is about 16 kB: at most two fit.
+    assert!(kept <= 2, "{kept} forwards kept whole: {held:#?}");
+    assert!(dropped.len() >= 5, "{held:#?}");
+    assert!(
+        dropped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("security.held_store_bytes"),
+        "{}",
+        dropped[0]
+    );
+    // Releasing one that was not kept says why and sends nothing.
+    let id = dropped[0]["id"].to_string();
+    let (ok, _, err) = daemon.cli(&["held", "release", &id]);
+    assert!(!ok && err.contains("not kept"), "{err}");
+    let (_, out, _) = daemon.cli(&["held", "list", "--json"]);
+    assert!(
+        out.contains(&format!("\"id\":{id},")),
+        "still listed: {out}"
+    );
+    assert!(daemon.stop().success());
+}
