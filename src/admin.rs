@@ -151,6 +151,31 @@ impl StatusRow {
     }
 }
 
+/// Text that came from mail (subjects, Message-IDs, ticket text, reasons
+/// quoting an address) as the CLI prints it to an operator's terminal:
+/// every control character (C0, DEL, C1: ESC starts the sequences that move
+/// the cursor, rewrite lines or set the window title) and every format
+/// character (bidi overrides that reverse what follows) is shown as a
+/// visible `\u{…}` escape. An outsider writes these fields, and must not be
+/// able to change what `held list` or `quarantine list` appears to say
+/// before the operator releases something. `--json` output is for
+/// programs and stays as it is.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || crate::command::is_format_character(c);
+    if !text.chars().any(unsafe_char) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 /// Answers a request from the store (used by the daemon, and by the CLI
 /// directly when no daemon runs).
 pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, String> {
@@ -535,6 +560,18 @@ pub fn release_held(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_shows_control_and_format_characters_as_escapes() {
+        assert!(matches!(
+            printable("Invoice 42 — 송장"),
+            std::borrow::Cow::Borrowed("Invoice 42 — 송장")
+        ));
+        assert_eq!(
+            printable("a\x1b[2K\x1b]0;t\x07b\u{202e}c\u{9b}d\re\nf"),
+            "a\\u{1b}[2K\\u{1b}]0;t\\u{7}b\\u{202e}c\\u{9b}d\\u{d}e\\u{a}f"
+        );
+    }
 
     async fn read_all(input: &[u8]) -> Vec<Result<Option<String>, String>> {
         let mut reader = BufReader::new(input);

@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result};
 use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand, ValueEnum};
-use liaison::admin::{CountRow, Request, StatusRow};
+use liaison::admin::{printable, CountRow, Request, StatusRow};
 use liaison::config::{Config, InboxConfig, SmtpConfig, SUPPORTED_LOCALES};
 use liaison::templates::{TemplateName, Templates};
 use std::path::{Path, PathBuf};
@@ -243,7 +243,9 @@ fn main() -> std::process::ExitCode {
                     msg = format!("{msg}: {c}");
                 }
             }
-            eprintln!("liaison: {msg}");
+            // A refusal may quote what a mail said (a summary, a reason).
+            let msg: Vec<_> = msg.split('\n').map(printable).collect();
+            eprintln!("liaison: {}", msg.join("\n"));
             std::process::ExitCode::FAILURE
         }
     }
@@ -281,7 +283,12 @@ async fn real_main(cli: Cli) -> Result<()> {
                 for r in rows {
                     println!(
                         "{}  {:<19}  {:<12} {:<28} opened {}  {}",
-                        r.id, r.state, r.partner, r.customer, r.opened, r.subject
+                        r.id,
+                        r.state,
+                        r.partner,
+                        r.customer,
+                        r.opened,
+                        printable(&r.subject)
                     );
                 }
             }
@@ -299,7 +306,7 @@ async fn real_main(cli: Cli) -> Result<()> {
                     t.state,
                     t.partner,
                     t.customer,
-                    t.subject
+                    printable(&t.subject)
                 );
                 for e in t.entries {
                     println!(
@@ -309,7 +316,7 @@ async fn real_main(cli: Cli) -> Result<()> {
                         e.from
                     );
                     for line in e.text.lines() {
-                        println!("  {line}");
+                        println!("  {}", printable(line));
                     }
                 }
             }
@@ -349,7 +356,9 @@ async fn real_main(cli: Cli) -> Result<()> {
                             h.from.map(|s| s.as_str()).unwrap_or("(new)"),
                             h.to,
                             h.actor,
-                            h.message_id.map(|m| format!("  <{m}>")).unwrap_or_default()
+                            h.message_id
+                                .map(|m| format!("  <{}>", printable(&m)))
+                                .unwrap_or_default()
                         );
                     }
                 }
@@ -429,8 +438,8 @@ async fn real_main(cli: Cli) -> Result<()> {
                 liaison::admin::request(&config.admin_socket, &Request::Release { key }).await?;
             println!(
                 "released {}: {} ({})",
-                v["key"].as_str().unwrap_or(""),
-                v["summary"].as_str().unwrap_or(""),
+                printable(v["key"].as_str().unwrap_or("")),
+                printable(v["summary"].as_str().unwrap_or("")),
                 v["class"].as_str().unwrap_or("")
             );
         }
@@ -462,9 +471,9 @@ async fn real_main(cli: Cli) -> Result<()> {
                         "{}  {}  to {}  \"{}\"  {}",
                         r["id"],
                         r["at"].as_str().unwrap_or(""),
-                        to.join(", "),
-                        r["subject"].as_str().unwrap_or(""),
-                        r["reason"].as_str().unwrap_or("")
+                        printable(&to.join(", ")),
+                        printable(r["subject"].as_str().unwrap_or("")),
+                        printable(r["reason"].as_str().unwrap_or(""))
                     );
                 }
             }
@@ -483,7 +492,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             println!(
                 "released {}: \"{}\" queued for sending",
                 v["id"],
-                v["subject"].as_str().unwrap_or("")
+                printable(v["subject"].as_str().unwrap_or(""))
             );
         }
         Cmd::Quarantine {
@@ -502,8 +511,8 @@ async fn real_main(cli: Cli) -> Result<()> {
                     println!(
                         "{}  {}  {}",
                         r["at"].as_str().unwrap_or(""),
-                        r["key"].as_str().unwrap_or(""),
-                        r["reason"].as_str().unwrap_or("")
+                        printable(r["key"].as_str().unwrap_or("")),
+                        printable(r["reason"].as_str().unwrap_or(""))
                     );
                 }
             }

@@ -218,3 +218,68 @@ async fn held_mails_cannot_fill_the_store() {
     );
     assert!(daemon.stop().success());
 }
+
+/// What the CLI prints of text a mail wrote (a held mail's subject, a
+/// quarantined mail's key, which starts with its Message-ID) reached the
+/// operator's terminal raw: an escape sequence in a subject could erase the
+/// line `held list` printed and write another, so a held forward looks
+/// like something else before the operator releases it. Now control and
+/// format characters are printed as visible escapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_text_cannot_drive_the_operators_terminal() {
+    const CAROL: &str = "carol@contoso.test";
+    let _serial = serial().await;
+    require_mailstack();
+    for u in [PARTNER1, COMMANDS, INVITES, CAROL] {
+        clear_mailbox(u).await;
+    }
+    let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
+        c.replace(
+            "invitation_ttl_days = 90\n",
+            "invitation_ttl_days = 90\nmax_support_requests_per_hour = 1\n",
+        )
+    });
+    make_active(&daemon, CAROL).await;
+    let before = processed_total(&daemon);
+    // ESC [2K ESC [1A (erase the line, go up), a bidi override, and an
+    // OSC window title, as an encoded-word the way any mail client sends it.
+    let subject = "=?utf-8?q?Invoice_=1B[2K=1B[1A=E2=80=AEfdp.exe_=1B]0;owned=07?=";
+    let requests: Vec<String> = (0..2)
+        .map(|i| {
+            mail(
+                CAROL,
+                INVITES,
+                &format!("{subject} {i}"),
+                "",
+                "See the attached invoice.\n",
+            )
+        })
+        .collect();
+    // A mail with two authors is quarantined; its Message-ID (the start of
+    // the key `quarantine list` prints) carries an escape too.
+    let forged = format!(
+        "From: {PARTNER1}, {CAROL}\r\nTo: {COMMANDS}\r\nSubject: x\r\n\
+         Message-ID: <\x1b[2Kfine.{}@evil.test>\r\n\
+         Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n\r\nstatus\r\n",
+        std::process::id()
+    );
+    append_all(INVITES, &requests).await;
+    append_all(COMMANDS, &[forged]).await;
+    wait_processed(&daemon, before + 3).await;
+    let (ok, held, err) = daemon.cli(&["held", "list"]);
+    assert!(ok, "{err}");
+    assert!(held.contains("Invoice"), "{held}\n{}", daemon.log());
+    let (ok, quarantine, err) = daemon.cli(&["quarantine", "list"]);
+    assert!(ok, "{err}");
+    assert!(quarantine.contains("fine."), "{quarantine}");
+    for out in [&held, &quarantine] {
+        assert!(
+            !out.chars()
+                .any(|c| c == '\x1b' || c == '\x07' || c == '\u{202e}'),
+            "raw control characters reach the terminal: {out:?}"
+        );
+        assert!(out.contains("\\u{1b}"), "shown as escapes: {out:?}");
+    }
+    assert!(held.contains("\\u{202e}"), "{held:?}");
+    assert!(daemon.stop().success());
+}
