@@ -224,7 +224,8 @@ async fn held_mails_cannot_fill_the_store() {
 /// operator's terminal raw: an escape sequence in a subject could erase the
 /// line `held list` printed and write another, so a held forward looks
 /// like something else before the operator releases it. Now control and
-/// format characters are printed as visible escapes.
+/// format characters are printed as visible escapes, and the subject
+/// quoted in Liaison's own mails loses them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_text_cannot_drive_the_operators_terminal() {
     const CAROL: &str = "carol@contoso.test";
@@ -272,14 +273,31 @@ async fn mail_text_cannot_drive_the_operators_terminal() {
     let (ok, quarantine, err) = daemon.cli(&["quarantine", "list"]);
     assert!(ok, "{err}");
     assert!(quarantine.contains("fine."), "{quarantine}");
-    for out in [&held, &quarantine] {
+    for out in [&quarantine, &held] {
         assert!(
             !out.chars()
                 .any(|c| c == '\x1b' || c == '\x07' || c == '\u{202e}'),
             "raw control characters reach the terminal: {out:?}"
         );
-        assert!(out.contains("\\u{1b}"), "shown as escapes: {out:?}");
     }
-    assert!(held.contains("\\u{202e}"), "{held:?}");
+    assert!(
+        quarantine.contains("\\u{1b}[2Kfine."),
+        "shown as escapes: {quarantine:?}"
+    );
+    // The forward that went out quotes the subject without them: under
+    // Liaison's name, "Invoice <U+202E>fdp.exe" must not read "exe.pdf".
+    let forward = wait_for(PARTNER1, "forward", |m| {
+        m.subject.starts_with("Support request from")
+    })
+    .await;
+    assert!(
+        !forward
+            .subject
+            .chars()
+            .any(|c| c.is_control() || liaison::command::is_format_character(c)),
+        "{:?}",
+        forward.subject
+    );
+    assert!(forward.subject.contains("Invoice"), "{:?}", forward.subject);
     assert!(daemon.stop().success());
 }

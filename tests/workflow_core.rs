@@ -2190,6 +2190,44 @@ fn plan(d: &Decision, t: TemplateName) -> MailPlan {
 }
 
 #[test]
+fn quoted_subjects_lose_control_and_format_characters_and_are_bounded() {
+    let mut w = World::new();
+    make_active(&mut w, PARTNER1, ALICE);
+    let m = support_mail(
+        &mut w,
+        ALICE,
+        "Re: Invoice \u{202e}fdp.exe\x1b[2K\u{200b}\ttoday",
+        "See the attached invoice.",
+    );
+    let d = w.run(&m);
+    let subjects: Vec<String> = d
+        .mails
+        .iter()
+        .map(|p| {
+            compose(&w.config, &templates(), w.key.ids(), p, NOW)
+                .unwrap()
+                .subject
+        })
+        .collect();
+    assert!(!subjects.is_empty(), "{d:#?}");
+    for s in subjects.iter().chain(d.tickets.iter().map(|t| &t.subject)) {
+        assert!(
+            !s.chars()
+                .any(|c| c.is_control() || liaison::command::is_format_character(c)),
+            "{s:?}"
+        );
+        assert!(s.contains("Invoice fdp.exe [2K today"), "{s:?}");
+    }
+    // A subject as long as the sender likes is quoted at 200 characters.
+    let long = "x".repeat(100_000);
+    let m = w.command_mail(PARTNER1, "status");
+    let m = InboundMail { subject: long, ..m };
+    let d = w.decide(&m);
+    let quoted = d.mails[0].vars["original_subject"].as_str().unwrap();
+    assert_eq!(quoted.chars().count(), 201, "{quoted}");
+}
+
+#[test]
 fn active_customers_support_request_goes_to_the_partner() {
     let mut w = World::new();
     make_active(&mut w, PARTNER1, ALICE);

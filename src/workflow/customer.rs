@@ -1,10 +1,7 @@
 //! Customer mail: tying it to one invitation, checking the sender, reading
 //! what the new text means, and moving the relationship.
 
-use super::{
-    rfc3339, strip_reply_prefixes, Context, Decision, MailClass, MailPlan, MessageIds, Sender,
-    WorkflowError,
-};
+use super::{rfc3339, Context, Decision, MailClass, MailPlan, MessageIds, Sender, WorkflowError};
 use crate::address;
 use crate::config::Partner;
 use crate::inbound::InboundMail;
@@ -439,7 +436,7 @@ pub(super) fn customer_notice(
     if let Some(obj) = vars.as_object_mut() {
         obj.entry("partner_name").or_insert(json!(partner_name));
         obj.entry("original_subject")
-            .or_insert(json!(strip_reply_prefixes(&mail.subject)));
+            .or_insert(json!(super::quoted_subject(&mail.subject)));
         obj.entry("customer_email").or_insert(json!(rel.customer));
     }
     let mut references = mail.references.clone();

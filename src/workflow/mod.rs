@@ -332,6 +332,32 @@ pub fn decide(
     customer::customer_mail(ctx, view, mail, from, to_commands)
 }
 
+/// Longest subject, in characters, that Liaison quotes from a mail.
+pub const MAX_QUOTED_SUBJECT_CHARS: usize = 200;
+
+/// A subject someone else wrote, as Liaison quotes it in its own mails
+/// (`Re: …`, "Support request from …: …", a ticket's subject): without
+/// reply prefixes, without control characters (they become spaces) and
+/// without format characters, and cut at [`MAX_QUOTED_SUBJECT_CHARS`].
+/// The mail goes out under Liaison's name: a bidi override must not make
+/// `Invoice <U+202E>fdp.exe` read "Invoice exe.pdf" in the partner's inbox,
+/// and the sender's subject length must not set the size of every answer.
+pub(crate) fn quoted_subject(subject: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in strip_reply_prefixes(subject)
+        .chars()
+        .filter(|c| !crate::command::is_format_character(*c))
+        .enumerate()
+    {
+        if n == MAX_QUOTED_SUBJECT_CHARS {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out.trim_end().to_string()
+}
+
 /// Strips `Re:`/`Fwd:`-style prefixes (several languages) from a subject.
 pub(crate) fn strip_reply_prefixes(subject: &str) -> &str {
     let mut s = subject.trim();

@@ -8,10 +8,7 @@
 //! With `security.trusted_authserv_id` set, the parties themselves must be
 //! authenticated too ([`crate::trust`]), or their mail is quarantined.
 
-use super::{
-    rfc3339, strip_reply_prefixes, Context, Decision, MailClass, MailPlan, MessageIds, Sender,
-    WorkflowError,
-};
+use super::{rfc3339, Context, Decision, MailClass, MailPlan, MessageIds, Sender, WorkflowError};
 use crate::config::Partner;
 use crate::inbound::{Attachment, InboundMail};
 use crate::relationship::{Relationship, RelationshipState};
@@ -288,7 +285,7 @@ fn forward_to_partner(
     let mut ids = MessageIds::new(&key, ctx);
     let (attachments, omitted) =
         within_limit(&mail.attachments, ctx.config.tickets.attachment_max_bytes);
-    let subject = strip_reply_prefixes(&mail.subject).to_string();
+    let subject = super::quoted_subject(&mail.subject);
     let vars = json!({
         "partner_name": partner.name,
         "customer_email": rel.customer,
@@ -353,7 +350,7 @@ fn open_ticket(
     let key = format!("{}\0ticket", mail.key);
     let mut ids = MessageIds::new(&key, ctx);
     let (attachments, omitted) = within_limit(&mail.attachments, cfg.tickets.attachment_max_bytes);
-    let subject = strip_reply_prefixes(&mail.subject).to_string();
+    let subject = super::quoted_subject(&mail.subject);
     let text = crate::reply::new_text(&mail.text);
     let vars = json!({
         "ticket_id": tid,
