@@ -144,10 +144,19 @@ impl Engine {
     /// without the sender authentication check (the operator vouches for
     /// it), and its effects replace the quarantine record. Messages that
     /// were never downloaded or cannot be parsed cannot be released.
+    ///
+    /// The operator vouches for the reason `quarantine list` showed, and
+    /// only for that: a mail quarantined for something else (a panic, a
+    /// reply that could not be composed) is first decided under the full
+    /// policy. If that refuses it for another reason (its sender is not
+    /// authenticated: it may be a forged partner command that happened to
+    /// hit a bug), it is quarantined again with that reason and the
+    /// operator is told; a second release, now of what they have seen,
+    /// trusts the sender.
     pub fn release(&self, key: &str) -> Result<Result<Outcome, String>, EngineError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        match self.store.processed(key)? {
-            Some(p) if p.class == "quarantined" => {}
+        let shown = match self.store.processed(key)? {
+            Some(p) if p.class == "quarantined" => p.summary,
             Some(p) => {
                 return Ok(Err(format!(
                     "{key} is not quarantined (it was {})",
@@ -155,7 +164,7 @@ impl Engine {
                 )))
             }
             None => return Ok(Err(format!("no message {key} is known"))),
-        }
+        };
         let Some(raw) = self.store.quarantined_raw(key)? else {
             return Ok(Err(format!(
                 "{key} cannot be released: its raw mail is not in the store (it was over \
@@ -169,10 +178,32 @@ impl Engine {
         let mut trusting = (*self.config).clone();
         trusting.security.trusted_authserv_id = None;
         let parsed = crate::inbound::parse(&raw, trusting.security.max_message_bytes);
+        // Under the full policy first, without effects: does it refuse the
+        // mail for exactly the reason the operator saw?
+        let vouched = match &parsed {
+            Ok(mail) => {
+                let ctx = Context {
+                    config: &self.config,
+                    tokens: &self.tokens,
+                    now: self.clock.now(),
+                };
+                let strict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    workflow::decide(&ctx, self.store.as_ref(), mail)
+                }));
+                match strict {
+                    Ok(Ok(d)) => d.class != MailClass::Quarantined || d.summary == shown,
+                    Ok(Err(workflow::WorkflowError::Store(e))) => return Err(e.into()),
+                    // Still panics: decided below, which answers with it.
+                    Err(_) => true,
+                }
+            }
+            Err(_) => true,
+        };
+        let config: &Config = if vouched { &trusting } else { &self.config };
         // The bug that quarantined a mail may still be there: a panic
         // answers the operator instead of ending the admin request.
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.process_with(&trusting, None, &raw, parsed, key.to_string(), Some(key))
+            self.process_with(config, None, &raw, parsed, key.to_string(), Some(key))
         }));
         let outcome = match run {
             Ok(outcome) => outcome?,
@@ -183,6 +214,14 @@ impl Engine {
                 )))
             }
         };
+        if outcome.class == "quarantined" && !vouched {
+            return Ok(Err(format!(
+                "{key} is still refused, for a reason you were not shown: {} It is quarantined \
+                 again as {} with that reason; `liaison quarantine release {}` decides it trusting \
+                 the sender",
+                outcome.summary, outcome.key, outcome.key
+            )));
+        }
         if outcome.class == "quarantined" {
             return Ok(Err(format!("{key} is still refused: {}", outcome.summary)));
         }

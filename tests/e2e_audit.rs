@@ -301,3 +301,96 @@ async fn mail_text_cannot_drive_the_operators_terminal() {
     assert!(forward.subject.contains("Invoice"), "{:?}", forward.subject);
     assert!(daemon.stop().success());
 }
+
+/// `quarantine list --json`, parsed.
+fn quarantine(daemon: &Daemon) -> Vec<serde_json::Value> {
+    let (ok, out, err) = daemon.cli(&["quarantine", "list", "--json"]);
+    assert!(ok, "quarantine list failed: {err}");
+    serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Releasing a quarantined mail trusts its sender. That is what the
+/// operator means for a mail quarantined because its sender was not
+/// authenticated, but not for one quarantined by an internal error: a
+/// forged partner command that happened to hit a bug was run, unchecked,
+/// once the operator released it after the fix. Now such a release decides
+/// it under the full policy first; refused for a reason the operator was
+/// not shown, it is quarantined again with that reason, and only a second
+/// release, of what the operator has now seen, trusts the sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_a_mail_after_a_bug_does_not_vouch_for_its_sender() {
+    const DAVE: &str = "dave@fabrikam.test";
+    let _serial = serial().await;
+    require_mailstack();
+    for u in [PARTNER1, COMMANDS, INVITES, DAVE] {
+        clear_mailbox(u).await;
+    }
+    // The debug build's test-only fault hook (inherited by the daemon).
+    std::env::set_var("LIAISON_TEST_PANIC_SUBJECT", "audit-bug");
+    let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
+        c.replace(
+            "invitation_ttl_days = 90\n",
+            "invitation_ttl_days = 90\ntrusted_authserv_id = \"mail.liaison.test\"\n",
+        )
+    });
+    std::env::remove_var("LIAISON_TEST_PANIC_SUBJECT");
+    // A forged partner command: no Authentication-Results at all.
+    send_raw(
+        PARTNER1,
+        &[COMMANDS],
+        &mail(
+            PARTNER1,
+            COMMANDS,
+            "hits the audit-bug",
+            "",
+            &format!("invite {DAVE}"),
+        ),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let key = loop {
+        if let Some(q) = quarantine(&daemon).first() {
+            break q["key"].as_str().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not quarantined\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        quarantine(&daemon)[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("internal error"),
+        "{:?}",
+        quarantine(&daemon)
+    );
+    // The bug is fixed (the hook is off after a restart); the operator
+    // releases the mail to have it processed.
+    assert!(daemon.stop().success());
+    daemon.spawn();
+    let (ok, out, err) = daemon.cli(&["quarantine", "release", &key]);
+    assert!(!ok, "released: {out}");
+    assert!(
+        err.contains("a reason you were not shown") && err.contains("is not authenticated"),
+        "{err}"
+    );
+    assert_eq!(daemon.status(DAVE), serde_json::json!([]), "nobody invited");
+    let q = quarantine(&daemon);
+    assert_eq!(q.len(), 1, "{q:?}");
+    let reason = q[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("is not authenticated"), "{reason}");
+    // Released again, now knowing what it vouches for: it runs.
+    let key = q[0]["key"].as_str().unwrap().to_string();
+    let (ok, out, err) = daemon.cli(&["quarantine", "release", &key]);
+    assert!(ok, "{out}{err}");
+    daemon.wait_state("northwind", DAVE, "invited").await;
+    assert!(quarantine(&daemon).is_empty());
+    assert!(daemon.stop().success());
+}
