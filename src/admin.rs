@@ -62,6 +62,12 @@ pub enum Request {
     },
     /// Messages set aside, with the reason.
     Quarantine,
+    /// What a quarantined message says (From, Subject, its text, its
+    /// attachments), so the operator sees what a release would vouch for.
+    QuarantineShow {
+        /// The quarantine record's key (see `quarantine list`).
+        key: String,
+    },
     /// Counts: processed messages by class, outbox pending and sent.
     Stats,
     /// Invite customers as a partner (one batch of `liaison import`);
@@ -86,6 +92,13 @@ pub enum Request {
     },
     /// Mails a cap held back, oldest first.
     Held,
+    /// What a held mail says (its recipients, subject, text and
+    /// attachments), so the operator sees what a release would send under
+    /// Liaison's name.
+    HeldShow {
+        /// Its number (see `held list`).
+        id: u64,
+    },
     /// Send a held mail after all.
     HeldRelease {
         /// Its number (see `held list`).
@@ -174,6 +187,50 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     out.into()
+}
+
+/// Most characters of a mail's text that `held show` and `quarantine show`
+/// answer with.
+pub const MAX_SHOWN_TEXT_CHARS: usize = 64 * 1024;
+
+/// What a mail says, as `held show` and `quarantine show` answer: its
+/// author's headers, its text (at most [`MAX_SHOWN_TEXT_CHARS`]) and its
+/// attachments' names, types and sizes.
+fn mail_content(raw: &[u8]) -> serde_json::Value {
+    match crate::inbound::parse(raw, usize::MAX) {
+        Ok(m) => {
+            let total = m.text.chars().count();
+            let mut text: String = m.text.chars().take(MAX_SHOWN_TEXT_CHARS).collect();
+            if total > MAX_SHOWN_TEXT_CHARS {
+                text.push_str(&format!(
+                    "\n[… {} more characters]",
+                    total - MAX_SHOWN_TEXT_CHARS
+                ));
+            }
+            serde_json::json!({
+                "from": m.from,
+                "from_name": m.from_name,
+                "other_from": m.other_from,
+                "recipients": m.recipients,
+                "mail_subject": m.subject,
+                "message_id": m.message_id,
+                "authentication_results": m.authentication_results,
+                "text": text,
+                "attachments": m.attachments.iter().map(|a| serde_json::json!({
+                    "name": a.name,
+                    "content_type": a.content_type,
+                    "bytes": a.data.len(),
+                })).collect::<Vec<_>>(),
+            })
+        }
+        Err(e) => serde_json::json!({ "unreadable": e.to_string() }),
+    }
+}
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    if let (Some(a), serde_json::Value::Object(b)) = (into.as_object_mut(), from) {
+        a.extend(b);
+    }
 }
 
 /// Answers a request from the store (used by the daemon, and by the CLI
@@ -300,6 +357,43 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
         Request::Stats => {
             let stats = store.stats().map_err(|e| e.to_string())?;
             serde_json::to_value(stats).map_err(|e| e.to_string())
+        }
+        Request::HeldShow { id } => {
+            let h = store
+                .held_mail(*id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no held mail {id}"))?;
+            let mut v = serde_json::json!({
+                "id": h.id,
+                "at": crate::workflow::rfc3339(h.at),
+                "reason": h.reason,
+                "partner": h.partner,
+                "to": h.mail.recipients,
+                "subject": h.mail.subject,
+                "kept": h.kept,
+            });
+            if h.kept {
+                merge(&mut v, mail_content(h.mail.raw.as_bytes()));
+            }
+            Ok(v)
+        }
+        Request::QuarantineShow { key } => {
+            let p = store
+                .processed(key)
+                .map_err(|e| e.to_string())?
+                .filter(|p| p.class == "quarantined")
+                .ok_or_else(|| format!("no quarantined message {key}"))?;
+            let raw = store.quarantined_raw(key).map_err(|e| e.to_string())?;
+            let mut v = serde_json::json!({
+                "key": p.key,
+                "at": crate::workflow::rfc3339(p.at),
+                "reason": p.summary,
+                "kept": raw.is_some(),
+            });
+            if let Some(raw) = raw {
+                merge(&mut v, mail_content(&raw));
+            }
+            Ok(v)
         }
         Request::Quarantine => {
             let rows: Vec<serde_json::Value> = store

@@ -45,6 +45,16 @@ enum QuarantineCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show what a quarantined message says (From, Subject,
+    /// Authentication-Results, its text, its attachments) before releasing
+    /// it.
+    Show {
+        /// The key shown by `quarantine list`.
+        key: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decide a quarantined message again, trusting its sender (e.g. a
     /// partner command that failed the Authentication-Results check). Needs
     /// the running daemon.
@@ -60,6 +70,15 @@ enum HeldCmd {
     /// with the reason.
     List {
         /// Print JSON: [{"id", "at", "reason", "partner", "to", "subject", "kept"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a held mail says (recipients, subject, its text, its
+    /// attachments): what releasing it sends under Liaison's name.
+    Show {
+        /// The number shown by `held list`.
+        id: u64,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -479,6 +498,20 @@ async fn real_main(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Held {
+            action: HeldCmd::Show { id, json },
+        } => {
+            let config = Config::load(&cli.config)?;
+            let value = query(&config, &Request::HeldShow { id }).await?;
+            print_mail_content(&value, json);
+        }
+        Cmd::Quarantine {
+            action: QuarantineCmd::Show { key, json },
+        } => {
+            let config = Config::load(&cli.config)?;
+            let value = query(&config, &Request::QuarantineShow { key }).await?;
+            print_mail_content(&value, json);
+        }
+        Cmd::Held {
             action: HeldCmd::Release { id },
         } => {
             let config = Config::load(&cli.config)?;
@@ -758,6 +791,70 @@ fn sample_plan(
 
 /// Asks the running daemon over its socket, or reads the store directly
 /// when no daemon runs.
+/// Prints what `held show` or `quarantine show` answered: the record, the
+/// mail's headers, its text and its attachments, every line of it through
+/// [`printable`] (it is what someone else wrote).
+fn print_mail_content(v: &serde_json::Value, json: bool) {
+    if json {
+        println!("{v}");
+        return;
+    }
+    let field = |name: &str, value: &serde_json::Value| {
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| x.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            serde_json::Value::Null => return,
+            other => other.to_string(),
+        };
+        println!("{name}: {}", printable(&text));
+    };
+    for (label, key) in [
+        ("id", "id"),
+        ("key", "key"),
+        ("at", "at"),
+        ("reason", "reason"),
+        ("kept", "kept"),
+        ("to", "to"),
+        ("subject", "subject"),
+        ("from", "from"),
+        ("from name", "from_name"),
+        ("other from", "other_from"),
+        ("recipients", "recipients"),
+        ("mail subject", "mail_subject"),
+        ("message-id", "message_id"),
+        ("authentication-results", "authentication_results"),
+        ("unreadable", "unreadable"),
+    ] {
+        if let Some(value) = v.get(key) {
+            field(label, value);
+        }
+    }
+    for a in v["attachments"].as_array().into_iter().flatten() {
+        println!(
+            "attachment: {} ({}, {} bytes)",
+            printable(a["name"].as_str().unwrap_or("")),
+            printable(a["content_type"].as_str().unwrap_or("")),
+            a["bytes"]
+        );
+    }
+    if let Some(text) = v["text"].as_str() {
+        println!();
+        for line in text.lines() {
+            println!("  {}", printable(line));
+        }
+    } else if v["kept"] == false {
+        println!("\n(the mail itself was not kept in the store)");
+    }
+}
+
 async fn query(config: &Config, req: &Request) -> Result<serde_json::Value> {
     if config.admin_socket.exists() {
         match liaison::admin::request(&config.admin_socket, req).await {

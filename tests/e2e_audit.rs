@@ -394,3 +394,76 @@ async fn releasing_a_mail_after_a_bug_does_not_vouch_for_its_sender() {
     assert!(quarantine(&daemon).is_empty());
     assert!(daemon.stop().success());
 }
+
+/// Before `held release` sends a held forward under Liaison's name, or
+/// `quarantine release` vouches for a sender, the operator could see only
+/// a subject and a reason, never what the mail says (a link, an
+/// attachment). `held show` and `quarantine show` print it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_sees_what_a_release_would_send() {
+    const CAROL: &str = "carol@contoso.test";
+    let _serial = serial().await;
+    require_mailstack();
+    for u in [PARTNER1, COMMANDS, INVITES, CAROL] {
+        clear_mailbox(u).await;
+    }
+    let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
+        c.replace(
+            "invitation_ttl_days = 90\n",
+            "invitation_ttl_days = 90\nmax_support_requests_per_hour = 1\n",
+        )
+    });
+    make_active(&daemon, CAROL).await;
+    let before = processed_total(&daemon);
+    let requests: Vec<String> = (0..2).map(|i| request_with_attachment(CAROL, i)).collect();
+    let forged = format!(
+        "From: {PARTNER1}, {CAROL}\r\nTo: {COMMANDS}\r\nSubject: two authors\r\n\
+         Message-ID: <two.{}@evil.test>\r\nAuthentication-Results: mx.evil.test; dkim=pass\r\n\
+         Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n\r\ninvite eve@evil.test\r\n",
+        std::process::id()
+    );
+    append_all(INVITES, &requests).await;
+    append_all(COMMANDS, &[forged]).await;
+    wait_processed(&daemon, before + 3).await;
+    let (ok, out, err) = daemon.cli(&["held", "list", "--json"]);
+    assert!(ok, "{err}");
+    let held: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let forward = held
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| {
+            h["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("Support request from")
+        })
+        .unwrap_or_else(|| panic!("no held forward: {held}"));
+    let id = forward["id"].to_string();
+    let (ok, out, err) = daemon.cli(&["held", "show", &id]);
+    assert!(ok, "held show failed: {err}");
+    for part in [
+        "to: partner1@liaison.test",
+        "subject: Support request from carol@contoso.test: Request 1",
+        "Please look at the attached log.",
+        "attachment: log1.bin (application/octet-stream, 12288 bytes)",
+    ] {
+        assert!(out.contains(part), "{part:?} missing from:\n{out}");
+    }
+    let (ok, out, err) = daemon.cli(&["quarantine", "list", "--json"]);
+    assert!(ok, "{err}");
+    let q: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let key = q[0]["key"].as_str().unwrap().to_string();
+    let (ok, out, err) = daemon.cli(&["quarantine", "show", &key]);
+    assert!(ok, "quarantine show failed: {err}");
+    for part in [
+        "from: partner1@liaison.test",
+        "other from: carol@contoso.test",
+        "mail subject: two authors",
+        "authentication-results: mx.evil.test; dkim=pass",
+        "invite eve@evil.test",
+    ] {
+        assert!(out.contains(part), "{part:?} missing from:\n{out}");
+    }
+    assert!(daemon.stop().success());
+}
