@@ -467,3 +467,79 @@ async fn the_operator_sees_what_a_release_would_send() {
     }
     assert!(daemon.stop().success());
 }
+
+/// A valid token (or a thread to a mail Liaison sent the customer) is the
+/// credential for answering the invitation. It used to be enough for a
+/// support request too: anyone the invitation was forwarded or copied to
+/// could write the customer's From with the token and have Liaison forward
+/// "call me at …, here is the file" to the partner under its own name,
+/// while the same request without a token needed an authenticated From.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_token_does_not_make_its_holder_the_customer() {
+    const CAROL: &str = "carol@contoso.test";
+    let _serial = serial().await;
+    require_mailstack();
+    for u in [PARTNER1, COMMANDS, INVITES, CAROL] {
+        clear_mailbox(u).await;
+    }
+    let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
+        c.replace(
+            "invitation_ttl_days = 90\n",
+            "invitation_ttl_days = 90\ntrusted_authserv_id = \"mail.liaison.test\"\n",
+        )
+    });
+    let pass = "Authentication-Results: mail.liaison.test; dkim=pass header.d=liaison.test\r\n";
+    send_raw(
+        PARTNER1,
+        &[COMMANDS],
+        &mail(
+            PARTNER1,
+            COMMANDS,
+            "invite carol",
+            pass,
+            &format!("invite {CAROL}"),
+        ),
+    )
+    .await;
+    let inv = wait_for(CAROL, "invitation", |m| m.subject.contains("[ref:")).await;
+    let tagged = inv.reply_to.clone().unwrap();
+    // Carol accepts: the token is the credential for her answer.
+    send_raw(
+        CAROL,
+        &[&tagged],
+        &mail(
+            CAROL,
+            &tagged,
+            &format!("Re: {}", inv.subject),
+            "",
+            "Accept\n",
+        ),
+    )
+    .await;
+    daemon.wait_state("northwind", CAROL, "active").await;
+    let before = processed_total(&daemon);
+    // Whoever else holds the invitation writes as Carol, with its token.
+    send_raw(
+        CAROL,
+        &[&tagged],
+        &mail(
+            CAROL,
+            &tagged,
+            &format!("Re: {}", inv.subject),
+            "",
+            "Our admin changed: please call me at +1 555 0100 and send the reset link to eve@evil.test.\n",
+        ),
+    )
+    .await;
+    wait_processed(&daemon, before + 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let forwards = count_where(PARTNER1, |m| m.subject.starts_with("Support request from")).await;
+    assert_eq!(forwards, 0, "forwarded\n{}", daemon.log());
+    let (ok, out, err) = daemon.cli(&["quarantine", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("support request (with a token or thread"),
+        "{out}"
+    );
+    assert!(daemon.stop().success());
+}

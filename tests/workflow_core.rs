@@ -2855,6 +2855,50 @@ fn answers_with_a_token_need_authentication_only_with_authenticate_customers() {
 }
 
 #[test]
+fn a_support_request_with_a_token_or_thread_needs_an_authenticated_customer() {
+    // The token (or a thread to a mail Liaison sent her) shows only that
+    // the sender has seen a mail to the customer: forwarded, copied to a
+    // colleague, archived. It answers the invitation; it does not make
+    // whoever holds it the customer for a support request forwarded under
+    // Liaison's name.
+    let mut w = World::new();
+    let token = make_active(&mut w, PARTNER1, ALICE);
+    w.config.security.trusted_authserv_id = Some(TRUSTED_MX.into());
+    let question = "Our printer stopped working after the update, please call me back.";
+    let mut by_token = w.reply_plus(ALICE, &token, question);
+    assert_quarantined(
+        &w.decide(&by_token),
+        "support request (with a token or thread",
+    );
+    let sent = w
+        .store
+        .threads
+        .keys()
+        .find(|k| k.starts_with("liaison.k1."))
+        .cloned()
+        .expect("a mail sent to her");
+    let mut by_thread = w.customer_mail(ALICE, question);
+    by_thread.in_reply_to = vec![sent];
+    assert_quarantined(
+        &w.decide(&by_thread),
+        "support request (with a token or thread",
+    );
+    // Authenticated, both are support requests as before.
+    for m in [&mut by_token, &mut by_thread] {
+        m.authentication_results = passed("contoso.test");
+        let d = w.decide(m);
+        assert!(
+            templates_of(&d).contains(&TemplateName::SupportForwardPartner),
+            "{d:#?}"
+        );
+    }
+    // An answer (a state change) still needs only the credential.
+    let m = w.reply_plus(ALICE, &token, "We removed your permissions.");
+    let d = w.decide(&m);
+    assert_eq!(d.relationships.len(), 1, "{d:#?}");
+}
+
+#[test]
 fn an_answer_to_a_draft_needs_an_authenticated_customer() {
     // The partner received the draft (and its token) to forward: with a
     // trusted MX, the partner must not be able to answer for the customer

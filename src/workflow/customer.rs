@@ -272,6 +272,15 @@ pub(super) fn customer_mail(
                     && rel.state == RelationshipState::PermissionsRemoved
                     && intent == Intent::Unclear) =>
         {
+            // Not an answer: a support request, forwarded under Liaison's
+            // name. The token or thread proves only that the sender has
+            // seen a mail Liaison sent to the customer (forwarded, copied,
+            // archived), not that it is the customer: it needs what a
+            // support request without one needs.
+            let claim = crate::trust::Claim::SupportRequestByReference;
+            if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
+                return Ok(refused);
+            }
             return super::support::support_request(ctx, view, mail, from, &rel);
         }
         Intent::Unclear | Intent::Other => {
