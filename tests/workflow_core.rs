@@ -2526,6 +2526,44 @@ fn a_mail_without_message_id_does_not_escape_the_reply_cap() {
 }
 
 #[test]
+fn a_ticket_keeps_the_start_of_a_long_follow_up_and_relays_all_of_it() {
+    let mut w = World::new();
+    removed_permissions(&mut w);
+    let m = support_mail(&mut w, ALICE, "Cannot sign in", "Nobody can sign in.");
+    w.run(&m);
+    let long = "log line with some detail\n".repeat(40_000);
+    let m = support_mail(&mut w, ALICE, "Re: [T-000001] Cannot sign in", &long);
+    let d = w.run(&m);
+    let relay = plan(&d, TemplateName::TicketRelayDesk);
+    assert_eq!(
+        relay.vars["text"].as_str().unwrap().len(),
+        long.trim_end().len(),
+        "the desk gets all of it"
+    );
+    let kept = &d.tickets[0].entries.last().unwrap().text;
+    assert!(
+        kept.chars().count() < liaison::workflow::MAX_ENTRY_TEXT_CHARS + 100,
+        "{} characters kept",
+        kept.chars().count()
+    );
+    assert!(kept.starts_with("log line with some detail\n"));
+    assert!(
+        kept.contains("more characters, not kept here"),
+        "{}",
+        &kept[kept.len() - 200..]
+    );
+    // A short follow-up is kept as it is.
+    let m = support_mail(
+        &mut w,
+        ALICE,
+        "Re: [T-000001] Cannot sign in",
+        "Still failing.",
+    );
+    let d = w.run(&m);
+    assert_eq!(d.tickets[0].entries.last().unwrap().text, "Still failing.");
+}
+
+#[test]
 fn ticket_traffic_is_never_held_by_the_reply_cap() {
     let mut w = World::new();
     removed_permissions(&mut w);

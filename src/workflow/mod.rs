@@ -18,6 +18,7 @@ mod commands;
 pub use commands::LIST_PAGE;
 mod customer;
 mod support;
+pub use support::MAX_ENTRY_TEXT_CHARS;
 mod timers;
 
 pub use commands::{help_text, run_given_commands, CommandOutcome};

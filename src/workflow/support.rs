@@ -65,6 +65,26 @@ fn base_decision(class: MailClass) -> Decision {
     }
 }
 
+/// Most characters of a mail's text a ticket keeps in its entry. The
+/// whole text is relayed; the record keeps the start of it. A ticket is one
+/// record, rewritten on every follow-up and read whole by `liaison ticket`:
+/// kept whole, every follow-up of up to `security.max_message_bytes` would
+/// grow it by as much, as often as a party (or, without sender checks,
+/// anyone who writes the customer's From and the computable tag) likes.
+pub const MAX_ENTRY_TEXT_CHARS: usize = 16 * 1024;
+
+/// `text` cut at [`MAX_ENTRY_TEXT_CHARS`], saying how much was left out.
+fn entry_text(text: String) -> String {
+    let Some((cut, _)) = text.char_indices().nth(MAX_ENTRY_TEXT_CHARS) else {
+        return text;
+    };
+    let left_out = text[cut..].chars().count();
+    format!(
+        "{}\n[… {left_out} more characters, not kept here; the whole text was relayed]",
+        &text[..cut]
+    )
+}
+
 fn entry(
     ctx: &Context,
     author: Author,
@@ -77,7 +97,7 @@ fn entry(
         author,
         from: from.to_string(),
         message_id: mail.message_id.clone(),
-        text: crate::reply::new_text(&mail.text),
+        text: entry_text(crate::reply::new_text(&mail.text)),
         attachments: attachments.iter().map(|a| a.name.clone()).collect(),
     }
 }
