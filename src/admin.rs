@@ -62,6 +62,12 @@ pub enum Request {
     },
     /// Messages set aside, with the reason.
     Quarantine,
+    /// What a quarantined message says (From, Subject, its text, its
+    /// attachments), so the operator sees what a release would vouch for.
+    QuarantineShow {
+        /// The quarantine record's key (see `quarantine list`).
+        key: String,
+    },
     /// Counts: processed messages by class, outbox pending and sent.
     Stats,
     /// Invite customers as a partner (one batch of `liaison import`);
@@ -86,6 +92,13 @@ pub enum Request {
     },
     /// Mails a cap held back, oldest first.
     Held,
+    /// What a held mail says (its recipients, subject, text and
+    /// attachments), so the operator sees what a release would send under
+    /// Liaison's name.
+    HeldShow {
+        /// Its number (see `held list`).
+        id: u64,
+    },
     /// Send a held mail after all.
     HeldRelease {
         /// Its number (see `held list`).
@@ -148,6 +161,75 @@ impl StatusRow {
             state: r.state.as_str().to_string(),
             since: crate::workflow::rfc3339(r.since),
         }
+    }
+}
+
+/// Text that came from mail (subjects, Message-IDs, ticket text, reasons
+/// quoting an address) as the CLI prints it to an operator's terminal:
+/// every control character (C0, DEL, C1: ESC starts the sequences that move
+/// the cursor, rewrite lines or set the window title) and every format
+/// character (bidi overrides that reverse what follows) is shown as a
+/// visible `\u{…}` escape. An outsider writes these fields, and must not be
+/// able to change what `held list` or `quarantine list` appears to say
+/// before the operator releases something. `--json` output is for
+/// programs and stays as it is.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || crate::command::is_format_character(c);
+    if !text.chars().any(unsafe_char) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+/// Most characters of a mail's text that `held show` and `quarantine show`
+/// answer with.
+pub const MAX_SHOWN_TEXT_CHARS: usize = 64 * 1024;
+
+/// What a mail says, as `held show` and `quarantine show` answer: its
+/// author's headers, its text (at most [`MAX_SHOWN_TEXT_CHARS`]) and its
+/// attachments' names, types and sizes.
+fn mail_content(raw: &[u8]) -> serde_json::Value {
+    match crate::inbound::parse(raw, usize::MAX) {
+        Ok(m) => {
+            let total = m.text.chars().count();
+            let mut text: String = m.text.chars().take(MAX_SHOWN_TEXT_CHARS).collect();
+            if total > MAX_SHOWN_TEXT_CHARS {
+                text.push_str(&format!(
+                    "\n[… {} more characters]",
+                    total - MAX_SHOWN_TEXT_CHARS
+                ));
+            }
+            serde_json::json!({
+                "from": m.from,
+                "from_name": m.from_name,
+                "other_from": m.other_from,
+                "recipients": m.recipients,
+                "mail_subject": m.subject,
+                "message_id": m.message_id,
+                "authentication_results": m.authentication_results,
+                "text": text,
+                "attachments": m.attachments.iter().map(|a| serde_json::json!({
+                    "name": a.name,
+                    "content_type": a.content_type,
+                    "bytes": a.data.len(),
+                })).collect::<Vec<_>>(),
+            })
+        }
+        Err(e) => serde_json::json!({ "unreadable": e.to_string() }),
+    }
+}
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    if let (Some(a), serde_json::Value::Object(b)) = (into.as_object_mut(), from) {
+        a.extend(b);
     }
 }
 
@@ -253,6 +335,7 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
                         "partner": h.partner,
                         "to": h.mail.recipients,
                         "subject": h.mail.subject,
+                        "kept": h.kept,
                     })
                 })
                 .collect();
@@ -274,6 +357,43 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
         Request::Stats => {
             let stats = store.stats().map_err(|e| e.to_string())?;
             serde_json::to_value(stats).map_err(|e| e.to_string())
+        }
+        Request::HeldShow { id } => {
+            let h = store
+                .held_mail(*id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no held mail {id}"))?;
+            let mut v = serde_json::json!({
+                "id": h.id,
+                "at": crate::workflow::rfc3339(h.at),
+                "reason": h.reason,
+                "partner": h.partner,
+                "to": h.mail.recipients,
+                "subject": h.mail.subject,
+                "kept": h.kept,
+            });
+            if h.kept {
+                merge(&mut v, mail_content(h.mail.raw.as_bytes()));
+            }
+            Ok(v)
+        }
+        Request::QuarantineShow { key } => {
+            let p = store
+                .processed(key)
+                .map_err(|e| e.to_string())?
+                .filter(|p| p.class == "quarantined")
+                .ok_or_else(|| format!("no quarantined message {key}"))?;
+            let raw = store.quarantined_raw(key).map_err(|e| e.to_string())?;
+            let mut v = serde_json::json!({
+                "key": p.key,
+                "at": crate::workflow::rfc3339(p.at),
+                "reason": p.summary,
+                "kept": raw.is_some(),
+            });
+            if let Some(raw) = raw {
+                merge(&mut v, mail_content(&raw));
+            }
+            Ok(v)
         }
         Request::Quarantine => {
             let rows: Vec<serde_json::Value> = store
@@ -546,6 +666,18 @@ pub fn release_held(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_shows_control_and_format_characters_as_escapes() {
+        assert!(matches!(
+            printable("Invoice 42 — 송장"),
+            std::borrow::Cow::Borrowed("Invoice 42 — 송장")
+        ));
+        assert_eq!(
+            printable("a\x1b[2K\x1b]0;t\x07b\u{202e}c\u{9b}d\re\nf"),
+            "a\\u{1b}[2K\\u{1b}]0;t\\u{7}b\\u{202e}c\\u{9b}d\\u{d}e\\u{a}f"
+        );
+    }
 
     async fn read_all(input: &[u8]) -> Vec<Result<Option<String>, String>> {
         let mut reader = BufReader::new(input);

@@ -242,6 +242,12 @@ pub struct SecurityConfig {
     /// the store in total; beyond it new ones stay only in the IMAP
     /// quarantine folder (releasing frees room).
     pub quarantine_store_bytes: u64,
+    /// The mails a cap held back take at most this much of the store in
+    /// total (their composed bytes, attachments included): whoever can
+    /// make Liaison hold mail (a flood of support requests) must not be
+    /// able to fill the disk. Beyond it a held mail is recorded (reason,
+    /// subject, recipients) but not kept; its original stays in the inbox.
+    pub held_store_bytes: u64,
     /// Support requests one customer address may have forwarded to the
     /// partner or opened as tickets per hour; the rest are held.
     pub max_support_requests_per_hour: u32,
@@ -456,6 +462,8 @@ struct RawSecurity {
     quarantine_keep_bytes: usize,
     #[serde(default = "default_quarantine_store_bytes")]
     quarantine_store_bytes: u64,
+    #[serde(default = "default_held_store_bytes")]
+    held_store_bytes: u64,
     #[serde(default = "default_max_support_requests")]
     max_support_requests_per_hour: u32,
 }
@@ -507,6 +515,9 @@ fn default_quarantine_keep_bytes() -> usize {
     1024 * 1024
 }
 fn default_quarantine_store_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_held_store_bytes() -> u64 {
     100 * 1024 * 1024
 }
 fn default_max_support_requests() -> u32 {
@@ -874,6 +885,7 @@ impl Config {
                 max_replies_per_hour: sec.max_replies_per_hour,
                 quarantine_keep_bytes: sec.quarantine_keep_bytes,
                 quarantine_store_bytes: sec.quarantine_store_bytes,
+                held_store_bytes: sec.held_store_bytes,
                 max_support_requests_per_hour: sec.max_support_requests_per_hour,
             },
             lifecycle,

@@ -143,10 +143,19 @@ impl Engine {
     /// without the sender authentication check (the operator vouches for
     /// it), and its effects replace the quarantine record. Messages that
     /// were never downloaded or cannot be parsed cannot be released.
+    ///
+    /// The operator vouches for the reason `quarantine list` showed, and
+    /// only for that: a mail quarantined for something else (a panic, a
+    /// reply that could not be composed) is first decided under the full
+    /// policy. If that refuses it for another reason (its sender is not
+    /// authenticated: it may be a forged partner command that happened to
+    /// hit a bug), it is quarantined again with that reason and the
+    /// operator is told; a second release, now of what they have seen,
+    /// trusts the sender.
     pub fn release(&self, key: &str) -> Result<Result<Outcome, String>, EngineError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        match self.store.processed(key)? {
-            Some(p) if p.class == "quarantined" => {}
+        let shown = match self.store.processed(key)? {
+            Some(p) if p.class == "quarantined" => p.summary,
             Some(p) => {
                 return Ok(Err(format!(
                     "{key} is not quarantined (it was {})",
@@ -154,7 +163,7 @@ impl Engine {
                 )))
             }
             None => return Ok(Err(format!("no message {key} is known"))),
-        }
+        };
         let Some(raw) = self.store.quarantined_raw(key)? else {
             return Ok(Err(format!(
                 "{key} cannot be released: its raw mail is not in the store (it was over \
@@ -168,10 +177,32 @@ impl Engine {
         let mut trusting = (*self.config).clone();
         trusting.security.trusted_authserv_id = None;
         let parsed = crate::inbound::parse(&raw, trusting.security.max_message_bytes);
+        // Under the full policy first, without effects: does it refuse the
+        // mail for exactly the reason the operator saw?
+        let vouched = match &parsed {
+            Ok(mail) => {
+                let ctx = Context {
+                    config: &self.config,
+                    tokens: &self.tokens,
+                    now: self.clock.now(),
+                };
+                let strict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    workflow::decide(&ctx, self.store.as_ref(), mail)
+                }));
+                match strict {
+                    Ok(Ok(d)) => d.class != MailClass::Quarantined || d.summary == shown,
+                    Ok(Err(workflow::WorkflowError::Store(e))) => return Err(e.into()),
+                    // Still panics: decided below, which answers with it.
+                    Err(_) => true,
+                }
+            }
+            Err(_) => true,
+        };
+        let config: &Config = if vouched { &trusting } else { &self.config };
         // The bug that quarantined a mail may still be there: a panic
         // answers the operator instead of ending the admin request.
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.process_with(&trusting, None, &raw, parsed, key.to_string(), Some(key))
+            self.process_with(config, None, &raw, parsed, key.to_string(), Some(key))
         }));
         let outcome = match run {
             Ok(outcome) => outcome?,
@@ -182,6 +213,14 @@ impl Engine {
                 )))
             }
         };
+        if outcome.class == "quarantined" && !vouched {
+            return Ok(Err(format!(
+                "{key} is still refused, for a reason you were not shown: {} It is quarantined \
+                 again as {} with that reason; `liaison quarantine release {}` decides it trusting \
+                 the sender",
+                outcome.summary, outcome.key, outcome.key
+            )));
+        }
         if outcome.class == "quarantined" {
             return Ok(Err(format!("{key} is still refused: {}", outcome.summary)));
         }
@@ -249,7 +288,7 @@ impl Engine {
         };
         let hour = now / 3600;
         let composed = self
-            .apply_caps(&ctx, &mut decision, &mail.key, hour)
+            .apply_caps(&ctx, &mut decision, &mail.key, mail.from.as_deref(), hour)
             .and_then(|caps| {
                 let outbox = decision
                     .mails
@@ -345,12 +384,14 @@ impl Engine {
     /// cap and support requests past the per-customer cap are taken out of
     /// `decision.mails` and composed as held mails (with the reason), and
     /// the partner concerned gets one notice an hour that mails are held.
-    /// Nothing a cap stops is dropped.
+    /// Nothing a cap stops is dropped. `sender` is the inbound mail's From:
+    /// mails to it are replies.
     fn apply_caps(
         &self,
         ctx: &Context,
         decision: &mut workflow::Decision,
         key: &str,
+        sender: Option<&str>,
         hour: u64,
     ) -> Result<Caps, crate::compose::ComposeError> {
         // The support-request cap first: a request it holds is held whole,
@@ -366,6 +407,7 @@ impl Engine {
         let replies = move |a: &str| store.replies_sent(a, hour).unwrap_or(u32::MAX);
         let (replied, held_replies) = workflow::apply_reply_cap(
             decision,
+            sender,
             &replies,
             self.config.security.max_replies_per_hour,
         );
@@ -391,14 +433,37 @@ impl Engine {
                 held[0].reason
             ));
         }
+        // Held mails are bounded in all, like the quarantine: past the
+        // budget a hold is recorded without its mail (the original stays in
+        // the inbox), so a flood of held requests cannot fill the disk.
+        let budget = self.config.security.held_store_bytes;
+        let mut used = self.store.held_bytes().unwrap_or(u64::MAX);
         let mut holds = Vec::with_capacity(held.len());
         for h in held {
-            let mail = self.compose(&h.plan, ctx.now)?;
+            let mut mail = self.compose(&h.plan, ctx.now)?;
+            let size = mail.raw.len() as u64;
+            let kept = used.saturating_add(size) <= budget;
+            let mut reason = h.reason;
+            if kept {
+                used += size;
+            } else {
+                tracing::warn!(
+                    key = %key,
+                    size,
+                    limit = budget,
+                    "held store is full (security.held_store_bytes); the held mail is listed but not kept"
+                );
+                mail.raw = String::new();
+                reason.push_str(&format!(
+                    "; not kept: the held mails fill security.held_store_bytes ({budget} bytes), so this one cannot be released; the original mail is still in the inbox"
+                ));
+            }
             holds.push(crate::store::Hold {
                 at: ctx.now,
-                reason: h.reason,
+                reason,
                 partner: h.partner,
                 mail,
+                kept,
             });
         }
         Ok(Caps {
@@ -427,6 +492,12 @@ impl Engine {
         let Some(held) = self.store.held_mail(id)? else {
             return Ok(Err(format!("no held mail {id}")));
         };
+        if !held.kept {
+            return Ok(Err(format!(
+                "held mail {id} cannot be released: it was not kept ({}); ask its sender to send it again",
+                held.reason
+            )));
+        }
         let done = (held.mail.subject.clone(), held.mail.recipients.clone());
         self.store.commit(Changes {
             outbox: vec![held.mail],

@@ -5,7 +5,7 @@
 use anyhow::{Context as _, Result};
 use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand, ValueEnum};
-use liaison::admin::{CountRow, Request, StatusRow};
+use liaison::admin::{printable, CountRow, Request, StatusRow};
 use liaison::config::{Config, InboxConfig, SmtpConfig, SUPPORTED_LOCALES};
 use liaison::templates::{TemplateName, Templates};
 use std::path::{Path, PathBuf};
@@ -45,6 +45,16 @@ enum QuarantineCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show what a quarantined message says (From, Subject,
+    /// Authentication-Results, its text, its attachments) before releasing
+    /// it.
+    Show {
+        /// The key shown by `quarantine list`.
+        key: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decide a quarantined message again, trusting its sender (e.g. a
     /// partner command that failed the Authentication-Results check). Needs
     /// the running daemon.
@@ -59,7 +69,16 @@ enum HeldCmd {
     /// List the mails a cap held back (reply cap, support-request cap),
     /// with the reason.
     List {
-        /// Print JSON: [{"id", "at", "reason", "partner", "to", "subject"}].
+        /// Print JSON: [{"id", "at", "reason", "partner", "to", "subject", "kept"}].
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a held mail says (recipients, subject, its text, its
+    /// attachments): what releasing it sends under Liaison's name.
+    Show {
+        /// The number shown by `held list`.
+        id: u64,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -243,7 +262,9 @@ fn main() -> std::process::ExitCode {
                     msg = format!("{msg}: {c}");
                 }
             }
-            eprintln!("liaison: {msg}");
+            // A refusal may quote what a mail said (a summary, a reason).
+            let msg: Vec<_> = msg.split('\n').map(printable).collect();
+            eprintln!("liaison: {}", msg.join("\n"));
             std::process::ExitCode::FAILURE
         }
     }
@@ -281,7 +302,12 @@ async fn real_main(cli: Cli) -> Result<()> {
                 for r in rows {
                     println!(
                         "{}  {:<19}  {:<12} {:<28} opened {}  {}",
-                        r.id, r.state, r.partner, r.customer, r.opened, r.subject
+                        r.id,
+                        r.state,
+                        r.partner,
+                        r.customer,
+                        r.opened,
+                        printable(&r.subject)
                     );
                 }
             }
@@ -299,7 +325,7 @@ async fn real_main(cli: Cli) -> Result<()> {
                     t.state,
                     t.partner,
                     t.customer,
-                    t.subject
+                    printable(&t.subject)
                 );
                 for e in t.entries {
                     println!(
@@ -309,7 +335,7 @@ async fn real_main(cli: Cli) -> Result<()> {
                         e.from
                     );
                     for line in e.text.lines() {
-                        println!("  {line}");
+                        println!("  {}", printable(line));
                     }
                 }
             }
@@ -349,7 +375,9 @@ async fn real_main(cli: Cli) -> Result<()> {
                             h.from.map(|s| s.as_str()).unwrap_or("(new)"),
                             h.to,
                             h.actor,
-                            h.message_id.map(|m| format!("  <{m}>")).unwrap_or_default()
+                            h.message_id
+                                .map(|m| format!("  <{}>", printable(&m)))
+                                .unwrap_or_default()
                         );
                     }
                 }
@@ -423,8 +451,8 @@ async fn real_main(cli: Cli) -> Result<()> {
             let v = ask_daemon(&config, &Request::Release { key }, "release messages").await?;
             println!(
                 "released {}: {} ({})",
-                v["key"].as_str().unwrap_or(""),
-                v["summary"].as_str().unwrap_or(""),
+                printable(v["key"].as_str().unwrap_or("")),
+                printable(v["summary"].as_str().unwrap_or("")),
                 v["class"].as_str().unwrap_or("")
             );
         }
@@ -449,11 +477,25 @@ async fn real_main(cli: Cli) -> Result<()> {
                     "{}  {}  to {}  \"{}\"  {}",
                     r["id"],
                     r["at"].as_str().unwrap_or(""),
-                    to.join(", "),
-                    r["subject"].as_str().unwrap_or(""),
-                    r["reason"].as_str().unwrap_or("")
+                    printable(&to.join(", ")),
+                    printable(r["subject"].as_str().unwrap_or("")),
+                    printable(r["reason"].as_str().unwrap_or(""))
                 )
             });
+        }
+        Cmd::Held {
+            action: HeldCmd::Show { id, json },
+        } => {
+            let config = Config::load(&cli.config)?;
+            let value = query(&config, &Request::HeldShow { id }).await?;
+            print_mail_content(&value, json);
+        }
+        Cmd::Quarantine {
+            action: QuarantineCmd::Show { key, json },
+        } => {
+            let config = Config::load(&cli.config)?;
+            let value = query(&config, &Request::QuarantineShow { key }).await?;
+            print_mail_content(&value, json);
         }
         Cmd::Held {
             action: HeldCmd::Release { id },
@@ -463,7 +505,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             println!(
                 "released {}: \"{}\" queued for sending",
                 v["id"],
-                v["subject"].as_str().unwrap_or("")
+                printable(v["subject"].as_str().unwrap_or(""))
             );
         }
         Cmd::Quarantine {
@@ -475,8 +517,8 @@ async fn real_main(cli: Cli) -> Result<()> {
                 format!(
                     "{}  {}  {}",
                     r["at"].as_str().unwrap_or(""),
-                    r["key"].as_str().unwrap_or(""),
-                    r["reason"].as_str().unwrap_or("")
+                    printable(r["key"].as_str().unwrap_or("")),
+                    printable(r["reason"].as_str().unwrap_or(""))
                 )
             });
         }
@@ -754,6 +796,70 @@ async fn ask_daemon(config: &Config, req: &Request, what: &str) -> Result<serde_
 
 /// Asks the running daemon over its socket, or reads the store directly
 /// when no daemon runs.
+/// Prints what `held show` or `quarantine show` answered: the record, the
+/// mail's headers, its text and its attachments, every line of it through
+/// [`printable`] (it is what someone else wrote).
+fn print_mail_content(v: &serde_json::Value, json: bool) {
+    if json {
+        println!("{v}");
+        return;
+    }
+    let field = |name: &str, value: &serde_json::Value| {
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| x.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            serde_json::Value::Null => return,
+            other => other.to_string(),
+        };
+        println!("{name}: {}", printable(&text));
+    };
+    for (label, key) in [
+        ("id", "id"),
+        ("key", "key"),
+        ("at", "at"),
+        ("reason", "reason"),
+        ("kept", "kept"),
+        ("to", "to"),
+        ("subject", "subject"),
+        ("from", "from"),
+        ("from name", "from_name"),
+        ("other from", "other_from"),
+        ("recipients", "recipients"),
+        ("mail subject", "mail_subject"),
+        ("message-id", "message_id"),
+        ("authentication-results", "authentication_results"),
+        ("unreadable", "unreadable"),
+    ] {
+        if let Some(value) = v.get(key) {
+            field(label, value);
+        }
+    }
+    for a in v["attachments"].as_array().into_iter().flatten() {
+        println!(
+            "attachment: {} ({}, {} bytes)",
+            printable(a["name"].as_str().unwrap_or("")),
+            printable(a["content_type"].as_str().unwrap_or("")),
+            a["bytes"]
+        );
+    }
+    if let Some(text) = v["text"].as_str() {
+        println!();
+        for line in text.lines() {
+            println!("  {}", printable(line));
+        }
+    } else if v["kept"] == false {
+        println!("\n(the mail itself was not kept in the store)");
+    }
+}
+
 async fn query(config: &Config, req: &Request) -> Result<serde_json::Value> {
     if config.admin_socket.exists() {
         match liaison::admin::request(&config.admin_socket, req).await {

@@ -28,7 +28,8 @@
 //! (the pending mails by next attempt, so the sender reads only what is
 //! due, in order), `outs/<id be>` (sent log),
 //! `tkt/<id be>` (tickets), `tth/<message-id>` (Message-ID → ticket id),
-//! `held/<id be>` (mails a cap held back), `rate/<address>/<hour>` and
+//! `held/<id be>` (mails a cap held back; the bytes of those kept whole in
+//! `meta/held_bytes`), `rate/<address>/<hour>` and
 //! `sreq/<customer>/<hour>` (reply and support-request counts per hour),
 //! `hrep/<partner>/<hour>` (partner told that mails are held).
 //! Derived from the relationships, written by the same commits and rebuilt
@@ -165,8 +166,19 @@ pub struct HeldMail {
     pub reason: String,
     /// The partner it concerns, if any (told at most once an hour).
     pub partner: Option<String>,
-    /// The composed mail, as it would have been sent.
+    /// The composed mail, as it would have been sent. When `kept` is false
+    /// only its headers' worth is here (subject, recipients) and `raw` is
+    /// empty.
     pub mail: OutgoingMail,
+    /// Whether the mail is kept whole and can be released; false when the
+    /// held store was full (`security.held_store_bytes`).
+    #[serde(default = "kept_by_default")]
+    pub kept: bool,
+}
+
+/// Held mails written before the held store was bounded were all kept.
+fn kept_by_default() -> bool {
+    true
 }
 
 /// A mail to hold, as a commit gives it (the store numbers it).
@@ -178,8 +190,10 @@ pub struct Hold {
     pub reason: String,
     /// The partner it concerns, if any.
     pub partner: Option<String>,
-    /// The composed mail.
+    /// The composed mail (`raw` empty when not kept).
     pub mail: OutgoingMail,
+    /// Whether `mail` is kept whole (see [`HeldMail::kept`]).
+    pub kept: bool,
 }
 
 /// One record of a backup: the key (hex, since some keys hold binary ids)
@@ -341,6 +355,9 @@ pub trait Store: StoreView + Send + Sync {
     fn held_mail(&self, id: u64) -> Result<Option<HeldMail>>;
     /// How many mails are held (without reading them).
     fn held_count(&self) -> Result<u64>;
+    /// How many bytes the held mails kept whole take in total (those held
+    /// before the counter existed are not counted).
+    fn held_bytes(&self) -> Result<u64>;
     /// Records of messages that were quarantined, oldest first.
     fn quarantined(&self) -> Result<Vec<Processed>>;
     /// Counts for operators and tests.
@@ -917,19 +934,32 @@ impl Store for SledStore {
         for p in &changes.processed {
             batch.insert(format!("msg/{}", p.key).into_bytes(), encode(p));
         }
+        let mut held_bytes = self.held_bytes()? as i64;
+        let held_before = held_bytes;
         for h in changes.held {
             let id = self.db.generate_id().map_err(|e| self.err(e))? + 1;
+            held_bytes += h.mail.raw.len() as i64;
             let held = HeldMail {
                 id,
                 at: h.at,
                 reason: h.reason,
                 partner: h.partner,
                 mail: h.mail,
+                kept: h.kept,
             };
             batch.insert(id_key("held/", id), encode(&held));
         }
         for id in &changes.released_held {
+            if let Some(old) = self.held_mail(*id)? {
+                held_bytes -= old.mail.raw.len() as i64;
+            }
             batch.remove(id_key("held/", *id));
+        }
+        if held_bytes != held_before {
+            batch.insert(
+                b"meta/held_bytes".to_vec(),
+                encode(&(held_bytes.max(0) as u64)),
+            );
         }
         for (partner, hour) in &changes.held_reported {
             batch.insert(format!("hrep/{partner}/{hour}").into_bytes(), encode(&true));
@@ -1089,6 +1119,10 @@ impl Store for SledStore {
 
     fn held_count(&self) -> Result<u64> {
         Ok(self.scan_raw(b"held/").count() as u64)
+    }
+
+    fn held_bytes(&self) -> Result<u64> {
+        Ok(self.get(b"meta/held_bytes")?.unwrap_or(0))
     }
 
     fn quarantined_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -1668,6 +1702,45 @@ mod tests {
             Some(b"old mail".to_vec())
         );
         assert_eq!(b.export().unwrap(), a.export().unwrap());
+    }
+
+    #[test]
+    fn held_mails_are_counted_and_a_release_frees_the_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SledStore::open(&dir.path().join("a"), 1 << 20, Path::new("a.sock")).unwrap();
+        let hold = |kept: bool| Hold {
+            at: 1,
+            reason: "r".into(),
+            partner: None,
+            mail: OutgoingMail {
+                raw: if kept { "x".repeat(100) } else { String::new() },
+                ..mail("m", None)
+            },
+            kept,
+        };
+        a.commit(Changes {
+            held: vec![hold(true), hold(true), hold(false)],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(a.held_bytes().unwrap(), 200);
+        let held = a.held().unwrap();
+        assert_eq!(
+            held.iter().map(|h| h.kept).collect::<Vec<_>>(),
+            vec![true, true, false]
+        );
+        a.commit(Changes {
+            released_held: vec![held[0].id, held[2].id],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(a.held_bytes().unwrap(), 100);
+        assert_eq!(a.held_count().unwrap(), 1);
+        // A record written before `kept` existed was kept whole.
+        let mut old = serde_json::to_value(&held[1]).unwrap();
+        old.as_object_mut().unwrap().remove("kept");
+        let old: HeldMail = serde_json::from_value(old).unwrap();
+        assert!(old.kept);
     }
 
     #[test]

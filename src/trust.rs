@@ -12,6 +12,7 @@
 //! | the partner or its support contact, on a ticket | relayed to the desk | authenticated From |
 //! | the customer, on a ticket (`[T-…]` tag or thread) | relayed to the desk, reopens | authenticated From (a ticket tag is computable: no credential) |
 //! | a known customer, no token or thread | support request: forwarded to the partner, or a ticket opened | authenticated From |
+//! | the customer, with a valid token or thread, asking for support (not answering) | the same support request | authenticated From (the credential shows only that the sender saw a mail to the customer) |
 //! | the customer, with a valid token or a thread to a mail Liaison sent | answers the invitation (accept, decline, …) | the credential; also an authenticated From with `authenticate_customers` |
 //! | the customer, with the token of a draft invitation (the partner saw it) | answers the invitation | authenticated From (the token is no secret of the customer's alone) |
 //!
@@ -61,6 +62,11 @@ pub enum Claim<'a> {
     /// A known customer's mail without a token or thread: a support request
     /// by its address alone.
     SupportRequest,
+    /// A support request (not an answer) that carries a valid token or a
+    /// thread: those prove only that the sender has seen a mail Liaison
+    /// sent to the customer (forwarded, copied, archived), not who writes,
+    /// so it needs what [`Claim::SupportRequest`] needs.
+    SupportRequestByReference,
     /// The customer answering with a credential.
     CustomerAnswer(Credential),
 }
@@ -83,6 +89,9 @@ impl Claim<'_> {
             Claim::SupportRequest => {
                 "support request (no token, no thread) claiming to be from a customer".into()
             }
+            Claim::SupportRequestByReference => {
+                "support request (with a token or thread, which only shows the sender saw a mail to the customer) claiming to be from the customer".into()
+            }
             Claim::CustomerAnswer(c) => format!(
                 "answer claiming to be from the customer (with a valid {})",
                 match c {
@@ -102,7 +111,9 @@ impl Claim<'_> {
                 ..
             } => "nothing relayed to the customer or the partner, no reply",
             Claim::Ticket { .. } => "nothing relayed to the support desk, no reply",
-            Claim::SupportRequest => "nothing forwarded, no ticket opened, no reply",
+            Claim::SupportRequest | Claim::SupportRequestByReference => {
+                "nothing forwarded, no ticket opened, no reply"
+            }
             Claim::CustomerAnswer(_) => "nothing changed, no reply",
         }
     }
@@ -118,7 +129,10 @@ pub fn needs_authenticated_from(security: &SecurityConfig, claim: Claim) -> bool
     match claim {
         Claim::CustomerAnswer(Credential::DraftToken) => true,
         Claim::CustomerAnswer(_) => security.authenticate_customers,
-        Claim::PartnerCommand { .. } | Claim::Ticket { .. } | Claim::SupportRequest => true,
+        Claim::PartnerCommand { .. }
+        | Claim::Ticket { .. }
+        | Claim::SupportRequest
+        | Claim::SupportRequestByReference => true,
     }
 }
 
@@ -207,6 +221,7 @@ mod tests {
             max_replies_per_hour: 20,
             quarantine_keep_bytes: 1 << 20,
             quarantine_store_bytes: 64 << 20,
+            held_store_bytes: 64 << 20,
             max_support_requests_per_hour: 5,
         }
     }
@@ -223,6 +238,7 @@ mod tests {
                 partner: "northwind",
             },
             Claim::SupportRequest,
+            Claim::SupportRequestByReference,
             Claim::CustomerAnswer(Credential::Token),
             Claim::CustomerAnswer(Credential::Thread),
             Claim::CustomerAnswer(Credential::DraftToken),

@@ -2190,6 +2190,44 @@ fn plan(d: &Decision, t: TemplateName) -> MailPlan {
 }
 
 #[test]
+fn quoted_subjects_lose_control_and_format_characters_and_are_bounded() {
+    let mut w = World::new();
+    make_active(&mut w, PARTNER1, ALICE);
+    let m = support_mail(
+        &mut w,
+        ALICE,
+        "Re: Invoice \u{202e}fdp.exe\x1b[2K\u{200b}\ttoday",
+        "See the attached invoice.",
+    );
+    let d = w.run(&m);
+    let subjects: Vec<String> = d
+        .mails
+        .iter()
+        .map(|p| {
+            compose(&w.config, &templates(), w.key.ids(), p, NOW)
+                .unwrap()
+                .subject
+        })
+        .collect();
+    assert!(!subjects.is_empty(), "{d:#?}");
+    for s in subjects.iter().chain(d.tickets.iter().map(|t| &t.subject)) {
+        assert!(
+            !s.chars()
+                .any(|c| c.is_control() || liaison::command::is_format_character(c)),
+            "{s:?}"
+        );
+        assert!(s.contains("Invoice fdp.exe [2K today"), "{s:?}");
+    }
+    // A subject as long as the sender likes is quoted at 200 characters.
+    let long = "x".repeat(100_000);
+    let m = w.command_mail(PARTNER1, "status");
+    let m = InboundMail { subject: long, ..m };
+    let d = w.decide(&m);
+    let quoted = d.mails[0].vars["original_subject"].as_str().unwrap();
+    assert_eq!(quoted.chars().count(), 201, "{quoted}");
+}
+
+#[test]
 fn active_customers_support_request_goes_to_the_partner() {
     let mut w = World::new();
     make_active(&mut w, PARTNER1, ALICE);
@@ -2409,11 +2447,11 @@ fn reply_cap_suppresses_replies_past_the_limit() {
     let mut d = w.decide(&m);
     assert_eq!(d.mails.len(), 1);
     // 19 sent this hour: the 20th goes out.
-    let (kept, notes) = liaison::workflow::apply_reply_cap(&mut d, &|_| 19, 20);
+    let (kept, notes) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 19, 20);
     assert_eq!((kept.len(), notes.len(), d.mails.len()), (1, 0, 1));
     // 20 sent: suppressed, and said so.
     let mut d = w.decide(&m);
-    let (kept, notes) = liaison::workflow::apply_reply_cap(&mut d, &|_| 20, 20);
+    let (kept, notes) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 20, 20);
     assert!(kept.is_empty() && d.mails.is_empty());
     assert!(
         notes[0].reason.contains("partner1@liaison.test"),
@@ -2422,21 +2460,96 @@ fn reply_cap_suppresses_replies_past_the_limit() {
     // A transcript of real work is never capped; one of errors only is.
     let m = w.command_mail(PARTNER1, "status");
     let mut d = w.decide(&m);
-    let (_, notes) = liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
+    let (_, notes) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
     assert!(notes.is_empty() && d.mails.len() == 1);
     let m = w.command_mail(PARTNER1, "frobnicate");
     let mut d = w.decide(&m);
-    liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
+    liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
     assert!(d.mails.is_empty());
     // Invitations are not replies and are never capped (and the transcript
     // of a successful invite is real work).
     let m = w.command_mail(PARTNER1, "invite alice@contoso.test");
     let mut d = w.decide(&m);
-    liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
+    liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
     assert_eq!(
         templates_of(&d),
         vec![TemplateName::Invitation, TemplateName::Transcript]
     );
+}
+
+#[test]
+fn a_mail_without_message_id_does_not_escape_the_reply_cap() {
+    // Leaving out the Message-ID (as some auto-responders do, and as any
+    // forger may) leaves the answers without In-Reply-To: they are still
+    // replies to the sender and are capped.
+    // (A transcript that only answers "help" is a reply like any other; one
+    // whose commands did something is work and never capped.)
+    let mut w = World::new();
+    let mut m = w.command_mail(PARTNER1, "help");
+    m.message_id = None;
+    let mut d = w.decide(&m);
+    assert_eq!(templates_of(&d), vec![TemplateName::Transcript]);
+    assert!(d.mails[0].in_reply_to.is_none());
+    let (kept, held) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
+    assert!(kept.is_empty() && d.mails.is_empty(), "{d:#?}");
+    assert_eq!(held.len(), 1);
+    assert!(held[0].reason.contains(PARTNER1), "{}", held[0].reason);
+    // A customer's unclear answer by token: the clarification is capped too.
+    let (_, _, token) = w.invite(PARTNER1, "invite alice@contoso.test");
+    let mut reply = w.reply_plus(ALICE, &token, "hmm");
+    reply.message_id = None;
+    let mut d = w.decide(&reply);
+    assert_eq!(templates_of(&d), vec![TemplateName::Clarify]);
+    let (_, held) =
+        liaison::workflow::apply_reply_cap(&mut d, reply.from.as_deref(), &|_| 1000, 20);
+    assert!(d.mails.is_empty() && held.len() == 1, "{d:#?}");
+    // Invitations (to a customer, not the sender) are still never capped.
+    let mut m = w.command_mail(PARTNER1, "invite bob@fabrikam.test");
+    m.message_id = None;
+    let mut d = w.decide(&m);
+    liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
+    assert_eq!(
+        templates_of(&d),
+        vec![TemplateName::Invitation, TemplateName::Transcript]
+    );
+}
+
+#[test]
+fn a_ticket_keeps_the_start_of_a_long_follow_up_and_relays_all_of_it() {
+    let mut w = World::new();
+    removed_permissions(&mut w);
+    let m = support_mail(&mut w, ALICE, "Cannot sign in", "Nobody can sign in.");
+    w.run(&m);
+    let long = "log line with some detail\n".repeat(40_000);
+    let m = support_mail(&mut w, ALICE, "Re: [T-000001] Cannot sign in", &long);
+    let d = w.run(&m);
+    let relay = plan(&d, TemplateName::TicketRelayDesk);
+    assert_eq!(
+        relay.vars["text"].as_str().unwrap().len(),
+        long.trim_end().len(),
+        "the desk gets all of it"
+    );
+    let kept = &d.tickets[0].entries.last().unwrap().text;
+    assert!(
+        kept.chars().count() < liaison::workflow::MAX_ENTRY_TEXT_CHARS + 100,
+        "{} characters kept",
+        kept.chars().count()
+    );
+    assert!(kept.starts_with("log line with some detail\n"));
+    assert!(
+        kept.contains("more characters, not kept here"),
+        "{}",
+        &kept[kept.len() - 200..]
+    );
+    // A short follow-up is kept as it is.
+    let m = support_mail(
+        &mut w,
+        ALICE,
+        "Re: [T-000001] Cannot sign in",
+        "Still failing.",
+    );
+    let d = w.run(&m);
+    assert_eq!(d.tickets[0].entries.last().unwrap().text, "Still failing.");
 }
 
 #[test]
@@ -2456,7 +2569,7 @@ fn ticket_traffic_is_never_held_by_the_reply_cap() {
     let mut d = w.decide(&m);
     assert_eq!(templates_of(&d), vec![TemplateName::TicketRelayDesk]);
     assert!(d.mails[0].in_reply_to.is_some());
-    let (_, held) = liaison::workflow::apply_reply_cap(&mut d, &|_| 1000, 20);
+    let (_, held) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
     assert!(held.is_empty(), "{held:?}");
     assert_eq!(d.mails.len(), 1);
 }
@@ -2766,6 +2879,50 @@ fn answers_with_a_token_need_authentication_only_with_authenticate_customers() {
         w.store.state("northwind", ALICE),
         Some(RelationshipState::Active)
     );
+}
+
+#[test]
+fn a_support_request_with_a_token_or_thread_needs_an_authenticated_customer() {
+    // The token (or a thread to a mail Liaison sent her) shows only that
+    // the sender has seen a mail to the customer: forwarded, copied to a
+    // colleague, archived. It answers the invitation; it does not make
+    // whoever holds it the customer for a support request forwarded under
+    // Liaison's name.
+    let mut w = World::new();
+    let token = make_active(&mut w, PARTNER1, ALICE);
+    w.config.security.trusted_authserv_id = Some(TRUSTED_MX.into());
+    let question = "Our printer stopped working after the update, please call me back.";
+    let mut by_token = w.reply_plus(ALICE, &token, question);
+    assert_quarantined(
+        &w.decide(&by_token),
+        "support request (with a token or thread",
+    );
+    let sent = w
+        .store
+        .threads
+        .keys()
+        .find(|k| k.starts_with("liaison.k1."))
+        .cloned()
+        .expect("a mail sent to her");
+    let mut by_thread = w.customer_mail(ALICE, question);
+    by_thread.in_reply_to = vec![sent];
+    assert_quarantined(
+        &w.decide(&by_thread),
+        "support request (with a token or thread",
+    );
+    // Authenticated, both are support requests as before.
+    for m in [&mut by_token, &mut by_thread] {
+        m.authentication_results = passed("contoso.test");
+        let d = w.decide(m);
+        assert!(
+            templates_of(&d).contains(&TemplateName::SupportForwardPartner),
+            "{d:#?}"
+        );
+    }
+    // An answer (a state change) still needs only the credential.
+    let m = w.reply_plus(ALICE, &token, "We removed your permissions.");
+    let d = w.decide(&m);
+    assert_eq!(d.relationships.len(), 1, "{d:#?}");
 }
 
 #[test]

@@ -100,7 +100,7 @@ pub(super) fn run_commands(
         references,
         vars: json!({
             "partner_name": partner.name,
-            "original_subject": strip_reply_prefixes(&mail.subject),
+            "original_subject": super::quoted_subject(&mail.subject),
             "results": results,
             "note": note,
         }),

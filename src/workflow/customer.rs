@@ -1,10 +1,7 @@
 //! Customer mail: tying it to one invitation, checking the sender, reading
 //! what the new text means, and moving the relationship.
 
-use super::{
-    rfc3339, strip_reply_prefixes, Context, Decision, MailClass, MailPlan, MessageIds, Sender,
-    WorkflowError,
-};
+use super::{rfc3339, Context, Decision, MailClass, MailPlan, MessageIds, Sender, WorkflowError};
 use crate::address;
 use crate::config::Partner;
 use crate::inbound::InboundMail;
@@ -271,6 +268,15 @@ pub(super) fn customer_mail(
                     && rel.state == RelationshipState::PermissionsRemoved
                     && intent == Intent::Unclear) =>
         {
+            // Not an answer: a support request, forwarded under Liaison's
+            // name. The token or thread proves only that the sender has
+            // seen a mail Liaison sent to the customer (forwarded, copied,
+            // archived), not that it is the customer: it needs what a
+            // support request without one needs.
+            let claim = crate::trust::Claim::SupportRequestByReference;
+            if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
+                return Ok(refused);
+            }
             return super::support::support_request(ctx, view, mail, from, &rel);
         }
         Intent::Unclear | Intent::Other => {
@@ -435,7 +441,7 @@ pub(super) fn customer_notice(
     if let Some(obj) = vars.as_object_mut() {
         obj.entry("partner_name").or_insert(json!(partner_name));
         obj.entry("original_subject")
-            .or_insert(json!(strip_reply_prefixes(&mail.subject)));
+            .or_insert(json!(super::quoted_subject(&mail.subject)));
         obj.entry("customer_email").or_insert(json!(rel.customer));
     }
     let mut references = mail.references.clone();

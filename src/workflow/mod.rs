@@ -18,6 +18,7 @@ mod commands;
 pub use commands::LIST_PAGE;
 mod customer;
 mod support;
+pub use support::MAX_ENTRY_TEXT_CHARS;
 mod timers;
 
 pub use commands::{help_text, run_given_commands, CommandOutcome};
@@ -332,6 +333,32 @@ pub fn decide(
     customer::customer_mail(ctx, view, mail, from, to_commands)
 }
 
+/// Longest subject, in characters, that Liaison quotes from a mail.
+pub const MAX_QUOTED_SUBJECT_CHARS: usize = 200;
+
+/// A subject someone else wrote, as Liaison quotes it in its own mails
+/// (`Re: …`, "Support request from …: …", a ticket's subject): without
+/// reply prefixes, without control characters (they become spaces) and
+/// without format characters, and cut at [`MAX_QUOTED_SUBJECT_CHARS`].
+/// The mail goes out under Liaison's name: a bidi override must not make
+/// `Invoice <U+202E>fdp.exe` read "Invoice exe.pdf" in the partner's inbox,
+/// and the sender's subject length must not set the size of every answer.
+pub(crate) fn quoted_subject(subject: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in strip_reply_prefixes(subject)
+        .chars()
+        .filter(|c| !crate::command::is_format_character(*c))
+        .enumerate()
+    {
+        if n == MAX_QUOTED_SUBJECT_CHARS {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out.trim_end().to_string()
+}
+
 /// Strips `Re:`/`Fwd:`-style prefixes (several languages) from a subject.
 pub(crate) fn strip_reply_prefixes(subject: &str) -> &str {
     let mut s = subject.trim();
@@ -513,8 +540,11 @@ pub struct HeldPlan {
 
 /// Holds back replies to addresses that already got `cap` replies this hour
 /// (RFC 3834's advice against mail loops with misbehaving auto-responders).
-/// Only replies count: mails answering an inbound mail (`in_reply_to`), not
-/// invitations or relays. Traffic of a ticket (relays and notices between
+/// Only replies count: mails answering an inbound mail, not invitations or
+/// relays. A reply is a mail with `in_reply_to`, or one addressed to
+/// `sender`, the inbound mail's From: a mail without a Message-ID cannot be
+/// referred to, and its sender (an auto-responder, or a forged From) must
+/// not escape the cap by leaving the header out. Traffic of a ticket (relays and notices between
 /// its customer, partner, support contact and the desk) is between known
 /// parties and is never capped here: a desk answering thirty follow-ups an
 /// hour is work, not a loop. A transcript of a command mail in which at
@@ -524,6 +554,7 @@ pub struct HeldPlan {
 /// replies kept (to count them) and the replies held.
 pub fn apply_reply_cap(
     decision: &mut Decision,
+    sender: Option<&str>,
     sent_this_hour: &dyn Fn(&str) -> u32,
     cap: u32,
 ) -> (Vec<String>, Vec<HeldPlan>) {
@@ -531,7 +562,8 @@ pub fn apply_reply_cap(
     let mut held = Vec::new();
     let mails = std::mem::take(&mut decision.mails);
     for m in mails {
-        if m.in_reply_to.is_none() || m.ticket.is_some() || did_work(&m) {
+        let reply = m.in_reply_to.is_some() || sender.is_some_and(|s| m.to.iter().any(|t| t == s));
+        if !reply || m.ticket.is_some() || did_work(&m) {
             decision.mails.push(m);
             continue;
         }

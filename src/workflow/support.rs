@@ -8,10 +8,7 @@
 //! With `security.trusted_authserv_id` set, the parties themselves must be
 //! authenticated too ([`crate::trust`]), or their mail is quarantined.
 
-use super::{
-    rfc3339, strip_reply_prefixes, Context, Decision, MailClass, MailPlan, MessageIds, Sender,
-    WorkflowError,
-};
+use super::{rfc3339, Context, Decision, MailClass, MailPlan, MessageIds, Sender, WorkflowError};
 use crate::config::{Config, Partner};
 use crate::inbound::{Attachment, InboundMail};
 use crate::relationship::{Relationship, RelationshipState};
@@ -60,6 +57,26 @@ pub(super) fn referenced_ticket(
 /// The ticket's record of `mail`; `text` is its new text
 /// ([`crate::reply::new_text`], computed once by the caller, which quotes
 /// it in its mails too).
+/// Most characters of a mail's text a ticket keeps in its entry. The
+/// whole text is relayed; the record keeps the start of it. A ticket is one
+/// record, rewritten on every follow-up and read whole by `liaison ticket`:
+/// kept whole, every follow-up of up to `security.max_message_bytes` would
+/// grow it by as much, as often as a party (or, without sender checks,
+/// anyone who writes the customer's From and the computable tag) likes.
+pub const MAX_ENTRY_TEXT_CHARS: usize = 16 * 1024;
+
+/// `text` cut at [`MAX_ENTRY_TEXT_CHARS`], saying how much was left out.
+fn entry_text(text: String) -> String {
+    let Some((cut, _)) = text.char_indices().nth(MAX_ENTRY_TEXT_CHARS) else {
+        return text;
+    };
+    let left_out = text[cut..].chars().count();
+    format!(
+        "{}\n[… {left_out} more characters, not kept here; the whole text was relayed]",
+        &text[..cut]
+    )
+}
+
 fn entry(
     ctx: &Context,
     author: Author,
@@ -73,7 +90,7 @@ fn entry(
         author,
         from: from.to_string(),
         message_id: mail.message_id.clone(),
-        text,
+        text: entry_text(text),
         attachments: attachments.iter().map(|a| a.name.clone()).collect(),
     }
 }
@@ -288,7 +305,7 @@ fn forward_to_partner(
     let mut ids = MessageIds::new(&key, ctx);
     let (attachments, omitted) =
         within_limit(&mail.attachments, ctx.config.tickets.attachment_max_bytes);
-    let subject = strip_reply_prefixes(&mail.subject).to_string();
+    let subject = super::quoted_subject(&mail.subject);
     let vars = json!({
         "partner_name": partner.name,
         "customer_email": rel.customer,
@@ -356,7 +373,7 @@ fn open_ticket(
     let key = format!("{}\0ticket", mail.key);
     let mut ids = MessageIds::new(&key, ctx);
     let (attachments, omitted) = within_limit(&mail.attachments, cfg.tickets.attachment_max_bytes);
-    let subject = strip_reply_prefixes(&mail.subject).to_string();
+    let subject = super::quoted_subject(&mail.subject);
     let text = crate::reply::new_text(&mail.text);
     let vars = json!({
         "ticket_id": tid,
