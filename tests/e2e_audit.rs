@@ -11,23 +11,6 @@ const PARTNER1: &str = "partner1@liaison.test";
 const COMMANDS: &str = "commands@liaison.test";
 const INVITES: &str = "invites@liaison.test";
 
-/// `liaison stats`, parsed.
-fn stats(daemon: &Daemon) -> serde_json::Value {
-    let (ok, out, err) = daemon.cli(&["stats"]);
-    assert!(ok, "stats failed: {err}");
-    serde_json::from_str(&out).unwrap()
-}
-
-/// The number of processed records, over every class.
-fn processed_total(daemon: &Daemon) -> u64 {
-    stats(daemon)["processed"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|n| n.as_u64().unwrap())
-        .sum()
-}
-
 /// Waits until `n` mails have their processed record.
 async fn wait_processed(daemon: &Daemon, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -39,16 +22,6 @@ async fn wait_processed(daemon: &Daemon, n: u64) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// How many mails in `user`'s INBOX satisfy `pred`.
-async fn count_where(user: &str, pred: impl Fn(&Received) -> bool) -> usize {
-    fetch_all(user)
-        .await
-        .iter()
-        .map(|r| Received::parse(r))
-        .filter(|m| pred(m))
-        .count()
 }
 
 /// A mail with the Message-ID header left out (as some auto-responders do,
@@ -98,40 +71,6 @@ async fn mails_without_message_id_do_not_escape_the_reply_cap() {
         daemon.log()
     );
     assert!(daemon.stop().success());
-}
-
-/// Sends a command mail from the partner and waits for its transcript.
-async fn commands(body: &str, subject: &str) -> Received {
-    send_raw(
-        PARTNER1,
-        &[COMMANDS],
-        &mail(PARTNER1, COMMANDS, subject, "", body),
-    )
-    .await;
-    wait_for(PARTNER1, "transcript", |m| {
-        m.subject.contains(subject) && m.subject.contains("Liaison")
-    })
-    .await
-}
-
-/// Invites `customer` and accepts as them; the relationship is active.
-async fn make_active(daemon: &Daemon, customer: &str) {
-    commands(&format!("invite {customer}"), &format!("invite {customer}")).await;
-    let inv = wait_for(customer, "invitation", |m| m.subject.contains("[ref:")).await;
-    let to = inv.reply_to.clone().unwrap();
-    send_raw(
-        customer,
-        &[&to],
-        &mail(
-            customer,
-            &to,
-            &format!("Re: {}", inv.subject),
-            "",
-            "Accept\n",
-        ),
-    )
-    .await;
-    daemon.wait_state("northwind", customer, "active").await;
 }
 
 /// A support request with a 12 kB attachment.

@@ -341,19 +341,6 @@ Diagnostic-Code: smtp; 552 5.2.2 mailbox full\r\n\r\n\
     assert!(daemon.stop().success());
 }
 
-/// The total number of processed records, over every class.
-fn processed_total(daemon: &Daemon) -> u64 {
-    let (ok, out, err) = daemon.cli(&["stats"]);
-    assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["processed"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|n| n.as_u64().unwrap())
-        .sum()
-}
-
 /// A campaign of forged, malformed and flooding mail against a daemon with a
 /// trusted MX: none of it may change a state, reach anyone, or be lost (each
 /// has its processed record), and the legitimate commands mixed into it are

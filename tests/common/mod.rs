@@ -382,6 +382,16 @@ pub fn stats(daemon: &Daemon) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("stats output {out:?}: {e}"))
 }
 
+/// The number of processed records, over every class (`liaison stats`).
+pub fn processed_total(daemon: &Daemon) -> u64 {
+    stats(daemon)["processed"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum()
+}
+
 /// The test configuration, with the store in `dir`.
 pub fn config_text(dir: &std::path::Path, transport: Transport) -> String {
     let templates = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates");
