@@ -294,7 +294,8 @@ fn crlf_to_lf(text: &str) -> String {
 }
 
 /// A file name safe to put in a header and show: no directories, no control
-/// characters, bounded length; a generic name when there is none.
+/// or format characters (a U+202E in `invoice\u{202E}fdp.exe` would show it
+/// as `invoiceexe.pdf`), bounded length; a generic name when there is none.
 fn sanitize_file_name(name: Option<&str>, index: usize) -> String {
     let base = name
         .unwrap_or("")
@@ -302,7 +303,7 @@ fn sanitize_file_name(name: Option<&str>, index: usize) -> String {
         .next()
         .unwrap_or("")
         .chars()
-        .filter(|c| !c.is_control() && *c != '"')
+        .filter(|&c| !c.is_control() && !crate::command::is_format_character(c) && c != '"')
         .take(120)
         .collect::<String>();
     let base = base.trim().trim_start_matches('.').to_string();
@@ -520,6 +521,19 @@ Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n";
         let no_id_copy = format!("Received: from a by b\r\n{no_id}");
         assert!(key(&no_id).starts_with("sha256:"));
         assert_eq!(key(&no_id), key(&no_id_copy));
+    }
+
+    #[test]
+    fn attachment_names_lose_format_characters() {
+        assert_eq!(
+            sanitize_file_name(Some("invoice\u{202E}fdp.exe"), 0),
+            "invoicefdp.exe"
+        );
+        assert_eq!(
+            sanitize_file_name(Some("\u{200B}\u{2066}report.pdf\u{2069}"), 0),
+            "report.pdf"
+        );
+        assert_eq!(sanitize_file_name(Some("\u{202E}"), 2), "attachment-3");
     }
 
     #[test]
