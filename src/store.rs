@@ -626,6 +626,16 @@ impl SledStore {
         Ok(())
     }
 
+    /// Stages `key`'s byte count (quarantined raw mail, held mail) moved by
+    /// `delta`, never below zero; nothing when it does not move.
+    fn add_to_byte_count(&self, batch: &mut WriteSet, key: &[u8], delta: i64) -> Result<()> {
+        if delta != 0 {
+            let now = self.get::<u64>(key)?.unwrap_or(0) as i64 + delta;
+            batch.insert(key.to_vec(), encode(&(now.max(0) as u64)));
+        }
+        Ok(())
+    }
+
     fn err(&self, source: sled::Error) -> StoreError {
         StoreError::Sled {
             path: self.path.clone(),
@@ -843,13 +853,12 @@ impl Store for SledStore {
     fn commit(&self, changes: Changes) -> Result<Vec<u64>> {
         let mut batch = WriteSet::default();
         // Removals first: a released message's new record replaces the old.
-        let mut raw_bytes = self.quarantined_raw_bytes()? as i64;
-        let before = raw_bytes;
+        let mut raw_delta = 0i64;
         for key in &changes.released {
             batch.remove(format!("msg/{key}").into_bytes());
             let qkey = format!("qraw/{key}").into_bytes();
             if let Some(old) = self.get_raw(&qkey)? {
-                raw_bytes -= old.len() as i64;
+                raw_delta -= old.len() as i64;
             }
             batch.remove(qkey);
         }
@@ -857,14 +866,9 @@ impl Store for SledStore {
             // Raw bytes as they are: a JSON string of base64 cost 4/3 of
             // the mail plus a copy to encode it.
             batch.insert(format!("qraw/{key}").into_bytes(), raw.clone());
-            raw_bytes += raw.len() as i64;
+            raw_delta += raw.len() as i64;
         }
-        if raw_bytes != before {
-            batch.insert(
-                b"meta/qraw_bytes".to_vec(),
-                encode(&(raw_bytes.max(0) as u64)),
-            );
-        }
+        self.add_to_byte_count(&mut batch, b"meta/qraw_bytes", raw_delta)?;
         let mut with_old = Vec::with_capacity(changes.relationships.len());
         let mut seen: std::collections::HashMap<(&str, &str), RelationshipState> =
             Default::default();
@@ -934,11 +938,10 @@ impl Store for SledStore {
         for p in &changes.processed {
             batch.insert(format!("msg/{}", p.key).into_bytes(), encode(p));
         }
-        let mut held_bytes = self.held_bytes()? as i64;
-        let held_before = held_bytes;
+        let mut held_delta = 0i64;
         for h in changes.held {
             let id = self.db.generate_id().map_err(|e| self.err(e))? + 1;
-            held_bytes += h.mail.raw.len() as i64;
+            held_delta += h.mail.raw.len() as i64;
             let held = HeldMail {
                 id,
                 at: h.at,
@@ -951,16 +954,11 @@ impl Store for SledStore {
         }
         for id in &changes.released_held {
             if let Some(old) = self.held_mail(*id)? {
-                held_bytes -= old.mail.raw.len() as i64;
+                held_delta -= old.mail.raw.len() as i64;
             }
             batch.remove(id_key("held/", *id));
         }
-        if held_bytes != held_before {
-            batch.insert(
-                b"meta/held_bytes".to_vec(),
-                encode(&(held_bytes.max(0) as u64)),
-            );
-        }
+        self.add_to_byte_count(&mut batch, b"meta/held_bytes", held_delta)?;
         for (partner, hour) in &changes.held_reported {
             batch.insert(format!("hrep/{partner}/{hour}").into_bytes(), encode(&true));
         }
