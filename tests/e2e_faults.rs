@@ -193,8 +193,8 @@ async fn imap_and_smtp_outages_lose_and_duplicate_nothing() {
     // Both servers stop for a while mid-run.
     mailstack("down");
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", IMAP_PORT)).is_err()
-            && std::net::TcpStream::connect(("127.0.0.1", SMTP_PORT)).is_err(),
+        std::net::TcpStream::connect(("127.0.0.1", *IMAP_PORT)).is_err()
+            && std::net::TcpStream::connect(("127.0.0.1", *SMTP_PORT)).is_err(),
         "the mail stack is down"
     );
     // 30 s, as long as a real restart of a mail server may take.

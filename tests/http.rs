@@ -313,7 +313,7 @@ async fn healthz_is_degraded_when_smtp_cannot_be_reached() {
     let closed = free_port();
     let mut daemon = Liaison::start(|t| {
         t.replace(
-            &format!("port = {SMTP_PORT}\n"),
+            &format!("port = {}\n", *SMTP_PORT),
             &format!("port = {closed}\n"),
         )
     })

@@ -72,10 +72,16 @@ DOMAINS=(liaison.test contoso.test fabrikam.test greylist.test)   # domains of U
 GREYLIST_DOMAINS=(greylist.test)
 
 BIND=127.0.0.1
-SMTP_PORT=2525
-SMTPS_PORT=2465
-IMAP_PORT=1143
-IMAPS_PORT=1993
+# A private instance beside the shared one (for work that changes this
+# script's configuration): LIAISON_MAILSTACK_PORT_OFFSET=N moves every port
+# by N, and it needs its own LIAISON_MAILSTACK_DIR. The tests read the same
+# two variables (tests/common: ports, and the lock file
+# /tmp/liaison-mailstack-N.lock instead of /tmp/liaison-mailstack.lock).
+PORT_OFFSET=${LIAISON_MAILSTACK_PORT_OFFSET:-0}
+SMTP_PORT=$((2525 + PORT_OFFSET))
+SMTPS_PORT=$((2465 + PORT_OFFSET))
+IMAP_PORT=$((1143 + PORT_OFFSET))
+IMAPS_PORT=$((1993 + PORT_OFFSET))
 WAIT_SECONDS=30
 MAIL_USER=vmail               # owner of the mail storage (created if missing)
 PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-lmtpd swaks openssl)

@@ -13,7 +13,6 @@ use liaison::smtp::Mailer;
 use liaison::store::OutgoingMail;
 
 const ALICE: &str = "alice@contoso.test";
-const SMTPS_PORT: u16 = 2465;
 
 fn smtp(port: u16, tls: TlsMode, trust_stack_ca: bool) -> SmtpConfig {
     SmtpConfig {
@@ -50,9 +49,9 @@ async fn every_tls_mode_delivers_and_an_untrusted_certificate_is_refused() {
     clear_mailbox(ALICE).await;
     let run = std::process::id();
     for (name, config) in [
-        ("plain", smtp(SMTP_PORT, TlsMode::None, false)),
-        ("starttls", smtp(SMTP_PORT, TlsMode::Starttls, true)),
-        ("tls", smtp(SMTPS_PORT, TlsMode::Tls, true)),
+        ("plain", smtp(*SMTP_PORT, TlsMode::None, false)),
+        ("starttls", smtp(*SMTP_PORT, TlsMode::Starttls, true)),
+        ("tls", smtp(*SMTPS_PORT, TlsMode::Tls, true)),
     ] {
         let mailer = Mailer::new(&config).unwrap();
         assert!(mailer.check().await.unwrap(), "{name}: check");
@@ -80,8 +79,8 @@ async fn every_tls_mode_delivers_and_an_untrusted_certificate_is_refused() {
     }
     // Without the test CA, neither TLS mode trusts the server.
     for (name, config) in [
-        ("starttls", smtp(SMTP_PORT, TlsMode::Starttls, false)),
-        ("tls", smtp(SMTPS_PORT, TlsMode::Tls, false)),
+        ("starttls", smtp(*SMTP_PORT, TlsMode::Starttls, false)),
+        ("tls", smtp(*SMTPS_PORT, TlsMode::Tls, false)),
     ] {
         let mailer = Mailer::new(&config).unwrap();
         let e = mailer

@@ -15,9 +15,29 @@ use std::time::{Duration, Instant};
 /// Password of every account on the loopback mail stack.
 pub const PASSWORD: &str = "liaison-dev";
 /// Loopback SMTP (Postfix).
-pub const SMTP_PORT: u16 = 2525;
+/// Ports of the loopback mail stack. A private instance of
+/// `tests/mailstack.sh` (started with `LIAISON_MAILSTACK_PORT_OFFSET=N` and
+/// its own `LIAISON_MAILSTACK_DIR`) listens on each port plus N, and its
+/// tests lock their own file; the shared instance has offset 0.
+pub fn port_offset() -> u16 {
+    std::env::var("LIAISON_MAILSTACK_PORT_OFFSET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+pub static SMTP_PORT: std::sync::LazyLock<u16> = std::sync::LazyLock::new(|| 2525 + port_offset());
 /// Loopback IMAP (Dovecot).
-pub const IMAP_PORT: u16 = 1143;
+pub static IMAP_PORT: std::sync::LazyLock<u16> = std::sync::LazyLock::new(|| 1143 + port_offset());
+pub static IMAPS_PORT: std::sync::LazyLock<u16> = std::sync::LazyLock::new(|| 1993 + port_offset());
+pub static SMTPS_PORT: std::sync::LazyLock<u16> = std::sync::LazyLock::new(|| 2465 + port_offset());
+
+/// The lock file of this mail stack instance (see [`port_offset`]).
+pub fn mailstack_lock_path() -> std::path::PathBuf {
+    match port_offset() {
+        0 => std::env::temp_dir().join("liaison-mailstack.lock"),
+        n => std::env::temp_dir().join(format!("liaison-mailstack-{n}.lock")),
+    }
+}
 
 /// Held while a test uses the shared mailboxes.
 pub struct Serial {
@@ -37,7 +57,7 @@ pub async fn serial() -> Serial {
             .create(true)
             .truncate(false)
             .write(true)
-            .open(std::env::temp_dir().join("liaison-mailstack.lock"))
+            .open(mailstack_lock_path())
             .expect("open the mail stack lock file");
         f.lock().expect("lock the mail stack lock file");
         f
@@ -52,7 +72,7 @@ pub async fn serial() -> Serial {
 
 /// Panics with instructions when the mail stack is not running.
 pub fn require_mailstack() {
-    for port in [SMTP_PORT, IMAP_PORT] {
+    for port in [*SMTP_PORT, *IMAP_PORT] {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             panic!(
                 "nothing listens on 127.0.0.1:{port}: start the loopback mail stack with \
@@ -67,7 +87,7 @@ pub type Session = async_imap::Session<tokio::net::TcpStream>;
 
 /// Logs `user` in to the loopback Dovecot (plain IMAP).
 pub async fn imap(user: &str) -> Session {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", IMAP_PORT))
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", *IMAP_PORT))
         .await
         .expect("connect to IMAP");
     let mut client = async_imap::Client::new(tcp);
@@ -199,7 +219,7 @@ pub async fn send_null_sender(to: &[&str], raw: &str) {
     use lettre::AsyncTransport;
     let transport =
         lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
-            .port(SMTP_PORT)
+            .port(*SMTP_PORT)
             .build();
     let envelope =
         lettre::address::Envelope::new(None, to.iter().map(|t| t.parse().unwrap()).collect())
@@ -257,7 +277,7 @@ pub async fn send_raw(from: &str, to: &[&str], raw: &str) {
     use lettre::AsyncTransport;
     let transport =
         lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
-            .port(SMTP_PORT)
+            .port(*SMTP_PORT)
             .build();
     let envelope = lettre::address::Envelope::new(
         Some(from.parse().unwrap()),
@@ -410,19 +430,19 @@ pub fn config_text(dir: &std::path::Path, transport: Transport) -> String {
     };
     let (commands, invites, smtp_tls) = match transport {
         Transport::Tls => (
-            inbox("commands", "commands@liaison.test", "tls", 1993),
-            inbox("invites", "invites@liaison.test", "starttls", IMAP_PORT),
+            inbox("commands", "commands@liaison.test", "tls", *IMAPS_PORT),
+            inbox("invites", "invites@liaison.test", "starttls", *IMAP_PORT),
             format!("tls = \"starttls\"\nca_file = \"{}\"\n", cert.display()),
         ),
         _ => (
-            inbox("commands", "commands@liaison.test", "none", IMAP_PORT),
-            inbox("invites", "invites@liaison.test", "none", IMAP_PORT),
+            inbox("commands", "commands@liaison.test", "none", *IMAP_PORT),
+            inbox("invites", "invites@liaison.test", "none", *IMAP_PORT),
             "tls = \"none\"\n".to_string(),
         ),
     };
     format!(
         "[store]\npath = \"{store}\"\ncache_capacity_mb = 8\n\n{commands}{invites}\
-         [smtp]\nhost = \"127.0.0.1\"\nport = {SMTP_PORT}\n{smtp_tls}timeout_secs = 10\n\n\
+         [smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\n{smtp_tls}timeout_secs = 10\n\n\
          [addresses]\ncommands = \"commands@liaison.test\"\ninvitations = \"invites@liaison.test\"\n\
          support_desk = \"helpdesk@liaison.test\"\nfrom_name = \"Liaison\"\n\n\
          [security]\ntoken_secret = \"test-secret-0123456789abcdef\"\ninvitation_ttl_days = 90\n\n\
@@ -431,6 +451,7 @@ pub fn config_text(dir: &std::path::Path, transport: Transport) -> String {
          [[partner]]\nid = \"hanbit\"\nname = \"Hanbit Cloud\"\nemails = [\"partner2@liaison.test\"]\nlocale = \"ko\"\n",
         store = dir.join("store").display(),
         templates = templates.display(),
+        smtp_port = *SMTP_PORT,
     )
 }
 
