@@ -188,10 +188,11 @@ impl TokenClient {
     }
 
     pub(crate) fn endpoint_client(&self) -> Result<TokenEndpointClient, OAuthError> {
-        let token_url = TokenUrl::new(self.cfg.token_url.clone()).map_err(|e| OAuthError::Setup {
-            client: self.cfg.name.clone(),
-            reason: format!("token_url: {e}"),
-        })?;
+        let token_url =
+            TokenUrl::new(self.cfg.token_url.clone()).map_err(|e| OAuthError::Setup {
+                client: self.cfg.name.clone(),
+                reason: format!("token_url: {e}"),
+            })?;
         let mut client = BasicClient::new(ClientId::new(self.cfg.client_id.clone()))
             // Secrets in the form body (client_secret_post): what Entra
             // documents, and what Google accepts too.
@@ -234,7 +235,10 @@ impl TokenClient {
 
     /// Runs under `refreshing`. `drop_generation`: the token of that
     /// generation was refused and must not be handed out again.
-    async fn refresh_locked(&self, drop_generation: Option<u64>) -> Result<BearerToken, OAuthError> {
+    async fn refresh_locked(
+        &self,
+        drop_generation: Option<u64>,
+    ) -> Result<BearerToken, OAuthError> {
         let now = now_ms();
         {
             let mut st = self.lock();
@@ -253,7 +257,11 @@ impl TokenClient {
                 }
             }
             if now < st.retry_at_ms {
-                if let Some(held) = st.token.as_ref().filter(|h| policy::usable(now, h.expires_ms)) {
+                if let Some(held) = st
+                    .token
+                    .as_ref()
+                    .filter(|h| policy::usable(now, h.expires_ms))
+                {
                     return Ok(held.bearer());
                 }
                 return Err(OAuthError::BackingOff {
@@ -306,12 +314,18 @@ impl TokenClient {
                         OAuthError::Refused { .. } | OAuthError::NoRefreshToken { .. } => {
                             tracing::error!(oauth2 = %self.cfg.name, error = %text, "cannot get an access token")
                         }
-                        _ => tracing::warn!(oauth2 = %self.cfg.name, error = %text, "cannot get an access token; retrying with backoff"),
+                        _ => {
+                            tracing::warn!(oauth2 = %self.cfg.name, error = %text, "cannot get an access token; retrying with backoff")
+                        }
                     }
                 }
                 st.last_error = Some(text);
                 let now = now_ms();
-                if let Some(held) = st.token.as_ref().filter(|h| policy::usable(now, h.expires_ms)) {
+                if let Some(held) = st
+                    .token
+                    .as_ref()
+                    .filter(|h| policy::usable(now, h.expires_ms))
+                {
                     return Ok(held.bearer());
                 }
                 Err(e)
@@ -369,11 +383,14 @@ impl TokenClient {
         if let Some(t) = self.lock().refresh_token.clone() {
             return Ok(t);
         }
-        let token = load_refresh_token(file).await.map_err(|reason| OAuthError::NoRefreshToken {
-            client: self.cfg.name.clone(),
-            file: file.display().to_string(),
-            reason,
-        })?;
+        let token =
+            load_refresh_token(file)
+                .await
+                .map_err(|reason| OAuthError::NoRefreshToken {
+                    client: self.cfg.name.clone(),
+                    file: file.display().to_string(),
+                    reason,
+                })?;
         self.lock().refresh_token = Some(token.clone());
         Ok(token)
     }
@@ -445,7 +462,10 @@ impl TokenClient {
     pub fn status(&self) -> TokenStatus {
         let st = self.lock();
         let now = now_ms();
-        let usable = st.token.as_ref().filter(|h| policy::usable(now, h.expires_ms));
+        let usable = st
+            .token
+            .as_ref()
+            .filter(|h| policy::usable(now, h.expires_ms));
         let state = match (&st.last_error, usable) {
             (Some(e), _) => e.clone(),
             (None, Some(_)) => "ok".to_string(),
@@ -570,10 +590,7 @@ impl OAuthClients {
 
 /// Text fit for a log line: no control characters, at most `max` chars.
 fn printable(s: &str, max: usize) -> String {
-    s.chars()
-        .filter(|c| !c.is_control())
-        .take(max)
-        .collect()
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -647,9 +664,16 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("g.token");
-        assert!(load_refresh_token(&file).await.unwrap_err().contains("no refresh token"));
-        save_refresh_token(&file, &Secret::new("one")).await.unwrap();
-        save_refresh_token(&file, &Secret::new("two")).await.unwrap();
+        assert!(load_refresh_token(&file)
+            .await
+            .unwrap_err()
+            .contains("no refresh token"));
+        save_refresh_token(&file, &Secret::new("one"))
+            .await
+            .unwrap();
+        save_refresh_token(&file, &Secret::new("two"))
+            .await
+            .unwrap();
         assert_eq!(load_refresh_token(&file).await.unwrap().expose(), "two");
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

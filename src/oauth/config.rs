@@ -127,7 +127,8 @@ pub fn check_token_url(url: &str) -> Result<(), String> {
             let loopback = parsed.host_str().is_some_and(|h| {
                 let h = h.trim_start_matches('[').trim_end_matches(']');
                 h.eq_ignore_ascii_case("localhost")
-                    || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+                    || h.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
             });
             if loopback {
                 Ok(())
@@ -141,7 +142,64 @@ pub fn check_token_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// Reads a secret given inline, through an environment variable (`*_env`)
+/// or from a file (`*_file`, trailing newline ignored), exactly as the
+/// other secrets of the file are read; at most one may be set.
+pub fn resolve_secret(
+    key: &str,
+    inline: Option<String>,
+    env: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    let given = inline.is_some() as u8 + env.is_some() as u8 + file.is_some() as u8;
+    if given > 1 {
+        return Err(invalid(
+            key.to_string(),
+            "set only one of the inline value, `_env` and `_file`",
+        ));
+    }
+    if let Some(v) = inline {
+        return Ok(Some(Secret::new(v)));
+    }
+    if let Some(var) = env {
+        return match std::env::var(&var) {
+            Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
+            _ => Err(invalid(
+                format!("{key}_env"),
+                format!("environment variable {var} is not set or empty"),
+            )),
+        };
+    }
+    if let Some(path) = file {
+        return match std::fs::read_to_string(&path) {
+            Ok(v) if !v.trim_end_matches(['\r', '\n']).is_empty() => Ok(Some(Secret::new(
+                v.trim_end_matches(['\r', '\n']).to_string(),
+            ))),
+            Ok(_) => Err(invalid(
+                format!("{key}_file"),
+                format!("{} is empty", path.display()),
+            )),
+            Err(e) => Err(invalid(
+                format!("{key}_file"),
+                format!("cannot read {}: {e}", path.display()),
+            )),
+        };
+    }
+    Ok(None)
+}
+
 impl OAuth2Config {
+    /// Parses and validates one `[[oauth2]]` table given as TOML text (its
+    /// keys, without the `[[oauth2]]` line); for tests and tools that build
+    /// a client without a whole config file.
+    pub fn from_toml(text: &str) -> Result<OAuth2Config, ConfigError> {
+        let raw: RawOAuth2 = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: PathBuf::from("[[oauth2]]"),
+            message: e.to_string(),
+        })?;
+        Self::from_raw(0, raw, resolve_secret)
+    }
+
     /// Validates table `index` of `[[oauth2]]`; `resolve` reads the secret
     /// (inline | `_env` | `_file`) the way every other secret is read.
     pub fn from_raw(
@@ -211,7 +269,11 @@ impl OAuth2Config {
         };
         let tenant = raw.tenant.as_deref().map(str::trim);
         if let Some(t) = tenant {
-            if t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+            if t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+            {
                 return Err(invalid(
                     key("tenant"),
                     format!("`{t}` is not a tenant name or id (like contoso.onmicrosoft.com)"),
@@ -244,7 +306,10 @@ impl OAuth2Config {
             Provider::Other => (None, None, None),
         };
         if provider != Provider::Microsoft && tenant.is_some() {
-            return Err(invalid(key("tenant"), "is only used with provider = \"microsoft\""));
+            return Err(invalid(
+                key("tenant"),
+                "is only used with provider = \"microsoft\"",
+            ));
         }
         let token_url = raw.token_url.or(preset_token).ok_or_else(|| {
             invalid(
@@ -258,7 +323,10 @@ impl OAuth2Config {
             check_token_url(url).map_err(|r| invalid(key("device_authorization_url"), r))?;
         }
         let scope = raw.scope.or(preset_scope).ok_or_else(|| {
-            invalid(key("scope"), "is required (or set provider = \"microsoft\" | \"google\")")
+            invalid(
+                key("scope"),
+                "is required (or set provider = \"microsoft\" | \"google\")",
+            )
         })?;
         let scopes: Vec<String> = scope.split_whitespace().map(str::to_string).collect();
         if scopes.is_empty() {
@@ -326,8 +394,10 @@ mod tests {
         .unwrap();
         assert!(delegated.scopes.contains(&"offline_access".to_string()));
         assert!(delegated.client_secret.is_none());
-        assert!(err("name = \"m\"\nprovider = \"microsoft\"\nclient_id = \"a\"\nclient_secret = \"s\"\n")
-            .contains("oauth2[0].tenant"));
+        assert!(err(
+            "name = \"m\"\nprovider = \"microsoft\"\nclient_id = \"a\"\nclient_secret = \"s\"\n"
+        )
+        .contains("oauth2[0].tenant"));
     }
 
     #[test]
@@ -349,9 +419,15 @@ mod tests {
         assert!(parse(&format!("{base}token_url = \"http://127.0.0.1:9/token\"\n")).is_ok());
         assert!(parse(&format!("{base}token_url = \"http://[::1]:9/token\"\n")).is_ok());
         assert!(parse(&format!("{base}token_url = \"http://localhost:9/token\"\n")).is_ok());
-        assert!(parse(&format!("{base}token_url = \"https://idp.example/token\"\n")).is_ok());
+        assert!(parse(&format!(
+            "{base}token_url = \"https://idp.example/token\"\n"
+        ))
+        .is_ok());
         let e = err(&format!("{base}token_url = \"http://idp.example/token\"\n"));
-        assert!(e.contains("oauth2[0].token_url") && e.contains("https"), "{e}");
+        assert!(
+            e.contains("oauth2[0].token_url") && e.contains("https"),
+            "{e}"
+        );
         assert!(err(&format!("{base}token_url = \"ftp://127.0.0.1/token\"\n")).contains("scheme"));
         assert!(err(base).contains("token_url"));
     }
@@ -361,8 +437,14 @@ mod tests {
         let base = "name = \"t\"\nclient_id = \"a\"\nscope = \"x\"\ntoken_url = \"https://idp.example/t\"\n";
         assert!(err(base).contains("client_secret"));
         assert!(err(&format!("{base}grant = \"refresh_token\"\n")).contains("refresh_token_file"));
-        assert!(err(&format!("{base}client_secret = \"s\"\ngrant = \"password\"\n")).contains("grant"));
-        assert!(err(&format!("{base}client_secret = \"s\"\nprovider = \"yahoo\"\n")).contains("provider"));
+        assert!(err(&format!(
+            "{base}client_secret = \"s\"\ngrant = \"password\"\n"
+        ))
+        .contains("grant"));
+        assert!(err(&format!(
+            "{base}client_secret = \"s\"\nprovider = \"yahoo\"\n"
+        ))
+        .contains("provider"));
     }
 
     #[test]

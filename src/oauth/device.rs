@@ -7,7 +7,10 @@
 
 use super::{OAuthError, TokenClient};
 use crate::config::Secret;
-use oauth2::{DeviceAuthorizationUrl, RequestTokenError, Scope, StandardDeviceAuthorizationResponse, TokenResponse};
+use oauth2::{
+    DeviceAuthorizationUrl, RequestTokenError, Scope, StandardDeviceAuthorizationResponse,
+    TokenResponse,
+};
 
 /// What the user is asked to do; printed by the CLI.
 #[derive(Debug, Clone)]
@@ -41,9 +44,9 @@ pub async fn login(
     let url = cfg.device_authorization_url.clone().ok_or_else(|| {
         fail("no device_authorization_url is configured (the presets set it)".into())
     })?;
-    let endpoint = client
-        .endpoint_client()?
-        .set_device_authorization_url(DeviceAuthorizationUrl::new(url).map_err(|e| fail(e.to_string()))?);
+    let endpoint = client.endpoint_client()?.set_device_authorization_url(
+        DeviceAuthorizationUrl::new(url).map_err(|e| fail(e.to_string()))?,
+    );
     let scopes = cfg.scopes.iter().map(|s| Scope::new(s.clone()));
     let details: StandardDeviceAuthorizationResponse = endpoint
         .exchange_device_code()
@@ -67,7 +70,10 @@ pub async fn login(
             RequestTokenError::ServerResponse(answer) => {
                 let error = answer.error().as_ref().to_string();
                 let why = match error.as_str() {
-                    "expired_token" => "the code expired before sign-in was completed; run the command again".to_string(),
+                    "expired_token" => {
+                        "the code expired before sign-in was completed; run the command again"
+                            .to_string()
+                    }
                     "access_denied" => "sign-in was declined".to_string(),
                     _ => format!(
                         "{error}: {}",
@@ -79,7 +85,10 @@ pub async fn login(
             other => fail(other.to_string()),
         })?;
     let refresh = token.refresh_token().ok_or_else(|| {
-        fail("the endpoint issued no refresh token (Microsoft needs the scope offline_access)".into())
+        fail(
+            "the endpoint issued no refresh token (Microsoft needs the scope offline_access)"
+                .into(),
+        )
     })?;
     client
         .adopt_refresh_token(Secret::new(refresh.secret().clone()))

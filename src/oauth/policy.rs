@@ -56,8 +56,9 @@ pub fn remedy(error: &str, refresh_grant: bool) -> Remedy {
         "invalid_grant" if refresh_grant => Remedy::LoginAgain,
         "invalid_grant" => Remedy::CheckPermissions,
         "invalid_client" => Remedy::CheckClientSecret,
-        "unauthorized_client" | "access_denied" | "consent_required"
-        | "interaction_required" => Remedy::CheckPermissions,
+        "unauthorized_client" | "access_denied" | "consent_required" | "interaction_required" => {
+            Remedy::CheckPermissions
+        }
         "invalid_scope" => Remedy::CheckScope,
         _ => Remedy::RetryLater,
     }
@@ -120,7 +121,10 @@ mod tests {
     #[test]
     fn retries_double_from_one_second_to_a_minute() {
         let waits: Vec<u64> = (1..=9).map(retry_after_ms).collect();
-        assert_eq!(waits, [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]);
+        assert_eq!(
+            waits,
+            [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]
+        );
         assert_eq!(retry_after_ms(0), 1000);
     }
 
@@ -131,7 +135,9 @@ mod tests {
         assert_eq!(remedy("invalid_client", false), Remedy::CheckClientSecret);
         assert_eq!(remedy("temporarily_unavailable", true), Remedy::RetryLater);
         assert!(!Remedy::RetryLater.is_permanent());
-        assert!(Remedy::LoginAgain.advice("g").contains("liaison oauth login g"));
+        assert!(Remedy::LoginAgain
+            .advice("g")
+            .contains("liaison oauth login g"));
         assert!(Remedy::CheckClientSecret.advice("m365").contains("expiry"));
     }
 }

@@ -29,7 +29,9 @@ impl Mechanism {
     /// (OAUTHBEARER carries them; XOAUTH2 does not).
     pub fn initial_response(self, user: &str, token: &str, host: &str, port: u16) -> Vec<u8> {
         match self {
-            Mechanism::Xoauth2 => format!("user={user}\x01auth=Bearer {token}\x01\x01").into_bytes(),
+            Mechanism::Xoauth2 => {
+                format!("user={user}\x01auth=Bearer {token}\x01\x01").into_bytes()
+            }
             Mechanism::Oauthbearer => format!(
                 "n,a={},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01",
                 gs2_escape(user)
