@@ -110,7 +110,7 @@ pub struct Config {
     /// Support tickets.
     pub tickets: TicketsConfig,
     /// Loopback address of the `/metrics` and `/healthz` endpoint, if any.
-    pub http_listen: Option<std::net::SocketAddr>,
+    pub http_listen: Option<core::net::SocketAddr>,
     /// Folder holding the Handlebars templates.
     pub templates_dir: PathBuf,
     /// The partners allowed to send commands.
@@ -838,7 +838,7 @@ impl Config {
         let http_listen = match raw.http.listen {
             None => None,
             Some(a) => {
-                let addr: std::net::SocketAddr = a.parse().map_err(|_| {
+                let addr: core::net::SocketAddr = a.parse().map_err(|_| {
                     invalid(
                         "http.listen",
                         format!("`{a}` is not an address like 127.0.0.1:9898"),
