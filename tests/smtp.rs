@@ -8,9 +8,9 @@
 mod common;
 
 use common::*;
-use liaison::config::{SmtpConfig, TlsMode};
-use liaison::smtp::Mailer;
+use liaison::io::smtp::Mailer;
 use liaison::store::OutgoingMail;
+use liaison_core::config::{SmtpConfig, TlsMode};
 
 const ALICE: &str = "alice@contoso.test";
 
@@ -22,6 +22,7 @@ fn smtp(port: u16, tls: TlsMode, trust_stack_ca: bool) -> SmtpConfig {
         ca_file: trust_stack_ca.then(stack_cert),
         username: None,
         password: None,
+        oauth2: None,
         timeout_secs: 10,
         max_connections: 2,
     }

@@ -24,7 +24,7 @@
 use super::config::{Grant, OAuth2Config};
 use super::policy::{self, Remedy};
 use super::OAuthError;
-use crate::config::Secret;
+use liaison_core::config::Secret;
 use oauth2::basic::{BasicClient, BasicErrorResponse};
 use oauth2::{
     AuthType, ClientId, ClientSecret, EndpointNotSet, EndpointSet, RefreshToken, RequestTokenError,
@@ -154,7 +154,7 @@ pub(crate) fn http_client(cfg: &OAuth2Config) -> Result<reqwest::Client, OAuthEr
         client: cfg.name.clone(),
         reason,
     };
-    let tls = crate::imap::tls_config(cfg.ca_file.as_deref()).map_err(setup)?;
+    let tls = crate::io::imap::tls_config(cfg.ca_file.as_deref()).map_err(setup)?;
     reqwest::Client::builder()
         .use_preconfigured_tls((*tls).clone())
         .redirect(reqwest::redirect::Policy::none())

@@ -6,7 +6,7 @@
 //! `refresh_token_file`.
 
 use super::{OAuthError, TokenClient};
-use crate::config::Secret;
+use liaison_core::config::Secret;
 use oauth2::{
     DeviceAuthorizationUrl, RequestTokenError, Scope, StandardDeviceAuthorizationResponse,
     TokenResponse,

@@ -1,18 +1,19 @@
 //! OAuth2 for the mail servers (and the Graph client): tokens from a
 //! provider's token endpoint, presented over SASL XOAUTH2 / OAUTHBEARER.
 //!
-//! * [`config`] — `[[oauth2]]`: presets, grants, validation.
-//! * [`policy`] — when to refresh, backoff, what an error answer means.
-//! * [`sasl`] — the XOAUTH2 and OAUTHBEARER messages.
+//! * [`config`] — `[[oauth2]]`: presets, grants, validation (the core's
+//!   `liaison_core::config::oauth2`).
+//! * [`policy`] — when to refresh, backoff, what an error answer means
+//!   (core).
+//! * [`sasl`] — the XOAUTH2 and OAUTHBEARER messages (core).
 //! * [`client`] — the token client: cache, one refresh at a time, refused
 //!   logins, rotated refresh tokens saved before use.
 //! * [`device`] — `liaison oauth login`: the device authorization grant.
 
 pub mod client;
-pub mod config;
 pub mod device;
-pub mod policy;
-pub mod sasl;
+pub use liaison_core::config::oauth2 as config;
+pub use liaison_core::oauth::{policy, sasl};
 
 pub use client::{BearerToken, OAuthClients, TokenClient, TokenStatus};
 pub use config::{Grant, OAuth2Config, Provider, RawOAuth2};
