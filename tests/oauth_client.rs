@@ -8,6 +8,7 @@
 mod common;
 
 use common::token_emulator::TokenEmulator;
+use liaison::files::EnvAndFiles;
 use liaison::oauth::{OAuth2Config, OAuthClients, OAuthError, TokenClient};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ fn app_client(emu: &TokenEmulator) -> TokenClient {
         OAuth2Config::from_toml(&format!(
             "name = \"m365\"\ntoken_url = \"{}\"\nclient_id = \"app-1\"\nclient_secret = \"app-secret-1\"\nscope = \"https://outlook.office365.com/.default\"\ntimeout_secs = 5\n",
             emu.token_url("contoso.onmicrosoft.com")
-        ))
+        ), &EnvAndFiles)
         .unwrap(),
     )
     .unwrap()
@@ -35,7 +36,7 @@ fn refresh_client(emu: &TokenEmulator, file: &std::path::Path) -> TokenClient {
             emu.token_url("consumers"),
             emu.device_url("consumers"),
             file.display()
-        ))
+        ), &EnvAndFiles)
         .unwrap(),
     )
     .unwrap()
@@ -173,7 +174,7 @@ async fn a_wrong_secret_is_invalid_client_too() {
         OAuth2Config::from_toml(&format!(
             "name = \"m365\"\ntoken_url = \"{}\"\nclient_id = \"app-1\"\nclient_secret = \"a-wrong-one\"\nscope = \"https://outlook.office365.com/.default\"\n",
             emu.token_url("t")
-        ))
+        ), &EnvAndFiles)
         .unwrap(),
     )
     .unwrap();
@@ -290,7 +291,7 @@ async fn metrics_name_each_client_with_failures_and_expiry() {
     let configs = vec![OAuth2Config::from_toml(&format!(
         "name = \"m365\"\ntoken_url = \"{}\"\nclient_id = \"app-1\"\nclient_secret = \"s\"\nscope = \"x/.default\"\n",
         emu.token_url("t")
-    ))
+    ), &EnvAndFiles)
     .unwrap()];
     let clients = OAuthClients::new(&configs).unwrap();
     clients.get("m365").unwrap().bearer().await.unwrap();
