@@ -153,9 +153,16 @@ pub async fn run_with(
     let admin_engine = engine.clone();
     let admin_durable = durable_tx.clone();
     let admin_stop = stop_rx.clone();
+    let admin_oauth = oauth.clone();
     tasks.spawn(async move {
-        if let Err(e) =
-            crate::io::admin::serve(admin_path, admin_engine, admin_durable, admin_stop).await
+        if let Err(e) = crate::io::admin::serve(
+            admin_path,
+            admin_engine,
+            admin_durable,
+            admin_oauth,
+            admin_stop,
+        )
+        .await
         {
             tracing::error!(error = %e, "admin socket failed; the CLI cannot reach this daemon");
         }

@@ -353,7 +353,15 @@ impl TokenClient {
                     .add_scopes(scopes)
                     .request_async(&self.http)
                     .await
-                    .map_err(|e| self.classify(e, true))?;
+                    .map_err(|e| {
+                        let e = self.classify(e, true);
+                        if matches!(&e, OAuthError::Refused { error, .. } if error == "invalid_grant") {
+                            // Dead: read the file again next time, where
+                            // `liaison oauth login` puts the new one.
+                            self.lock().refresh_token = None;
+                        }
+                        e
+                    })?;
                 if let Some(rotated) = response.refresh_token() {
                     if rotated.secret() != current.expose() {
                         let rotated = Secret::new(rotated.secret().clone());
