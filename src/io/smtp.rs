@@ -26,11 +26,11 @@
 //! are not tried until then, and mail to every other domain goes out at
 //! once.
 
+use super::smtp_login::SmtpLogin;
 use crate::clock::Clock;
+use crate::oauth::OAuthClients;
 use crate::store::{OutboxEntry, OutgoingMail, Store};
 use futures::StreamExt;
-use super::smtp_login::SmtpLogin;
-use crate::oauth::OAuthClients;
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
@@ -237,7 +237,9 @@ impl Mailer {
             if conn.has_broken() {
                 continue;
             }
-            if token_expires.is_some_and(|exp| !liaison_core::oauth::policy::usable(crate::oauth::client::now_ms(), exp)) {
+            if token_expires.is_some_and(|exp| {
+                !liaison_core::oauth::policy::usable(crate::oauth::client::now_ms(), exp)
+            }) {
                 let _ = tokio::time::timeout(Duration::from_secs(2), conn.quit()).await;
                 continue;
             }
