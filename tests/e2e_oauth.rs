@@ -320,6 +320,11 @@ async fn the_endpoint_down_for_a_while_degrades_health_queues_and_catches_up() {
         .parse()
         .unwrap();
     assert!(failures >= 1);
+    // The outbox waited for a token instead of spending delivery attempts.
+    assert!(
+        metrics.contains("liaison_send_failures_total 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -347,6 +347,15 @@ impl Mailer {
         Ok(outcomes)
     }
 
+    /// With `auth = "oauth2"`, while the token client cannot get a token:
+    /// how long to wait before trying (see [`crate::oauth::TokenClient::waiting`]).
+    pub fn waiting_for_token(&self) -> Option<Duration> {
+        match &self.settings.login {
+            SmtpLogin::Token { client, .. } => client.waiting(),
+            _ => None,
+        }
+    }
+
     /// Checks the server answers (connect, EHLO, TLS and login as
     /// configured, NOOP), for `check-config`.
     pub async fn check(&self) -> Result<bool, SmtpError> {
@@ -604,6 +613,10 @@ async fn deliver_due(
     crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
     let mut sent_batches = false;
     loop {
+        // No token to log in with: the mails wait, their attempts unspent.
+        if let Some(wait) = mailer.waiting_for_token() {
+            return Ok(Some(wait));
+        }
         let now = clock.now();
         let due = store.due_outbox(*watermark, now, BATCH)?;
         if due.is_empty() {
