@@ -266,7 +266,7 @@ fn commands_after_a_quote_are_never_run() {
     assert_eq!(w.store, MemStore::default());
 }
 
-// ---- the sender trust policy (src/trust.rs) --------------------------------
+// ---- the sender trust policy (core/src/decide/trust.rs) -------------------
 
 #[test]
 fn with_a_trusted_authserv_id_every_party_of_a_ticket_must_be_authenticated() {
