@@ -115,11 +115,6 @@ pub(super) fn customer_mail(
     to_commands: bool,
 ) -> Result<Decision, WorkflowError> {
     let mut ids = MessageIds::new(&mail.key, ctx);
-    // A mail in a ticket's thread belongs to the ticket, whoever wrote it
-    // (the ticket decides who may).
-    if let Some(t) = super::support::referenced_ticket(view, mail)? {
-        return super::support::ticket_mail(ctx, view, mail, from, t);
-    }
     let (inv, how) = match find_invitation(ctx, view, mail)? {
         Reference::Found(inv, how) => (inv, how),
         Reference::Refused(reason) => {
