@@ -338,7 +338,10 @@ fn the_oauth_login_command_prints_the_code_and_stores_the_token() {
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("To sign in, open https://microsoft.com/devicelogin and enter the code "), "{first}");
+    assert!(
+        first.starts_with("To sign in, open https://microsoft.com/devicelogin and enter the code "),
+        "{first}"
+    );
     let code = first.rsplit(' ').next().unwrap().to_string();
     assert!(emu.approve_device(&code, "invites@liaison.test"));
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
@@ -347,7 +350,10 @@ fn the_oauth_login_command_prints_the_code_and_stores_the_token() {
     assert!(rest.iter().any(|l| l.starts_with("signed in:")), "{rest:?}");
     assert!(emu.refresh_token_valid(&std::fs::read_to_string(&file).unwrap()));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // No daemon: `oauth status` says so and what is stored.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_liaison"))
         .arg("--config")
@@ -356,5 +362,10 @@ fn the_oauth_login_command_prints_the_code_and_stores_the_token() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("outlook") && text.contains("daemon not running") && text.contains("refresh token stored"), "{text}");
+    assert!(
+        text.contains("outlook")
+            && text.contains("daemon not running")
+            && text.contains("refresh token stored"),
+        "{text}"
+    );
 }
