@@ -95,11 +95,15 @@ pub struct Mailer {
     settings: Arc<Settings>,
     /// Connections not in use, with when each was last used and when the
     /// token it logged in with expires (`auth = "oauth2"`).
-    idle: Arc<std::sync::Mutex<Vec<(AsyncSmtpConnection, std::time::Instant, Option<u64>)>>>,
+    idle: Arc<std::sync::Mutex<Vec<IdleConnection>>>,
     timeout: Duration,
     /// Parallel deliveries.
     pub parallel: usize,
 }
+
+/// A pooled connection: when it was last used, and when the token it
+/// logged in with expires (Unix ms; `None` without a token).
+type IdleConnection = (AsyncSmtpConnection, std::time::Instant, Option<u64>);
 
 /// How to reach and log in to the server.
 struct Settings {
