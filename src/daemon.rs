@@ -95,7 +95,7 @@ pub async fn run_with(
 
     // Bound before any task starts, so a port in use stops start-up.
     let http = match config.http_listen {
-        Some(addr) => Some(crate::http::bind(addr).await?),
+        Some(addr) => Some(crate::http::bind(addr, "/metrics, /healthz", "http.listen").await?),
         None => None,
     };
 
