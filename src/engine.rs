@@ -14,6 +14,9 @@ use crate::token::TokenKey;
 use crate::workflow::{self, Context, MailClass};
 use std::sync::{Arc, Mutex};
 
+mod web;
+pub use web::WebPosted;
+
 /// Errors that stop processing (the message stays unprocessed and is tried
 /// again later). Bad input is *not* an error: it is quarantined.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +24,14 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<workflow::WorkflowError> for EngineError {
+    fn from(e: workflow::WorkflowError) -> Self {
+        match e {
+            workflow::WorkflowError::Store(e) => EngineError::Store(e),
+        }
+    }
 }
 
 /// The result of one command run through [`Engine::run_commands_as_partner`].

@@ -319,6 +319,9 @@ async fn serve_io<S>(
         // idle keep-alive connections between requests.
         .header_read_timeout(limits.head_timeout + Duration::from_secs(1))
         .keep_alive(limits.keep_alive)
+        // `Content-Type`, as the hand-written server wrote and tools that
+        // match header lines expect; HTTP itself does not care.
+        .title_case_headers(true)
         .max_buf_size(MAX_REQUEST_BYTES);
     let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -462,9 +465,9 @@ mod tests {
         let (addr, stop, server) = start(m, 1, SHORT).await;
         let r = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
-        assert!(r.contains("content-type: text/plain; version=0.0.4"), "{r}");
-        assert!(r.contains("cache-control: no-store"), "{r}");
-        assert!(r.contains("connection: close"), "{r}");
+        assert!(r.contains("\r\nContent-Type: text/plain; version=0.0.4"), "{r}");
+        assert!(r.contains("\r\nCache-Control: no-store"), "{r}");
+        assert!(r.contains("\r\nConnection: close"), "{r}");
         assert!(r.contains("liaison_mails_total{class=\"command\"} 2\n"), "{r}");
         // HTTP/1.0 and a query string.
         let r = exchange(addr, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n").await;
@@ -494,7 +497,7 @@ mod tests {
             );
         }
         let r = exchange(addr, b"PUT /healthz HTTP/1.1\r\n\r\n").await;
-        assert!(r.contains("\r\nallow: GET,HEAD\r\n"), "{r}");
+        assert!(r.contains("\r\nAllow: GET,HEAD\r\n"), "{r}");
         // HEAD is GET without the body.
         let r = exchange(addr, b"HEAD /healthz HTTP/1.1\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
@@ -518,7 +521,7 @@ mod tests {
         let (addr, stop, server) = start(m, 2, SHORT).await;
         let r = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
-        assert!(r.contains("content-type: application/json"), "{r}");
+        assert!(r.contains("\r\nContent-Type: application/json"), "{r}");
         assert!(
             r.ends_with("{\"status\":\"ok\",\"imap_connected\":2,\"inboxes\":2,\"smtp_ok\":true,\"quarantined\":1,\"outbox_depth\":3}\n"),
             "{r}"

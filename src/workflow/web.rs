@@ -1,0 +1,303 @@
+//! The landing page's decisions: what an invitation link shows, and what a
+//! POST of its form does. Pure, like the rest of the core: the token, the
+//! stored state and the time in; a page and a [`Decision`] out.
+//!
+//! Mail scanners (Safe Links, Proofpoint, Mimecast, Gmail) fetch every
+//! link in a mail before the customer sees it, and some render it with
+//! JavaScript. So a GET (or HEAD) only ever *shows* ([`invitation_page`]);
+//! only a POST of the page's form changes state ([`web_answer`]), and that
+//! form carries a [`form_token`] that only a rendered page holds. The answer
+//! goes through exactly the path an emailed answer takes
+//! (`customer::answer_invitation`), so it has the same effects, notices and
+//! history; only the origin differs (no Message-ID, the notices thread
+//! under the invitation mail).
+//!
+//! The token in the link is the invitation's token (the one in its
+//! Reply-To and subject), with the same checks: HMAC over purpose, id,
+//! expiry and recipient, in constant time. Anything forged, expired or
+//! superseded is "not found", with the words of the `not_matched` mail.
+
+use super::customer::{answer_invitation, Answered, Origin};
+use super::{Context, Decision, MessageIds, WorkflowError};
+use crate::intent::Intent;
+use crate::invitation::{Invitation, InvitationKind};
+use crate::relationship::{Relationship, RelationshipState};
+use crate::store::StoreView;
+use crate::token::{self, TokenError};
+
+/// The two buttons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebAnswer {
+    /// "Accept" (for GDAP: "I have approved it in Microsoft's admin center").
+    Accept,
+    /// "Decline".
+    Decline,
+}
+
+impl WebAnswer {
+    /// The form value (`answer=accept`).
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "accept" => Some(WebAnswer::Accept),
+            "decline" => Some(WebAnswer::Decline),
+            _ => None,
+        }
+    }
+
+    /// The form value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebAnswer::Accept => "accept",
+            WebAnswer::Decline => "decline",
+        }
+    }
+}
+
+/// Why a link shows the "not found" page (404). The names are the
+/// `reason`s of the `not_matched` mail, whose words the page repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotFound {
+    /// Forged, damaged, or naming no invitation.
+    NoReference,
+    /// Genuine, but past its expiry.
+    Expired,
+    /// Genuine, but a newer invitation or request replaced it.
+    Superseded,
+}
+
+impl NotFound {
+    /// The `reason` template variable.
+    pub fn reason(self) -> &'static str {
+        match self {
+            NotFound::NoReference => "no_reference",
+            NotFound::Expired => "expired",
+            NotFound::Superseded => "superseded",
+        }
+    }
+}
+
+/// What an invitation's page shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageState {
+    /// The question and its two buttons.
+    Question,
+    /// The relationship no longer waits for this answer: it is `state`
+    /// (answered already, here or by mail, or changed since).
+    Answered(RelationshipState),
+    /// The answer cannot be given on the page: the token is a draft's (the
+    /// partner saw it too) and this deployment authenticates such answers
+    /// by mail, so the customer is asked to reply to the mail instead.
+    ReplyByMail,
+}
+
+/// An invitation page: the invitation, its relationship and what to show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvitationPage {
+    /// What to show.
+    pub state: PageState,
+    /// The invitation the link names.
+    pub invitation: Invitation,
+    /// Its relationship, as stored.
+    pub relationship: Relationship,
+    /// The partner's display name (shown as text, escaped).
+    pub partner_name: String,
+    /// The anti-forgery value the page's form must send back.
+    pub form_token: String,
+    /// The partner's Microsoft approval link, when issue 14's data
+    /// supplies one (see [`approval_link`]).
+    pub approval_link: Option<String>,
+    /// The roles the approval grants, where known.
+    pub roles: Vec<String>,
+}
+
+/// The link's lookup: a page, or why there is none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// A genuine, current invitation.
+    Page(Box<InvitationPage>),
+    /// Nothing to show; `locale` is the invitation's when the token was
+    /// genuine (expired or superseded), so the page speaks its language.
+    NotFound {
+        /// Why.
+        why: NotFound,
+        /// The invitation's locale, when known.
+        locale: Option<String>,
+        /// The partner's name, when known.
+        partner_name: Option<String>,
+    },
+}
+
+/// The anti-forgery value of the page for `token`: keyed with the id key
+/// (so nobody without the secret computes it from the link alone) and
+/// bound to the link's token and invitation.
+pub fn form_token(ctx: &Context, token: &str, invitation_id: u64) -> String {
+    let h = ctx.tokens.ids().digest(
+        "web-form-v1",
+        &[&token.to_ascii_lowercase(), &invitation_id.to_string()],
+    );
+    data_encoding::BASE32_NOPAD
+        .encode(&h[..16])
+        .to_ascii_lowercase()
+}
+
+/// Compares two strings in time that depends on their lengths only.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a
+            .bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Whether `given` is the anti-forgery value of `page`.
+pub fn form_token_ok(page: &InvitationPage, given: &str) -> bool {
+    constant_time_eq(&page.form_token, given)
+}
+
+/// The partner's Microsoft approval link and the roles it grants, for the
+/// page. HOOK (issue 14): the GDAP work stores the approval link (and roles)
+/// with the invitation or the partner; return them from here and the page
+/// shows them, with the GDAP wording on the accept button. Until then
+/// there is none, and the page shows the plain question.
+pub fn approval_link(_ctx: &Context, _inv: &Invitation) -> (Option<String>, Vec<String>) {
+    (None, Vec::new())
+}
+
+/// Whether the relationship still waits for an answer to `inv`.
+fn awaits_answer(inv: &Invitation, rel: &Relationship) -> bool {
+    rel.invitation_id == Some(inv.id)
+        && match inv.kind {
+            InvitationKind::Invitation => rel.state == RelationshipState::Invited,
+            InvitationKind::Restore => rel.state == RelationshipState::PermissionsRemoved,
+        }
+}
+
+/// Looks up what the link with `token` shows. Reads the store only.
+pub fn invitation_page(
+    ctx: &Context,
+    view: &dyn StoreView,
+    token: &str,
+) -> Result<Lookup, WorkflowError> {
+    let not_found = |why, inv: Option<&Invitation>| {
+        let partner_name = inv.map(|i| {
+            ctx.config
+                .partner(&i.partner)
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| i.partner.clone())
+        });
+        Ok(Lookup::NotFound {
+            why,
+            locale: inv.map(|i| i.locale.clone()),
+            partner_name,
+        })
+    };
+    let Ok(claims) = token::peek(token) else {
+        return not_found(NotFound::NoReference, None);
+    };
+    let Some(inv) = view.invitation(claims.invitation_id)? else {
+        return not_found(NotFound::NoReference, None);
+    };
+    match ctx
+        .tokens
+        .verify(token, inv.kind.purpose(), &inv.customer, ctx.now)
+    {
+        Ok(_) => {}
+        Err(TokenError::Expired) => return not_found(NotFound::Expired, Some(&inv)),
+        // Forged or altered: say nothing about the invitation it names.
+        Err(_) => return not_found(NotFound::NoReference, None),
+    }
+    let Some(partner) = ctx.config.partner(&inv.partner) else {
+        return not_found(NotFound::NoReference, None);
+    };
+    let Some(rel) = view.relationship(&inv.partner, &inv.customer)? else {
+        return not_found(NotFound::NoReference, None);
+    };
+    if rel.invitation_id != Some(inv.id) {
+        return not_found(NotFound::Superseded, Some(&inv));
+    }
+    if inv.expires < ctx.now {
+        return not_found(NotFound::Expired, Some(&inv));
+    }
+    let state = if !awaits_answer(&inv, &rel) {
+        PageState::Answered(rel.state)
+    } else if crate::trust::needs_authenticated_from(
+        &ctx.config.security,
+        crate::trust::Claim::CustomerAnswer(credential(&inv)),
+    ) {
+        PageState::ReplyByMail
+    } else {
+        PageState::Question
+    };
+    let (approval_link, roles) = approval_link(ctx, &inv);
+    Ok(Lookup::Page(Box::new(InvitationPage {
+        state,
+        form_token: form_token(ctx, token, inv.id),
+        partner_name: partner.name.clone(),
+        invitation: inv,
+        relationship: rel,
+        approval_link,
+        roles,
+    })))
+}
+
+/// What the link's token is, as a credential: the page has no sender to
+/// authenticate, so the token alone must do, as for a mailed answer.
+fn credential(inv: &Invitation) -> crate::trust::Credential {
+    if inv.draft {
+        crate::trust::Credential::DraftToken
+    } else {
+        crate::trust::Credential::Token
+    }
+}
+
+/// The key of an answer from the page: its processed record, and what its
+/// Message-IDs derive from. One per invitation and answer, so a replay
+/// after a crash derives the same ids.
+pub fn web_key(invitation_id: u64, answer: WebAnswer) -> String {
+    format!("web:{invitation_id}:{}", answer.as_str())
+}
+
+/// The decision for a POST of the page's form with `answer`, when the page
+/// would show the question (see [`invitation_page`]); `None` when it would
+/// not (not found, already answered, reply by mail), which the caller
+/// shows instead. The caller has checked the anti-forgery value.
+pub fn web_answer(
+    ctx: &Context,
+    view: &dyn StoreView,
+    token: &str,
+    answer: WebAnswer,
+) -> Result<Option<Decision>, WorkflowError> {
+    let Lookup::Page(page) = invitation_page(ctx, view, token)? else {
+        return Ok(None);
+    };
+    if page.state != PageState::Question {
+        return Ok(None);
+    }
+    let inv = &page.invitation;
+    let key = web_key(inv.id, answer);
+    let mut ids = MessageIds::new(&key, ctx);
+    let origin = Origin {
+        from: &inv.customer,
+        how: "answered on the web page".into(),
+        // HOOK (issue 14): the history entry's source is `web`; the GDAP
+        // work adds the source field, set it here. Until then an entry
+        // without a Message-ID by the customer is one from the page.
+        message_id: None,
+        in_reply_to: Some(inv.message_id.clone()),
+        references: vec![inv.message_id.clone()],
+        subject: String::new(),
+    };
+    let intent = match answer {
+        WebAnswer::Accept => Intent::Accept,
+        WebAnswer::Decline => Intent::Decline,
+    };
+    Ok(
+        match answer_invitation(ctx, view, inv, &origin, intent, &mut ids)? {
+            Answered::Decided(d) => Some(d),
+            // Only an unclear answer is a support request; the buttons are
+            // never unclear.
+            Answered::SupportRequest(_) => None,
+        },
+    )
+}
