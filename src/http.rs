@@ -192,12 +192,14 @@ pub async fn bind(
     what: &'static str,
     key: &'static str,
 ) -> Result<TcpListener, HttpError> {
-    TcpListener::bind(addr).await.map_err(|source| HttpError::Bind {
-        what,
-        key,
-        addr,
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind {
+            what,
+            key,
+            addr,
+            source,
+        })
 }
 
 /// Serves `/metrics` and `/healthz` on `listener` until `shutdown` turns
@@ -306,12 +308,13 @@ async fn serve_io<S>(
         head_seen: head_seen.clone(),
         expired: false,
     };
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        head_seen.store(true, Ordering::Relaxed);
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let mut app = app.clone();
-        async move { tower::Service::call(&mut app, req).await }
-    });
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            head_seen.store(true, Ordering::Relaxed);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let mut app = app.clone();
+            async move { tower::Service::call(&mut app, req).await }
+        });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
@@ -465,10 +468,16 @@ mod tests {
         let (addr, stop, server) = start(m, 1, SHORT).await;
         let r = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
-        assert!(r.contains("\r\nContent-Type: text/plain; version=0.0.4"), "{r}");
+        assert!(
+            r.contains("\r\nContent-Type: text/plain; version=0.0.4"),
+            "{r}"
+        );
         assert!(r.contains("\r\nCache-Control: no-store"), "{r}");
         assert!(r.contains("\r\nConnection: close"), "{r}");
-        assert!(r.contains("liaison_mails_total{class=\"command\"} 2\n"), "{r}");
+        assert!(
+            r.contains("liaison_mails_total{class=\"command\"} 2\n"),
+            "{r}"
+        );
         // HTTP/1.0 and a query string.
         let r = exchange(addr, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.0 200 OK\r\n"), "{r}");

@@ -66,4 +66,5 @@ pub mod templates;
 pub mod ticket;
 pub mod token;
 pub mod trust;
+pub mod web;
 pub mod workflow;

@@ -185,10 +185,7 @@ impl Default for Metrics {
             outbox_depth: gauge("liaison_outbox_depth", "Mails waiting to be sent."),
             backlog: gauge("liaison_backlog", "Fetched messages not yet processed."),
             imap_connected: gauge("liaison_imap_connected", "Inbox sessions connected."),
-            smtp_ok: gauge(
-                "liaison_smtp_up",
-                "1 when the last SMTP attempt succeeded.",
-            ),
+            smtp_ok: gauge("liaison_smtp_up", "1 when the last SMTP attempt succeeded."),
             processing_panics: counter(
                 "liaison_processing_panics_total",
                 "Mails whose processing hit an internal error (quarantined).",

@@ -15,7 +15,10 @@ pub enum WebPosted {
     /// The link shows nothing: forged, expired or superseded (404).
     NotFound(Lookup),
     /// The anti-forgery value was missing or wrong; nothing changed (403).
-    Forbidden,
+    /// The lookup says in which language to say so.
+    Forbidden(Lookup),
+    /// The form's value was right but it named no answer (400).
+    NoAnswer,
     /// Nothing to decide: the page (already answered, reply by mail) is
     /// shown as it is now (200).
     Unchanged(Lookup),
@@ -50,7 +53,7 @@ impl Engine {
     pub fn web_answer(
         &self,
         token: &str,
-        answer: WebAnswer,
+        answer: Option<WebAnswer>,
         form_token: &str,
     ) -> Result<WebPosted, EngineError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -60,8 +63,11 @@ impl Engine {
             return Ok(WebPosted::NotFound(lookup));
         };
         if !core::form_token_ok(page, form_token) {
-            return Ok(WebPosted::Forbidden);
+            return Ok(WebPosted::Forbidden(lookup));
         }
+        let Some(answer) = answer else {
+            return Ok(WebPosted::NoAnswer);
+        };
         if page.state != PageState::Question {
             return Ok(WebPosted::Unchanged(lookup));
         }

@@ -193,10 +193,7 @@ impl RawWeb {
             .iter()
             .map(|p| {
                 p.parse::<IpAddr>().map_err(|_| {
-                    invalid(
-                        "web.trusted_proxies",
-                        format!("`{p}` is not an IP address"),
-                    )
+                    invalid("web.trusted_proxies", format!("`{p}` is not an IP address"))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -280,7 +277,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(w.public_base_url, "https://liaison.example.com");
-        assert_eq!(w.invitation_link("abc"), "https://liaison.example.com/i/abc");
+        assert_eq!(
+            w.invitation_link("abc"),
+            "https://liaison.example.com/i/abc"
+        );
         assert_eq!(w.ticket_link("abc"), "https://liaison.example.com/t/abc");
         assert_eq!(w.rate_limit_per_minute, 60);
         assert_eq!(w.request_timeout, Duration::from_secs(10));
@@ -290,14 +290,33 @@ mod tests {
 
     #[test]
     fn refuses_what_cannot_work() {
-        let err = |r: RawWeb| r.validate(Some("127.0.0.1:9898".parse().unwrap())).unwrap_err();
-        assert_eq!(err(raw("0.0.0.0:80", "http://liaison.example.com")).key, "web.public_base_url");
-        assert!(raw("127.0.0.1:8080", "http://127.0.0.1:8080").validate(None).is_ok());
-        assert!(raw("127.0.0.1:8080", "http://localhost:8080/x").validate(None).is_ok());
-        assert_eq!(err(raw("127.0.0.1:9898", "https://a.example")).key, "web.listen");
+        let err = |r: RawWeb| {
+            r.validate(Some("127.0.0.1:9898".parse().unwrap()))
+                .unwrap_err()
+        };
+        assert_eq!(
+            err(raw("0.0.0.0:80", "http://liaison.example.com")).key,
+            "web.public_base_url"
+        );
+        assert!(raw("127.0.0.1:8080", "http://127.0.0.1:8080")
+            .validate(None)
+            .is_ok());
+        assert!(raw("127.0.0.1:8080", "http://localhost:8080/x")
+            .validate(None)
+            .is_ok());
+        assert_eq!(
+            err(raw("127.0.0.1:9898", "https://a.example")).key,
+            "web.listen"
+        );
         assert_eq!(err(raw("nonsense", "https://a.example")).key, "web.listen");
-        assert_eq!(err(raw("0.0.0.0:1", "https://a.example?x=1")).key, "web.public_base_url");
-        assert_eq!(err(raw("0.0.0.0:1", "liaison.example.com")).key, "web.public_base_url");
+        assert_eq!(
+            err(raw("0.0.0.0:1", "https://a.example?x=1")).key,
+            "web.public_base_url"
+        );
+        assert_eq!(
+            err(raw("0.0.0.0:1", "liaison.example.com")).key,
+            "web.public_base_url"
+        );
         let mut r = raw("0.0.0.0:1", "https://a.example");
         r.trusted_proxies = Some(vec!["10.0.0.1".into(), "proxy".into()]);
         assert_eq!(err(r).key, "web.trusted_proxies");

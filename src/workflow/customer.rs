@@ -418,8 +418,7 @@ pub(super) fn answer_invitation(
                     .map(|d| ctx.now + u64::from(d) * 86_400);
                 rel.reminders_sent.clear();
             }
-            decision.summary =
-                format!("{from} {intent:?} ({how}): {before} -> {after}");
+            decision.summary = format!("{from} {intent:?} ({how}): {before} -> {after}");
             let templates = match after {
                 RelationshipState::Active => (
                     TemplateName::AcceptedCustomer,

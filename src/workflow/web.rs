@@ -143,8 +143,7 @@ pub fn form_token(ctx: &Context, token: &str, invitation_id: u64) -> String {
 /// Compares two strings in time that depends on their lengths only.
 fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
