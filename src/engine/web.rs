@@ -115,3 +115,21 @@ impl Engine {
         Ok(WebPosted::Answered(now, summary))
     }
 }
+
+impl Engine {
+    /// The status page of ticket token `token`, if it is genuine. Reads
+    /// only.
+    pub fn web_ticket(
+        &self,
+        token: &str,
+    ) -> Result<Option<crate::workflow::web::TicketPage>, EngineError> {
+        let ctx = self.web_context();
+        core::ticket_page(&ctx, self.store.as_ref(), token).map_err(EngineError::from)
+    }
+
+    /// The status-page token of ticket `id` (for tests and the operator).
+    pub fn web_ticket_token(&self, id: u64) -> Result<Option<String>, EngineError> {
+        let ctx = self.web_context();
+        Ok(self.store.ticket(id)?.map(|t| core::ticket_token(&ctx, &t)))
+    }
+}

@@ -18,6 +18,7 @@
 //! |---|---|
 //! | `GET`/`HEAD /i/<token>` | 200 the question, or "already answered"; 404 "not found" (forged, expired, superseded) |
 //! | `POST /i/<token>` `answer=accept\|decline&form_token=…` | 200 "thank you" (state changed, notices queued), 200 "already answered", 403 (no or wrong `form_token`), 404, 400 (no answer) |
+//! | `GET`/`HEAD /t/<token>` | 200 a ticket's read-only status page (number, subject, state, when who wrote); 404 forged or expired |
 //! | `GET /static/liaison.css` | the style sheet |
 //! | more than `rate_limit_per_minute` requests of one client | 429 with `Retry-After` |
 
@@ -213,6 +214,19 @@ async fn answer(
     }
 }
 
+async fn ticket(
+    State(s): State<Arc<WebState>>,
+    Path(token): Path<String>,
+    Query(q): Query<LangQuery>,
+) -> Response {
+    let engine = s.engine.clone();
+    match blocking(move || engine.web_ticket(&token)).await {
+        Ok(Ok(t)) => page(s.pages.for_ticket(t.as_ref(), q.lang.as_deref())),
+        Ok(Err(e)) => internal("cannot read the store", e),
+        Err(e) => internal("the page task failed", e),
+    }
+}
+
 async fn stylesheet(State(s): State<Arc<WebState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
@@ -287,6 +301,7 @@ pub fn router(state: Arc<WebState>, max_body_bytes: usize) -> Router {
     let https = state.https;
     Router::new()
         .route("/i/{token}", get(show).post(answer))
+        .route("/t/{token}", get(ticket))
         .route("/static/liaison.css", get(stylesheet))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
@@ -702,6 +717,58 @@ mod tests {
         assert!(body.contains("초대가 만료되었습니다"), "{body}");
         let (_, _, body) = f.get(&format!("/i/{new}?lang=en")).await;
         assert!(body.contains("the invitation has expired"), "{body}");
+        f.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ticket_link_shows_its_status_only() {
+        let f = start(1000).await;
+        let token = f.invite("invite alice@contoso.test", "t1");
+        let good = form_token(&f.get(&format!("/i/{token}")).await.2);
+        let accepted = f
+            .post(
+                &format!("/i/{token}"),
+                &format!("answer=accept&form_token={good}"),
+            )
+            .await;
+        assert_eq!(accepted.0, 200);
+        let cmd = crate::command::parse_line("revoked alice@contoso.test").unwrap();
+        assert!(
+            f.engine
+                .run_commands_as_partner("northwind", vec![cmd], "t2")
+                .unwrap()[0]
+                .ok
+        );
+        // Permissions removed: a support request opens a ticket.
+        let raw = b"From: alice@contoso.test\r\nTo: invites@liaison.test\r\nSubject: Licences for the new office\r\nMessage-ID: <ask-1@contoso.test>\r\n\r\nWe need five more licences; the secret word is hunter2.\r\n";
+        let cursor = crate::store::Cursor {
+            uid_validity: 1,
+            last_uid: 1,
+        };
+        let out = f.engine.process("invites", cursor, raw).unwrap();
+        assert_eq!(out.class, "customer", "{out:?}");
+        let t = f.engine.web_ticket_token(1).unwrap().expect("ticket 1");
+        let (status, _, body) = f.get(&format!("/t/{t}")).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("Support request T-000001"), "{body}");
+        assert!(body.contains("Licences for the new office"), "{body}");
+        assert!(body.contains("Opened; the support desk has it"), "{body}");
+        assert!(!body.contains("hunter2"), "the page shows no texts: {body}");
+        let (_, _, ko) = f.get(&format!("/t/{t}?lang=ko")).await;
+        assert!(ko.contains("지원 요청 T-000001"), "{ko}");
+        // An invitation token is no ticket token, nor is a forged one.
+        let mut forged = t.clone();
+        forged.replace_range(t.len() - 1.., if t.ends_with('a') { "b" } else { "a" });
+        for bad in [forged, token] {
+            let (status, _, body) = f.get(&format!("/t/{bad}")).await;
+            assert_eq!(status, 404);
+            assert!(
+                body.contains("does not lead to a support request"),
+                "{body}"
+            );
+        }
+        f.clock.advance(366 * 86_400);
+        assert_eq!(f.get(&format!("/t/{t}")).await.0, 404, "expired");
         f.stop().await;
     }
 

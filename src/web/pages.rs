@@ -5,7 +5,7 @@
 //! sample data, not a blank on a customer's screen).
 
 use crate::relationship::RelationshipState;
-use crate::workflow::web::{InvitationPage, Lookup, NotFound, PageState};
+use crate::workflow::web::{InvitationPage, Lookup, NotFound, PageState, TicketPage};
 use handlebars::Handlebars;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -206,8 +206,58 @@ impl Pages {
             "title": if locale == "ko" { "초대를 찾을 수 없습니다" } else { "Invitation not found" },
             "reason": why.reason(),
             "partner_name": partner_name,
+            "ticket": false,
         });
         self.render(locale, "not_found", 404, &vars)
+    }
+
+    /// A ticket's status page, or "not found" (404).
+    pub fn for_ticket(
+        &self,
+        page: Option<&TicketPage>,
+        asked_locale: Option<&str>,
+    ) -> Result<Rendered, PagesError> {
+        let Some(page) = page else {
+            let locale = pick_locale(asked_locale, None);
+            let vars = json!({
+                "title": if locale == "ko" { "지원 요청을 찾을 수 없습니다" } else { "Support request not found" },
+                "reason": NotFound::NoReference.reason(),
+                "partner_name": null,
+                "ticket": true,
+            });
+            return self.render(&locale, "not_found", 404, &vars);
+        };
+        let locale = pick_locale(asked_locale, Some(&page.locale));
+        let t = &page.ticket;
+        let minutes = |at: u64| {
+            let s = crate::workflow::rfc3339(at);
+            format!("{} {} UTC", &s[..10], &s[11..16])
+        };
+        let entries: Vec<Value> = t
+            .entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "at": minutes(e.at),
+                    "author": match e.author {
+                        crate::ticket::Author::Customer => "customer",
+                        crate::ticket::Author::SupportDesk => "support_desk",
+                        crate::ticket::Author::Partner | crate::ticket::Author::SupportContact => "partner",
+                    },
+                })
+            })
+            .collect();
+        let id = crate::ticket::format_id(t.id);
+        let vars = json!({
+            "title": format!("{id} — Liaison"),
+            "ticket": id,
+            "subject": t.subject,
+            "state": t.state.as_str(),
+            "opened": minutes(t.opened),
+            "partner_name": page.partner_name,
+            "entries": entries,
+        });
+        self.render(&locale, "ticket", 200, &vars)
     }
 
     /// The page for a POST without the right anti-forgery value (403).
@@ -265,7 +315,7 @@ fn sample_vars() -> Vec<(&'static str, Value)> {
         ("answered", page),
         (
             "not_found",
-            json!({"title": "x", "reason": "expired", "partner_name": "Northwind Traders"}),
+            json!({"title": "x", "reason": "expired", "partner_name": "Northwind Traders", "ticket": false}),
         ),
         ("forbidden", json!({"title": "x", "partner_name": null})),
         (
@@ -290,7 +340,7 @@ mod tests {
     #[test]
     fn every_page_loads_and_escapes_the_partner_name() {
         let pages = shipped();
-        let vars = json!({"title": "t", "reason": "no_reference", "partner_name": "<b>A&B</b>"});
+        let vars = json!({"title": "t", "reason": "no_reference", "partner_name": "<b>A&B</b>", "ticket": false});
         for locale in ["en", "ko"] {
             let r = pages.render(locale, "not_found", 404, &vars).unwrap();
             assert!(r.html.contains("&lt;b&gt;A&amp;B&lt;/b&gt;"), "{}", r.html);

@@ -300,3 +300,68 @@ pub fn web_answer(
         },
     )
 }
+
+/// How long a ticket's status link works, from the ticket's opening.
+pub const TICKET_PAGE_DAYS: u64 = 365;
+
+/// The token of ticket `ticket`'s status page (`/t/<token>`): the same
+/// HMAC token as an invitation's, for the purpose "ticket page", bound to
+/// the ticket number and its customer, expiring [`TICKET_PAGE_DAYS`] after
+/// the ticket was opened. Deterministic, so every mail about the ticket
+/// carries the same link.
+pub fn ticket_token(ctx: &Context, ticket: &crate::ticket::Ticket) -> String {
+    ctx.tokens.issue(
+        token::Purpose::TicketPage,
+        ticket.id,
+        ticket.opened + TICKET_PAGE_DAYS * 86_400,
+        &ticket.customer,
+    )
+}
+
+/// A ticket's status page: what the customer may read of their own ticket
+/// (its number, subject, state and when who wrote; not the texts, which a
+/// forwarded link must not show to whoever it reaches).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TicketPage {
+    /// The ticket.
+    pub ticket: crate::ticket::Ticket,
+    /// The partner's display name.
+    pub partner_name: String,
+    /// The customer's locale (their relationship's), else the partner's.
+    pub locale: String,
+}
+
+/// Looks up the status page of `token`; `None` (404) when it is forged,
+/// expired or names no ticket.
+pub fn ticket_page(
+    ctx: &Context,
+    view: &dyn StoreView,
+    token: &str,
+) -> Result<Option<TicketPage>, WorkflowError> {
+    let Ok(claims) = token::peek(token) else {
+        return Ok(None);
+    };
+    let Some(ticket) = view.ticket(claims.invitation_id)? else {
+        return Ok(None);
+    };
+    if ctx
+        .tokens
+        .verify(token, token::Purpose::TicketPage, &ticket.customer, ctx.now)
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let partner = ctx.config.partner(&ticket.partner);
+    let locale = view
+        .relationship(&ticket.partner, &ticket.customer)?
+        .map(|r| r.locale)
+        .or_else(|| partner.map(|p| p.locale.clone()))
+        .unwrap_or_else(|| "en".into());
+    Ok(Some(TicketPage {
+        partner_name: partner
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| ticket.partner.clone()),
+        ticket,
+        locale,
+    }))
+}
