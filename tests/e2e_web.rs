@@ -1,0 +1,315 @@
+//! The customer landing page in a real browser: Debian's Chromium driven
+//! over WebDriver (chromedriver, headless, loopback) by `fantoccini`,
+//! against the real `liaison` binary and the loopback Postfix + Dovecot.
+//!
+//! The link is taken from the invitation that arrived in the customer's
+//! mailbox over IMAP. Scanners (a plain GET, a HEAD, a browser that only
+//! loads the page) change nothing; a POST without the page's anti-forgery
+//! value is refused; clicking "Accept" makes the relationship active and
+//! the partner's notice and the customer's confirmation arrive by mail;
+//! forged and superseded links show the "not found" page; the Korean
+//! page renders Korean. Screenshots are kept under
+//! `target/tmp/e2e_web/` (a CI artifact).
+//!
+//! Needs `tests/browser.sh install` (run by `tests/run.sh`) and the mail
+//! stack. One browser for the whole binary: the steps run in one test.
+
+mod common;
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PARTNER1: &str = "partner1@liaison.test";
+const COMMANDS: &str = "commands@liaison.test";
+const INVITES: &str = "invites@liaison.test";
+const ALICE: &str = "alice@contoso.test";
+const CAROL: &str = "carol@contoso.test";
+/// The partner's name, with markup in it: the page must show it as text.
+const PARTNER_NAME: &str = "Northwind & <b>Sons</b>";
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// chromedriver on a loopback port, ended when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let bin = std::env::var("LIAISON_CHROMEDRIVER").unwrap_or("/usr/bin/chromedriver".into());
+        assert!(
+            std::path::Path::new(&bin).exists(),
+            "{bin} is missing: run `bash tests/browser.sh install` (tests/run.sh does)"
+        );
+        let port = free_port();
+        let child = Command::new(bin)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Driver { child, port }
+    }
+
+    async fn browser(&self) -> Client {
+        let chromium = std::env::var("LIAISON_CHROMIUM").unwrap_or("/usr/bin/chromium".into());
+        let caps = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                // Root in CI: no sandbox. No GPU, no /dev/shm games, a
+                // fixed window so the screenshots compare.
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1000,900",
+                         "--no-first-run", "--disable-extensions"],
+            }
+        });
+        let caps = caps.as_object().unwrap().clone();
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a Chromium session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw HTTP exchange with the landing page: (status, body).
+async fn http(port: u16, raw: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not HTTP: {out:?}"));
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+fn post(path: &str, form: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    )
+}
+
+/// The page link in an invitation's text.
+fn link_in(mail: &Received, base: &str) -> String {
+    let prefix = format!("{base}/i/");
+    let at = mail
+        .text
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("no {prefix} link in:\n{}", mail.text));
+    let token: String = mail.text[at + prefix.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    format!("{prefix}{token}")
+}
+
+/// Saves a screenshot under `target/tmp/e2e_web/` and returns its size.
+fn keep(name: &str, png: &[u8]) -> usize {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e_web");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{name} is a PNG");
+    png.len()
+}
+
+async fn text_of(b: &Client, css: &str) -> String {
+    b.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_landing_page_in_a_real_browser() {
+    let _serial = serial().await;
+    require_mailstack();
+    for u in [PARTNER1, COMMANDS, INVITES, ALICE, CAROL] {
+        clear_mailbox(u).await;
+    }
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
+        format!(
+            "{}\n[web]\nlisten = \"127.0.0.1:{port}\"\npublic_base_url = \"{base}\"\n",
+            c.replace("name = \"Northwind Traders\"", "name = \"Northwind & <b>Sons</b>\"")
+        )
+    });
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+
+    // The invitation arrives over IMAP with its page link.
+    partner_commands(
+        "invite alice@contoso.test name \"Contoso Ltd\"",
+        "invite alice",
+    )
+    .await;
+    let inv = wait_for(ALICE, "invitation", |m| m.subject.contains("[ref:")).await;
+    let link = link_in(&inv, &base);
+    assert!(
+        inv.html.as_deref().is_some_and(|h| h.contains(&link)),
+        "the HTML part links the page too"
+    );
+    let path = link.trim_start_matches(&base).to_string();
+
+    // Scanners: a plain GET, a HEAD, and a browser that loads the page and
+    // runs whatever it finds. Nothing changes, nothing is sent.
+    let (status, body) = http(port, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(port, &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    browser.goto("about:blank").await.unwrap();
+    let blank = browser.screenshot().await.unwrap().len();
+    browser.goto(&link).await.unwrap();
+    let shown = browser.screenshot().await.unwrap();
+    browser.goto(&link).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(daemon.status(ALICE)[0]["state"], "invited");
+
+    // A POST without, or with a wrong, anti-forgery value: 403, nothing.
+    let (status, _) = http(port, &post(&path, "answer=accept")).await;
+    assert_eq!(status, 403);
+    let (status, _) = http(port, &post(&path, "answer=accept&form_token=aaaaaaaaaaaaaaaaaaaaaaaaaa")).await;
+    assert_eq!(status, 403);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(daemon.status(ALICE)[0]["state"], "invited");
+    assert_eq!(
+        count_where(PARTNER1, |m| m.subject.starts_with("Accepted:")).await,
+        0,
+        "no scanner answered"
+    );
+
+    // What the customer sees: who asks (as text), what it grants, the
+    // buttons, in English.
+    assert_eq!(
+        browser.find(Locator::Css("html")).await.unwrap().attr("lang").await.unwrap().as_deref(),
+        Some("en")
+    );
+    let h1 = text_of(&browser, "h1").await;
+    assert_eq!(h1, format!("{PARTNER_NAME} asks for delegated admin permissions"));
+    assert_eq!(text_of(&browser, "button[value=accept]").await, "Accept");
+    assert_eq!(text_of(&browser, "button[value=decline]").await, "Decline");
+    let main = text_of(&browser, "main").await;
+    assert!(main.contains("What accepting grants"), "{main}");
+    assert!(main.contains("alice@contoso.test"), "{main}");
+    let size = keep("invitation-en.png", &shown);
+    assert!(size > 4 * blank, "a page of text, not a blank: {size} vs {blank} bytes");
+
+    // The customer accepts.
+    browser
+        .find(Locator::Css("button[value=accept]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let thanks = text_of(&browser, "main").await;
+    assert!(thanks.contains("Thank you"), "{thanks}");
+    assert!(thanks.contains(&format!("You granted {PARTNER_NAME} delegated admin permissions")), "{thanks}");
+    keep("accepted-en.png", &browser.screenshot().await.unwrap());
+    daemon.wait_state("northwind", ALICE, "active").await;
+    wait_for(PARTNER1, "acceptance notice", |m| m.subject.starts_with("Accepted:")).await;
+    let confirmation = wait_for(ALICE, "confirmation", |m| m.subject.contains("You granted")).await;
+    assert_eq!(
+        confirmation.in_reply_to.as_deref(),
+        Some(inv.message_id.as_str()),
+        "the confirmation threads under the invitation"
+    );
+    let (ok, history, _) = daemon.cli(&["history", ALICE, "--json"]);
+    assert!(ok && history.contains("\"active\""), "{history}");
+
+    // Again: "already answered", and nothing more is sent.
+    browser.goto(&link).await.unwrap();
+    assert_eq!(text_of(&browser, "h1").await, "Already answered");
+    let (status, _) = http(port, &post(&path, "answer=decline&form_token=x")).await;
+    assert_eq!(status, 403);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count_where(PARTNER1, |m| m.subject.starts_with("Accepted:")).await, 1);
+    assert_eq!(daemon.status(ALICE)[0]["state"], "active");
+
+    // A forged link: the "not found" page (404).
+    let mut forged = link.clone();
+    let last = if link.ends_with('a') { "b" } else { "a" };
+    forged.replace_range(link.len() - 1.., last);
+    browser.goto(&forged).await.unwrap();
+    assert_eq!(
+        text_of(&browser, "h1").await,
+        "This link does not lead to a current invitation"
+    );
+    let (status, _) = http(
+        port,
+        &format!("GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", forged.trim_start_matches(&base)),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // The Korean page renders Korean (Hangul in the screenshot: the CJK
+    // font is installed), with a switch to English.
+    partner_commands("invite carol@contoso.test locale ko", "invite carol").await;
+    let inv_ko = wait_for(CAROL, "Korean invitation", |m| m.subject.contains("[ref:")).await;
+    let link_ko = link_in(&inv_ko, &base);
+    browser.goto(&link_ko).await.unwrap();
+    assert_eq!(
+        browser.find(Locator::Css("html")).await.unwrap().attr("lang").await.unwrap().as_deref(),
+        Some("ko")
+    );
+    assert_eq!(text_of(&browser, "button[value=accept]").await, "수락");
+    assert_eq!(text_of(&browser, "button[value=decline]").await, "거절");
+    assert!(text_of(&browser, "h1").await.contains("위임된 관리자 권한을 요청합니다"));
+    let size = keep("invitation-ko.png", &browser.screenshot().await.unwrap());
+    assert!(size > 4 * blank, "{size} vs {blank}");
+    browser
+        .find(Locator::Css("nav a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text_of(&browser, "button[value=accept]").await, "Accept");
+
+    // Superseded: the partner ended it and invited again; the old link
+    // says so, in Korean, and changes nothing.
+    partner_commands("remove carol@contoso.test\ninvite carol@contoso.test locale ko", "again carol").await;
+    browser.goto(&link_ko).await.unwrap();
+    let gone = text_of(&browser, "main").await;
+    assert!(gone.contains("새 초대로 대체되었습니다"), "{gone}");
+    assert_eq!(daemon.status(CAROL)[0]["state"], "invited");
+
+    browser.close().await.unwrap();
+    drop(driver);
+    let status = daemon.stop();
+    assert!(status.success(), "exit {status:?}\n{}", daemon.log());
+    for u in [PARTNER1, COMMANDS, INVITES, ALICE, CAROL] {
+        clear_mailbox(u).await;
+    }
+}
