@@ -313,3 +313,79 @@ async fn the_landing_page_in_a_real_browser() {
         clear_mailbox(u).await;
     }
 }
+
+/// TLS terminated by Liaison itself (rustls), with the mail stack's
+/// certificate (CN=localhost, SAN 127.0.0.1, signed by its test CA): the
+/// page answers over https only, with HSTS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_over_tls_with_a_certificate_file() {
+    let _serial = serial().await;
+    require_mailstack();
+    let port = free_port();
+    let tls_dir = stack_cert().parent().unwrap().to_path_buf();
+    let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
+        format!(
+            "{c}\n[web]\nlisten = \"127.0.0.1:{port}\"\npublic_base_url = \"https://127.0.0.1:{port}\"\n\
+             tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            tls_dir.join("cert.pem").display(),
+            tls_dir.join("key.pem").display(),
+        )
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(stack_cert()).unwrap();
+    for cert in rustls_pemfile_certs(&ca) {
+        roots.add(cert).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("a verified TLS session");
+    tls.write_all(b"GET /i/nothing HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 404 "), "{out}");
+    assert!(out.contains("\r\nStrict-Transport-Security: max-age=31536000"), "{out}");
+    assert!(out.contains("does not lead to a current invitation"), "{out}");
+    // Plain HTTP on the TLS port gets no page.
+    let (status, _) = match tokio::time::timeout(
+        Duration::from_secs(10),
+        raw_status(port, "GET /i/nothing HTTP/1.1\r\nHost: x\r\n\r\n"),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => (0, String::new()),
+    };
+    assert_ne!(status, 404, "no page over plain HTTP");
+    let status = daemon.stop();
+    assert!(status.success(), "exit {status:?}\n{}", daemon.log());
+}
+
+/// The certificates in a PEM file.
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+}
+
+/// The status of a plain exchange, 0 when the answer is not HTTP.
+async fn raw_status(port: u16, raw: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let _ = s.write_all(raw.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, out)
+}
