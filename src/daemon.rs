@@ -3,10 +3,10 @@
 //! tell every task, wait for them, and flush the store.
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
 use crate::engine::Engine;
 use crate::store::{SledStore, Store};
-use crate::templates::Templates;
+use liaison_core::config::Config;
+use liaison_core::render::templates::Templates;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,16 +20,20 @@ pub enum DaemonError {
     Store(#[from] crate::store::StoreError),
     /// A template is missing or broken.
     #[error(transparent)]
-    Templates(#[from] crate::templates::TemplateError),
+    Templates(#[from] liaison_core::render::templates::TemplateError),
     /// SMTP could not be set up.
     #[error(transparent)]
-    Smtp(#[from] crate::smtp::SmtpError),
+    Smtp(#[from] crate::io::smtp::SmtpError),
     /// The admin socket could not be opened.
     #[error(transparent)]
-    Admin(#[from] crate::admin::AdminError),
+    Admin(#[from] crate::io::admin::AdminError),
     /// The `/metrics` and `/healthz` address could not be bound.
     #[error(transparent)]
-    Http(#[from] crate::http::HttpError),
+    Http(#[from] crate::io::http::HttpError),
+    /// The landing page could not be set up (its templates, its address,
+    /// its certificate).
+    #[error(transparent)]
+    Web(#[from] crate::io::web::WebError),
 }
 
 /// Knobs that tests turn; production uses the defaults.
@@ -51,7 +55,7 @@ impl Default for Options {
 /// processed is finished, in-flight mails are handed over or left queued,
 /// and the store is flushed.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let templates = Templates::load(&config.templates_dir)?;
+    let templates = crate::files::load_templates(&config.templates_dir)?;
     let store: Arc<dyn Store> = Arc::new(SledStore::open(
         &config.store.path,
         config.store.cache_capacity_bytes,
@@ -85,7 +89,7 @@ pub async fn run_with(
     store.flush()?;
     let (durable_tx, durable_rx) = watch::channel(store.last_outbox_id()?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mailer = crate::smtp::Mailer::new(&config.smtp)?;
+    let mailer = crate::io::smtp::Mailer::new(&config.smtp)?;
     let engine = Arc::new(Engine::new(
         config.clone(),
         store.clone(),
@@ -95,13 +99,44 @@ pub async fn run_with(
 
     // Bound before any task starts, so a port in use stops start-up.
     let http = match config.http_listen {
-        Some(addr) => Some(crate::http::bind(addr, "/metrics, /healthz", "http.listen").await?),
+        Some(addr) => Some(crate::io::http::bind(addr, "/metrics, /healthz", "http.listen").await?),
+        None => None,
+    };
+
+    // The landing page: templates checked, certificate read and address
+    // bound before any task starts, so each of them stops start-up with a
+    // clear error.
+    let web = match &config.web {
+        Some(w) => {
+            let tls = w
+                .tls
+                .as_ref()
+                .map(crate::io::web::tls_acceptor)
+                .transpose()?;
+            let state = Arc::new(crate::io::web::WebState::new(
+                engine.clone(),
+                &config.templates_dir,
+                durable_tx.clone(),
+                w,
+            )?);
+            let listener = crate::io::web::bind(w).await?;
+            Some((listener, state, w.clone(), tls))
+        }
         None => None,
     };
 
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some((listener, state, w, tls)) = web {
+        tasks.spawn(crate::io::web::serve(
+            listener,
+            state,
+            w,
+            tls,
+            stop_rx.clone(),
+        ));
+    }
     if let Some(listener) = http {
-        tasks.spawn(crate::http::serve(
+        tasks.spawn(crate::io::http::serve(
             listener,
             config.inboxes.len(),
             stop_rx.clone(),
@@ -113,12 +148,12 @@ pub async fn run_with(
     let admin_stop = stop_rx.clone();
     tasks.spawn(async move {
         if let Err(e) =
-            crate::admin::serve(admin_path, admin_engine, admin_durable, admin_stop).await
+            crate::io::admin::serve(admin_path, admin_engine, admin_durable, admin_stop).await
         {
             tracing::error!(error = %e, "admin socket failed; the CLI cannot reach this daemon");
         }
     });
-    tasks.spawn(crate::smtp::run_outbox(
+    tasks.spawn(crate::io::smtp::run_outbox(
         store.clone(),
         mailer,
         clock.clone(),
@@ -133,7 +168,7 @@ pub async fn run_with(
         stop_rx.clone(),
     ));
     for inbox in config.inboxes.iter().cloned() {
-        tasks.spawn(crate::imap::watch_inbox(
+        tasks.spawn(crate::io::imap::watch_inbox(
             inbox,
             engine.clone(),
             durable_tx.clone(),

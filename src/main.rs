@@ -5,9 +5,9 @@
 use anyhow::{Context as _, Result};
 use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand, ValueEnum};
-use liaison::admin::{printable, CountRow, Request, StatusRow};
-use liaison::config::{Config, InboxConfig, SmtpConfig, SUPPORTED_LOCALES};
-use liaison::templates::{TemplateName, Templates};
+use liaison::io::admin::{printable, CountRow, Request, StatusRow};
+use liaison_core::config::{Config, InboxConfig, SmtpConfig, SUPPORTED_LOCALES};
+use liaison_core::render::templates::TemplateName;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -275,7 +275,7 @@ async fn real_main(cli: Cli) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Cmd::Run => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             liaison::daemon::run(config, shutdown_signal())
                 .await
                 .context("the daemon stopped with an error")?;
@@ -287,13 +287,13 @@ async fn real_main(cli: Cli) -> Result<()> {
             eml,
             json,
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             render(&config, &template, &locale, eml, json)?;
         }
         Cmd::Tickets { partner, all, json } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             let value = query(&config, &Request::Tickets { partner, all }).await?;
-            let rows: Vec<liaison::admin::TicketRow> = serde_json::from_value(value)?;
+            let rows: Vec<liaison::io::admin::TicketRow> = serde_json::from_value(value)?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else if rows.is_empty() {
@@ -313,15 +313,15 @@ async fn real_main(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Ticket { id, json } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             let value = query(&config, &Request::Ticket { id }).await?;
             if json {
                 println!("{value}");
             } else {
-                let t: liaison::ticket::Ticket = serde_json::from_value(value)?;
+                let t: liaison_core::model::ticket::Ticket = serde_json::from_value(value)?;
                 println!(
                     "{}  {}  partner {}  customer {}\nsubject: {}",
-                    liaison::ticket::format_id(t.id),
+                    liaison_core::model::ticket::format_id(t.id),
                     t.state,
                     t.partner,
                     t.customer,
@@ -330,7 +330,7 @@ async fn real_main(cli: Cli) -> Result<()> {
                 for e in t.entries {
                     println!(
                         "\n{}  {:?} {}",
-                        liaison::workflow::rfc3339(e.at),
+                        liaison_core::decide::rfc3339(e.at),
                         e.author,
                         e.from
                     );
@@ -345,10 +345,10 @@ async fn real_main(cli: Cli) -> Result<()> {
             partner,
             json,
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             if let Some(st) = &state {
                 anyhow::ensure!(
-                    liaison::relationship::RelationshipState::parse(st).is_some(),
+                    liaison_core::model::relationship::RelationshipState::parse(st).is_some(),
                     "`{st}` is not a relationship state"
                 );
             }
@@ -357,12 +357,13 @@ async fn real_main(cli: Cli) -> Result<()> {
             print_status_rows(&rows, json)?;
         }
         Cmd::History { customer, json } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             let value = query(&config, &Request::History { customer }).await?;
             if json {
                 println!("{value}");
             } else {
-                let rels: Vec<liaison::relationship::Relationship> = serde_json::from_value(value)?;
+                let rels: Vec<liaison_core::model::relationship::Relationship> =
+                    serde_json::from_value(value)?;
                 if rels.is_empty() {
                     println!("no relationships");
                 }
@@ -371,7 +372,7 @@ async fn real_main(cli: Cli) -> Result<()> {
                     for h in r.history {
                         println!(
                             "  {}  {} -> {}  by {}{}",
-                            liaison::workflow::rfc3339(h.at),
+                            liaison_core::decide::rfc3339(h.at),
                             h.from.map(|s| s.as_str()).unwrap_or("(new)"),
                             h.to,
                             h.actor,
@@ -389,11 +390,11 @@ async fn real_main(cli: Cli) -> Result<()> {
             draft,
             json,
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             import(&config, &file, &partner, draft, json).await?;
         }
         Cmd::Export { output } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             let value = query(&config, &Request::Export).await?;
             let rows: Vec<liaison::store::ExportRecord> = serde_json::from_value(value)?;
             let mut out = String::new();
@@ -411,7 +412,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Restore { file } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let mut rows = Vec::new();
@@ -447,7 +448,7 @@ async fn real_main(cli: Cli) -> Result<()> {
         Cmd::Quarantine {
             action: QuarantineCmd::Release { key },
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             let v = ask_daemon(&config, &Request::Release { key }, "release messages").await?;
             println!(
                 "released {}: {} ({})",
@@ -457,14 +458,14 @@ async fn real_main(cli: Cli) -> Result<()> {
             );
         }
         Cmd::Stats => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             let value = query(&config, &Request::Stats).await?;
             println!("{value}");
         }
         Cmd::Held {
             action: HeldCmd::List { json },
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             let value = query(&config, &Request::Held).await?;
             print_list(&value, json, "nothing held", |r| {
                 let to: Vec<&str> = r["to"]
@@ -486,21 +487,21 @@ async fn real_main(cli: Cli) -> Result<()> {
         Cmd::Held {
             action: HeldCmd::Show { id, json },
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             let value = query(&config, &Request::HeldShow { id }).await?;
             print_mail_content(&value, json);
         }
         Cmd::Quarantine {
             action: QuarantineCmd::Show { key, json },
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             let value = query(&config, &Request::QuarantineShow { key }).await?;
             print_mail_content(&value, json);
         }
         Cmd::Held {
             action: HeldCmd::Release { id },
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             let v = ask_daemon(&config, &Request::HeldRelease { id }, "release held mail").await?;
             println!(
                 "released {}: \"{}\" queued for sending",
@@ -511,7 +512,7 @@ async fn real_main(cli: Cli) -> Result<()> {
         Cmd::Quarantine {
             action: QuarantineCmd::List { json },
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             let value = query(&config, &Request::Quarantine).await?;
             print_list(&value, json, "nothing quarantined", |r| {
                 format!(
@@ -526,7 +527,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             customer: Some(customer),
             json,
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             let req = Request::Status { customer };
             let value = query(&config, &req).await?;
             let rows: Vec<StatusRow> = serde_json::from_value(value)?;
@@ -536,7 +537,7 @@ async fn real_main(cli: Cli) -> Result<()> {
             customer: None,
             json,
         } => {
-            let config = Config::load(&cli.config)?;
+            let config = liaison::files::load_config(&cli.config)?;
             let value = query(&config, &Request::Counts).await?;
             let rows: Vec<CountRow> = serde_json::from_value(value)?;
             if json {
@@ -580,7 +581,7 @@ impl Check {
 
 async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> {
     let mut checks = Vec::new();
-    let config = Config::load(path);
+    let config = liaison::files::load_config(path);
     let target = path.display().to_string();
     match config {
         Err(e) => checks.push(Check::new("config", target, Err(e.to_string()))),
@@ -607,7 +608,7 @@ async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> {
                     TemplateName::ALL.len(),
                     SUPPORTED_LOCALES.join(", ")
                 ),
-                Templates::load(&config.templates_dir)
+                liaison::files::load_templates(&config.templates_dir)
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
             ));
@@ -655,7 +656,7 @@ async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> {
 
 /// Logs in, opens the mailbox read-only, logs out.
 async fn check_imap(cfg: &InboxConfig) -> Result<(), String> {
-    let mut session = liaison::imap::connect(cfg)
+    let mut session = liaison::io::imap::connect(cfg)
         .await
         .map_err(|e| e.to_string())?;
     let limit = Duration::from_secs(cfg.timeout_secs);
@@ -673,11 +674,11 @@ async fn check_imap(cfg: &InboxConfig) -> Result<(), String> {
 
 /// Connects (EHLO, STARTTLS or TLS, AUTH when configured) and sends NOOP.
 async fn check_smtp(cfg: &SmtpConfig) -> Result<(), String> {
-    let reason = |e: liaison::smtp::SmtpError| match e {
-        liaison::smtp::SmtpError::Setup { reason, .. } => reason,
+    let reason = |e: liaison::io::smtp::SmtpError| match e {
+        liaison::io::smtp::SmtpError::Setup { reason, .. } => reason,
         other => other.to_string(),
     };
-    let mailer = liaison::smtp::Mailer::new(cfg).map_err(reason)?;
+    let mailer = liaison::io::smtp::Mailer::new(cfg).map_err(reason)?;
     match mailer.check().await {
         Ok(true) => Ok(()),
         Ok(false) => Err("the server did not answer NOOP".into()),
@@ -688,7 +689,7 @@ async fn check_smtp(cfg: &SmtpConfig) -> Result<(), String> {
 fn render(config: &Config, template: &str, locale: &str, eml: bool, json: bool) -> Result<()> {
     let name = TemplateName::parse(template)
         .with_context(|| format!("`{template}` is not a template name"))?;
-    let templates = Templates::load(&config.templates_dir)?;
+    let templates = liaison::files::load_templates(&config.templates_dir)?;
     let vars = name.sample_vars();
     if eml {
         let plan = sample_plan(config, name, locale, vars);
@@ -697,8 +698,10 @@ fn render(config: &Config, template: &str, locale: &str, eml: bool, json: bool) 
             .map(|d| d.as_secs())
             .unwrap_or(0);
         // The envelope sender (keyed) is not part of what is printed.
-        let ids = liaison::token::IdKey::new(config.security.token_secret.expose().as_bytes());
-        let mail = liaison::compose::compose(config, &templates, &ids, &plan, now)?;
+        let ids = liaison_core::model::token::IdKey::new(
+            config.security.token_secret.expose().as_bytes(),
+        );
+        let mail = liaison_core::render::compose::compose(config, &templates, &ids, &plan, now)?;
         print!("{}", mail.raw);
         return Ok(());
     }
@@ -723,8 +726,8 @@ fn sample_plan(
     name: TemplateName,
     locale: &str,
     vars: serde_json::Value,
-) -> liaison::workflow::MailPlan {
-    use liaison::workflow::Sender;
+) -> liaison_core::decide::MailPlan {
+    use liaison_core::decide::Sender;
     // The recipient follows the naming: `*_desk` to the support desk,
     // `*_partner` and the transcript to the partner, the rest to the customer.
     let stem = name.as_str();
@@ -741,7 +744,7 @@ fn sample_plan(
     let reply_to = matches!(name, TemplateName::Invitation | TemplateName::Restore)
         .then(|| vars["reply_address"].as_str().map(str::to_string))
         .flatten();
-    liaison::workflow::MailPlan {
+    liaison_core::decide::MailPlan {
         template: name,
         locale: locale.to_string(),
         to: vec![to],
@@ -791,7 +794,7 @@ async fn ask_daemon(config: &Config, req: &Request, what: &str) -> Result<serde_
         "the daemon is not running (no {}); start it to {what}",
         config.admin_socket.display()
     );
-    Ok(liaison::admin::request(&config.admin_socket, req).await?)
+    Ok(liaison::io::admin::request(&config.admin_socket, req).await?)
 }
 
 /// Asks the running daemon over its socket, or reads the store directly
@@ -862,9 +865,9 @@ fn print_mail_content(v: &serde_json::Value, json: bool) {
 
 async fn query(config: &Config, req: &Request) -> Result<serde_json::Value> {
     if config.admin_socket.exists() {
-        match liaison::admin::request(&config.admin_socket, req).await {
+        match liaison::io::admin::request(&config.admin_socket, req).await {
             Ok(v) => return Ok(v),
-            Err(liaison::admin::AdminError::Io { .. }) => {} // stale socket: no daemon
+            Err(liaison::io::admin::AdminError::Io { .. }) => {} // stale socket: no daemon
             Err(e) => return Err(e.into()),
         }
     }
@@ -873,7 +876,7 @@ async fn query(config: &Config, req: &Request) -> Result<serde_json::Value> {
         config.store.cache_capacity_bytes,
         &config.admin_socket,
     )?;
-    liaison::admin::answer(&store, req).map_err(anyhow::Error::msg)
+    liaison::io::admin::answer(&store, req).map_err(anyhow::Error::msg)
 }
 
 async fn shutdown_signal() {
@@ -916,7 +919,7 @@ async fn import(
         "no partner `{partner}` in the configuration"
     );
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let rows = liaison::import::parse(&bytes)
+    let rows = liaison_core::command::import::parse(&bytes)
         .with_context(|| format!("cannot import {}", file.display()))?;
     let total = rows.len();
     let mut reports: Vec<Option<RowReport>> = Vec::with_capacity(total);
@@ -938,7 +941,7 @@ async fn import(
         }
     }
     let mut done = total - runnable.len();
-    let keys = liaison::import::BatchKeys::new(
+    let keys = liaison_core::command::import::BatchKeys::new(
         config.security.token_secret.expose().as_bytes(),
         partner,
         draft,
@@ -948,9 +951,12 @@ async fn import(
         std::sync::Arc<liaison::engine::Engine>,
         tokio::sync::watch::Sender<u64>,
     )> = None;
-    for (n, chunk) in runnable.chunks(liaison::command::MAX_COMMANDS).enumerate() {
+    for (n, chunk) in runnable
+        .chunks(liaison_core::command::MAX_COMMANDS)
+        .enumerate()
+    {
         let key = keys.key(n);
-        let cells: Vec<liaison::import::InviteRow> =
+        let cells: Vec<liaison_core::command::import::InviteRow> =
             chunk.iter().map(|(_, _, c)| c.clone()).collect();
         let req = Request::Import {
             partner: partner.to_string(),
@@ -959,9 +965,9 @@ async fn import(
             key: key.clone(),
         };
         let value = if config.admin_socket.exists() {
-            match liaison::admin::request(&config.admin_socket, &req).await {
+            match liaison::io::admin::request(&config.admin_socket, &req).await {
                 Ok(v) => Some(v),
-                Err(liaison::admin::AdminError::Io { .. }) => None,
+                Err(liaison::io::admin::AdminError::Io { .. }) => None,
                 Err(e) => return Err(e.into()),
             }
         } else {
@@ -977,7 +983,7 @@ async fn import(
                             config.store.cache_capacity_bytes,
                             &config.admin_socket,
                         )?);
-                    let templates = liaison::templates::Templates::load(&config.templates_dir)?;
+                    let templates = liaison::files::load_templates(&config.templates_dir)?;
                     let engine = liaison::engine::Engine::new(
                         std::sync::Arc::new(config.clone()),
                         store,
@@ -999,7 +1005,7 @@ async fn import(
                 else {
                     unreachable!("built above")
                 };
-                liaison::admin::import_batch(engine, durable, partner, rows, *draft, key)
+                liaison::io::admin::import_batch(engine, durable, partner, rows, *draft, key)
                     .map_err(anyhow::Error::msg)?
             }
         };

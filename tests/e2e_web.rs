@@ -162,7 +162,10 @@ async fn the_landing_page_in_a_real_browser() {
     let mut daemon = Daemon::start_custom(Transport::Plain, |c| {
         format!(
             "{}\n[web]\nlisten = \"127.0.0.1:{port}\"\npublic_base_url = \"{base}\"\n",
-            c.replace("name = \"Northwind Traders\"", "name = \"Northwind & <b>Sons</b>\"")
+            c.replace(
+                "name = \"Northwind Traders\"",
+                "name = \"Northwind & <b>Sons</b>\""
+            )
         )
     });
     let driver = Driver::start();
@@ -184,9 +187,17 @@ async fn the_landing_page_in_a_real_browser() {
 
     // Scanners: a plain GET, a HEAD, and a browser that loads the page and
     // runs whatever it finds. Nothing changes, nothing is sent.
-    let (status, body) = http(port, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await;
+    let (status, body) = http(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = http(port, &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await;
+    let (status, body) = http(
+        port,
+        &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
     assert_eq!((status, body.as_str()), (200, ""));
     browser.goto("about:blank").await.unwrap();
     let blank = browser.screenshot().await.unwrap().len();
@@ -199,7 +210,11 @@ async fn the_landing_page_in_a_real_browser() {
     // A POST without, or with a wrong, anti-forgery value: 403, nothing.
     let (status, _) = http(port, &post(&path, "answer=accept")).await;
     assert_eq!(status, 403);
-    let (status, _) = http(port, &post(&path, "answer=accept&form_token=aaaaaaaaaaaaaaaaaaaaaaaaaa")).await;
+    let (status, _) = http(
+        port,
+        &post(&path, "answer=accept&form_token=aaaaaaaaaaaaaaaaaaaaaaaaaa"),
+    )
+    .await;
     assert_eq!(status, 403);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(daemon.status(ALICE)[0]["state"], "invited");
@@ -212,18 +227,31 @@ async fn the_landing_page_in_a_real_browser() {
     // What the customer sees: who asks (as text), what it grants, the
     // buttons, in English.
     assert_eq!(
-        browser.find(Locator::Css("html")).await.unwrap().attr("lang").await.unwrap().as_deref(),
+        browser
+            .find(Locator::Css("html"))
+            .await
+            .unwrap()
+            .attr("lang")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("en")
     );
     let h1 = text_of(&browser, "h1").await;
-    assert_eq!(h1, format!("{PARTNER_NAME} asks for delegated admin permissions"));
+    assert_eq!(
+        h1,
+        format!("{PARTNER_NAME} asks for delegated admin permissions")
+    );
     assert_eq!(text_of(&browser, "button[value=accept]").await, "Accept");
     assert_eq!(text_of(&browser, "button[value=decline]").await, "Decline");
     let main = text_of(&browser, "main").await;
     assert!(main.contains("What accepting grants"), "{main}");
     assert!(main.contains("alice@contoso.test"), "{main}");
     let size = keep("invitation-en.png", &shown);
-    assert!(size > 4 * blank, "a page of text, not a blank: {size} vs {blank} bytes");
+    assert!(
+        size > 4 * blank,
+        "a page of text, not a blank: {size} vs {blank} bytes"
+    );
 
     // The customer accepts.
     browser
@@ -235,10 +263,18 @@ async fn the_landing_page_in_a_real_browser() {
         .unwrap();
     let thanks = text_of(&browser, "main").await;
     assert!(thanks.contains("Thank you"), "{thanks}");
-    assert!(thanks.contains(&format!("You granted {PARTNER_NAME} delegated admin permissions")), "{thanks}");
+    assert!(
+        thanks.contains(&format!(
+            "You granted {PARTNER_NAME} delegated admin permissions"
+        )),
+        "{thanks}"
+    );
     keep("accepted-en.png", &browser.screenshot().await.unwrap());
     daemon.wait_state("northwind", ALICE, "active").await;
-    wait_for(PARTNER1, "acceptance notice", |m| m.subject.starts_with("Accepted:")).await;
+    wait_for(PARTNER1, "acceptance notice", |m| {
+        m.subject.starts_with("Accepted:")
+    })
+    .await;
     let confirmation = wait_for(ALICE, "confirmation", |m| m.subject.contains("You granted")).await;
     assert_eq!(
         confirmation.in_reply_to.as_deref(),
@@ -254,7 +290,10 @@ async fn the_landing_page_in_a_real_browser() {
     let (status, _) = http(port, &post(&path, "answer=decline&form_token=x")).await;
     assert_eq!(status, 403);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(count_where(PARTNER1, |m| m.subject.starts_with("Accepted:")).await, 1);
+    assert_eq!(
+        count_where(PARTNER1, |m| m.subject.starts_with("Accepted:")).await,
+        1
+    );
     assert_eq!(daemon.status(ALICE)[0]["state"], "active");
 
     // A forged link: the "not found" page (404).
@@ -268,7 +307,10 @@ async fn the_landing_page_in_a_real_browser() {
     );
     let (status, _) = http(
         port,
-        &format!("GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", forged.trim_start_matches(&base)),
+        &format!(
+            "GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            forged.trim_start_matches(&base)
+        ),
     )
     .await;
     assert_eq!(status, 404);
@@ -280,12 +322,21 @@ async fn the_landing_page_in_a_real_browser() {
     let link_ko = link_in(&inv_ko, &base);
     browser.goto(&link_ko).await.unwrap();
     assert_eq!(
-        browser.find(Locator::Css("html")).await.unwrap().attr("lang").await.unwrap().as_deref(),
+        browser
+            .find(Locator::Css("html"))
+            .await
+            .unwrap()
+            .attr("lang")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("ko")
     );
     assert_eq!(text_of(&browser, "button[value=accept]").await, "수락");
     assert_eq!(text_of(&browser, "button[value=decline]").await, "거절");
-    assert!(text_of(&browser, "h1").await.contains("위임된 관리자 권한을 요청합니다"));
+    assert!(text_of(&browser, "h1")
+        .await
+        .contains("위임된 관리자 권한을 요청합니다"));
     let size = keep("invitation-ko.png", &browser.screenshot().await.unwrap());
     assert!(size > 4 * blank, "{size} vs {blank}");
     browser
@@ -299,7 +350,11 @@ async fn the_landing_page_in_a_real_browser() {
 
     // Superseded: the partner ended it and invited again; the old link
     // says so, in Korean, and changes nothing.
-    partner_commands("remove carol@contoso.test\ninvite carol@contoso.test locale ko", "again carol").await;
+    partner_commands(
+        "remove carol@contoso.test\ninvite carol@contoso.test locale ko",
+        "again carol",
+    )
+    .await;
     browser.goto(&link_ko).await.unwrap();
     let gone = text_of(&browser, "main").await;
     assert!(gone.contains("새 초대로 대체되었습니다"), "{gone}");
@@ -344,9 +399,14 @@ async fn the_page_over_tls_with_a_certificate_file() {
     .with_root_certificates(roots)
     .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let mut tls = connector.connect(name, tcp).await.expect("a verified TLS session");
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("a verified TLS session");
     tls.write_all(b"GET /i/nothing HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
@@ -354,8 +414,14 @@ async fn the_page_over_tls_with_a_certificate_file() {
     let _ = tls.read_to_end(&mut out).await;
     let out = String::from_utf8_lossy(&out);
     assert!(out.starts_with("HTTP/1.1 404 "), "{out}");
-    assert!(out.contains("\r\nStrict-Transport-Security: max-age=31536000"), "{out}");
-    assert!(out.contains("does not lead to a current invitation"), "{out}");
+    assert!(
+        out.contains("\r\nStrict-Transport-Security: max-age=31536000"),
+        "{out}"
+    );
+    assert!(
+        out.contains("does not lead to a current invitation"),
+        "{out}"
+    );
     // Plain HTTP on the TLS port gets no page.
     let (status, _) = match tokio::time::timeout(
         Duration::from_secs(10),
@@ -381,11 +447,17 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'st
 
 /// The status of a plain exchange, 0 when the answer is not HTTP.
 async fn raw_status(port: u16, raw: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     let _ = s.write_all(raw.as_bytes()).await;
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out).await;
     let out = String::from_utf8_lossy(&out).into_owned();
-    let status = out.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, out)
 }

@@ -6,8 +6,8 @@
 
 use super::{count_effects, EffectCounts, Engine, EngineError};
 use crate::store::{Changes, Processed};
-use crate::workflow::web::{self as core, Lookup, PageState, WebAnswer};
-use crate::workflow::Context;
+use liaison_core::decide::web::{self as core, Lookup, PageState, WebAnswer};
+use liaison_core::decide::Context;
 
 /// What a POST of the page's form came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,7 +122,7 @@ impl Engine {
     pub fn web_ticket(
         &self,
         token: &str,
-    ) -> Result<Option<crate::workflow::web::TicketPage>, EngineError> {
+    ) -> Result<Option<liaison_core::decide::web::TicketPage>, EngineError> {
         let ctx = self.web_context();
         core::ticket_page(&ctx, self.store.as_ref(), token).map_err(EngineError::from)
     }
@@ -131,5 +131,13 @@ impl Engine {
     pub fn web_ticket_token(&self, id: u64) -> Result<Option<String>, EngineError> {
         let ctx = self.web_context();
         Ok(self.store.ticket(id)?.map(|t| core::ticket_token(&ctx, &t)))
+    }
+}
+
+impl From<liaison_core::decide::WorkflowError> for EngineError {
+    fn from(e: liaison_core::decide::WorkflowError) -> Self {
+        match e {
+            liaison_core::decide::WorkflowError::Store(e) => e.into(),
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The customer landing page: `GET /i/<token>` shows an invitation (or a
 //! restore request) with an accept and a decline button, and only a `POST`
 //! of that form answers it. Served by axum over the same connection
-//! handling as `/metrics` ([`crate::http::serve_router`]), on its own
+//! handling as `/metrics` ([`crate::io::http::serve_router`]), on its own
 //! listener (`[web] listen`), optionally over TLS with rustls.
 //!
 //! Mail security scanners fetch every link of a mail before the customer
@@ -22,13 +22,12 @@
 //! | `GET /static/liaison.css` | the style sheet |
 //! | more than `rate_limit_per_minute` requests of one client | 429 with `Retry-After` |
 
-pub mod config;
+pub use liaison_core::config::web as config;
 pub mod limit;
 pub mod pages;
 
 use crate::engine::{Engine, WebPosted};
-use crate::http::{ConnLimits, HttpError};
-use crate::workflow::web::{Lookup, WebAnswer};
+use crate::io::http::{ConnLimits, HttpError};
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -36,6 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Form, Router};
 use config::{TlsFiles, WebConfig};
+use liaison_core::decide::web::{Lookup, WebAnswer};
 use pages::{Pages, PagesError, Rendered};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -237,10 +237,11 @@ async fn stylesheet(State(s): State<Arc<WebState>>) -> Response {
 
 async fn not_found(State(s): State<Arc<WebState>>, Query(q): Query<LangQuery>) -> Response {
     let locale = pages::pick_locale(q.lang.as_deref(), None);
-    page(
-        s.pages
-            .not_found(&locale, crate::workflow::web::NotFound::NoReference, None),
-    )
+    page(s.pages.not_found(
+        &locale,
+        liaison_core::decide::web::NotFound::NoReference,
+        None,
+    ))
 }
 
 /// Counts the request against its client's rate limit.
@@ -315,7 +316,7 @@ pub fn router(state: Arc<WebState>, max_body_bytes: usize) -> Router {
 
 /// Binds `[web] listen`.
 pub async fn bind(config: &WebConfig) -> Result<TcpListener, WebError> {
-    Ok(crate::http::bind(config.listen, "the landing page", "web.listen").await?)
+    Ok(crate::io::http::bind(config.listen, "the landing page", "web.listen").await?)
 }
 
 /// A TLS acceptor from the certificate chain and key files (PEM).
@@ -377,7 +378,7 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, public = %config.public_base_url, tls = tls.is_some(), "serving the landing page");
     }
-    crate::http::serve_router(
+    crate::io::http::serve_router(
         listener,
         router(state, config.max_body_bytes),
         limits(&config),
@@ -391,7 +392,7 @@ pub async fn serve(
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::relationship::RelationshipState;
+    use liaison_core::model::relationship::RelationshipState;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const NOW: u64 = 1_796_000_000;
@@ -412,15 +413,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(root.join("config/liaison.dev.toml")).unwrap();
-        let config =
-            crate::config::Config::parse(&text, &root.join("config/liaison.dev.toml")).unwrap();
+        let config = liaison_core::config::Config::parse(
+            &text,
+            &root.join("config/liaison.dev.toml"),
+            &crate::files::EnvAndFiles,
+        )
+        .unwrap();
         let store = crate::store::SledStore::open(
             &dir.path().join("db"),
             1 << 20,
             &dir.path().join("s.sock"),
         )
         .unwrap();
-        let templates = crate::templates::Templates::load(&root.join("templates")).unwrap();
+        let templates = crate::files::load_templates(&root.join("templates")).unwrap();
         let clock = Arc::new(ManualClock::new(NOW));
         let engine = Arc::new(Engine::new(
             Arc::new(config),
@@ -458,7 +463,7 @@ mod tests {
     impl Fixture {
         /// Invites `customer` as Northwind, returning the invitation's token.
         fn invite(&self, line: &str, key: &str) -> String {
-            let cmd = crate::command::parse_line(line).unwrap();
+            let cmd = liaison_core::command::parse_line(line).unwrap();
             let r = self
                 .engine
                 .run_commands_as_partner("northwind", vec![cmd], key)
@@ -470,7 +475,7 @@ mod tests {
                 .rev()
                 .find(|e| e.mail.invitation.is_some() && e.mail.subject.contains("[ref:"))
                 .expect("an invitation queued");
-            crate::token::find_candidates(&inv.mail.subject)[0].to_string()
+            liaison_core::model::token::find_candidates(&inv.mail.subject)[0].to_string()
         }
 
         fn state(&self) -> RelationshipState {
@@ -618,7 +623,7 @@ mod tests {
         let done = f
             .engine
             .store()
-            .processed(&crate::workflow::web::web_key(
+            .processed(&liaison_core::decide::web::web_key(
                 rel.invitation_id.unwrap(),
                 WebAnswer::Accept,
             ))
@@ -678,7 +683,7 @@ mod tests {
             ("remove alice@contoso.test", "t2"),
             ("invite alice@contoso.test", "t3"),
         ] {
-            let cmd = crate::command::parse_line(line).unwrap();
+            let cmd = liaison_core::command::parse_line(line).unwrap();
             assert!(
                 f.engine
                     .run_commands_as_partner("northwind", vec![cmd], key)
@@ -704,7 +709,7 @@ mod tests {
             .iter()
             .rev()
             .find_map(|e| {
-                crate::token::find_candidates(&e.mail.subject)
+                liaison_core::model::token::find_candidates(&e.mail.subject)
                     .first()
                     .map(|t| t.to_string())
             })
@@ -732,7 +737,7 @@ mod tests {
             )
             .await;
         assert_eq!(accepted.0, 200);
-        let cmd = crate::command::parse_line("revoked alice@contoso.test").unwrap();
+        let cmd = liaison_core::command::parse_line("revoked alice@contoso.test").unwrap();
         assert!(
             f.engine
                 .run_commands_as_partner("northwind", vec![cmd], "t2")

@@ -8,7 +8,7 @@
 //! 1. it was delivered to a *bounce address*: every mail Liaison sends has
 //!    the SMTP envelope sender `<invitations local>+b-<tag>@<domain>`
 //!    ([`return_path`]), where the tag is a MAC keyed with the secret over the
-//!    mail's Message-ID and its recipient ([`crate::token::IdKey::bounce_tag`]).
+//!    mail's Message-ID and its recipient ([`crate::model::token::IdKey::bounce_tag`]).
 //!    Only the receiving side of that mail ever sees the address, and only
 //!    there does a real bounce go. The topmost `Delivered-To` /
 //!    `X-Original-To` (written by the delivering server) must carry it;
@@ -24,7 +24,7 @@
 //! safe to quote to a partner (no control or format characters, bounded,
 //! links disabled).
 
-use crate::token::IdKey;
+use crate::model::token::IdKey;
 
 /// What a delivery report says.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -34,7 +34,7 @@ pub struct Dsn {
     /// Message-ID of the returned message, without angle brackets.
     pub original_message_id: Option<String>,
     /// The topmost `Return-Path` header as delivered (`<>` for a real
-    /// bounce), filled in by [`crate::inbound::parse`].
+    /// bounce), filled in by [`crate::mail::inbound::parse`].
     pub return_path: Option<String>,
 }
 
@@ -134,7 +134,7 @@ fn push_failed(dsn: &mut Dsn, r: FailedRecipient) {
 /// to `recipients`: a plus-address of `base` (the invitations address)
 /// whose tag only Liaison can compute.
 pub fn return_path(ids: &IdKey, base: &str, message_id: &str, recipients: &[String]) -> String {
-    crate::address::with_plus_tag(base, &ids.bounce_tag(message_id, recipients))
+    crate::mail::address::with_plus_tag(base, &ids.bounce_tag(message_id, recipients))
 }
 
 /// A delivery report that passed [`authenticate`]: about a mail Liaison sent
@@ -193,8 +193,8 @@ pub fn authenticate<'a>(
     // Only the delivering server's own header counts: it stands on top,
     // above anything the sender wrote.
     let top = delivered_to.first().map(String::as_str).unwrap_or("");
-    let tag = crate::address::plus_tag(top, base)
-        .filter(|t| crate::token::bounce_tag_mac(t).is_some())
+    let tag = crate::mail::address::plus_tag(top, base)
+        .filter(|t| crate::model::token::bounce_tag_mac(t).is_some())
         .ok_or_else(|| {
             BounceRefusal::NotToBounceAddress(if top.is_empty() {
                 "no recorded address".into()

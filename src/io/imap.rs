@@ -7,10 +7,10 @@
 //! a hung daemon. An IDLE wake-up is only a hint; after each one the mailbox
 //! is re-synced by UID, because notices can be missed between two waits.
 
-use crate::config::{InboxConfig, TlsMode};
 use crate::engine::Engine;
 use crate::store::Cursor;
 use futures::StreamExt;
+use liaison_core::config::{InboxConfig, TlsMode};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -720,7 +720,7 @@ struct Folders {
     /// The quarantine folder.
     quarantine: String,
     /// How processed messages are marked (a move names the server's folder).
-    processed: crate::config::ProcessedMark,
+    processed: liaison_core::config::ProcessedMark,
 }
 
 impl Folders {
@@ -759,8 +759,8 @@ impl Folders {
         Folders {
             quarantine: name(&cfg.quarantine_folder),
             processed: match &cfg.processed {
-                crate::config::ProcessedMark::Move(f) => {
-                    crate::config::ProcessedMark::Move(name(f))
+                liaison_core::config::ProcessedMark::Move(f) => {
+                    liaison_core::config::ProcessedMark::Move(name(f))
                 }
                 keyword => keyword.clone(),
             },
@@ -836,7 +836,7 @@ impl Marker<'_> {
         marked.dedup();
         if matches!(
             self.folders.processed,
-            crate::config::ProcessedMark::Move(_)
+            liaison_core::config::ProcessedMark::Move(_)
         ) {
             marked.retain(|u| failed.binary_search(u).is_err());
         }
@@ -847,10 +847,10 @@ impl Marker<'_> {
         }
         let set = uid_set(&marked);
         let result = match &self.folders.processed {
-            crate::config::ProcessedMark::Move(folder) => {
+            liaison_core::config::ProcessedMark::Move(folder) => {
                 timed(cfg, "UID MOVE", session.uid_mv(&set, folder)).await
             }
-            crate::config::ProcessedMark::Keyword(k) => {
+            liaison_core::config::ProcessedMark::Keyword(k) => {
                 timed(cfg, "UID STORE", async {
                     let stream = session
                         .uid_store(&set, format!("+FLAGS.SILENT ({k})"))
@@ -871,8 +871,8 @@ impl Marker<'_> {
 /// fine.
 async fn ensure_folders(cfg: &InboxConfig, folders: &Folders, session: &mut Session) {
     let moved = match &folders.processed {
-        crate::config::ProcessedMark::Move(f) => Some(f),
-        crate::config::ProcessedMark::Keyword(_) => None,
+        liaison_core::config::ProcessedMark::Move(f) => Some(f),
+        liaison_core::config::ProcessedMark::Keyword(_) => None,
     };
     for f in std::iter::once(&folders.quarantine).chain(moved) {
         match timed(cfg, "CREATE", session.create(f)).await {
@@ -908,11 +908,15 @@ mod tests {
     fn engine(dir: &std::path::Path) -> Arc<Engine> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(root.join("config/liaison.dev.toml")).unwrap();
-        let config =
-            crate::config::Config::parse(&text, &root.join("config/liaison.dev.toml")).unwrap();
+        let config = liaison_core::config::Config::parse(
+            &text,
+            &root.join("config/liaison.dev.toml"),
+            &crate::files::EnvAndFiles,
+        )
+        .unwrap();
         let store =
             crate::store::SledStore::open(&dir.join("db"), 1 << 20, &dir.join("s.sock")).unwrap();
-        let templates = crate::templates::Templates::load(&root.join("templates")).unwrap();
+        let templates = crate::files::load_templates(&root.join("templates")).unwrap();
         Arc::new(Engine::new(
             Arc::new(config),
             Arc::new(store),

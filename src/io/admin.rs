@@ -77,7 +77,7 @@ pub enum Request {
         partner: String,
         /// The rows' cells, checked by the daemon as mailed `invite`
         /// arguments are (at most 50).
-        rows: Vec<crate::import::InviteRow>,
+        rows: Vec<liaison_core::command::import::InviteRow>,
         /// Send each invitation to the partner instead, to forward.
         draft: bool,
         /// Batch key: the same batch is never run twice.
@@ -154,12 +154,12 @@ pub struct StatusRow {
 
 impl StatusRow {
     /// The row for one relationship.
-    pub fn of(r: &crate::relationship::RelationshipSummary) -> Self {
+    pub fn of(r: &liaison_core::model::relationship::RelationshipSummary) -> Self {
         StatusRow {
             partner: r.partner.clone(),
             customer: r.customer.clone(),
             state: r.state.as_str().to_string(),
-            since: crate::workflow::rfc3339(r.since),
+            since: liaison_core::decide::rfc3339(r.since),
         }
     }
 }
@@ -174,7 +174,7 @@ impl StatusRow {
 /// before the operator releases something. `--json` output is for
 /// programs and stays as it is.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() || crate::command::is_format_character(c);
+    let unsafe_char = |c: char| c.is_control() || liaison_core::command::is_format_character(c);
     if !text.chars().any(unsafe_char) {
         return text.into();
     }
@@ -197,7 +197,7 @@ pub const MAX_SHOWN_TEXT_CHARS: usize = 64 * 1024;
 /// author's headers, its text (at most [`MAX_SHOWN_TEXT_CHARS`]) and its
 /// attachments' names, types and sizes.
 fn mail_content(raw: &[u8]) -> serde_json::Value {
-    match crate::inbound::parse(raw, usize::MAX) {
+    match liaison_core::mail::inbound::parse(raw, usize::MAX) {
         Ok(m) => {
             let total = m.text.chars().count();
             let mut text: String = m.text.chars().take(MAX_SHOWN_TEXT_CHARS).collect();
@@ -238,12 +238,14 @@ fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
 pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, String> {
     match req {
         Request::Status { customer } => {
-            let c = crate::address::normalize(customer)
+            let c = liaison_core::mail::address::normalize(customer)
                 .ok_or_else(|| format!("`{customer}` is not an email address"))?;
             let rels = store.relationships_with(&c).map_err(|e| e.to_string())?;
             let rows: Vec<StatusRow> = rels
                 .iter()
-                .map(|r| StatusRow::of(&crate::relationship::RelationshipSummary::from(r)))
+                .map(|r| {
+                    StatusRow::of(&liaison_core::model::relationship::RelationshipSummary::from(r))
+                })
                 .collect();
             serde_json::to_value(rows).map_err(|e| e.to_string())
         }
@@ -263,7 +265,7 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
         Request::List { partner, state } => {
             let state = match state {
                 Some(s) => Some(
-                    crate::relationship::RelationshipState::parse(s)
+                    liaison_core::model::relationship::RelationshipState::parse(s)
                         .ok_or_else(|| format!("`{s}` is not a relationship state"))?,
                 ),
                 None => None,
@@ -297,14 +299,14 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
             let mut rows = Vec::new();
             for p in partners {
                 for t in store.tickets_of(&p).map_err(|e| e.to_string())? {
-                    if *all || t.state != crate::ticket::TicketState::Closed {
+                    if *all || t.state != liaison_core::model::ticket::TicketState::Closed {
                         rows.push(TicketRow {
-                            id: crate::ticket::format_id(t.id),
+                            id: liaison_core::model::ticket::format_id(t.id),
                             partner: t.partner,
                             customer: t.customer,
                             state: t.state.as_str().to_string(),
                             subject: t.subject,
-                            opened: crate::workflow::rfc3339(t.opened),
+                            opened: liaison_core::decide::rfc3339(t.opened),
                         });
                     }
                 }
@@ -313,13 +315,15 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
             serde_json::to_value(rows).map_err(|e| e.to_string())
         }
         Request::Ticket { id } => {
-            let n = crate::ticket::parse_id(id)
+            let n = liaison_core::model::ticket::parse_id(id)
                 .or_else(|| id.trim().parse().ok())
                 .ok_or_else(|| format!("`{id}` is not a ticket number like T-000123"))?;
-            let t = store
-                .ticket(n)
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("ticket {} not found", crate::ticket::format_id(n)))?;
+            let t = store.ticket(n).map_err(|e| e.to_string())?.ok_or_else(|| {
+                format!(
+                    "ticket {} not found",
+                    liaison_core::model::ticket::format_id(n)
+                )
+            })?;
             serde_json::to_value(t).map_err(|e| e.to_string())
         }
         Request::Held => {
@@ -330,7 +334,7 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
                 .map(|h| {
                     serde_json::json!({
                         "id": h.id,
-                        "at": crate::workflow::rfc3339(h.at),
+                        "at": liaison_core::decide::rfc3339(h.at),
                         "reason": h.reason,
                         "partner": h.partner,
                         "to": h.mail.recipients,
@@ -345,7 +349,7 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
             Err("this request needs the engine".into())
         }
         Request::History { customer } => {
-            let c = crate::address::normalize(customer)
+            let c = liaison_core::mail::address::normalize(customer)
                 .ok_or_else(|| format!("`{customer}` is not an email address"))?;
             let rels = store.relationships_with(&c).map_err(|e| e.to_string())?;
             serde_json::to_value(rels).map_err(|e| e.to_string())
@@ -365,7 +369,7 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
                 .ok_or_else(|| format!("no held mail {id}"))?;
             let mut v = serde_json::json!({
                 "id": h.id,
-                "at": crate::workflow::rfc3339(h.at),
+                "at": liaison_core::decide::rfc3339(h.at),
                 "reason": h.reason,
                 "partner": h.partner,
                 "to": h.mail.recipients,
@@ -386,7 +390,7 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
             let raw = store.quarantined_raw(key).map_err(|e| e.to_string())?;
             let mut v = serde_json::json!({
                 "key": p.key,
-                "at": crate::workflow::rfc3339(p.at),
+                "at": liaison_core::decide::rfc3339(p.at),
                 "reason": p.summary,
                 "kept": raw.is_some(),
             });
@@ -403,7 +407,7 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
                 .map(|p| {
                     serde_json::json!({
                         "key": p.key,
-                        "at": crate::workflow::rfc3339(p.at),
+                        "at": liaison_core::decide::rfc3339(p.at),
                         "reason": p.summary,
                     })
                 })
@@ -415,8 +419,8 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
 
 /// The longest request line the daemon reads, newline excluded. The
 /// largest legitimate request is a `liaison import` batch: at most
-/// [`crate::command::MAX_COMMANDS`] command lines of at most
-/// [`crate::command::MAX_LINE_LEN`] characters (4 bytes each at worst),
+/// [`liaison_core::command::MAX_COMMANDS`] command lines of at most
+/// [`liaison_core::command::MAX_LINE_LEN`] characters (4 bytes each at worst),
 /// about 200 KB; 1 MiB leaves room for that and the JSON around it, while a
 /// client that never sends a newline can no longer grow the daemon's memory.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
@@ -604,14 +608,14 @@ pub fn import_batch(
     engine: &crate::engine::Engine,
     durable: &watch::Sender<u64>,
     partner: &str,
-    rows: &[crate::import::InviteRow],
+    rows: &[liaison_core::command::import::InviteRow],
     draft: bool,
     key: &str,
 ) -> Result<serde_json::Value, String> {
-    if rows.len() > crate::command::MAX_COMMANDS {
+    if rows.len() > liaison_core::command::MAX_COMMANDS {
         return Err(format!(
             "a batch holds at most {} rows, not {}",
-            crate::command::MAX_COMMANDS,
+            liaison_core::command::MAX_COMMANDS,
             rows.len()
         ));
     }

@@ -6,15 +6,15 @@
 //! partner, its support contact and the support desk. Anyone else quoting
 //! `[T-000123]` is refused: a ticket number in a subject is not a password.
 //! With `security.trusted_authserv_id` set, the parties themselves must be
-//! authenticated too ([`crate::trust`]), or their mail is quarantined.
+//! authenticated too ([`crate::decide::trust`]), or their mail is quarantined.
 
 use super::{rfc3339, Context, Decision, MailClass, MailPlan, MessageIds, Sender, WorkflowError};
 use crate::config::{Config, Partner};
-use crate::inbound::{Attachment, InboundMail};
-use crate::relationship::{Relationship, RelationshipState};
-use crate::store::StoreView;
-use crate::templates::TemplateName;
-use crate::ticket::{self, Author, Ticket, TicketEntry, TicketState};
+use crate::effects::StoreView;
+use crate::mail::inbound::{Attachment, InboundMail};
+use crate::model::relationship::{Relationship, RelationshipState};
+use crate::model::ticket::{self, Author, Ticket, TicketEntry, TicketState};
+use crate::render::templates::TemplateName;
 use serde_json::json;
 
 /// The attachments that fit in `limit` bytes (in order), and the names of
@@ -55,7 +55,7 @@ pub(super) fn referenced_ticket(
 }
 
 /// The ticket's record of `mail`; `text` is its new text
-/// ([`crate::reply::new_text`], computed once by the caller, which quotes
+/// ([`crate::mail::reply::new_text`], computed once by the caller, which quotes
 /// it in its mails too).
 /// Most characters of a mail's text a ticket keeps in its entry. The
 /// whole text is relayed; the record keeps the start of it. A ticket is one
@@ -127,7 +127,7 @@ pub(super) fn ticket_mail(
     // A ticket tag or thread is no credential (the tag is computable, the
     // thread passes through many hands): every party must be authenticated.
     let tid = ticket::format_id(t.id);
-    let claim = crate::trust::Claim::Ticket {
+    let claim = crate::decide::trust::Claim::Ticket {
         ticket: &tid,
         author,
     };
@@ -165,7 +165,7 @@ pub(super) fn ticket_mail(
     let reopened = t.state == TicketState::Closed;
     // The reply splitter is the costly step on a large mail: once per
     // mail, for the ticket's record and every mail that quotes it.
-    let text = crate::reply::new_text(&mail.text);
+    let text = crate::mail::reply::new_text(&mail.text);
     t.entries
         .push(entry(ctx, author, from, mail, text.clone(), &attachments));
     t.message_ids.extend(mail.message_id.clone());
@@ -197,6 +197,11 @@ pub(super) fn ticket_mail(
             .as_ref()
             .map(|r| r.locale.clone())
             .unwrap_or_else(|| partner.locale.clone());
+        let mut customer_vars = vars(author_name);
+        super::web::with_status_link(
+            &mut customer_vars,
+            super::web::status_link(ctx, t.id, t.opened, &t.customer),
+        );
         decision.mails.push(MailPlan {
             template: TemplateName::TicketRelayCustomer,
             locale,
@@ -206,7 +211,7 @@ pub(super) fn ticket_mail(
             message_id: ids.next(),
             in_reply_to: t.customer_message_id.clone(),
             references: t.customer_message_id.iter().cloned().collect(),
-            vars: vars(author_name),
+            vars: customer_vars,
             invitation: None,
             ticket: Some(t.id),
             attachments: attachments.clone(),
@@ -311,7 +316,7 @@ fn forward_to_partner(
         "customer_email": rel.customer,
         "customer_name": rel.customer_name,
         "subject": subject,
-        "text": crate::reply::new_text(&mail.text),
+        "text": crate::mail::reply::new_text(&mail.text),
         "omitted_attachments": omitted,
         "at": rfc3339(ctx.now),
     });
@@ -374,7 +379,7 @@ fn open_ticket(
     let mut ids = MessageIds::new(&key, ctx);
     let (attachments, omitted) = within_limit(&mail.attachments, cfg.tickets.attachment_max_bytes);
     let subject = super::quoted_subject(&mail.subject);
-    let text = crate::reply::new_text(&mail.text);
+    let text = crate::mail::reply::new_text(&mail.text);
     let vars = json!({
         "ticket_id": tid,
         "partner_name": partner.name,
@@ -415,13 +420,18 @@ fn open_ticket(
         ticket: Some(id),
         attachments: attachments.clone(),
     });
+    let mut ack_vars = vars.clone();
+    super::web::with_status_link(
+        &mut ack_vars,
+        super::web::status_link(ctx, id, ctx.now, &rel.customer),
+    );
     let mut ack = super::customer::customer_notice(
         ctx,
         rel,
         mail,
         &mut ids,
         TemplateName::TicketOpenedCustomer,
-        vars.clone(),
+        ack_vars,
     );
     ack.invitation = None;
     ack.ticket = Some(id);
@@ -515,6 +525,11 @@ pub(super) fn close_ticket(
         "note": note,
         "at": rfc3339(ctx.now),
     });
+    let mut customer_vars = vars.clone();
+    super::web::with_status_link(
+        &mut customer_vars,
+        super::web::status_link(ctx, t.id, t.opened, &t.customer),
+    );
     let mails = vec![
         MailPlan {
             template: TemplateName::TicketClosedCustomer,
@@ -527,7 +542,7 @@ pub(super) fn close_ticket(
             message_id: ids.next(),
             in_reply_to: t.customer_message_id.clone(),
             references: t.customer_message_id.iter().cloned().collect(),
-            vars: vars.clone(),
+            vars: customer_vars,
             invitation: None,
             ticket: Some(id),
             attachments: vec![],

@@ -27,7 +27,6 @@
 //! once.
 
 use crate::clock::Clock;
-use crate::config::{SmtpConfig, TlsMode};
 use crate::store::{OutboxEntry, OutgoingMail, Store};
 use futures::StreamExt;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -35,6 +34,7 @@ use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
 use lettre::transport::smtp::extension::ClientId;
+use liaison_core::config::{SmtpConfig, TlsMode};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -145,7 +145,7 @@ impl Mailer {
                 Security::Starttls(params.build_rustls().map_err(|e| setup(e.to_string()))?)
             }
             TlsMode::Tls => {
-                Security::Tls(crate::imap::tls_config(cfg.ca_file.as_deref()).map_err(setup)?)
+                Security::Tls(crate::io::imap::tls_config(cfg.ca_file.as_deref()).map_err(setup)?)
             }
         };
         let credentials = match (&cfg.username, &cfg.password) {
@@ -612,7 +612,7 @@ async fn deliver_due(
                             r,
                             RcptOutcome::Temporary(format!(
                                 "not tried: {domain} refused a recipient temporarily of late; next try at {}",
-                                crate::workflow::rfc3339(until)
+                                liaison_core::decide::rfc3339(until)
                             )),
                         )),
                         None => open.push(r),
@@ -739,9 +739,9 @@ fn record_attempt(
     entry.last_error = Some(reason);
     if attempt.tried {
         crate::metrics::set(&m.smtp_ok, 0);
-        tracing::warn!(message_id = %mid, error = ?entry.last_error, attempt = entry.attempts, retry_at = %crate::workflow::rfc3339(entry.not_before), "mail delivery deferred; will retry");
+        tracing::warn!(message_id = %mid, error = ?entry.last_error, attempt = entry.attempts, retry_at = %liaison_core::decide::rfc3339(entry.not_before), "mail delivery deferred; will retry");
     } else {
-        tracing::debug!(message_id = %mid, retry_at = %crate::workflow::rfc3339(entry.not_before), "mail held back while its domain backs off");
+        tracing::debug!(message_id = %mid, retry_at = %liaison_core::decide::rfc3339(entry.not_before), "mail held back while its domain backs off");
     }
     store.mark_retry(&entry)?;
     if changed {

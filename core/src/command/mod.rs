@@ -7,8 +7,10 @@
 //! the first quoted line or reply header, at a signature separator, and at
 //! `thanks`/`quit`/`stop`.
 
-use crate::address;
-use crate::relationship::RelationshipState;
+pub mod import;
+
+use crate::mail::address;
+use crate::model::relationship::RelationshipState;
 
 /// At most this many commands are executed from one mail.
 pub const MAX_COMMANDS: usize = 50;
@@ -190,7 +192,7 @@ pub fn parse_script(text: &str) -> CommandScript {
     let lines: Vec<&str> = text.lines().collect();
     // Everything from the first quote or reply header on is somebody else's
     // text, usually our own previous transcript; never execute it.
-    let quote_at = crate::reply::quote_start(&lines).unwrap_or(lines.len());
+    let quote_at = crate::mail::reply::quote_start(&lines).unwrap_or(lines.len());
     let mut script = CommandScript::default();
     let mut unknown = 0;
     for (i, raw) in lines.iter().enumerate() {
@@ -243,7 +245,7 @@ pub fn parse_script(text: &str) -> CommandScript {
 /// whole tag block U+E0000-E007F with its unassigned code points: invisible,
 /// and several of them reorder or hide the text around them. The one table
 /// for both refusing such text ([`check_text`]) and dropping it from text
-/// quoted to a partner ([`crate::dsn::defang`]).
+/// quoted to a partner ([`crate::mail::dsn::defang`]).
 const FORMAT_CHARACTERS: &[(u32, u32)] = &[
     (0x00AD, 0x00AD),
     (0x0600, 0x0605),
@@ -479,9 +481,9 @@ impl std::fmt::Display for Command {
             Command::Remove { customer } => write!(f, "remove {customer}"),
             Command::Contact { customer, support } => write!(f, "contact {customer} {support}"),
             Command::Tickets { all } => write!(f, "tickets {}", if *all { "all" } else { "open" }),
-            Command::Ticket { id } => write!(f, "ticket {}", crate::ticket::format_id(*id)),
+            Command::Ticket { id } => write!(f, "ticket {}", crate::model::ticket::format_id(*id)),
             Command::Close { id, note } => {
-                write!(f, "close {}", crate::ticket::format_id(*id))?;
+                write!(f, "close {}", crate::model::ticket::format_id(*id))?;
                 if let Some(n) = note {
                     write!(f, " {n}")?;
                 }
@@ -654,12 +656,13 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
             let arg = args
                 .first()
                 .ok_or_else(|| err(verb, "the ticket number is missing".into()))?;
-            let id = crate::ticket::parse_id(arg.trim_matches(['[', ']'])).ok_or_else(|| {
-                err(
-                    verb,
-                    format!("`{arg}` is not a ticket number like T-000123"),
-                )
-            })?;
+            let id =
+                crate::model::ticket::parse_id(arg.trim_matches(['[', ']'])).ok_or_else(|| {
+                    err(
+                        verb,
+                        format!("`{arg}` is not a ticket number like T-000123"),
+                    )
+                })?;
             if verb == "ticket" {
                 no_more("ticket", &args[1..])?;
                 return Ok(Command::Ticket { id });

@@ -19,11 +19,11 @@
 
 use super::customer::{answer_invitation, Answered, Origin};
 use super::{Context, Decision, MessageIds, WorkflowError};
-use crate::intent::Intent;
-use crate::invitation::{Invitation, InvitationKind};
-use crate::relationship::{Relationship, RelationshipState};
-use crate::store::StoreView;
-use crate::token::{self, TokenError};
+use crate::effects::StoreView;
+use crate::mail::intent::Intent;
+use crate::model::invitation::{Invitation, InvitationKind};
+use crate::model::relationship::{Relationship, RelationshipState};
+use crate::model::token::{self, TokenError};
 
 /// The two buttons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,9 +220,9 @@ pub fn invitation_page(
     }
     let state = if !awaits_answer(&inv, &rel) {
         PageState::Answered(rel.state)
-    } else if crate::trust::needs_authenticated_from(
+    } else if crate::decide::trust::needs_authenticated_from(
         &ctx.config.security,
-        crate::trust::Claim::CustomerAnswer(credential(&inv)),
+        crate::decide::trust::Claim::CustomerAnswer(credential(&inv)),
     ) {
         PageState::ReplyByMail
     } else {
@@ -242,11 +242,11 @@ pub fn invitation_page(
 
 /// What the link's token is, as a credential: the page has no sender to
 /// authenticate, so the token alone must do, as for a mailed answer.
-fn credential(inv: &Invitation) -> crate::trust::Credential {
+fn credential(inv: &Invitation) -> crate::decide::trust::Credential {
     if inv.draft {
-        crate::trust::Credential::DraftToken
+        crate::decide::trust::Credential::DraftToken
     } else {
-        crate::trust::Credential::Token
+        crate::decide::trust::Credential::Token
     }
 }
 
@@ -309,7 +309,7 @@ pub const TICKET_PAGE_DAYS: u64 = 365;
 /// the ticket number and its customer, expiring [`TICKET_PAGE_DAYS`] after
 /// the ticket was opened. Deterministic, so every mail about the ticket
 /// carries the same link.
-pub fn ticket_token(ctx: &Context, ticket: &crate::ticket::Ticket) -> String {
+pub fn ticket_token(ctx: &Context, ticket: &crate::model::ticket::Ticket) -> String {
     ctx.tokens.issue(
         token::Purpose::TicketPage,
         ticket.id,
@@ -318,13 +318,29 @@ pub fn ticket_token(ctx: &Context, ticket: &crate::ticket::Ticket) -> String {
     )
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_status_link_carries_the_ticket_token() {
+        // ticket_token and status_link derive the same token.
+        let key = crate::model::token::TokenKey::new(b"a test secret that is long enough");
+        let t = key.issue(crate::model::token::Purpose::TicketPage, 7, 100, "a@b.test");
+        assert!(key
+            .verify(&t, crate::model::token::Purpose::TicketPage, "a@b.test", 50)
+            .is_ok());
+        assert!(key
+            .verify(&t, crate::model::token::Purpose::Invitation, "a@b.test", 50)
+            .is_err());
+    }
+}
+
 /// A ticket's status page: what the customer may read of their own ticket
 /// (its number, subject, state and when who wrote; not the texts, which a
 /// forwarded link must not show to whoever it reaches).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TicketPage {
     /// The ticket.
-    pub ticket: crate::ticket::Ticket,
+    pub ticket: crate::model::ticket::Ticket,
     /// The partner's display name.
     pub partner_name: String,
     /// The customer's locale (their relationship's), else the partner's.
@@ -364,4 +380,31 @@ pub fn ticket_page(
         ticket,
         locale,
     }))
+}
+
+/// The landing page's link for invitation token `token`, when `[web]` is
+/// on (the `page_link` of invitation and restore mails).
+pub fn page_link(ctx: &Context, token: &str) -> Option<String> {
+    ctx.config.web.as_ref().map(|w| w.invitation_link(token))
+}
+
+/// The status page's link of ticket `id` (opened at `opened`, for
+/// `customer`), when `[web]` is on (the `status_link` of the customer's
+/// ticket mails).
+pub fn status_link(ctx: &Context, id: u64, opened: u64, customer: &str) -> Option<String> {
+    let web = ctx.config.web.as_ref()?;
+    let token = ctx.tokens.issue(
+        token::Purpose::TicketPage,
+        id,
+        opened + TICKET_PAGE_DAYS * 86_400,
+        customer,
+    );
+    Some(web.ticket_link(&token))
+}
+
+/// Sets `status_link` in a customer mail's variables.
+pub(super) fn with_status_link(vars: &mut serde_json::Value, link: Option<String>) {
+    if let Some(obj) = vars.as_object_mut() {
+        obj.insert("status_link".into(), serde_json::json!(link));
+    }
 }

@@ -16,7 +16,7 @@
 //! | the customer, with a valid token or a thread to a mail Liaison sent | answers the invitation (accept, decline, …) | the credential; also an authenticated From with `authenticate_customers` |
 //! | the customer, with the token of a draft invitation (the partner saw it) | answers the invitation | authenticated From (the token is no secret of the customer's alone) |
 //!
-//! "Authenticated From" is [`crate::auth::verify_sender`]: the trusted MX's
+//! "Authenticated From" is [`crate::mail::auth::verify_sender`]: the trusted MX's
 //! topmost `Authentication-Results` record a pass aligned with the From
 //! domain. Without `trusted_authserv_id` nothing can be authenticated:
 //! addresses are believed as they are, and the operator is warned at start
@@ -24,9 +24,9 @@
 //! with the reason [`Untrusted`] gives; `liaison quarantine release`
 //! decides it again with the MX check turned off (the operator vouches).
 
-use crate::auth::{self, NotAuthenticated};
 use crate::config::SecurityConfig;
-use crate::ticket::Author;
+use crate::mail::auth::{self, NotAuthenticated};
+use crate::model::ticket::Author;
 
 /// Something an outsider cannot compute that ties a customer's mail to one
 /// of Liaison's mails.
@@ -207,7 +207,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Alignment;
+    use crate::mail::auth::Alignment;
 
     fn security(trusted: Option<&str>, authenticate_customers: bool) -> SecurityConfig {
         SecurityConfig {

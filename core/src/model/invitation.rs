@@ -18,10 +18,10 @@ pub enum InvitationKind {
 
 impl InvitationKind {
     /// The token purpose that goes with it.
-    pub fn purpose(self) -> crate::token::Purpose {
+    pub fn purpose(self) -> crate::model::token::Purpose {
         match self {
-            InvitationKind::Invitation => crate::token::Purpose::Invitation,
-            InvitationKind::Restore => crate::token::Purpose::Restore,
+            InvitationKind::Invitation => crate::model::token::Purpose::Invitation,
+            InvitationKind::Restore => crate::model::token::Purpose::Restore,
         }
     }
 }

@@ -7,6 +7,8 @@
 //! [`Secret`] values whose `Debug` output is redacted, so a stray `{:?}` in a
 //! log line can never print a password.
 
+pub mod web;
+
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -111,6 +113,8 @@ pub struct Config {
     pub tickets: TicketsConfig,
     /// Loopback address of the `/metrics` and `/healthz` endpoint, if any.
     pub http_listen: Option<std::net::SocketAddr>,
+    /// The customer landing page (`[web]`), when it is on.
+    pub web: Option<web::WebConfig>,
     /// Folder holding the Handlebars templates.
     pub templates_dir: PathBuf,
     /// The partners allowed to send commands.
@@ -219,14 +223,14 @@ pub struct SecurityConfig {
     pub invitation_ttl_days: u32,
     /// The authserv-id of the receiving MX whose `Authentication-Results`
     /// headers Liaison believes. When set, every sender that gets power from
-    /// its address alone must be authenticated by it (see [`crate::trust`]);
+    /// its address alone must be authenticated by it (see [`crate::decide::trust`]);
     /// when unset, sender addresses are not verified at all.
     pub trusted_authserv_id: Option<String>,
     /// How many of the topmost `Authentication-Results` headers that MX
     /// adds (1 for most servers; one per milter for milter stacks).
     pub trusted_authserv_headers: usize,
     /// How an authenticated domain must match the From domain.
-    pub alignment: crate::auth::Alignment,
+    pub alignment: crate::mail::auth::Alignment,
     /// Customers answering with a valid token or thread must be
     /// authenticated too (by default the credential is enough).
     pub authenticate_customers: bool,
@@ -309,6 +313,8 @@ struct RawConfig {
     tickets: RawTickets,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    web: web::RawWeb,
     #[serde(default)]
     templates: RawTemplates,
     #[serde(default)]
@@ -451,7 +457,7 @@ struct RawSecurity {
     #[serde(default = "default_trusted_authserv_headers")]
     trusted_authserv_headers: usize,
     #[serde(default)]
-    alignment: crate::auth::Alignment,
+    alignment: crate::mail::auth::Alignment,
     #[serde(default)]
     authenticate_customers: bool,
     #[serde(default = "default_max_message_bytes")]
@@ -544,27 +550,18 @@ fn default_locale() -> String {
 }
 
 impl Config {
-    /// Reads, parses and validates a config file. Relative paths inside it
-    /// (store, templates, secret files) are taken relative to the current
-    /// directory, like every other command-line tool does.
-    pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
-    }
-
-    /// Parses and validates config text; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &Path) -> Result<Config> {
+    /// Parses and validates config text; `origin` names it in errors, and
+    /// `secrets` resolves `*_env` and `*_file` keys (the shell reads the
+    /// environment and files: `liaison::files::load_config`).
+    pub fn parse(text: &str, origin: &Path, secrets: &dyn SecretSource) -> Result<Config> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: origin.to_owned(),
             message: e.to_string(),
         })?;
-        Self::from_raw(raw)
+        Self::from_raw(raw, secrets)
     }
 
-    fn from_raw(raw: RawConfig) -> Result<Config> {
+    fn from_raw(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Config> {
         if raw.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
         }
@@ -592,6 +589,7 @@ impl Config {
                 return Err(invalid(key("timeout_secs"), "must be at least 1"));
             }
             let password = resolve_secret(
+                secrets,
                 &format!("inbox[{i}].password"),
                 r.password,
                 r.password_env,
@@ -656,8 +654,13 @@ impl Config {
         if s.max_connections == 0 {
             return Err(invalid("smtp.max_connections", "must be at least 1"));
         }
-        let smtp_password =
-            resolve_secret("smtp.password", s.password, s.password_env, s.password_file)?;
+        let smtp_password = resolve_secret(
+            secrets,
+            "smtp.password",
+            s.password,
+            s.password_env,
+            s.password_file,
+        )?;
         if smtp_password.is_some() && s.username.is_none() {
             return Err(invalid(
                 "smtp.username",
@@ -690,7 +693,7 @@ impl Config {
         }
         // Replies come to `local+TOKEN@`, bounces to `local+b-TAG@`; a local
         // part may have 64 characters (RFC 5321).
-        let tag_len = crate::token::TOKEN_LEN.max(crate::token::BOUNCE_TAG_LEN);
+        let tag_len = crate::model::token::TOKEN_LEN.max(crate::model::token::BOUNCE_TAG_LEN);
         let local_len = addresses.invitations.split('@').next().map_or(0, str::len);
         if local_len + 1 + tag_len > 64 {
             return Err(invalid(
@@ -698,13 +701,14 @@ impl Config {
                 format!(
                     "its local part may have at most {} characters: Liaison appends +TOKEN ({} characters) to it",
                     64 - 1 - tag_len,
-                    crate::token::TOKEN_LEN
+                    crate::model::token::TOKEN_LEN
                 ),
             ));
         }
 
         let sec = raw.security;
         let token_secret = resolve_secret(
+            secrets,
             "security.token_secret",
             sec.token_secret,
             sec.token_secret_env,
@@ -855,6 +859,10 @@ impl Config {
                 Some(addr)
             }
         };
+        let web = raw
+            .web
+            .validate(http_listen)
+            .map_err(|e| invalid(e.key, e.reason))?;
         let tickets = TicketsConfig {
             attachment_max_bytes: raw.tickets.attachment_max_bytes,
             reopen_days: raw.tickets.reopen_days,
@@ -891,6 +899,7 @@ impl Config {
             lifecycle,
             tickets,
             http_listen,
+            web,
             templates_dir: raw
                 .templates
                 .dir
@@ -924,7 +933,17 @@ impl Config {
     }
 }
 
+/// Where `*_env` and `*_file` secrets are read from: the shell implements
+/// it over the process environment and the disk, tests over a map.
+pub trait SecretSource {
+    /// The environment variable's value, if it is set.
+    fn env(&self, var: &str) -> Option<String>;
+    /// The file's whole text, or why it could not be read.
+    fn file(&self, path: &Path) -> std::result::Result<String, String>;
+}
+
 fn resolve_secret(
+    secrets: &dyn SecretSource,
     key: &str,
     inline: Option<String>,
     env: Option<String>,
@@ -941,8 +960,8 @@ fn resolve_secret(
         return Ok(Some(Secret(v)));
     }
     if let Some(var) = env {
-        return match std::env::var(&var) {
-            Ok(v) if !v.is_empty() => Ok(Some(Secret(v))),
+        return match secrets.env(&var) {
+            Some(v) if !v.is_empty() => Ok(Some(Secret(v))),
             _ => Err(invalid(
                 format!("{key}_env"),
                 format!("environment variable {var} is not set or empty"),
@@ -950,7 +969,7 @@ fn resolve_secret(
         };
     }
     if let Some(path) = file {
-        return match std::fs::read_to_string(&path) {
+        return match secrets.file(&path) {
             // A trailing newline from `echo secret > file` is not part of it.
             Ok(v) if !v.trim_end_matches(['\r', '\n']).is_empty() => {
                 Ok(Some(Secret(v.trim_end_matches(['\r', '\n']).to_string())))
@@ -993,7 +1012,7 @@ fn check_header_text(key: &str, text: &str) -> Result<String> {
 }
 
 fn check_address(key: &str, addr: &str) -> Result<String> {
-    crate::address::normalize(addr).ok_or_else(|| {
+    crate::mail::address::normalize(addr).ok_or_else(|| {
         invalid(
             key,
             format!("`{addr}` is not a plain email address like name@example.com"),
@@ -1036,8 +1055,23 @@ name = "Northwind"
 emails = ["Partner1@liaison.test"]
 "#;
 
+    /// Secrets for the tests: one file, no environment.
+    struct TestSecrets;
+
+    impl SecretSource for TestSecrets {
+        fn env(&self, _var: &str) -> Option<String> {
+            None
+        }
+        fn file(&self, path: &Path) -> std::result::Result<String, String> {
+            match path.to_str() {
+                Some("/run/liaison/token-secret") => Ok("abcdefghijklmnopqrstuvwxyz\n".into()),
+                _ => Err("No such file or directory".into()),
+            }
+        }
+    }
+
     fn parse(text: &str) -> Result<Config> {
-        Config::parse(text, Path::new("test.toml"))
+        Config::parse(text, Path::new("test.toml"), &TestSecrets)
     }
 
     #[test]
@@ -1054,7 +1088,7 @@ emails = ["Partner1@liaison.test"]
         assert!(c.partner_by_email("PARTNER1@liaison.test").is_some());
         assert_eq!(c.security.trusted_authserv_id, None);
         assert_eq!(c.security.trusted_authserv_headers, 1);
-        assert_eq!(c.security.alignment, crate::auth::Alignment::Relaxed);
+        assert_eq!(c.security.alignment, crate::mail::auth::Alignment::Relaxed);
         assert!(!c.security.authenticate_customers);
     }
 
@@ -1076,7 +1110,7 @@ emails = ["Partner1@liaison.test"]
             Some("mx.liaison.test")
         );
         assert_eq!(c.security.trusted_authserv_headers, 2);
-        assert_eq!(c.security.alignment, crate::auth::Alignment::Strict);
+        assert_eq!(c.security.alignment, crate::mail::auth::Alignment::Strict);
         assert!(c.security.authenticate_customers);
         assert!(c.warnings().is_empty(), "{:?}", c.warnings());
         // Without a trusted MX, the operator is warned.
@@ -1197,38 +1231,10 @@ emails = ["Partner1@liaison.test"]
     }
 
     #[test]
-    fn shipped_configs_are_valid() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-        let dev = Config::load(&root.join("liaison.dev.toml")).unwrap();
-        assert_eq!(dev.inboxes.len(), 2);
-        // The example's secrets point at a production host's environment and
-        // files; swap them for inline values so every other key is checked.
-        let example = std::fs::read_to_string(root.join("liaison.example.toml")).unwrap();
-        let example: Vec<&str> = example
-            .lines()
-            .map(|l| {
-                if l.starts_with("password_env") || l.starts_with("password_file") {
-                    "password = \"x\""
-                } else if l.starts_with("token_secret_file") {
-                    "token_secret = \"0123456789abcdef0123\""
-                } else {
-                    l
-                }
-            })
-            .collect();
-        let c = parse(&example.join("\n")).unwrap();
-        assert_eq!(c.inboxes[0].tls, TlsMode::Tls);
-        assert_eq!(c.partners[0].emails.len(), 2);
-    }
-
-    #[test]
     fn secret_file_drops_trailing_newline() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("s");
-        std::fs::write(&f, "abcdefghijklmnopqrstuvwxyz\n").unwrap();
         let text = GOOD.replace(
             "token_secret = \"0123456789abcdef0123\"",
-            &format!("token_secret_file = {:?}", f.display().to_string()),
+            "token_secret_file = \"/run/liaison/token-secret\"",
         );
         let c = parse(&text).unwrap();
         assert_eq!(

@@ -6,9 +6,9 @@
 //! (RFC 3834) and Liaison recognises its own mail if it ever comes back.
 
 use crate::config::Config;
-use crate::store::OutgoingMail;
-use crate::templates::{Rendered, TemplateName, Templates};
-use crate::workflow::{MailPlan, Sender};
+use crate::decide::{MailPlan, Sender};
+use crate::effects::OutgoingMail;
+use crate::render::templates::{Rendered, TemplateName, Templates};
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 
@@ -17,7 +17,7 @@ use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 pub enum ComposeError {
     /// Rendering the template failed.
     #[error(transparent)]
-    Template(#[from] crate::templates::TemplateError),
+    Template(#[from] crate::render::templates::TemplateError),
     /// An address could not be used in a header.
     #[error("cannot use address `{address}` in a mail header: {reason}")]
     Address {
@@ -79,12 +79,12 @@ pub fn bounded_references(refs: &[String]) -> Vec<&str> {
 
 /// Renders and builds one planned mail. `now` is the Date header (Unix
 /// seconds); `ids` keys the envelope sender, the mail's own bounce address
-/// ([`crate::dsn::return_path`]), so that only a real bounce of this mail to
+/// ([`crate::mail::dsn::return_path`]), so that only a real bounce of this mail to
 /// these recipients can be believed.
 pub fn compose(
     config: &Config,
     templates: &Templates,
-    ids: &crate::token::IdKey,
+    ids: &crate::model::token::IdKey,
     plan: &MailPlan,
     now: u64,
 ) -> Result<OutgoingMail, ComposeError> {
@@ -171,7 +171,7 @@ pub fn compose(
     })?;
     Ok(OutgoingMail {
         message_id: plan.message_id.clone(),
-        envelope_from: crate::dsn::return_path(
+        envelope_from: crate::mail::dsn::return_path(
             ids,
             &config.addresses.invitations,
             &plan.message_id,

@@ -5,16 +5,16 @@ use super::{
     date_only, derive_id, rfc3339, strip_reply_prefixes, Context, Decision, MailClass, MailPlan,
     MessageIds, Sender, WorkflowError,
 };
-use crate::address;
 use crate::command::{self, Command, CommandError, Stop};
 use crate::config::Partner;
-use crate::inbound::InboundMail;
-use crate::invitation::{Invitation, InvitationKind};
-use crate::relationship::{
+use crate::effects::StoreView;
+use crate::mail::address;
+use crate::mail::inbound::InboundMail;
+use crate::model::invitation::{Invitation, InvitationKind};
+use crate::model::relationship::{
     Relationship, RelationshipEvent, RelationshipState, RelationshipSummary, TransitionError,
 };
-use crate::store::StoreView;
-use crate::templates::TemplateName;
+use crate::render::templates::TemplateName;
 use serde_json::json;
 
 /// Relationships shown per page of `list`.
@@ -258,7 +258,7 @@ impl<'a, 'c> CommandRun<'a, 'c> {
                 tickets.sort_by_key(|t| t.id);
                 let lines: Vec<String> = tickets
                     .iter()
-                    .filter(|t| *all || t.state != crate::ticket::TicketState::Closed)
+                    .filter(|t| *all || t.state != crate::model::ticket::TicketState::Closed)
                     .map(super::support::ticket_line)
                     .collect();
                 Ok(if lines.is_empty() {
@@ -283,7 +283,7 @@ impl<'a, 'c> CommandRun<'a, 'c> {
                 Some(t) => Ok(super::support::ticket_thread(&t)),
                 None => Err(format!(
                     "ticket {} not found",
-                    crate::ticket::format_id(*id)
+                    crate::model::ticket::format_id(*id)
                 )),
             },
             Command::Close { id, note } => {
@@ -424,7 +424,7 @@ impl<'a, 'c> CommandRun<'a, 'c> {
         };
         let is_new = rel.history.is_empty();
         let from_state = if is_new { None } else { Some(rel.state) };
-        match crate::relationship::transition(from_state, RelationshipEvent::Invited) {
+        match crate::model::relationship::transition(from_state, RelationshipEvent::Invited) {
             Ok(_) => {}
             Err(TransitionError::Already(RelationshipState::Invited)) => {
                 return Ok(Err(format!(
@@ -451,7 +451,7 @@ impl<'a, 'c> CommandRun<'a, 'c> {
         let (id, expires) = (invitation.id, invitation.expires);
         let actor = self.mail.from.clone().unwrap_or_default();
         if is_new {
-            rel.history.push(crate::relationship::HistoryEntry {
+            rel.history.push(crate::model::relationship::HistoryEntry {
                 at: self.ctx.now,
                 from: None,
                 to: RelationshipState::Invited,
@@ -731,6 +731,7 @@ impl<'a, 'c> CommandRun<'a, 'c> {
                 "accept_link": mailto("accept"),
                 "decline_link": mailto("decline"),
                 "expires": date_only(inv.expires),
+                "page_link": super::web::page_link(self.ctx, &token),
             }),
             invitation: Some(inv.id),
             ticket: None,

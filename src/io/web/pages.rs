@@ -4,9 +4,9 @@
 //! variable is an error at start-up, when every page is rendered once with
 //! sample data, not a blank on a customer's screen).
 
-use crate::relationship::RelationshipState;
-use crate::workflow::web::{InvitationPage, Lookup, NotFound, PageState, TicketPage};
 use handlebars::Handlebars;
+use liaison_core::decide::web::{InvitationPage, Lookup, NotFound, PageState, TicketPage};
+use liaison_core::model::relationship::RelationshipState;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -77,7 +77,7 @@ fn other_locale(locale: &str) -> (&'static str, &'static str) {
 /// The locale to show: the one asked for (`?lang=`, the switch) when it is
 /// supported, else the invitation's, else English.
 pub fn pick_locale(asked: Option<&str>, own: Option<&str>) -> String {
-    let supported = |l: &&str| crate::config::SUPPORTED_LOCALES.contains(l);
+    let supported = |l: &&str| liaison_core::config::SUPPORTED_LOCALES.contains(l);
     asked
         .filter(supported)
         .or(own.filter(supported))
@@ -92,7 +92,7 @@ impl Pages {
     pub fn load(dir: &Path) -> Result<Pages, PagesError> {
         let mut registry = Handlebars::new();
         registry.set_strict_mode(true);
-        for locale in crate::config::SUPPORTED_LOCALES {
+        for locale in liaison_core::config::SUPPORTED_LOCALES {
             for name in PAGES {
                 let path = dir
                     .join(locale)
@@ -120,7 +120,7 @@ impl Pages {
             registry,
             stylesheet,
         };
-        for locale in crate::config::SUPPORTED_LOCALES {
+        for locale in liaison_core::config::SUPPORTED_LOCALES {
             for (name, vars) in sample_vars() {
                 pages.render(locale, name, 200, &vars)?;
             }
@@ -230,7 +230,7 @@ impl Pages {
         let locale = pick_locale(asked_locale, Some(&page.locale));
         let t = &page.ticket;
         let minutes = |at: u64| {
-            let s = crate::workflow::rfc3339(at);
+            let s = liaison_core::decide::rfc3339(at);
             format!("{} {} UTC", &s[..10], &s[11..16])
         };
         let entries: Vec<Value> = t
@@ -240,14 +240,14 @@ impl Pages {
                 json!({
                     "at": minutes(e.at),
                     "author": match e.author {
-                        crate::ticket::Author::Customer => "customer",
-                        crate::ticket::Author::SupportDesk => "support_desk",
-                        crate::ticket::Author::Partner | crate::ticket::Author::SupportContact => "partner",
+                        liaison_core::model::ticket::Author::Customer => "customer",
+                        liaison_core::model::ticket::Author::SupportDesk => "support_desk",
+                        liaison_core::model::ticket::Author::Partner | liaison_core::model::ticket::Author::SupportContact => "partner",
                     },
                 })
             })
             .collect();
-        let id = crate::ticket::format_id(t.id);
+        let id = liaison_core::model::ticket::format_id(t.id);
         let vars = json!({
             "title": format!("{id} — Liaison"),
             "ticket": id,
@@ -277,13 +277,13 @@ fn page_vars(page: &InvitationPage, just_answered: bool) -> Value {
         PageState::Answered(s) => s,
         _ => page.relationship.state,
     };
-    let restore = inv.kind == crate::invitation::InvitationKind::Restore;
+    let restore = inv.kind == liaison_core::model::invitation::InvitationKind::Restore;
     json!({
         "title": format!("{} — Liaison", page.partner_name),
         "partner_name": page.partner_name,
         "customer_email": inv.customer,
         "customer_name": inv.customer_name,
-        "expires": crate::workflow::rfc3339(inv.expires)[..10].to_string(),
+        "expires": liaison_core::decide::rfc3339(inv.expires)[..10].to_string(),
         "restore": restore,
         "form_token": page.form_token,
         "approval_link": page.approval_link,

@@ -20,25 +20,30 @@ mod customer;
 mod support;
 pub use support::MAX_ENTRY_TEXT_CHARS;
 mod timers;
+pub mod trust;
 pub mod web;
 
 pub use commands::{help_text, run_given_commands, CommandOutcome};
 pub use timers::{due_candidates, expire_candidates, expire_due};
+// The plan a decision fills in, and time formatting, live below the
+// decision code (render, model); named here for the decision modules.
+pub use crate::model::time::{date_only, rfc3339};
+pub use crate::render::plan::{MailPlan, Sender};
 
 use crate::config::Config;
-use crate::inbound::InboundMail;
-use crate::invitation::Invitation;
-use crate::relationship::Relationship;
-use crate::store::{StoreError, StoreView};
-use crate::templates::TemplateName;
-use crate::token::TokenKey;
+use crate::effects::{ReadError, StoreView};
+use crate::mail::inbound::InboundMail;
+use crate::model::invitation::Invitation;
+use crate::model::relationship::Relationship;
+use crate::model::token::TokenKey;
+use crate::render::templates::TemplateName;
 
 /// Errors that stop a decision (only store reads can fail).
 #[derive(Debug, thiserror::Error)]
 pub enum WorkflowError {
     /// Reading the store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] ReadError),
 }
 
 /// What the decision core needs besides the mail and the store.
@@ -50,47 +55,6 @@ pub struct Context<'a> {
     pub tokens: &'a TokenKey,
     /// Current time, Unix seconds.
     pub now: u64,
-}
-
-/// Which of Liaison's addresses a mail is sent from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sender {
-    /// The command address (transcripts, partner notices).
-    Commands,
-    /// The invitations address (everything to customers).
-    Invitations,
-}
-
-/// A mail to send, before rendering.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MailPlan {
-    /// Which template.
-    pub template: TemplateName,
-    /// In which locale.
-    pub locale: String,
-    /// Recipients.
-    pub to: Vec<String>,
-    /// Sending address.
-    pub from: Sender,
-    /// Reply-To, when replies must reach a tagged address.
-    pub reply_to: Option<String>,
-    /// Message-ID (no angle brackets).
-    pub message_id: String,
-    /// In-Reply-To (no angle brackets).
-    pub in_reply_to: Option<String>,
-    /// References (no angle brackets).
-    pub references: Vec<String>,
-    /// Template variables.
-    pub vars: serde_json::Value,
-    /// Invitation this mail belongs to: replies to it thread back there and
-    /// count as the customer's answer. Set only on mails to that
-    /// invitation's customer, and on a draft invitation (to the partner),
-    /// which the thread match skips.
-    pub invitation: Option<u64>,
-    /// Ticket this mail belongs to: replies to it thread into the ticket.
-    pub ticket: Option<u64>,
-    /// Files to attach.
-    pub attachments: Vec<crate::inbound::Attachment>,
 }
 
 /// How a mail was classified.
@@ -144,7 +108,7 @@ pub struct Decision {
     /// Invitation records to write.
     pub invitations: Vec<Invitation>,
     /// Ticket records to write.
-    pub tickets: Vec<crate::ticket::Ticket>,
+    pub tickets: Vec<crate::model::ticket::Ticket>,
     /// Mails to send.
     pub mails: Vec<MailPlan>,
 }
@@ -171,15 +135,15 @@ impl Decision {
     }
 }
 
-/// The trust policy ([`crate::trust`]) applied to `mail`: a quarantine
+/// The trust policy ([`crate::decide::trust`]) applied to `mail`: a quarantine
 /// decision when its sender may not have the power of `claim`.
 pub(crate) fn untrusted(
     ctx: &Context,
     mail: &InboundMail,
     from: &str,
-    claim: crate::trust::Claim,
+    claim: crate::decide::trust::Claim,
 ) -> Option<Decision> {
-    crate::trust::check(
+    crate::decide::trust::check(
         &ctx.config.security,
         &mail.authentication_results,
         from,
@@ -189,18 +153,8 @@ pub(crate) fn untrusted(
     .map(|why| Decision::quarantined(why.to_string()))
 }
 
-/// Formats Unix seconds as RFC 3339 (UTC, whole seconds).
-pub fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
-        .to_string()
-}
-
-pub(crate) fn date_only(secs: u64) -> String {
-    rfc3339(secs)[..10].to_string()
-}
-
 /// Derives a stable 63-bit id from a message key and a salt, keyed with the
-/// secret (see [`crate::token::IdKey`]): stable across a replay, and not
+/// secret (see [`crate::model::token::IdKey`]): stable across a replay, and not
 /// computable by whoever chose the inbound mail's Message-ID.
 pub(crate) fn derive_id(ctx: &Context, key: &str, salt: &str) -> u64 {
     let h = ctx.tokens.ids().digest("record-id", &[key, salt]);
@@ -217,7 +171,7 @@ pub(crate) fn derive_id(ctx: &Context, key: &str, salt: &str) -> u64 {
 /// invitation, as a token is.
 pub(crate) struct MessageIds<'a> {
     key: &'a str,
-    ids: &'a crate::token::IdKey,
+    ids: &'a crate::model::token::IdKey,
     domain: &'a str,
     n: usize,
 }
@@ -273,7 +227,7 @@ pub fn decide(
         // not arrive. Anyone can write a report, so it must prove itself
         // first (`dsn::authenticate`: keyed bounce address, null sender,
         // the recipient that address was issued for).
-        return match crate::dsn::authenticate(
+        return match crate::mail::dsn::authenticate(
             ctx.tokens.ids(),
             &ctx.config.addresses.invitations,
             &mail.delivered_to,
@@ -319,7 +273,7 @@ pub fn decide(
         .any(|a| *a == cfg.addresses.commands);
     if to_commands {
         if let Some(partner) = cfg.partner_by_email(from) {
-            let claim = crate::trust::Claim::PartnerCommand {
+            let claim = crate::decide::trust::Claim::PartnerCommand {
                 partner: &partner.id,
             };
             if let Some(refused) = untrusted(ctx, mail, from, claim) {
@@ -419,7 +373,7 @@ pub fn delivery_failed(
     };
     // The reason is the remote server's text (or, for a 5xx, our relay's
     // rendering of it): quoted to the partner only defanged.
-    let reason = crate::dsn::defang(reason);
+    let reason = crate::mail::dsn::defang(reason);
     inv.bounced = Some(reason.clone());
     let key = format!("{key}\0bounce");
     let mut ids = MessageIds::new(&key, ctx);
@@ -472,7 +426,7 @@ pub fn recipient_refused(
 ) -> Result<Decision, WorkflowError> {
     // The remote server's answer is its text, not ours: defanged like a
     // bounce's diagnostic before anyone is shown it.
-    let reason = crate::dsn::defang(reason);
+    let reason = crate::mail::dsn::defang(reason);
     let reason = reason.as_str();
     let cfg = ctx.config;
     let by_ticket = match mail.ticket {

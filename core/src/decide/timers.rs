@@ -8,12 +8,12 @@
 //! when an invitation ran out expires it at the next sweep.
 
 use super::{rfc3339, Context, Decision, MailClass, MailPlan, MessageIds, WorkflowError};
-use crate::invitation::InvitationKind;
-use crate::relationship::{
+use crate::effects::StoreView;
+use crate::model::invitation::InvitationKind;
+use crate::model::relationship::{
     Relationship, RelationshipEvent, RelationshipState, RelationshipSummary,
 };
-use crate::store::StoreView;
-use crate::templates::TemplateName;
+use crate::render::templates::TemplateName;
 use serde_json::json;
 
 /// Expires every pending invitation whose time ran out, and takes each

@@ -74,7 +74,7 @@ pub struct InboundMail {
     /// `Authentication-Results` headers, raw.
     pub authentication_results: Vec<String>,
     /// The delivery report, when this is a bounce.
-    pub dsn: Option<crate::dsn::Dsn>,
+    pub dsn: Option<crate::mail::dsn::Dsn>,
 }
 
 /// Parses `raw`, refusing messages bigger than `max_bytes` before parsing.
@@ -96,7 +96,7 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
         a.map(|a| {
             a.iter()
                 .filter_map(|x| x.address())
-                .filter_map(crate::address::normalize)
+                .filter_map(crate::mail::address::normalize)
                 .collect()
         })
         .unwrap_or_default()
@@ -113,7 +113,7 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
         .unwrap_or_default();
     let from = from_addr
         .and_then(|a| a.address())
-        .and_then(crate::address::normalize);
+        .and_then(crate::mail::address::normalize);
     let from_name = from_addr.and_then(|a| a.name()).map(str::to_string);
     let mut recipients = addrs(msg.to());
     recipients.extend(addrs(msg.cc()));
@@ -129,7 +129,7 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
         let lname = name.to_ascii_lowercase();
         match lname.as_str() {
             "delivered-to" | "x-original-to" => {
-                if let Some(a) = crate::address::normalize(value.trim_matches(['<', '>'])) {
+                if let Some(a) = crate::mail::address::normalize(value.trim_matches(['<', '>'])) {
                     delivered_to.push(a);
                 }
             }
@@ -202,7 +202,7 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
         })
         .collect();
     let dsn = if automatic.is_some() {
-        crate::dsn::parse(&String::from_utf8_lossy(raw)).map(|mut d| {
+        crate::mail::dsn::parse(&String::from_utf8_lossy(raw)).map(|mut d| {
             d.return_path = return_path;
             d
         })
@@ -438,7 +438,12 @@ invite alice@contoso.test\r\n";
         let m = parse(raw.as_bytes(), 1 << 20).unwrap();
         let first = m.text.lines().find(|l| !l.trim().is_empty()).unwrap();
         assert_eq!(first.trim(), "Accept", "{:?}", m.text);
-        assert_eq!(crate::reply::new_text(&m.text), "Accept", "{:?}", m.text);
+        assert_eq!(
+            crate::mail::reply::new_text(&m.text),
+            "Accept",
+            "{:?}",
+            m.text
+        );
     }
 
     #[test]

@@ -11,7 +11,16 @@
 
 use handlebars::Handlebars;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+
+/// Where template texts come from. The shell reads them from the
+/// templates folder (`liaison::files::TemplateDir`); tests may give strings.
+pub trait TemplateSource {
+    /// The text of `<locale>/<file>` (`en/invitation.txt.hbs`), `Ok(None)`
+    /// when there is no such template.
+    fn read(&self, locale: &str, file: &str) -> Result<Option<String>, TemplateError>;
+    /// Where the texts come from (a folder's path), for messages.
+    fn origin(&self) -> String;
+}
 
 /// Errors loading or rendering templates.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +29,7 @@ pub enum TemplateError {
     #[error("template file {path}: {reason}")]
     File {
         /// The file.
-        path: PathBuf,
+        path: String,
         /// What went wrong.
         reason: String,
     },
@@ -338,7 +347,7 @@ pub struct Rendered {
 pub struct Templates {
     text: Handlebars<'static>,
     html: Handlebars<'static>,
-    dir: PathBuf,
+    origin: String,
 }
 
 fn key(name: TemplateName, locale: &str, part: &str) -> String {
@@ -346,9 +355,9 @@ fn key(name: TemplateName, locale: &str, part: &str) -> String {
 }
 
 impl Templates {
-    /// Loads every template for every supported locale from `dir` and checks
-    /// each renders with sample data.
-    pub fn load(dir: &Path) -> Result<Self, TemplateError> {
+    /// Loads every template for every supported locale from `source` and
+    /// checks each renders with sample data.
+    pub fn from_source(source: &dyn TemplateSource) -> Result<Self, TemplateError> {
         let mut text = Handlebars::new();
         text.set_strict_mode(true);
         text.register_escape_fn(handlebars::no_escape);
@@ -362,16 +371,14 @@ impl Templates {
                     ("html", name.needs_html()),
                 ] {
                     let reg = if part == "html" { &mut html } else { &mut text };
-                    let path = dir
-                        .join(locale)
-                        .join(format!("{}.{part}.hbs", name.as_str()));
-                    let source = match std::fs::read_to_string(&path) {
-                        Ok(s) => s,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
-                        Err(e) => {
+                    let file = format!("{}.{part}.hbs", name.as_str());
+                    let source = match source.read(locale, &file)? {
+                        Some(s) => s,
+                        None if !required => continue,
+                        None => {
                             return Err(TemplateError::File {
-                                path,
-                                reason: e.to_string(),
+                                path: format!("{}/{locale}/{file}", source.origin()),
+                                reason: "missing (every locale needs it)".into(),
                             })
                         }
                     };
@@ -387,7 +394,7 @@ impl Templates {
         let t = Templates {
             text,
             html,
-            dir: dir.to_owned(),
+            origin: source.origin(),
         };
         for locale in crate::config::SUPPORTED_LOCALES {
             for name in TemplateName::ALL {
@@ -397,9 +404,9 @@ impl Templates {
         Ok(t)
     }
 
-    /// The folder templates were loaded from.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Where the templates were loaded from (a folder's path).
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// Renders one mail. Unknown locales fall back to English.
@@ -454,107 +461,45 @@ impl Templates {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
-    fn shipped() -> Templates {
-        Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")).unwrap()
-    }
+    /// Template texts given as strings: `locale/file` → text.
+    struct Texts(HashMap<String, String>);
 
-    #[test]
-    fn shipped_templates_load_in_every_locale() {
-        let t = shipped();
-        for locale in crate::config::SUPPORTED_LOCALES {
-            let r = t
-                .render(
-                    TemplateName::Invitation,
-                    locale,
-                    &TemplateName::Invitation.sample_vars(),
-                )
-                .unwrap();
-            assert!(
-                r.subject.contains("[ref:sampletoken"),
-                "{locale}: {}",
-                r.subject
-            );
-            assert!(r.text.contains("Northwind Traders"));
-            let html = r.html.unwrap();
-            assert!(html.contains("mailto:invites+sampletoken"), "{locale}");
+    impl TemplateSource for Texts {
+        fn read(&self, locale: &str, file: &str) -> Result<Option<String>, TemplateError> {
+            Ok(self.0.get(&format!("{locale}/{file}")).cloned())
         }
-        let ko = t
-            .render(
-                TemplateName::Invitation,
-                "ko",
-                &TemplateName::Invitation.sample_vars(),
-            )
-            .unwrap();
-        assert!(ko.text.contains("수락"), "{}", ko.text);
-    }
-
-    #[test]
-    fn text_is_not_escaped_and_html_is() {
-        let t = shipped();
-        let mut vars = TemplateName::Invitation.sample_vars();
-        vars["partner_name"] = json!("A&B <Partners>");
-        let r = t.render(TemplateName::Invitation, "en", &vars).unwrap();
-        assert!(r.text.contains("A&B <Partners>"));
-        let html = r.html.unwrap();
-        assert!(html.contains("A&amp;B &lt;Partners&gt;"), "{html}");
-        assert!(!html.contains("<Partners>"));
-    }
-
-    #[test]
-    fn missing_variable_is_an_error_not_blank_text() {
-        let t = shipped();
-        let err = t
-            .render(
-                TemplateName::Invitation,
-                "en",
-                &json!({"partner_name": "X"}),
-            )
-            .unwrap_err();
-        assert!(err.to_string().contains("invitation"), "{err}");
-    }
-
-    #[test]
-    fn a_broken_template_stops_loading_with_its_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-        for locale in crate::config::SUPPORTED_LOCALES {
-            std::fs::create_dir_all(dir.path().join(locale)).unwrap();
-            for f in std::fs::read_dir(src.join(locale)).unwrap() {
-                let f = f.unwrap();
-                // The landing page's templates (`web/`) are not mails.
-                if f.file_type().unwrap().is_dir() {
-                    continue;
-                }
-                std::fs::copy(f.path(), dir.path().join(locale).join(f.file_name())).unwrap();
-            }
+        fn origin(&self) -> String {
+            "(test texts)".into()
         }
-        std::fs::write(
-            dir.path().join("ko/clarify.txt.hbs"),
-            "{{partner_name}} {{no_such_variable}}",
-        )
-        .unwrap();
-        let err = Templates::load(dir.path())
+    }
+
+    #[test]
+    fn a_missing_required_template_is_named() {
+        let err = Templates::from_source(&Texts(HashMap::new()))
             .err()
             .expect("must fail")
             .to_string();
-        assert!(err.contains("clarify") && err.contains("ko"), "{err}");
-        std::fs::remove_file(dir.path().join("en/invitation.html.hbs")).unwrap();
-        let err = Templates::load(dir.path())
-            .err()
-            .expect("must fail")
-            .to_string();
-        assert!(err.contains("invitation.html.hbs"), "{err}");
+        assert!(
+            err.contains("(test texts)/en/invitation.subject.hbs"),
+            "{err}"
+        );
     }
 
     #[test]
-    fn subjects_are_one_line() {
-        let t = shipped();
-        let mut vars = TemplateName::AcceptedPartner.sample_vars();
-        vars["customer_email"] = json!("x\r\nBcc: evil@x.test");
-        let r = t
-            .render(TemplateName::AcceptedPartner, "en", &vars)
-            .unwrap();
-        assert!(!r.subject.contains('\n') && !r.subject.contains('\r'));
+    fn a_template_that_does_not_compile_is_named_with_its_locale() {
+        let texts = HashMap::from([(
+            "en/invitation.subject.hbs".to_string(),
+            "{{#if}}".to_string(),
+        )]);
+        let err = Templates::from_source(&Texts(texts))
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(
+            err.contains("invitation.subject") && err.contains("(en)"),
+            "{err}"
+        );
     }
 }

@@ -2,15 +2,17 @@
 //! what the new text means, and moving the relationship.
 
 use super::{rfc3339, Context, Decision, MailClass, MailPlan, MessageIds, Sender, WorkflowError};
-use crate::address;
 use crate::config::Partner;
-use crate::inbound::InboundMail;
-use crate::intent::{self, Intent};
-use crate::invitation::{Invitation, InvitationKind};
-use crate::relationship::{Relationship, RelationshipEvent, RelationshipState, TransitionError};
-use crate::store::StoreView;
-use crate::templates::TemplateName;
-use crate::token::{self, TokenError};
+use crate::effects::StoreView;
+use crate::mail::address;
+use crate::mail::inbound::InboundMail;
+use crate::mail::intent::{self, Intent};
+use crate::model::invitation::{Invitation, InvitationKind};
+use crate::model::relationship::{
+    Relationship, RelationshipEvent, RelationshipState, TransitionError,
+};
+use crate::model::token::{self, TokenError};
+use crate::render::templates::TemplateName;
 use serde_json::json;
 
 /// How an inbound mail was tied to an invitation.
@@ -163,7 +165,7 @@ pub(super) fn customer_mail(
             };
             // Known by its address alone (no token, no thread): whatever
             // follows acts on the address, so the sender must be trusted.
-            let claim = crate::trust::Claim::SupportRequest;
+            let claim = crate::decide::trust::Claim::SupportRequest;
             if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
                 return Ok(refused);
             }
@@ -215,16 +217,16 @@ pub(super) fn customer_mail(
     }
     let credential = match how {
         MatchedBy::PlusAddress | MatchedBy::Subject if inv.draft => {
-            crate::trust::Credential::DraftToken
+            crate::decide::trust::Credential::DraftToken
         }
-        MatchedBy::PlusAddress | MatchedBy::Subject => crate::trust::Credential::Token,
-        MatchedBy::Thread => crate::trust::Credential::Thread,
+        MatchedBy::PlusAddress | MatchedBy::Subject => crate::decide::trust::Credential::Token,
+        MatchedBy::Thread => crate::decide::trust::Credential::Thread,
     };
-    let claim = crate::trust::Claim::CustomerAnswer(credential);
+    let claim = crate::decide::trust::Claim::CustomerAnswer(credential);
     if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
         return Ok(refused);
     }
-    let new_text = crate::reply::new_text(&mail.text);
+    let new_text = crate::mail::reply::new_text(&mail.text);
     let intent = intent::detect(&new_text);
     let origin = Origin::of_mail(mail, from, format!("matched by {how:?}"));
     match answer_invitation(ctx, view, &inv, &origin, intent, &mut ids)? {
@@ -235,7 +237,7 @@ pub(super) fn customer_mail(
             // seen a mail Liaison sent to the customer (forwarded, copied,
             // archived), not that it is the customer: it needs what a
             // support request without one needs.
-            let claim = crate::trust::Claim::SupportRequestByReference;
+            let claim = crate::decide::trust::Claim::SupportRequestByReference;
             if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
                 return Ok(refused);
             }
