@@ -55,12 +55,7 @@ impl Default for Options {
 /// processed is finished, in-flight mails are handed over or left queued,
 /// and the store is flushed.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let templates = crate::files::load_templates(&config.templates_dir)?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(
-        &config.store.path,
-        config.store.cache_capacity_bytes,
-        &config.admin_socket,
-    )?);
+    let (store, templates) = open_parts(&config)?;
     run_with(
         Arc::new(config),
         store,
@@ -70,6 +65,41 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         shutdown,
     )
     .await
+}
+
+/// What the daemon runs on, as configured: the store opened and the
+/// templates loaded (and checked).
+fn open_parts(config: &Config) -> Result<(Arc<dyn Store>, Templates), DaemonError> {
+    let templates = crate::files::load_templates(&config.templates_dir)?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(
+        &config.store.path,
+        config.store.cache_capacity_bytes,
+        &config.admin_socket,
+    )?);
+    Ok((store, templates))
+}
+
+/// The one place an [`Engine`] is put together from its parts.
+pub fn build_engine(
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    templates: Templates,
+    clock: Arc<dyn Clock>,
+) -> Arc<Engine> {
+    Arc::new(Engine::new(config, store, templates, clock))
+}
+
+/// The engine exactly as [`run`] would build it, without starting any task:
+/// for CLI commands that act while no daemon runs (`import`). Opening the
+/// store fails while a daemon has it open; ask the daemon then.
+pub fn offline_engine(config: &Config) -> Result<Arc<Engine>, DaemonError> {
+    let (store, templates) = open_parts(config)?;
+    Ok(build_engine(
+        Arc::new(config.clone()),
+        store,
+        templates,
+        Arc::new(SystemClock),
+    ))
 }
 
 /// [`run`] with its parts given, for tests.
@@ -90,12 +120,7 @@ pub async fn run_with(
     let (durable_tx, durable_rx) = watch::channel(store.last_outbox_id()?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mailer = crate::io::smtp::Mailer::new(&config.smtp)?;
-    let engine = Arc::new(Engine::new(
-        config.clone(),
-        store.clone(),
-        templates,
-        clock.clone(),
-    ));
+    let engine = build_engine(config.clone(), store.clone(), templates, clock.clone());
 
     // Bound before any task starts, so a port in use stops start-up.
     let http = match config.http_listen {

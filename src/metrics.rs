@@ -107,17 +107,20 @@ pub fn get(gauge: &IntGauge) -> u64 {
 }
 
 /// Counts one processed mail of `class` (as named by the engine).
-pub fn count_class(class: &str) {
+pub fn count_class(class: liaison_core::effects::ProcessedClass) {
+    use liaison_core::effects::ProcessedClass as C;
     let m = &*METRICS;
     match class {
-        "command" => m.mails_command.inc(),
-        "customer" => m.mails_customer.inc(),
-        "quarantined" => {
+        C::Command | C::Import => m.mails_command.inc(),
+        C::Customer => m.mails_customer.inc(),
+        C::Quarantined => {
             m.mails_quarantined.inc();
             m.quarantined.inc();
         }
-        "duplicate" => m.mails_duplicate.inc(),
-        _ => m.mails_ignored.inc(),
+        C::Duplicate => m.mails_duplicate.inc(),
+        C::Ignored | C::Timer | C::Bounce => m.mails_ignored.inc(),
+        // Not a mail: its effects (acceptances, …) are counted as such.
+        C::Web => {}
     }
 }
 

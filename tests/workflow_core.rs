@@ -386,6 +386,17 @@ fn invitation_composes_to_multipart_mail_with_reference_and_loop_headers() {
     );
     let raw = &out.raw;
     assert!(raw.contains("Content-Type: multipart/alternative"), "{raw}");
+    // The Date is the decision's time (the core reads no clock), once.
+    assert_eq!(
+        raw.matches("\r\nDate: ").count() + raw.starts_with("Date: ") as usize,
+        1,
+        "{raw}"
+    );
+    assert_eq!(
+        msg.date().map(|d| d.to_timestamp()),
+        Some(NOW as i64),
+        "{raw}"
+    );
     assert_eq!(msg.text_body_count(), 1, "{raw}");
     assert_eq!(msg.html_body_count(), 1, "{raw}");
     let text = msg.body_text(0).unwrap();

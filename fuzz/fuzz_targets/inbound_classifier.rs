@@ -22,13 +22,13 @@
 #![no_main]
 
 use liaison_core::config::Config;
+use liaison_core::decide::{decide, Context, MailClass};
+use liaison_core::effects::StoreView;
 use liaison_core::model::invitation::Invitation;
 use liaison_core::model::relationship::Relationship;
-use liaison::store::{self, StoreView};
-use liaison_core::render::templates::Templates;
 use liaison_core::model::ticket::Ticket;
 use liaison_core::model::token::TokenKey;
-use liaison_core::decide::{decide, Context, MailClass};
+use liaison_core::render::templates::Templates;
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -70,7 +70,11 @@ struct MemStore {
 }
 
 impl StoreView for MemStore {
-    fn relationship(&self, partner: &str, customer: &str) -> store::Result<Option<Relationship>> {
+    fn relationship(
+        &self,
+        partner: &str,
+        customer: &str,
+    ) -> liaison_core::effects::Result<Option<Relationship>> {
         Ok(self
             .seeded
             .as_ref()
@@ -78,13 +82,16 @@ impl StoreView for MemStore {
             .filter(|r| r.partner == partner && r.customer == customer)
             .cloned())
     }
-    fn relationships_of(&self, partner: &str) -> store::Result<Vec<Relationship>> {
+    fn relationships_of(&self, partner: &str) -> liaison_core::effects::Result<Vec<Relationship>> {
         Ok(self.relationship_list(|r| r.partner == partner))
     }
-    fn relationships_with(&self, customer: &str) -> store::Result<Vec<Relationship>> {
+    fn relationships_with(
+        &self,
+        customer: &str,
+    ) -> liaison_core::effects::Result<Vec<Relationship>> {
         Ok(self.relationship_list(|r| r.customer == customer))
     }
-    fn invitation(&self, id: u64) -> store::Result<Option<Invitation>> {
+    fn invitation(&self, id: u64) -> liaison_core::effects::Result<Option<Invitation>> {
         Ok(self
             .seeded
             .as_ref()
@@ -92,7 +99,10 @@ impl StoreView for MemStore {
             .filter(|i| i.id == id)
             .cloned())
     }
-    fn invitation_by_message_id(&self, message_id: &str) -> store::Result<Option<u64>> {
+    fn invitation_by_message_id(
+        &self,
+        message_id: &str,
+    ) -> liaison_core::effects::Result<Option<u64>> {
         Ok(self
             .seeded
             .as_ref()
@@ -100,19 +110,22 @@ impl StoreView for MemStore {
             .filter(|i| i.message_id == message_id)
             .map(|i| i.id))
     }
-    fn all_relationships(&self) -> store::Result<Vec<Relationship>> {
+    fn all_relationships(&self) -> liaison_core::effects::Result<Vec<Relationship>> {
         Ok(self.relationship_list(|_| true))
     }
-    fn ticket(&self, _id: u64) -> store::Result<Option<Ticket>> {
+    fn ticket(&self, _id: u64) -> liaison_core::effects::Result<Option<Ticket>> {
         Ok(None)
     }
-    fn ticket_by_message_id(&self, _message_id: &str) -> store::Result<Option<u64>> {
+    fn ticket_by_message_id(
+        &self,
+        _message_id: &str,
+    ) -> liaison_core::effects::Result<Option<u64>> {
         Ok(None)
     }
-    fn tickets_of(&self, _partner: &str) -> store::Result<Vec<Ticket>> {
+    fn tickets_of(&self, _partner: &str) -> liaison_core::effects::Result<Vec<Ticket>> {
         Ok(Vec::new())
     }
-    fn last_ticket_id(&self) -> store::Result<u64> {
+    fn last_ticket_id(&self) -> liaison_core::effects::Result<u64> {
         Ok(0)
     }
 }
@@ -165,7 +178,8 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let config = Config::parse(CONFIG, Path::new("fuzz.toml"), &liaison::files::EnvAndFiles).expect("fuzz config is valid");
+        let config = Config::parse(CONFIG, Path::new("fuzz.toml"), &liaison::files::EnvAndFiles)
+            .expect("fuzz config is valid");
         let tokens = TokenKey::new(config.security.token_secret.expose().as_bytes());
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates");
         let templates = match liaison::files::load_templates(&dir) {
@@ -238,10 +252,14 @@ fuzz_target!(|data: &[u8]| {
             let Some(templates) = &f.templates else {
                 continue;
             };
-            let out = liaison_core::render::compose::compose(&f.config, templates, f.tokens.ids(), plan, NOW)
-                .unwrap_or_else(|e| {
-                    panic!("planned mail {:?} does not compose: {e}", plan.template)
-                });
+            let out = liaison_core::render::compose::compose(
+                &f.config,
+                templates,
+                f.tokens.ids(),
+                plan,
+                NOW,
+            )
+            .unwrap_or_else(|e| panic!("planned mail {:?} does not compose: {e}", plan.template));
             let back = liaison_core::mail::inbound::parse(out.raw.as_bytes(), usize::MAX)
                 .unwrap_or_else(|e| panic!("composed mail does not parse back: {e}\n{}", out.raw));
             assert!(

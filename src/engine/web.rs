@@ -99,7 +99,7 @@ impl Engine {
             processed: vec![Processed {
                 key,
                 at: ctx.now,
-                class: "web".into(),
+                class: liaison_core::effects::ProcessedClass::Web,
                 summary: summary.clone(),
             }],
             ..Default::default()

@@ -385,7 +385,7 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
             let p = store
                 .processed(key)
                 .map_err(|e| e.to_string())?
-                .filter(|p| p.class == "quarantined")
+                .filter(|p| p.class == liaison_core::effects::ProcessedClass::Quarantined)
                 .ok_or_else(|| format!("no quarantined message {key}"))?;
             let raw = store.quarantined_raw(key).map_err(|e| e.to_string())?;
             let mut v = serde_json::json!({
@@ -649,7 +649,7 @@ pub fn release(
     durable: &watch::Sender<u64>,
     key: &str,
 ) -> Result<serde_json::Value, String> {
-    let outcome = engine.release(key).map_err(|e| e.to_string())??;
+    let outcome = engine.release(key).map_err(|e| e.to_string())?;
     crate::engine::flush_and_publish(engine.store().as_ref(), durable)
         .map_err(|e| e.to_string())?;
     Ok(serde_json::json!({"key": outcome.key, "class": outcome.class, "summary": outcome.summary}))
@@ -661,7 +661,7 @@ pub fn release_held(
     durable: &watch::Sender<u64>,
     id: u64,
 ) -> Result<serde_json::Value, String> {
-    let (subject, to) = engine.release_held(id).map_err(|e| e.to_string())??;
+    let (subject, to) = engine.release_held(id).map_err(|e| e.to_string())?;
     crate::engine::flush_and_publish(engine.store().as_ref(), durable)
         .map_err(|e| e.to_string())?;
     Ok(serde_json::json!({"id": id, "subject": subject, "to": to}))

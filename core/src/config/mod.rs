@@ -7,7 +7,30 @@
 //! [`Secret`] values whose `Debug` output is redacted, so a stray `{:?}` in a
 //! log line can never print a password.
 
+mod addresses;
+mod lifecycle;
+mod mailbox;
+mod partner;
+mod security;
+mod smtp;
+mod tickets;
 pub mod web;
+
+pub use addresses::Addresses;
+pub use lifecycle::LifecycleConfig;
+pub use mailbox::{InboxConfig, ProcessedMark};
+pub use partner::Partner;
+pub use security::SecurityConfig;
+pub use smtp::SmtpConfig;
+pub use tickets::TicketsConfig;
+
+use addresses::RawAddresses;
+use lifecycle::RawLifecycle;
+use mailbox::RawInbox;
+use partner::RawPartner;
+use security::RawSecurity;
+use smtp::RawSmtp;
+use tickets::RawTickets;
 
 use serde::Deserialize;
 use std::fmt;
@@ -112,7 +135,7 @@ pub struct Config {
     /// Support tickets.
     pub tickets: TicketsConfig,
     /// Loopback address of the `/metrics` and `/healthz` endpoint, if any.
-    pub http_listen: Option<std::net::SocketAddr>,
+    pub http_listen: Option<core::net::SocketAddr>,
     /// The customer landing page (`[web]`), when it is on.
     pub web: Option<web::WebConfig>,
     /// Folder holding the Handlebars templates.
@@ -129,166 +152,6 @@ pub struct StoreConfig {
     /// sled page cache size in bytes; sled's 1 GB default is far too big for a
     /// daemon that mostly idles.
     pub cache_capacity_bytes: u64,
-}
-
-/// One `[[inbox]]`: an IMAP account and mailbox that Liaison watches.
-#[derive(Debug, Clone)]
-pub struct InboxConfig {
-    /// Name used in logs and as the key of this inbox's cursor in the store.
-    pub name: String,
-    /// Server host name or IP.
-    pub host: String,
-    /// Server port.
-    pub port: u16,
-    /// Transport security.
-    pub tls: TlsMode,
-    /// PEM file of extra trusted CA certificates (e.g. a self-signed server).
-    pub ca_file: Option<PathBuf>,
-    /// Login name.
-    pub username: String,
-    /// Login password.
-    pub password: Secret,
-    /// Mailbox to select.
-    pub mailbox: String,
-    /// Use IDLE when the server offers it.
-    pub idle: bool,
-    /// Seconds between polls when IDLE is off or not offered.
-    pub poll_interval_secs: u64,
-    /// Upper bound on every IMAP command, in seconds.
-    pub timeout_secs: u64,
-    /// How a processed message is marked on the server.
-    pub processed: ProcessedMark,
-    /// Folder where quarantined messages are copied, with `/` between
-    /// levels (translated to the server's separator).
-    pub quarantine_folder: String,
-}
-
-/// How a processed message is marked on the IMAP server, once its effects
-/// are durably committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProcessedMark {
-    /// Set this keyword (flag) on it; it stays in the mailbox.
-    Keyword(String),
-    /// Move it to this folder.
-    Move(String),
-}
-
-/// `[smtp]`.
-#[derive(Debug, Clone)]
-pub struct SmtpConfig {
-    /// Server host name or IP.
-    pub host: String,
-    /// Server port.
-    pub port: u16,
-    /// Transport security.
-    pub tls: TlsMode,
-    /// PEM file of an extra trusted CA certificate (e.g. a self-signed server).
-    pub ca_file: Option<PathBuf>,
-    /// Login name, when the server wants authentication.
-    pub username: Option<String>,
-    /// Password for `username`.
-    pub password: Option<Secret>,
-    /// Upper bound on one SMTP transaction, in seconds.
-    pub timeout_secs: u64,
-    /// Parallel SMTP connections kept in the pool.
-    pub max_connections: u32,
-}
-
-/// `[addresses]`: Liaison's own mail addresses.
-#[derive(Debug, Clone)]
-pub struct Addresses {
-    /// Where partners send commands.
-    pub commands: String,
-    /// Sender of invitations; customers reply to `local+TOKEN@domain` of it.
-    pub invitations: String,
-    /// The vendor's support desk tickets go to.
-    pub support_desk: String,
-    /// Display name on every mail Liaison sends.
-    pub from_name: String,
-}
-
-impl Addresses {
-    /// The domain used in Message-IDs Liaison generates.
-    pub fn message_id_domain(&self) -> &str {
-        domain_of(&self.commands).unwrap_or("liaison.invalid")
-    }
-}
-
-/// `[security]`.
-#[derive(Debug, Clone)]
-pub struct SecurityConfig {
-    /// Key for the HMAC that signs invitation tokens.
-    pub token_secret: Secret,
-    /// Days an invitation (and its token) stays valid.
-    pub invitation_ttl_days: u32,
-    /// The authserv-id of the receiving MX whose `Authentication-Results`
-    /// headers Liaison believes. When set, every sender that gets power from
-    /// its address alone must be authenticated by it (see [`crate::decide::trust`]);
-    /// when unset, sender addresses are not verified at all.
-    pub trusted_authserv_id: Option<String>,
-    /// How many of the topmost `Authentication-Results` headers that MX
-    /// adds (1 for most servers; one per milter for milter stacks).
-    pub trusted_authserv_headers: usize,
-    /// How an authenticated domain must match the From domain.
-    pub alignment: crate::mail::auth::Alignment,
-    /// Customers answering with a valid token or thread must be
-    /// authenticated too (by default the credential is enough).
-    pub authenticate_customers: bool,
-    /// Messages larger than this are quarantined unread.
-    pub max_message_bytes: usize,
-    /// Replies Liaison sends to one address per hour at most.
-    pub max_replies_per_hour: u32,
-    /// A quarantined mail's raw bytes are kept in the store (so it can be
-    /// released) only up to this size; larger ones stay only in the IMAP
-    /// quarantine folder.
-    pub quarantine_keep_bytes: usize,
-    /// The raw bytes kept for quarantined mails take at most this much of
-    /// the store in total; beyond it new ones stay only in the IMAP
-    /// quarantine folder (releasing frees room).
-    pub quarantine_store_bytes: u64,
-    /// The mails a cap held back take at most this much of the store in
-    /// total (their composed bytes, attachments included): whoever can
-    /// make Liaison hold mail (a flood of support requests) must not be
-    /// able to fill the disk. Beyond it a held mail is recorded (reason,
-    /// subject, recipients) but not kept; its original stays in the inbox.
-    pub held_store_bytes: u64,
-    /// Support requests one customer address may have forwarded to the
-    /// partner or opened as tickets per hour; the rest are held.
-    pub max_support_requests_per_hour: u32,
-}
-
-/// `[lifecycle]`: an optional fixed duration for active relationships.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LifecycleConfig {
-    /// Days an accepted relationship lasts; `None` (the default) for ever.
-    pub relationship_days: Option<u32>,
-    /// Days before the end at which the partner is reminded.
-    pub reminder_days: Vec<u32>,
-    /// At the end, start a new period instead of ending the relationship.
-    pub auto_extend: bool,
-}
-
-/// `[tickets]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TicketsConfig {
-    /// Attachments up to this total size are forwarded to the support desk.
-    pub attachment_max_bytes: usize,
-    /// A customer mail on a ticket closed less than this many days ago
-    /// reopens it; later ones open a new ticket that refers to the old one.
-    pub reopen_days: u32,
-}
-
-/// One `[[partner]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Partner {
-    /// Stable identifier used in the store and in `status` output.
-    pub id: String,
-    /// Name shown to customers ("Northwind Traders").
-    pub name: String,
-    /// Addresses allowed to send commands for this partner (lowercase).
-    pub emails: Vec<String>,
-    /// Default locale of mails for this partner and its customers.
-    pub locale: String,
 }
 
 /// Locales for which templates must exist.
@@ -335,52 +198,10 @@ struct RawAdmin {
     socket: Option<PathBuf>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTickets {
-    #[serde(default = "default_attachment_bytes")]
-    attachment_max_bytes: usize,
-    #[serde(default = "default_reopen_days")]
-    reopen_days: u32,
-}
-
-impl Default for RawTickets {
-    fn default() -> Self {
-        RawTickets {
-            attachment_max_bytes: default_attachment_bytes(),
-            reopen_days: default_reopen_days(),
-        }
-    }
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLifecycle {
-    relationship_days: Option<u32>,
-    #[serde(default = "default_reminders")]
-    reminder_days: Vec<u32>,
-    #[serde(default)]
-    auto_extend: bool,
-}
-
-impl Default for RawLifecycle {
-    fn default() -> Self {
-        RawLifecycle {
-            relationship_days: None,
-            reminder_days: default_reminders(),
-            auto_extend: false,
-        }
-    }
-}
-
-fn default_reminders() -> Vec<u32> {
-    vec![30, 7, 1]
 }
 
 #[derive(Deserialize, Default)]
@@ -389,164 +210,14 @@ struct RawTemplates {
     dir: Option<PathBuf>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawInbox {
-    name: String,
-    host: String,
-    port: u16,
-    tls: TlsMode,
-    ca_file: Option<PathBuf>,
-    username: String,
-    password: Option<String>,
-    password_env: Option<String>,
-    password_file: Option<PathBuf>,
-    #[serde(default = "default_mailbox")]
-    mailbox: String,
-    #[serde(default = "default_true")]
-    idle: bool,
-    #[serde(default = "default_poll")]
-    poll_interval_secs: u64,
-    #[serde(default = "default_timeout")]
-    timeout_secs: u64,
-    /// `"keyword"` (default) or `"move"`.
-    processed: Option<String>,
-    #[serde(default = "default_processed_keyword")]
-    processed_keyword: String,
-    processed_folder: Option<String>,
-    #[serde(default = "default_quarantine_folder")]
-    quarantine_folder: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSmtp {
-    host: String,
-    port: u16,
-    tls: TlsMode,
-    ca_file: Option<PathBuf>,
-    username: Option<String>,
-    password: Option<String>,
-    password_env: Option<String>,
-    password_file: Option<PathBuf>,
-    #[serde(default = "default_timeout")]
-    timeout_secs: u64,
-    #[serde(default = "default_smtp_connections")]
-    max_connections: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAddresses {
-    commands: String,
-    invitations: String,
-    support_desk: String,
-    #[serde(default = "default_from_name")]
-    from_name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSecurity {
-    token_secret: Option<String>,
-    token_secret_env: Option<String>,
-    token_secret_file: Option<PathBuf>,
-    #[serde(default = "default_ttl")]
-    invitation_ttl_days: u32,
-    trusted_authserv_id: Option<String>,
-    #[serde(default = "default_trusted_authserv_headers")]
-    trusted_authserv_headers: usize,
-    #[serde(default)]
-    alignment: crate::mail::auth::Alignment,
-    #[serde(default)]
-    authenticate_customers: bool,
-    #[serde(default = "default_max_message_bytes")]
-    max_message_bytes: usize,
-    #[serde(default = "default_max_replies")]
-    max_replies_per_hour: u32,
-    #[serde(default = "default_quarantine_keep_bytes")]
-    quarantine_keep_bytes: usize,
-    #[serde(default = "default_quarantine_store_bytes")]
-    quarantine_store_bytes: u64,
-    #[serde(default = "default_held_store_bytes")]
-    held_store_bytes: u64,
-    #[serde(default = "default_max_support_requests")]
-    max_support_requests_per_hour: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPartner {
-    id: String,
-    name: String,
-    emails: Vec<String>,
-    #[serde(default = "default_locale")]
-    locale: String,
-}
-
 fn default_cache_mb() -> u64 {
     16
-}
-fn default_mailbox() -> String {
-    "INBOX".into()
-}
-fn default_true() -> bool {
-    true
-}
-fn default_poll() -> u64 {
-    30
 }
 fn default_timeout() -> u64 {
     30
 }
-fn default_smtp_connections() -> u32 {
-    4
-}
-fn default_from_name() -> String {
-    "Liaison".into()
-}
-fn default_ttl() -> u32 {
-    90
-}
-fn default_max_message_bytes() -> usize {
-    10 * 1024 * 1024
-}
-fn default_trusted_authserv_headers() -> usize {
-    1
-}
-fn default_max_replies() -> u32 {
-    20
-}
-fn default_quarantine_keep_bytes() -> usize {
-    1024 * 1024
-}
-fn default_quarantine_store_bytes() -> u64 {
-    100 * 1024 * 1024
-}
-fn default_held_store_bytes() -> u64 {
-    100 * 1024 * 1024
-}
-fn default_max_support_requests() -> u32 {
-    5
-}
-fn default_processed_keyword() -> String {
-    "$LiaisonProcessed".into()
-}
-/// Configured folder names use `/` between levels, whatever the server's
-/// hierarchy separator: the watcher asks the server for its separator
-/// (`LIST "" ""`) and builds the real name with it, so this default is
-/// `Liaison.Quarantine` on a server that separates with `.`.
-fn default_quarantine_folder() -> String {
-    "Liaison/Quarantine".into()
-}
-fn default_reopen_days() -> u32 {
-    14
-}
-fn default_attachment_bytes() -> usize {
-    5 * 1024 * 1024
-}
-fn default_locale() -> String {
-    "en".into()
+fn default_true() -> bool {
+    true
 }
 
 impl Config {
@@ -565,309 +236,18 @@ impl Config {
         if raw.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
         }
-        if raw.inbox.is_empty() {
-            return Err(invalid(
-                "inbox",
-                "at least one [[inbox]] is needed, or Liaison has nothing to watch",
-            ));
-        }
-        let mut inboxes = Vec::new();
-        for (i, r) in raw.inbox.into_iter().enumerate() {
-            let key = |k: &str| format!("inbox[{i}].{k}");
-            if r.name.trim().is_empty() {
-                return Err(invalid(key("name"), "must not be empty"));
-            }
-            if inboxes.iter().any(|b: &InboxConfig| b.name == r.name) {
-                return Err(invalid(key("name"), format!("`{}` is used twice", r.name)));
-            }
-            check_host(&key("host"), &r.host)?;
-            check_port(&key("port"), r.port)?;
-            if r.poll_interval_secs == 0 {
-                return Err(invalid(key("poll_interval_secs"), "must be at least 1"));
-            }
-            if r.timeout_secs == 0 {
-                return Err(invalid(key("timeout_secs"), "must be at least 1"));
-            }
-            let password = resolve_secret(
-                secrets,
-                &format!("inbox[{i}].password"),
-                r.password,
-                r.password_env,
-                r.password_file,
-            )?
-            .ok_or_else(|| {
-                invalid(
-                    key("password"),
-                    "one of password, password_env or password_file is required",
-                )
-            })?;
-            let processed = match r.processed.as_deref().unwrap_or("keyword") {
-                "keyword" => {
-                    let k = &r.processed_keyword;
-                    if k.is_empty()
-                        || !k
-                            .chars()
-                            .all(|c| c.is_ascii_graphic() && !"(){%*\"\\]".contains(c))
-                    {
-                        return Err(invalid(
-                            key("processed_keyword"),
-                            format!("`{k}` is not a valid IMAP keyword (atom characters only)"),
-                        ));
-                    }
-                    ProcessedMark::Keyword(k.clone())
-                }
-                "move" => ProcessedMark::Move(
-                    r.processed_folder
-                        .clone()
-                        .unwrap_or_else(|| "Liaison/Processed".into()),
-                ),
-                other => {
-                    return Err(invalid(
-                        key("processed"),
-                        format!("`{other}` is not \"keyword\" or \"move\""),
-                    ))
-                }
-            };
-            inboxes.push(InboxConfig {
-                processed,
-                quarantine_folder: r.quarantine_folder.clone(),
-                name: r.name,
-                host: r.host,
-                port: r.port,
-                tls: r.tls,
-                ca_file: r.ca_file,
-                username: r.username,
-                password,
-                mailbox: r.mailbox,
-                idle: r.idle,
-                poll_interval_secs: r.poll_interval_secs,
-                timeout_secs: r.timeout_secs,
-            });
-        }
-
-        let s = raw.smtp;
-        check_host("smtp.host", &s.host)?;
-        check_port("smtp.port", s.port)?;
-        if s.timeout_secs == 0 {
-            return Err(invalid("smtp.timeout_secs", "must be at least 1"));
-        }
-        if s.max_connections == 0 {
-            return Err(invalid("smtp.max_connections", "must be at least 1"));
-        }
-        let smtp_password = resolve_secret(
-            secrets,
-            "smtp.password",
-            s.password,
-            s.password_env,
-            s.password_file,
-        )?;
-        if smtp_password.is_some() && s.username.is_none() {
-            return Err(invalid(
-                "smtp.username",
-                "a password is set but no username",
-            ));
-        }
-        let smtp = SmtpConfig {
-            host: s.host,
-            port: s.port,
-            tls: s.tls,
-            ca_file: s.ca_file,
-            username: s.username,
-            password: smtp_password,
-            timeout_secs: s.timeout_secs,
-            max_connections: s.max_connections,
-        };
-
-        let a = raw.addresses;
-        let addresses = Addresses {
-            commands: check_address("addresses.commands", &a.commands)?,
-            invitations: check_address("addresses.invitations", &a.invitations)?,
-            support_desk: check_address("addresses.support_desk", &a.support_desk)?,
-            from_name: check_header_text("addresses.from_name", &a.from_name)?,
-        };
-        if addresses.invitations.contains('+') {
-            return Err(invalid(
-                "addresses.invitations",
-                "must not contain '+': Liaison appends +TOKEN to it",
-            ));
-        }
-        // Replies come to `local+TOKEN@`, bounces to `local+b-TAG@`; a local
-        // part may have 64 characters (RFC 5321).
-        let tag_len = crate::model::token::TOKEN_LEN.max(crate::model::token::BOUNCE_TAG_LEN);
-        let local_len = addresses.invitations.split('@').next().map_or(0, str::len);
-        if local_len + 1 + tag_len > 64 {
-            return Err(invalid(
-                "addresses.invitations",
-                format!(
-                    "its local part may have at most {} characters: Liaison appends +TOKEN ({} characters) to it",
-                    64 - 1 - tag_len,
-                    crate::model::token::TOKEN_LEN
-                ),
-            ));
-        }
-
-        let sec = raw.security;
-        let token_secret = resolve_secret(
-            secrets,
-            "security.token_secret",
-            sec.token_secret,
-            sec.token_secret_env,
-            sec.token_secret_file,
-        )?
-        .ok_or_else(|| {
-            invalid(
-                "security.token_secret",
-                "one of token_secret, token_secret_env or token_secret_file is required",
-            )
-        })?;
-        if token_secret.expose().len() < 16 {
-            return Err(invalid(
-                "security.token_secret",
-                "must be at least 16 characters (use 32+ random bytes, e.g. `openssl rand -hex 32`)",
-            ));
-        }
-        let trusted_authserv_id = match sec.trusted_authserv_id {
-            None => None,
-            Some(id) => {
-                let id = id.trim().to_string();
-                if id.is_empty()
-                    || id.contains(|c: char| c.is_whitespace() || c.is_control() || c == ';')
-                {
-                    return Err(invalid(
-                        "security.trusted_authserv_id",
-                        "must be the authserv-id your MX writes first in its Authentication-Results header, e.g. \"mx.example.com\"",
-                    ));
-                }
-                Some(id)
-            }
-        };
-        if !(1..=16).contains(&sec.trusted_authserv_headers) {
-            return Err(invalid(
-                "security.trusted_authserv_headers",
-                "must be 1-16: how many Authentication-Results headers your MX adds on top (1 for most servers, one per milter for milter stacks)",
-            ));
-        }
-        if sec.authenticate_customers && trusted_authserv_id.is_none() {
-            return Err(invalid(
-                "security.authenticate_customers",
-                "needs security.trusted_authserv_id: without a trusted MX no sender can be authenticated",
-            ));
-        }
-        if sec.invitation_ttl_days == 0 {
-            return Err(invalid(
-                "security.invitation_ttl_days",
-                "must be at least 1",
-            ));
-        }
-
-        if raw.partner.is_empty() {
-            return Err(invalid(
-                "partner",
-                "at least one [[partner]] is needed, or nobody may send commands",
-            ));
-        }
-        let mut partners: Vec<Partner> = Vec::new();
-        for (i, p) in raw.partner.into_iter().enumerate() {
-            let key = |k: &str| format!("partner[{i}].{k}");
-            if p.id.is_empty()
-                || !p
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(invalid(
-                    key("id"),
-                    "must be non-empty and use only letters, digits, '-' and '_'",
-                ));
-            }
-            if partners.iter().any(|q| q.id == p.id) {
-                return Err(invalid(key("id"), format!("`{}` is used twice", p.id)));
-            }
-            if p.emails.is_empty() {
-                return Err(invalid(key("emails"), "needs at least one address"));
-            }
-            let mut emails = Vec::new();
-            for (j, e) in p.emails.iter().enumerate() {
-                let e = check_address(&format!("partner[{i}].emails[{j}]"), e)?;
-                if let Some(other) = partners.iter().find(|q| q.emails.contains(&e)) {
-                    return Err(invalid(
-                        format!("partner[{i}].emails[{j}]"),
-                        format!("{e} already belongs to partner `{}`", other.id),
-                    ));
-                }
-                emails.push(e);
-            }
-            if !SUPPORTED_LOCALES.contains(&p.locale.as_str()) {
-                return Err(invalid(
-                    key("locale"),
-                    format!("`{}` is not one of {:?}", p.locale, SUPPORTED_LOCALES),
-                ));
-            }
-            partners.push(Partner {
-                id: p.id,
-                name: check_header_text(&key("name"), &p.name)?,
-                emails,
-                locale: p.locale,
-            });
-        }
-
-        let l = raw.lifecycle;
-        if l.relationship_days == Some(0) {
-            return Err(invalid(
-                "lifecycle.relationship_days",
-                "must be at least 1, or left out for relationships without an end",
-            ));
-        }
-        if let (Some(days), Some(&r)) = (l.relationship_days, l.reminder_days.iter().max()) {
-            if r >= days {
-                return Err(invalid(
-                    "lifecycle.reminder_days",
-                    format!("a reminder {r} days before the end of a {days}-day relationship would come at its start"),
-                ));
-            }
-        }
-        if l.reminder_days.contains(&0) {
-            return Err(invalid(
-                "lifecycle.reminder_days",
-                "days must be at least 1",
-            ));
-        }
-        let mut reminder_days = l.reminder_days;
-        reminder_days.sort_unstable_by(|a, b| b.cmp(a));
-        reminder_days.dedup();
-        let lifecycle = LifecycleConfig {
-            relationship_days: l.relationship_days,
-            reminder_days,
-            auto_extend: l.auto_extend,
-        };
-
-        let http_listen = match raw.http.listen {
-            None => None,
-            Some(a) => {
-                let addr: std::net::SocketAddr = a.parse().map_err(|_| {
-                    invalid(
-                        "http.listen",
-                        format!("`{a}` is not an address like 127.0.0.1:9898"),
-                    )
-                })?;
-                if !addr.ip().is_loopback() {
-                    return Err(invalid(
-                        "http.listen",
-                        format!("{addr} is not a loopback address; /metrics and /healthz are for local scrapers only"),
-                    ));
-                }
-                Some(addr)
-            }
-        };
+        let inboxes = mailbox::validate_inboxes(raw.inbox, secrets)?;
+        let smtp = raw.smtp.validate(secrets)?;
+        let addresses = raw.addresses.validate()?;
+        let security = raw.security.validate(secrets)?;
+        let partners = partner::validate_partners(raw.partner)?;
+        let lifecycle = raw.lifecycle.validate()?;
+        let http_listen = validate_http_listen(raw.http.listen)?;
+        let tickets = raw.tickets.validate();
         let web = raw
             .web
             .validate(http_listen)
             .map_err(|e| invalid(e.key, e.reason))?;
-        let tickets = TicketsConfig {
-            attachment_max_bytes: raw.tickets.attachment_max_bytes,
-            reopen_days: raw.tickets.reopen_days,
-        };
-
         let admin_socket = raw.admin.socket.unwrap_or_else(|| {
             let mut s = raw.store.path.clone().into_os_string();
             s.push(".sock");
@@ -882,20 +262,7 @@ impl Config {
             inboxes,
             smtp,
             addresses,
-            security: SecurityConfig {
-                token_secret,
-                invitation_ttl_days: sec.invitation_ttl_days,
-                trusted_authserv_id,
-                trusted_authserv_headers: sec.trusted_authserv_headers,
-                alignment: sec.alignment,
-                authenticate_customers: sec.authenticate_customers,
-                max_message_bytes: sec.max_message_bytes,
-                max_replies_per_hour: sec.max_replies_per_hour,
-                quarantine_keep_bytes: sec.quarantine_keep_bytes,
-                quarantine_store_bytes: sec.quarantine_store_bytes,
-                held_store_bytes: sec.held_store_bytes,
-                max_support_requests_per_hour: sec.max_support_requests_per_hour,
-            },
+            security,
             lifecycle,
             tickets,
             http_listen,
@@ -985,6 +352,29 @@ fn resolve_secret(
         };
     }
     Ok(None)
+}
+
+/// `[http] listen`: a loopback address, or none.
+fn validate_http_listen(listen: Option<String>) -> Result<Option<core::net::SocketAddr>> {
+    let http_listen = match listen {
+        None => None,
+        Some(a) => {
+            let addr: core::net::SocketAddr = a.parse().map_err(|_| {
+                invalid(
+                    "http.listen",
+                    format!("`{a}` is not an address like 127.0.0.1:9898"),
+                )
+            })?;
+            if !addr.ip().is_loopback() {
+                return Err(invalid(
+                    "http.listen",
+                    format!("{addr} is not a loopback address; /metrics and /healthz are for local scrapers only"),
+                ));
+            }
+            Some(addr)
+        }
+    };
+    Ok(http_listen)
 }
 
 fn check_host(key: &str, host: &str) -> Result<()> {

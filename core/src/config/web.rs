@@ -3,7 +3,7 @@
 //! address and reads the certificate files.
 
 use serde::Deserialize;
-use std::net::{IpAddr, SocketAddr};
+use core::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -20,6 +20,39 @@ use serde_json::json;
 /// Relationships shown per page of `list`.
 pub const LIST_PAGE: usize = 500;
 
+/// What a command mail's transcript reports: one line per command, in
+/// order, and a note when the mail was cut short. The decision carries it
+/// typed ([`Decision::transcript`]); the transcript mail's template reads
+/// the same data as variables.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Transcript {
+    /// One result per command line (or the help, for a mail without one).
+    pub results: Vec<TranscriptLine>,
+    /// Why the rest of the mail was not run, if it was not.
+    pub note: Option<String>,
+}
+
+/// One command's line in a [`Transcript`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TranscriptLine {
+    /// The command as written; none for the help sent for an empty mail.
+    pub command: Option<String>,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// What happened, or what was wrong.
+    pub result: String,
+}
+
+impl Transcript {
+    /// Whether at least one command did something (not only `help`, not
+    /// only errors): such a transcript is real work, never capped.
+    pub fn did_work(&self) -> bool {
+        self.results
+            .iter()
+            .any(|r| r.ok && r.command.as_deref().is_some_and(|c| c != "help"))
+    }
+}
+
 struct CommandRun<'a, 'c> {
     ctx: &'a Context<'c>,
     view: &'a dyn StoreView,
@@ -53,7 +86,11 @@ pub(super) fn run_commands(
     let mut run = CommandRun::new(ctx, view, mail, partner);
     let mut results = Vec::new();
     if script.lines.is_empty() {
-        results.push(json!({"command": null, "ok": true, "result": help_text()}));
+        results.push(TranscriptLine {
+            command: None,
+            ok: true,
+            result: help_text(),
+        });
     }
     for (index, line) in script.lines.iter().enumerate() {
         let (ok, result) = match &line.parsed {
@@ -64,7 +101,11 @@ pub(super) fn run_commands(
             Err(e @ CommandError::Unknown(_)) => (false, e.to_string()),
             Err(e) => (false, e.to_string()),
         };
-        results.push(json!({"command": line.text, "ok": ok, "result": result}));
+        results.push(TranscriptLine {
+            command: Some(line.text.clone()),
+            ok,
+            result,
+        });
     }
     let note = match script.stopped {
         Some(Stop::TooManyCommands) => Some(format!(
@@ -77,7 +118,7 @@ pub(super) fn run_commands(
         )),
         _ => None,
     };
-    let n_ok = results.iter().filter(|r| r["ok"] == true).count();
+    let n_ok = results.iter().filter(|r| r.ok).count();
     let summary = format!(
         "{} command(s) from {} ({}): {} ok, {} failed",
         script.lines.len(),
@@ -109,6 +150,7 @@ pub(super) fn run_commands(
         attachments: vec![],
     });
     run.decision.summary = summary;
+    run.decision.transcript = Some(Transcript { results, note });
     Ok(run.decision)
 }
 

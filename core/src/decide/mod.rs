@@ -23,7 +23,7 @@ mod timers;
 pub mod trust;
 pub mod web;
 
-pub use commands::{help_text, run_given_commands, CommandOutcome};
+pub use commands::{help_text, run_given_commands, CommandOutcome, Transcript, TranscriptLine};
 pub use timers::{due_candidates, expire_candidates, expire_due};
 // The plan a decision fills in, and time formatting, live below the
 // decision code (render, model); named here for the decision modules.
@@ -31,7 +31,7 @@ pub use crate::model::time::{date_only, rfc3339};
 pub use crate::render::plan::{MailPlan, Sender};
 
 use crate::config::Config;
-use crate::effects::{ReadError, StoreView};
+use crate::effects::{ProcessedClass, ReadError, StoreView};
 use crate::mail::inbound::InboundMail;
 use crate::model::invitation::Invitation;
 use crate::model::relationship::Relationship;
@@ -83,15 +83,15 @@ pub enum MailClass {
 }
 
 impl MailClass {
-    /// Short name for logs and the processed record.
-    pub fn name(&self) -> &'static str {
+    /// The kind stored in the processed record (and named in logs).
+    pub fn kind(&self) -> ProcessedClass {
         match self {
-            MailClass::Command { .. } => "command",
-            MailClass::Customer { .. } => "customer",
-            MailClass::Ignored => "ignored",
-            MailClass::Timer => "timer",
-            MailClass::Quarantined => "quarantined",
-            MailClass::Bounce => "bounce",
+            MailClass::Command { .. } => ProcessedClass::Command,
+            MailClass::Customer { .. } => ProcessedClass::Customer,
+            MailClass::Ignored => ProcessedClass::Ignored,
+            MailClass::Timer => ProcessedClass::Timer,
+            MailClass::Quarantined => ProcessedClass::Quarantined,
+            MailClass::Bounce => ProcessedClass::Bounce,
         }
     }
 }
@@ -111,6 +111,8 @@ pub struct Decision {
     pub tickets: Vec<crate::model::ticket::Ticket>,
     /// Mails to send.
     pub mails: Vec<MailPlan>,
+    /// For a command mail: what its transcript (one of `mails`) reports.
+    pub transcript: Option<Transcript>,
 }
 
 impl Decision {
@@ -123,6 +125,7 @@ impl Decision {
             invitations: vec![],
             tickets: vec![],
             mails: vec![],
+            transcript: None,
         }
     }
 
@@ -518,7 +521,12 @@ pub fn apply_reply_cap(
     let mails = std::mem::take(&mut decision.mails);
     for m in mails {
         let reply = m.in_reply_to.is_some() || sender.is_some_and(|s| m.to.iter().any(|t| t == s));
-        if !reply || m.ticket.is_some() || did_work(&m) {
+        let did_work = m.template == TemplateName::Transcript
+            && decision
+                .transcript
+                .as_ref()
+                .is_some_and(Transcript::did_work);
+        if !reply || m.ticket.is_some() || did_work {
             decision.mails.push(m);
             continue;
         }
@@ -617,15 +625,6 @@ pub fn held_notice(
             "at": rfc3339(ctx.now),
         }),
     )
-}
-
-/// Whether a transcript reports at least one command that succeeded.
-fn did_work(m: &MailPlan) -> bool {
-    m.template == TemplateName::Transcript
-        && m.vars["results"].as_array().is_some_and(|r| {
-            r.iter()
-                .any(|x| x["ok"] == true && !x["command"].is_null() && x["command"] != "help")
-        })
 }
 
 /// A notice to a partner (and its support contact, if any): from the

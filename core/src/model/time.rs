@@ -19,6 +19,25 @@ pub fn date_only(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Unix seconds as an RFC 5322 date in UTC (`Tue, 01 Dec 2026 12:00:00 +0000`),
+/// for a message's `Date:` header.
+pub fn rfc5322(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} +0000",
+        DAYS[(days % 7) as usize],
+        MONTHS[m as usize - 1],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day):
 /// Howard Hinnant's `civil_from_days`, for non-negative days.
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
@@ -45,6 +64,8 @@ mod tests {
         assert_eq!(rfc3339(1_796_126_400), "2026-12-01T12:00:00Z");
         assert_eq!(rfc3339(4_107_542_399), "2100-02-28T23:59:59Z");
         assert_eq!(date_only(1_796_126_400), "2026-12-01");
+        assert_eq!(rfc5322(1_796_126_400), "Tue, 01 Dec 2026 12:00:00 +0000");
+        assert_eq!(rfc5322(0), "Thu, 01 Jan 1970 00:00:00 +0000");
     }
 
     #[test]

@@ -101,7 +101,9 @@ pub fn compose(
         .from(mailbox(Some(&config.addresses.from_name), from_addr)?)
         .subject(subject.clone())
         .message_id(Some(format!("<{}>", plan.message_id)))
-        .date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(now));
+        // The date from `now`, written as a raw header: lettre's typed Date
+        // takes a SystemTime, and without any Date it would read the clock.
+        .raw_header(raw_header("Date", crate::model::time::rfc5322(now)));
     for to in &plan.to {
         b = b.to(mailbox(None, to)?);
     }

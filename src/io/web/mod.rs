@@ -629,7 +629,7 @@ mod tests {
             ))
             .unwrap()
             .expect("a processed record of the answer");
-        assert_eq!(done.class, "web");
+        assert_eq!(done.class, liaison_core::effects::ProcessedClass::Web);
 
         // A second POST: "already answered", nothing more.
         let n = f.outbox_len();
@@ -751,7 +751,11 @@ mod tests {
             last_uid: 1,
         };
         let out = f.engine.process("invites", cursor, raw).unwrap();
-        assert_eq!(out.class, "customer", "{out:?}");
+        assert_eq!(
+            out.class,
+            liaison_core::effects::ProcessedClass::Customer,
+            "{out:?}"
+        );
         let t = f.engine.web_ticket_token(1).unwrap().expect("ticket 1");
         let (status, _, body) = f.get(&format!("/t/{t}")).await;
         assert_eq!(status, 200, "{body}");
