@@ -2,8 +2,8 @@
 //! address and its limits. Pure data and validation; the shell binds the
 //! address and reads the certificate files.
 
-use serde::Deserialize;
 use core::net::{IpAddr, SocketAddr};
+use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 

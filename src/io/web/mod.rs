@@ -427,12 +427,6 @@ mod tests {
         .unwrap();
         let templates = crate::files::load_templates(&root.join("templates")).unwrap();
         let clock = Arc::new(ManualClock::new(NOW));
-        let engine = Arc::new(Engine::new(
-            Arc::new(config),
-            Arc::new(store),
-            templates,
-            clock.clone(),
-        ));
         let web = config::RawWeb {
             listen: Some("127.0.0.1:0".into()),
             public_base_url: Some("http://127.0.0.1:1".into()),
@@ -442,6 +436,14 @@ mod tests {
         .validate(None)
         .unwrap()
         .unwrap();
+        let mut config = config;
+        config.web = Some(web.clone());
+        let engine = Arc::new(Engine::new(
+            Arc::new(config),
+            Arc::new(store),
+            templates,
+            clock.clone(),
+        ));
         let (durable, _) = watch::channel(0);
         let state = Arc::new(
             WebState::new(engine.clone(), &root.join("templates"), durable, &web).unwrap(),
@@ -475,7 +477,13 @@ mod tests {
                 .rev()
                 .find(|e| e.mail.invitation.is_some() && e.mail.subject.contains("[ref:"))
                 .expect("an invitation queued");
-            liaison_core::model::token::find_candidates(&inv.mail.subject)[0].to_string()
+            let token =
+                liaison_core::model::token::find_candidates(&inv.mail.subject)[0].to_string();
+            assert!(
+                body_text(&inv.mail.raw).contains(&format!("http://127.0.0.1:1/i/{token}")),
+                "the invitation links its page"
+            );
+            token
         }
 
         fn state(&self) -> RelationshipState {
@@ -522,6 +530,14 @@ mod tests {
             self.stop.send(true).unwrap();
             self.server.await.unwrap();
         }
+    }
+
+    /// A mail's decoded text part.
+    fn body_text(raw: &str) -> String {
+        mail_parser::MessageParser::default()
+            .parse(raw.as_bytes())
+            .and_then(|m| m.body_text(0).map(|t| t.into_owned()))
+            .unwrap_or_default()
     }
 
     fn form_token(body: &str) -> String {
@@ -757,6 +773,21 @@ mod tests {
             "{out:?}"
         );
         let t = f.engine.web_ticket_token(1).unwrap().expect("ticket 1");
+        // The acknowledgement to the customer links the status page; the
+        // desk's mail does not.
+        let outbox = f.engine.store().pending_outbox(u64::MAX, 1000).unwrap();
+        let link = format!("http://127.0.0.1:1/t/{t}");
+        let with_link: Vec<&str> = outbox
+            .iter()
+            .filter(|e| body_text(&e.mail.raw).contains(&link))
+            .map(|e| e.mail.recipients[0].as_str())
+            .collect();
+        assert_eq!(
+            with_link,
+            [ALICE],
+            "{:?}",
+            outbox.iter().map(|e| &e.mail.subject).collect::<Vec<_>>()
+        );
         let (status, _, body) = f.get(&format!("/t/{t}")).await;
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("Support request T-000001"), "{body}");
@@ -783,7 +814,11 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_past_its_rate_limit_gets_429() {
-        let f = start(3).await;
+        let f = start(4).await;
+        // A body over `max_body_bytes` (16 KiB) is refused before it is read.
+        let big = format!("answer=accept&form_token={}", "a".repeat(20_000));
+        let (status, _, _) = f.post("/i/x", &big).await;
+        assert_eq!(status, 413);
         for _ in 0..3 {
             assert_eq!(f.get("/static/liaison.css").await.0, 200);
         }
