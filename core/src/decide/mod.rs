@@ -14,10 +14,10 @@
 //! [`support`] support requests and tickets, and [`timers`] decides what
 //! time alone changes (expiry, fixed durations).
 
-mod commands;
+pub(crate) mod commands;
 pub use commands::LIST_PAGE;
 mod customer;
-mod support;
+pub(crate) mod support;
 pub use support::MAX_ENTRY_TEXT_CHARS;
 mod timers;
 pub mod trust;
