@@ -458,3 +458,43 @@ async fn raw_status(port: u16, raw: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, out)
 }
+
+/// `check-config --offline` loads the page's templates and its
+/// certificate as the daemon would, and names the key of a bad file.
+#[test]
+fn check_config_checks_the_landing_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls_dir = stack_cert().parent().unwrap().to_path_buf();
+    let run = |cert: &str| {
+        let config = dir.path().join("liaison.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}\n[web]\nlisten = \"127.0.0.1:1\"\npublic_base_url = \"https://liaison.example.com\"\n\
+                 tls_cert_file = \"{cert}\"\ntls_key_file = \"{}\"\n",
+                config_text(dir.path(), Transport::Plain),
+                tls_dir.join("key.pem").display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_liaison"))
+            .arg("--config")
+            .arg(&config)
+            .args(["check-config", "--offline"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = run(&tls_dir.join("cert.pem").display().to_string());
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("web https://liaison.example.com at 127.0.0.1:1 (TLS): ok"),
+        "{out}"
+    );
+    let (ok, out) = run("/nonexistent/cert.pem");
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAILED: cannot use the TLS cert /nonexistent/cert.pem (config key `web.tls_cert_file`)"), "{out}");
+}
