@@ -358,7 +358,14 @@ pub(super) fn answer_invitation(
                 origin,
                 ids,
                 TemplateName::Clarify,
-                json!({"partner_name": partner.name}),
+                json!({
+                    "partner_name": partner.name,
+                    // The page answers without any wording to get right.
+                    "page_link": super::web::page_link(
+                        ctx,
+                        &ctx.tokens.issue(inv.kind.purpose(), inv.id, inv.expires, &inv.customer),
+                    ),
+                }),
             ));
             return Ok(Answered::Decided(decision));
         }

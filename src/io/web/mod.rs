@@ -813,6 +813,29 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unclear_reply_is_answered_with_the_page_link() {
+        let f = start(1000).await;
+        let token = f.invite("invite alice@contoso.test", "t1");
+        let raw = format!(
+            "From: alice@contoso.test\r\nTo: invites+{token}@liaison.test\r\nSubject: Re: invitation\r\nMessage-ID: <unclear-1@contoso.test>\r\n\r\nHmm, maybe later.\r\n"
+        );
+        let cursor = crate::store::Cursor {
+            uid_validity: 1,
+            last_uid: 1,
+        };
+        f.engine.process("invites", cursor, raw.as_bytes()).unwrap();
+        let outbox = f.engine.store().pending_outbox(u64::MAX, 1000).unwrap();
+        let clarify = outbox.last().unwrap();
+        let text = body_text(&clarify.mail.raw);
+        assert!(text.contains("could not tell whether you accept"), "{text}");
+        assert!(
+            text.contains(&format!("http://127.0.0.1:1/i/{token}")),
+            "{text}"
+        );
+        f.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_client_past_its_rate_limit_gets_429() {
         let f = start(4).await;
         // A body over `max_body_bytes` (16 KiB) is refused before it is read.
