@@ -285,6 +285,12 @@ pub fn decide(
             return commands::run_commands(ctx, view, mail, partner, from);
         }
     }
+    // A mail in a ticket's thread belongs to the ticket, whoever wrote it
+    // (the ticket decides who may): decided here, once, before anything
+    // reads it as an answer.
+    if let Some(t) = support::referenced_ticket(view, mail)? {
+        return support::ticket_mail(ctx, view, mail, from, t);
+    }
     // Anyone else, even writing to the command address (a customer who
     // answers "to all" on a forwarded draft), is judged as a customer:
     // a signed answer still counts, and a stranger is ignored.
