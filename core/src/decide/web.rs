@@ -318,22 +318,6 @@ pub fn ticket_token(ctx: &Context, ticket: &crate::model::ticket::Ticket) -> Str
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_status_link_carries_the_ticket_token() {
-        // ticket_token and status_link derive the same token.
-        let key = crate::model::token::TokenKey::new(b"a test secret that is long enough");
-        let t = key.issue(crate::model::token::Purpose::TicketPage, 7, 100, "a@b.test");
-        assert!(key
-            .verify(&t, crate::model::token::Purpose::TicketPage, "a@b.test", 50)
-            .is_ok());
-        assert!(key
-            .verify(&t, crate::model::token::Purpose::Invitation, "a@b.test", 50)
-            .is_err());
-    }
-}
-
 /// A ticket's status page: what the customer may read of their own ticket
 /// (its number, subject, state and when who wrote; not the texts, which a
 /// forwarded link must not show to whoever it reaches).
@@ -406,5 +390,230 @@ pub fn status_link(ctx: &Context, id: u64, opened: u64, customer: &str) -> Optio
 pub(super) fn with_status_link(vars: &mut serde_json::Value, link: Option<String>) {
     if let Some(obj) = vars.as_object_mut() {
         obj.insert("status_link".into(), serde_json::json!(link));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, SecretSource};
+    use crate::model::relationship::RelationshipEvent;
+    use crate::render::templates::TemplateName;
+    use crate::testing::MemStore;
+
+    const NOW: u64 = 1_780_000_000;
+    const ALICE: &str = "alice@contoso.test";
+
+    struct NoSecrets;
+    impl SecretSource for NoSecrets {
+        fn env(&self, _: &str) -> Option<String> {
+            None
+        }
+        fn file(&self, _: &std::path::Path) -> Result<String, String> {
+            Err("no files in tests".into())
+        }
+    }
+
+    fn config(extra: &str) -> Config {
+        let text = crate::testing::CONFIG.replace(
+            "invitation_ttl_days = 30\n",
+            &format!("invitation_ttl_days = 30\n{extra}"),
+        );
+        Config::parse(
+            &format!("{text}\n[web]\nlisten = \"127.0.0.1:8080\"\npublic_base_url = \"https://l.example\"\n"),
+            std::path::Path::new("test.toml"),
+            &NoSecrets,
+        )
+        .unwrap()
+    }
+
+    /// A store with alice's relationship in `state` and its current
+    /// invitation of `kind`, and that invitation's token.
+    fn store(
+        ctx: &Context,
+        state: RelationshipState,
+        kind: InvitationKind,
+        draft: bool,
+    ) -> (MemStore, String) {
+        let inv = Invitation {
+            id: 42,
+            kind,
+            partner: "northwind".into(),
+            customer: ALICE.into(),
+            customer_name: None,
+            locale: "en".into(),
+            created: NOW - 100,
+            expires: NOW + 86_400,
+            message_id: "liaison.k1.inv@liaison.test".into(),
+            draft,
+            bounced: None,
+        };
+        let rel = Relationship {
+            partner: "northwind".into(),
+            customer: ALICE.into(),
+            customer_name: None,
+            locale: "en".into(),
+            state,
+            since: NOW - 100,
+            invitation_id: Some(42),
+            support_contact: None,
+            ends_at: None,
+            reminders_sent: vec![],
+            history: vec![],
+        };
+        let token = ctx.tokens.issue(kind.purpose(), 42, inv.expires, ALICE);
+        (MemStore::with(rel, inv), token)
+    }
+
+    /// The decision's context at `NOW`; the token key lives as long as
+    /// the test.
+    fn ctx(config: &Config) -> Context<'_> {
+        let key =
+            crate::model::token::TokenKey::new(config.security.token_secret.expose().as_bytes());
+        Context {
+            config,
+            tokens: Box::leak(Box::new(key)),
+            now: NOW,
+        }
+    }
+
+    #[test]
+    fn a_web_accept_is_the_mailed_accept_threaded_under_the_invitation() {
+        let config = config("");
+        let ctx = ctx(&config);
+        let (mut view, token) = store(
+            &ctx,
+            RelationshipState::Invited,
+            InvitationKind::Invitation,
+            false,
+        );
+        let Lookup::Page(page) = invitation_page(&ctx, &view, &token).unwrap() else {
+            panic!("a page")
+        };
+        assert_eq!(page.state, PageState::Question);
+        assert_eq!(page.form_token, form_token(&ctx, &token, 42));
+        assert_eq!(
+            page_link(&ctx, &token),
+            Some(format!("https://l.example/i/{token}"))
+        );
+        let d = web_answer(&ctx, &view, &token, WebAnswer::Accept)
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.relationships[0].state, RelationshipState::Active);
+        let last = d.relationships[0].history.last().unwrap();
+        assert_eq!(
+            (last.actor.as_str(), last.message_id.as_deref()),
+            (ALICE, None)
+        );
+        let templates: Vec<TemplateName> = d.mails.iter().map(|m| m.template).collect();
+        assert_eq!(
+            templates,
+            [
+                TemplateName::AcceptedCustomer,
+                TemplateName::AcceptedPartner
+            ]
+        );
+        assert_eq!(
+            d.mails[0].in_reply_to.as_deref(),
+            Some("liaison.k1.inv@liaison.test")
+        );
+        // The same answer decided again derives the same ids (crash replay).
+        let again = web_answer(&ctx, &view, &token, WebAnswer::Accept)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.mails[0].message_id, d.mails[0].message_id);
+        view.apply(&d);
+        // Answered: the page says so and a POST decides nothing.
+        let Lookup::Page(page) = invitation_page(&ctx, &view, &token).unwrap() else {
+            panic!("a page")
+        };
+        assert_eq!(page.state, PageState::Answered(RelationshipState::Active));
+        assert_eq!(
+            web_answer(&ctx, &view, &token, WebAnswer::Decline).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_restore_request_accepted_on_the_page_restores() {
+        let config = config("");
+        let ctx = ctx(&config);
+        let (view, token) = store(
+            &ctx,
+            RelationshipState::PermissionsRemoved,
+            InvitationKind::Restore,
+            false,
+        );
+        let d = web_answer(&ctx, &view, &token, WebAnswer::Accept)
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.relationships[0].state, RelationshipState::Active);
+        assert_eq!(
+            crate::model::relationship::transition(
+                Some(RelationshipState::PermissionsRemoved),
+                RelationshipEvent::RestoreAccepted
+            ),
+            Ok(RelationshipState::Active)
+        );
+        // An invitation token does not open a restore request's page.
+        let wrong = ctx.tokens.issue(
+            crate::model::token::Purpose::Invitation,
+            42,
+            NOW + 86_400,
+            ALICE,
+        );
+        assert!(matches!(
+            invitation_page(&ctx, &view, &wrong).unwrap(),
+            Lookup::NotFound {
+                why: NotFound::NoReference,
+                locale: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_drafts_token_answers_by_mail_when_senders_are_authenticated() {
+        let config = config("trusted_authserv_id = \"mx.liaison.test\"\n");
+        let ctx = ctx(&config);
+        let (view, token) = store(
+            &ctx,
+            RelationshipState::Invited,
+            InvitationKind::Invitation,
+            true,
+        );
+        let Lookup::Page(page) = invitation_page(&ctx, &view, &token).unwrap() else {
+            panic!("a page")
+        };
+        assert_eq!(page.state, PageState::ReplyByMail);
+        assert_eq!(
+            web_answer(&ctx, &view, &token, WebAnswer::Accept).unwrap(),
+            None
+        );
+        // Without the MX check nothing could be authenticated anyway: the
+        // draft's token answers as by mail.
+        let plain = self::config("");
+        let ctx = self::ctx(&plain);
+        let (view, token) = store(
+            &ctx,
+            RelationshipState::Invited,
+            InvitationKind::Invitation,
+            true,
+        );
+        assert!(web_answer(&ctx, &view, &token, WebAnswer::Accept)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn the_status_link_carries_the_ticket_token() {
+        let key = crate::model::token::TokenKey::new(b"a test secret that is long enough");
+        let t = key.issue(crate::model::token::Purpose::TicketPage, 7, 100, "a@b.test");
+        assert!(key
+            .verify(&t, crate::model::token::Purpose::TicketPage, "a@b.test", 50)
+            .is_ok());
+        assert!(key
+            .verify(&t, crate::model::token::Purpose::Invitation, "a@b.test", 50)
+            .is_err());
     }
 }
