@@ -431,6 +431,7 @@ mod tests {
             listen: Some("127.0.0.1:0".into()),
             public_base_url: Some("http://127.0.0.1:1".into()),
             rate_limit_per_minute: Some(rate_limit_per_minute),
+            request_timeout_secs: Some(2),
             ..Default::default()
         }
         .validate(None)
@@ -832,6 +833,21 @@ mod tests {
             text.contains(&format!("http://127.0.0.1:1/i/{token}")),
             "{text}"
         );
+        f.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_heads_and_bodies_get_408() {
+        let f = start(1000).await;
+        let started = std::time::Instant::now();
+        // A head that never ends, and a form that never arrives whole.
+        let (status, _, _) = f.request("GET /i/x HTTP/1.1\r\nHost:").await;
+        assert_eq!(status, 408);
+        let (status, _, body) = f
+            .request("POST /i/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nanswer=acc")
+            .await;
+        assert_eq!(status, 408, "{body}");
+        assert!(started.elapsed() < Duration::from_secs(5));
         f.stop().await;
     }
 
