@@ -1,6 +1,6 @@
 //! The landing page's two entry points into the engine: reading what a link
 //! shows, and committing a POSTed answer. The decisions are the core's
-//! ([`crate::workflow::web`]); this is the imperative half: the clock, the
+//! ([`liaison_core::decide::web`]); this is the imperative half: the clock, the
 //! engine's lock, composing the notices and one atomic commit, exactly as
 //! for a customer's mail.
 

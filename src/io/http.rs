@@ -1,6 +1,6 @@
 //! HTTP on hyper and axum: the loopback endpoint for scrapers and health
 //! checks (`GET /metrics`, `GET /healthz`), and the connection handling the
-//! public landing page ([`crate::web`]) shares with it.
+//! public landing page ([`crate::io::web`]) shares with it.
 //!
 //! hyper parses HTTP/1.1; what this module adds is the policy around it.
 //! A request head is bounded in size ([`MAX_REQUEST_BYTES`], 431 past it)

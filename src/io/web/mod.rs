@@ -11,7 +11,7 @@
 //! anti-forgery value (a hidden form field keyed with the secret; no cookie,
 //! and no reliance on `Origin`/`Referer`, which `Referrer-Policy:
 //! no-referrer` makes browsers send as `null`/not at all). The decision is
-//! the core's ([`crate::workflow::web`]): the same token checks, effects,
+//! the core's ([`liaison_core::decide::web`]): the same token checks, effects,
 //! notices and history as an emailed answer.
 //!
 //! | request | answer |
