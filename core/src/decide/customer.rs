@@ -451,6 +451,9 @@ pub(super) fn answer_invitation(
         return Ok(Answered::Decided(decision));
     }
     let before = rel.state;
+    // HOOK (issue 14): history entries name their source; give `Origin` a
+    // `source` (`Mail` in `Origin::of_mail`, `Web` in `decide::web`) and
+    // pass it here.
     match rel.apply(event, ctx.now, from, origin.message_id.as_deref()) {
         Ok(after) => {
             if after == RelationshipState::Active {

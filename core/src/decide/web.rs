@@ -279,9 +279,8 @@ pub fn web_answer(
     let origin = Origin {
         from: &inv.customer,
         how: "answered on the web page".into(),
-        // HOOK (issue 14): the history entry's source is `web`; the GDAP
-        // work adds the source field, set it here. Until then an entry
-        // without a Message-ID by the customer is one from the page.
+        // No mail: the history entry has no Message-ID. HOOK (issue 14):
+        // its source is `web` (see `answer_invitation`).
         message_id: None,
         in_reply_to: Some(inv.message_id.clone()),
         references: vec![inv.message_id.clone()],
