@@ -58,6 +58,7 @@ pub mod inbound;
 pub mod intent;
 pub mod invitation;
 pub mod metrics;
+pub mod pacing;
 pub mod relationship;
 pub mod reply;
 pub mod smtp;
