@@ -46,6 +46,8 @@ pub struct Metrics {
     pub mails_held: AtomicU64,
     /// Mails held back now, waiting for release (gauge).
     pub held_now: AtomicU64,
+    /// Throttling answers from the provider (each paused the sender).
+    pub smtp_throttled: AtomicU64,
 }
 
 /// The process's metrics.
@@ -68,6 +70,7 @@ pub static METRICS: Metrics = Metrics {
     processing_panics: AtomicU64::new(0),
     quarantine_copy_failures: AtomicU64::new(0),
     mails_held: AtomicU64::new(0),
+    smtp_throttled: AtomicU64::new(0),
     held_now: AtomicU64::new(0),
 };
 
@@ -152,6 +155,12 @@ impl Metrics {
             "counter",
             "Failed SMTP attempts.",
             &[("", g(&self.smtp_failures))],
+        );
+        metric(
+            "liaison_smtp_throttled_total",
+            "counter",
+            "Throttling answers from the SMTP provider; each paused all sending.",
+            &[("", g(&self.smtp_throttled))],
         );
         metric(
             "liaison_imap_reconnects_total",

@@ -97,6 +97,9 @@ pub struct Mailer {
     timeout: Duration,
     /// Parallel deliveries.
     pub parallel: usize,
+    /// The provider's sending limits the outbox keeps (see
+    /// [`crate::pacing`]).
+    pub limits: crate::pacing::SendLimits,
 }
 
 /// How to reach and log in to the server.
@@ -165,7 +168,15 @@ impl Mailer {
             idle: Default::default(),
             timeout: Duration::from_secs(cfg.timeout_secs),
             parallel: cfg.max_connections.max(1) as usize,
+            limits: crate::pacing::SendLimits::default(),
         })
+    }
+
+    /// This client, keeping the provider's sending limits `limits`
+    /// (`smtp.max_per_minute`, `smtp.max_recipients_per_day`).
+    pub fn with_limits(mut self, limits: crate::pacing::SendLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// A new connection: TCP with `TCP_NODELAY`, TLS as configured, EHLO,
@@ -527,6 +538,17 @@ pub async fn run_outbox(
     // flushed them, so it may move its own watermark past them.
     let mut own = 0u64;
     let domains = std::sync::Mutex::new(DomainBackoff::default());
+    let pacer = std::sync::Mutex::new(crate::pacing::Pacer::new(
+        mailer.limits,
+        pacing_windows(),
+    ));
+    if mailer.limits.any() {
+        tracing::info!(
+            max_per_minute = ?mailer.limits.max_per_minute,
+            max_recipients_per_day = ?mailer.limits.max_recipients_per_day,
+            "the outbox keeps the provider's sending limits"
+        );
+    }
     loop {
         let mut watermark = (*durable.borrow_and_update()).max(own);
         let next_wake = match deliver_due(
@@ -534,7 +556,10 @@ pub async fn run_outbox(
             &mailer,
             clock.as_ref(),
             &engine,
-            &domains,
+            &Limiters {
+                domains: &domains,
+                pacer: &pacer,
+            },
             &mut watermark,
         )
         .await
@@ -558,12 +583,52 @@ pub async fn run_outbox(
     }
 }
 
+/// The lengths of the pacing windows: a minute and a day, except in debug
+/// builds run with `LIAISON_TEST_MINUTE_SECS` set, where the end-to-end
+/// tests shorten the minute (and the day with it) to watch pacing without
+/// waiting minutes. Release builds have no such knob.
+fn pacing_windows() -> crate::pacing::Windows {
+    #[cfg(debug_assertions)]
+    if let Some(secs) = std::env::var("LIAISON_TEST_MINUTE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return crate::pacing::Windows::scaled(secs);
+    }
+    crate::pacing::Windows::default()
+}
+
+/// What holds mail back besides each entry's own retry time: per-domain
+/// backoff, and the sender's pacing (provider limits and throttling).
+struct Limiters<'a> {
+    domains: &'a std::sync::Mutex<DomainBackoff>,
+    pacer: &'a std::sync::Mutex<crate::pacing::Pacer>,
+}
+
 /// What one attempt at an entry gave.
 struct Attempt {
     /// Per recipient tried (or held back for its domain): the outcome.
     outcomes: Vec<(String, RcptOutcome)>,
     /// Whether the server was talked to at all.
     tried: bool,
+    /// Not sent, and not counted as an attempt: the sender is paced or
+    /// paused until then. The entry keeps its place in the queue.
+    held_until: Option<u64>,
+    /// The provider's throttling answer, when it gave one.
+    throttled: Option<String>,
+}
+
+impl Attempt {
+    /// Held back by the pacer until `until`, as the server said `why` (or
+    /// without asking it).
+    fn held(until: u64, throttled: Option<String>) -> Attempt {
+        Attempt {
+            outcomes: Vec::new(),
+            tried: throttled.is_some(),
+            held_until: Some(until),
+            throttled,
+        }
+    }
 }
 
 /// Sends every due entry up to `watermark`, earliest next attempt first;
@@ -578,10 +643,12 @@ async fn deliver_due(
     mailer: &Mailer,
     clock: &dyn Clock,
     engine: &crate::engine::Engine,
-    domains: &std::sync::Mutex<DomainBackoff>,
+    limiters: &Limiters<'_>,
     watermark: &mut u64,
 ) -> Result<Option<Duration>, crate::store::StoreError> {
+    let domains = limiters.domains;
     let lock = || domains.lock().unwrap_or_else(|p| p.into_inner());
+    let pace = || limiters.pacer.lock().unwrap_or_else(|p| p.into_inner());
     // Counted at the start and, when batches were sent, at the end; not per
     // batch: it reads every pending key.
     crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
@@ -597,6 +664,8 @@ async fn deliver_due(
                 .next_attempt(*watermark)?
                 .map(|at| Duration::from_secs(at.saturating_sub(now).max(1))));
         }
+        let batch_hold: std::sync::Mutex<Option<u64>> = std::sync::Mutex::new(None);
+        let hold = || batch_hold.lock().unwrap_or_else(|p| p.into_inner());
         let mut sends = futures::stream::iter(due)
             .map(|entry| async move {
                 // Read when the send starts, not when the batch was read:
@@ -620,8 +689,32 @@ async fn deliver_due(
                 }
                 let tried = !open.is_empty();
                 if tried {
-                    match mailer.deliver(&entry.mail, &open).await {
+                    // Asked when the send starts, in queue order: a full
+                    // window or a pause holds this mail and every later one
+                    // (their futures start after it), so the queue's order
+                    // is kept across the wait.
+                    // Once one mail is held, so is every later one of the
+                    // batch, even one that would fit (a mail to fewer
+                    // recipients under the daily limit): it would overtake.
+                    let admitted = match *hold() {
+                        Some(until) => crate::pacing::Admission::WaitUntil(until),
+                        None => pace().admit(now, open.len() as u32),
+                    };
+                    if let crate::pacing::Admission::WaitUntil(until) = admitted {
+                        hold().get_or_insert(until);
+                        return (entry, Attempt::held(until, None));
+                    }
+                    let delivered = mailer.deliver(&entry.mail, &open).await;
+                    if let Some(why) = throttling_answer(&delivered) {
+                        let until = pace().throttled(clock.now());
+                        *hold() = Some(until);
+                        return (entry, Attempt::held(until, Some(why)));
+                    }
+                    match delivered {
                         Ok(results) => {
+                            if results.iter().any(|(_, o)| *o == RcptOutcome::Accepted) {
+                                pace().accepted();
+                            }
                             let mut d = lock();
                             for (r, o) in &results {
                                 match o {
@@ -646,13 +739,17 @@ async fn deliver_due(
                         }
                     }
                 }
-                (entry, Attempt { outcomes, tried })
+                (entry, Attempt { outcomes, tried, held_until: None, throttled: None })
             })
             .buffer_unordered(mailer.parallel.max(1));
         // Each result is recorded and flushed as soon as it is known, while
         // the other connections keep sending: after a crash, at most the
         // mails in flight at that moment (one per connection) go out twice.
+        let mut held_until: Option<u64> = None;
         while let Some((entry, attempt)) = sends.next().await {
+            if let Some(until) = attempt.held_until {
+                held_until = Some(held_until.map_or(until, |h| h.min(until)));
+            }
             record_attempt(store, clock, engine, domains, entry, attempt)?;
         }
         drop(sends);
@@ -662,6 +759,36 @@ async fn deliver_due(
         // attempt, so the next round reads what is due after them.
         *watermark = (*watermark).max(last);
         sent_batches = true;
+        if let Some(until) = held_until {
+            // Held entries are still due: reading again now would only
+            // hold them again. Look again when the pacer allows.
+            crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
+            return Ok(Some(Duration::from_secs(
+                until.saturating_sub(clock.now()).max(1),
+            )));
+        }
+    }
+}
+
+/// The provider's throttling answer in a delivery's result, if it is one
+/// ([`crate::pacing::is_provider_throttling`]): to the whole transaction,
+/// or a `421` or quota answer to a recipient.
+fn throttling_answer(
+    delivered: &Result<Vec<(String, RcptOutcome)>, SmtpError>,
+) -> Option<String> {
+    match delivered {
+        Err(SmtpError::Send { reason, .. }) => {
+            crate::pacing::is_provider_throttling(reason, true).then(|| reason.clone())
+        }
+        Err(SmtpError::Setup { .. }) => None,
+        Ok(results) => results.iter().find_map(|(r, o)| match o {
+            RcptOutcome::Temporary(why) | RcptOutcome::Permanent(why)
+                if crate::pacing::is_provider_throttling(why, false) =>
+            {
+                Some(format!("{r}: {why}"))
+            }
+            _ => None,
+        }),
     }
 }
 
@@ -677,6 +804,9 @@ fn record_attempt(
 ) -> Result<(), crate::store::StoreError> {
     let m = &crate::metrics::METRICS;
     let now = clock.now();
+    if let Some(until) = attempt.held_until {
+        return record_held(store, &mut entry, until, attempt.throttled);
+    }
     let mut newly_refused = Vec::new();
     let mut temporary = Vec::new();
     let mut accepted = Vec::new();
@@ -749,6 +879,27 @@ fn record_attempt(
         store.flush()?;
     }
     Ok(())
+}
+
+/// An entry the pacer held back (a full window, or the provider's
+/// throttling): it is not an attempt and keeps its place in the queue
+/// (`not_before` unchanged), so it goes first when sending resumes. Only
+/// the provider's answer is kept, as its last error.
+fn record_held(
+    store: &Arc<dyn Store>,
+    entry: &mut OutboxEntry,
+    until: u64,
+    throttled: Option<String>,
+) -> Result<(), crate::store::StoreError> {
+    let mid = &entry.mail.message_id;
+    let Some(why) = throttled else {
+        tracing::debug!(message_id = %mid, until = %crate::workflow::rfc3339(until), "mail waits for the sending limit's window");
+        return Ok(());
+    };
+    crate::metrics::add(&crate::metrics::METRICS.smtp_throttled, 1);
+    tracing::warn!(message_id = %mid, error = %why, paused_until = %crate::workflow::rfc3339(until), "the provider throttled the sender; pausing all sending, queue order kept, nothing given up");
+    entry.last_error = Some(format!("throttled by the provider: {why}"));
+    store.mark_retry(entry)
 }
 
 /// Recipients with the server's answers, as one error text:
