@@ -24,6 +24,15 @@
 # delivery (transport "bouncer", a pipe that exits 67 = EX_NOUSER), so
 # Postfix itself sends a real bounce (DSN, null sender) to the envelope
 # sender. (The "error" transport would be refused at RCPT already.)
+# Pipe delivery: mail to PIPE_ADDRESSES (and their +tag forms) goes to
+# Postfix's pipe(8) transport "liaisonpipe", which runs $MS_DIR/pipe-deliver
+# as user PIPE_USER with the message on stdin, as an operator's Postfix
+# hands mail to `liaison deliver`. The tests write that script (it names
+# their binary and config); until one does, such mail is deferred.
+# No custom keywords: NO_KEYWORD_USERS have the ACL plugin with every right
+# on their own mailboxes except "w" (write flags other than \Seen and
+# \Deleted), so their PERMANENTFLAGS lack \* and keywords, as on Exchange
+# Online; moving and expunging work.
 #
 # Usage: tests/mailstack.sh up|down|status|install
 #   install  apt-get install the packages (quick no-op when already installed)
@@ -60,12 +69,16 @@ USERS=(
   carol@contoso.test
   dave@fabrikam.test
   dotted@liaison.test
+  nokeywords@liaison.test
 )
 # Users whose IMAP hierarchy separator is "." instead of the instance's "/"
 # (Dovecot's Maildir default, as many hosted servers have it), for the tests
 # of folder names. A per-user override: the passdb's userdb_ extra field.
 DOT_SEPARATOR_USERS=(dotted@liaison.test)
 PASSWORD="liaison-dev"
+NO_KEYWORD_USERS=(nokeywords@liaison.test)
+PIPE_ADDRESSES=(pipe-invites@liaison.test)
+PIPE_USER=liaisond            # runs the pipe (created if missing); never root
 BOUNCING=(gone@contoso.test)  # accepted, then bounced by Postfix (see above)
 DOMAINS=(liaison.test contoso.test fabrikam.test greylist.test)   # domains of USERS are added too
 # Domains whose every recipient is refused temporarily at RCPT time.
@@ -180,10 +193,13 @@ do_install() {
     restore_policy
     trap - EXIT
   fi
-  if ! id -u "$MAIL_USER" >/dev/null 2>&1; then
-    useradd --system --user-group --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin "$MAIL_USER"
-  fi
+  local u
+  for u in "$MAIL_USER" "$PIPE_USER"; do
+    if ! id -u "$u" >/dev/null 2>&1; then
+      useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin "$u"
+    fi
+  done
   stop_system_instances
 }
 
@@ -246,6 +262,8 @@ virtual_mailbox_maps = texthash:$PF_CONF/vmailbox
 transport_maps = texthash:$PF_CONF/transport
 virtual_transport = lmtp:unix:$DC_BASE/lmtp
 lmtp_destination_recipient_limit = 50
+# One recipient per pipe run: the D flag (Delivered-To) needs it.
+liaisonpipe_destination_recipient_limit = 1
 
 # Anyone on loopback may submit, but only to our domains.
 smtpd_relay_restrictions = reject_unauth_destination
@@ -293,6 +311,8 @@ scache            unix       -       -      n      -      1       scache
 postlog           unix-dgram n       -      n      -      1       postlogd
 bouncer           unix       -       n      n      -      -       pipe
   flags=q user=nobody argv=/bin/sh -c { echo 5.1.1 mailbox unavailable, Liaison test stack bounces it; exit 67 }
+liaisonpipe       unix       -       n      n      -      -       pipe
+  flags=DRq user=$PIPE_USER argv=$MS_DIR/pipe-deliver
 EOF
 
   : >"$PF_CONF/vmailbox.new"
@@ -302,6 +322,10 @@ EOF
   for u in "${BOUNCING[@]}"; do
     printf '%s OK\n' "$u" >>"$PF_CONF/vmailbox.new"
     printf '%s bouncer:\n' "$u" >>"$PF_CONF/transport.new"
+  done
+  for u in "${PIPE_ADDRESSES[@]}"; do
+    printf '%s OK\n' "$u" >>"$PF_CONF/vmailbox.new"
+    printf '%s liaisonpipe:\n' "$u" >>"$PF_CONF/transport.new"
   done
   : >"$PF_CONF/greylist.new"
   local d
@@ -333,8 +357,12 @@ write_dovecot_config() {
   for u in "${USERS[@]}"; do
     extra=""
     [[ " ${DOT_SEPARATOR_USERS[*]} " == *" $u "* ]] && extra="::::::userdb_namespace/inbox/separator=."
+    [[ " ${NO_KEYWORD_USERS[*]} " == *" $u "* ]] && extra="::::::userdb_mail_plugins=acl userdb_acl=vfile:$MS_DIR/acl-nokeywords"
     printf '%s:{PLAIN}%s%s\n' "$u" "$PASSWORD" "$extra" >>"$tmp"
   done
+  # Global ACL for NO_KEYWORD_USERS: the owner has every right but "w".
+  printf '* owner lrstipekxa\n' >"$MS_DIR/acl-nokeywords"
+  chmod 0644 "$MS_DIR/acl-nokeywords"
   chown root:dovecot "$tmp" 2>/dev/null || true
   chmod 0640 "$tmp"
   if [[ -f $DC_USERS ]] && cmp -s "$tmp" "$DC_USERS"; then rm -f "$tmp"; else mv -f "$tmp" "$DC_USERS"; fi
