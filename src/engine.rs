@@ -645,6 +645,63 @@ impl Engine {
             .collect())
     }
 
+    /// Processes one message the MTA handed over (`liaison deliver`): the
+    /// same dedupe, decision and commit as a fetched one, without a cursor
+    /// (the MTA's retry is deduped by the mail's key instead). A message
+    /// over the size limit, or one that cannot be parsed, is quarantined
+    /// under a key from its digest, so a retry of it lands on the same
+    /// record. A panic (a bug) quarantines it too, with the reason. Does
+    /// not flush.
+    pub fn process_piped(
+        &self,
+        inbox: &str,
+        raw: &[u8],
+        size: u64,
+        digest: &str,
+    ) -> Result<Outcome, EngineError> {
+        let key = format!("quarantine:{inbox}:pipe:{}", &digest[..digest.len().min(32)]);
+        let limit = self.config.security.max_message_bytes;
+        if size > limit as u64 {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            return self.record(
+                key,
+                "quarantined",
+                format!("message is {size} bytes, over the limit of {limit} bytes; not read"),
+                self.clock.now(),
+                None,
+                None,
+            );
+        }
+        let parsed = crate::inbound::parse(raw, limit);
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            #[cfg(debug_assertions)]
+            test_fault(&parsed);
+            self.process_with(&self.config, None, raw, parsed, key.clone(), None)
+        }));
+        match run {
+            Ok(outcome) => outcome,
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                tracing::error!(inbox = %inbox, panic = %message, "processing a piped mail panicked; quarantining it");
+                crate::metrics::add(&crate::metrics::METRICS.processing_panics, 1);
+                self.record(
+                    key,
+                    "quarantined",
+                    format!("internal error while processing: {message}; please report"),
+                    self.clock.now(),
+                    None,
+                    Some(raw),
+                )
+            }
+        }
+    }
+
+    /// Whether the configuration names an inbox `name`.
+    pub fn has_inbox(&self, name: &str) -> bool {
+        self.config.inboxes.iter().any(|i| i.name == name)
+    }
+
     /// The configured size limit for inbound messages.
     pub fn max_message_bytes(&self) -> usize {
         self.config.security.max_message_bytes
