@@ -109,6 +109,20 @@ pub enum Request {
         /// Customer address.
         customer: String,
     },
+    /// A message handed over by the MTA (`liaison deliver`). The request
+    /// line is followed by exactly `bytes` bytes of the raw message (not
+    /// JSON: a mail may be 10 MiB, and need not be UTF-8).
+    Deliver {
+        /// The configured inbox it counts as.
+        inbox: String,
+        /// Bytes of the message that follow the line (0 when it is over
+        /// the size limit and was not kept).
+        bytes: u64,
+        /// The message's whole size.
+        size: u64,
+        /// SHA-256 of the whole message, hex.
+        digest: String,
+    },
 }
 
 /// One ticket as the CLI lists it.
@@ -341,7 +355,10 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
                 .collect();
             Ok(serde_json::Value::Array(rows))
         }
-        Request::Import { .. } | Request::Release { .. } | Request::HeldRelease { .. } => {
+        Request::Import { .. }
+        | Request::Release { .. }
+        | Request::HeldRelease { .. }
+        | Request::Deliver { .. } => {
             Err("this request needs the engine".into())
         }
         Request::History { customer } => {
@@ -531,6 +548,20 @@ pub async fn serve(
                             }
                         };
                         let reply = match serde_json::from_str::<Request>(&line) {
+                            Ok(Request::Deliver { inbox, bytes, size, digest }) => {
+                                match take_delivery(&engine, &durable, &mut reader, inbox, bytes, size, digest).await {
+                                    Ok(v) => serde_json::json!({"ok": v}),
+                                    Err(e) => {
+                                        // The body may be unread: nothing
+                                        // more on this connection can be
+                                        // framed.
+                                        let mut out = serde_json::json!({"error": e}).to_string();
+                                        out.push('\n');
+                                        let _ = w.write_all(out.as_bytes()).await;
+                                        break;
+                                    }
+                                }
+                            }
                             Ok(Request::Import { partner, rows, draft, key }) => {
                                 match import_batch(&engine, &durable, &partner, &rows, draft, &key) {
                                     Ok(v) => serde_json::json!({"ok": v}),
@@ -570,8 +601,53 @@ pub async fn serve(
     Ok(())
 }
 
+/// Reads the body of a `deliver` request (`bytes` raw bytes after its
+/// line, at most the engine's size limit) and has the engine take it, on a
+/// blocking thread. An error closes the connection (the body may be
+/// unread).
+async fn take_delivery<R: tokio::io::AsyncRead + Unpin>(
+    engine: &Arc<crate::engine::Engine>,
+    durable: &watch::Sender<u64>,
+    reader: &mut R,
+    inbox: String,
+    bytes: u64,
+    size: u64,
+    digest: String,
+) -> Result<serde_json::Value, String> {
+    use tokio::io::AsyncReadExt;
+    let limit = engine.max_message_bytes() as u64;
+    if bytes > limit || bytes > size {
+        return Err(format!(
+            "bad request: a delivered message carries at most {limit} bytes (its size is {size}), not {bytes}"
+        ));
+    }
+    let mut raw = vec![0u8; bytes as usize];
+    reader
+        .read_exact(&mut raw)
+        .await
+        .map_err(|e| format!("bad request: the message ended early: {e}"))?;
+    let message = crate::deliver::PipedMessage { raw, size, digest };
+    let (engine, durable) = (engine.clone(), durable.clone());
+    let taken = tokio::task::spawn_blocking(move || {
+        crate::deliver::take(&engine, &durable, &inbox, &message)
+    })
+    .await
+    .map_err(|e| format!("processing failed: {e}"))??;
+    serde_json::to_value(taken).map_err(|e| e.to_string())
+}
+
 /// Sends one request to a running daemon.
 pub async fn request(path: &Path, req: &Request) -> Result<serde_json::Value, AdminError> {
+    request_with_body(path, req, &[]).await
+}
+
+/// Sends one request to a running daemon, followed by `body` (the raw
+/// message of a `deliver` request; empty for every other request).
+pub async fn request_with_body(
+    path: &Path,
+    req: &Request,
+    body: &[u8],
+) -> Result<serde_json::Value, AdminError> {
     let io = |source| AdminError::Io {
         path: path.to_owned(),
         source,
@@ -581,6 +657,9 @@ pub async fn request(path: &Path, req: &Request) -> Result<serde_json::Value, Ad
     let mut line = serde_json::to_string(req).expect("requests serialise");
     line.push('\n');
     w.write_all(line.as_bytes()).await.map_err(io)?;
+    if !body.is_empty() {
+        w.write_all(body).await.map_err(io)?;
+    }
     let mut lines = BufReader::new(r).lines();
     let reply = lines
         .next_line()

@@ -49,6 +49,7 @@ pub mod command;
 pub mod compose;
 pub mod config;
 pub mod daemon;
+pub mod deliver;
 pub mod dsn;
 pub mod engine;
 pub mod http;

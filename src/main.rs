@@ -206,6 +206,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Take one message from the MTA on standard input (a Postfix `pipe`
+    /// transport, a `.forward` line) as if fetched from inbox NAME.
+    ///
+    /// Through the running daemon when one runs, else straight into the
+    /// store. Exit status (sysexits): 0 processed, quarantined or already
+    /// processed; 75 try again later (store or daemon unreachable or busy);
+    /// 64 unknown --inbox.
+    Deliver {
+        /// The configured inbox (`[[inbox]] name`) the message counts as.
+        #[arg(long)]
+        inbox: String,
+    },
     /// Preview a template rendered with its sample data.
     ///
     /// Prints the subject, the plain-text part and the HTML part, or with
@@ -281,6 +293,20 @@ async fn real_main(cli: Cli) -> Result<()> {
                 .context("the daemon stopped with an error")?;
         }
         Cmd::CheckConfig { offline, json } => check_config(&cli.config, offline, json).await?,
+        Cmd::Deliver { inbox } => {
+            // The MTA reads only the exit status: an unreadable config is
+            // an operator's fix away, so the MTA keeps the mail (75).
+            let status = match Config::load(&cli.config) {
+                Ok(config) => liaison::deliver::run(&config, &inbox).await as i32,
+                Err(e) => {
+                    println!("liaison deliver: {e}");
+                    liaison::deliver::ExitStatus::TempFail as i32
+                }
+            };
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            std::process::exit(status);
+        }
         Cmd::Render {
             template,
             locale,
