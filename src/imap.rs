@@ -820,23 +820,22 @@ impl Folders {
 }
 
 /// For `check-config`: logs in, selects the mailbox (read-write, as the
-/// daemon does: a read-only EXAMINE lists no permanent flags at all) and
-/// says how processed mail will be marked there, so an operator learns
-/// before the first mail that Exchange-like servers get moves instead of
-/// keywords.
-pub async fn check_mailbox(cfg: &InboxConfig) -> Result<String, ImapError> {
+/// daemon does: a read-only EXAMINE lists no permanent flags at all) and,
+/// when processed mail will be moved instead of marked with the configured
+/// keyword (Exchange-like servers), says so, so the operator learns it
+/// before the first mail.
+pub async fn check_mailbox(cfg: &InboxConfig) -> Result<Option<String>, ImapError> {
     let mut session = connect(cfg).await?;
     let checked = async {
         let folders = Folders::on_server(cfg, &mut session).await;
         let mailbox = timed(cfg, "SELECT", session.select(&cfg.mailbox)).await?;
-        Ok::<_, ImapError>(match folders.without_keywords(&mailbox.permanent_flags) {
-            Some(moved) => format!(
+        Ok::<_, ImapError>(folders.without_keywords(&mailbox.permanent_flags).map(|moved| {
+            format!(
                 "the server allows no custom keywords here (PERMANENTFLAGS without \\*): processed mail will be moved to {} instead of marked with {}",
                 moved.processed_name(),
                 folders.processed_name()
-            ),
-            None => format!("processed mail: {}", folders.processed_name()),
-        })
+            )
+        }))
     }
     .await;
     let _ = timed(cfg, "LOGOUT", session.logout()).await;

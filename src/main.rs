@@ -591,6 +591,10 @@ struct Check {
     ok: bool,
     /// Why it failed.
     error: Option<String>,
+    /// What the operator should know although it passed (a server quirk
+    /// Liaison works around).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 impl Check {
@@ -600,6 +604,7 @@ impl Check {
             target,
             ok: result.is_ok(),
             error: result.err(),
+            note: None,
         }
     }
 }
@@ -642,14 +647,18 @@ async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> {
                 let imap = futures::future::join_all(config.inboxes.iter().map(check_imap));
                 let (imap, smtp) = tokio::join!(imap, check_smtp(&config.smtp));
                 for (inbox, result) in config.inboxes.iter().zip(imap) {
-                    checks.push(Check::new(
+                    let (result, note) = match result {
+                        Ok(note) => (Ok(()), note),
+                        Err(e) => (Err(e), None),
+                    };
+                    checks.push(Check { note, ..Check::new(
                         "imap",
                         format!(
                             "{} ({} at {}:{}, mailbox {})",
                             inbox.name, inbox.username, inbox.host, inbox.port, inbox.mailbox
                         ),
                         result,
-                    ));
+                    )});
                 }
                 checks.push(Check::new(
                     "smtp",
@@ -664,7 +673,10 @@ async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> {
     } else {
         for c in &checks {
             match &c.error {
-                None => println!("{} {}: ok", c.check, c.target),
+                None => match &c.note {
+                    None => println!("{} {}: ok", c.check, c.target),
+                    Some(note) => println!("{} {}: ok ({note})", c.check, c.target),
+                },
                 Some(e) => println!("{} {}: FAILED: {e}", c.check, c.target),
             }
         }
@@ -679,8 +691,20 @@ async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Logs in, opens the mailbox, logs out; says how processed mail will be
+/// marked when the server needs the fallback to moves (no custom
+/// keywords), which needs a read-write SELECT to see.
+async fn check_imap(cfg: &InboxConfig) -> Result<Option<String>, String> {
+    if let liaison::config::ProcessedMark::Keyword(_) = cfg.processed {
+        return liaison::imap::check_mailbox(cfg)
+            .await
+            .map_err(|e| e.to_string());
+    }
+    check_imap_read_only(cfg).await.map(|()| None)
+}
+
 /// Logs in, opens the mailbox read-only, logs out.
-async fn check_imap(cfg: &InboxConfig) -> Result<(), String> {
+async fn check_imap_read_only(cfg: &InboxConfig) -> Result<(), String> {
     let mut session = liaison::imap::connect(cfg)
         .await
         .map_err(|e| e.to_string())?;

@@ -111,6 +111,10 @@ TLS_DIR="$MS_DIR/tls"
 MAIL_DIR="$MS_DIR/mail"
 LOG_DIR="$MS_DIR/log"
 
+# Set by write_config when it changed a file the running servers read.
+PF_CHANGED=0
+DC_CHANGED=0
+
 log() { printf 'mailstack: %s\n' "$*" >&2; }
 die() { printf 'mailstack: error: %s\n' "$*" >&2; exit 1; }
 
@@ -338,7 +342,7 @@ EOF
     if [[ -f $PF_CONF/$f ]] && cmp -s "$PF_CONF/$f.new" "$PF_CONF/$f"; then
       rm -f "$PF_CONF/$f.new"
     else
-      mv -f "$PF_CONF/$f.new" "$PF_CONF/$f"
+      mv -f "$PF_CONF/$f.new" "$PF_CONF/$f"; PF_CHANGED=1
     fi
   done
   age "$PF_CONF/main.cf" "$PF_CONF/master.cf" "$PF_CONF/vmailbox" "$PF_CONF/transport" "$PF_CONF/greylist"
@@ -446,7 +450,7 @@ protocol imap {
   mail_max_userip_connections = 100
 }
 EOF
-  if [[ -f $DC_CONF ]] && cmp -s "$DC_CONF.new" "$DC_CONF"; then rm -f "$DC_CONF.new"; else mv -f "$DC_CONF.new" "$DC_CONF"; fi
+  if [[ -f $DC_CONF ]] && cmp -s "$DC_CONF.new" "$DC_CONF"; then rm -f "$DC_CONF.new"; else mv -f "$DC_CONF.new" "$DC_CONF"; DC_CHANGED=1; fi
 }
 
 write_tls() {
@@ -577,6 +581,19 @@ do_up() {
   do_install
   if postfix_running && dovecot_running && greets "$SMTP_PORT" 220 && greets "$IMAP_PORT" '* OK' \
     && (exec 3<>"/dev/tcp/127.0.0.1/$SMTPS_PORT") 2>/dev/null; then
+    # A stack started by an older version of this script lacks users,
+    # transports or settings added since: rewrite the configuration and
+    # reload whichever server's files changed.
+    write_config
+    if (( PF_CHANGED )); then
+      log "postfix configuration changed; reloading"
+      without_inherited_fds postfix -c "$PF_CONF" reload </dev/null >>"$LOG_DIR/start.log" 2>&1 || true
+    fi
+    if (( DC_CHANGED )); then
+      log "dovecot configuration changed; reloading"
+      kill -HUP "$(dovecot_pid)" 2>/dev/null || true
+      sleep 0.5
+    fi
     summary; return 0
   fi
   write_config
