@@ -358,9 +358,7 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
         Request::Import { .. }
         | Request::Release { .. }
         | Request::HeldRelease { .. }
-        | Request::Deliver { .. } => {
-            Err("this request needs the engine".into())
-        }
+        | Request::Deliver { .. } => Err("this request needs the engine".into()),
         Request::History { customer } => {
             let c = crate::address::normalize(customer)
                 .ok_or_else(|| format!("`{customer}` is not an email address"))?;

@@ -659,7 +659,10 @@ impl Engine {
         size: u64,
         digest: &str,
     ) -> Result<Outcome, EngineError> {
-        let key = format!("quarantine:{inbox}:pipe:{}", &digest[..digest.len().min(32)]);
+        let key = format!(
+            "quarantine:{inbox}:pipe:{}",
+            &digest[..digest.len().min(32)]
+        );
         let limit = self.config.security.max_message_bytes;
         if size > limit as u64 {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());

@@ -1034,8 +1034,9 @@ mod tests {
             quarantine: "Liaison.Quarantine".into(),
             processed,
         };
-        let keyword =
-            folders(crate::config::ProcessedMark::Keyword("$LiaisonProcessed".into()));
+        let keyword = folders(crate::config::ProcessedMark::Keyword(
+            "$LiaisonProcessed".into(),
+        ));
         // Exchange Online: system flags and $MDNSent, no \*.
         let exchange = [
             Flag::Seen,

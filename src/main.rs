@@ -651,14 +651,17 @@ async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> {
                         Ok(note) => (Ok(()), note),
                         Err(e) => (Err(e), None),
                     };
-                    checks.push(Check { note, ..Check::new(
-                        "imap",
-                        format!(
-                            "{} ({} at {}:{}, mailbox {})",
-                            inbox.name, inbox.username, inbox.host, inbox.port, inbox.mailbox
-                        ),
-                        result,
-                    )});
+                    checks.push(Check {
+                        note,
+                        ..Check::new(
+                            "imap",
+                            format!(
+                                "{} ({} at {}:{}, mailbox {})",
+                                inbox.name, inbox.username, inbox.host, inbox.port, inbox.mailbox
+                            ),
+                            result,
+                        )
+                    });
                 }
                 checks.push(Check::new(
                     "smtp",

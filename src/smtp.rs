@@ -538,10 +538,7 @@ pub async fn run_outbox(
     // flushed them, so it may move its own watermark past them.
     let mut own = 0u64;
     let domains = std::sync::Mutex::new(DomainBackoff::default());
-    let pacer = std::sync::Mutex::new(crate::pacing::Pacer::new(
-        mailer.limits,
-        pacing_windows(),
-    ));
+    let pacer = std::sync::Mutex::new(crate::pacing::Pacer::new(mailer.limits, pacing_windows()));
     if mailer.limits.any() {
         tracing::info!(
             max_per_minute = ?mailer.limits.max_per_minute,
@@ -773,9 +770,7 @@ async fn deliver_due(
 /// The provider's throttling answer in a delivery's result, if it is one
 /// ([`crate::pacing::is_provider_throttling`]): to the whole transaction,
 /// or a `421` or quota answer to a recipient.
-fn throttling_answer(
-    delivered: &Result<Vec<(String, RcptOutcome)>, SmtpError>,
-) -> Option<String> {
+fn throttling_answer(delivered: &Result<Vec<(String, RcptOutcome)>, SmtpError>) -> Option<String> {
     match delivered {
         Err(SmtpError::Send { reason, .. }) => {
             crate::pacing::is_provider_throttling(reason, true).then(|| reason.clone())
