@@ -188,6 +188,9 @@ pub struct SmtpConfig {
     pub timeout_secs: u64,
     /// Parallel SMTP connections kept in the pool.
     pub max_connections: u32,
+    /// The provider's sending limits (`max_per_minute`,
+    /// `max_recipients_per_day`), kept by the outbox.
+    pub limits: crate::pacing::SendLimits,
 }
 
 /// `[addresses]`: Liaison's own mail addresses.
@@ -427,6 +430,8 @@ struct RawSmtp {
     timeout_secs: u64,
     #[serde(default = "default_smtp_connections")]
     max_connections: u32,
+    max_per_minute: Option<u32>,
+    max_recipients_per_day: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -656,6 +661,18 @@ impl Config {
         if s.max_connections == 0 {
             return Err(invalid("smtp.max_connections", "must be at least 1"));
         }
+        if s.max_per_minute == Some(0) {
+            return Err(invalid(
+                "smtp.max_per_minute",
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
+        if s.max_recipients_per_day == Some(0) {
+            return Err(invalid(
+                "smtp.max_recipients_per_day",
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
         let smtp_password =
             resolve_secret("smtp.password", s.password, s.password_env, s.password_file)?;
         if smtp_password.is_some() && s.username.is_none() {
@@ -673,6 +690,10 @@ impl Config {
             password: smtp_password,
             timeout_secs: s.timeout_secs,
             max_connections: s.max_connections,
+            limits: crate::pacing::SendLimits {
+                max_per_minute: s.max_per_minute,
+                max_recipients_per_day: s.max_recipients_per_day,
+            },
         };
 
         let a = raw.addresses;

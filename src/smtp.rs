@@ -168,15 +168,8 @@ impl Mailer {
             idle: Default::default(),
             timeout: Duration::from_secs(cfg.timeout_secs),
             parallel: cfg.max_connections.max(1) as usize,
-            limits: crate::pacing::SendLimits::default(),
+            limits: cfg.limits,
         })
-    }
-
-    /// This client, keeping the provider's sending limits `limits`
-    /// (`smtp.max_per_minute`, `smtp.max_recipients_per_day`).
-    pub fn with_limits(mut self, limits: crate::pacing::SendLimits) -> Self {
-        self.limits = limits;
-        self
     }
 
     /// A new connection: TCP with `TCP_NODELAY`, TLS as configured, EHLO,

@@ -24,6 +24,7 @@ fn smtp(port: u16, tls: TlsMode, trust_stack_ca: bool) -> SmtpConfig {
         password: None,
         timeout_secs: 10,
         max_connections: 2,
+        limits: Default::default(),
     }
 }
 
