@@ -23,10 +23,9 @@
 //! Success is only answered after the commit is flushed, so a 0 never
 //! stands for a message a crash could still lose.
 
-use crate::config::Config;
+use liaison_core::config::Config;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// sysexits(3) exit statuses of `liaison deliver`.
@@ -60,12 +59,12 @@ pub enum DeliverError {
     /// The running daemon did not answer in time.
     #[error("the running daemon did not answer within {0} s (busy); the MTA will retry")]
     Busy(u64),
-    /// No daemon runs, and the store could not be used.
+    /// No daemon runs, and the store or the templates could not be used.
+    #[error(transparent)]
+    Offline(#[from] crate::daemon::DaemonError),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// No daemon runs, and the templates could not be loaded.
-    #[error(transparent)]
-    Templates(#[from] crate::templates::TemplateError),
     /// Processing failed in the store.
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
@@ -162,7 +161,7 @@ pub async fn deliver(
                 .join(", "),
         });
     }
-    let request = crate::admin::Request::Deliver {
+    let request = crate::io::admin::Request::Deliver {
         inbox: inbox.to_string(),
         bytes: message.raw.len() as u64,
         size: message.size,
@@ -170,14 +169,14 @@ pub async fn deliver(
     };
     let asked = tokio::time::timeout(
         DAEMON_ANSWER_TIMEOUT,
-        crate::admin::request_with_body(&config.admin_socket, &request, &message.raw),
+        crate::io::admin::request_with_body(&config.admin_socket, &request, &message.raw),
     )
     .await;
     match asked {
         Ok(Ok(v)) => serde_json::from_value(v).map_err(|e| DeliverError::Daemon(e.to_string())),
         // No daemon listens (no socket, or one left by a daemon that was
         // killed): the store is ours to open, if nobody else has it.
-        Ok(Err(crate::admin::AdminError::Io { source, .. }))
+        Ok(Err(crate::io::admin::AdminError::Io { source, .. }))
             if matches!(
                 source.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
@@ -201,18 +200,7 @@ pub fn deliver_to_store(
     inbox: &str,
     message: &PipedMessage,
 ) -> Result<Delivered, DeliverError> {
-    let store = crate::store::SledStore::open(
-        &config.store.path,
-        config.store.cache_capacity_bytes,
-        &config.admin_socket,
-    )?;
-    let templates = crate::templates::Templates::load(&config.templates_dir)?;
-    let engine = crate::engine::Engine::new(
-        Arc::new(config.clone()),
-        Arc::new(store),
-        templates,
-        Arc::new(crate::clock::SystemClock),
-    );
+    let engine = crate::daemon::offline_engine(config)?;
     let outcome = engine.process_piped(inbox, &message.raw, message.size, &message.digest)?;
     engine.store().flush()?;
     Ok(Delivered {
@@ -266,8 +254,8 @@ pub async fn run(config: &Config, inbox: &str) -> ExitStatus {
             println!(
                 "liaison deliver: {} {} ({})",
                 d.class,
-                crate::admin::printable(&d.key),
-                crate::admin::printable(&d.summary)
+                crate::io::admin::printable(&d.key),
+                crate::io::admin::printable(&d.summary)
             );
             ExitStatus::Delivered
         }
