@@ -160,7 +160,7 @@ async fn a_throttling_provider_loses_nothing_and_the_order_and_pace_are_kept() {
     let transcript = wait_for(PARTNER1, "transcript", |m| m.subject.contains(subject)).await;
     // The transcript says when the last invitation goes out.
     assert!(
-        true || transcript.text.contains("sending limit"),
+        transcript.text.contains("The provider's sending limit (3 messages a minute, 10000 recipients a day) paces these mails: with 9 in the queue, the last should go out at about "),
         "{}",
         transcript.text
     );
@@ -231,5 +231,23 @@ async fn a_throttling_provider_loses_nothing_and_the_order_and_pace_are_kept() {
     assert!(
         span >= Duration::from_secs(windows * MINUTE_SECS - 1),
         "9 mails within {span:?}: {seen:?}"
+    );
+
+    // A CSV import says the same when its invitations are paced.
+    let csv = daemon.dir.join("customers.csv");
+    // Seven: however many the outbox sends at once (3), the rest wait.
+    let rows: String = (11..=17)
+        .map(|i| format!("alice+{i}@contoso.test\n"))
+        .collect();
+    std::fs::write(&csv, format!("email\n{rows}")).unwrap();
+    let (ok, out, err) = daemon.cli(&["import", csv.to_str().unwrap(), "--partner", "northwind"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("7 of 7 rows invited, 0 failed"), "{out}");
+    assert!(
+        out.lines().any(
+            |l| l.starts_with("The provider's sending limit (3 messages a minute")
+                && l.contains("the last should go out at about ")
+        ),
+        "{out}"
     );
 }

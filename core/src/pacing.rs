@@ -264,6 +264,42 @@ pub fn last_send_estimate(
     (at >= now + windows.minute_secs).then_some(at)
 }
 
+/// The sentence a transcript (or `liaison import`) adds when the sending
+/// limits delay the mails just queued: when the last of them should go out.
+/// `queued` mails were pending before them; `new_mails` were just queued,
+/// to `new_recipients` recipients. `None` when no limit is set or they all
+/// go out within the first minute.
+pub fn last_send_note(
+    limits: SendLimits,
+    now: u64,
+    queued: u64,
+    new_mails: u64,
+    new_recipients: u64,
+) -> Option<String> {
+    let at = last_send_estimate(
+        limits,
+        Windows::default(),
+        now,
+        queued,
+        new_mails,
+        new_recipients,
+    )?;
+    let mut limit = Vec::new();
+    if let Some(n) = limits.max_per_minute {
+        limit.push(format!("{n} messages a minute"));
+    }
+    if let Some(n) = limits.max_recipients_per_day {
+        limit.push(format!("{n} recipients a day"));
+    }
+    Some(format!(
+        "The provider's sending limit ({}) paces these mails: with {} in the queue, the last \
+         should go out at about {}.",
+        limit.join(", "),
+        queued + new_mails,
+        crate::model::time::rfc3339(at)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,5 +462,13 @@ mod tests {
             None
         );
         assert_eq!(last_send_estimate(limits, w, 0, 50, 0, 0), None);
+        let note = last_send_note(limits, 0, 200, 1000, 1000).unwrap();
+        assert!(
+            note.contains("(30 messages a minute, 10000 recipients a day)")
+                && note.contains("with 1200 in the queue")
+                && note.contains("at about 1970-01-01T00:39:00Z"),
+            "{note}"
+        );
+        assert_eq!(last_send_note(limits, 0, 0, 3, 3), None);
     }
 }
