@@ -143,6 +143,20 @@ pub struct Delivered {
 /// the MTA a queue run.
 pub const DAEMON_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// [`DAEMON_ANSWER_TIMEOUT`], except in debug builds run with
+/// `LIAISON_TEST_DELIVER_TIMEOUT_SECS` set: the end-to-end test of a busy
+/// daemon does not wait a minute. Release builds have no such knob.
+fn daemon_answer_timeout() -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(secs) = std::env::var("LIAISON_TEST_DELIVER_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return Duration::from_secs(secs);
+    }
+    DAEMON_ANSWER_TIMEOUT
+}
+
 /// Hands `message` to the running daemon, or, when none runs, processes it
 /// in the store directly.
 pub async fn deliver(
@@ -167,8 +181,9 @@ pub async fn deliver(
         size: message.size,
         digest: message.digest.clone(),
     };
+    let timeout = daemon_answer_timeout();
     let asked = tokio::time::timeout(
-        DAEMON_ANSWER_TIMEOUT,
+        timeout,
         crate::io::admin::request_with_body(&config.admin_socket, &request, &message.raw),
     )
     .await;
@@ -189,7 +204,7 @@ pub async fn deliver(
                 .map_err(|e| DeliverError::Daemon(format!("processing failed: {e}")))?
         }
         Ok(Err(e)) => Err(DeliverError::Daemon(e.to_string())),
-        Err(_) => Err(DeliverError::Busy(DAEMON_ANSWER_TIMEOUT.as_secs())),
+        Err(_) => Err(DeliverError::Busy(timeout.as_secs())),
     }
 }
 

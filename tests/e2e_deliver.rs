@@ -162,6 +162,41 @@ async fn deliver_takes_mail_through_the_daemon_or_the_store_with_sysexits_status
     assert!(out.contains("liaison deliver: command "), "{out}");
     let _ = std::fs::remove_file(daemon.dir.join("store.sock"));
 
+    // 5. Something listens on the socket but never answers (a daemon
+    //    stuck or overloaded): EX_TEMPFAIL once the wait is over, and the
+    //    store is not touched behind its back.
+    {
+        let sock = daemon.dir.join("store.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let busy = mail(PARTNER1, COMMANDS, "piped busy", "", "status\n");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_liaison"))
+            .arg("--config")
+            .arg(&config)
+            .args(["deliver", "--inbox", "commands"])
+            .env("LIAISON_TEST_DELIVER_TIMEOUT_SECS", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(busy.as_bytes())
+            .unwrap();
+        // Accept and hold the connection without answering.
+        let (_held, _) = listener.accept().unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(75), "{text}");
+        assert!(text.contains("did not answer within 1 s"), "{text}");
+        drop(listener);
+        let _ = std::fs::remove_file(&sock);
+        let stats = cli(&config, &["stats"]);
+        assert_eq!(processed(&stats, "command"), 4, "{stats}");
+    }
+
     // The daemon starts and sends what was queued meanwhile, once each.
     daemon.spawn();
     for n in 2..=4 {
