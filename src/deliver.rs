@@ -56,6 +56,9 @@ pub enum DeliverError {
     /// The running daemon refused or failed.
     #[error("the running daemon did not take the message: {0}")]
     Daemon(String),
+    /// The mail is quarantined but cannot be kept: the MTA must keep it.
+    #[error("not taken now: {0}")]
+    NoRoom(String),
     /// The running daemon did not answer in time.
     #[error("the running daemon did not answer within {0} s (busy); the MTA will retry")]
     Busy(u64),
@@ -216,7 +219,9 @@ pub fn deliver_to_store(
     message: &PipedMessage,
 ) -> Result<Delivered, DeliverError> {
     let engine = crate::daemon::offline_engine(config)?;
-    let outcome = engine.process_piped(inbox, &message.raw, message.size, &message.digest)?;
+    let outcome = engine
+        .process_piped(inbox, &message.raw, message.size, &message.digest)?
+        .map_err(DeliverError::NoRoom)?;
     engine.store().flush()?;
     Ok(Delivered {
         key: outcome.key,
@@ -240,7 +245,7 @@ pub fn take(
     }
     let outcome = engine
         .process_piped(inbox, &message.raw, message.size, &message.digest)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())??;
     crate::engine::flush_and_publish(engine.store().as_ref(), durable)
         .map_err(|e| e.to_string())?;
     tracing::info!(inbox = %inbox, message_id = %outcome.key, class = %outcome.class, summary = %outcome.summary, queued = outcome.queued.len(), "processed (pipe delivery)");

@@ -668,7 +668,50 @@ impl Engine {
     /// under a key from its digest, so a retry of it lands on the same
     /// record. A panic (a bug) quarantines it too, with the reason. Does
     /// not flush.
+    ///
+    /// A fetched mail that is quarantined stays in the server's quarantine
+    /// folder; a piped one exists nowhere else once the MTA is told it was
+    /// taken. So its raw bytes are kept in the store whole (past
+    /// `security.quarantine_keep_bytes`), and when they do not fit in
+    /// `security.quarantine_store_bytes` the answer is `Err(reason)`: not
+    /// taken now, the MTA keeps the mail and retries.
     pub fn process_piped(
+        &self,
+        inbox: &str,
+        raw: &[u8],
+        size: u64,
+        digest: &str,
+    ) -> Result<Result<Outcome, String>, EngineError> {
+        let outcome = self.decide_piped(inbox, raw, size, digest)?;
+        if outcome.class != "quarantined" || raw.is_empty() {
+            return Ok(Ok(outcome));
+        }
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.store.quarantined_raw(&outcome.key)?.is_some() {
+            return Ok(Ok(outcome));
+        }
+        let limit = self.config.security.quarantine_store_bytes;
+        let used = self.store.quarantined_raw_bytes()?;
+        if used.saturating_add(raw.len() as u64) > limit {
+            return Ok(Err(format!(
+                "{} is quarantined, but its {} bytes do not fit in the store's quarantine space \
+                 ({used} of security.quarantine_store_bytes = {limit} used), and a piped mail is \
+                 kept nowhere else: release or export and restore quarantined mail, or raise the \
+                 limit",
+                outcome.key,
+                raw.len()
+            )));
+        }
+        self.store.commit(Changes {
+            quarantined_raw: vec![(outcome.key.clone(), raw.to_vec())],
+            ..Default::default()
+        })?;
+        Ok(Ok(outcome))
+    }
+
+    /// [`Engine::process_piped`] before the quarantined mail's bytes are
+    /// made sure of.
+    fn decide_piped(
         &self,
         inbox: &str,
         raw: &[u8],

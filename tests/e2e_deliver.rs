@@ -216,6 +216,40 @@ async fn deliver_takes_mail_through_the_daemon_or_the_store_with_sysexits_status
     }
 }
 
+#[test]
+fn a_quarantined_piped_mail_is_kept_whole_or_left_with_the_mta() {
+    // No daemon and no mail server: straight into the store.
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("liaison.toml");
+    std::fs::write(
+        &config,
+        config_text(tmp.path(), Transport::Plain).replace(
+            "invitation_ttl_days = 90\n",
+            "invitation_ttl_days = 90\nquarantine_keep_bytes = 1000\nquarantine_store_bytes = 5000\n",
+        ),
+    )
+    .unwrap();
+    // Malformed (no headers) and larger than quarantine_keep_bytes: a
+    // fetched one would stay in the server's quarantine folder, a piped
+    // one is kept whole in the store.
+    let first = format!("\r\n\r\n{}\r\n", "a".repeat(3000));
+    let (code, out) = deliver(&config, "commands", first.as_bytes());
+    assert_eq!(code, 0, "{out}");
+    let q = cli(&config, &["quarantine", "list", "--json"]);
+    let key = q[0]["key"].as_str().unwrap().to_string();
+    let shown = cli(&config, &["quarantine", "show", &key, "--json"]);
+    assert_eq!(shown["kept"], true, "{shown}");
+    // The next one does not fit in quarantine_store_bytes: not taken, the
+    // MTA keeps it (EX_TEMPFAIL) and says why.
+    let second = format!("\r\n\r\n{}\r\n", "b".repeat(3000));
+    let (code, out) = deliver(&config, "commands", second.as_bytes());
+    assert_eq!(code, 75, "{out}");
+    assert!(out.contains("quarantine_store_bytes"), "{out}");
+    // A retry of the first is still fine.
+    let (code, out) = deliver(&config, "commands", first.as_bytes());
+    assert_eq!(code, 0, "{out}");
+}
+
 /// A daemon run as [`PIPE_USER`], as an operator runs it beside a Postfix
 /// whose pipe transport runs as the same user (the admin socket admits its
 /// owner and root only).
