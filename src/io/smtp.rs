@@ -701,7 +701,14 @@ async fn deliver_due(
                     if let Some(why) = throttling_answer(&delivered) {
                         let until = pace().throttled(clock.now());
                         *hold() = Some(until);
-                        return (entry, Attempt::held(until, Some(why)));
+                        // Recipients that accepted must be recorded (never
+                        // sent to again): then it is an attempt like any
+                        // other, the rest retried later; the pause holds.
+                        let partly = matches!(&delivered, Ok(results)
+                            if results.iter().any(|(_, o)| *o == RcptOutcome::Accepted));
+                        if !partly {
+                            return (entry, Attempt::held(until, Some(why)));
+                        }
                     }
                     match delivered {
                         Ok(results) => {
