@@ -225,7 +225,7 @@ pub fn deliver_to_store(
     engine.store().flush()?;
     Ok(Delivered {
         key: outcome.key,
-        class: outcome.class,
+        class: outcome.class.to_string(),
         summary: outcome.summary,
         by_daemon: false,
     })
@@ -251,7 +251,7 @@ pub fn take(
     tracing::info!(inbox = %inbox, message_id = %outcome.key, class = %outcome.class, summary = %outcome.summary, queued = outcome.queued.len(), "processed (pipe delivery)");
     Ok(Delivered {
         key: outcome.key,
-        class: outcome.class,
+        class: outcome.class.to_string(),
         summary: outcome.summary,
         by_daemon: true,
     })

@@ -664,7 +664,10 @@ fn process_chunk(
                 )?,
             }
         };
-        out.push((uid, outcome.class == "quarantined"));
+        out.push((
+            uid,
+            outcome.class == liaison_core::effects::ProcessedClass::Quarantined,
+        ));
         tracing::info!(
             inbox = %inbox,
             uid,

@@ -530,7 +530,7 @@ pub async fn run_outbox(
     // Notices this task queues itself (bounces) are durable once it has
     // flushed them, so it may move its own watermark past them.
     let mut own = 0u64;
-    let domains = std::sync::Mutex::new(DomainBackoff::default());
+    let domains = Arc::new(std::sync::Mutex::new(DomainBackoff::default()));
     let pacer = std::sync::Mutex::new(liaison_core::pacing::Pacer::new(
         mailer.limits,
         pacing_windows(),
@@ -547,7 +547,7 @@ pub async fn run_outbox(
         let next_wake = match deliver_due(
             &store,
             &mailer,
-            clock.as_ref(),
+            &clock,
             &engine,
             &Limiters {
                 domains: &domains,
@@ -594,8 +594,16 @@ fn pacing_windows() -> liaison_core::pacing::Windows {
 /// What holds mail back besides each entry's own retry time: per-domain
 /// backoff, and the sender's pacing (provider limits and throttling).
 struct Limiters<'a> {
-    domains: &'a std::sync::Mutex<DomainBackoff>,
+    domains: &'a Arc<std::sync::Mutex<DomainBackoff>>,
     pacer: &'a std::sync::Mutex<liaison_core::pacing::Pacer>,
+}
+
+/// A blocking store task that did not finish (it panicked), as a store
+/// error: the outbox loop retries, as after any store error.
+fn task_failed(what: &str, e: tokio::task::JoinError) -> crate::store::StoreError {
+    crate::store::StoreError::Read(crate::store::ReadError::Backend(format!(
+        "{what} failed: {e}"
+    )))
 }
 
 /// What one attempt at an entry gave.
@@ -634,8 +642,8 @@ impl Attempt {
 async fn deliver_due(
     store: &Arc<dyn Store>,
     mailer: &Mailer,
-    clock: &dyn Clock,
-    engine: &crate::engine::Engine,
+    clock: &Arc<dyn Clock>,
+    engine: &Arc<crate::engine::Engine>,
     limiters: &Limiters<'_>,
     watermark: &mut u64,
 ) -> Result<Option<Duration>, crate::store::StoreError> {
@@ -750,11 +758,30 @@ async fn deliver_due(
             if let Some(until) = attempt.held_until {
                 held_until = Some(held_until.map_or(until, |h| h.min(until)));
             }
-            record_attempt(store, clock, engine, domains, entry, attempt)?;
+            // Recording writes and flushes the store (an fsync per mail
+            // someone accepted): synchronous work, on the blocking pool, so
+            // the other connections' sends go on meanwhile.
+            let (st, cl, en, dm) = (
+                store.clone(),
+                clock.clone(),
+                engine.clone(),
+                domains.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                record_attempt(&st, cl.as_ref(), &en, &dm, entry, attempt)
+            })
+            .await
+            .map_err(|e| task_failed("recording a delivery", e))??;
         }
         drop(sends);
-        let last = store.last_outbox_id()?;
-        store.flush()?;
+        let st = store.clone();
+        let last = tokio::task::spawn_blocking(move || {
+            let last = st.last_outbox_id()?;
+            st.flush()?;
+            Ok::<_, crate::store::StoreError>(last)
+        })
+        .await
+        .map_err(|e| task_failed("flushing the outbox", e))??;
         // Every entry read was either finished or moved to a later
         // attempt, so the next round reads what is due after them.
         *watermark = (*watermark).max(last);
