@@ -62,6 +62,23 @@
 //!    one unreferenced customer reply through `Engine::process` on that
 //!    store: the inbound hot path at this scale.
 //!
+//! 6. **Pipe delivery** (issue 13). The real binary runs as the mail
+//!    stack's pipe user (`liaisond`); invitations ask for replies to
+//!    `pipe-invites+TOKEN@`, which Postfix hands to its `pipe` transport,
+//!    which runs `liaison deliver` (through the daemon's admin socket).
+//!    6a: `samples` "Accept" replies, one at a time, from Postfix's `250`
+//!    until the relationship is `active` (polled over the admin socket
+//!    every 1 ms), beside the IDLE row 3a. Baseline: from the same `250`
+//!    until Postfix starts the pipe command (the wrapper script notes the
+//!    time), the floor any pipe consumer pays. 6b: `LIAISON_BENCH_PIPE_N`
+//!    (200) replies referencing nothing, each handed to `liaison deliver`
+//!    as an MTA would (one process per message), one at a time and 4 at a
+//!    time, with the daemon running. Baseline: starting the same binary
+//!    for `--version` per message. Part 6 uses the stack instance named
+//!    by `LIAISON_MAILSTACK_PORT_OFFSET`/`LIAISON_MAILSTACK_DIR` (its own
+//!    lock), and needs a stack started by a `tests/mailstack.sh` that has
+//!    the pipe transport.
+//!
 //! The per-address reply cap (`security.max_replies_per_hour`) is raised
 //! in every config here, so each command mail of the mix gets its
 //! transcript as intended (see [`REPLY_CAP`]).
@@ -147,7 +164,8 @@ async fn run() -> Res<()> {
     let only = std::env::var("LIAISON_BENCH_ONLY").unwrap_or_default();
     let part = |k: &str| only.trim().is_empty() || only.split(',').any(|p| p.trim() == k);
     // Part 4c needs neither the mail stack nor its lock.
-    let needs_stack = ["1", "2", "3", "4", "5"].iter().any(|k| part(k));
+    let needs_stack =
+        ["1", "2", "3", "4", "5"].iter().any(|k| part(k)) || (part("6") && pipe_port_offset() == 0);
     let _lock = if needs_stack {
         for port in [SMTP_PORT, IMAP_PORT] {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -194,6 +212,11 @@ async fn run() -> Res<()> {
     if part("5") {
         eprintln!("\n== 5. scale of state ==");
         scale(relationships, &mut table).await?;
+    }
+    if part("6") {
+        eprintln!("\n== 6. pipe delivery ==");
+        let pipe_n = env_usize("LIAISON_BENCH_PIPE_N", 200).max(10);
+        pipe_delivery(samples, pipe_n, &mut table).await?;
     }
     if !only.trim().is_empty() {
         println!("(only parts {only} of the benchmark were run)");
@@ -531,7 +554,11 @@ struct RawSmtp {
 
 impl RawSmtp {
     async fn connect() -> Res<RawSmtp> {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", SMTP_PORT)).await?;
+        Self::connect_to(SMTP_PORT).await
+    }
+
+    async fn connect_to(port: u16) -> Res<RawSmtp> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         tcp.set_nodelay(true)?;
         let (r, w) = tcp.into_split();
         let mut c = RawSmtp {
@@ -2121,5 +2148,369 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
         "",
         None,
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------- pipe delivery --
+
+/// The port offset of the mail stack instance part 6 uses
+/// (`LIAISON_MAILSTACK_PORT_OFFSET`, as the tests read it).
+fn pipe_port_offset() -> u16 {
+    std::env::var("LIAISON_MAILSTACK_PORT_OFFSET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The user Postfix's pipe transport runs as (tests/mailstack.sh).
+const PIPE_USER: &str = "liaisond";
+const PIPE_INVITES: &str = "pipe-invites@liaison.test";
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// The release binary as a daemon run by [`PIPE_USER`], with a config whose
+/// invitations address is delivered by Postfix's pipe transport.
+struct PipeDaemon {
+    child: std::process::Child,
+    config: PathBuf,
+    socket: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl PipeDaemon {
+    fn start(smtp_port: u16, imap_port: u16) -> Res<PipeDaemon> {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path();
+        let text = config_text(dir, smtp_port, 0)
+            .replace(
+                &format!("port = {IMAP_PORT}\n"),
+                &format!("port = {imap_port}\n"),
+            )
+            .replace(
+                &format!("invitations = \"{INVITES}\""),
+                &format!("invitations = \"{PIPE_INVITES}\""),
+            );
+        let config = dir.join("liaison.toml");
+        std::fs::write(&config, text)?;
+        let owner = format!("{PIPE_USER}:{PIPE_USER}");
+        let chown = std::process::Command::new("chown")
+            .args(["-R", &owner])
+            .arg(dir)
+            .status()?;
+        if !chown.success() {
+            return Err(format!(
+                "no user {PIPE_USER}: start the mail stack with tests/mailstack.sh up"
+            )
+            .into());
+        }
+        let log = std::fs::File::create(dir.join("daemon.log"))?;
+        let child = std::process::Command::new("setpriv")
+            .args([
+                &format!("--reuid={PIPE_USER}"),
+                &format!("--regid={PIPE_USER}"),
+                "--clear-groups",
+                "--",
+            ])
+            .arg(env!("CARGO_BIN_EXE_liaison"))
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env("LIAISON_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let socket = dir.join("store.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            if Instant::now() > deadline {
+                return Err("the pipe daemon did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(PipeDaemon {
+            child,
+            config,
+            socket,
+            _tmp: tmp,
+        })
+    }
+
+    async fn state(&self, customer: &str) -> Res<String> {
+        let v = liaison::io::admin::request(
+            &self.socket,
+            &Request::Status {
+                customer: customer.to_string(),
+            },
+        )
+        .await?;
+        Ok(v[0]["state"].as_str().unwrap_or("").to_string())
+    }
+
+    /// `liaison deliver --inbox invites` with `raw` on stdin, as an MTA runs
+    /// it; its exit status.
+    async fn deliver(&self, raw: Vec<u8>) -> Res<i32> {
+        let config = self.config.clone();
+        let run = move || -> std::io::Result<i32> {
+            use std::io::Write;
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_liaison"))
+                .arg("--config")
+                .arg(&config)
+                .args(["deliver", "--inbox", "invites"])
+                .env("LIAISON_LOG", "warn")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            child.stdin.take().expect("piped").write_all(&raw)?;
+            Ok(child.wait()?.code().unwrap_or(-1))
+        };
+        Ok(tokio::task::spawn_blocking(run).await??)
+    }
+}
+
+impl Drop for PipeDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn pipe_delivery(samples: usize, n: usize, table: &mut Table) -> Res<()> {
+    let off = pipe_port_offset();
+    let (smtp_port, imap_port) = (2525 + off, 1143 + off);
+    let ms_dir = PathBuf::from(
+        std::env::var("LIAISON_MAILSTACK_DIR").unwrap_or_else(|_| "/tmp/liaison-ms".into()),
+    );
+    // A private instance has its own lock; offset 0 took the shared one.
+    let _lock = if off != 0 {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join(format!("liaison-mailstack-{off}.lock")))?;
+        Some(tokio::task::spawn_blocking(move || f.lock().map(|_| f)).await??)
+    } else {
+        None
+    };
+    let mut users = vec![COMMANDS, INVITES, PARTNER1];
+    users.extend(CUSTOMERS);
+    for u in &users {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", imap_port)).await?;
+        let mut c = async_imap::Client::new(tcp);
+        c.read_response().await?;
+        let mut s = c.login(*u, PASSWORD).await.map_err(|(e, _)| e)?;
+        let m = s.select("INBOX").await?;
+        if m.exists > 0 {
+            let _: Vec<_> = s
+                .store("1:*", "+FLAGS.SILENT (\\Deleted)")
+                .await?
+                .collect()
+                .await;
+            let _: Vec<_> = s.expunge().await?.collect().await;
+        }
+        let _ = s.logout().await;
+    }
+    let d = PipeDaemon::start(smtp_port, imap_port)?;
+    let started_log = ms_dir.join("pipe-started");
+    std::fs::write(&started_log, "")?;
+    std::process::Command::new("chmod")
+        .arg("0666")
+        .arg(&started_log)
+        .status()?;
+    let script = ms_dir.join("pipe-deliver");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# Written by benches/throughput.rs (part 6).\ndate +%s%N >> {}\nexec {} --config {} deliver --inbox invites\n",
+            started_log.display(),
+            env!("CARGO_BIN_EXE_liaison"),
+            d.config.display()
+        ),
+    )?;
+    std::process::Command::new("chmod")
+        .arg("0755")
+        .arg(&script)
+        .status()?;
+
+    // Invitations through the daemon (`liaison import`), then each one's
+    // Reply-To read from the customer's mailbox.
+    let tag = format!("p{}x", now_secs());
+    let customers: Vec<String> = (0..samples)
+        .map(|i| {
+            let c = CUSTOMERS[i % 4];
+            let (local, domain) = c.split_once('@').unwrap_or((c, ""));
+            format!("{local}+{tag}{i}@{domain}")
+        })
+        .collect();
+    let csv = d.config.with_file_name("customers.csv");
+    std::fs::write(&csv, format!("email\n{}\n", customers.join("\n")))?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_liaison"))
+        .arg("--config")
+        .arg(&d.config)
+        .args(["import"])
+        .arg(&csv)
+        .args(["--partner", "northwind"])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("import: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let mut reply_to: std::collections::HashMap<String, String> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while reply_to.len() < samples {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "pipe setup: {}/{samples} invitations arrived",
+                reply_to.len()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for u in CUSTOMERS {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", imap_port)).await?;
+            let mut c = async_imap::Client::new(tcp);
+            c.read_response().await?;
+            let mut s = c.login(u, PASSWORD).await.map_err(|(e, _)| e)?;
+            let m = s.select("INBOX").await?;
+            if m.exists > 0 {
+                let mut stream = s.fetch("1:*", "BODY.PEEK[HEADER]").await?;
+                while let Some(f) = stream.next().await {
+                    let f = f?;
+                    let Some(h) = f.header() else { continue };
+                    let Some(msg) = mail_parser::MessageParser::default().parse_headers(h) else {
+                        continue;
+                    };
+                    let to = msg.to().and_then(|a| a.first()).and_then(|a| a.address());
+                    let rt = msg
+                        .reply_to()
+                        .and_then(|a| a.first())
+                        .and_then(|a| a.address());
+                    if let (Some(to), Some(rt)) = (to, rt) {
+                        reply_to.insert(to.to_ascii_lowercase(), rt.to_string());
+                    }
+                }
+            }
+            let _ = s.logout().await;
+        }
+    }
+    wait_postfix_idle("setting up the piped invitations").await;
+
+    // 6a: latency, one reply at a time.
+    let mut smtp = RawSmtp::connect_to(smtp_port).await?;
+    let (mut commit_ms, mut handover_ms) = (vec![], vec![]);
+    for (i, customer) in customers.iter().enumerate() {
+        let to = reply_to.get(customer).ok_or("no Reply-To for a customer")?;
+        let raw = format!(
+            "From: Customer {i} <{customer}>\r\nTo: Liaison <{to}>\r\n\
+             Subject: Re: Northwind Traders asks for delegated admin permissions\r\n\
+             Message-ID: <pipe.{tag}.{i}@client.test>\r\nDate: {DATE}\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\nAccept\r\n"
+        );
+        let lines_before = std::fs::read_to_string(&started_log)?.lines().count();
+        smtp.send(customer, std::slice::from_ref(to), raw.as_bytes())
+            .await?;
+        let t0 = Instant::now();
+        let t0_wall = unix_nanos();
+        let deadline = t0 + Duration::from_secs(20);
+        loop {
+            if d.state(customer).await? == "active" {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{customer} not active 20 s after its piped reply").into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        commit_ms.push(ms(t0.elapsed()));
+        let log = std::fs::read_to_string(&started_log)?;
+        if let Some(Ok(at)) = log
+            .lines()
+            .nth(lines_before)
+            .map(|l| l.trim().parse::<u128>())
+        {
+            handover_ms.push(at.saturating_sub(t0_wall) as f64 / 1e6);
+        }
+    }
+    smtp.quit().await;
+    let (p50, p95) = (pct(&commit_ms, 50.0), pct(&commit_ms, 95.0));
+    let (b50, b95) = (pct(&handover_ms, 50.0), pct(&handover_ms, 95.0));
+    table.row(
+        "6a",
+        &format!(
+            "latency: reply at Postfix → state committed, pipe delivery ({} samples)",
+            commit_ms.len()
+        ),
+        format!("p50 {p50:.1} ms, p95 {p95:.1} ms"),
+        format!("Postfix starts the pipe: p50 {b50:.1} ms, p95 {b95:.1} ms"),
+        format!("{:.1}x", p50 / b50.max(0.001)),
+        "p50 < 20 ms",
+        Some(p50 < 20.0),
+    );
+
+    // 6b: throughput of `liaison deliver` with the daemon running.
+    let raws: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            delivered(
+                INVITES,
+                &format!("someone{i}@fabrikam.test"),
+                "Someone",
+                INVITES,
+                "Re: our call",
+                &format!("pipe-tp.{tag}.{i}@client.test"),
+                "",
+                "Thanks, see you tomorrow.\n",
+            )
+        })
+        .collect();
+    let t = Instant::now();
+    for raw in raws.iter().take(n / 2) {
+        let code = d.deliver(raw.clone()).await?;
+        if code != 0 {
+            return Err(format!("liaison deliver exited {code}").into());
+        }
+    }
+    let one = (n / 2) as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let codes: Vec<Res<i32>> = futures::stream::iter(raws.iter().skip(n / 2).cloned())
+        .map(|raw| d.deliver(raw))
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    for c in codes {
+        let code = c?;
+        if code != 0 {
+            return Err(format!("liaison deliver exited {code}").into());
+        }
+    }
+    let four = (n - n / 2) as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..n / 2 {
+        let status = tokio::task::spawn_blocking(|| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_liaison"))
+                .arg("--version")
+                .stdout(std::process::Stdio::null())
+                .status()
+        })
+        .await??;
+        if !status.success() {
+            return Err("liaison --version failed".into());
+        }
+    }
+    let floor = (n / 2) as f64 / t.elapsed().as_secs_f64();
+    table.row(
+        "6b",
+        &format!("`liaison deliver` throughput, daemon running ({n} mails; 1 / 4 at a time)"),
+        format!("{one:.0} / {four:.0} mails/s"),
+        format!("{floor:.0} starts/s of the same binary (`--version`), 1 at a time"),
+        format!("{:.2}x", one / floor),
+        "",
+        None,
+    );
+    let _ = std::fs::remove_file(&script);
     Ok(())
 }

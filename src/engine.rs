@@ -753,6 +753,109 @@ impl Engine {
             .collect())
     }
 
+    /// Processes one message the MTA handed over (`liaison deliver`): the
+    /// same dedupe, decision and commit as a fetched one, without a cursor
+    /// (the MTA's retry is deduped by the mail's key instead). A message
+    /// over the size limit, or one that cannot be parsed, is quarantined
+    /// under a key from its digest, so a retry of it lands on the same
+    /// record. A panic (a bug) quarantines it too, with the reason. Does
+    /// not flush.
+    ///
+    /// A fetched mail that is quarantined stays in the server's quarantine
+    /// folder; a piped one exists nowhere else once the MTA is told it was
+    /// taken. So its raw bytes are kept in the store whole (past
+    /// `security.quarantine_keep_bytes`), and when they do not fit in
+    /// `security.quarantine_store_bytes` the answer is `Err(reason)`: not
+    /// taken now, the MTA keeps the mail and retries.
+    pub fn process_piped(
+        &self,
+        inbox: &str,
+        raw: &[u8],
+        size: u64,
+        digest: &str,
+    ) -> Result<Result<Outcome, String>, EngineError> {
+        let outcome = self.decide_piped(inbox, raw, size, digest)?;
+        if outcome.class != ProcessedClass::Quarantined || raw.is_empty() {
+            return Ok(Ok(outcome));
+        }
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.store.quarantined_raw(&outcome.key)?.is_some() {
+            return Ok(Ok(outcome));
+        }
+        let limit = self.config.security.quarantine_store_bytes;
+        let used = self.store.quarantined_raw_bytes()?;
+        if used.saturating_add(raw.len() as u64) > limit {
+            return Ok(Err(format!(
+                "{} is quarantined, but its {} bytes do not fit in the store's quarantine space \
+                 ({used} of security.quarantine_store_bytes = {limit} used), and a piped mail is \
+                 kept nowhere else: release or export and restore quarantined mail, or raise the \
+                 limit",
+                outcome.key,
+                raw.len()
+            )));
+        }
+        self.store.commit(Changes {
+            quarantined_raw: vec![(outcome.key.clone(), raw.to_vec())],
+            ..Default::default()
+        })?;
+        Ok(Ok(outcome))
+    }
+
+    /// [`Engine::process_piped`] before the quarantined mail's bytes are
+    /// made sure of.
+    fn decide_piped(
+        &self,
+        inbox: &str,
+        raw: &[u8],
+        size: u64,
+        digest: &str,
+    ) -> Result<Outcome, EngineError> {
+        let key = format!(
+            "quarantine:{inbox}:pipe:{}",
+            &digest[..digest.len().min(32)]
+        );
+        let limit = self.config.security.max_message_bytes;
+        if size > limit as u64 {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            return self.record(
+                key,
+                ProcessedClass::Quarantined,
+                format!("message is {size} bytes, over the limit of {limit} bytes; not read"),
+                self.clock.now(),
+                None,
+                None,
+            );
+        }
+        let parsed = liaison_core::mail::inbound::parse(raw, limit);
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            #[cfg(debug_assertions)]
+            test_fault(&parsed);
+            self.process_with(&self.config, None, raw, parsed, key.clone(), None)
+        }));
+        match run {
+            Ok(outcome) => outcome,
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                tracing::error!(inbox = %inbox, panic = %message, "processing a piped mail panicked; quarantining it");
+                crate::metrics::add(&crate::metrics::METRICS.processing_panics, 1);
+                self.record(
+                    key,
+                    ProcessedClass::Quarantined,
+                    format!("internal error while processing: {message}; please report"),
+                    self.clock.now(),
+                    None,
+                    Some(raw),
+                )
+            }
+        }
+    }
+
+    /// Whether the configuration names an inbox `name`.
+    pub fn has_inbox(&self, name: &str) -> bool {
+        self.config.inboxes.iter().any(|i| i.name == name)
+    }
+
     /// The configured size limit for inbound messages.
     pub fn max_message_bytes(&self) -> usize {
         self.config.security.max_message_bytes

@@ -19,6 +19,8 @@
 //!   `/healthz` on axum ([`io::http`]), and the customer landing page
 //!   ([`io::web`]).
 //! * [`engine`] — one message through the core and into the store.
+//! * [`deliver`] — `liaison deliver`: a message the MTA hands over (pipe
+//!   delivery), through the running daemon or straight into the store.
 //! * [`daemon`] — building the engine and wiring the tasks together, and
 //!   shutdown; the one composition root.
 //! * [`clock`] — the time, behind a trait.
@@ -30,6 +32,7 @@
 
 pub mod clock;
 pub mod daemon;
+pub mod deliver;
 pub mod engine;
 pub mod files;
 pub mod io;

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub mails_held: IntCounter,
     /// Mails held back now, waiting for release (gauge).
     pub held_now: IntGauge,
+    /// Throttling answers from the provider (each paused the sender).
+    pub smtp_throttled: IntCounter,
 }
 
 /// The process's metrics.
@@ -173,6 +175,10 @@ impl Default for Metrics {
                 "Mails accepted by the SMTP server.",
             ),
             smtp_failures: counter("liaison_send_failures_total", "Failed SMTP attempts."),
+            smtp_throttled: counter(
+                "liaison_smtp_throttled_total",
+                "Throttling answers from the SMTP provider; each paused all sending.",
+            ),
             imap_reconnects: counter(
                 "liaison_imap_reconnects_total",
                 "IMAP sessions that ended with an error.",

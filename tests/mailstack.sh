@@ -37,6 +37,15 @@
 # delivery (transport "bouncer", a pipe that exits 67 = EX_NOUSER), so
 # Postfix itself sends a real bounce (DSN, null sender) to the envelope
 # sender. (The "error" transport would be refused at RCPT already.)
+# Pipe delivery: mail to PIPE_ADDRESSES (and their +tag forms) goes to
+# Postfix's pipe(8) transport "liaisonpipe", which runs $MS_DIR/pipe-deliver
+# as user PIPE_USER with the message on stdin, as an operator's Postfix
+# hands mail to `liaison deliver`. The tests write that script (it names
+# their binary and config); until one does, such mail is deferred.
+# No custom keywords: NO_KEYWORD_USERS have the ACL plugin with every right
+# on their own mailboxes except "w" (write flags other than \Seen and
+# \Deleted), so their PERMANENTFLAGS lack \* and keywords, as on Exchange
+# Online; moving and expunging work.
 #
 # Usage: tests/mailstack.sh up|down|status|install
 #   install  apt-get install the packages (quick no-op when already installed)
@@ -75,12 +84,16 @@ USERS=(
   carol@contoso.test
   dave@fabrikam.test
   dotted@liaison.test
+  nokeywords@liaison.test
 )
 # Users whose IMAP hierarchy separator is "." instead of the instance's "/"
 # (Dovecot's Maildir default, as many hosted servers have it), for the tests
 # of folder names. A per-user override: the passdb's userdb_ extra field.
 DOT_SEPARATOR_USERS=(dotted@liaison.test)
 PASSWORD="liaison-dev"
+NO_KEYWORD_USERS=(nokeywords@liaison.test)
+PIPE_ADDRESSES=(pipe-invites@liaison.test)
+PIPE_USER=liaisond            # runs the pipe (created if missing); never root
 BOUNCING=(gone@contoso.test)  # accepted, then bounced by Postfix (see above)
 DOMAINS=(liaison.test contoso.test fabrikam.test greylist.test)   # domains of USERS are added too
 # Domains whose every recipient is refused temporarily at RCPT time.
@@ -115,6 +128,10 @@ MAIL_DIR="$MS_DIR/mail"
 LOG_DIR="$MS_DIR/log"
 OAUTH2_DIR="$MS_DIR/oauth2"
 OAUTH2_ISSUER="liaison-token-emulator"
+
+# Set by write_config when it changed a file the running servers read.
+PF_CHANGED=0
+DC_CHANGED=0
 
 log() { printf 'mailstack: %s\n' "$*" >&2; }
 die() { printf 'mailstack: error: %s\n' "$*" >&2; exit 1; }
@@ -198,10 +215,13 @@ do_install() {
     restore_policy
     trap - EXIT
   fi
-  if ! id -u "$MAIL_USER" >/dev/null 2>&1; then
-    useradd --system --user-group --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin "$MAIL_USER"
-  fi
+  local u
+  for u in "$MAIL_USER" "$PIPE_USER"; do
+    if ! id -u "$u" >/dev/null 2>&1; then
+      useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin "$u"
+    fi
+  done
   stop_system_instances
 }
 
@@ -264,6 +284,8 @@ virtual_mailbox_maps = texthash:$PF_CONF/vmailbox
 transport_maps = texthash:$PF_CONF/transport
 virtual_transport = lmtp:unix:$DC_BASE/lmtp
 lmtp_destination_recipient_limit = 50
+# One recipient per pipe run: the D flag (Delivered-To) needs it.
+liaisonpipe_destination_recipient_limit = 1
 
 # Anyone on loopback may submit, but only to our domains.
 smtpd_relay_restrictions = reject_unauth_destination
@@ -317,6 +339,8 @@ scache            unix       -       -      n      -      1       scache
 postlog           unix-dgram n       -      n      -      1       postlogd
 bouncer           unix       -       n      n      -      -       pipe
   flags=q user=nobody argv=/bin/sh -c { echo 5.1.1 mailbox unavailable, Liaison test stack bounces it; exit 67 }
+liaisonpipe       unix       -       n      n      -      -       pipe
+  flags=DRq user=$PIPE_USER argv=$MS_DIR/pipe-deliver
 EOF
 
   : >"$PF_CONF/vmailbox.new"
@@ -326,6 +350,10 @@ EOF
   for u in "${BOUNCING[@]}"; do
     printf '%s OK\n' "$u" >>"$PF_CONF/vmailbox.new"
     printf '%s bouncer:\n' "$u" >>"$PF_CONF/transport.new"
+  done
+  for u in "${PIPE_ADDRESSES[@]}"; do
+    printf '%s OK\n' "$u" >>"$PF_CONF/vmailbox.new"
+    printf '%s liaisonpipe:\n' "$u" >>"$PF_CONF/transport.new"
   done
   : >"$PF_CONF/greylist.new"
   local d
@@ -338,7 +366,7 @@ EOF
     if [[ -f $PF_CONF/$f ]] && cmp -s "$PF_CONF/$f.new" "$PF_CONF/$f"; then
       rm -f "$PF_CONF/$f.new"
     else
-      mv -f "$PF_CONF/$f.new" "$PF_CONF/$f"
+      mv -f "$PF_CONF/$f.new" "$PF_CONF/$f"; PF_CHANGED=1
     fi
   done
   age "$PF_CONF/main.cf" "$PF_CONF/master.cf" "$PF_CONF/vmailbox" "$PF_CONF/transport" "$PF_CONF/greylist"
@@ -357,8 +385,12 @@ write_dovecot_config() {
   for u in "${USERS[@]}"; do
     extra=""
     [[ " ${DOT_SEPARATOR_USERS[*]} " == *" $u "* ]] && extra="::::::userdb_namespace/inbox/separator=."
+    [[ " ${NO_KEYWORD_USERS[*]} " == *" $u "* ]] && extra="::::::userdb_mail_plugins=acl userdb_acl=vfile:$MS_DIR/acl-nokeywords"
     printf '%s:{PLAIN}%s%s\n' "$u" "$PASSWORD" "$extra" >>"$tmp"
   done
+  # Global ACL for NO_KEYWORD_USERS: the owner has every right but "w".
+  printf '* owner lrstipekxa\n' >"$MS_DIR/acl-nokeywords"
+  chmod 0644 "$MS_DIR/acl-nokeywords"
   chown root:dovecot "$tmp" 2>/dev/null || true
   chmod 0640 "$tmp"
   if [[ -f $DC_USERS ]] && cmp -s "$tmp" "$DC_USERS"; then rm -f "$tmp"; else mv -f "$tmp" "$DC_USERS"; fi
@@ -460,7 +492,7 @@ protocol imap {
   mail_max_userip_connections = 100
 }
 EOF
-  if [[ -f $DC_CONF ]] && cmp -s "$DC_CONF.new" "$DC_CONF"; then rm -f "$DC_CONF.new"; else mv -f "$DC_CONF.new" "$DC_CONF"; fi
+  if [[ -f $DC_CONF ]] && cmp -s "$DC_CONF.new" "$DC_CONF"; then rm -f "$DC_CONF.new"; else mv -f "$DC_CONF.new" "$DC_CONF"; DC_CHANGED=1; fi
   write_oauth2_config
 }
 
@@ -480,7 +512,7 @@ write_oauth2_config() {
   base64 -w0 <"$OAUTH2_DIR/hs256.key" >"$key.new"
   chgrp dovecot "$key.new" 2>/dev/null || true
   chmod 0640 "$key.new"
-  if [[ -f $key ]] && cmp -s "$key.new" "$key"; then rm -f "$key.new"; else mv -f "$key.new" "$key"; fi
+  if [[ -f $key ]] && cmp -s "$key.new" "$key"; then rm -f "$key.new"; else mv -f "$key.new" "$key"; DC_CHANGED=1; fi
   cat >"$MS_DIR/dovecot-oauth2.conf.ext.new" <<EOF
 introspection_mode = local
 local_validation_key_dict = fs:posix:prefix=$OAUTH2_DIR/keys/
@@ -489,7 +521,7 @@ username_attribute = tenant_domain
 username_format = %Ld
 EOF
   local f="$MS_DIR/dovecot-oauth2.conf.ext"
-  if [[ -f $f ]] && cmp -s "$f.new" "$f"; then rm -f "$f.new"; else mv -f "$f.new" "$f"; fi
+  if [[ -f $f ]] && cmp -s "$f.new" "$f"; then rm -f "$f.new"; else mv -f "$f.new" "$f"; DC_CHANGED=1; fi
 }
 
 write_tls() {
@@ -621,6 +653,19 @@ do_up() {
   if postfix_running && dovecot_running && greets "$SMTP_PORT" 220 && greets "$IMAP_PORT" '* OK' \
     && (exec 3<>"/dev/tcp/127.0.0.1/$SMTPS_PORT") 2>/dev/null && greets "$SUBMISSION_PORT" 220 \
     && [[ -S $DC_BASE/auth-client ]]; then
+    # A stack started by an older version of this script lacks users,
+    # transports or settings added since: rewrite the configuration and
+    # reload whichever server's files changed.
+    write_config
+    if (( PF_CHANGED )); then
+      log "postfix configuration changed; reloading"
+      without_inherited_fds postfix -c "$PF_CONF" reload </dev/null >>"$LOG_DIR/start.log" 2>&1 || true
+    fi
+    if (( DC_CHANGED )); then
+      log "dovecot configuration changed; reloading"
+      kill -HUP "$(dovecot_pid)" 2>/dev/null || true
+      sleep 0.5
+    fi
     summary; return 0
   fi
   write_config

@@ -235,6 +235,7 @@ fn smtp_cfg(mechanism: Mechanism) -> SmtpConfig {
         }),
         timeout_secs: 10,
         max_connections: 1,
+        limits: Default::default(),
     }
 }
 

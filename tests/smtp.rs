@@ -25,6 +25,7 @@ fn smtp(port: u16, tls: TlsMode, trust_stack_ca: bool) -> SmtpConfig {
         oauth2: None,
         timeout_secs: 10,
         max_connections: 2,
+        limits: Default::default(),
     }
 }
 

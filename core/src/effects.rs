@@ -317,4 +317,10 @@ pub trait StoreView {
     fn tickets_of(&self, partner: &str) -> Result<Vec<Ticket>>;
     /// The highest ticket number given so far (0 when none).
     fn last_ticket_id(&self) -> Result<u64>;
+    /// How many mails wait in the outbox, for the transcript's estimate of
+    /// when paced mail goes out (see `pacing`); a view without an outbox
+    /// has none.
+    fn outbox_pending(&self) -> Result<u64> {
+        Ok(0)
+    }
 }

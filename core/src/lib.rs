@@ -42,6 +42,7 @@ pub mod effects;
 pub mod mail;
 pub mod model;
 pub mod oauth;
+pub mod pacing;
 pub mod render;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -16,6 +16,10 @@ struct Check {
     ok: bool,
     /// Why it failed.
     error: Option<String>,
+    /// What the operator should know although it passed (a server quirk
+    /// Liaison works around).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 impl Check {
@@ -25,6 +29,7 @@ impl Check {
             target,
             ok: result.is_ok(),
             error: result.err(),
+            note: None,
         }
     }
 }
@@ -117,14 +122,21 @@ pub async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> 
                 );
                 let (imap, smtp) = tokio::join!(imap, check_smtp(&config.smtp, &oauth));
                 for (inbox, result) in config.inboxes.iter().zip(imap) {
-                    checks.push(Check::new(
-                        "imap",
-                        format!(
-                            "{} ({} at {}:{}, mailbox {})",
-                            inbox.name, inbox.username, inbox.host, inbox.port, inbox.mailbox
-                        ),
-                        result,
-                    ));
+                    let (result, note) = match result {
+                        Ok(note) => (Ok(()), note),
+                        Err(e) => (Err(e), None),
+                    };
+                    checks.push(Check {
+                        note,
+                        ..Check::new(
+                            "imap",
+                            format!(
+                                "{} ({} at {}:{}, mailbox {})",
+                                inbox.name, inbox.username, inbox.host, inbox.port, inbox.mailbox
+                            ),
+                            result,
+                        )
+                    });
                 }
                 checks.push(Check::new(
                     "smtp",
@@ -139,7 +151,10 @@ pub async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> 
     } else {
         for c in &checks {
             match &c.error {
-                None => println!("{} {}: ok", c.check, c.target),
+                None => match &c.note {
+                    None => println!("{} {}: ok", c.check, c.target),
+                    Some(note) => println!("{} {}: ok ({note})", c.check, c.target),
+                },
                 Some(e) => println!("{} {}: FAILED: {e}", c.check, c.target),
             }
         }
@@ -154,11 +169,29 @@ pub async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> 
     Ok(())
 }
 
-/// Logs in, opens the mailbox read-only, logs out.
-async fn check_imap(cfg: &InboxConfig, oauth: &liaison::oauth::OAuthClients) -> Result<(), String> {
+/// Logs in, opens the mailbox, logs out; says how processed mail will be
+/// marked when the server needs the fallback to moves (no custom
+/// keywords), which needs a read-write SELECT to see.
+async fn check_imap(
+    cfg: &InboxConfig,
+    oauth: &liaison::oauth::OAuthClients,
+) -> Result<Option<String>, String> {
     let login =
         liaison::io::imap_login::ImapLogin::for_inbox(cfg, oauth).map_err(|e| e.to_string())?;
-    let mut session = liaison::io::imap::connect(cfg, &login)
+    if let liaison_core::config::ProcessedMark::Keyword(_) = cfg.processed {
+        return liaison::io::imap::check_mailbox(cfg, &login)
+            .await
+            .map_err(|e| e.to_string());
+    }
+    check_imap_read_only(cfg, &login).await.map(|()| None)
+}
+
+/// Logs in, opens the mailbox read-only, logs out.
+async fn check_imap_read_only(
+    cfg: &InboxConfig,
+    login: &liaison::io::imap_login::ImapLogin,
+) -> Result<(), String> {
+    let mut session = liaison::io::imap::connect(cfg, login)
         .await
         .map_err(|e| e.to_string())?;
     let limit = Duration::from_secs(cfg.timeout_secs);

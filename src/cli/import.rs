@@ -145,7 +145,40 @@ pub async fn import(
             println!("{status:<7} {} (line {}): {}", r.command, r.line, r.result);
         }
         println!("{ok} of {total} rows invited, {failed} failed");
+        if ok > 0 {
+            if let Some(note) = paced_note(config, local.as_ref().map(|(e, _)| e)).await {
+                println!("{note}");
+            }
+        }
     }
     anyhow::ensure!(failed == 0, "{failed} of {total} row(s) failed");
     Ok(())
+}
+
+/// When the provider's sending limits (`smtp.max_per_minute`,
+/// `smtp.max_recipients_per_day`) delay the invitations just queued: when
+/// the last mail in the outbox, the last of them, should go out. Asked of
+/// the daemon, or of the store this import used; `None` when there are no
+/// limits, or the queue cannot be read (the import itself went through).
+async fn paced_note(
+    config: &Config,
+    local: Option<&std::sync::Arc<liaison::engine::Engine>>,
+) -> Option<String> {
+    if !config.smtp.limits.any() {
+        return None;
+    }
+    let pending = match local {
+        Some(engine) => engine.store().stats().ok()?.outbox_pending,
+        None => {
+            let v = liaison::io::admin::request(&config.admin_socket, &Request::Stats)
+                .await
+                .ok()?;
+            v["outbox_pending"].as_u64()?
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    liaison_core::pacing::last_send_note(config.smtp.limits, now, 0, pending, pending)
 }

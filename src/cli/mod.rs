@@ -4,6 +4,7 @@
 
 mod backup;
 mod check;
+mod deliver;
 mod import;
 mod oauth;
 mod quarantine;
@@ -237,6 +238,18 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Take one message from the MTA on standard input (a Postfix `pipe`
+    /// transport, a `.forward` line) as if fetched from inbox NAME.
+    ///
+    /// Through the running daemon when one runs, else straight into the
+    /// store. Exit status (sysexits): 0 processed, quarantined or already
+    /// processed; 75 try again later (store or daemon unreachable or busy);
+    /// 64 unknown --inbox.
+    Deliver {
+        /// The configured inbox (`[[inbox]] name`) the message counts as.
+        #[arg(long)]
+        inbox: String,
+    },
     /// Preview a template rendered with its sample data.
     ///
     /// Prints the subject, the plain-text part and the HTML part, or with
@@ -292,6 +305,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::CheckConfig { offline, json } => check::check_config(path, offline, json).await?,
+        Cmd::Deliver { inbox } => deliver::deliver(path, &inbox).await,
         Cmd::Render {
             template,
             locale,

@@ -112,6 +112,20 @@ pub enum Request {
         /// Customer address.
         customer: String,
     },
+    /// A message handed over by the MTA (`liaison deliver`). The request
+    /// line is followed by exactly `bytes` bytes of the raw message (not
+    /// JSON: a mail may be 10 MiB, and need not be UTF-8).
+    Deliver {
+        /// The configured inbox it counts as.
+        inbox: String,
+        /// Bytes of the message that follow the line (0 when it is over
+        /// the size limit and was not kept).
+        bytes: u64,
+        /// The message's whole size.
+        size: u64,
+        /// SHA-256 of the whole message, hex.
+        digest: String,
+    },
 }
 
 /// One ticket as the CLI lists it.
@@ -348,9 +362,10 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
                 .collect();
             Ok(serde_json::Value::Array(rows))
         }
-        Request::Import { .. } | Request::Release { .. } | Request::HeldRelease { .. } => {
-            Err("this request needs the engine".into())
-        }
+        Request::Import { .. }
+        | Request::Release { .. }
+        | Request::HeldRelease { .. }
+        | Request::Deliver { .. } => Err("this request needs the engine".into()),
         Request::OAuthStatus => Err("token states are held by the running daemon only".into()),
         Request::History { customer } => {
             let c = liaison_core::mail::address::normalize(customer)
@@ -532,6 +547,41 @@ pub async fn serve(
     Ok(())
 }
 
+/// Reads the body of a `deliver` request (`bytes` raw bytes after its
+/// line, at most the engine's size limit) and has the engine take it, on a
+/// blocking thread. An error closes the connection (the body may be
+/// unread).
+async fn take_delivery<R: tokio::io::AsyncRead + Unpin>(
+    engine: &Arc<crate::engine::Engine>,
+    durable: &watch::Sender<u64>,
+    reader: &mut R,
+    inbox: String,
+    bytes: u64,
+    size: u64,
+    digest: String,
+) -> Result<serde_json::Value, String> {
+    use tokio::io::AsyncReadExt;
+    let limit = engine.max_message_bytes() as u64;
+    if bytes > limit || bytes > size {
+        return Err(format!(
+            "bad request: a delivered message carries at most {limit} bytes (its size is {size}), not {bytes}"
+        ));
+    }
+    let mut raw = vec![0u8; bytes as usize];
+    reader
+        .read_exact(&mut raw)
+        .await
+        .map_err(|e| format!("bad request: the message ended early: {e}"))?;
+    let message = crate::deliver::PipedMessage { raw, size, digest };
+    let (engine, durable) = (engine.clone(), durable.clone());
+    let taken = tokio::task::spawn_blocking(move || {
+        crate::deliver::take(&engine, &durable, &inbox, &message)
+    })
+    .await
+    .map_err(|e| format!("processing failed: {e}"))??;
+    serde_json::to_value(taken).map_err(|e| e.to_string())
+}
+
 /// One CLI connection: a request per line, an answer per line, until the
 /// client closes it or the daemon shuts down (between requests).
 async fn connection(
@@ -569,12 +619,35 @@ async fn connection(
                 continue;
             }
         };
-        // Answering reads (and for some requests writes and flushes) the
-        // store: synchronous work, kept off the runtime's workers.
-        let (engine, durable, oauth) = (engine.clone(), durable.clone(), oauth.clone());
-        let reply = tokio::task::spawn_blocking(move || handle(&engine, &durable, &oauth, &line))
-            .await
-            .unwrap_or_else(|e| serde_json::json!({"error": format!("internal error: {e}")}));
+        let request =
+            serde_json::from_str::<Request>(&line).map_err(|e| format!("bad request: {e}"));
+        let reply = if let Ok(Request::Deliver {
+            inbox,
+            bytes,
+            size,
+            digest,
+        }) = request
+        {
+            // The raw message follows the line on this connection.
+            match take_delivery(&engine, &durable, &mut reader, inbox, bytes, size, digest).await {
+                Ok(v) => serde_json::json!({"ok": v}),
+                Err(e) => {
+                    // The body may be unread: nothing more on this
+                    // connection can be framed.
+                    let mut out = serde_json::json!({"error": e}).to_string();
+                    out.push('\n');
+                    let _ = w.write_all(out.as_bytes()).await;
+                    break;
+                }
+            }
+        } else {
+            // Answering reads (and for some requests writes and flushes)
+            // the store: synchronous work, kept off the runtime's workers.
+            let (engine, durable, oauth) = (engine.clone(), durable.clone(), oauth.clone());
+            tokio::task::spawn_blocking(move || handle(&engine, &durable, &oauth, request))
+                .await
+                .unwrap_or_else(|e| serde_json::json!({"error": format!("internal error: {e}")}))
+        };
         let mut out = reply.to_string();
         out.push('\n');
         if w.write_all(out.as_bytes()).await.is_err() {
@@ -583,14 +656,14 @@ async fn connection(
     }
 }
 
-/// Answers one request line.
+/// Answers one request (a `deliver` is taken by [`take_delivery`]).
 fn handle(
     engine: &crate::engine::Engine,
     durable: &watch::Sender<u64>,
     oauth: &crate::oauth::OAuthClients,
-    line: &str,
+    request: Result<Request, String>,
 ) -> serde_json::Value {
-    let answered = match serde_json::from_str::<Request>(line) {
+    let answered = match request {
         Ok(Request::Import {
             partner,
             rows,
@@ -603,7 +676,7 @@ fn handle(
             serde_json::to_value(oauth.statuses()).map_err(|e| e.to_string())
         }
         Ok(req) => answer(engine.store().as_ref(), &req),
-        Err(e) => Err(format!("bad request: {e}")),
+        Err(e) => Err(e),
     };
     match answered {
         Ok(v) => serde_json::json!({"ok": v}),
@@ -613,6 +686,16 @@ fn handle(
 
 /// Sends one request to a running daemon.
 pub async fn request(path: &Path, req: &Request) -> Result<serde_json::Value, AdminError> {
+    request_with_body(path, req, &[]).await
+}
+
+/// Sends one request to a running daemon, followed by `body` (the raw
+/// message of a `deliver` request; empty for every other request).
+pub async fn request_with_body(
+    path: &Path,
+    req: &Request,
+    body: &[u8],
+) -> Result<serde_json::Value, AdminError> {
     let io = |source| AdminError::Io {
         path: path.to_owned(),
         source,
@@ -622,6 +705,9 @@ pub async fn request(path: &Path, req: &Request) -> Result<serde_json::Value, Ad
     let mut line = serde_json::to_string(req).expect("requests serialise");
     line.push('\n');
     w.write_all(line.as_bytes()).await.map_err(io)?;
+    if !body.is_empty() {
+        w.write_all(body).await.map_err(io)?;
+    }
     let mut lines = BufReader::new(r).lines();
     let reply = lines
         .next_line()

@@ -321,9 +321,13 @@ async fn run_session(
 ) -> Result<(), ImapError> {
     let mut session = connect(cfg, login).await?;
     let _connected = ConnectedGauge::new();
-    let folders = Folders::on_server(cfg, &mut session).await;
-    ensure_folders(cfg, &folders, &mut session).await;
+    let mut folders = Folders::on_server(cfg, &mut session).await;
     let mailbox = timed(cfg, "SELECT", session.select(&cfg.mailbox)).await?;
+    if let Some(moved) = folders.without_keywords(&mailbox.permanent_flags) {
+        tracing::warn!(inbox = %cfg.name, mailbox = %cfg.mailbox, permanent_flags = ?mailbox.permanent_flags, folder = %moved.processed_name(), "the server allows no custom keywords here (PERMANENTFLAGS without \\*), so processed mail cannot be marked with a keyword; moving it to a folder instead");
+        folders = moved;
+    }
+    ensure_folders(cfg, &folders, &mut session).await;
     let uid_validity = mailbox.uid_validity.unwrap_or(0);
     if uncopied.uid_validity != uid_validity {
         // Those UIDs name other messages now (or none).
@@ -779,6 +783,78 @@ impl Folders {
     }
 }
 
+/// Where processed mail goes when the configured keyword cannot be set
+/// (the default `processed_folder` of move mode).
+pub const FALLBACK_PROCESSED_FOLDER: &str = "Liaison/Processed";
+
+impl Folders {
+    /// These folders for a mailbox whose server allows no custom keywords,
+    /// or `None` when the configured marking works there. Exchange Online
+    /// (and any server or mailbox whose `PERMANENTFLAGS` lacks `\*`)
+    /// refuses to store a keyword it does not list: marking processed mail
+    /// would fail at every sync. Then processed mail is moved to
+    /// [`FALLBACK_PROCESSED_FOLDER`] instead, which needs only the moves
+    /// any server allows. An empty list means the server sent no
+    /// `PERMANENTFLAGS` at all, and RFC 3501 then says every flag may be
+    /// stored: the keyword is kept.
+    fn without_keywords(&self, permanent: &[async_imap::types::Flag<'_>]) -> Option<Folders> {
+        use async_imap::types::Flag;
+        let liaison_core::config::ProcessedMark::Keyword(k) = &self.processed else {
+            return None;
+        };
+        let allowed = permanent.is_empty()
+            || permanent.iter().any(|f| match f {
+                Flag::MayCreate => true,
+                Flag::Custom(c) => c.eq_ignore_ascii_case(k),
+                _ => false,
+            });
+        if allowed {
+            return None;
+        }
+        Some(Folders {
+            processed: liaison_core::config::ProcessedMark::Move(server_folder(
+                FALLBACK_PROCESSED_FOLDER,
+                &self.separator,
+            )),
+            ..self.clone()
+        })
+    }
+
+    /// How processed mail is marked, for logs.
+    fn processed_name(&self) -> String {
+        match &self.processed {
+            liaison_core::config::ProcessedMark::Keyword(k) => format!("keyword {k}"),
+            liaison_core::config::ProcessedMark::Move(f) => f.clone(),
+        }
+    }
+}
+
+/// For `check-config`: logs in, selects the mailbox (read-write, as the
+/// daemon does: a read-only EXAMINE lists no permanent flags at all) and,
+/// when processed mail will be moved instead of marked with the configured
+/// keyword (Exchange-like servers), says so, so the operator learns it
+/// before the first mail.
+pub async fn check_mailbox(
+    cfg: &InboxConfig,
+    login: &ImapLogin,
+) -> Result<Option<String>, ImapError> {
+    let mut session = connect(cfg, login).await?;
+    let checked = async {
+        let folders = Folders::on_server(cfg, &mut session).await;
+        let mailbox = timed(cfg, "SELECT", session.select(&cfg.mailbox)).await?;
+        Ok::<_, ImapError>(folders.without_keywords(&mailbox.permanent_flags).map(|moved| {
+            format!(
+                "the server allows no custom keywords here (PERMANENTFLAGS without \\*): processed mail will be moved to {} instead of marked with {}",
+                moved.processed_name(),
+                folders.processed_name()
+            )
+        }))
+    }
+    .await;
+    let _ = timed(cfg, "LOGOUT", session.logout()).await;
+    checked
+}
+
 /// A configured folder name (levels separated by `/`) as the server names
 /// it with its hierarchy `separator`.
 fn server_folder(logical: &str, separator: &str) -> String {
@@ -963,6 +1039,48 @@ mod tests {
         assert_eq!(q.len(), 1, "{q:?}");
         assert!(q[0].summary.contains("returned no body"), "{:?}", q[0]);
         assert_eq!(store.cursor("invites").unwrap().unwrap().last_uid, 6);
+    }
+
+    #[test]
+    fn a_server_without_custom_keywords_gets_moves() {
+        use async_imap::types::Flag;
+        let folders = |processed| Folders {
+            separator: ".".into(),
+            quarantine: "Liaison.Quarantine".into(),
+            processed,
+        };
+        let keyword = folders(liaison_core::config::ProcessedMark::Keyword(
+            "$LiaisonProcessed".into(),
+        ));
+        // Exchange Online: system flags and $MDNSent, no \*.
+        let exchange = [
+            Flag::Seen,
+            Flag::Answered,
+            Flag::Flagged,
+            Flag::Deleted,
+            Flag::Draft,
+            Flag::Custom("$MDNSent".into()),
+        ];
+        let moved = keyword.without_keywords(&exchange).expect("falls back");
+        assert_eq!(
+            moved.processed,
+            liaison_core::config::ProcessedMark::Move("Liaison.Processed".into())
+        );
+        assert_eq!(moved.quarantine, "Liaison.Quarantine");
+        // \* allows any keyword; a listed keyword is allowed; no
+        // PERMANENTFLAGS at all means everything may be stored.
+        assert_eq!(
+            keyword.without_keywords(&[Flag::Seen, Flag::MayCreate]),
+            None
+        );
+        assert_eq!(
+            keyword.without_keywords(&[Flag::Seen, Flag::Custom("$liaisonprocessed".into())]),
+            None
+        );
+        assert_eq!(keyword.without_keywords(&[]), None);
+        // Move mode needs no keyword.
+        let moving = folders(liaison_core::config::ProcessedMark::Move("Done".into()));
+        assert_eq!(moving.without_keywords(&exchange), None);
     }
 
     #[test]

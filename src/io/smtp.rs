@@ -99,6 +99,9 @@ pub struct Mailer {
     timeout: Duration,
     /// Parallel deliveries.
     pub parallel: usize,
+    /// The provider's sending limits the outbox keeps (see
+    /// [`crate::pacing`]).
+    pub limits: liaison_core::pacing::SendLimits,
 }
 
 /// A pooled connection: when it was last used, and when the token it
@@ -173,6 +176,7 @@ impl Mailer {
             idle: Default::default(),
             timeout: Duration::from_secs(cfg.timeout_secs),
             parallel: cfg.max_connections.max(1) as usize,
+            limits: cfg.limits,
         })
     }
 
@@ -557,16 +561,38 @@ pub async fn run_outbox(
     // flushed them, so it may move its own watermark past them.
     let mut own = 0u64;
     let domains = Arc::new(std::sync::Mutex::new(DomainBackoff::default()));
+    let pacer = std::sync::Mutex::new(liaison_core::pacing::Pacer::new(
+        mailer.limits,
+        pacing_windows(),
+    ));
+    if mailer.limits.any() {
+        tracing::info!(
+            max_per_minute = ?mailer.limits.max_per_minute,
+            max_recipients_per_day = ?mailer.limits.max_recipients_per_day,
+            "the outbox keeps the provider's sending limits"
+        );
+    }
     loop {
         let mut watermark = (*durable.borrow_and_update()).max(own);
-        let next_wake =
-            match deliver_due(&store, &mailer, &clock, &engine, &domains, &mut watermark).await {
-                Ok(wake) => wake,
-                Err(e) => {
-                    tracing::error!(error = %e, "outbox store error; retrying in 5 s");
-                    Some(Duration::from_secs(5))
-                }
-            };
+        let next_wake = match deliver_due(
+            &store,
+            &mailer,
+            &clock,
+            &engine,
+            &Limiters {
+                domains: &domains,
+                pacer: &pacer,
+            },
+            &mut watermark,
+        )
+        .await
+        {
+            Ok(wake) => wake,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox store error; retrying in 5 s");
+                Some(Duration::from_secs(5))
+            }
+        };
         own = own.max(watermark);
         if *shutdown.borrow() {
             return;
@@ -578,6 +604,28 @@ pub async fn run_outbox(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// The lengths of the pacing windows: a minute and a day, except in debug
+/// builds run with `LIAISON_TEST_MINUTE_SECS` set, where the end-to-end
+/// tests shorten the minute (and the day with it) to watch pacing without
+/// waiting minutes. Release builds have no such knob.
+fn pacing_windows() -> liaison_core::pacing::Windows {
+    #[cfg(debug_assertions)]
+    if let Some(secs) = std::env::var("LIAISON_TEST_MINUTE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return liaison_core::pacing::Windows::scaled(secs);
+    }
+    liaison_core::pacing::Windows::default()
+}
+
+/// What holds mail back besides each entry's own retry time: per-domain
+/// backoff, and the sender's pacing (provider limits and throttling).
+struct Limiters<'a> {
+    domains: &'a Arc<std::sync::Mutex<DomainBackoff>>,
+    pacer: &'a std::sync::Mutex<liaison_core::pacing::Pacer>,
 }
 
 /// A blocking store task that did not finish (it panicked), as a store
@@ -594,6 +642,24 @@ struct Attempt {
     outcomes: Vec<(String, RcptOutcome)>,
     /// Whether the server was talked to at all.
     tried: bool,
+    /// Not sent, and not counted as an attempt: the sender is paced or
+    /// paused until then. The entry keeps its place in the queue.
+    held_until: Option<u64>,
+    /// The provider's throttling answer, when it gave one.
+    throttled: Option<String>,
+}
+
+impl Attempt {
+    /// Held back by the pacer until `until`, as the server said `why` (or
+    /// without asking it).
+    fn held(until: u64, throttled: Option<String>) -> Attempt {
+        Attempt {
+            outcomes: Vec::new(),
+            tried: throttled.is_some(),
+            held_until: Some(until),
+            throttled,
+        }
+    }
 }
 
 /// Sends every due entry up to `watermark`, earliest next attempt first;
@@ -608,10 +674,12 @@ async fn deliver_due(
     mailer: &Mailer,
     clock: &Arc<dyn Clock>,
     engine: &Arc<crate::engine::Engine>,
-    domains: &Arc<std::sync::Mutex<DomainBackoff>>,
+    limiters: &Limiters<'_>,
     watermark: &mut u64,
 ) -> Result<Option<Duration>, crate::store::StoreError> {
+    let domains = limiters.domains;
     let lock = || domains.lock().unwrap_or_else(|p| p.into_inner());
+    let pace = || limiters.pacer.lock().unwrap_or_else(|p| p.into_inner());
     // Counted at the start and, when batches were sent, at the end; not per
     // batch: it reads every pending key.
     crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
@@ -631,6 +699,8 @@ async fn deliver_due(
                 .next_attempt(*watermark)?
                 .map(|at| Duration::from_secs(at.saturating_sub(now).max(1))));
         }
+        let batch_hold: std::sync::Mutex<Option<u64>> = std::sync::Mutex::new(None);
+        let hold = || batch_hold.lock().unwrap_or_else(|p| p.into_inner());
         let mut sends = futures::stream::iter(due)
             .map(|entry| async move {
                 // Read when the send starts, not when the batch was read:
@@ -654,8 +724,39 @@ async fn deliver_due(
                 }
                 let tried = !open.is_empty();
                 if tried {
-                    match mailer.deliver(&entry.mail, &open).await {
+                    // Asked when the send starts, in queue order: a full
+                    // window or a pause holds this mail and every later one
+                    // (their futures start after it), so the queue's order
+                    // is kept across the wait.
+                    // Once one mail is held, so is every later one of the
+                    // batch, even one that would fit (a mail to fewer
+                    // recipients under the daily limit): it would overtake.
+                    let admitted = match *hold() {
+                        Some(until) => liaison_core::pacing::Admission::WaitUntil(until),
+                        None => pace().admit(now, open.len() as u32),
+                    };
+                    if let liaison_core::pacing::Admission::WaitUntil(until) = admitted {
+                        hold().get_or_insert(until);
+                        return (entry, Attempt::held(until, None));
+                    }
+                    let delivered = mailer.deliver(&entry.mail, &open).await;
+                    if let Some(why) = throttling_answer(&delivered) {
+                        let until = pace().throttled(clock.now());
+                        *hold() = Some(until);
+                        // Recipients that accepted must be recorded (never
+                        // sent to again): then it is an attempt like any
+                        // other, the rest retried later; the pause holds.
+                        let partly = matches!(&delivered, Ok(results)
+                            if results.iter().any(|(_, o)| *o == RcptOutcome::Accepted));
+                        if !partly {
+                            return (entry, Attempt::held(until, Some(why)));
+                        }
+                    }
+                    match delivered {
                         Ok(results) => {
+                            if results.iter().any(|(_, o)| *o == RcptOutcome::Accepted) {
+                                pace().accepted();
+                            }
                             let mut d = lock();
                             for (r, o) in &results {
                                 match o {
@@ -680,13 +781,17 @@ async fn deliver_due(
                         }
                     }
                 }
-                (entry, Attempt { outcomes, tried })
+                (entry, Attempt { outcomes, tried, held_until: None, throttled: None })
             })
             .buffer_unordered(mailer.parallel.max(1));
         // Each result is recorded and flushed as soon as it is known, while
         // the other connections keep sending: after a crash, at most the
         // mails in flight at that moment (one per connection) go out twice.
+        let mut held_until: Option<u64> = None;
         while let Some((entry, attempt)) = sends.next().await {
+            if let Some(until) = attempt.held_until {
+                held_until = Some(held_until.map_or(until, |h| h.min(until)));
+            }
             // Recording writes and flushes the store (an fsync per mail
             // someone accepted): synchronous work, on the blocking pool, so
             // the other connections' sends go on meanwhile.
@@ -715,6 +820,34 @@ async fn deliver_due(
         // attempt, so the next round reads what is due after them.
         *watermark = (*watermark).max(last);
         sent_batches = true;
+        if let Some(until) = held_until {
+            // Held entries are still due: reading again now would only
+            // hold them again. Look again when the pacer allows.
+            crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
+            return Ok(Some(Duration::from_secs(
+                until.saturating_sub(clock.now()).max(1),
+            )));
+        }
+    }
+}
+
+/// The provider's throttling answer in a delivery's result, if it is one
+/// ([`liaison_core::pacing::is_provider_throttling`]): to the whole transaction,
+/// or a `421` or quota answer to a recipient.
+fn throttling_answer(delivered: &Result<Vec<(String, RcptOutcome)>, SmtpError>) -> Option<String> {
+    match delivered {
+        Err(SmtpError::Send { reason, .. }) => {
+            liaison_core::pacing::is_provider_throttling(reason, true).then(|| reason.clone())
+        }
+        Err(SmtpError::Setup { .. }) => None,
+        Ok(results) => results.iter().find_map(|(r, o)| match o {
+            RcptOutcome::Temporary(why) | RcptOutcome::Permanent(why)
+                if liaison_core::pacing::is_provider_throttling(why, false) =>
+            {
+                Some(format!("{r}: {why}"))
+            }
+            _ => None,
+        }),
     }
 }
 
@@ -730,6 +863,9 @@ fn record_attempt(
 ) -> Result<(), crate::store::StoreError> {
     let m = &crate::metrics::METRICS;
     let now = clock.now();
+    if let Some(until) = attempt.held_until {
+        return record_held(store, &mut entry, until, attempt.throttled);
+    }
     let mut newly_refused = Vec::new();
     let mut temporary = Vec::new();
     let mut accepted = Vec::new();
@@ -802,6 +938,27 @@ fn record_attempt(
         store.flush()?;
     }
     Ok(())
+}
+
+/// An entry the pacer held back (a full window, or the provider's
+/// throttling): it is not an attempt and keeps its place in the queue
+/// (`not_before` unchanged), so it goes first when sending resumes. Only
+/// the provider's answer is kept, as its last error.
+fn record_held(
+    store: &Arc<dyn Store>,
+    entry: &mut OutboxEntry,
+    until: u64,
+    throttled: Option<String>,
+) -> Result<(), crate::store::StoreError> {
+    let mid = &entry.mail.message_id;
+    let Some(why) = throttled else {
+        tracing::debug!(message_id = %mid, until = %liaison_core::decide::rfc3339(until), "mail waits for the sending limit's window");
+        return Ok(());
+    };
+    crate::metrics::add(&crate::metrics::METRICS.smtp_throttled, 1);
+    tracing::warn!(message_id = %mid, error = %why, paused_until = %liaison_core::decide::rfc3339(until), "the provider throttled the sender; pausing all sending, queue order kept, nothing given up");
+    entry.last_error = Some(format!("throttled by the provider: {why}"));
+    store.mark_retry(entry)
 }
 
 /// Recipients with the server's answers, as one error text:

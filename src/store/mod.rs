@@ -536,6 +536,10 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 impl StoreView for SledStore {
+    fn outbox_pending(&self) -> ReadResult<u64> {
+        Ok(self.scan_raw(b"outd/").count() as u64)
+    }
+
     fn relationship(&self, partner: &str, customer: &str) -> ReadResult<Option<Relationship>> {
         Ok(self.get(&rel_key(partner, customer))?)
     }

@@ -24,6 +24,9 @@ pub struct SmtpConfig {
     pub timeout_secs: u64,
     /// Parallel SMTP connections kept in the pool.
     pub max_connections: u32,
+    /// The provider's sending limits (`max_per_minute`,
+    /// `max_recipients_per_day`), kept by the outbox.
+    pub limits: crate::pacing::SendLimits,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +50,8 @@ pub(super) struct RawSmtp {
     timeout_secs: u64,
     #[serde(default = "default_smtp_connections")]
     max_connections: u32,
+    max_per_minute: Option<u32>,
+    max_recipients_per_day: Option<u32>,
 }
 
 fn default_smtp_connections() -> u32 {
@@ -82,6 +87,18 @@ impl RawSmtp {
                 "auth = \"oauth2\" needs the mailbox the token sends as",
             ));
         }
+        if s.max_per_minute == Some(0) {
+            return Err(invalid(
+                "smtp.max_per_minute",
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
+        if s.max_recipients_per_day == Some(0) {
+            return Err(invalid(
+                "smtp.max_recipients_per_day",
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
         let smtp_password = resolve_secret(
             secrets,
             "smtp.password",
@@ -105,6 +122,10 @@ impl RawSmtp {
             oauth2,
             timeout_secs: s.timeout_secs,
             max_connections: s.max_connections,
+            limits: crate::pacing::SendLimits {
+                max_per_minute: s.max_per_minute,
+                max_recipients_per_day: s.max_recipients_per_day,
+            },
         })
     }
 }

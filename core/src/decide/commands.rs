@@ -116,6 +116,10 @@ pub(super) fn run_commands(
         )),
         _ => None,
     };
+    let note = match (note, paced_note(ctx, view, &run.decision)?) {
+        (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
+        (a, b) => a.or(b),
+    };
     let n_ok = results.iter().filter(|r| r.ok).count();
     let summary = format!(
         "{} command(s) from {} ({}): {} ok, {} failed",
@@ -150,6 +154,30 @@ pub(super) fn run_commands(
     run.decision.summary = summary;
     run.decision.transcript = Some(Transcript { results, note });
     Ok(run.decision)
+}
+
+/// When the sending limits delay the mails this command mail queued (its
+/// transcript among them), when the last should go out.
+fn paced_note(
+    ctx: &Context,
+    view: &dyn StoreView,
+    decision: &Decision,
+) -> Result<Option<String>, WorkflowError> {
+    let limits = ctx.config.smtp.limits;
+    if !limits.any() || decision.mails.is_empty() {
+        return Ok(None);
+    }
+    let queued = view.outbox_pending()?;
+    let mails = decision.mails.len() as u64 + 1;
+    let recipients = decision
+        .mails
+        .iter()
+        .map(|m| m.to.len() as u64)
+        .sum::<u64>()
+        + 1;
+    Ok(crate::pacing::last_send_note(
+        limits, ctx.now, queued, mails, recipients,
+    ))
 }
 
 /// What one command given as data did.
