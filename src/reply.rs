@@ -31,6 +31,9 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
+mod known;
+pub use known::{KnownOriginal, SentMail};
+
 /// The parts of a reply body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SplitReply {
@@ -52,6 +55,23 @@ pub fn split_reply(body: &str) -> SplitReply {
 /// the workflow uses): it costs at most the body's size on top of it.
 pub fn new_text(body: &str) -> String {
     let doc = Doc::new(TextLines::new(body), TextLines::new(body).count());
+    doc.split(Assembler::new_only(body.len())).new_text
+}
+
+/// [`split_reply`] for a reply to mails Liaison sent: the lines where
+/// `known` finds their quoted copy (and the attribution above it) are
+/// quoted whatever the client made of them; the heuristics decide the
+/// rest. With an empty `known` this is [`split_reply`].
+pub fn split_reply_known(body: &str, known: &KnownOriginal) -> SplitReply {
+    let mut doc = Doc::new(TextLines::new(body), TextLines::new(body).count());
+    doc.forced = known.quoted_lines(body);
+    doc.split(Assembler::both())
+}
+
+/// `split_reply_known(body, known).new_text`, without the quoted part.
+pub fn new_text_known(body: &str, known: &KnownOriginal) -> String {
+    let mut doc = Doc::new(TextLines::new(body), TextLines::new(body).count());
+    doc.forced = known.quoted_lines(body);
     doc.split(Assembler::new_only(body.len())).new_text
 }
 
@@ -180,6 +200,11 @@ struct Doc<'a, I> {
     first: usize,
     /// Lines `first .. first + window.len()`.
     window: VecDeque<Line<'a>>,
+    /// Line ranges (inclusive, sorted) known to be quoted whatever they
+    /// look like: Liaison's own mail found by content ([`KnownOriginal`]).
+    forced: Vec<(usize, usize)>,
+    /// The first entry of `forced` that may still matter.
+    forced_at: usize,
 }
 
 impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
@@ -190,6 +215,8 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
             len,
             first: 0,
             window: VecDeque::with_capacity(LOOK_AHEAD + LOOK_BEHIND + 2),
+            forced: Vec::new(),
+            forced_at: 0,
         }
     }
 
@@ -211,11 +238,23 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
         }
     }
 
+    /// Whether line `i` lies in a `forced` range; `i` never decreases.
+    fn is_forced(&mut self, i: usize) -> bool {
+        while let Some(&(_, end)) = self.forced.get(self.forced_at) {
+            if end >= i {
+                return self.forced[self.forced_at].0 <= i;
+            }
+            self.forced_at += 1;
+        }
+        false
+    }
+
     fn push(&mut self, raw: &'a str) {
+        let index = self.first + self.window.len();
         let clean = clean_line(raw);
         let kind = if clean.is_empty() {
             Kind::Blank
-        } else if clean.starts_with('>') {
+        } else if clean.starts_with('>') || self.is_forced(index) {
             Kind::Quote
         } else {
             Kind::Text
