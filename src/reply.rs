@@ -1150,6 +1150,9 @@ const WROTE_VERBS: &[&str] = &[
     "skrev",
     "napisał",
     "napisała",
+    "pisze",
+    "pisał",
+    "pisała",
     "napisal",
     "napisana",
     "napsal",
@@ -1221,10 +1224,16 @@ fn is_attribution(joined: &str, next_is_block: bool) -> bool {
     let could_be = if ends_colon {
         digit || addr
     } else {
-        on_prefix && digit
+        (on_prefix && digit) || (next_is_block && starts_with_iso_date_time(s))
     };
     if !could_be {
         return false;
+    }
+    // Gmail's "2016-03-03 17:21 GMT+01:00 Some One" above a quote block:
+    // neither address nor colon, but an ISO date and time to the minute
+    // open no sentence.
+    if !ends_colon && !on_prefix {
+        return s.chars().count() <= 120 && !ends_sentence(s);
     }
     let verb_end = WROTE_VERBS
         .iter()
@@ -1235,6 +1244,11 @@ fn is_attribution(joined: &str, next_is_block: bool) -> bool {
         // as "as I wrote 2 days ago:" has words in between.
         let near_end = s.len() - end <= 3;
         if ends_colon && (digit || addr) && (on_prefix || addr || near_end) {
+            return true;
+        }
+        // "Name schrieb am Do. 20. Juni 2024 um 14:49:" (name only, the
+        // date after the verb) directly above a quote block.
+        if ends_colon && digit && next_is_block && s.chars().count() <= 160 {
             return true;
         }
         // "Am 20.06.24 um 16:20 schrieb X" (no colon) or Zoho's
@@ -1258,6 +1272,26 @@ fn is_attribution(joined: &str, next_is_block: bool) -> bool {
         return before.ends_with(['>', '"', ')', ']']) || last_token.contains('@');
     }
     false
+}
+
+/// "2026-01-06 10:00…": a four-digit year, month and day joined by `-`,
+/// then a time.
+fn starts_with_iso_date_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    let d = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    let date = (0..4).all(d)
+        && b.get(4) == Some(&b'-')
+        && d(5)
+        && d(6)
+        && b.get(7) == Some(&b'-')
+        && d(8)
+        && d(9);
+    if !date || b.get(10) != Some(&b' ') {
+        return false;
+    }
+    let t = 11;
+    (d(t) && b.get(t + 1) == Some(&b':') && d(t + 2) && d(t + 3))
+        || (d(t) && d(t + 1) && b.get(t + 2) == Some(&b':') && d(t + 3) && d(t + 4))
 }
 
 /// An unrecognised line directly above a quote block that still looks
