@@ -115,8 +115,9 @@ pub fn quote_start(lines: &[&str]) -> Option<usize> {
 /// huge lines keeps the work per line bounded.
 const MAX_HEADER_BYTES: usize = 1200;
 
-/// How many lines a wrapped "On … wrote:" header may span.
-const MAX_HEADER_LINES: usize = 3;
+/// How many non-blank lines a wrapped "On … wrote:" header may span (a
+/// narrow client breaks it after the date, the time and the name).
+const MAX_HEADER_LINES: usize = 5;
 
 /// A `-- ` signature longer than this many non-blank lines is more likely
 /// real content after a separator than a signature, so it is kept.
@@ -360,7 +361,8 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
         let mut seen = field_kind(self.clean(i))?.bit();
         let mut count = 1;
         let mut last = i;
-        let mut continuation_used = false;
+        // Wrapped lines of the current field ("From: Name via the\nportal\n<addr>").
+        let mut continuations = 0;
         let end = self.len().min(i + 14);
         for j in i + 1..end {
             match self.kind(j) {
@@ -374,10 +376,9 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
                 }
                 seen |= f.bit();
                 last = j;
-                continuation_used = false;
-            } else if !continuation_used && last == j - 1 {
-                // One wrapped line per field ("From: Name\n<long@address>").
-                continuation_used = true;
+                continuations = 0;
+            } else if continuations < 2 && last + continuations == j - 1 {
+                continuations += 1;
             } else {
                 break;
             }
@@ -392,35 +393,51 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
     /// there instead.
     fn attribution(&self, i: usize, check_next: bool) -> Option<usize> {
         let mut joined = String::new();
-        for k in 0..MAX_HEADER_LINES {
-            let j = i + k;
-            if j >= self.len() || self.kind(j) != Kind::Text {
-                return None;
-            }
+        let mut lines = 0;
+        let mut blank_used = false;
+        let mut j = i;
+        while lines < MAX_HEADER_LINES && j < self.len() {
             let c = self.clean(j);
+            match self.kind(j) {
+                // One blank line inside a wrapped attribution (clients
+                // that break it at the address leave one).
+                Kind::Blank if lines > 0 && !blank_used => {
+                    blank_used = true;
+                    j += 1;
+                    continue;
+                }
+                Kind::Blank => return None,
+                // "> wrote:": the tail of an attribution wrapped inside its
+                // "<address>" looks like a quoted line.
+                Kind::Quote if lines > 0 && is_quoted_attribution_tail(c) => {}
+                Kind::Quote => return None,
+                Kind::Text => {}
+            }
             if c.len() > MAX_HEADER_BYTES || joined.len() > MAX_HEADER_BYTES {
                 return None;
             }
-            if k == 0 {
+            if lines == 0 {
                 // Only lines that could open a header may be joined with
                 // the following ones.
                 joined.push_str(c);
             } else {
-                if k == 1 && !could_open_header(self.clean(i)) {
+                if lines == 1 && !could_open_header(self.clean(i)) {
                     return None;
                 }
                 joined.push(' ');
-                joined.push_str(c);
+                joined.push_str(c.trim_start_matches(['>', ' ']));
             }
+            lines += 1;
             let next_is_block = self.next_non_blank(j + 1, 2).is_some_and(|n| {
                 self.kind(n) == Kind::Quote || field_kind(self.clean(n)).is_some()
             });
             if is_attribution(&joined, next_is_block) {
-                if k > 0 && check_next && self.later_header_within(i, j) {
+                if lines > 1 && check_next && self.later_header_within(i, j) {
                     return None;
                 }
-                return Some(k + 1);
+                return Some(j - i + 1);
             }
+            j += 1;
         }
         None
     }
@@ -431,6 +448,16 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
     /// date) or when line `i` reads like the end of a sentence; otherwise
     /// the later line is just the wrapped tail ("<addr> kirjoitti:").
     fn later_header_within(&self, i: usize, j: usize) -> bool {
+        // A first line that opens an attribution itself ("On Tue, 6 Jan
+        // 2026" wrapped by a narrow client) is where it starts.
+        let first = self.clean(i);
+        if ON_PREFIXES.iter().any(|p| first.starts_with(p))
+            && has_digit(first)
+            && !ends_sentence(first)
+            && first.chars().count() <= 80
+        {
+            return false;
+        }
         (i + 1..=j).any(|m| {
             let c = self.clean(m);
             let opener = has_digit(c) || ON_PREFIXES.iter().any(|p| c.starts_with(p));
@@ -1296,6 +1323,11 @@ fn starts_with_iso_date_time(s: &str) -> bool {
 
 /// An unrecognised line directly above a quote block that still looks
 /// like an attribution: a date and an address.
+fn is_quoted_attribution_tail(c: &str) -> bool {
+    let rest = c.trim_start_matches(['>', ' ']);
+    rest.len() <= 40 && rest.ends_with([':', '：']) && WROTE_VERBS.iter().any(|v| rest.contains(v))
+}
+
 fn is_loose_attribution(c: &str) -> bool {
     c.len() <= 300 && has_digit(c) && has_address(c)
 }

@@ -111,7 +111,6 @@ fn date_first_attributions_ending_in_a_verb() {
 }
 
 #[test]
-#[ignore = "issue 15: not fixed yet"]
 fn attributions_wrapped_over_several_lines() {
     let q = quoted_with("> ");
     check(&[
