@@ -351,6 +351,9 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
         if let Some(n) = self.outlook_block(i) {
             return Some(n);
         }
+        if is_one_line_header(c) {
+            return Some(1);
+        }
         self.attribution(i, true)
     }
 
@@ -1067,6 +1070,9 @@ const DATE_KEYS: &[&str] = &[
 ];
 const TO_KEYS: &[&str] = &[
     "to",
+    "adresat",
+    "odbiorca",
+    "do",
     "an",
     "à",
     "a",
@@ -1140,6 +1146,51 @@ const REPLY_TO_KEYS: &[&str] = &[
     "responder a",
 ];
 
+/// Every field name, by kind.
+const FIELD_TABLES: [(&[&str], Field); 6] = [
+    (FROM_KEYS, Field::From),
+    (DATE_KEYS, Field::Date),
+    (TO_KEYS, Field::To),
+    (SUBJECT_KEYS, Field::Subject),
+    (CC_KEYS, Field::Cc),
+    (REPLY_TO_KEYS, Field::ReplyTo),
+];
+
+/// A whole header block on one line, as Yahoo and some webmailers write
+/// it ("Von: … An: … Gesendet: … Betreff: …", "Temat: … Nadawca: …
+/// Adresat: …"): a line that opens with a field and names at least two
+/// other kinds of field, each as a word followed by a colon.
+fn is_one_line_header(c: &str) -> bool {
+    let Some(first) = field_kind(c) else {
+        return false;
+    };
+    let mut seen = first.bit();
+    let mut count = 1;
+    for (keys, field) in FIELD_TABLES {
+        if seen & field.bit() != 0 {
+            continue;
+        }
+        if keys.iter().any(|k| names_field(c, k)) {
+            seen |= field.bit();
+            count += 1;
+            if count >= 3 {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Whether `key` occurs in `c` as a field name: after a space or `*`,
+/// followed by an optional space or `*` and a colon.
+fn names_field(c: &str, key: &str) -> bool {
+    c.match_indices(key).any(|(at, _)| {
+        let before_ok = c[..at].ends_with([' ', '*']);
+        let after = c[at + key.len()..].trim_start_matches([' ', '*']);
+        before_ok && after.starts_with([':', '：'])
+    })
+}
+
 /// The kind of an Outlook-style `Key: value` header field on this line.
 fn field_kind(c: &str) -> Option<Field> {
     let colon = c.find([':', '：'])?;
@@ -1147,15 +1198,7 @@ fn field_kind(c: &str) -> Option<Field> {
     if key.is_empty() || key.len() > 40 {
         return None;
     }
-    let tables: [(&[&str], Field); 6] = [
-        (FROM_KEYS, Field::From),
-        (DATE_KEYS, Field::Date),
-        (TO_KEYS, Field::To),
-        (SUBJECT_KEYS, Field::Subject),
-        (CC_KEYS, Field::Cc),
-        (REPLY_TO_KEYS, Field::ReplyTo),
-    ];
-    tables
+    FIELD_TABLES
         .iter()
         .find(|(keys, _)| keys.contains(&key))
         .map(|(_, f)| *f)

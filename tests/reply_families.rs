@@ -142,7 +142,6 @@ fn attributions_wrapped_over_several_lines() {
 }
 
 #[test]
-#[ignore = "issue 15: not fixed yet"]
 fn one_line_header_and_forward_blocks() {
     check(&[
         (
