@@ -178,6 +178,8 @@ struct Line<'a> {
     kind: Kind,
     /// Whether this is a text line starting with `|` (see `is_pipe`).
     pipe: bool,
+    /// The initials of a Supercite prefix ("ab>"), packed; 0 for none.
+    cite: u32,
 }
 
 /// Returned for a line outside the window (never in a correct splitter;
@@ -187,6 +189,7 @@ static OUTSIDE: Line<'static> = Line {
     clean: Cow::Borrowed(""),
     kind: Kind::Blank,
     pipe: false,
+    cite: 0,
 };
 
 /// The reply, read line by line through a small window. Memory stays a
@@ -261,11 +264,27 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
             Kind::Text
         };
         let pipe = kind == Kind::Text && is_pipe(&clean);
+        let cite = if kind == Kind::Text {
+            supercite_initials(&clean)
+        } else {
+            0
+        };
+        // Supercite quotes with the author's initials ("AB> …"); two lines
+        // in a row with the same initials are a quote, one alone may be
+        // prose ("A>B is how we write it").
+        let kind = match self.window.back_mut() {
+            Some(prev) if cite != 0 && prev.cite == cite => {
+                prev.kind = Kind::Quote;
+                Kind::Quote
+            }
+            _ => kind,
+        };
         self.window.push_back(Line {
             raw,
             clean,
             kind,
             pipe,
+            cite,
         });
         // `|`-quoted blocks (old Gmail, some list software) count as quotes
         // only when at least three consecutive lines use the marker: every
@@ -898,6 +917,22 @@ fn clean_line(line: &str) -> Cow<'_, str> {
     }
     trim_in_place(&mut s);
     Cow::Owned(s)
+}
+
+/// The packed initials of a Supercite prefix: one to three ASCII letters
+/// directly followed by `>` at the start of the line; 0 when there is none.
+fn supercite_initials(c: &str) -> u32 {
+    let letters = c
+        .bytes()
+        .take_while(u8::is_ascii_alphabetic)
+        .take(4)
+        .count();
+    if !(1..=3).contains(&letters) || c.as_bytes().get(letters) != Some(&b'>') {
+        return 0;
+    }
+    c.bytes()
+        .take(letters)
+        .fold(0, |acc, b| (acc << 8) | u32::from(b))
 }
 
 /// A `|` line that is no table row (a table row also ends with `|`).

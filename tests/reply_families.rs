@@ -191,7 +191,6 @@ fn header_block_at_the_top_with_the_reply_below() {
 }
 
 #[test]
-#[ignore = "issue 15: not fixed yet"]
 fn supercite_prefixes() {
     check(&[
         (
