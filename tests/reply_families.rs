@@ -7,7 +7,7 @@
 //! checked for its new text *and* for the intent that text gives.
 
 use liaison::intent::{detect, Intent};
-use liaison::reply::{new_text, split_reply};
+use liaison::reply::{new_text, new_text_known, split_reply, KnownOriginal, SentMail};
 
 /// The quoted invitation, as the clients below quote it.
 const QUOTED: &str = "Please reply accept or decline to the invitation from Northwind Traders.\n\
@@ -182,12 +182,55 @@ fn header_block_at_the_top_with_the_reply_below() {
             Intent::Accept,
         ),
         (
+            "attribution first, Supercite quote, answer below",
+            format!("Partner Desk <desk@example.net> writes:\n{}\n\nDecline\n", quoted_with("PD> ")),
+            "Decline",
+            Intent::Decline,
+        ),
+        (
             "attribution first, > quote, answer below after a blank line",
             format!("On Tue, 6 Jan 2026 at 10:00, Partner Desk <desk@example.net> wrote:\n{q}\n\nDecline\n"),
             "Decline",
             Intent::Decline,
         ),
     ]);
+}
+
+/// The header block on top and the original below it *unmarked*, the
+/// answer at the very bottom: only the sent mail's text tells where the
+/// copy ends, so this needs the known original (the heuristics alone
+/// quote everything below a header followed by unquoted text).
+#[test]
+fn header_first_bottom_post_with_an_unmarked_copy() {
+    let sent = SentMail {
+        text: QUOTED.to_string(),
+        html_text: None,
+        header_words: vec!["Partner Desk".into(), "desk@example.net".into()],
+    };
+    let known = KnownOriginal::new(&[sent]);
+    for (header, answer, intent) in [
+        (
+            "From: Partner Desk <desk@example.net>\nSent: Tuesday, January 6, 2026 10:00 AM\nTo: Alice\nSubject: Invitation",
+            "Accept, thanks.",
+            Intent::Accept,
+        ),
+        (
+            "보낸 사람: Partner Desk <desk@example.net>\n보낸 날짜: 2026년 1월 6일 화요일 오전 10:00\n받는 사람: Alice\n제목: 초대",
+            "거절합니다.",
+            Intent::Decline,
+        ),
+        (
+            "-------- Original message --------\nFrom: Partner Desk <desk@example.net>\nDate: 06/01/2026 10:00 (GMT+01:00)",
+            "Decline",
+            Intent::Decline,
+        ),
+    ] {
+        let body = format!("{header}\n\n{QUOTED}\n\n{answer}\n");
+        assert_eq!(new_text(&body), "", "the heuristics alone cut everything");
+        let got = new_text_known(&body, &known);
+        assert_eq!(got, answer, "{body}");
+        assert_eq!(detect(&got), intent);
+    }
 }
 
 #[test]
