@@ -540,6 +540,12 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
                         self.quote_rest(i, &mut out);
                         break;
                     }
+                    if out.has_new_text() && is_device_signature(self.clean(i)) {
+                        // "Sent from my iPhone" ends what the sender wrote:
+                        // unquoted text below it is the older message.
+                        self.quote_rest(i, &mut out);
+                        break;
+                    }
                     if after_quote && self.is_wrapped_quote_continuation(i) {
                         out.quoted(self.line(i).raw);
                     } else {
@@ -665,6 +671,11 @@ impl Assembler {
         }
     }
 
+    /// Whether a non-blank line was kept as new text.
+    fn has_new_text(&self) -> bool {
+        self.committed.1 > 0
+    }
+
     fn end_segment(&mut self) {
         self.new.truncate(self.committed.0);
         self.entries = self.committed.1;
@@ -690,6 +701,7 @@ impl Assembler {
         strip_banner(&mut new_text);
         strip_signature_block(&mut new_text);
         strip_device_signatures(&mut new_text);
+        strip_leading_device_signature(&mut new_text);
         trim_in_place(&mut new_text);
         new_text.shrink_to_fit();
         trim_in_place(&mut self.quoted);
@@ -833,6 +845,19 @@ fn strip_device_signatures(text: &mut String) {
         } else {
             return;
         }
+    }
+}
+
+/// Drops a device line that some clients put *above* the answer, when
+/// something follows it.
+fn strip_leading_device_signature(text: &mut String) {
+    let Some(end) = text.find('\n') else {
+        return;
+    };
+    let device = clean_line_bounded(&text[..end], 300).is_some_and(|c| is_device_signature(&c));
+    if device && !is_blank_entry(&text[end..]) {
+        text.drain(..=end);
+        trim_in_place(text);
     }
 }
 
@@ -1462,6 +1487,34 @@ const DEVICE_PREFIXES: &[&str] = &[
     "أرسلت من",
     "내 iphone",
     "iphoneから送信",
+    "trimis de pe",
+    "trimis cu",
+    "trimis din",
+    "obtener outlook",
+    "descargar outlook",
+    "baixe o outlook",
+    "scarica outlook",
+    "télécharger outlook",
+    "outlook voor",
+    "download outlook",
+    "pobierz outlook",
+    "hol dir outlook",
+    "holen sie sich outlook",
+    "skaffa outlook",
+    "hent outlook",
+    "получить outlook",
+];
+
+/// Endings of device lines in languages that put the device first
+/// ("iPhone에서 보냄", "Android용 Outlook 받기", "iPhoneから送信").
+const DEVICE_SUFFIXES: &[&str] = &[
+    "에서 보냄",
+    "에서 보냈습니다",
+    "에서 보냈습니다.",
+    "outlook 받기",
+    "から送信",
+    "から送信しました",
+    "发送自我的iphone",
 ];
 
 const DEVICE_WORDS: &[&str] = &[
@@ -1495,6 +1548,9 @@ fn is_device_signature(c: &str) -> bool {
         .filter(|w| !w.starts_with("http"))
         .collect();
     let text = words.join(" ");
+    if text.chars().count() <= 60 && DEVICE_SUFFIXES.iter().any(|p| text.ends_with(p)) {
+        return true;
+    }
     if !DEVICE_PREFIXES.iter().any(|p| text.starts_with(p)) {
         return false;
     }

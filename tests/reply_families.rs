@@ -266,7 +266,6 @@ fn supercite_prefixes() {
 }
 
 #[test]
-#[ignore = "issue 15: not fixed yet"]
 fn device_lines_in_other_languages_and_places() {
     let q = quoted_with("> ");
     check(&[
