@@ -327,7 +327,6 @@ fn device_lines_in_other_languages_and_places() {
 }
 
 #[test]
-#[ignore = "issue 15: not fixed yet"]
 fn korean_clients() {
     let q = quoted_with("> ");
     check(&[
@@ -368,6 +367,12 @@ fn korean_clients() {
             Intent::Decline,
         ),
         (
+            "Apple Mail ko, name only (date first, 작성:, no address)",
+            format!("수락합니다\n\n2026. 1. 6. 오전 10:00, Partner Desk 작성:\n\n{q}\n"),
+            "수락합니다",
+            Intent::Accept,
+        ),
+        (
             "Apple Mail ko, iPhone (date first, 작성:, device line)",
             format!("수락합니다\n\niPhone에서 보냄\n\n2026. 1. 6. 오전 10:00, Partner Desk <desk@example.net> 작성:\n\n{q}\n"),
             "수락합니다",
@@ -388,6 +393,24 @@ fn korean_clients() {
         (
             "Daum/Kakao Mail (------- Original Message ------- and spaced colons)",
             format!("수락합니다\n\n------- Original Message -------\n보낸사람 : Partner Desk <desk@example.net>\n받는사람 : <alice@contoso.test>\n날짜 : 2026년 1월 6일(화) 10:00:00\n제목 : 초대\n\n{QUOTED}\n"),
+            "수락합니다",
+            Intent::Accept,
+        ),
+        (
+            "Thunderbird ko (…에 … 이(가) 쓴 글:)",
+            format!("수락합니다\n\n2026-01-06 오전 10:00에 Partner Desk 이(가) 쓴 글:\n{q}\n"),
+            "수락합니다",
+            Intent::Accept,
+        ),
+        (
+            "Korean webmail (…님이 쓰신 글:), name only",
+            format!("거절합니다\n\n2026년 1월 6일 오전 10시 Partner Desk님이 쓰신 글:\n\n{q}\n"),
+            "거절합니다",
+            Intent::Decline,
+        ),
+        (
+            "Outlook web ko, one line (보낸 사람 … 보낸 날짜 … 받는 사람 … 제목 …)",
+            format!("수락합니다\n\n보낸 사람: Partner Desk <desk@example.net> 보낸 날짜: 2026년 1월 6일 화요일 오전 10:00 받는 사람: Alice 제목: 초대\n\n{QUOTED}\n"),
             "수락합니다",
             Intent::Accept,
         ),
