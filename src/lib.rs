@@ -64,6 +64,7 @@ pub mod smtp;
 pub mod store;
 pub mod templates;
 pub mod ticket;
+pub mod tnef;
 pub mod token;
 pub mod trust;
 pub mod workflow;
