@@ -1,5 +1,5 @@
 //! One inbound message through the core and into the store: parse, dedupe,
-//! decide, render, commit. The imperative counterpart of [`crate::workflow`].
+//! decide, render, commit. The imperative counterpart of [`liaison_core::decide`].
 //!
 //! A message's effects (state, invitations, outgoing mails), its processed
 //! marker and the inbox cursor are committed in one atomic write, so after a
@@ -7,11 +7,11 @@
 //! a flush, which the caller does once per batch (group commit).
 
 use crate::clock::Clock;
-use crate::config::Config;
-use crate::store::{Changes, Cursor, Processed, Store, StoreError};
-use crate::templates::Templates;
-use crate::token::TokenKey;
-use crate::workflow::{self, Context, MailClass};
+use crate::store::{Changes, Cursor, Processed, ProcessedClass, Store, StoreError};
+use liaison_core::config::Config;
+use liaison_core::decide::{self, Context, MailClass};
+use liaison_core::model::token::TokenKey;
+use liaison_core::render::templates::Templates;
 use std::sync::{Arc, Mutex};
 
 /// Errors that stop processing (the message stays unprocessed and is tried
@@ -21,6 +21,99 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why `quarantine release` or `held release` did not go through. Each
+/// message says what the operator can do next.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// No processed message has that key.
+    #[error("no message {key} is known")]
+    UnknownMessage {
+        /// The key asked for.
+        key: String,
+    },
+    /// The message was processed, but not quarantined.
+    #[error("{key} is not quarantined (it was {class})")]
+    NotQuarantined {
+        /// The key asked for.
+        key: String,
+        /// What it was.
+        class: ProcessedClass,
+    },
+    /// The quarantined mail's bytes are not in the store.
+    #[error(
+        "{key} cannot be released: its raw mail is not in the store (it was over \
+         security.max_message_bytes and not downloaded, or over \
+         security.quarantine_keep_bytes, or the store's quarantine space \
+         security.quarantine_store_bytes was full). The original is in the inbox's \
+         quarantine folder on the IMAP server: have it sent again by an \
+         authenticated sender, or raise the limit and move it back to the inbox"
+    )]
+    NotKept {
+        /// The key asked for.
+        key: String,
+    },
+    /// Deciding it again panicked.
+    #[error("{key} is still refused: internal error while processing: {panic}; please report")]
+    Panicked {
+        /// The key asked for.
+        key: String,
+        /// The panic's message.
+        panic: String,
+    },
+    /// The full policy refused it for a reason the operator was not shown;
+    /// it is quarantined again under a new key with that reason.
+    #[error(
+        "{key} is still refused, for a reason you were not shown: {reason} It is quarantined \
+         again as {again} with that reason; `liaison quarantine release {again}` decides it \
+         trusting the sender"
+    )]
+    RefusedForAnotherReason {
+        /// The key asked for.
+        key: String,
+        /// The new reason.
+        reason: String,
+        /// The key it is quarantined under now.
+        again: String,
+    },
+    /// Decided again trusting the sender, it is still quarantined.
+    #[error("{key} is still refused: {reason}")]
+    StillRefused {
+        /// The key asked for.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// No held mail has that number.
+    #[error("no held mail {id}")]
+    UnknownHeld {
+        /// The number asked for.
+        id: u64,
+    },
+    /// The held mail was not kept whole.
+    #[error("held mail {id} cannot be released: it was not kept ({reason}); ask its sender to send it again")]
+    HeldNotKept {
+        /// The number asked for.
+        id: u64,
+        /// Why it was held.
+        reason: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<StoreError> for ReleaseError {
+    fn from(e: StoreError) -> Self {
+        ReleaseError::Engine(EngineError::Store(e))
+    }
+}
+
+impl From<liaison_core::effects::ReadError> for EngineError {
+    fn from(e: liaison_core::effects::ReadError) -> Self {
+        EngineError::Store(StoreError::Read(e))
+    }
 }
 
 /// The result of one command run through [`Engine::run_commands_as_partner`].
@@ -39,8 +132,8 @@ pub struct CommandResult {
 pub struct Outcome {
     /// Message-ID or body hash.
     pub key: String,
-    /// Classification (`command`, `customer`, `ignored`, `quarantined`, `duplicate`).
-    pub class: String,
+    /// What the message was.
+    pub class: ProcessedClass,
     /// What happened.
     pub summary: String,
     /// Subjects of the mails queued.
@@ -91,7 +184,7 @@ impl Engine {
     /// templates are checked at start-up, so a failure here is a bug.
     fn compose_or_log(
         &self,
-        plans: &[workflow::MailPlan],
+        plans: &[decide::MailPlan],
         now: u64,
         what: &str,
     ) -> Vec<crate::store::OutgoingMail> {
@@ -111,10 +204,16 @@ impl Engine {
     /// templates and id key.
     fn compose(
         &self,
-        plan: &workflow::MailPlan,
+        plan: &decide::MailPlan,
         now: u64,
-    ) -> Result<crate::store::OutgoingMail, crate::compose::ComposeError> {
-        crate::compose::compose(&self.config, &self.templates, self.tokens.ids(), plan, now)
+    ) -> Result<crate::store::OutgoingMail, liaison_core::render::compose::ComposeError> {
+        liaison_core::render::compose::compose(
+            &self.config,
+            &self.templates,
+            self.tokens.ids(),
+            plan,
+            now,
+        )
     }
 
     /// Processes one fetched message and records `cursor` for its inbox in
@@ -122,7 +221,8 @@ impl Engine {
     pub fn process(&self, inbox: &str, cursor: Cursor, raw: &[u8]) -> Result<Outcome, EngineError> {
         // Parsing reads nothing shared, so it runs before the lock: another
         // inbox's mail can be decided meanwhile.
-        let parsed = crate::inbound::parse(raw, self.config.security.max_message_bytes);
+        let parsed =
+            liaison_core::mail::inbound::parse(raw, self.config.security.max_message_bytes);
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         #[cfg(debug_assertions)]
         test_fault(&parsed);
@@ -152,31 +252,30 @@ impl Engine {
     /// hit a bug), it is quarantined again with that reason and the
     /// operator is told; a second release, now of what they have seen,
     /// trusts the sender.
-    pub fn release(&self, key: &str) -> Result<Result<Outcome, String>, EngineError> {
+    pub fn release(&self, key: &str) -> Result<Outcome, ReleaseError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let shown = match self.store.processed(key)? {
-            Some(p) if p.class == "quarantined" => p.summary,
+            Some(p) if p.class == ProcessedClass::Quarantined => p.summary,
             Some(p) => {
-                return Ok(Err(format!(
-                    "{key} is not quarantined (it was {})",
-                    p.class
-                )))
+                return Err(ReleaseError::NotQuarantined {
+                    key: key.to_string(),
+                    class: p.class,
+                })
             }
-            None => return Ok(Err(format!("no message {key} is known"))),
+            None => {
+                return Err(ReleaseError::UnknownMessage {
+                    key: key.to_string(),
+                })
+            }
         };
         let Some(raw) = self.store.quarantined_raw(key)? else {
-            return Ok(Err(format!(
-                "{key} cannot be released: its raw mail is not in the store (it was over \
-                 security.max_message_bytes and not downloaded, or over \
-                 security.quarantine_keep_bytes, or the store's quarantine space \
-                 security.quarantine_store_bytes was full). The original is in the inbox's \
-                 quarantine folder on the IMAP server: have it sent again by an \
-                 authenticated sender, or raise the limit and move it back to the inbox"
-            )));
+            return Err(ReleaseError::NotKept {
+                key: key.to_string(),
+            });
         };
         let mut trusting = (*self.config).clone();
         trusting.security.trusted_authserv_id = None;
-        let parsed = crate::inbound::parse(&raw, trusting.security.max_message_bytes);
+        let parsed = liaison_core::mail::inbound::parse(&raw, trusting.security.max_message_bytes);
         // Under the full policy first, without effects: does it refuse the
         // mail for exactly the reason the operator saw?
         let vouched = match &parsed {
@@ -187,11 +286,13 @@ impl Engine {
                     now: self.clock.now(),
                 };
                 let strict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    workflow::decide(&ctx, self.store.as_ref(), mail)
+                    decide::decide(&ctx, self.store.as_ref(), mail)
                 }));
                 match strict {
                     Ok(Ok(d)) => d.class != MailClass::Quarantined || d.summary == shown,
-                    Ok(Err(workflow::WorkflowError::Store(e))) => return Err(e.into()),
+                    Ok(Err(decide::WorkflowError::Store(e))) => {
+                        return Err(ReleaseError::Engine(e.into()))
+                    }
                     // Still panics: decided below, which answers with it.
                     Err(_) => true,
                 }
@@ -207,24 +308,26 @@ impl Engine {
         let outcome = match run {
             Ok(outcome) => outcome?,
             Err(payload) => {
-                return Ok(Err(format!(
-                    "{key} is still refused: internal error while processing: {}; please report",
-                    panic_message(payload.as_ref())
-                )))
+                return Err(ReleaseError::Panicked {
+                    key: key.to_string(),
+                    panic: panic_message(payload.as_ref()),
+                })
             }
         };
-        if outcome.class == "quarantined" && !vouched {
-            return Ok(Err(format!(
-                "{key} is still refused, for a reason you were not shown: {} It is quarantined \
-                 again as {} with that reason; `liaison quarantine release {}` decides it trusting \
-                 the sender",
-                outcome.summary, outcome.key, outcome.key
-            )));
+        if outcome.class == ProcessedClass::Quarantined && !vouched {
+            return Err(ReleaseError::RefusedForAnotherReason {
+                key: key.to_string(),
+                reason: outcome.summary,
+                again: outcome.key,
+            });
         }
-        if outcome.class == "quarantined" {
-            return Ok(Err(format!("{key} is still refused: {}", outcome.summary)));
+        if outcome.class == ProcessedClass::Quarantined {
+            return Err(ReleaseError::StillRefused {
+                key: key.to_string(),
+                reason: outcome.summary,
+            });
         }
-        Ok(Ok(outcome))
+        Ok(outcome)
     }
 
     fn process_with(
@@ -232,7 +335,10 @@ impl Engine {
         config: &Config,
         cursor: Option<(String, Cursor)>,
         raw: &[u8],
-        parsed: Result<crate::inbound::InboundMail, crate::inbound::InboundError>,
+        parsed: Result<
+            liaison_core::mail::inbound::InboundMail,
+            liaison_core::mail::inbound::InboundError,
+        >,
         bad_key: String,
         releasing: Option<&str>,
     ) -> Result<Outcome, EngineError> {
@@ -242,7 +348,7 @@ impl Engine {
             Err(e) => {
                 return self.record(
                     bad_key,
-                    "quarantined",
+                    ProcessedClass::Quarantined,
                     e.to_string(),
                     now,
                     cursor,
@@ -259,19 +365,21 @@ impl Engine {
             .store
             .processed(&mail.key)?
             .filter(|_| releasing.is_none());
-        let requarantine = earlier.as_ref().is_some_and(|p| p.class == "quarantined");
+        let requarantine = earlier
+            .as_ref()
+            .is_some_and(|p| p.class == ProcessedClass::Quarantined);
         if let Some(prev) = earlier.filter(|_| !requarantine) {
             self.store.commit(Changes {
                 cursor,
                 ..Default::default()
             })?;
-            crate::metrics::count_class("duplicate");
+            crate::metrics::count_class(ProcessedClass::Duplicate);
             return Ok(Outcome {
                 key: mail.key,
-                class: "duplicate".into(),
+                class: ProcessedClass::Duplicate,
                 summary: format!(
                     "already processed at {} as {}",
-                    workflow::rfc3339(prev.at),
+                    decide::rfc3339(prev.at),
                     prev.class
                 ),
                 queued: vec![],
@@ -282,9 +390,9 @@ impl Engine {
             tokens: &self.tokens,
             now,
         };
-        let mut decision = match workflow::decide(&ctx, self.store.as_ref(), &mail) {
+        let mut decision = match decide::decide(&ctx, self.store.as_ref(), &mail) {
             Ok(d) => d,
-            Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
+            Err(decide::WorkflowError::Store(e)) => return Err(e.into()),
         };
         let hour = now / 3600;
         let composed = self
@@ -304,7 +412,7 @@ impl Engine {
                 // (state changed, no mail) would be worse than none.
                 return self.record(
                     mail.key,
-                    "quarantined",
+                    ProcessedClass::Quarantined,
                     format!("could not compose a reply: {e}"),
                     now,
                     cursor,
@@ -314,12 +422,12 @@ impl Engine {
         };
         let queued: Vec<String> = outbox.iter().map(|m| m.subject.clone()).collect();
         let held_now = caps.held.len() as u64;
-        let class = decision.class.name().to_string();
+        let class = decision.class.kind();
         let decision_counts = EffectCounts::of(&decision, now);
         let processed = Processed {
             key: mail.key.clone(),
             at: now,
-            class: class.clone(),
+            class,
             summary: decision.summary.clone(),
         };
         self.store.commit(Changes {
@@ -370,7 +478,7 @@ impl Engine {
         if decision.class == MailClass::Ignored {
             tracing::info!(key = %mail.key, reason = %decision.summary, "mail ignored");
         }
-        crate::metrics::count_class(&class);
+        crate::metrics::count_class(class);
         count_effects(&decision_counts);
         Ok(Outcome {
             key: mail.key,
@@ -389,23 +497,23 @@ impl Engine {
     fn apply_caps(
         &self,
         ctx: &Context,
-        decision: &mut workflow::Decision,
+        decision: &mut decide::Decision,
         key: &str,
         sender: Option<&str>,
         hour: u64,
-    ) -> Result<Caps, crate::compose::ComposeError> {
+    ) -> Result<Caps, liaison_core::render::compose::ComposeError> {
         // The support-request cap first: a request it holds is held whole,
         // and its acknowledgement must not count as a reply sent.
         let store = self.store.clone();
         let requests = move |c: &str| store.support_requests(c, hour).unwrap_or(u32::MAX);
-        let (request, mut held) = workflow::apply_support_cap(
+        let (request, mut held) = decide::apply_support_cap(
             decision,
             &requests,
             self.config.security.max_support_requests_per_hour,
         );
         let store = self.store.clone();
         let replies = move |a: &str| store.replies_sent(a, hour).unwrap_or(u32::MAX);
-        let (replied, held_replies) = workflow::apply_reply_cap(
+        let (replied, held_replies) = decide::apply_reply_cap(
             decision,
             sender,
             &replies,
@@ -422,7 +530,7 @@ impl Engine {
             if let Some(partner) = ctx.config.partner(pid) {
                 decision
                     .mails
-                    .push(workflow::held_notice(ctx, partner, h, key));
+                    .push(decide::held_notice(ctx, partner, h, key));
                 reported.push(pid.clone());
             }
         }
@@ -484,19 +592,16 @@ impl Engine {
 
     /// Sends a held mail after all: it moves into the outbox. Does not
     /// flush. Returns the mail's subject and recipients.
-    pub fn release_held(
-        &self,
-        id: u64,
-    ) -> Result<Result<(String, Vec<String>), String>, EngineError> {
+    pub fn release_held(&self, id: u64) -> Result<(String, Vec<String>), ReleaseError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let Some(held) = self.store.held_mail(id)? else {
-            return Ok(Err(format!("no held mail {id}")));
+            return Err(ReleaseError::UnknownHeld { id });
         };
         if !held.kept {
-            return Ok(Err(format!(
-                "held mail {id} cannot be released: it was not kept ({}); ask its sender to send it again",
-                held.reason
-            )));
+            return Err(ReleaseError::HeldNotKept {
+                id,
+                reason: held.reason,
+            });
         }
         let done = (held.mail.subject.clone(), held.mail.recipients.clone());
         self.store.commit(Changes {
@@ -506,7 +611,7 @@ impl Engine {
         })?;
         tracing::info!(id, subject = %done.0, to = ?done.1, "held mail released");
         self.publish_held();
-        Ok(Ok(done))
+        Ok(done)
     }
 
     /// `recipient` refused a mail for good (a 5xx reply, or given up after
@@ -530,7 +635,7 @@ impl Engine {
         };
         let key = format!("smtp-failure:{}:{recipient}", mail.message_id);
         let decided = if mail.invitation.is_some() {
-            workflow::delivery_failed(
+            decide::delivery_failed(
                 &ctx,
                 self.store.as_ref(),
                 &mail.message_id,
@@ -539,10 +644,10 @@ impl Engine {
                 &key,
             )
         } else {
-            workflow::recipient_refused(
+            decide::recipient_refused(
                 &ctx,
                 self.store.as_ref(),
-                &workflow::RefusedMail {
+                &decide::RefusedMail {
                     subject: &mail.subject,
                     recipients: &mail.recipients,
                     ticket: mail.ticket,
@@ -554,7 +659,7 @@ impl Engine {
         };
         let decision = match decided {
             Ok(d) => d,
-            Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
+            Err(decide::WorkflowError::Store(e)) => return Err(e.into()),
         };
         tracing::info!(message_id = %mail.message_id, summary = %decision.summary, "delivery failure handled");
         let outbox = self.compose_or_log(&decision.mails, now, "a delivery failure notice");
@@ -577,7 +682,7 @@ impl Engine {
     pub fn run_commands_as_partner(
         &self,
         partner_id: &str,
-        commands: Vec<crate::command::Command>,
+        commands: Vec<liaison_core::command::Command>,
         key: &str,
     ) -> Result<Vec<CommandResult>, EngineError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -599,7 +704,7 @@ impl Engine {
         if let Some(prev) = self.store.processed(key)? {
             return Ok(not_run(format!(
                 "not run: batch {key} was already run at {}",
-                workflow::rfc3339(prev.at)
+                decide::rfc3339(prev.at)
             )));
         }
         let now = self.clock.now();
@@ -608,7 +713,7 @@ impl Engine {
             tokens: &self.tokens,
             now,
         };
-        let (decision, outcomes) = match workflow::run_given_commands(
+        let (decision, outcomes) = match decide::run_given_commands(
             &ctx,
             self.store.as_ref(),
             partner,
@@ -617,7 +722,7 @@ impl Engine {
             &commands,
         ) {
             Ok(d) => d,
-            Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
+            Err(decide::WorkflowError::Store(e)) => return Err(e.into()),
         };
         let outbox = self.compose_or_log(&decision.mails, now, "an imported invitation");
         count_effects(&EffectCounts::of(&decision, now));
@@ -629,7 +734,7 @@ impl Engine {
             processed: vec![Processed {
                 key: key.to_string(),
                 at: now,
-                class: "import".into(),
+                class: ProcessedClass::Import,
                 summary: decision.summary,
             }],
             ..Default::default()
@@ -717,7 +822,7 @@ impl Engine {
         let now = self.clock.now();
         self.record(
             place_key(inbox, cursor),
-            "quarantined",
+            ProcessedClass::Quarantined,
             summary,
             now,
             Some((inbox.to_string(), cursor)),
@@ -738,17 +843,17 @@ impl Engine {
         // at 100 000 relationships); doing it before taking the lock keeps
         // inbound mail from waiting on it. The decision re-reads each
         // candidate under the lock.
-        let candidates = match workflow::due_candidates(&ctx, self.store.as_ref()) {
+        let candidates = match decide::due_candidates(&ctx, self.store.as_ref()) {
             Ok(c) => c,
-            Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
+            Err(decide::WorkflowError::Store(e)) => return Err(e.into()),
         };
         if candidates.is_empty() {
             return Ok(0);
         }
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let decision = match workflow::expire_candidates(&ctx, self.store.as_ref(), &candidates) {
+        let decision = match decide::expire_candidates(&ctx, self.store.as_ref(), &candidates) {
             Ok(d) => d,
-            Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
+            Err(decide::WorkflowError::Store(e)) => return Err(e.into()),
         };
         if decision.relationships.is_empty() {
             return Ok(0);
@@ -769,7 +874,7 @@ impl Engine {
     fn record(
         &self,
         key: String,
-        class: &str,
+        class: ProcessedClass,
         summary: String,
         now: u64,
         cursor: Option<(String, Cursor)>,
@@ -777,7 +882,7 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         tracing::warn!(%key, %summary, "mail {class}");
         crate::metrics::count_class(class);
-        let kept = match raw.filter(|_| class == "quarantined") {
+        let kept = match raw.filter(|_| class == ProcessedClass::Quarantined) {
             Some(r) => self.kept_raw(r)?,
             None => None,
         };
@@ -785,7 +890,7 @@ impl Engine {
             processed: vec![Processed {
                 key: key.clone(),
                 at: now,
-                class: class.to_string(),
+                class,
                 summary: summary.clone(),
             }],
             cursor,
@@ -794,7 +899,7 @@ impl Engine {
         })?;
         Ok(Outcome {
             key,
-            class: class.to_string(),
+            class,
             summary,
             queued: vec![],
         })
@@ -808,7 +913,12 @@ impl Engine {
 /// prove that one panicking mail neither kills its inbox nor poisons the
 /// engine. Release builds have no such hook.
 #[cfg(debug_assertions)]
-fn test_fault(parsed: &Result<crate::inbound::InboundMail, crate::inbound::InboundError>) {
+fn test_fault(
+    parsed: &Result<
+        liaison_core::mail::inbound::InboundMail,
+        liaison_core::mail::inbound::InboundError,
+    >,
+) {
     let Ok(mail) = parsed else { return };
     match std::env::var("LIAISON_TEST_PANIC_SUBJECT") {
         Ok(s) if !s.is_empty() && mail.subject.contains(&s) => {
@@ -875,7 +985,7 @@ struct EffectCounts {
 
 impl EffectCounts {
     /// Acceptances are relationships this decision moved into `active` now.
-    fn of(d: &workflow::Decision, now: u64) -> Self {
+    fn of(d: &decide::Decision, now: u64) -> Self {
         EffectCounts {
             invitations: d.invitations.len() as u64,
             tickets_opened: d
@@ -889,7 +999,7 @@ impl EffectCounts {
                 .filter(|r| {
                     r.history.last().is_some_and(|h| {
                         h.at == now
-                            && h.to == crate::relationship::RelationshipState::Active
+                            && h.to == liaison_core::model::relationship::RelationshipState::Active
                             && h.from != Some(h.to)
                     })
                 })

@@ -6,8 +6,8 @@
 //! "decline", so a leaked quote would show in the decision: each one is
 //! checked for its new text *and* for the intent that text gives.
 
-use liaison::intent::{detect, Intent};
-use liaison::reply::{new_text, new_text_known, split_reply, KnownOriginal, SentMail};
+use liaison_core::mail::intent::{detect, Intent};
+use liaison_core::mail::reply::{new_text, new_text_known, split_reply, KnownOriginal, SentMail};
 
 /// The quoted invitation, as the clients below quote it.
 const QUOTED: &str = "Please reply accept or decline to the invitation from Northwind Traders.\n\
@@ -474,7 +474,7 @@ fn korean_legacy_charsets() {
         )
         .into_bytes();
         raw.extend(euc_kr(&body));
-        let mail = liaison::inbound::parse(&raw, 1 << 20).expect("parses");
+        let mail = liaison_core::mail::inbound::parse(&raw, 1 << 20).expect("parses");
         let got = new_text(&mail.text);
         assert_eq!(got, "수락합니다", "{charset}: {:?}", mail.text);
         assert_eq!(detect(&got), Intent::Accept, "{charset}");

@@ -18,28 +18,35 @@
 
 use std::path::Path;
 
-use liaison::intent::{detect, Intent};
-use liaison::reply::{new_text, new_text_known, split_reply_known, KnownOriginal, SentMail};
-use liaison::templates::{TemplateName, Templates};
+use liaison_core::mail::intent::{detect, Intent};
+use liaison_core::mail::reply::{
+    new_text, new_text_known, split_reply_known, KnownOriginal, SentMail,
+};
+use liaison_core::render::templates::TemplateName;
 
 /// The mails Liaison sends to customers, composed for real, per locale.
 fn customer_mails(locale: &str) -> Vec<(TemplateName, SentMail, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let templates = Templates::load(&root.join("templates")).expect("templates load");
+    let templates =
+        liaison::files::load_templates(&root.join("templates")).expect("templates load");
     let config_text =
         std::fs::read_to_string(root.join("config/liaison.dev.toml")).expect("dev config");
-    let config = liaison::config::Config::parse(&config_text, Path::new("liaison.dev.toml"))
-        .expect("dev config parses");
-    let tokens = liaison::token::TokenKey::new(b"reply-known-test-secret");
+    let config = liaison_core::config::Config::parse(
+        &config_text,
+        Path::new("liaison.dev.toml"),
+        &liaison::files::EnvAndFiles,
+    )
+    .expect("dev config parses");
+    let tokens = liaison_core::model::token::TokenKey::new(b"reply-known-test-secret");
     TemplateName::ALL
         .into_iter()
         .filter(|t| t.needs_html())
         .map(|t| {
-            let plan = liaison::workflow::MailPlan {
+            let plan = liaison_core::render::plan::MailPlan {
                 template: t,
                 locale: locale.to_string(),
                 to: vec!["alice@contoso.test".into()],
-                from: liaison::workflow::Sender::Invitations,
+                from: liaison_core::render::plan::Sender::Invitations,
                 reply_to: Some("invites+sampletoken@liaison.test".into()),
                 message_id: format!("{}.{locale}@liaison.test", t.as_str()),
                 in_reply_to: None,
@@ -49,9 +56,14 @@ fn customer_mails(locale: &str) -> Vec<(TemplateName, SentMail, String)> {
                 ticket: None,
                 attachments: vec![],
             };
-            let mail =
-                liaison::compose::compose(&config, &templates, tokens.ids(), &plan, 1_767_693_600)
-                    .expect("composes");
+            let mail = liaison_core::render::compose::compose(
+                &config,
+                &templates,
+                tokens.ids(),
+                &plan,
+                1_767_693_600,
+            )
+            .expect("composes");
             let sent = SentMail::from_raw(mail.raw.as_bytes()).expect("parses back");
             assert!(sent.html_text.is_some(), "{t:?} has an HTML part");
             (t, sent, mail.subject)
@@ -194,7 +206,7 @@ const STYLES: &[Style] = &[
                 "<html><body><div dir=\"ltr\">{a}</div><br><div class=\"gmail_quote\"><div dir=\"ltr\">Tarehe 6 Jan 2026, Liaison aliandika</div><blockquote style=\"margin:0 0 0 .8ex\">{}</blockquote></div></body></html>",
                 s.html_text.as_deref().unwrap_or_default().replace('\n', "<br>")
             );
-            liaison::inbound::html_to_text(&html_reply)
+            liaison_core::mail::inbound::html_to_text(&html_reply)
         },
     },
     Style {

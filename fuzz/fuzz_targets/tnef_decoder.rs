@@ -1,4 +1,4 @@
-//! TNEF (`winmail.dat`): arbitrary bytes through `liaison::tnef::decode`,
+//! TNEF (`winmail.dat`): arbitrary bytes through `liaison_core::mail::tnef::decode`,
 //! and the compressed-RTF and RTF readers on their own.
 //!
 //! Invariants: never panics; what comes out is bounded
@@ -6,7 +6,7 @@
 //! body is never longer than the limit asked for.
 #![no_main]
 
-use liaison::tnef::{decode, decompress_rtf, rtf_to_text, MAX_ATTACHMENTS, MAX_OUTPUT_BYTES};
+use liaison_core::mail::tnef::{decode, decompress_rtf, rtf_to_text, MAX_ATTACHMENTS, MAX_OUTPUT_BYTES};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
