@@ -314,4 +314,9 @@ pub trait StoreView {
     fn tickets_of(&self, partner: &str) -> Result<Vec<Ticket>>;
     /// The highest ticket number given so far (0 when none).
     fn last_ticket_id(&self) -> Result<u64>;
+    /// The mail Liaison queued or sent with this Message-ID (no angle
+    /// brackets), if it belongs to an invitation or a ticket and is still
+    /// kept: the reply splitter finds its quoted copy in an answer by its
+    /// content ([`crate::mail::reply::KnownOriginal`]).
+    fn sent_mail(&self, message_id: &str) -> Result<Option<OutgoingMail>>;
 }

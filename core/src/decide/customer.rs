@@ -257,7 +257,10 @@ pub(super) fn customer_mail(
         ));
         return Ok(decision);
     }
-    let new_text = crate::mail::reply::new_text(&mail.text);
+    // The invitation's own mail and whatever Liaison mail the reply names:
+    // their quoted copy is cut by content, whatever the client made of it.
+    let known = super::known::known_original(view, mail, &[inv.message_id.as_str()])?;
+    let new_text = crate::mail::reply::new_text_known(&mail.text, &known);
     let intent = intent::detect(&new_text);
     let event = match intent {
         Intent::Accept if inv.kind == InvitationKind::Restore => RelationshipEvent::RestoreAccepted,

@@ -17,6 +17,7 @@
 mod commands;
 pub use commands::LIST_PAGE;
 mod customer;
+mod known;
 mod support;
 pub use support::MAX_ENTRY_TEXT_CHARS;
 mod timers;
