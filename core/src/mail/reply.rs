@@ -540,7 +540,10 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
                         self.quote_rest(i, &mut out);
                         break;
                     }
-                    if out.has_new_text() && is_device_signature(self.clean(i)) {
+                    if out.has_new_text()
+                        && could_be_device_signature(self.clean(i))
+                        && is_device_signature(self.clean(i))
+                    {
                         // "Sent from my iPhone" ends what the sender wrote:
                         // unquoted text below it is the older message.
                         self.quote_rest(i, &mut out);
@@ -1538,6 +1541,20 @@ const DEVICE_WORDS: &[&str] = &[
     "device",
     "mail",
 ];
+
+/// A cheap first look for [`is_device_signature`], which builds strings:
+/// the splitter asks it of every line below the first new one.
+fn could_be_device_signature(c: &str) -> bool {
+    if c.len() > 300 {
+        return false;
+    }
+    let t = c.trim_start_matches(['[', '(', '<', '*', '_', '"', ' ']);
+    DEVICE_PREFIXES.iter().any(|p| t.starts_with(p))
+        || DEVICE_SUFFIXES.iter().any(|p| {
+            c.trim_end_matches([']', ')', '>', '*', '_', '"', ' '])
+                .ends_with(p)
+        })
+}
 
 fn is_device_signature(c: &str) -> bool {
     if c.len() > 300 {
