@@ -526,25 +526,17 @@ pub async fn run_outbox(
     // Notices this task queues itself (bounces) are durable once it has
     // flushed them, so it may move its own watermark past them.
     let mut own = 0u64;
-    let domains = std::sync::Mutex::new(DomainBackoff::default());
+    let domains = Arc::new(std::sync::Mutex::new(DomainBackoff::default()));
     loop {
         let mut watermark = (*durable.borrow_and_update()).max(own);
-        let next_wake = match deliver_due(
-            &store,
-            &mailer,
-            clock.as_ref(),
-            &engine,
-            &domains,
-            &mut watermark,
-        )
-        .await
-        {
-            Ok(wake) => wake,
-            Err(e) => {
-                tracing::error!(error = %e, "outbox store error; retrying in 5 s");
-                Some(Duration::from_secs(5))
-            }
-        };
+        let next_wake =
+            match deliver_due(&store, &mailer, &clock, &engine, &domains, &mut watermark).await {
+                Ok(wake) => wake,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox store error; retrying in 5 s");
+                    Some(Duration::from_secs(5))
+                }
+            };
         own = own.max(watermark);
         if *shutdown.borrow() {
             return;
@@ -556,6 +548,14 @@ pub async fn run_outbox(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// A blocking store task that did not finish (it panicked), as a store
+/// error: the outbox loop retries, as after any store error.
+fn task_failed(what: &str, e: tokio::task::JoinError) -> crate::store::StoreError {
+    crate::store::StoreError::Read(crate::store::ReadError::Backend(format!(
+        "{what} failed: {e}"
+    )))
 }
 
 /// What one attempt at an entry gave.
@@ -576,9 +576,9 @@ struct Attempt {
 async fn deliver_due(
     store: &Arc<dyn Store>,
     mailer: &Mailer,
-    clock: &dyn Clock,
-    engine: &crate::engine::Engine,
-    domains: &std::sync::Mutex<DomainBackoff>,
+    clock: &Arc<dyn Clock>,
+    engine: &Arc<crate::engine::Engine>,
+    domains: &Arc<std::sync::Mutex<DomainBackoff>>,
     watermark: &mut u64,
 ) -> Result<Option<Duration>, crate::store::StoreError> {
     let lock = || domains.lock().unwrap_or_else(|p| p.into_inner());
@@ -653,11 +653,30 @@ async fn deliver_due(
         // the other connections keep sending: after a crash, at most the
         // mails in flight at that moment (one per connection) go out twice.
         while let Some((entry, attempt)) = sends.next().await {
-            record_attempt(store, clock, engine, domains, entry, attempt)?;
+            // Recording writes and flushes the store (an fsync per mail
+            // someone accepted): synchronous work, on the blocking pool, so
+            // the other connections' sends go on meanwhile.
+            let (st, cl, en, dm) = (
+                store.clone(),
+                clock.clone(),
+                engine.clone(),
+                domains.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                record_attempt(&st, cl.as_ref(), &en, &dm, entry, attempt)
+            })
+            .await
+            .map_err(|e| task_failed("recording a delivery", e))??;
         }
         drop(sends);
-        let last = store.last_outbox_id()?;
-        store.flush()?;
+        let st = store.clone();
+        let last = tokio::task::spawn_blocking(move || {
+            let last = st.last_outbox_id()?;
+            st.flush()?;
+            Ok::<_, crate::store::StoreError>(last)
+        })
+        .await
+        .map_err(|e| task_failed("flushing the outbox", e))??;
         // Every entry read was either finished or moved to a later
         // attempt, so the next round reads what is due after them.
         *watermark = (*watermark).max(last);

@@ -2,18 +2,14 @@
 //! relationships and collecting the transcript.
 
 use super::{
-    date_only, derive_id, rfc3339, strip_reply_prefixes, Context, Decision, MailClass, MailPlan,
-    MessageIds, Sender, WorkflowError,
+    rfc3339, strip_reply_prefixes, Context, Decision, MailClass, MailPlan, MessageIds, Sender,
+    WorkflowError,
 };
 use crate::command::{self, Command, CommandError, Stop};
 use crate::config::Partner;
 use crate::effects::StoreView;
-use crate::mail::address;
 use crate::mail::inbound::InboundMail;
-use crate::model::invitation::{Invitation, InvitationKind};
-use crate::model::relationship::{
-    Relationship, RelationshipEvent, RelationshipState, RelationshipSummary, TransitionError,
-};
+use crate::model::relationship::{Relationship, RelationshipEvent, RelationshipSummary};
 use crate::render::templates::TemplateName;
 use serde_json::json;
 
@@ -53,13 +49,15 @@ impl Transcript {
     }
 }
 
-struct CommandRun<'a, 'c> {
-    ctx: &'a Context<'c>,
-    view: &'a dyn StoreView,
-    mail: &'a InboundMail,
-    partner: &'a Partner,
-    ids: MessageIds<'a>,
-    decision: Decision,
+/// One command mail (or batch of commands) being run: what each verb's
+/// code in `command/` reads and adds to.
+pub(crate) struct CommandRun<'a, 'c> {
+    pub(crate) ctx: &'a Context<'c>,
+    pub(crate) view: &'a dyn StoreView,
+    pub(crate) mail: &'a InboundMail,
+    pub(crate) partner: &'a Partner,
+    pub(crate) ids: MessageIds<'a>,
+    pub(crate) decision: Decision,
 }
 
 pub(super) fn run_commands(
@@ -208,16 +206,17 @@ pub fn run_given_commands(
 /// The command reference sent for `help` and for mails with no command.
 pub fn help_text() -> String {
     let mut out = String::from("Commands (one per line; CUSTOMER is an email address):\n");
-    for (_, usage) in command::USAGE {
+    for verb in command::VERBS {
         out.push_str("  ");
-        out.push_str(usage);
+        out.push_str(verb.usage);
         out.push('\n');
     }
     out.push_str("Lines after `thanks`, a signature (`-- `) or quoted text are ignored.");
     out
 }
 
-type Outcome = Result<String, String>;
+/// What one command did (`Ok`) or why it did not (`Err`): its transcript line.
+pub(crate) type Outcome = Result<String, String>;
 
 impl<'a, 'c> CommandRun<'a, 'c> {
     fn new(
@@ -242,7 +241,7 @@ impl<'a, 'c> CommandRun<'a, 'c> {
     }
 
     /// The relationship as already changed earlier in this mail, or as stored.
-    fn current(&self, customer: &str) -> Result<Option<Relationship>, WorkflowError> {
+    pub(crate) fn current(&self, customer: &str) -> Result<Option<Relationship>, WorkflowError> {
         if let Some(r) = self
             .decision
             .relationships
@@ -255,14 +254,14 @@ impl<'a, 'c> CommandRun<'a, 'c> {
         Ok(self.view.relationship(&self.partner.id, customer)?)
     }
 
-    fn put(&mut self, rel: Relationship) {
+    pub(crate) fn put(&mut self, rel: Relationship) {
         self.decision
             .relationships
             .retain(|r| r.customer != rel.customer);
         self.decision.relationships.push(rel);
     }
 
-    fn not_found(&self, customer: &str) -> String {
+    pub(crate) fn not_found(&self, customer: &str) -> String {
         // Another partner's customer gets the same answer as an unknown one:
         // a partner must not learn who else works with whom.
         format!(
@@ -272,305 +271,35 @@ impl<'a, 'c> CommandRun<'a, 'c> {
     }
 
     fn execute(&mut self, index: usize, cmd: &Command) -> Result<Outcome, WorkflowError> {
-        Ok(match cmd {
-            Command::Help => Ok(help_text()),
+        // One line per verb; each verb's file in `command/` carries it out.
+        match cmd {
+            Command::Help => Ok(Ok(help_text())),
             Command::Invite {
                 customer,
                 name,
                 locale,
                 draft,
-            } => self.invite(index, customer, name.as_deref(), locale.as_deref(), *draft)?,
-            Command::Resend { customer } => self.resend(customer)?,
-            Command::Status { customer: Some(c) } => match self.current(c)? {
-                Some(r) => Ok(status_line(&RelationshipSummary::from(&r))),
-                None => Err(self.not_found(c)),
-            },
-            Command::Status { customer: None } => self.list(None, 1)?,
-            Command::List { state, page } => self.list(*state, *page)?,
-            Command::Revoked { customer } => self.revoked(customer)?,
-            Command::Restore { customer } => self.restore(index, customer)?,
-            Command::Remove { customer } => self.remove(customer)?,
-            Command::Contact { customer, support } => self.contact(customer, support)?,
-            Command::Tickets { all } => {
-                let mut tickets = self.view.tickets_of(&self.partner.id)?;
-                for changed in &self.decision.tickets {
-                    tickets.retain(|t| t.id != changed.id);
-                    tickets.push(changed.clone());
-                }
-                tickets.sort_by_key(|t| t.id);
-                let lines: Vec<String> = tickets
-                    .iter()
-                    .filter(|t| *all || t.state != crate::model::ticket::TicketState::Closed)
-                    .map(super::support::ticket_line)
-                    .collect();
-                Ok(if lines.is_empty() {
-                    if *all {
-                        "no tickets".into()
-                    } else {
-                        "no open tickets".into()
-                    }
-                } else {
-                    lines.join("\n")
-                })
-            }
-            Command::Ticket { id } => match self
-                .decision
-                .tickets
-                .iter()
-                .find(|t| t.id == *id)
-                .cloned()
-                .or(self.view.ticket(*id)?)
-                .filter(|t| t.partner == self.partner.id)
-            {
-                Some(t) => Ok(super::support::ticket_thread(&t)),
-                None => Err(format!(
-                    "ticket {} not found",
-                    crate::model::ticket::format_id(*id)
-                )),
-            },
-            Command::Close { id, note } => {
-                let actor = self.actor();
-                match super::support::close_ticket(
-                    self.ctx,
-                    self.view,
-                    self.partner,
-                    &actor,
-                    &self.mail.key,
-                    *id,
-                    note.as_deref(),
-                )? {
-                    Ok((text, ticket, mails)) => {
-                        self.decision.tickets.retain(|t| t.id != ticket.id);
-                        self.decision.tickets.push(ticket);
-                        self.decision.mails.extend(mails);
-                        Ok(text)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Command::History { customer } => match self.current(customer)? {
-                Some(r) => Ok(r
-                    .history
-                    .iter()
-                    .map(|h| {
-                        format!(
-                            "{}  {} -> {}  by {}{}",
-                            rfc3339(h.at),
-                            h.from.map(|s| s.as_str()).unwrap_or("(new)"),
-                            h.to,
-                            h.actor,
-                            h.message_id
-                                .as_deref()
-                                .map(|m| format!("  <{m}>"))
-                                .unwrap_or_default()
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")),
-                None => Err(self.not_found(customer)),
-            },
-        })
+            } => self.invite(index, customer, name.as_deref(), locale.as_deref(), *draft),
+            Command::Resend { customer } => self.resend(customer),
+            Command::Status { customer } => self.status(customer.as_deref()),
+            Command::List { state, page } => self.list(*state, *page),
+            Command::History { customer } => self.history(customer),
+            Command::Revoked { customer } => self.revoked(customer),
+            Command::Restore { customer } => self.restore(index, customer),
+            Command::Remove { customer } => self.remove(customer),
+            Command::Contact { customer, support } => self.contact(customer, support),
+            Command::Tickets { all } => self.tickets(*all),
+            Command::Ticket { id } => self.ticket(*id),
+            Command::Close { id, note } => self.close(*id, note.as_deref()),
+        }
     }
 
-    /// One page of the partner's relationships. A mail of ten thousand
-    /// lines helps nobody, so long lists come [`LIST_PAGE`] lines at a time
-    /// with a pointer to the next page.
-    fn list(&self, state: Option<RelationshipState>, page: u32) -> Result<Outcome, WorkflowError> {
-        let mut rels = self.view.relationship_summaries_of(&self.partner.id)?;
-        if !self.decision.relationships.is_empty() {
-            // Changes made earlier in this same mail are not stored yet.
-            for changed in &self.decision.relationships {
-                rels.retain(|r| r.customer != changed.customer);
-                rels.push(RelationshipSummary::from(changed));
-            }
-            rels.sort_by(|a, b| a.customer.cmp(&b.customer));
-        }
-        rels.retain(|r| state.is_none_or(|s| r.state == s));
-        if rels.is_empty() {
-            return Ok(Ok("no relationships".to_string()));
-        }
-        let total = rels.len();
-        let pages = total.div_ceil(LIST_PAGE);
-        let page = page as usize;
-        if page > pages {
-            return Ok(Err(format!(
-                "there is no page {page}: {total} relationship(s) make {pages} page(s)"
-            )));
-        }
-        let first = (page - 1) * LIST_PAGE;
-        let shown = &rels[first..total.min(first + LIST_PAGE)];
-        let mut out = String::with_capacity(shown.len() * 80);
-        for (i, r) in shown.iter().enumerate() {
-            if i > 0 {
-                out.push('\n');
-            }
-            out.push_str(&status_line(r));
-        }
-        if pages > 1 {
-            let filter = state.map(|s| format!("{s} ")).unwrap_or_default();
-            out.push_str(&format!(
-                "\n(relationships {}-{} of {total}, page {page} of {pages}",
-                first + 1,
-                first + shown.len()
-            ));
-            if page < pages {
-                out.push_str(&format!(
-                    "; send `list {filter}page {}` for the next",
-                    page + 1
-                ));
-            }
-            out.push(')');
-        }
-        Ok(Ok(out))
-    }
-
-    fn invite(
-        &mut self,
-        index: usize,
-        customer: &str,
-        name: Option<&str>,
-        locale: Option<&str>,
-        draft: bool,
-    ) -> Result<Outcome, WorkflowError> {
-        let cfg = self.ctx.config;
-        // Plus-variants of our own or a partner's address are still ours.
-        let base = address::without_plus_tag(customer);
-        if cfg.partner_by_email(&base).is_some()
-            || [
-                &cfg.addresses.commands,
-                &cfg.addresses.invitations,
-                &cfg.addresses.support_desk,
-            ]
-            .contains(&&base)
-        {
-            return Ok(Err(format!(
-                "{customer} is a partner or Liaison address, not a customer"
-            )));
-        }
-        let existing = self.current(customer)?;
-        let mut rel = match existing {
-            Some(r) => r,
-            None => Relationship {
-                partner: self.partner.id.clone(),
-                customer: customer.to_string(),
-                customer_name: None,
-                locale: self.partner.locale.clone(),
-                state: RelationshipState::Removed,
-                since: self.ctx.now,
-                invitation_id: None,
-                support_contact: None,
-                ends_at: None,
-                reminders_sent: vec![],
-                history: vec![],
-            },
-        };
-        let is_new = rel.history.is_empty();
-        let from_state = if is_new { None } else { Some(rel.state) };
-        match crate::model::relationship::transition(from_state, RelationshipEvent::Invited) {
-            Ok(_) => {}
-            Err(TransitionError::Already(RelationshipState::Invited)) => {
-                return Ok(Err(format!(
-                "{customer} was already invited on {}; use `resend {customer}` to send it again",
-                date_only(rel.since)
-            )))
-            }
-            Err(_) => {
-                return Ok(Err(format!(
-                    "{customer} is {} since {}; no new invitation is needed",
-                    rel.state,
-                    date_only(rel.since)
-                )))
-            }
-        }
-        if let Some(n) = name {
-            rel.customer_name = Some(n.to_string());
-        }
-        if let Some(l) = locale {
-            rel.locale = l.to_string();
-        }
-        let (invitation, plan) =
-            self.new_invitation(index, InvitationKind::Invitation, &rel, draft);
-        let (id, expires) = (invitation.id, invitation.expires);
-        let actor = self.mail.from.clone().unwrap_or_default();
-        if is_new {
-            rel.history.push(crate::model::relationship::HistoryEntry {
-                at: self.ctx.now,
-                from: None,
-                to: RelationshipState::Invited,
-                actor,
-                message_id: self.mail.message_id.clone(),
-            });
-            rel.state = RelationshipState::Invited;
-            rel.since = self.ctx.now;
-        } else {
-            rel.apply(
-                RelationshipEvent::Invited,
-                self.ctx.now,
-                &actor,
-                self.mail.message_id.as_deref(),
-            )
-            .expect("checked above");
-        }
-        rel.invitation_id = Some(id);
-        self.decision.mails.push(plan);
-        self.decision.invitations.push(invitation);
-        let locale_name = if rel.locale == "ko" {
-            "Korean"
-        } else {
-            "English"
-        };
-        let result = if draft {
-            format!(
-                "draft invitation for {customer} sent to you ({locale_name}); forward it to the customer. \
-                 Their answer counts whoever sends it on. It expires on {}.",
-                date_only(expires)
-            )
-        } else {
-            format!(
-                "invited {customer} (invitation sent in {locale_name}; it expires on {})",
-                date_only(expires)
-            )
-        };
-        self.put(rel);
-        Ok(Ok(result))
-    }
-
-    /// A new invitation (or restore request) for `rel`'s customer, and the
-    /// mail that carries it.
-    fn new_invitation(
-        &mut self,
-        index: usize,
-        kind: InvitationKind,
-        rel: &Relationship,
-        draft: bool,
-    ) -> (Invitation, MailPlan) {
-        let id = derive_id(self.ctx, &self.mail.key, &format!("{kind:?}{index}"));
-        let expires =
-            self.ctx.now + u64::from(self.ctx.config.security.invitation_ttl_days) * 86_400;
-        let message_id = self.ids.next();
-        let invitation = Invitation {
-            id,
-            kind,
-            partner: self.partner.id.clone(),
-            customer: rel.customer.clone(),
-            customer_name: rel.customer_name.clone(),
-            locale: rel.locale.clone(),
-            created: self.ctx.now,
-            expires,
-            message_id: message_id.clone(),
-            draft,
-            bounced: None,
-        };
-        let plan = self.invitation_mail(&invitation, message_id, draft);
-        (invitation, plan)
-    }
-
-    fn actor(&self) -> String {
+    pub(crate) fn actor(&self) -> String {
         self.mail.from.clone().unwrap_or_default()
     }
 
     /// Applies a partner-caused event to an existing relationship.
-    fn transition(
+    pub(crate) fn transition(
         &mut self,
         customer: &str,
         event: RelationshipEvent,
@@ -584,204 +313,9 @@ impl<'a, 'c> CommandRun<'a, 'c> {
             Err(e) => Ok(Err(format!("{customer}: {e}"))),
         }
     }
-
-    fn revoked(&mut self, customer: &str) -> Result<Outcome, WorkflowError> {
-        let rel = match self.transition(customer, RelationshipEvent::PermissionsRemoved)? {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        };
-        self.put(rel);
-        Ok(Ok(format!(
-            "recorded: {customer} removed your delegated admin permissions (now permissions_removed). \
-             You remain responsible for their support: their support requests will be opened as \
-             tickets with the support desk on their behalf. `restore {customer}` asks them to grant \
-             the permissions again."
-        )))
-    }
-
-    fn restore(&mut self, index: usize, customer: &str) -> Result<Outcome, WorkflowError> {
-        let Some(mut rel) = self.current(customer)? else {
-            return Ok(Err(self.not_found(customer)));
-        };
-        if rel.state != RelationshipState::PermissionsRemoved {
-            return Ok(Err(format!(
-                "{customer} is {}; only a relationship whose permissions were removed can be restored",
-                rel.state
-            )));
-        }
-        let (invitation, plan) = self.new_invitation(index, InvitationKind::Restore, &rel, false);
-        let expires = invitation.expires;
-        rel.invitation_id = Some(invitation.id);
-        self.decision.mails.push(plan);
-        self.decision.invitations.push(invitation);
-        self.put(rel);
-        Ok(Ok(format!(
-            "restore request sent to {customer}; when they accept, the relationship is active again \
-             (the request expires on {})",
-            date_only(expires)
-        )))
-    }
-
-    fn remove(&mut self, customer: &str) -> Result<Outcome, WorkflowError> {
-        let rel = match self.transition(customer, RelationshipEvent::Removed)? {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        };
-        let message_id = self.ids.next();
-        self.decision.mails.push(MailPlan {
-            template: TemplateName::RemovedCustomer,
-            locale: rel.locale.clone(),
-            to: vec![rel.customer.clone()],
-            from: Sender::Invitations,
-            reply_to: None,
-            message_id,
-            in_reply_to: None,
-            references: vec![],
-            vars: json!({
-                "partner_name": self.partner.name,
-                "customer_email": rel.customer,
-                "customer_name": rel.customer_name,
-                "at": rfc3339(self.ctx.now),
-            }),
-            invitation: None,
-            ticket: None,
-            attachments: vec![],
-        });
-        self.put(rel);
-        Ok(Ok(format!(
-            "removed the relationship with {customer}; they have been told"
-        )))
-    }
-
-    fn contact(&mut self, customer: &str, support: &str) -> Result<Outcome, WorkflowError> {
-        let Some(mut rel) = self.current(customer)? else {
-            return Ok(Err(self.not_found(customer)));
-        };
-        if rel.state == RelationshipState::Removed {
-            return Ok(Err(format!("{customer} is removed; invite them first")));
-        }
-        // A contact gets ticket authority and copies of support traffic:
-        // one of Liaison's own addresses there would mail Liaison itself.
-        let own = &self.ctx.config.addresses;
-        if support == own.commands || support == own.invitations {
-            return Ok(Err(format!(
-                "{support} is one of Liaison's own addresses and cannot be a support contact"
-            )));
-        }
-        rel.support_contact = Some(support.to_string());
-        self.put(rel);
-        Ok(Ok(format!(
-            "{support} is now the support contact for {customer} and is copied on their support traffic"
-        )))
-    }
-
-    fn resend(&mut self, customer: &str) -> Result<Outcome, WorkflowError> {
-        let Some(rel) = self.current(customer)? else {
-            return Ok(Err(self.not_found(customer)));
-        };
-        if !matches!(
-            rel.state,
-            RelationshipState::Invited | RelationshipState::PermissionsRemoved
-        ) {
-            return Ok(Err(format!(
-                "{customer} is {}; only a pending invitation or restore request can be resent",
-                rel.state
-            )));
-        }
-        let invitation = match rel.invitation_id {
-            Some(id) => match self
-                .decision
-                .invitations
-                .iter()
-                .find(|i| i.id == id)
-                .cloned()
-            {
-                Some(i) => Some(i),
-                None => self.view.invitation(id)?,
-            },
-            None => None,
-        };
-        let Some(invitation) = invitation else {
-            return Ok(Err(format!(
-                "the invitation of {customer} is missing from the store"
-            )));
-        };
-        if rel.state == RelationshipState::PermissionsRemoved
-            && invitation.kind != InvitationKind::Restore
-        {
-            return Ok(Err(format!(
-                "{customer} has no pending restore request; use `restore {customer}`"
-            )));
-        }
-        if invitation.expires < self.ctx.now {
-            return Ok(Err(format!(
-                "the request to {customer} expired on {}; send a new one",
-                date_only(invitation.expires)
-            )));
-        }
-        let message_id = self.ids.next();
-        let plan = self.invitation_mail(&invitation, message_id, false);
-        self.decision.mails.push(plan);
-        Ok(Ok(format!(
-            "{} resent to {customer} (same link; it expires on {})",
-            match invitation.kind {
-                InvitationKind::Invitation => "invitation",
-                InvitationKind::Restore => "restore request",
-            },
-            date_only(invitation.expires)
-        )))
-    }
-
-    fn invitation_mail(&self, inv: &Invitation, message_id: String, draft: bool) -> MailPlan {
-        let cfg = self.ctx.config;
-        let token = self
-            .ctx
-            .tokens
-            .issue(inv.kind.purpose(), inv.id, inv.expires, &inv.customer);
-        let reply_address = address::with_plus_tag(&cfg.addresses.invitations, &token);
-        let subject_ref = format!("[ref:{token}]");
-        let mailto = |word: &str| {
-            format!(
-                "mailto:{reply_address}?subject={}&body={word}",
-                percent(&format!("Re: {word} {subject_ref}"))
-            )
-        };
-        let to = if draft {
-            vec![self.mail.from.clone().unwrap_or_default()]
-        } else {
-            vec![inv.customer.clone()]
-        };
-        MailPlan {
-            template: match inv.kind {
-                InvitationKind::Invitation => TemplateName::Invitation,
-                InvitationKind::Restore => TemplateName::Restore,
-            },
-            locale: inv.locale.clone(),
-            to,
-            from: Sender::Invitations,
-            reply_to: Some(reply_address.clone()),
-            message_id,
-            in_reply_to: None,
-            references: vec![],
-            vars: json!({
-                "partner_name": self.partner.name,
-                "customer_email": inv.customer,
-                "customer_name": inv.customer_name,
-                "token": token,
-                "subject_ref": subject_ref,
-                "reply_address": reply_address,
-                "accept_link": mailto("accept"),
-                "decline_link": mailto("decline"),
-                "expires": date_only(inv.expires),
-            }),
-            invitation: Some(inv.id),
-            ticket: None,
-            attachments: vec![],
-        }
-    }
 }
 
-fn status_line(r: &RelationshipSummary) -> String {
+pub(crate) fn status_line(r: &RelationshipSummary) -> String {
     format!(
         "{}  {}  since {}{}{}",
         r.customer,
@@ -798,7 +332,7 @@ fn status_line(r: &RelationshipSummary) -> String {
 }
 
 /// Percent-encodes for a mailto: query value.
-fn percent(s: &str) -> String {
+pub(crate) fn percent(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

@@ -14,11 +14,11 @@
 //! [`support`] support requests and tickets, and [`timers`] decides what
 //! time alone changes (expiry, fixed durations).
 
-mod commands;
+pub(crate) mod commands;
 pub use commands::LIST_PAGE;
 mod customer;
 mod known;
-mod support;
+pub(crate) mod support;
 pub use support::MAX_ENTRY_TEXT_CHARS;
 mod timers;
 pub mod trust;
@@ -284,6 +284,12 @@ pub fn decide(
             }
             return commands::run_commands(ctx, view, mail, partner, from);
         }
+    }
+    // A mail in a ticket's thread belongs to the ticket, whoever wrote it
+    // (the ticket decides who may): decided here, once, before anything
+    // reads it as an answer.
+    if let Some(t) = support::referenced_ticket(view, mail)? {
+        return support::ticket_mail(ctx, view, mail, from, t);
     }
     // Anyone else, even writing to the command address (a customer who
     // answers "to all" on a forwarded draft), is judged as a customer:
