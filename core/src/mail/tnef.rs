@@ -340,14 +340,25 @@ fn text_value(ty: u16, v: &[u8], code_page: u32) -> Option<String> {
 
 /// An 8-bit string in the stream's code page, NUL-terminated. UTF-8 text
 /// (code page 65001, and any text that happens to be valid UTF-8) is read
-/// as such; other bytes as Windows-1252, the common Western default (the
-/// few CJK code pages would need a table this decoder does not carry).
+/// as such; other code pages through mail-parser's decoders (949 is
+/// Korean Outlook's, 932 Japanese, 936 and 950 Chinese, 125x Western and
+/// Central European), and Windows-1252 when the code page is unknown.
 fn string8(v: &[u8], code_page: u32) -> String {
     let v = v.split(|b| *b == 0).next().unwrap_or(&[]);
     if code_page == 65001 || std::str::from_utf8(v).is_ok() {
         return String::from_utf8_lossy(v).into_owned();
     }
-    v.iter().map(|&b| cp1252(b)).collect()
+    let name = match code_page {
+        932 => "shift_jis".to_string(),
+        936 => "gbk".to_string(),
+        949 => "windows-949".to_string(),
+        950 => "big5".to_string(),
+        cp => format!("cp{cp}"),
+    };
+    match mail_parser::decoders::charsets::map::charset_decoder(name.as_bytes()) {
+        Some(decode) => decode(v),
+        None => v.iter().map(|&b| cp1252(b)).collect(),
+    }
 }
 
 fn cp1252(b: u8) -> char {
@@ -607,7 +618,13 @@ pub(crate) mod testing {
             .collect()
     }
 
+    /// A stream in code page 1252 with the given records.
     pub fn stream(records: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        stream_with_code_page(1252, records)
+    }
+
+    /// A stream: signature, key, version, OEM code page, then `records`.
+    pub fn stream_with_code_page(code_page: u32, records: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
         let mut v = SIGNATURE.to_le_bytes().to_vec();
         v.extend_from_slice(&0x1234u16.to_le_bytes());
         record(
@@ -616,12 +633,9 @@ pub(crate) mod testing {
             0x0008_9006,
             &0x0001_0000u32.to_le_bytes(),
         );
-        record(
-            &mut v,
-            LVL_MESSAGE,
-            ATT_OEM_CODEPAGE,
-            &[0xE4, 0x04, 0, 0, 0, 0, 0, 0],
-        );
+        let mut cp = code_page.to_le_bytes().to_vec();
+        cp.extend_from_slice(&[0; 4]);
+        record(&mut v, LVL_MESSAGE, ATT_OEM_CODEPAGE, &cp);
         records(&mut v);
         v
     }
@@ -664,6 +678,23 @@ mod tests {
         assert_eq!(t.attachments[0].name, "screenshot of the error.png");
         assert_eq!(t.attachments[0].content_type.as_deref(), Some("image/png"));
         assert_eq!(t.attachments[0].data, b"\x89PNG fake");
+    }
+
+    #[test]
+    fn att_body_in_korean_outlook_code_page() {
+        let data = stream_with_code_page(949, |v| {
+            // "수락합니다" in code page 949.
+            record(
+                v,
+                LVL_MESSAGE,
+                ATT_BODY,
+                b"\xBC\xF6\xB6\xF4\xC7\xD5\xB4\xCF\xB4\xD9\0",
+            );
+        });
+        assert_eq!(
+            decode(&data).unwrap().body_text.as_deref(),
+            Some("수락합니다")
+        );
     }
 
     #[test]
