@@ -75,6 +75,8 @@ pub enum ProcessedClass {
     Duplicate,
     /// Commands of a `liaison import` batch.
     Import,
+    /// A customer's answer on the landing page (no mail).
+    Web,
 }
 
 impl ProcessedClass {
@@ -89,6 +91,7 @@ impl ProcessedClass {
             ProcessedClass::Bounce => "bounce",
             ProcessedClass::Duplicate => "duplicate",
             ProcessedClass::Import => "import",
+            ProcessedClass::Web => "web",
         }
     }
 }

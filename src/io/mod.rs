@@ -1,7 +1,8 @@
 //! The network edges: mailboxes, mail submission, the local admin socket,
-//! and the HTTP endpoint.
+//! the loopback HTTP endpoint, and the customer landing page.
 
 pub mod admin;
 pub mod http;
 pub mod imap;
 pub mod smtp;
+pub mod web;

@@ -232,6 +232,7 @@ impl CommandRun<'_, '_> {
                 "accept_link": mailto("accept"),
                 "decline_link": mailto("decline"),
                 "expires": date_only(inv.expires),
+                "page_link": crate::decide::web::page_link(self.ctx, &token),
             }),
             invitation: Some(inv.id),
             ticket: None,

@@ -14,6 +14,7 @@ mod partner;
 mod security;
 mod smtp;
 mod tickets;
+pub mod web;
 
 pub use addresses::Addresses;
 pub use lifecycle::LifecycleConfig;
@@ -135,6 +136,8 @@ pub struct Config {
     pub tickets: TicketsConfig,
     /// Loopback address of the `/metrics` and `/healthz` endpoint, if any.
     pub http_listen: Option<core::net::SocketAddr>,
+    /// The customer landing page (`[web]`), when it is on.
+    pub web: Option<web::WebConfig>,
     /// Folder holding the Handlebars templates.
     pub templates_dir: PathBuf,
     /// The partners allowed to send commands.
@@ -173,6 +176,8 @@ struct RawConfig {
     tickets: RawTickets,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    web: web::RawWeb,
     #[serde(default)]
     templates: RawTemplates,
     #[serde(default)]
@@ -239,6 +244,10 @@ impl Config {
         let lifecycle = raw.lifecycle.validate()?;
         let http_listen = validate_http_listen(raw.http.listen)?;
         let tickets = raw.tickets.validate();
+        let web = raw
+            .web
+            .validate(http_listen)
+            .map_err(|e| invalid(e.key, e.reason))?;
         let admin_socket = raw.admin.socket.unwrap_or_else(|| {
             let mut s = raw.store.path.clone().into_os_string();
             s.push(".sock");
@@ -257,6 +266,7 @@ impl Config {
             lifecycle,
             tickets,
             http_listen,
+            web,
             templates_dir: raw
                 .templates
                 .dir

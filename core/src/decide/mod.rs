@@ -22,6 +22,7 @@ pub(crate) mod support;
 pub use support::MAX_ENTRY_TEXT_CHARS;
 mod timers;
 pub mod trust;
+pub mod web;
 
 pub use commands::{help_text, run_given_commands, CommandOutcome, Transcript, TranscriptLine};
 pub use timers::{due_candidates, expire_candidates, expire_due};
