@@ -34,4 +34,5 @@ pub mod engine;
 pub mod files;
 pub mod io;
 pub mod metrics;
+pub mod oauth;
 pub mod store;

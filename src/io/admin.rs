@@ -104,6 +104,9 @@ pub enum Request {
         /// Its number (see `held list`).
         id: u64,
     },
+    /// Every `[[oauth2]]` client's token state (`liaison oauth status`);
+    /// only the running daemon holds tokens.
+    OAuthStatus,
     /// The relationships of one customer with their full history.
     History {
         /// Customer address.
@@ -348,6 +351,7 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
         Request::Import { .. } | Request::Release { .. } | Request::HeldRelease { .. } => {
             Err("this request needs the engine".into())
         }
+        Request::OAuthStatus => Err("token states are held by the running daemon only".into()),
         Request::History { customer } => {
             let c = liaison_core::mail::address::normalize(customer)
                 .ok_or_else(|| format!("`{customer}` is not an email address"))?;
@@ -475,6 +479,7 @@ pub async fn serve(
     path: PathBuf,
     engine: Arc<crate::engine::Engine>,
     durable: watch::Sender<u64>,
+    oauth: crate::oauth::OAuthClients,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AdminError> {
     let io = |source| AdminError::Io {
@@ -511,6 +516,7 @@ pub async fn serve(
                     stream,
                     engine.clone(),
                     durable.clone(),
+                    oauth.clone(),
                     shutdown.clone(),
                 ));
             }
@@ -532,6 +538,7 @@ async fn connection(
     stream: tokio::net::UnixStream,
     engine: Arc<crate::engine::Engine>,
     durable: watch::Sender<u64>,
+    oauth: crate::oauth::OAuthClients,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (r, mut w) = stream.into_split();
@@ -564,8 +571,8 @@ async fn connection(
         };
         // Answering reads (and for some requests writes and flushes) the
         // store: synchronous work, kept off the runtime's workers.
-        let (engine, durable) = (engine.clone(), durable.clone());
-        let reply = tokio::task::spawn_blocking(move || handle(&engine, &durable, &line))
+        let (engine, durable, oauth) = (engine.clone(), durable.clone(), oauth.clone());
+        let reply = tokio::task::spawn_blocking(move || handle(&engine, &durable, &oauth, &line))
             .await
             .unwrap_or_else(|e| serde_json::json!({"error": format!("internal error: {e}")}));
         let mut out = reply.to_string();
@@ -580,6 +587,7 @@ async fn connection(
 fn handle(
     engine: &crate::engine::Engine,
     durable: &watch::Sender<u64>,
+    oauth: &crate::oauth::OAuthClients,
     line: &str,
 ) -> serde_json::Value {
     let answered = match serde_json::from_str::<Request>(line) {
@@ -591,6 +599,9 @@ fn handle(
         }) => import_batch(engine, durable, &partner, &rows, draft, &key),
         Ok(Request::HeldRelease { id }) => release_held(engine, durable, id),
         Ok(Request::Release { key }) => release(engine, durable, &key),
+        Ok(Request::OAuthStatus) => {
+            serde_json::to_value(oauth.statuses()).map_err(|e| e.to_string())
+        }
         Ok(req) => answer(engine.store().as_ref(), &req),
         Err(e) => Err(format!("bad request: {e}")),
     };

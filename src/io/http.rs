@@ -25,6 +25,7 @@
 //! | malformed, too large, too slow | 400, 431, 408 |
 
 use crate::metrics::{Metrics, METRICS};
+use crate::oauth::OAuthClients;
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -93,7 +94,7 @@ pub const METRICS_LIMITS: ConnLimits = ConnLimits {
 };
 
 /// What `/healthz` reports, in this field order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {
     /// `ok` or `degraded`.
     pub status: &'static str,
@@ -107,6 +108,10 @@ pub struct Health {
     pub quarantined: u64,
     /// Mails waiting to be sent.
     pub outbox_depth: u64,
+    /// Each `[[oauth2]]` client: `"ok"` or why it has no fresh token (left
+    /// out when none is configured).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub oauth: std::collections::BTreeMap<String, String>,
 }
 
 impl Health {
@@ -127,7 +132,20 @@ impl Health {
             smtp_ok,
             quarantined: m.quarantined.get(),
             outbox_depth: crate::metrics::get(&m.outbox_depth),
+            oauth: Default::default(),
         }
+    }
+
+    /// Adds the token clients' states; any that is not `ok` degrades the
+    /// whole (mail may still flow on a held token, but it will stop).
+    pub fn with_oauth(mut self, clients: &OAuthClients) -> Health {
+        for status in clients.statuses() {
+            if !status.is_ok() {
+                self.status = "degraded";
+            }
+            self.oauth.insert(status.client, status.state);
+        }
+        self
     }
 
     /// Whether `status` is `ok`.
@@ -148,20 +166,31 @@ fn text(status: StatusCode, body: &str) -> Response {
 /// The `/metrics` and `/healthz` routes over `metrics`, with `inboxes`
 /// inboxes configured.
 pub fn metrics_router(metrics: &'static Metrics, inboxes: usize) -> Router {
+    metrics_router_with(metrics, inboxes, OAuthClients::default())
+}
+
+/// [`metrics_router`] with the `[[oauth2]]` clients' metrics
+/// (`liaison_oauth_*`) and their state in `/healthz`.
+pub fn metrics_router_with(
+    metrics: &'static Metrics,
+    inboxes: usize,
+    oauth: OAuthClients,
+) -> Router {
+    let for_health = oauth.clone();
     Router::new()
         .route(
             "/metrics",
             get(move || async move {
                 (
                     [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-                    metrics.render(),
+                    metrics.render() + &oauth.render_metrics(),
                 )
             }),
         )
         .route(
             "/healthz",
             get(move || async move {
-                let health = Health::from_metrics(metrics, inboxes);
+                let health = Health::from_metrics(metrics, inboxes).with_oauth(&for_health);
                 let mut body = serde_json::to_string(&health).expect("health serialises");
                 body.push('\n');
                 let status = if health.is_ok() {
@@ -205,13 +234,18 @@ pub async fn bind(
 /// Serves `/metrics` and `/healthz` on `listener` until `shutdown` turns
 /// true (or its sender goes away), answering from the process's
 /// [`METRICS`] with `inboxes` inboxes configured.
-pub async fn serve(listener: TcpListener, inboxes: usize, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    inboxes: usize,
+    oauth: OAuthClients,
+    shutdown: watch::Receiver<bool>,
+) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving /metrics and /healthz");
     }
     serve_router(
         listener,
-        metrics_router(&METRICS, inboxes),
+        metrics_router_with(&METRICS, inboxes, oauth),
         METRICS_LIMITS,
         None,
         shutdown,

@@ -10,6 +10,7 @@
 mod addresses;
 mod lifecycle;
 mod mailbox;
+pub mod oauth2;
 mod partner;
 mod security;
 mod smtp;
@@ -19,6 +20,7 @@ pub mod web;
 pub use addresses::Addresses;
 pub use lifecycle::LifecycleConfig;
 pub use mailbox::{InboxConfig, ProcessedMark};
+pub use oauth2::{Login, OAuth2Config, OAuthLogin};
 pub use partner::Partner;
 pub use security::SecurityConfig;
 pub use smtp::SmtpConfig;
@@ -142,6 +144,9 @@ pub struct Config {
     pub templates_dir: PathBuf,
     /// The partners allowed to send commands.
     pub partners: Vec<Partner>,
+    /// `[[oauth2]]` clients, referred to by inboxes and `[smtp]` with
+    /// `auth = "oauth2"` (and by the Graph client).
+    pub oauth2: Vec<OAuth2Config>,
 }
 
 /// `[store]`.
@@ -182,6 +187,8 @@ struct RawConfig {
     templates: RawTemplates,
     #[serde(default)]
     partner: Vec<RawPartner>,
+    #[serde(default)]
+    oauth2: Vec<oauth2::RawOAuth2>,
 }
 
 #[derive(Deserialize)]
@@ -236,8 +243,10 @@ impl Config {
         if raw.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
         }
+        let oauth2 = oauth2::validate_clients(raw.oauth2, secrets)?;
         let inboxes = mailbox::validate_inboxes(raw.inbox, secrets)?;
         let smtp = raw.smtp.validate(secrets)?;
+        oauth2::check_references(&oauth2, &inboxes, &smtp)?;
         let addresses = raw.addresses.validate()?;
         let security = raw.security.validate(secrets)?;
         let partners = partner::validate_partners(raw.partner)?;
@@ -272,6 +281,7 @@ impl Config {
                 .dir
                 .unwrap_or_else(|| PathBuf::from("templates")),
             partners,
+            oauth2,
         })
     }
 
@@ -480,6 +490,84 @@ emails = ["Partner1@liaison.test"]
         assert_eq!(c.security.trusted_authserv_headers, 1);
         assert_eq!(c.security.alignment, crate::mail::auth::Alignment::Relaxed);
         assert!(!c.security.authenticate_customers);
+    }
+
+    /// GOOD with every login on the `[[oauth2]]` client `m365`.
+    fn on_oauth(inbox_tls: &str, host: &str) -> String {
+        GOOD.replace(
+            "tls = \"none\"\nusername = \"commands@liaison.test\"\npassword = \"pw\"\n",
+            &format!("tls = \"{inbox_tls}\"\nusername = \"commands@liaison.test\"\nauth = \"oauth2\"\noauth2 = \"m365\"\noauth2_mechanism = \"oauthbearer\"\n"),
+        )
+        .replace("host = \"127.0.0.1\"\nport = 1143", &format!("host = \"{host}\"\nport = 993"))
+        .replace(
+            "port = 2525\ntls = \"none\"\n",
+            "port = 2525\ntls = \"none\"\nusername = \"invites@liaison.test\"\nauth = \"oauth2\"\noauth2 = \"m365\"\n",
+        )
+            + "[[oauth2]]\nname = \"m365\"\nprovider = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"app\"\nclient_secret = \"s\"\n"
+    }
+
+    #[test]
+    fn oauth2_logins_name_a_configured_client() {
+        let c = parse(&on_oauth("tls", "imap.example.com")).unwrap();
+        assert_eq!(c.oauth2.len(), 1);
+        let Login::OAuth2(o) = &c.inboxes[0].login else {
+            panic!("token login expected")
+        };
+        assert_eq!(o.client, "m365");
+        assert_eq!(o.mechanism, crate::oauth::sasl::Mechanism::Oauthbearer);
+        let smtp = c.smtp.oauth2.as_ref().unwrap();
+        assert_eq!(
+            smtp.mechanism,
+            crate::oauth::sasl::Mechanism::Xoauth2,
+            "the default"
+        );
+        assert!(c.smtp.password.is_none());
+        // An unknown client, a token in clear text to another host, a
+        // password beside a token, smtp without the mailbox it sends as.
+        let unknown =
+            on_oauth("tls", "imap.example.com").replace("name = \"m365\"", "name = \"other\"");
+        let e = parse(&unknown).unwrap_err().to_string();
+        assert!(
+            e.contains("inbox[0].oauth2") && e.contains("the configured ones are other"),
+            "{e}"
+        );
+        let e = parse(&on_oauth("none", "imap.example.com"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("inbox[0].tls") && e.contains("clear text"),
+            "{e}"
+        );
+        assert!(
+            parse(&on_oauth("none", "127.0.0.1")).is_ok(),
+            "loopback may go without TLS"
+        );
+        let both = on_oauth("tls", "h").replace(
+            "auth = \"oauth2\"\noauth2 = \"m365\"\noauth2_mechanism",
+            "password = \"pw\"\nauth = \"oauth2\"\noauth2 = \"m365\"\noauth2_mechanism",
+        );
+        assert!(parse(&both)
+            .unwrap_err()
+            .to_string()
+            .contains("inbox[0].password"));
+        let no_user = on_oauth("tls", "h").replace("username = \"invites@liaison.test\"\n", "");
+        assert!(parse(&no_user)
+            .unwrap_err()
+            .to_string()
+            .contains("smtp.username"));
+        let twice = on_oauth("tls", "h") + "[[oauth2]]\nname = \"m365\"\ntoken_url = \"https://x.example/t\"\nclient_id = \"a\"\nclient_secret = \"s\"\nscope = \"x\"\n";
+        assert!(parse(&twice)
+            .unwrap_err()
+            .to_string()
+            .contains("oauth2[1].name"));
+        let bad_auth = GOOD.replace(
+            "password = \"pw\"\n",
+            "password = \"pw\"\nauth = \"kerberos\"\n",
+        );
+        assert!(parse(&bad_auth)
+            .unwrap_err()
+            .to_string()
+            .contains("inbox[0].auth"));
     }
 
     fn with_security(keys: &str) -> String {
