@@ -30,7 +30,7 @@ case "$secs" in
     exit 2
     ;;
 esac
-all_targets=(command_parser inbound_classifier reply_splitter)
+all_targets=(command_parser inbound_classifier reply_splitter reply_known tnef_decoder)
 if [ "$#" -gt 0 ]; then targets=("$@"); else targets=("${all_targets[@]}"); fi
 
 sanitizer="${FUZZ_SANITIZER:-address}"

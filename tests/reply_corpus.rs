@@ -19,13 +19,14 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use liaison_core::mail::intent::{detect, Intent};
 use liaison_core::mail::reply::{new_text, split_reply};
 
 /// Fixtures (all formats) that must keep passing. Set just below the
 /// current result so that regressions fail the build.
-const MIN_PASSED_TOTAL: usize = 135;
+const MIN_PASSED_TOTAL: usize = 136;
 /// Same, counting only the plain-text `.txt` fixtures.
-const MIN_PASSED_TXT: usize = 107;
+const MIN_PASSED_TXT: usize = 108;
 
 fn corpus_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("LIAISON_REPLY_CORPUS") {
@@ -71,6 +72,10 @@ struct Outcome {
     passed: bool,
     failures: Vec<String>,
     leaks: Vec<String>,
+    /// The intent read from our new text decides (accept, decline,
+    /// permissions removed) where the source's expected new text does not
+    /// decide the same: a quoted keyword deciding.
+    wrong_decision: Option<String>,
 }
 
 fn evaluate(dir: &Path, name: &str) -> Option<Outcome> {
@@ -98,6 +103,25 @@ fn evaluate(dir: &Path, name: &str) -> Option<Outcome> {
     }
     let mut failures = Vec::new();
     let mut leaks = Vec::new();
+    let mut wrong_decision = None;
+
+    if let Some(exp) = &expected {
+        let exp_text = String::from_utf8_lossy(exp);
+        let exp_plain = if is_html && exp_text.trim_start().starts_with('<') {
+            html_to_text(exp)
+        } else {
+            exp_text.into_owned()
+        };
+        let ours = detect(&split.new_text);
+        let theirs = detect(&exp_plain);
+        if matches!(
+            ours,
+            Intent::Accept | Intent::Decline | Intent::PermissionsRemoved
+        ) && ours != theirs
+        {
+            wrong_decision = Some(format!("{ours:?} where the expected text gives {theirs:?}"));
+        }
+    }
 
     if let Some(exp) = expected {
         let exp_text = String::from_utf8_lossy(&exp).into_owned();
@@ -162,6 +186,7 @@ fn evaluate(dir: &Path, name: &str) -> Option<Outcome> {
         passed: failures.is_empty(),
         failures,
         leaks,
+        wrong_decision,
     })
 }
 
@@ -214,6 +239,7 @@ fn reply_corpus() {
     let mut table: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let (mut evaluated, mut passed, mut txt_evaluated, mut txt_passed) = (0, 0, 0, 0);
     let mut all_leaks = Vec::new();
+    let mut wrong_decisions = Vec::new();
     let verbose = std::env::var_os("LIAISON_REPLY_CORPUS_VERBOSE").is_some();
 
     for name in &names {
@@ -245,6 +271,9 @@ fn reply_corpus() {
         for leak in outcome.leaks {
             all_leaks.push(format!("{name}: {leak:?}"));
         }
+        if let Some(w) = outcome.wrong_decision {
+            wrong_decisions.push(format!("{name}: {w}"));
+        }
     }
 
     println!("\n{:<12} {:>6} {:>6}", "source", "passed", "of");
@@ -254,6 +283,12 @@ fn reply_corpus() {
     println!("{:<12} {passed:>6} {evaluated:>6}", "TOTAL");
     println!("{:<12} {txt_passed:>6} {txt_evaluated:>6}", "TOTAL .txt");
 
+    println!("decisions by quoted text: {}", wrong_decisions.len());
+    assert!(
+        wrong_decisions.is_empty(),
+        "the intent of the new text decided differently from the expected text:\n{}",
+        wrong_decisions.join("\n")
+    );
     assert!(
         all_leaks.is_empty(),
         "quoted text leaked into new text:\n{}",

@@ -323,4 +323,9 @@ pub trait StoreView {
     fn outbox_pending(&self) -> Result<u64> {
         Ok(0)
     }
+    /// The mail Liaison queued or sent with this Message-ID (no angle
+    /// brackets), if it belongs to an invitation or a ticket and is still
+    /// kept: the reply splitter finds its quoted copy in an answer by its
+    /// content ([`crate::mail::reply::KnownOriginal`]).
+    fn sent_mail(&self, message_id: &str) -> Result<Option<OutgoingMail>>;
 }

@@ -9,7 +9,7 @@
 //! invitation/ticket maps used for threading).
 
 use crate::decide::Decision;
-use crate::effects::{Result, StoreView};
+use crate::effects::{OutgoingMail, Result, StoreView};
 use crate::mail::inbound::InboundMail;
 use crate::model::invitation::Invitation;
 use crate::model::relationship::{Relationship, RelationshipState};
@@ -29,6 +29,9 @@ pub struct MemStore {
     pub tickets: BTreeMap<u64, Ticket>,
     /// Message-ID → ticket id.
     pub ticket_threads: BTreeMap<String, u64>,
+    /// Message-ID → the composed mail Liaison sent (tests that check the
+    /// known-original matching put them here; `apply` has only plans).
+    pub sent_mails: BTreeMap<String, OutgoingMail>,
 }
 
 impl StoreView for MemStore {
@@ -89,6 +92,10 @@ impl StoreView for MemStore {
 
     fn last_ticket_id(&self) -> Result<u64> {
         Ok(self.tickets.keys().max().copied().unwrap_or(0))
+    }
+
+    fn sent_mail(&self, message_id: &str) -> Result<Option<OutgoingMail>> {
+        Ok(self.sent_mails.get(message_id).cloned())
     }
 }
 

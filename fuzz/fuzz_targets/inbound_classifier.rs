@@ -128,6 +128,14 @@ impl StoreView for MemStore {
     fn last_ticket_id(&self) -> liaison_core::effects::Result<u64> {
         Ok(0)
     }
+    // This store keeps no composed mails: replies are split by the
+    // heuristics alone here (the reply_splitter target covers those).
+    fn sent_mail(
+        &self,
+        _message_id: &str,
+    ) -> liaison_core::effects::Result<Option<liaison_core::effects::OutgoingMail>> {
+        Ok(None)
+    }
 }
 
 impl MemStore {

@@ -27,7 +27,8 @@
 //! `cur/<inbox>`, `outq/<id be>` (pending mails), `outd/<not_before be><id be>`
 //! (the pending mails by next attempt, so the sender reads only what is
 //! due, in order), `outs/<id be>` (sent log),
-//! `tkt/<id be>` (tickets), `tth/<message-id>` (Message-ID → ticket id),
+//! `omid/<message-id>` (outbox id of a mail of an invitation or a ticket,
+//! for [`StoreView::sent_mail`]), `tkt/<id be>` (tickets), `tth/<message-id>` (Message-ID → ticket id),
 //! `held/<id be>` (mails a cap held back; the bytes of those kept whole in
 //! `meta/held_bytes`), `rate/<address>/<hour>` and
 //! `sreq/<customer>/<hour>` (reply and support-request counts per hour),
@@ -620,6 +621,19 @@ impl StoreView for SledStore {
     fn last_ticket_id(&self) -> ReadResult<u64> {
         Ok(self.get(b"meta/last_ticket_id")?.unwrap_or(0))
     }
+
+    fn sent_mail(&self, message_id: &str) -> ReadResult<Option<OutgoingMail>> {
+        let Some(id) = self.get::<u64>(format!("omid/{message_id}").as_bytes())? else {
+            return Ok(None);
+        };
+        // Pending in the outbox, or moved to the sent log once delivered.
+        for prefix in ["outq/", "outs/"] {
+            if let Some(e) = self.get::<OutboxEntry>(&id_key(prefix, id))? {
+                return Ok(Some(e.mail));
+            }
+        }
+        Ok(None)
+    }
 }
 
 impl Store for SledStore {
@@ -702,6 +716,14 @@ impl Store for SledStore {
             }
             if let Some(t) = mail.ticket {
                 batch.insert(format!("tth/{}", mail.message_id).into_bytes(), encode(&t));
+            }
+            if mail.invitation.is_some() || mail.ticket.is_some() {
+                // What a customer may quote back: the reply splitter finds
+                // the copy by its content (StoreView::sent_mail).
+                batch.insert(
+                    format!("omid/{}", mail.message_id).into_bytes(),
+                    encode(&id),
+                );
             }
             let entry = OutboxEntry {
                 id,
@@ -1142,6 +1164,31 @@ mod tests {
         s.mark_sent(pending[0].id, 5, None).unwrap();
         assert_eq!(s.pending_outbox(last, 10).unwrap().len(), 1);
         assert_eq!(s.sent_log().unwrap()[0].mail.message_id, "m1@x");
+    }
+
+    #[test]
+    fn sent_mails_of_invitations_are_kept_for_the_reply_splitter() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db"), 1 << 20, Path::new("x.sock")).unwrap();
+        s.commit(Changes {
+            outbox: vec![mail("m1@x", Some(9)), mail("m2@x", None)],
+            ..Default::default()
+        })
+        .unwrap();
+        // Staged and pending: already readable.
+        assert_eq!(
+            s.sent_mail("m1@x").unwrap().unwrap().raw,
+            mail("m1@x", None).raw
+        );
+        // A mail of no invitation or ticket is nobody's original.
+        assert_eq!(s.sent_mail("m2@x").unwrap(), None);
+        assert_eq!(s.sent_mail("unknown@x").unwrap(), None);
+        s.flush().unwrap();
+        let last = s.last_outbox_id().unwrap();
+        let first = s.pending_outbox(last, 10).unwrap()[0].id;
+        s.mark_sent(first, 5, None).unwrap();
+        // Delivered: read from the sent log.
+        assert_eq!(s.sent_mail("m1@x").unwrap().unwrap().message_id, "m1@x");
     }
 
     #[test]

@@ -261,7 +261,10 @@ fn answer(
     if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
         return Ok(refused);
     }
-    let new_text = crate::mail::reply::new_text(&mail.text);
+    // The invitation's own mail and whatever Liaison mail the reply names:
+    // their quoted copy is cut by content, whatever the client made of it.
+    let known = super::known::known_original(view, mail, &[inv.message_id.as_str()])?;
+    let new_text = crate::mail::reply::new_text_known(&mail.text, &known);
     let intent = intent::detect(&new_text);
     let origin = Origin::of_mail(mail, from, format!("matched by {how:?}"));
     match answer_invitation(ctx, view, &inv, &origin, intent, ids)? {

@@ -17,6 +17,7 @@
 pub(crate) mod commands;
 pub use commands::LIST_PAGE;
 mod customer;
+mod known;
 pub(crate) mod support;
 pub use support::MAX_ENTRY_TEXT_CHARS;
 mod timers;

@@ -54,6 +54,13 @@ pub(super) fn referenced_ticket(
     Ok(None)
 }
 
+/// What the sender of `mail` wrote now: the reply splitter, with the
+/// Liaison mails it names as known originals.
+fn new_text_of(view: &dyn StoreView, mail: &InboundMail) -> Result<String, WorkflowError> {
+    let known = super::known::known_original(view, mail, &[])?;
+    Ok(crate::mail::reply::new_text_known(&mail.text, &known))
+}
+
 /// The ticket's record of `mail`; `text` is its new text
 /// ([`crate::mail::reply::new_text`], computed once by the caller, which quotes
 /// it in its mails too).
@@ -165,7 +172,7 @@ pub(super) fn ticket_mail(
     let reopened = t.state == TicketState::Closed;
     // The reply splitter is the costly step on a large mail: once per
     // mail, for the ticket's record and every mail that quotes it.
-    let text = crate::mail::reply::new_text(&mail.text);
+    let text = new_text_of(view, mail)?;
     t.entries
         .push(entry(ctx, author, from, mail, text.clone(), &attachments));
     t.message_ids.extend(mail.message_id.clone());
@@ -276,7 +283,10 @@ pub(super) fn support_request(
         RelationshipState::PermissionsRemoved => {
             open_ticket(ctx, view, mail, from, rel, partner, None)
         }
-        RelationshipState::Active => Ok(forward_to_partner(ctx, mail, from, rel, partner)),
+        RelationshipState::Active => {
+            let text = new_text_of(view, mail)?;
+            Ok(forward_to_partner(ctx, mail, from, rel, partner, text))
+        }
         _ => {
             let key = format!("{}\0support", mail.key);
             let mut ids = MessageIds::new(&key, ctx);
@@ -305,6 +315,7 @@ fn forward_to_partner(
     from: &str,
     rel: &Relationship,
     partner: &Partner,
+    text: String,
 ) -> Decision {
     let key = format!("{}\0support", mail.key);
     let mut ids = MessageIds::new(&key, ctx);
@@ -316,7 +327,7 @@ fn forward_to_partner(
         "customer_email": rel.customer,
         "customer_name": rel.customer_name,
         "subject": subject,
-        "text": crate::mail::reply::new_text(&mail.text),
+        "text": text,
         "omitted_attachments": omitted,
         "at": rfc3339(ctx.now),
     });
@@ -379,7 +390,7 @@ fn open_ticket(
     let mut ids = MessageIds::new(&key, ctx);
     let (attachments, omitted) = within_limit(&mail.attachments, cfg.tickets.attachment_max_bytes);
     let subject = super::quoted_subject(&mail.subject);
-    let text = crate::mail::reply::new_text(&mail.text);
+    let text = new_text_of(view, mail)?;
     let vars = json!({
         "ticket_id": tid,
         "partner_name": partner.name,

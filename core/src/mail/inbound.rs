@@ -201,6 +201,7 @@ pub fn parse(raw: &[u8], max_bytes: usize) -> Result<InboundMail, InboundError> 
             }
         })
         .collect();
+    let (text, attachments) = unwrap_tnef(text, attachments);
     let dsn = if automatic.is_some() {
         crate::mail::dsn::parse(&String::from_utf8_lossy(raw)).map(|mut d| {
             d.return_path = return_path;
@@ -291,6 +292,62 @@ fn crlf_to_lf(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Outlook's `winmail.dat` (TNEF) in place of its contents: the files it
+/// holds become attachments, and its body is the text when the mail has
+/// no other. A stream that does not decode stays attached as it came, so
+/// nothing is lost.
+fn unwrap_tnef(mut text: String, attachments: Vec<Attachment>) -> (String, Vec<Attachment>) {
+    if !attachments.iter().any(is_tnef) {
+        return (text, attachments);
+    }
+    let mut out = Vec::with_capacity(attachments.len());
+    for a in attachments {
+        if !is_tnef(&a) {
+            out.push(a);
+            continue;
+        }
+        let Ok(tnef) = crate::mail::tnef::decode(&a.data) else {
+            out.push(a);
+            continue;
+        };
+        if text.trim().is_empty() {
+            let body = match (tnef.body_text, tnef.body_html) {
+                (Some(t), _) if !t.trim().is_empty() => t,
+                (_, Some(h)) => html_to_text(&h),
+                _ => String::new(),
+            };
+            text = crlf_to_lf(&body);
+        }
+        for inner in tnef.attachments {
+            let index = out.len();
+            out.push(Attachment {
+                name: sanitize_file_name(
+                    Some(&inner.name)
+                        .filter(|n| !n.is_empty())
+                        .map(|n| n.as_str()),
+                    index,
+                ),
+                content_type: inner
+                    .content_type
+                    .filter(|c| c.contains('/') && c.len() <= 100)
+                    .map_or_else(
+                        || "application/octet-stream".into(),
+                        |c| c.to_ascii_lowercase(),
+                    ),
+                data: inner.data,
+            });
+        }
+    }
+    (text, out)
+}
+
+fn is_tnef(a: &Attachment) -> bool {
+    matches!(
+        a.content_type.as_str(),
+        "application/ms-tnef" | "application/vnd.ms-tnef"
+    ) || a.name.eq_ignore_ascii_case("winmail.dat")
 }
 
 /// A file name safe to put in a header and show: no directories, no control
@@ -474,6 +531,61 @@ invite alice@contoso.test\r\n";
         }
         let raw = "From: MAILER-DAEMON@mail.test\r\nSubject: x\r\n\r\nbody";
         assert!(parse(raw.as_bytes(), 1 << 20).unwrap().automatic.is_some());
+    }
+
+    #[test]
+    fn winmail_dat_gives_its_body_and_attachments() {
+        use crate::mail::tnef::testing::{props, record, stream, utf16};
+        fn base64(data: &[u8]) -> String {
+            const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut out = String::new();
+            for c in data.chunks(3) {
+                let n = c
+                    .iter()
+                    .enumerate()
+                    .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+                for k in 0..4 {
+                    out.push(if k <= c.len() {
+                        A[(n >> (18 - 6 * k) & 63) as usize] as char
+                    } else {
+                        '='
+                    });
+                }
+            }
+            out
+        }
+        let tnef = stream(|v| {
+            let body = props(&[(0x001F, 0x1000, &utf16("Accept\r\n\r\nAlice"))]);
+            record(v, 1, 0x0006_9003, &body);
+            record(v, 2, 0x0006_9002, &[0; 14]);
+            record(v, 2, 0x0001_8010, b"SCREEN~1.PNG\0");
+            record(v, 2, 0x0006_800F, b"\x89PNG fake");
+            let a = props(&[(0x001F, 0x3707, &utf16("../screen shot.png"))]);
+            record(v, 2, 0x0006_9005, &a);
+        });
+        let b64 = base64(&tnef);
+        let raw = format!(
+            "From: Alice <alice@contoso.test>\r\nTo: invites@liaison.test\r\nSubject: RE: invitation\r\n\
+             Message-ID: <tnef@contoso.test>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: application/ms-tnef; name=\"winmail.dat\"\r\n\
+             Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"winmail.dat\"\r\n\r\n\
+             {b64}\r\n--b--\r\n"
+        );
+        let m = parse(raw.as_bytes(), 1 << 20).expect("parses");
+        assert_eq!(m.text, "Accept\n\nAlice");
+        assert_eq!(
+            crate::mail::intent::detect(&crate::mail::reply::new_text(&m.text)),
+            crate::mail::intent::Intent::Accept
+        );
+        assert_eq!(m.attachments.len(), 1, "{:?}", m.attachments);
+        assert_eq!(m.attachments[0].name, "screen shot.png");
+        assert_eq!(m.attachments[0].data, b"\x89PNG fake");
+        // A broken stream stays attached as it came.
+        let broken = raw.replace(&b64, "AAAAAAAA");
+        let m = parse(broken.as_bytes(), 1 << 20).expect("parses");
+        assert_eq!(m.attachments.len(), 1);
+        assert_eq!(m.attachments[0].name, "winmail.dat");
     }
 
     #[test]

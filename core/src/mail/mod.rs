@@ -1,6 +1,7 @@
 //! Reading mail: raw bytes to [`inbound::InboundMail`], addresses, who
 //! authenticated it ([`auth`]), whether it is a bounce ([`dsn`]), what is
-//! new in a reply ([`reply`]) and what that new text means ([`intent`]).
+//! new in a reply ([`reply`]) and what that new text means ([`intent`]), and
+//! Outlook's `winmail.dat` ([`tnef`]).
 
 pub mod address;
 pub mod auth;
@@ -8,3 +9,4 @@ pub mod dsn;
 pub mod inbound;
 pub mod intent;
 pub mod reply;
+pub mod tnef;

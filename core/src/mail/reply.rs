@@ -31,6 +31,9 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
+mod known;
+pub use known::{KnownOriginal, SentMail};
+
 /// The parts of a reply body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SplitReply {
@@ -52,6 +55,23 @@ pub fn split_reply(body: &str) -> SplitReply {
 /// the workflow uses): it costs at most the body's size on top of it.
 pub fn new_text(body: &str) -> String {
     let doc = Doc::new(TextLines::new(body), TextLines::new(body).count());
+    doc.split(Assembler::new_only(body.len())).new_text
+}
+
+/// [`split_reply`] for a reply to mails Liaison sent: the lines where
+/// `known` finds their quoted copy (and the attribution above it) are
+/// quoted whatever the client made of them; the heuristics decide the
+/// rest. With an empty `known` this is [`split_reply`].
+pub fn split_reply_known(body: &str, known: &KnownOriginal) -> SplitReply {
+    let mut doc = Doc::new(TextLines::new(body), TextLines::new(body).count());
+    doc.forced = known.quoted_lines(body);
+    doc.split(Assembler::both())
+}
+
+/// `split_reply_known(body, known).new_text`, without the quoted part.
+pub fn new_text_known(body: &str, known: &KnownOriginal) -> String {
+    let mut doc = Doc::new(TextLines::new(body), TextLines::new(body).count());
+    doc.forced = known.quoted_lines(body);
     doc.split(Assembler::new_only(body.len())).new_text
 }
 
@@ -95,8 +115,9 @@ pub fn quote_start(lines: &[&str]) -> Option<usize> {
 /// huge lines keeps the work per line bounded.
 const MAX_HEADER_BYTES: usize = 1200;
 
-/// How many lines a wrapped "On … wrote:" header may span.
-const MAX_HEADER_LINES: usize = 3;
+/// How many non-blank lines a wrapped "On … wrote:" header may span (a
+/// narrow client breaks it after the date, the time and the name).
+const MAX_HEADER_LINES: usize = 5;
 
 /// A `-- ` signature longer than this many non-blank lines is more likely
 /// real content after a separator than a signature, so it is kept.
@@ -157,6 +178,8 @@ struct Line<'a> {
     kind: Kind,
     /// Whether this is a text line starting with `|` (see `is_pipe`).
     pipe: bool,
+    /// The initials of a Supercite prefix ("ab>"), packed; 0 for none.
+    cite: u32,
 }
 
 /// Returned for a line outside the window (never in a correct splitter;
@@ -166,6 +189,7 @@ static OUTSIDE: Line<'static> = Line {
     clean: Cow::Borrowed(""),
     kind: Kind::Blank,
     pipe: false,
+    cite: 0,
 };
 
 /// The reply, read line by line through a small window. Memory stays a
@@ -180,6 +204,11 @@ struct Doc<'a, I> {
     first: usize,
     /// Lines `first .. first + window.len()`.
     window: VecDeque<Line<'a>>,
+    /// Line ranges (inclusive, sorted) known to be quoted whatever they
+    /// look like: Liaison's own mail found by content ([`KnownOriginal`]).
+    forced: Vec<(usize, usize)>,
+    /// The first entry of `forced` that may still matter.
+    forced_at: usize,
 }
 
 impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
@@ -190,6 +219,8 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
             len,
             first: 0,
             window: VecDeque::with_capacity(LOOK_AHEAD + LOOK_BEHIND + 2),
+            forced: Vec::new(),
+            forced_at: 0,
         }
     }
 
@@ -211,21 +242,49 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
         }
     }
 
+    /// Whether line `i` lies in a `forced` range; `i` never decreases.
+    fn is_forced(&mut self, i: usize) -> bool {
+        while let Some(&(_, end)) = self.forced.get(self.forced_at) {
+            if end >= i {
+                return self.forced[self.forced_at].0 <= i;
+            }
+            self.forced_at += 1;
+        }
+        false
+    }
+
     fn push(&mut self, raw: &'a str) {
+        let index = self.first + self.window.len();
         let clean = clean_line(raw);
         let kind = if clean.is_empty() {
             Kind::Blank
-        } else if clean.starts_with('>') {
+        } else if clean.starts_with('>') || self.is_forced(index) {
             Kind::Quote
         } else {
             Kind::Text
         };
         let pipe = kind == Kind::Text && is_pipe(&clean);
+        let cite = if kind == Kind::Text {
+            supercite_initials(&clean)
+        } else {
+            0
+        };
+        // Supercite quotes with the author's initials ("AB> …"); two lines
+        // in a row with the same initials are a quote, one alone may be
+        // prose ("A>B is how we write it").
+        let kind = match self.window.back_mut() {
+            Some(prev) if cite != 0 && prev.cite == cite => {
+                prev.kind = Kind::Quote;
+                Kind::Quote
+            }
+            _ => kind,
+        };
         self.window.push_back(Line {
             raw,
             clean,
             kind,
             pipe,
+            cite,
         });
         // `|`-quoted blocks (old Gmail, some list software) count as quotes
         // only when at least three consecutive lines use the marker: every
@@ -311,6 +370,9 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
         if let Some(n) = self.outlook_block(i) {
             return Some(n);
         }
+        if is_one_line_header(c) {
+            return Some(1);
+        }
         self.attribution(i, true)
     }
 
@@ -321,7 +383,8 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
         let mut seen = field_kind(self.clean(i))?.bit();
         let mut count = 1;
         let mut last = i;
-        let mut continuation_used = false;
+        // Wrapped lines of the current field ("From: Name via the\nportal\n<addr>").
+        let mut continuations = 0;
         let end = self.len().min(i + 14);
         for j in i + 1..end {
             match self.kind(j) {
@@ -335,10 +398,9 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
                 }
                 seen |= f.bit();
                 last = j;
-                continuation_used = false;
-            } else if !continuation_used && last == j - 1 {
-                // One wrapped line per field ("From: Name\n<long@address>").
-                continuation_used = true;
+                continuations = 0;
+            } else if continuations < 2 && last + continuations == j - 1 {
+                continuations += 1;
             } else {
                 break;
             }
@@ -353,35 +415,51 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
     /// there instead.
     fn attribution(&self, i: usize, check_next: bool) -> Option<usize> {
         let mut joined = String::new();
-        for k in 0..MAX_HEADER_LINES {
-            let j = i + k;
-            if j >= self.len() || self.kind(j) != Kind::Text {
-                return None;
-            }
+        let mut lines = 0;
+        let mut blank_used = false;
+        let mut j = i;
+        while lines < MAX_HEADER_LINES && j < self.len() {
             let c = self.clean(j);
+            match self.kind(j) {
+                // One blank line inside a wrapped attribution (clients
+                // that break it at the address leave one).
+                Kind::Blank if lines > 0 && !blank_used => {
+                    blank_used = true;
+                    j += 1;
+                    continue;
+                }
+                Kind::Blank => return None,
+                // "> wrote:": the tail of an attribution wrapped inside its
+                // "<address>" looks like a quoted line.
+                Kind::Quote if lines > 0 && is_quoted_attribution_tail(c) => {}
+                Kind::Quote => return None,
+                Kind::Text => {}
+            }
             if c.len() > MAX_HEADER_BYTES || joined.len() > MAX_HEADER_BYTES {
                 return None;
             }
-            if k == 0 {
+            if lines == 0 {
                 // Only lines that could open a header may be joined with
                 // the following ones.
                 joined.push_str(c);
             } else {
-                if k == 1 && !could_open_header(self.clean(i)) {
+                if lines == 1 && !could_open_header(self.clean(i)) {
                     return None;
                 }
                 joined.push(' ');
-                joined.push_str(c);
+                joined.push_str(c.trim_start_matches(['>', ' ']));
             }
+            lines += 1;
             let next_is_block = self.next_non_blank(j + 1, 2).is_some_and(|n| {
                 self.kind(n) == Kind::Quote || field_kind(self.clean(n)).is_some()
             });
             if is_attribution(&joined, next_is_block) {
-                if k > 0 && check_next && self.later_header_within(i, j) {
+                if lines > 1 && check_next && self.later_header_within(i, j) {
                     return None;
                 }
-                return Some(k + 1);
+                return Some(j - i + 1);
             }
+            j += 1;
         }
         None
     }
@@ -392,6 +470,16 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
     /// date) or when line `i` reads like the end of a sentence; otherwise
     /// the later line is just the wrapped tail ("<addr> kirjoitti:").
     fn later_header_within(&self, i: usize, j: usize) -> bool {
+        // A first line that opens an attribution itself ("On Tue, 6 Jan
+        // 2026" wrapped by a narrow client) is where it starts.
+        let first = self.clean(i);
+        if ON_PREFIXES.iter().any(|p| first.starts_with(p))
+            && has_digit(first)
+            && !ends_sentence(first)
+            && first.chars().count() <= 80
+        {
+            return false;
+        }
         (i + 1..=j).any(|m| {
             let c = self.clean(m);
             let opener = has_digit(c) || ON_PREFIXES.iter().any(|p| c.starts_with(p));
@@ -449,6 +537,15 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
                     if after_quote && self.ends_reply_after_quote(i) {
                         // A signature or mailing-list footer below the
                         // quoted thread: nothing new follows.
+                        self.quote_rest(i, &mut out);
+                        break;
+                    }
+                    if out.has_new_text()
+                        && could_be_device_signature(self.clean(i))
+                        && is_device_signature(self.clean(i))
+                    {
+                        // "Sent from my iPhone" ends what the sender wrote:
+                        // unquoted text below it is the older message.
                         self.quote_rest(i, &mut out);
                         break;
                     }
@@ -577,6 +674,11 @@ impl Assembler {
         }
     }
 
+    /// Whether a non-blank line was kept as new text.
+    fn has_new_text(&self) -> bool {
+        self.committed.1 > 0
+    }
+
     fn end_segment(&mut self) {
         self.new.truncate(self.committed.0);
         self.entries = self.committed.1;
@@ -602,6 +704,7 @@ impl Assembler {
         strip_banner(&mut new_text);
         strip_signature_block(&mut new_text);
         strip_device_signatures(&mut new_text);
+        strip_leading_device_signature(&mut new_text);
         trim_in_place(&mut new_text);
         new_text.shrink_to_fit();
         trim_in_place(&mut self.quoted);
@@ -748,6 +851,19 @@ fn strip_device_signatures(text: &mut String) {
     }
 }
 
+/// Drops a device line that some clients put *above* the answer, when
+/// something follows it.
+fn strip_leading_device_signature(text: &mut String) {
+    let Some(end) = text.find('\n') else {
+        return;
+    };
+    let device = clean_line_bounded(&text[..end], 300).is_some_and(|c| is_device_signature(&c));
+    if device && !is_blank_entry(&text[end..]) {
+        text.drain(..=end);
+        trim_in_place(text);
+    }
+}
+
 fn trim_in_place(s: &mut String) {
     let end = s.trim_end().len();
     s.truncate(end);
@@ -829,6 +945,22 @@ fn clean_line(line: &str) -> Cow<'_, str> {
     }
     trim_in_place(&mut s);
     Cow::Owned(s)
+}
+
+/// The packed initials of a Supercite prefix: one to three ASCII letters
+/// directly followed by `>` at the start of the line; 0 when there is none.
+fn supercite_initials(c: &str) -> u32 {
+    let letters = c
+        .bytes()
+        .take_while(u8::is_ascii_alphabetic)
+        .take(4)
+        .count();
+    if !(1..=3).contains(&letters) || c.as_bytes().get(letters) != Some(&b'>') {
+        return 0;
+    }
+    c.bytes()
+        .take(letters)
+        .fold(0, |acc, b| (acc << 8) | u32::from(b))
 }
 
 /// A `|` line that is no table row (a table row also ends with `|`).
@@ -1001,6 +1133,9 @@ const DATE_KEYS: &[&str] = &[
 ];
 const TO_KEYS: &[&str] = &[
     "to",
+    "adresat",
+    "odbiorca",
+    "do",
     "an",
     "à",
     "a",
@@ -1074,6 +1209,51 @@ const REPLY_TO_KEYS: &[&str] = &[
     "responder a",
 ];
 
+/// Every field name, by kind.
+const FIELD_TABLES: [(&[&str], Field); 6] = [
+    (FROM_KEYS, Field::From),
+    (DATE_KEYS, Field::Date),
+    (TO_KEYS, Field::To),
+    (SUBJECT_KEYS, Field::Subject),
+    (CC_KEYS, Field::Cc),
+    (REPLY_TO_KEYS, Field::ReplyTo),
+];
+
+/// A whole header block on one line, as Yahoo and some webmailers write
+/// it ("Von: … An: … Gesendet: … Betreff: …", "Temat: … Nadawca: …
+/// Adresat: …"): a line that opens with a field and names at least two
+/// other kinds of field, each as a word followed by a colon.
+fn is_one_line_header(c: &str) -> bool {
+    let Some(first) = field_kind(c) else {
+        return false;
+    };
+    let mut seen = first.bit();
+    let mut count = 1;
+    for (keys, field) in FIELD_TABLES {
+        if seen & field.bit() != 0 {
+            continue;
+        }
+        if keys.iter().any(|k| names_field(c, k)) {
+            seen |= field.bit();
+            count += 1;
+            if count >= 3 {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Whether `key` occurs in `c` as a field name: after a space or `*`,
+/// followed by an optional space or `*` and a colon.
+fn names_field(c: &str, key: &str) -> bool {
+    c.match_indices(key).any(|(at, _)| {
+        let before_ok = c[..at].ends_with([' ', '*']);
+        let after = c[at + key.len()..].trim_start_matches([' ', '*']);
+        before_ok && after.starts_with([':', '：'])
+    })
+}
+
 /// The kind of an Outlook-style `Key: value` header field on this line.
 fn field_kind(c: &str) -> Option<Field> {
     let colon = c.find([':', '：'])?;
@@ -1081,15 +1261,7 @@ fn field_kind(c: &str) -> Option<Field> {
     if key.is_empty() || key.len() > 40 {
         return None;
     }
-    let tables: [(&[&str], Field); 6] = [
-        (FROM_KEYS, Field::From),
-        (DATE_KEYS, Field::Date),
-        (TO_KEYS, Field::To),
-        (SUBJECT_KEYS, Field::Subject),
-        (CC_KEYS, Field::Cc),
-        (REPLY_TO_KEYS, Field::ReplyTo),
-    ];
-    tables
+    FIELD_TABLES
         .iter()
         .find(|(keys, _)| keys.contains(&key))
         .map(|(_, f)| *f)
@@ -1111,6 +1283,9 @@ const WROTE_VERBS: &[&str] = &[
     "skrev",
     "napisał",
     "napisała",
+    "pisze",
+    "pisał",
+    "pisała",
     "napisal",
     "napisana",
     "napsal",
@@ -1129,6 +1304,10 @@ const WROTE_VERBS: &[&str] = &[
     "寫道",
     "님이 작성",
     "님의 메일",
+    "님이 보낸 메일",
+    " 작성",
+    "쓴 글",
+    "쓰신 글",
     "書きました",
     "のメール",
     "yazdı",
@@ -1182,10 +1361,16 @@ fn is_attribution(joined: &str, next_is_block: bool) -> bool {
     let could_be = if ends_colon {
         digit || addr
     } else {
-        on_prefix && digit
+        (on_prefix && digit) || (next_is_block && starts_with_iso_date_time(s))
     };
     if !could_be {
         return false;
+    }
+    // Gmail's "2016-03-03 17:21 GMT+01:00 Some One" above a quote block:
+    // neither address nor colon, but an ISO date and time to the minute
+    // open no sentence.
+    if !ends_colon && !on_prefix {
+        return s.chars().count() <= 120 && !ends_sentence(s);
     }
     let verb_end = WROTE_VERBS
         .iter()
@@ -1196,6 +1381,11 @@ fn is_attribution(joined: &str, next_is_block: bool) -> bool {
         // as "as I wrote 2 days ago:" has words in between.
         let near_end = s.len() - end <= 3;
         if ends_colon && (digit || addr) && (on_prefix || addr || near_end) {
+            return true;
+        }
+        // "Name schrieb am Do. 20. Juni 2024 um 14:49:" (name only, the
+        // date after the verb) directly above a quote block.
+        if ends_colon && digit && next_is_block && s.chars().count() <= 160 {
             return true;
         }
         // "Am 20.06.24 um 16:20 schrieb X" (no colon) or Zoho's
@@ -1221,8 +1411,33 @@ fn is_attribution(joined: &str, next_is_block: bool) -> bool {
     false
 }
 
+/// "2026-01-06 10:00…": a four-digit year, month and day joined by `-`,
+/// then a time.
+fn starts_with_iso_date_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    let d = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    let date = (0..4).all(d)
+        && b.get(4) == Some(&b'-')
+        && d(5)
+        && d(6)
+        && b.get(7) == Some(&b'-')
+        && d(8)
+        && d(9);
+    if !date || b.get(10) != Some(&b' ') {
+        return false;
+    }
+    let t = 11;
+    (d(t) && b.get(t + 1) == Some(&b':') && d(t + 2) && d(t + 3))
+        || (d(t) && d(t + 1) && b.get(t + 2) == Some(&b':') && d(t + 3) && d(t + 4))
+}
+
 /// An unrecognised line directly above a quote block that still looks
 /// like an attribution: a date and an address.
+fn is_quoted_attribution_tail(c: &str) -> bool {
+    let rest = c.trim_start_matches(['>', ' ']);
+    rest.len() <= 40 && rest.ends_with([':', '：']) && WROTE_VERBS.iter().any(|v| rest.contains(v))
+}
+
 fn is_loose_attribution(c: &str) -> bool {
     c.len() <= 300 && has_digit(c) && has_address(c)
 }
@@ -1279,6 +1494,34 @@ const DEVICE_PREFIXES: &[&str] = &[
     "أرسلت من",
     "내 iphone",
     "iphoneから送信",
+    "trimis de pe",
+    "trimis cu",
+    "trimis din",
+    "obtener outlook",
+    "descargar outlook",
+    "baixe o outlook",
+    "scarica outlook",
+    "télécharger outlook",
+    "outlook voor",
+    "download outlook",
+    "pobierz outlook",
+    "hol dir outlook",
+    "holen sie sich outlook",
+    "skaffa outlook",
+    "hent outlook",
+    "получить outlook",
+];
+
+/// Endings of device lines in languages that put the device first
+/// ("iPhone에서 보냄", "Android용 Outlook 받기", "iPhoneから送信").
+const DEVICE_SUFFIXES: &[&str] = &[
+    "에서 보냄",
+    "에서 보냈습니다",
+    "에서 보냈습니다.",
+    "outlook 받기",
+    "から送信",
+    "から送信しました",
+    "发送自我的iphone",
 ];
 
 const DEVICE_WORDS: &[&str] = &[
@@ -1299,6 +1542,20 @@ const DEVICE_WORDS: &[&str] = &[
     "mail",
 ];
 
+/// A cheap first look for [`is_device_signature`], which builds strings:
+/// the splitter asks it of every line below the first new one.
+fn could_be_device_signature(c: &str) -> bool {
+    if c.len() > 300 {
+        return false;
+    }
+    let t = c.trim_start_matches(['[', '(', '<', '*', '_', '"', ' ']);
+    DEVICE_PREFIXES.iter().any(|p| t.starts_with(p))
+        || DEVICE_SUFFIXES.iter().any(|p| {
+            c.trim_end_matches([']', ')', '>', '*', '_', '"', ' '])
+                .ends_with(p)
+        })
+}
+
 fn is_device_signature(c: &str) -> bool {
     if c.len() > 300 {
         return false;
@@ -1312,6 +1569,9 @@ fn is_device_signature(c: &str) -> bool {
         .filter(|w| !w.starts_with("http"))
         .collect();
     let text = words.join(" ");
+    if text.chars().count() <= 60 && DEVICE_SUFFIXES.iter().any(|p| text.ends_with(p)) {
+        return true;
+    }
     if !DEVICE_PREFIXES.iter().any(|p| text.starts_with(p)) {
         return false;
     }
