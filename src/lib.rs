@@ -50,6 +50,7 @@ pub mod compose;
 pub mod config;
 pub mod daemon;
 pub mod dsn;
+pub mod gdap;
 pub mod engine;
 pub mod http;
 pub mod imap;
