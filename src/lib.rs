@@ -52,6 +52,7 @@ pub mod daemon;
 pub mod dsn;
 pub mod gdap;
 pub mod engine;
+pub mod graph;
 pub mod http;
 pub mod imap;
 pub mod import;
