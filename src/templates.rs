@@ -108,11 +108,17 @@ pub enum TemplateName {
     DeliveryFailedPartner,
     /// Mails held back by a cap (to the partner).
     HeldPartner,
+    /// "Thanks, we will confirm as soon as Microsoft shows the approval"
+    /// (to the customer, whose mailed "accept" came before Graph said so).
+    AwaitingMicrosoftCustomer,
+    /// A Microsoft Graph call for a GDAP relationship failed for good (to
+    /// the partner): the request, an access assignment, a termination.
+    GdapProblemPartner,
 }
 
 impl TemplateName {
     /// All templates.
-    pub const ALL: [TemplateName; 29] = [
+    pub const ALL: [TemplateName; 31] = [
         TemplateName::Invitation,
         TemplateName::Transcript,
         TemplateName::AcceptedCustomer,
@@ -142,6 +148,8 @@ impl TemplateName {
         TemplateName::BouncedPartner,
         TemplateName::DeliveryFailedPartner,
         TemplateName::HeldPartner,
+        TemplateName::AwaitingMicrosoftCustomer,
+        TemplateName::GdapProblemPartner,
     ];
 
     /// File name stem.
@@ -176,6 +184,8 @@ impl TemplateName {
             TemplateName::BouncedPartner => "bounced_partner",
             TemplateName::DeliveryFailedPartner => "delivery_failed_partner",
             TemplateName::HeldPartner => "held_partner",
+            TemplateName::AwaitingMicrosoftCustomer => "awaiting_microsoft_customer",
+            TemplateName::GdapProblemPartner => "gdap_problem_partner",
         }
     }
 
@@ -204,6 +214,7 @@ impl TemplateName {
                 | TemplateName::BouncedPartner
                 | TemplateName::DeliveryFailedPartner
                 | TemplateName::HeldPartner
+                | TemplateName::GdapProblemPartner
         )
     }
 
@@ -224,6 +235,10 @@ impl TemplateName {
                 "accept_link": "mailto:invites+sampletoken@liaison.test?subject=accept&body=accept",
                 "decline_link": "mailto:invites+sampletoken@liaison.test?subject=decline&body=decline",
                 "expires": "2027-02-23",
+                "approval_link": "https://admin.microsoft.com/AdminPortal/Home#/partners/invitation/granularAdminRelationships/7e1a0b4c-1d2e-4f50-8a6b-9c0d1e2f3a4b-00000002",
+                "roles": ["Helpdesk Administrator", "User Administrator"],
+                "duration_days": 730,
+                "graph": true,
             }),
             TemplateName::Transcript => json!({
                 "results": [
@@ -243,6 +258,20 @@ impl TemplateName {
                 "at": "2026-11-25T12:00:00Z",
                 "restore": false,
                 "support_contact": "support@northwind.test",
+                "approval_link": "https://admin.microsoft.com/AdminPortal/Home#/partners/invitation/granularAdminRelationships/x",
+                "verified": true,
+                "source": "graph",
+                "graph_status": "terminated",
+            }),
+            TemplateName::AwaitingMicrosoftCustomer => json!({
+                "approval_link": "https://admin.microsoft.com/AdminPortal/Home#/partners/invitation/granularAdminRelationships/x",
+                "graph_status": "approvalPending",
+            }),
+            TemplateName::GdapProblemPartner => json!({
+                "what": "the GDAP relationship request",
+                "reason": "Microsoft Graph denied create delegatedAdminRelationship (403 Authorization_RequestDenied: Insufficient privileges to complete the operation.)",
+                "invitation_held": true,
+                "at": "2026-11-25T12:00:00Z",
             }),
             TemplateName::ExpiredPartner => json!({
                 "invited_at": "2026-08-27T12:00:00Z",
@@ -487,6 +516,41 @@ mod tests {
             )
             .unwrap();
         assert!(ko.text.contains("수락"), "{}", ko.text);
+    }
+
+    #[test]
+    fn the_approval_link_is_the_step_when_there_is_one() {
+        let t = shipped();
+        for locale in crate::config::SUPPORTED_LOCALES {
+            for name in [TemplateName::Invitation, TemplateName::Restore] {
+                let vars = name.sample_vars();
+                let link = vars["approval_link"].as_str().unwrap().to_string();
+                let r = t.render(name, locale, &vars).unwrap();
+                assert!(r.text.contains(&link), "{locale} {name:?}: {}", r.text);
+                assert!(r.text.contains("Global Administrator"), "{locale}");
+                let html = r.html.unwrap();
+                assert!(html.contains(&format!("href=\"{link}\"")), "{locale}: {html}");
+                // Without a link, the mail is the old one: no admin-center step.
+                let mut plain = vars.clone();
+                plain["approval_link"] = serde_json::Value::Null;
+                let r = t.render(name, locale, &plain).unwrap();
+                assert!(!r.text.contains("admin.microsoft.com"), "{locale}");
+                assert!(!r.text.contains("Global Administrator"), "{locale}");
+                assert!(!r.html.unwrap().contains("admin.microsoft.com"));
+            }
+            let r = t
+                .render(TemplateName::Invitation, locale, &TemplateName::Invitation.sample_vars())
+                .unwrap();
+            assert!(r.text.contains("User Administrator"), "{locale}");
+            // A claimed approval reads differently from a verified one.
+            let mut vars = TemplateName::AcceptedPartner.sample_vars();
+            let verified = t.render(TemplateName::AcceptedPartner, locale, &vars).unwrap().text;
+            vars["verified"] = json!(false);
+            let claimed = t.render(TemplateName::AcceptedPartner, locale, &vars).unwrap().text;
+            assert!(verified.contains("Microsoft Graph"), "{locale}: {verified}");
+            assert!(!claimed.contains("Microsoft Graph"), "{locale}: {claimed}");
+            assert_ne!(verified, claimed);
+        }
     }
 
     #[test]
