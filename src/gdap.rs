@@ -585,6 +585,80 @@ pub struct GraphErrorDetail {
     pub message: String,
 }
 
+// ---- what Liaison keeps of a GDAP relationship ------------------------------
+
+/// What a relationship record keeps of its GDAP relationship in
+/// Microsoft's system (`Relationship::gdap`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GdapLink {
+    /// The unique `displayName` Liaison asked for (derived from the
+    /// invitation's keyed id, so a retry finds its own earlier request).
+    pub display_name: String,
+    /// What was asked for.
+    pub request: GdapRequest,
+    /// Graph's id, once Microsoft created the relationship.
+    #[serde(default)]
+    pub relationship_id: Option<String>,
+    /// The status Graph showed last.
+    #[serde(default)]
+    pub status: Option<GdapStatus>,
+    /// Graph's `endDateTime`, Unix seconds.
+    #[serde(default)]
+    pub ends_at: Option<u64>,
+    /// Graph's `autoExtendDuration` is not zero.
+    #[serde(default)]
+    pub auto_extend: bool,
+    /// The partner address a draft invitation goes to (the invitation is
+    /// sent when Microsoft has created the request).
+    #[serde(default)]
+    pub draft_to: Option<String>,
+    /// The configured access assignments are still to be made (set on
+    /// activation, cleared when they were tried).
+    #[serde(default)]
+    pub assignments_due: bool,
+    /// The partner confirmed `terminate`; the request is still to be sent.
+    #[serde(default)]
+    pub terminate_due: bool,
+}
+
+impl GdapLink {
+    /// A link still worth asking Graph about.
+    pub fn is_open(&self) -> bool {
+        !self.status.is_some_and(GdapStatus::is_final) || self.assignments_due
+    }
+}
+
+/// Unix seconds of a Graph `DateTimeOffset` (`2024-02-10T11:24:42.3148266Z`);
+/// `None` for an empty or unreadable one (Graph writes `""` for
+/// `activatedDateTime` before activation).
+pub fn parse_graph_time(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Only UTC (`Z`, optionally after a fraction), as Graph writes them.
+    let tail = &s[19..];
+    let tail = tail.strip_prefix('.').map_or(tail, |t| t.trim_start_matches(|c: char| c.is_ascii_digit()));
+    if tail != "Z" && tail != "+00:00" {
+        return None;
+    }
+    // days_from_civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
 // ---- what a status means ---------------------------------------------------
 
 /// The Liaison event a Graph status stands for, given the relationship's
@@ -810,6 +884,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn graph_times() {
+        assert_eq!(parse_graph_time("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_graph_time("2024-02-10T11:24:42.3148266Z"), Some(1_707_564_282));
+        assert_eq!(parse_graph_time("2000-03-01T00:00:00+00:00"), Some(951_868_800));
+        assert_eq!(parse_graph_time(""), None);
+        assert_eq!(parse_graph_time("2024-02-10T11:24:42+09:00"), None);
+        assert_eq!(parse_graph_time("2024-13-10T11:24:42Z"), None);
     }
 
     #[test]
