@@ -20,6 +20,7 @@ mod customer;
 mod support;
 pub use support::MAX_ENTRY_TEXT_CHARS;
 mod timers;
+mod invitation_mail;
 
 pub use commands::{help_text, run_given_commands, CommandOutcome};
 pub use timers::{due_candidates, expire_candidates, expire_due};
