@@ -121,8 +121,6 @@ pub fn call_failed(
                 HistorySource::Graph,
             );
         }
-        link.status = None;
-        link.terminate_due = false;
     }
     if what.contains("terminat") {
         link.terminate_due = false;
@@ -145,7 +143,8 @@ pub fn call_failed(
             "at": rfc3339(ctx.now),
         }),
     ));
-    rel.gdap = Some(link);
+    // A request Microsoft refused is not followed any more.
+    rel.gdap = (!request_failed).then_some(link);
     decision.relationships.push(rel);
     Ok(decision)
 }
