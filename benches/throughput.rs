@@ -72,13 +72,13 @@
 //! anything else running on the machine shows in the figures.
 
 use futures::StreamExt;
-use liaison::admin::{answer, Request};
 use liaison::clock::{Clock, SystemClock};
-use liaison::config::Config;
+use liaison::io::admin::{answer, Request};
 use liaison::store::{Changes, SledStore, Store, StoreView};
-use liaison::templates::{TemplateName, Templates};
-use liaison::token::TokenKey;
-use liaison::workflow::{self, Context, MailPlan};
+use liaison_core::config::Config;
+use liaison_core::decide::{self, Context, MailPlan};
+use liaison_core::model::token::TokenKey;
+use liaison_core::render::templates::TemplateName;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -644,7 +644,7 @@ fn config_text(dir: &Path, smtp_port: u16, extra_partners: usize) -> String {
 fn load_config(dir: &Path, smtp_port: u16, extra_partners: usize) -> Res<Config> {
     let path = dir.join("liaison.toml");
     std::fs::write(&path, config_text(dir, smtp_port, extra_partners))?;
-    Ok(Config::load(&path)?)
+    Ok(liaison::files::load_config(&path)?)
 }
 
 fn open_store(config: &Config) -> Res<Arc<SledStore>> {
@@ -668,7 +668,7 @@ impl InProcess {
         let tmp = tempfile::tempdir()?;
         let config = Arc::new(load_config(tmp.path(), smtp_port, 0)?);
         let store = open_store(&config)?;
-        let templates = Templates::load(&config.templates_dir)?;
+        let templates = liaison::files::load_templates(&config.templates_dir)?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(liaison::daemon::run_with(
             config.clone(),
@@ -963,7 +963,7 @@ async fn inbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
         let engine = liaison::engine::Engine::new(
             config.clone(),
             store.clone(),
-            Templates::load(&config.templates_dir)?,
+            liaison::files::load_templates(&config.templates_dir)?,
             Arc::new(SystemClock),
         );
         let t = Instant::now();
@@ -1049,8 +1049,8 @@ fn invitation_plans(config: &Config, count: usize, tag: &str) -> Res<Vec<MailPla
             &body,
         );
         mail_no += 1;
-        let mail = liaison::inbound::parse(&raw, usize::MAX)?;
-        let d = workflow::decide(&ctx, &store, &mail)?;
+        let mail = liaison_core::mail::inbound::parse(&raw, usize::MAX)?;
+        let d = decide::decide(&ctx, &store, &mail)?;
         let before = plans.len();
         plans.extend(
             d.mails
@@ -1067,8 +1067,9 @@ fn invitation_plans(config: &Config, count: usize, tag: &str) -> Res<Vec<MailPla
 async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
     let tmp = tempfile::tempdir()?;
     let config = Arc::new(load_config(tmp.path(), SMTP_PORT, 0)?);
-    let templates = Arc::new(Templates::load(&config.templates_dir)?);
-    let ids = liaison::token::IdKey::new(config.security.token_secret.expose().as_bytes());
+    let templates = Arc::new(liaison::files::load_templates(&config.templates_dir)?);
+    let ids =
+        liaison_core::model::token::IdKey::new(config.security.token_secret.expose().as_bytes());
     let parallel = config.smtp.max_connections;
     clear_all(&CUSTOMERS).await?;
     wait_postfix_idle("start").await;
@@ -1082,7 +1083,7 @@ async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
         // Baseline: pre-rendered, one connection, one after the other.
         let rendered = plans
             .iter()
-            .map(|p| liaison::compose::compose(&config, &templates, &ids, p, now))
+            .map(|p| liaison_core::render::compose::compose(&config, &templates, &ids, p, now))
             .collect::<Result<Vec<_>, _>>()?;
         let bytes: usize = rendered.iter().map(|m| m.raw.len()).sum();
         let one = smtp_transport(1);
@@ -1152,17 +1153,17 @@ async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
             config.store.cache_capacity_bytes,
             &store_dir.path().join("store.sock"),
         )?);
-        let mailer = liaison::smtp::Mailer::new(&config.smtp)?;
+        let mailer = liaison::io::smtp::Mailer::new(&config.smtp)?;
         let (durable_tx, durable_rx) = tokio::sync::watch::channel(0u64);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let engine = Arc::new(liaison::engine::Engine::new(
             config.clone(),
             store.clone(),
-            Templates::load(&config.templates_dir)?,
+            liaison::files::load_templates(&config.templates_dir)?,
             Arc::new(SystemClock),
         ));
         let t = Instant::now();
-        let sender = tokio::spawn(liaison::smtp::run_outbox(
+        let sender = tokio::spawn(liaison::io::smtp::run_outbox(
             store.clone(),
             mailer,
             Arc::new(SystemClock),
@@ -1171,7 +1172,7 @@ async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
             stop_rx,
         ));
         for p in &plans {
-            let mail = liaison::compose::compose(&config, &templates, &ids, p, now)?;
+            let mail = liaison_core::render::compose::compose(&config, &templates, &ids, p, now)?;
             store.commit(Changes {
                 outbox: vec![mail],
                 ..Default::default()
@@ -1204,13 +1205,13 @@ async fn outbound(n: usize, rounds: usize, table: &mut Table) -> Res<()> {
         clear_all(&CUSTOMERS).await?;
 
         // compose + Mailer::send, `parallel` at a time, no store.
-        let mailer = liaison::smtp::Mailer::new(&config.smtp)?;
+        let mailer = liaison::io::smtp::Mailer::new(&config.smtp)?;
         let t = Instant::now();
         let results: Vec<Res<()>> = futures::stream::iter(plans.iter())
             .map(|p| {
                 let (config, templates, mailer, ids) = (&config, &templates, &mailer, &ids);
                 async move {
-                    let m = liaison::compose::compose(config, templates, ids, p, now)?;
+                    let m = liaison_core::render::compose::compose(config, templates, ids, p, now)?;
                     mailer.send(&m).await?;
                     Ok(())
                 }
@@ -1578,8 +1579,8 @@ fn mail_memory_child() {
     for _ in 0..MAIL_MEMORY_LINES {
         raw.extend_from_slice(b"a\r\n");
     }
-    let mail = liaison::inbound::parse(&raw, 10 << 20).expect("the mail parses");
-    let new_text = liaison::reply::new_text(&mail.text);
+    let mail = liaison_core::mail::inbound::parse(&raw, 10 << 20).expect("the mail parses");
+    let new_text = liaison_core::mail::reply::new_text(&mail.text);
     let (_, after) = rss(me).expect("/proc/self/status");
     println!(
         "{before} {after} {} {}",
@@ -1873,7 +1874,7 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
     let tmp = tempfile::tempdir()?;
     let config = load_config(tmp.path(), SMTP_PORT, PARTNERS - 2)?;
     let store = open_store(&config)?;
-    let templates = Templates::load(&config.templates_dir)?;
+    let templates = liaison::files::load_templates(&config.templates_dir)?;
     let partner_ids: Vec<String> = config.partners.iter().map(|p| p.id.clone()).collect();
     let states = [
         "active",
@@ -1894,19 +1895,21 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
     let mut batch = vec![];
     for i in 0..count {
         let state = states[(i / PARTNERS) % states.len()];
-        let rel: liaison::relationship::Relationship = serde_json::from_value(serde_json::json!({
-            "partner": partner_ids[i % PARTNERS],
-            "customer": customer(i),
-            "customer_name": format!("Company {} Ltd", i / 2),
-            "locale": "en",
-            "state": state,
-            "since": now - 86_400,
-            "invitation_id": i as u64 + 1,
-            "history": [
-                {"at": now - 2 * 86_400, "from": null, "to": "invited", "actor": PARTNER1, "message_id": format!("cmd.{i}@client.test")},
-                {"at": now - 86_400, "from": "invited", "to": state, "actor": customer(i), "message_id": format!("reply.{i}@client.test")}
-            ]
-        }))?;
+        let rel: liaison_core::model::relationship::Relationship = serde_json::from_value(
+            serde_json::json!({
+                "partner": partner_ids[i % PARTNERS],
+                "customer": customer(i),
+                "customer_name": format!("Company {} Ltd", i / 2),
+                "locale": "en",
+                "state": state,
+                "since": now - 86_400,
+                "invitation_id": i as u64 + 1,
+                "history": [
+                    {"at": now - 2 * 86_400, "from": null, "to": "invited", "actor": PARTNER1, "message_id": format!("cmd.{i}@client.test")},
+                    {"at": now - 86_400, "from": "invited", "to": state, "actor": customer(i), "message_id": format!("reply.{i}@client.test")}
+                ]
+            }),
+        )?;
         batch.push(rel);
         if batch.len() == 1000 || i + 1 == count {
             store.commit(Changes {
@@ -1976,7 +1979,7 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
         tokens: &tokens,
         now,
     };
-    let list_mail = liaison::inbound::parse(
+    let list_mail = liaison_core::mail::inbound::parse(
         &delivered(
             COMMANDS,
             PARTNER1,
@@ -1991,12 +1994,12 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
     )?;
     // The timer sweep (every minute in the daemon) over the whole store.
     let sweep = time(&mut || {
-        let d = workflow::expire_due(&ctx, store.as_ref())?;
+        let d = decide::expire_due(&ctx, store.as_ref())?;
         Ok(d.relationships.len())
     })?;
     // Rows listed: the relationship lines of the `list` result in the
     // transcript (not the paging note).
-    let listed = |d: &workflow::Decision| {
+    let listed = |d: &decide::Decision| {
         d.mails
             .iter()
             .filter_map(|p| p.vars["results"][0]["result"].as_str())
@@ -2005,13 +2008,14 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
     };
     let mut transcript_bytes = 0;
     let list_decide = time(&mut || {
-        let d = workflow::decide(&ctx, store.as_ref(), &list_mail)?;
+        let d = decide::decide(&ctx, store.as_ref(), &list_mail)?;
         Ok(listed(&d))
     })?;
     let list_full = time(&mut || {
-        let d = workflow::decide(&ctx, store.as_ref(), &list_mail)?;
+        let d = decide::decide(&ctx, store.as_ref(), &list_mail)?;
         for p in &d.mails {
-            let m = liaison::compose::compose(&config, &templates, tokens.ids(), p, now)?;
+            let m =
+                liaison_core::render::compose::compose(&config, &templates, tokens.ids(), p, now)?;
             transcript_bytes = m.raw.len();
         }
         Ok(listed(&d))
@@ -2021,7 +2025,7 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
     let engine = liaison::engine::Engine::new(
         Arc::new(config.clone()),
         store.clone() as Arc<dyn Store>,
-        Templates::load(&config.templates_dir)?,
+        liaison::files::load_templates(&config.templates_dir)?,
         Arc::new(SystemClock),
     );
     let mut k = 0;
@@ -2067,8 +2071,8 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
     table.row(
         "5c",
         &format!(
-            "state {count}: partner `list` ({rels_of_partner} relationships; first page of {}), workflow::decide",
-            workflow::LIST_PAGE
+            "state {count}: partner `list` ({rels_of_partner} relationships; first page of {}), decide::decide",
+            decide::LIST_PAGE
         ),
         fmt(&list_decide, "rows listed"),
         String::new(),
@@ -2099,7 +2103,7 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
     );
     table.row(
         "5g",
-        &format!("state {count}: the timer sweep (`workflow::expire_due`, every minute)"),
+        &format!("state {count}: the timer sweep (`decide::expire_due`, every minute)"),
         fmt(&sweep, "changed"),
         String::new(),
         String::new(),

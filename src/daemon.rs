@@ -3,10 +3,10 @@
 //! tell every task, wait for them, and flush the store.
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
 use crate::engine::Engine;
 use crate::store::{SledStore, Store};
-use crate::templates::Templates;
+use liaison_core::config::Config;
+use liaison_core::render::templates::Templates;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,16 +20,16 @@ pub enum DaemonError {
     Store(#[from] crate::store::StoreError),
     /// A template is missing or broken.
     #[error(transparent)]
-    Templates(#[from] crate::templates::TemplateError),
+    Templates(#[from] liaison_core::render::templates::TemplateError),
     /// SMTP could not be set up.
     #[error(transparent)]
-    Smtp(#[from] crate::smtp::SmtpError),
+    Smtp(#[from] crate::io::smtp::SmtpError),
     /// The admin socket could not be opened.
     #[error(transparent)]
-    Admin(#[from] crate::admin::AdminError),
+    Admin(#[from] crate::io::admin::AdminError),
     /// The `/metrics` and `/healthz` address could not be bound.
     #[error(transparent)]
-    Http(#[from] crate::http::HttpError),
+    Http(#[from] crate::io::http::HttpError),
 }
 
 /// Knobs that tests turn; production uses the defaults.
@@ -51,12 +51,7 @@ impl Default for Options {
 /// processed is finished, in-flight mails are handed over or left queued,
 /// and the store is flushed.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let templates = Templates::load(&config.templates_dir)?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(
-        &config.store.path,
-        config.store.cache_capacity_bytes,
-        &config.admin_socket,
-    )?);
+    let (store, templates) = open_parts(&config)?;
     run_with(
         Arc::new(config),
         store,
@@ -66,6 +61,41 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         shutdown,
     )
     .await
+}
+
+/// What the daemon runs on, as configured: the store opened and the
+/// templates loaded (and checked).
+fn open_parts(config: &Config) -> Result<(Arc<dyn Store>, Templates), DaemonError> {
+    let templates = crate::files::load_templates(&config.templates_dir)?;
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(
+        &config.store.path,
+        config.store.cache_capacity_bytes,
+        &config.admin_socket,
+    )?);
+    Ok((store, templates))
+}
+
+/// The one place an [`Engine`] is put together from its parts.
+pub fn build_engine(
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    templates: Templates,
+    clock: Arc<dyn Clock>,
+) -> Arc<Engine> {
+    Arc::new(Engine::new(config, store, templates, clock))
+}
+
+/// The engine exactly as [`run`] would build it, without starting any task:
+/// for CLI commands that act while no daemon runs (`import`). Opening the
+/// store fails while a daemon has it open; ask the daemon then.
+pub fn offline_engine(config: &Config) -> Result<Arc<Engine>, DaemonError> {
+    let (store, templates) = open_parts(config)?;
+    Ok(build_engine(
+        Arc::new(config.clone()),
+        store,
+        templates,
+        Arc::new(SystemClock),
+    ))
 }
 
 /// [`run`] with its parts given, for tests.
@@ -85,23 +115,18 @@ pub async fn run_with(
     store.flush()?;
     let (durable_tx, durable_rx) = watch::channel(store.last_outbox_id()?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mailer = crate::smtp::Mailer::new(&config.smtp)?;
-    let engine = Arc::new(Engine::new(
-        config.clone(),
-        store.clone(),
-        templates,
-        clock.clone(),
-    ));
+    let mailer = crate::io::smtp::Mailer::new(&config.smtp)?;
+    let engine = build_engine(config.clone(), store.clone(), templates, clock.clone());
 
     // Bound before any task starts, so a port in use stops start-up.
     let http = match config.http_listen {
-        Some(addr) => Some(crate::http::bind(addr).await?),
+        Some(addr) => Some(crate::io::http::bind(addr).await?),
         None => None,
     };
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = http {
-        tasks.spawn(crate::http::serve(
+        tasks.spawn(crate::io::http::serve(
             listener,
             config.inboxes.len(),
             stop_rx.clone(),
@@ -113,12 +138,12 @@ pub async fn run_with(
     let admin_stop = stop_rx.clone();
     tasks.spawn(async move {
         if let Err(e) =
-            crate::admin::serve(admin_path, admin_engine, admin_durable, admin_stop).await
+            crate::io::admin::serve(admin_path, admin_engine, admin_durable, admin_stop).await
         {
             tracing::error!(error = %e, "admin socket failed; the CLI cannot reach this daemon");
         }
     });
-    tasks.spawn(crate::smtp::run_outbox(
+    tasks.spawn(crate::io::smtp::run_outbox(
         store.clone(),
         mailer,
         clock.clone(),
@@ -133,7 +158,7 @@ pub async fn run_with(
         stop_rx.clone(),
     ));
     for inbox in config.inboxes.iter().cloned() {
-        tasks.spawn(crate::imap::watch_inbox(
+        tasks.spawn(crate::io::imap::watch_inbox(
             inbox,
             engine.clone(),
             durable_tx.clone(),

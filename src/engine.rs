@@ -1,5 +1,5 @@
 //! One inbound message through the core and into the store: parse, dedupe,
-//! decide, render, commit. The imperative counterpart of [`crate::workflow`].
+//! decide, render, commit. The imperative counterpart of [`liaison_core::decide`].
 //!
 //! A message's effects (state, invitations, outgoing mails), its processed
 //! marker and the inbox cursor are committed in one atomic write, so after a
@@ -7,11 +7,11 @@
 //! a flush, which the caller does once per batch (group commit).
 
 use crate::clock::Clock;
-use crate::config::Config;
 use crate::store::{Changes, Cursor, Processed, Store, StoreError};
-use crate::templates::Templates;
-use crate::token::TokenKey;
-use crate::workflow::{self, Context, MailClass};
+use liaison_core::config::Config;
+use liaison_core::decide::{self, Context, MailClass};
+use liaison_core::model::token::TokenKey;
+use liaison_core::render::templates::Templates;
 use std::sync::{Arc, Mutex};
 
 /// Errors that stop processing (the message stays unprocessed and is tried
@@ -21,6 +21,12 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<liaison_core::effects::ReadError> for EngineError {
+    fn from(e: liaison_core::effects::ReadError) -> Self {
+        EngineError::Store(StoreError::Read(e))
+    }
 }
 
 /// The result of one command run through [`Engine::run_commands_as_partner`].
@@ -91,7 +97,7 @@ impl Engine {
     /// templates are checked at start-up, so a failure here is a bug.
     fn compose_or_log(
         &self,
-        plans: &[workflow::MailPlan],
+        plans: &[decide::MailPlan],
         now: u64,
         what: &str,
     ) -> Vec<crate::store::OutgoingMail> {
@@ -111,10 +117,16 @@ impl Engine {
     /// templates and id key.
     fn compose(
         &self,
-        plan: &workflow::MailPlan,
+        plan: &decide::MailPlan,
         now: u64,
-    ) -> Result<crate::store::OutgoingMail, crate::compose::ComposeError> {
-        crate::compose::compose(&self.config, &self.templates, self.tokens.ids(), plan, now)
+    ) -> Result<crate::store::OutgoingMail, liaison_core::render::compose::ComposeError> {
+        liaison_core::render::compose::compose(
+            &self.config,
+            &self.templates,
+            self.tokens.ids(),
+            plan,
+            now,
+        )
     }
 
     /// Processes one fetched message and records `cursor` for its inbox in
@@ -122,7 +134,8 @@ impl Engine {
     pub fn process(&self, inbox: &str, cursor: Cursor, raw: &[u8]) -> Result<Outcome, EngineError> {
         // Parsing reads nothing shared, so it runs before the lock: another
         // inbox's mail can be decided meanwhile.
-        let parsed = crate::inbound::parse(raw, self.config.security.max_message_bytes);
+        let parsed =
+            liaison_core::mail::inbound::parse(raw, self.config.security.max_message_bytes);
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         #[cfg(debug_assertions)]
         test_fault(&parsed);
@@ -176,7 +189,7 @@ impl Engine {
         };
         let mut trusting = (*self.config).clone();
         trusting.security.trusted_authserv_id = None;
-        let parsed = crate::inbound::parse(&raw, trusting.security.max_message_bytes);
+        let parsed = liaison_core::mail::inbound::parse(&raw, trusting.security.max_message_bytes);
         // Under the full policy first, without effects: does it refuse the
         // mail for exactly the reason the operator saw?
         let vouched = match &parsed {
@@ -187,11 +200,11 @@ impl Engine {
                     now: self.clock.now(),
                 };
                 let strict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    workflow::decide(&ctx, self.store.as_ref(), mail)
+                    decide::decide(&ctx, self.store.as_ref(), mail)
                 }));
                 match strict {
                     Ok(Ok(d)) => d.class != MailClass::Quarantined || d.summary == shown,
-                    Ok(Err(workflow::WorkflowError::Store(e))) => return Err(e.into()),
+                    Ok(Err(decide::WorkflowError::Store(e))) => return Err(e.into()),
                     // Still panics: decided below, which answers with it.
                     Err(_) => true,
                 }
@@ -232,7 +245,10 @@ impl Engine {
         config: &Config,
         cursor: Option<(String, Cursor)>,
         raw: &[u8],
-        parsed: Result<crate::inbound::InboundMail, crate::inbound::InboundError>,
+        parsed: Result<
+            liaison_core::mail::inbound::InboundMail,
+            liaison_core::mail::inbound::InboundError,
+        >,
         bad_key: String,
         releasing: Option<&str>,
     ) -> Result<Outcome, EngineError> {
@@ -271,7 +287,7 @@ impl Engine {
                 class: "duplicate".into(),
                 summary: format!(
                     "already processed at {} as {}",
-                    workflow::rfc3339(prev.at),
+                    decide::rfc3339(prev.at),
                     prev.class
                 ),
                 queued: vec![],
@@ -282,9 +298,9 @@ impl Engine {
             tokens: &self.tokens,
             now,
         };
-        let mut decision = match workflow::decide(&ctx, self.store.as_ref(), &mail) {
+        let mut decision = match decide::decide(&ctx, self.store.as_ref(), &mail) {
             Ok(d) => d,
-            Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
+            Err(decide::WorkflowError::Store(e)) => return Err(e.into()),
         };
         let hour = now / 3600;
         let composed = self
@@ -389,23 +405,23 @@ impl Engine {
     fn apply_caps(
         &self,
         ctx: &Context,
-        decision: &mut workflow::Decision,
+        decision: &mut decide::Decision,
         key: &str,
         sender: Option<&str>,
         hour: u64,
-    ) -> Result<Caps, crate::compose::ComposeError> {
+    ) -> Result<Caps, liaison_core::render::compose::ComposeError> {
         // The support-request cap first: a request it holds is held whole,
         // and its acknowledgement must not count as a reply sent.
         let store = self.store.clone();
         let requests = move |c: &str| store.support_requests(c, hour).unwrap_or(u32::MAX);
-        let (request, mut held) = workflow::apply_support_cap(
+        let (request, mut held) = decide::apply_support_cap(
             decision,
             &requests,
             self.config.security.max_support_requests_per_hour,
         );
         let store = self.store.clone();
         let replies = move |a: &str| store.replies_sent(a, hour).unwrap_or(u32::MAX);
-        let (replied, held_replies) = workflow::apply_reply_cap(
+        let (replied, held_replies) = decide::apply_reply_cap(
             decision,
             sender,
             &replies,
@@ -422,7 +438,7 @@ impl Engine {
             if let Some(partner) = ctx.config.partner(pid) {
                 decision
                     .mails
-                    .push(workflow::held_notice(ctx, partner, h, key));
+                    .push(decide::held_notice(ctx, partner, h, key));
                 reported.push(pid.clone());
             }
         }
@@ -530,7 +546,7 @@ impl Engine {
         };
         let key = format!("smtp-failure:{}:{recipient}", mail.message_id);
         let decided = if mail.invitation.is_some() {
-            workflow::delivery_failed(
+            decide::delivery_failed(
                 &ctx,
                 self.store.as_ref(),
                 &mail.message_id,
@@ -539,10 +555,10 @@ impl Engine {
                 &key,
             )
         } else {
-            workflow::recipient_refused(
+            decide::recipient_refused(
                 &ctx,
                 self.store.as_ref(),
-                &workflow::RefusedMail {
+                &decide::RefusedMail {
                     subject: &mail.subject,
                     recipients: &mail.recipients,
                     ticket: mail.ticket,
@@ -554,7 +570,7 @@ impl Engine {
         };
         let decision = match decided {
             Ok(d) => d,
-            Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
+            Err(decide::WorkflowError::Store(e)) => return Err(e.into()),
         };
         tracing::info!(message_id = %mail.message_id, summary = %decision.summary, "delivery failure handled");
         let outbox = self.compose_or_log(&decision.mails, now, "a delivery failure notice");
@@ -577,7 +593,7 @@ impl Engine {
     pub fn run_commands_as_partner(
         &self,
         partner_id: &str,
-        commands: Vec<crate::command::Command>,
+        commands: Vec<liaison_core::command::Command>,
         key: &str,
     ) -> Result<Vec<CommandResult>, EngineError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -599,7 +615,7 @@ impl Engine {
         if let Some(prev) = self.store.processed(key)? {
             return Ok(not_run(format!(
                 "not run: batch {key} was already run at {}",
-                workflow::rfc3339(prev.at)
+                decide::rfc3339(prev.at)
             )));
         }
         let now = self.clock.now();
@@ -608,7 +624,7 @@ impl Engine {
             tokens: &self.tokens,
             now,
         };
-        let (decision, outcomes) = match workflow::run_given_commands(
+        let (decision, outcomes) = match decide::run_given_commands(
             &ctx,
             self.store.as_ref(),
             partner,
@@ -617,7 +633,7 @@ impl Engine {
             &commands,
         ) {
             Ok(d) => d,
-            Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
+            Err(decide::WorkflowError::Store(e)) => return Err(e.into()),
         };
         let outbox = self.compose_or_log(&decision.mails, now, "an imported invitation");
         count_effects(&EffectCounts::of(&decision, now));
@@ -738,17 +754,17 @@ impl Engine {
         // at 100 000 relationships); doing it before taking the lock keeps
         // inbound mail from waiting on it. The decision re-reads each
         // candidate under the lock.
-        let candidates = match workflow::due_candidates(&ctx, self.store.as_ref()) {
+        let candidates = match decide::due_candidates(&ctx, self.store.as_ref()) {
             Ok(c) => c,
-            Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
+            Err(decide::WorkflowError::Store(e)) => return Err(e.into()),
         };
         if candidates.is_empty() {
             return Ok(0);
         }
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let decision = match workflow::expire_candidates(&ctx, self.store.as_ref(), &candidates) {
+        let decision = match decide::expire_candidates(&ctx, self.store.as_ref(), &candidates) {
             Ok(d) => d,
-            Err(workflow::WorkflowError::Store(e)) => return Err(e.into()),
+            Err(decide::WorkflowError::Store(e)) => return Err(e.into()),
         };
         if decision.relationships.is_empty() {
             return Ok(0);
@@ -808,7 +824,12 @@ impl Engine {
 /// prove that one panicking mail neither kills its inbox nor poisons the
 /// engine. Release builds have no such hook.
 #[cfg(debug_assertions)]
-fn test_fault(parsed: &Result<crate::inbound::InboundMail, crate::inbound::InboundError>) {
+fn test_fault(
+    parsed: &Result<
+        liaison_core::mail::inbound::InboundMail,
+        liaison_core::mail::inbound::InboundError,
+    >,
+) {
     let Ok(mail) = parsed else { return };
     match std::env::var("LIAISON_TEST_PANIC_SUBJECT") {
         Ok(s) if !s.is_empty() && mail.subject.contains(&s) => {
@@ -875,7 +896,7 @@ struct EffectCounts {
 
 impl EffectCounts {
     /// Acceptances are relationships this decision moved into `active` now.
-    fn of(d: &workflow::Decision, now: u64) -> Self {
+    fn of(d: &decide::Decision, now: u64) -> Self {
         EffectCounts {
             invitations: d.invitations.len() as u64,
             tickets_opened: d
@@ -889,7 +910,7 @@ impl EffectCounts {
                 .filter(|r| {
                     r.history.last().is_some_and(|h| {
                         h.at == now
-                            && h.to == crate::relationship::RelationshipState::Active
+                            && h.to == liaison_core::model::relationship::RelationshipState::Active
                             && h.from != Some(h.to)
                     })
                 })

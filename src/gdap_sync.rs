@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use crate::config::Partner;
-use crate::gdap::{self, AccessAssignmentBody, GdapLink, GdapStatus, GraphRelationship, RequestAction};
-use crate::graph::{GdapApi, GraphError};
-use crate::store::StoreView;
-use crate::workflow::{self, Context, Decision, WorkflowError};
+use liaison_core::config::Partner;
+use liaison_core::model::gdap::{self as gdap, AccessAssignmentBody, GdapLink, GdapStatus, GraphRelationship, RequestAction};
+use crate::io::graph::{GdapApi, GraphError};
+use liaison_core::effects::StoreView;
+use liaison_core::decide::{self as workflow, Context, Decision, WorkflowError};
 
 /// First wait after a transient failure.
 pub const MIN_BACKOFF: Duration = Duration::from_secs(1);

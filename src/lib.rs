@@ -1,4 +1,4 @@
-//! # Liaison
+//! # Liaison — the shell
 //!
 //! An email-driven workflow daemon for cloud resellers. Partners email
 //! commands (`invite alice@contoso.example`); Liaison sends the customer an
@@ -6,66 +6,31 @@
 //! answer, keeps the relationship's state and history in sled, and answers
 //! everyone by mail.
 //!
-//! ## Layout
+//! Every decision is made by the pure core, the `liaison-core` crate
+//! (`core/`): parsing commands and mail, transitions, which mails to send,
+//! the configuration model. This crate is the imperative shell around it —
+//! everything that touches a socket, a disk or the clock:
 //!
-//! The crate is a functional core inside an imperative shell.
-//!
-//! Pure core (no sockets, no clock, no disk):
-//! * [`config`] — the TOML configuration, validated up front.
-//! * [`address`] — address normalisation and plus-address tags.
-//! * [`token`] — HMAC-signed, expiring invitation tokens, and the key
-//!   (`IdKey`) for every id, Message-ID and bounce address Liaison derives.
-//! * [`command`] — the partner command language parser.
-//! * [`import`] — CSV rows of `liaison import` to `invite` commands, as data.
-//! * [`reply`] — separates a reply's new text from quoted text.
-//! * [`auth`] — reading Authentication-Results: was the From authenticated?
-//! * [`trust`] — who is trusted for what: the one sender policy.
-//! * [`intent`] — what a customer's new text means (accept, decline, …).
-//! * [`dsn`] — reading delivery status notifications (bounces), and whether
-//!   one is real (VERP bounce address, null sender, recipient).
-//! * [`inbound`] — raw message bytes to plain [`inbound::InboundMail`].
-//! * [`relationship`] — states and the transition table.
-//! * [`invitation`] — the stored invitation record.
-//! * [`ticket`] — support tickets and their `[T-000123]` tags.
-//! * [`workflow`] — the decision: mail + state → changes + mails to send.
-//! * [`templates`] and [`compose`] — rendering and building outgoing mail.
-//!
-//! Shell (IO at the edges):
-//! * [`clock`] — the time, behind a trait.
-//! * [`store`] — the [`store::Store`] interface and its sled backend.
-//! * [`imap`] — watching mailboxes (IDLE or polling), with timeouts.
-//! * [`smtp`] — delivering the outbox.
+//! * [`store`] — the [`store::Store`] interface (the core's
+//!   [`liaison_core::effects::StoreView`] plus commit and flush) and its
+//!   sled backend.
+//! * [`io`] — IMAP ([`io::imap`]), SMTP ([`io::smtp`]), the admin socket the
+//!   CLI uses while the daemon runs ([`io::admin`]), and `/metrics` and
+//!   `/healthz` ([`io::http`]).
 //! * [`engine`] — one message through the core and into the store.
+//! * [`daemon`] — building the engine and wiring the tasks together, and
+//!   shutdown; the one composition root.
+//! * [`clock`] — the time, behind a trait.
 //! * [`metrics`] — counters and gauges, Prometheus text.
-//! * [`admin`] — the local socket the CLI uses while the daemon runs.
-//! * [`http`] — `/metrics` and `/healthz` on a loopback address.
-//! * [`daemon`] — wiring the tasks together, and shutdown.
+//! * [`files`] — what the core needs from disk and environment: template
+//!   sources and secrets.
+//!
+//! Arrows point one way: shell → core, never back.
 
-pub mod address;
-pub mod admin;
-pub mod auth;
 pub mod clock;
-pub mod command;
-pub mod compose;
-pub mod config;
 pub mod daemon;
-pub mod dsn;
-pub mod gdap;
 pub mod engine;
-pub mod graph;
-pub mod http;
-pub mod imap;
-pub mod import;
-pub mod inbound;
-pub mod intent;
-pub mod invitation;
+pub mod files;
+pub mod io;
 pub mod metrics;
-pub mod relationship;
-pub mod reply;
-pub mod smtp;
 pub mod store;
-pub mod templates;
-pub mod ticket;
-pub mod token;
-pub mod trust;
-pub mod workflow;

@@ -6,7 +6,7 @@
 //! part*: whatever the client and language, quoted text must never be
 //! executed, while a command written above the quote always is.
 
-use liaison::command::{parse_script, Command};
+use liaison_core::command::{parse_script, Command};
 use std::path::{Path, PathBuf};
 
 fn corpus_dir() -> Option<PathBuf> {
@@ -22,12 +22,12 @@ fn body_of(path: &Path) -> Option<String> {
     let bytes = std::fs::read(path).ok()?;
     match path.extension()?.to_str()? {
         "txt" => Some(String::from_utf8_lossy(&bytes).replace("\r\n", "\n")),
-        "eml" => liaison::inbound::parse(&bytes, 50 << 20)
+        "eml" => liaison_core::mail::inbound::parse(&bytes, 50 << 20)
             .ok()
             .map(|m| m.text),
-        "html" => Some(liaison::inbound::html_to_text(&String::from_utf8_lossy(
-            &bytes,
-        ))),
+        "html" => Some(liaison_core::mail::inbound::html_to_text(
+            &String::from_utf8_lossy(&bytes),
+        )),
         _ => None,
     }
 }
@@ -74,7 +74,7 @@ fn quoted_commands_are_never_executed_in_real_replies() {
         }
 
         // 2. A command inside the quoted part never runs.
-        let Some(q) = liaison::reply::quote_start(&lines) else {
+        let Some(q) = liaison_core::mail::reply::quote_start(&lines) else {
             continue;
         };
         with_quote += 1;

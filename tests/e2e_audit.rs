@@ -233,7 +233,7 @@ async fn mail_text_cannot_drive_the_operators_terminal() {
         !forward
             .subject
             .chars()
-            .any(|c| c.is_control() || liaison::command::is_format_character(c)),
+            .any(|c| c.is_control() || liaison_core::command::is_format_character(c)),
         "{:?}",
         forward.subject
     );

@@ -277,10 +277,10 @@ impl InProcess {
             config_text(tmp.path(), Transport::Plain)
         );
         std::fs::write(&config_path, text).unwrap();
-        let config = liaison::config::Config::load(&config_path).unwrap();
+        let config = liaison::files::load_config(&config_path).unwrap();
         let store: Arc<dyn Store> =
             Arc::new(SledStore::open(&config.store.path, 8 << 20, &config.admin_socket).unwrap());
-        let templates = liaison::templates::Templates::load(&config.templates_dir).unwrap();
+        let templates = liaison::files::load_templates(&config.templates_dir).unwrap();
         let start = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

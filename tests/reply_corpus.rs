@@ -1,4 +1,4 @@
-//! Evaluates `liaison::reply` against the third-party reply corpus.
+//! Evaluates `liaison_core::mail::reply` against the third-party reply corpus.
 //!
 //! The corpus is third-party test data and is never copied into this
 //! repository; it is read at test time from `$LIAISON_REPLY_CORPUS` or from
@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use liaison::reply::{new_text, split_reply};
+use liaison_core::mail::reply::{new_text, split_reply};
 
 /// Fixtures (all formats) that must keep passing. Set just below the
 /// current result so that regressions fail the build.
@@ -37,7 +37,7 @@ fn corpus_dir() -> Option<PathBuf> {
 }
 
 fn html_to_text(html: &[u8]) -> String {
-    liaison::inbound::html_to_text(&String::from_utf8_lossy(html))
+    liaison_core::mail::inbound::html_to_text(&String::from_utf8_lossy(html))
 }
 
 /// The text body of a complete message; HTML-only messages go through

@@ -82,8 +82,8 @@ fn three_million_one_character_lines_cost_at_most_three_times_the_mail() {
     let lines = 3_000_000;
     let ((size, new_len), peak) = peak_of(|| {
         let raw = mail_with_body(b"a\r\n", lines);
-        let mail = liaison::inbound::parse(&raw, 10 << 20).expect("parses");
-        let new_text = liaison::reply::new_text(&mail.text);
+        let mail = liaison_core::mail::inbound::parse(&raw, 10 << 20).expect("parses");
+        let new_text = liaison_core::mail::reply::new_text(&mail.text);
         (raw.len(), new_text.len())
     });
     assert_eq!(new_len, 2 * lines - 1, "every line is new text");
@@ -113,8 +113,8 @@ fn other_big_shapes_stay_within_three_times_the_mail() {
     ] {
         let (size, peak) = peak_of(|| {
             let raw = mail_with_body(line, count);
-            let mail = liaison::inbound::parse(&raw, 10 << 20).expect("parses");
-            std::hint::black_box(liaison::reply::new_text(&mail.text));
+            let mail = liaison_core::mail::inbound::parse(&raw, 10 << 20).expect("parses");
+            std::hint::black_box(liaison_core::mail::reply::new_text(&mail.text));
             raw.len()
         });
         let ratio = peak as f64 / size as f64;

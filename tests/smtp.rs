@@ -8,9 +8,9 @@
 mod common;
 
 use common::*;
-use liaison::config::{SmtpConfig, TlsMode};
-use liaison::smtp::Mailer;
+use liaison::io::smtp::Mailer;
 use liaison::store::OutgoingMail;
+use liaison_core::config::{SmtpConfig, TlsMode};
 
 const ALICE: &str = "alice@contoso.test";
 

@@ -1,22 +1,21 @@
-//! Integration tests of the pure decision core, [`liaison::workflow::decide`],
-//! and of [`liaison::compose::compose`] with the shipped templates.
+//! Integration tests of the pure decision core, [`liaison_core::decide::decide`],
+//! and of [`liaison_core::render::compose::compose`] with the shipped templates.
 //!
 //! No server, clock or disk is involved: an in-memory [`StoreView`] holds the
 //! state, each [`Decision`] is applied to it the way the engine would apply
 //! it (relationships, invitations, and the sent Message-ID → invitation map
 //! used for threading), and the time is a constant in the [`Context`].
 
-use liaison::compose::compose;
-use liaison::config::Config;
-use liaison::inbound::{self, InboundMail};
-use liaison::invitation::Invitation;
-use liaison::relationship::{Relationship, RelationshipState};
-use liaison::store::{self, OutgoingMail, StoreView};
-use liaison::templates::{TemplateName, Templates};
-use liaison::ticket::{Ticket, TicketState};
-use liaison::token::{Purpose, TokenKey, TOKEN_LEN};
-use liaison::workflow::{decide, Context, Decision, MailClass, MailPlan, Sender};
-use std::collections::BTreeMap;
+use liaison::store::{OutgoingMail, StoreView};
+use liaison_core::config::Config;
+use liaison_core::decide::{decide, Context, Decision, MailClass, MailPlan, Sender};
+use liaison_core::mail::inbound::{self, InboundMail};
+use liaison_core::model::relationship::{Relationship, RelationshipState};
+use liaison_core::model::ticket::TicketState;
+use liaison_core::model::token::{Purpose, TokenKey, TOKEN_LEN};
+use liaison_core::render::compose::compose;
+use liaison_core::render::templates::{TemplateName, Templates};
+use liaison_core::testing::MemStore;
 use std::path::Path;
 
 /// 2026-05-28T20:26:40Z.
@@ -69,113 +68,6 @@ emails = ["partner2@liaison.test"]
 locale = "ko"
 "#;
 
-// ---- in-memory store ------------------------------------------------------
-
-/// The state the workflow reads, kept in ordered maps so two snapshots can
-/// be compared with `==`.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct MemStore {
-    relationships: BTreeMap<(String, String), Relationship>,
-    invitations: BTreeMap<u64, Invitation>,
-    threads: BTreeMap<String, u64>,
-    tickets: BTreeMap<u64, Ticket>,
-    ticket_threads: BTreeMap<String, u64>,
-}
-
-impl StoreView for MemStore {
-    fn relationship(&self, partner: &str, customer: &str) -> store::Result<Option<Relationship>> {
-        Ok(self
-            .relationships
-            .get(&(partner.to_string(), customer.to_string()))
-            .cloned())
-    }
-
-    fn relationships_of(&self, partner: &str) -> store::Result<Vec<Relationship>> {
-        // Keys are (partner, customer), so this is ordered by customer.
-        Ok(self
-            .relationships
-            .values()
-            .filter(|r| r.partner == partner)
-            .cloned()
-            .collect())
-    }
-
-    fn relationships_with(&self, customer: &str) -> store::Result<Vec<Relationship>> {
-        Ok(self
-            .relationships
-            .values()
-            .filter(|r| r.customer == customer)
-            .cloned()
-            .collect())
-    }
-
-    fn invitation(&self, id: u64) -> store::Result<Option<Invitation>> {
-        Ok(self.invitations.get(&id).cloned())
-    }
-
-    fn invitation_by_message_id(&self, message_id: &str) -> store::Result<Option<u64>> {
-        Ok(self.threads.get(message_id).copied())
-    }
-
-    fn all_relationships(&self) -> store::Result<Vec<Relationship>> {
-        Ok(self.relationships.values().cloned().collect())
-    }
-
-    fn ticket(&self, id: u64) -> store::Result<Option<Ticket>> {
-        Ok(self.tickets.get(&id).cloned())
-    }
-
-    fn ticket_by_message_id(&self, message_id: &str) -> store::Result<Option<u64>> {
-        Ok(self.ticket_threads.get(message_id).copied())
-    }
-
-    fn tickets_of(&self, partner: &str) -> store::Result<Vec<Ticket>> {
-        Ok(self
-            .tickets
-            .values()
-            .filter(|t| t.partner == partner)
-            .cloned()
-            .collect())
-    }
-
-    fn last_ticket_id(&self) -> store::Result<u64> {
-        Ok(self.tickets.keys().max().copied().unwrap_or(0))
-    }
-}
-
-impl MemStore {
-    /// Writes what a decision changes, as `Store::commit` would.
-    fn apply(&mut self, d: &Decision) {
-        for r in &d.relationships {
-            self.relationships
-                .insert((r.partner.clone(), r.customer.clone()), r.clone());
-        }
-        for i in &d.invitations {
-            self.invitations.insert(i.id, i.clone());
-        }
-        for t in &d.tickets {
-            for mid in &t.message_ids {
-                self.ticket_threads.insert(mid.clone(), t.id);
-            }
-            self.tickets.insert(t.id, t.clone());
-        }
-        for m in &d.mails {
-            if let Some(inv) = m.invitation {
-                self.threads.insert(m.message_id.clone(), inv);
-            }
-            if let Some(t) = m.ticket {
-                self.ticket_threads.insert(m.message_id.clone(), t);
-            }
-        }
-    }
-
-    fn state(&self, partner: &str, customer: &str) -> Option<RelationshipState> {
-        self.relationship(partner, customer)
-            .unwrap()
-            .map(|r| r.state)
-    }
-}
-
 // ---- test world -----------------------------------------------------------
 
 struct World {
@@ -193,8 +85,12 @@ impl World {
 
     /// A world whose config has `extra` appended (e.g. a `[lifecycle]`).
     fn with_config(extra: &str) -> Self {
-        let config = Config::parse(&format!("{CONFIG}\n{extra}"), Path::new("test.toml"))
-            .expect("test config");
+        let config = Config::parse(
+            &format!("{CONFIG}\n{extra}"),
+            Path::new("test.toml"),
+            &liaison::files::EnvAndFiles,
+        )
+        .expect("test config");
         let key = TokenKey::new(config.security.token_secret.expose().as_bytes());
         World {
             config,
@@ -300,7 +196,7 @@ impl World {
 }
 
 fn templates() -> Templates {
-    Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"))
+    liaison::files::load_templates(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"))
         .expect("shipped templates load")
 }
 
@@ -470,7 +366,7 @@ fn invitation_composes_to_multipart_mail_with_reference_and_loop_headers() {
     // The envelope sender is the mail's own keyed bounce address (VERP).
     assert_eq!(
         out.envelope_from,
-        liaison::dsn::return_path(w.key.ids(), INVITES, &plan.message_id, &plan.to)
+        liaison_core::mail::dsn::return_path(w.key.ids(), INVITES, &plan.message_id, &plan.to)
     );
     assert!(out.envelope_from.starts_with("invites+b-"));
     assert_eq!(out.recipients, vec![ALICE]);
@@ -490,6 +386,17 @@ fn invitation_composes_to_multipart_mail_with_reference_and_loop_headers() {
     );
     let raw = &out.raw;
     assert!(raw.contains("Content-Type: multipart/alternative"), "{raw}");
+    // The Date is the decision's time (the core reads no clock), once.
+    assert_eq!(
+        raw.matches("\r\nDate: ").count() + raw.starts_with("Date: ") as usize,
+        1,
+        "{raw}"
+    );
+    assert_eq!(
+        msg.date().map(|d| d.to_timestamp()),
+        Some(NOW as i64),
+        "{raw}"
+    );
     assert_eq!(msg.text_body_count(), 1, "{raw}");
     assert_eq!(msg.html_body_count(), 1, "{raw}");
     let text = msg.body_text(0).unwrap();
@@ -535,7 +442,12 @@ fn invitation_composes_to_multipart_mail_with_reference_and_loop_headers() {
     // Bounces of the command address's mails come to the invitations inbox too.
     assert_eq!(
         out.envelope_from,
-        liaison::dsn::return_path(w.key.ids(), INVITES, &transcript.message_id, &transcript.to)
+        liaison_core::mail::dsn::return_path(
+            w.key.ids(),
+            INVITES,
+            &transcript.message_id,
+            &transcript.to
+        )
     );
     assert!(
         out.raw.contains(&format!("From: Liaison <{COMMANDS}>")),
@@ -759,7 +671,7 @@ fn status_list_and_history() {
 #[test]
 fn long_lists_come_a_page_at_a_time() {
     let mut w = World::new();
-    let page = liaison::workflow::LIST_PAGE;
+    let page = liaison_core::decide::LIST_PAGE;
     let total = 2 * page + 3;
     for i in 0..total {
         let customer = format!("c{i:05}@contoso.test");
@@ -1760,7 +1672,8 @@ fn the_draft_itself_is_no_thread_for_the_customer() {
     );
     // A bounce of the draft names the partner, not the customer: the
     // invitation is not marked bounced (it was never sent to the customer).
-    let bounce_to = liaison::dsn::return_path(w.key.ids(), INVITES, &draft.message_id, &draft.to);
+    let bounce_to =
+        liaison_core::mail::dsn::return_path(w.key.ids(), INVITES, &draft.message_id, &draft.to);
     let raw = format!(
         "Return-Path: <>\r\nDelivered-To: {bounce_to}\r\nFrom: MAILER-DAEMON@mail.liaison.test\r\n\
 To: invites@liaison.test\r\nSubject: Undelivered\r\nMessage-ID: <b2@mail.liaison.test>\r\nMIME-Version: 1.0\r\n\
@@ -1783,9 +1696,14 @@ Final-Recipient: rfc822; {PARTNER1}\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n\
 fn forged_bounces_mark_nothing_and_forward_nothing() {
     let mut w = World::new();
     let (_, plan, _) = w.invite(PARTNER1, "invite alice@contoso.test");
-    let good_to = liaison::dsn::return_path(w.key.ids(), INVITES, &plan.message_id, &plan.to);
-    let other_to =
-        liaison::dsn::return_path(w.key.ids(), INVITES, &plan.message_id, &[BOB.to_string()]);
+    let good_to =
+        liaison_core::mail::dsn::return_path(w.key.ids(), INVITES, &plan.message_id, &plan.to);
+    let other_to = liaison_core::mail::dsn::return_path(
+        w.key.ids(),
+        INVITES,
+        &plan.message_id,
+        &[BOB.to_string()],
+    );
     let report = |return_path: &str, to: &str, failed: &str| {
         format!(
             "Return-Path: {return_path}\r\nDelivered-To: {to}\r\nFrom: MAILER-DAEMON@evil.test\r\n\
@@ -2006,7 +1924,7 @@ fn unanswered_invitations_expire_and_the_partner_is_told() {
     w.invite(PARTNER1, "invite alice@contoso.test");
     w.invite(PARTNER2, "invite bob@fabrikam.test");
     let ctx = |w: &World, now| {
-        liaison::workflow::expire_due(
+        liaison_core::decide::expire_due(
             &Context {
                 config: &w.config,
                 tokens: &w.key,
@@ -2064,7 +1982,7 @@ fn an_answer_after_expiry_changes_nothing_and_says_why() {
 // ---- fixed relationship duration ------------------------------------------
 
 fn sweep(w: &mut World) -> Decision {
-    let d = liaison::workflow::expire_due(
+    let d = liaison_core::decide::expire_due(
         &Context {
             config: &w.config,
             tokens: &w.key,
@@ -2213,7 +2131,7 @@ fn quoted_subjects_lose_control_and_format_characters_and_are_bounded() {
     for s in subjects.iter().chain(d.tickets.iter().map(|t| &t.subject)) {
         assert!(
             !s.chars()
-                .any(|c| c.is_control() || liaison::command::is_format_character(c)),
+                .any(|c| c.is_control() || liaison_core::command::is_format_character(c)),
             "{s:?}"
         );
         assert!(s.contains("Invoice fdp.exe [2K today"), "{s:?}");
@@ -2447,11 +2365,13 @@ fn reply_cap_suppresses_replies_past_the_limit() {
     let mut d = w.decide(&m);
     assert_eq!(d.mails.len(), 1);
     // 19 sent this hour: the 20th goes out.
-    let (kept, notes) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 19, 20);
+    let (kept, notes) =
+        liaison_core::decide::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 19, 20);
     assert_eq!((kept.len(), notes.len(), d.mails.len()), (1, 0, 1));
     // 20 sent: suppressed, and said so.
     let mut d = w.decide(&m);
-    let (kept, notes) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 20, 20);
+    let (kept, notes) =
+        liaison_core::decide::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 20, 20);
     assert!(kept.is_empty() && d.mails.is_empty());
     assert!(
         notes[0].reason.contains("partner1@liaison.test"),
@@ -2460,17 +2380,18 @@ fn reply_cap_suppresses_replies_past_the_limit() {
     // A transcript of real work is never capped; one of errors only is.
     let m = w.command_mail(PARTNER1, "status");
     let mut d = w.decide(&m);
-    let (_, notes) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
+    let (_, notes) =
+        liaison_core::decide::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
     assert!(notes.is_empty() && d.mails.len() == 1);
     let m = w.command_mail(PARTNER1, "frobnicate");
     let mut d = w.decide(&m);
-    liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
+    liaison_core::decide::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
     assert!(d.mails.is_empty());
     // Invitations are not replies and are never capped (and the transcript
     // of a successful invite is real work).
     let m = w.command_mail(PARTNER1, "invite alice@contoso.test");
     let mut d = w.decide(&m);
-    liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
+    liaison_core::decide::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
     assert_eq!(
         templates_of(&d),
         vec![TemplateName::Invitation, TemplateName::Transcript]
@@ -2490,7 +2411,8 @@ fn a_mail_without_message_id_does_not_escape_the_reply_cap() {
     let mut d = w.decide(&m);
     assert_eq!(templates_of(&d), vec![TemplateName::Transcript]);
     assert!(d.mails[0].in_reply_to.is_none());
-    let (kept, held) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
+    let (kept, held) =
+        liaison_core::decide::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
     assert!(kept.is_empty() && d.mails.is_empty(), "{d:#?}");
     assert_eq!(held.len(), 1);
     assert!(held[0].reason.contains(PARTNER1), "{}", held[0].reason);
@@ -2501,13 +2423,13 @@ fn a_mail_without_message_id_does_not_escape_the_reply_cap() {
     let mut d = w.decide(&reply);
     assert_eq!(templates_of(&d), vec![TemplateName::Clarify]);
     let (_, held) =
-        liaison::workflow::apply_reply_cap(&mut d, reply.from.as_deref(), &|_| 1000, 20);
+        liaison_core::decide::apply_reply_cap(&mut d, reply.from.as_deref(), &|_| 1000, 20);
     assert!(d.mails.is_empty() && held.len() == 1, "{d:#?}");
     // Invitations (to a customer, not the sender) are still never capped.
     let mut m = w.command_mail(PARTNER1, "invite bob@fabrikam.test");
     m.message_id = None;
     let mut d = w.decide(&m);
-    liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
+    liaison_core::decide::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
     assert_eq!(
         templates_of(&d),
         vec![TemplateName::Invitation, TemplateName::Transcript]
@@ -2531,7 +2453,7 @@ fn a_ticket_keeps_the_start_of_a_long_follow_up_and_relays_all_of_it() {
     );
     let kept = &d.tickets[0].entries.last().unwrap().text;
     assert!(
-        kept.chars().count() < liaison::workflow::MAX_ENTRY_TEXT_CHARS + 100,
+        kept.chars().count() < liaison_core::decide::MAX_ENTRY_TEXT_CHARS + 100,
         "{} characters kept",
         kept.chars().count()
     );
@@ -2569,7 +2491,7 @@ fn ticket_traffic_is_never_held_by_the_reply_cap() {
     let mut d = w.decide(&m);
     assert_eq!(templates_of(&d), vec![TemplateName::TicketRelayDesk]);
     assert!(d.mails[0].in_reply_to.is_some());
-    let (_, held) = liaison::workflow::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
+    let (_, held) = liaison_core::decide::apply_reply_cap(&mut d, m.from.as_deref(), &|_| 1000, 20);
     assert!(held.is_empty(), "{held:?}");
     assert_eq!(d.mails.len(), 1);
 }
@@ -2580,12 +2502,12 @@ fn support_requests_past_the_cap_are_held_with_their_mails() {
     removed_permissions(&mut w);
     let m = support_mail(&mut w, ALICE, "Cannot sign in", "Nobody can sign in.");
     let mut d = w.decide(&m);
-    let (counted, held) = liaison::workflow::apply_support_cap(&mut d, &|_| 4, 5);
+    let (counted, held) = liaison_core::decide::apply_support_cap(&mut d, &|_| 4, 5);
     assert_eq!(counted.as_deref(), Some(ALICE));
     assert!(held.is_empty());
     assert_eq!(d.mails.len(), 3);
     let mut d = w.decide(&m);
-    let (counted, held) = liaison::workflow::apply_support_cap(&mut d, &|_| 5, 5);
+    let (counted, held) = liaison_core::decide::apply_support_cap(&mut d, &|_| 5, 5);
     assert!(counted.is_none() && d.mails.is_empty());
     assert_eq!(
         held.iter().map(|h| h.plan.template).collect::<Vec<_>>(),
@@ -2604,7 +2526,7 @@ fn support_requests_past_the_cap_are_held_with_their_mails() {
     // Other mail is not a support request and is not counted.
     let m = w.command_mail(PARTNER1, "status");
     let mut d = w.decide(&m);
-    let (counted, held) = liaison::workflow::apply_support_cap(&mut d, &|_| 1000, 5);
+    let (counted, held) = liaison_core::decide::apply_support_cap(&mut d, &|_| 1000, 5);
     assert!(counted.is_none() && held.is_empty() && d.mails.len() == 1);
 }
 
@@ -2617,12 +2539,12 @@ fn a_refused_recipient_is_reported_to_the_partner_but_never_to_itself() {
         now: w.now,
     };
     let recipients = vec![PARTNER1.to_string(), "support@northwind.test".to_string()];
-    let refused = liaison::workflow::RefusedMail {
+    let refused = liaison_core::decide::RefusedMail {
         subject: "Accepted: alice@contoso.test granted delegated admin permissions",
         recipients: &recipients,
         ticket: None,
     };
-    let d = liaison::workflow::recipient_refused(
+    let d = liaison_core::decide::recipient_refused(
         &ctx,
         &w.store,
         &refused,
@@ -2636,7 +2558,7 @@ fn a_refused_recipient_is_reported_to_the_partner_but_never_to_itself() {
     assert_eq!(d.mails[0].vars["recipient"], "support@northwind.test");
     assert_eq!(d.mails[0].vars["reason"], "550 5.1.1 user unknown");
     // The partner's own address refused: logged, not written to again.
-    let d = liaison::workflow::recipient_refused(
+    let d = liaison_core::decide::recipient_refused(
         &ctx,
         &w.store,
         &refused,
@@ -2648,10 +2570,10 @@ fn a_refused_recipient_is_reported_to_the_partner_but_never_to_itself() {
     assert!(d.mails.is_empty(), "{:?}", d.mails);
     // Nobody concerned (no ticket, no partner among the recipients).
     let strangers = vec!["x@elsewhere.test".to_string()];
-    let d = liaison::workflow::recipient_refused(
+    let d = liaison_core::decide::recipient_refused(
         &ctx,
         &w.store,
-        &liaison::workflow::RefusedMail {
+        &liaison_core::decide::RefusedMail {
             subject: "s",
             recipients: &strangers,
             ticket: None,
@@ -2669,7 +2591,8 @@ fn a_bounce_marks_the_invitation_and_tells_the_partner() {
     let mut w = World::new();
     let (_, plan, _) = w.invite(PARTNER1, "invite alice@contoso.test");
     // As delivered: to the invitation's bounce address, with a null sender.
-    let bounce_to = liaison::dsn::return_path(w.key.ids(), INVITES, &plan.message_id, &plan.to);
+    let bounce_to =
+        liaison_core::mail::dsn::return_path(w.key.ids(), INVITES, &plan.message_id, &plan.to);
     let raw = format!(
         "Return-Path: <>\r\nDelivered-To: {bounce_to}\r\n\
 From: MAILER-DAEMON@mail.liaison.test\r\nTo: invites@liaison.test\r\nSubject: Undelivered Mail\r\n\
@@ -2733,7 +2656,7 @@ fn with_a_trusted_authserv_id_forged_partners_are_quarantined() {
 
 #[test]
 fn commands_given_as_data_run_as_the_same_mailed_commands() {
-    use liaison::command::Command;
+    use liaison_core::command::Command;
     let commands = vec![
         Command::invite(ALICE, Some("Contoso, Ltd"), Some("ko"), false).unwrap(),
         Command::invite(ALICE, None, None, false).unwrap(),
@@ -2746,7 +2669,7 @@ fn commands_given_as_data_run_as_the_same_mailed_commands() {
         now: w.now,
     };
     let partner = w.config.partner("northwind").unwrap();
-    let (d, outcomes) = liaison::workflow::run_given_commands(
+    let (d, outcomes) = liaison_core::decide::run_given_commands(
         &ctx,
         &w.store,
         partner,
@@ -2987,7 +2910,7 @@ fn the_desk_as_support_contact_answers_the_customer_and_is_mailed_once() {
     assert_eq!(t.state, TicketState::WaitingOnCustomer);
     assert_eq!(
         t.entries.last().unwrap().author,
-        liaison::ticket::Author::SupportDesk
+        liaison_core::model::ticket::Author::SupportDesk
     );
 }
 

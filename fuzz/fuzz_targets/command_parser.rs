@@ -1,5 +1,5 @@
 //! Partner command mails: arbitrary bytes, read as (lossy) UTF-8, through
-//! `liaison::command::parse_script`.
+//! `liaison_core::command::parse_script`.
 //!
 //! Besides "never panics", it checks what the rest of Liaison relies on:
 //! * at most `MAX_COMMANDS` command lines are returned, and no more than
@@ -15,7 +15,7 @@
 //!   characters, and its locale a supported one.
 #![no_main]
 
-use liaison::command::{parse_script, Command, CommandError, Stop, MAX_COMMANDS, MAX_UNKNOWN};
+use liaison_core::command::{parse_script, Command, CommandError, Stop, MAX_COMMANDS, MAX_UNKNOWN};
 use libfuzzer_sys::fuzz_target;
 
 fn check_address(what: &str, a: &str, line: &str) {
@@ -28,7 +28,7 @@ fn check_address(what: &str, a: &str, line: &str) {
         "{what} {a:?} (from line {line:?}) contains a character that could inject a header"
     );
     assert_eq!(
-        liaison::address::normalize(a).as_deref(),
+        liaison_core::mail::address::normalize(a).as_deref(),
         Some(a),
         "{what} {a:?} (from line {line:?}) is not a normalised address"
     );
@@ -90,7 +90,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 if let Some(l) = locale {
                     assert!(
-                        liaison::config::SUPPORTED_LOCALES.contains(&l.as_str()),
+                        liaison_core::config::SUPPORTED_LOCALES.contains(&l.as_str()),
                         "unsupported locale {l:?} from {t:?}"
                     );
                 }

@@ -1,8 +1,8 @@
 //! Inbound mail, end to end through the pure core: arbitrary bytes as a raw
-//! message through `liaison::inbound::parse`, then — when it parses — the
+//! message through `liaison_core::mail::inbound::parse`, then — when it parses — the
 //! reply splitter, the intent reader, the command parser and the whole
-//! decision `liaison::workflow::decide`, and every planned mail through
-//! `liaison::compose::compose` with the shipped templates.
+//! decision `liaison_core::decide::decide`, and every planned mail through
+//! `liaison_core::render::compose::compose` with the shipped templates.
 //!
 //! The decision runs twice: against an empty in-memory store, and against
 //! one holding a single pending invitation (partner `northwind`, customer
@@ -21,14 +21,14 @@
 //!   and carries the planned Message-ID.
 #![no_main]
 
-use liaison::config::Config;
-use liaison::invitation::Invitation;
-use liaison::relationship::Relationship;
-use liaison::store::{self, StoreView};
-use liaison::templates::Templates;
-use liaison::ticket::Ticket;
-use liaison::token::TokenKey;
-use liaison::workflow::{decide, Context, MailClass};
+use liaison_core::config::Config;
+use liaison_core::decide::{decide, Context, MailClass};
+use liaison_core::effects::StoreView;
+use liaison_core::model::invitation::Invitation;
+use liaison_core::model::relationship::Relationship;
+use liaison_core::model::ticket::Ticket;
+use liaison_core::model::token::TokenKey;
+use liaison_core::render::templates::Templates;
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -70,7 +70,11 @@ struct MemStore {
 }
 
 impl StoreView for MemStore {
-    fn relationship(&self, partner: &str, customer: &str) -> store::Result<Option<Relationship>> {
+    fn relationship(
+        &self,
+        partner: &str,
+        customer: &str,
+    ) -> liaison_core::effects::Result<Option<Relationship>> {
         Ok(self
             .seeded
             .as_ref()
@@ -78,13 +82,16 @@ impl StoreView for MemStore {
             .filter(|r| r.partner == partner && r.customer == customer)
             .cloned())
     }
-    fn relationships_of(&self, partner: &str) -> store::Result<Vec<Relationship>> {
+    fn relationships_of(&self, partner: &str) -> liaison_core::effects::Result<Vec<Relationship>> {
         Ok(self.relationship_list(|r| r.partner == partner))
     }
-    fn relationships_with(&self, customer: &str) -> store::Result<Vec<Relationship>> {
+    fn relationships_with(
+        &self,
+        customer: &str,
+    ) -> liaison_core::effects::Result<Vec<Relationship>> {
         Ok(self.relationship_list(|r| r.customer == customer))
     }
-    fn invitation(&self, id: u64) -> store::Result<Option<Invitation>> {
+    fn invitation(&self, id: u64) -> liaison_core::effects::Result<Option<Invitation>> {
         Ok(self
             .seeded
             .as_ref()
@@ -92,7 +99,10 @@ impl StoreView for MemStore {
             .filter(|i| i.id == id)
             .cloned())
     }
-    fn invitation_by_message_id(&self, message_id: &str) -> store::Result<Option<u64>> {
+    fn invitation_by_message_id(
+        &self,
+        message_id: &str,
+    ) -> liaison_core::effects::Result<Option<u64>> {
         Ok(self
             .seeded
             .as_ref()
@@ -100,19 +110,22 @@ impl StoreView for MemStore {
             .filter(|i| i.message_id == message_id)
             .map(|i| i.id))
     }
-    fn all_relationships(&self) -> store::Result<Vec<Relationship>> {
+    fn all_relationships(&self) -> liaison_core::effects::Result<Vec<Relationship>> {
         Ok(self.relationship_list(|_| true))
     }
-    fn ticket(&self, _id: u64) -> store::Result<Option<Ticket>> {
+    fn ticket(&self, _id: u64) -> liaison_core::effects::Result<Option<Ticket>> {
         Ok(None)
     }
-    fn ticket_by_message_id(&self, _message_id: &str) -> store::Result<Option<u64>> {
+    fn ticket_by_message_id(
+        &self,
+        _message_id: &str,
+    ) -> liaison_core::effects::Result<Option<u64>> {
         Ok(None)
     }
-    fn tickets_of(&self, _partner: &str) -> store::Result<Vec<Ticket>> {
+    fn tickets_of(&self, _partner: &str) -> liaison_core::effects::Result<Vec<Ticket>> {
         Ok(Vec::new())
     }
-    fn last_ticket_id(&self) -> store::Result<u64> {
+    fn last_ticket_id(&self) -> liaison_core::effects::Result<u64> {
         Ok(0)
     }
 }
@@ -165,10 +178,11 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let config = Config::parse(CONFIG, Path::new("fuzz.toml")).expect("fuzz config is valid");
+        let config = Config::parse(CONFIG, Path::new("fuzz.toml"), &liaison::files::EnvAndFiles)
+            .expect("fuzz config is valid");
         let tokens = TokenKey::new(config.security.token_secret.expose().as_bytes());
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates");
-        let templates = match Templates::load(&dir) {
+        let templates = match liaison::files::load_templates(&dir) {
             Ok(t) => Some(t),
             Err(e) => {
                 eprintln!(
@@ -190,7 +204,7 @@ fn fixture() -> &'static Fixture {
 
 fn assert_normalised(what: &str, a: &str) {
     assert_eq!(
-        liaison::address::normalize(a).as_deref(),
+        liaison_core::mail::address::normalize(a).as_deref(),
         Some(a),
         "{what} {a:?} is not a normalised address"
     );
@@ -198,7 +212,7 @@ fn assert_normalised(what: &str, a: &str) {
 
 fuzz_target!(|data: &[u8]| {
     let f = fixture();
-    let Ok(mail) = liaison::inbound::parse(data, MAX_BYTES) else {
+    let Ok(mail) = liaison_core::mail::inbound::parse(data, MAX_BYTES) else {
         return;
     };
     assert_eq!(mail.size, data.len());
@@ -210,9 +224,9 @@ fuzz_target!(|data: &[u8]| {
         assert_normalised("recipient", a);
     }
 
-    let split = liaison::reply::split_reply(&mail.text);
-    let _ = liaison::intent::detect(&split.new_text);
-    let _ = liaison::command::parse_script(&mail.text);
+    let split = liaison_core::mail::reply::split_reply(&mail.text);
+    let _ = liaison_core::mail::intent::detect(&split.new_text);
+    let _ = liaison_core::command::parse_script(&mail.text);
 
     let ctx = Context {
         config: &f.config,
@@ -238,11 +252,15 @@ fuzz_target!(|data: &[u8]| {
             let Some(templates) = &f.templates else {
                 continue;
             };
-            let out = liaison::compose::compose(&f.config, templates, f.tokens.ids(), plan, NOW)
-                .unwrap_or_else(|e| {
-                    panic!("planned mail {:?} does not compose: {e}", plan.template)
-                });
-            let back = liaison::inbound::parse(out.raw.as_bytes(), usize::MAX)
+            let out = liaison_core::render::compose::compose(
+                &f.config,
+                templates,
+                f.tokens.ids(),
+                plan,
+                NOW,
+            )
+            .unwrap_or_else(|e| panic!("planned mail {:?} does not compose: {e}", plan.template));
+            let back = liaison_core::mail::inbound::parse(out.raw.as_bytes(), usize::MAX)
                 .unwrap_or_else(|e| panic!("composed mail does not parse back: {e}\n{}", out.raw));
             assert!(
                 back.automatic.is_some(),

@@ -1,4 +1,4 @@
-//! Reply splitting: arbitrary UTF-8 through `liaison::reply::split_reply`
+//! Reply splitting: arbitrary UTF-8 through `liaison_core::mail::reply::split_reply`
 //! (and `quote_start`, which partner command mails use).
 //!
 //! Invariants (the module's documented policy):
@@ -10,7 +10,7 @@
 //! * `quote_start` points inside the input.
 #![no_main]
 
-use liaison::reply::{quote_start, split_reply};
+use liaison_core::mail::reply::{quote_start, split_reply};
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashSet;
 

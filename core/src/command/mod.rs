@@ -1,0 +1,921 @@
+//! The partner command language: one command per line in a mail to the
+//! command address, in the spirit of Debian's `control@` server.
+//!
+//! Parsing is pure: text in, [`CommandScript`] out. Every line that was read
+//! is kept with its parse result so the transcript can echo it (`> invite …`)
+//! followed by the outcome. Quoted text is never executed: parsing stops at
+//! the first quoted line or reply header, at a signature separator, and at
+//! `thanks`/`quit`/`stop`.
+
+pub mod import;
+
+use crate::mail::address;
+use crate::model::relationship::RelationshipState;
+
+/// At most this many commands are executed from one mail.
+pub const MAX_COMMANDS: usize = 50;
+/// After this many unknown commands the rest of the mail is skipped: it is
+/// probably not a command mail at all.
+pub const MAX_UNKNOWN: usize = 3;
+/// Lines longer than this are refused rather than parsed.
+pub const MAX_LINE_LEN: usize = 1000;
+
+/// A parsed partner command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send the command reference.
+    Help,
+    /// Invite a customer to grant delegated admin permissions.
+    Invite {
+        /// Customer address.
+        customer: String,
+        /// Customer organisation name.
+        name: Option<String>,
+        /// Locale override for the invitation.
+        locale: Option<String>,
+        /// Send the rendered invitation to the partner instead of the customer.
+        draft: bool,
+    },
+    /// Send a pending invitation again, with the same token.
+    Resend {
+        /// Customer address.
+        customer: String,
+    },
+    /// Show one relationship, or all of them.
+    Status {
+        /// Customer address; `None` for all.
+        customer: Option<String>,
+    },
+    /// List relationships, optionally only those in one state, a page at
+    /// a time.
+    List {
+        /// Only this state.
+        state: Option<RelationshipState>,
+        /// Which page (from 1) of a long list.
+        page: u32,
+    },
+    /// Every transition of one relationship.
+    History {
+        /// Customer address.
+        customer: String,
+    },
+    /// Record that the customer removed the partner's admin permissions
+    /// (as seen in the admin portal).
+    Revoked {
+        /// Customer address.
+        customer: String,
+    },
+    /// Ask the customer to restore removed permissions.
+    Restore {
+        /// Customer address.
+        customer: String,
+    },
+    /// End the relationship; the customer is told.
+    Remove {
+        /// Customer address.
+        customer: String,
+    },
+    /// Assign the support contact copied on this customer's support traffic.
+    Contact {
+        /// Customer address.
+        customer: String,
+        /// The support contact's address.
+        support: String,
+    },
+    /// List this partner's tickets.
+    Tickets {
+        /// Closed ones too.
+        all: bool,
+    },
+    /// Show one ticket's whole thread.
+    Ticket {
+        /// Ticket number.
+        id: u64,
+    },
+    /// Close a ticket, with an optional note to the customer and the desk.
+    Close {
+        /// Ticket number.
+        id: u64,
+        /// The note.
+        note: Option<String>,
+    },
+}
+
+/// Why a line is not a valid command. The text is shown to the partner.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The verb is not known.
+    #[error("unknown command `{0}`; send `help` for the list of commands")]
+    Unknown(String),
+    /// The verb is known but its arguments are wrong.
+    #[error("{verb}: {problem}. Usage: {usage}")]
+    Usage {
+        /// The verb.
+        verb: &'static str,
+        /// What is wrong.
+        problem: String,
+        /// The correct form.
+        usage: &'static str,
+    },
+    /// The line is longer than [`MAX_LINE_LEN`].
+    #[error("line too long ({0} characters); commands are short lines")]
+    TooLong(usize),
+}
+
+/// One command line and what it parsed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    /// The line as the partner wrote it (trimmed, comment removed), for the echo.
+    pub text: String,
+    /// The command, or why it is not one.
+    pub parsed: Result<Command, CommandError>,
+}
+
+/// Why parsing stopped before the end of the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// A `thanks`/`quit`/`stop` line.
+    StopWord,
+    /// A signature separator `-- `.
+    Signature,
+    /// A quoted line or reply header: quoted text is never executed.
+    Quote,
+    /// More than [`MAX_COMMANDS`] commands.
+    TooManyCommands,
+    /// More than [`MAX_UNKNOWN`] unknown commands.
+    TooManyUnknown,
+}
+
+/// Everything read from one command mail.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandScript {
+    /// The command lines, in order.
+    pub lines: Vec<CommandLine>,
+    /// Why reading stopped early, if it did.
+    pub stopped: Option<Stop>,
+}
+
+/// Usage strings, also the basis of `help`.
+pub const USAGE: &[(&str, &str)] = &[
+    ("help", "help"),
+    (
+        "invite",
+        "invite CUSTOMER [name \"Contoso Ltd\"] [locale en|ko] [draft]",
+    ),
+    ("resend", "resend CUSTOMER"),
+    ("status", "status [CUSTOMER]"),
+    (
+        "list",
+        "list [invited|active|declined|expired|permissions_removed|removed] [page N]",
+    ),
+    ("history", "history CUSTOMER"),
+    ("revoked", "revoked CUSTOMER"),
+    ("restore", "restore CUSTOMER"),
+    ("remove", "remove CUSTOMER"),
+    ("contact", "contact CUSTOMER SUPPORT-ADDRESS"),
+    ("tickets", "tickets [open|all]"),
+    ("ticket", "ticket T-000123"),
+    ("close", "close T-000123 [note]"),
+];
+
+fn usage(verb: &'static str) -> &'static str {
+    USAGE
+        .iter()
+        .find(|(v, _)| *v == verb)
+        .map(|(_, u)| *u)
+        .unwrap_or("help")
+}
+
+/// Parses the text of a command mail (its first text part, or the subject
+/// when the body has no commands).
+pub fn parse_script(text: &str) -> CommandScript {
+    let lines: Vec<&str> = text.lines().collect();
+    // Everything from the first quote or reply header on is somebody else's
+    // text, usually our own previous transcript; never execute it.
+    let quote_at = crate::mail::reply::quote_start(&lines).unwrap_or(lines.len());
+    let mut script = CommandScript::default();
+    let mut unknown = 0;
+    for (i, raw) in lines.iter().enumerate() {
+        if i >= quote_at {
+            script.stopped = Some(Stop::Quote);
+            break;
+        }
+        if *raw == "-- " || raw.trim_end() == "--" {
+            script.stopped = Some(Stop::Signature);
+            break;
+        }
+        let line = strip_comment(raw).trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('>') {
+            script.stopped = Some(Stop::Quote);
+            break;
+        }
+        if is_stop_word(line) {
+            script.stopped = Some(Stop::StopWord);
+            break;
+        }
+        if script.lines.len() == MAX_COMMANDS {
+            script.stopped = Some(Stop::TooManyCommands);
+            break;
+        }
+        let parsed = parse_line(line);
+        if matches!(parsed, Err(CommandError::Unknown(_))) {
+            unknown += 1;
+        }
+        script.lines.push(CommandLine {
+            text: line.chars().take(200).collect(),
+            parsed,
+        });
+        if unknown >= MAX_UNKNOWN {
+            let rest_has_text = lines[i + 1..quote_at.max(i + 1)]
+                .iter()
+                .any(|l| !strip_comment(l).trim().is_empty());
+            if rest_has_text {
+                script.stopped = Some(Stop::TooManyUnknown);
+            }
+            break;
+        }
+    }
+    script
+}
+
+/// Unicode general category Cf (format characters, Unicode 15), and the
+/// whole tag block U+E0000-E007F with its unassigned code points: invisible,
+/// and several of them reorder or hide the text around them. The one table
+/// for both refusing such text ([`check_text`]) and dropping it from text
+/// quoted to a partner ([`crate::mail::dsn::defang`]).
+const FORMAT_CHARACTERS: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE007F),
+];
+
+/// Whether `c` is a format character (general category Cf, or in the tag
+/// block).
+pub fn is_format_character(c: char) -> bool {
+    let c = u32::from(c);
+    FORMAT_CHARACTERS
+        .iter()
+        .any(|&(lo, hi)| (lo..=hi).contains(&c))
+}
+
+/// Checks partner-supplied free text that ends up in a customer's mail
+/// (an invitation's name, a ticket's closing note, …): no control
+/// characters, no line or paragraph separators, and no format characters
+/// (category Cf: bidi overrides such as U+202E, zero-width spaces, BOMs),
+/// which are invisible and can make a name read as something else, e.g.
+/// "Contoso\u{202E}gro.live" shown as "Contosoevil.org". The problem is
+/// returned as a sentence for the transcript, naming the character by its
+/// code point, never echoing it.
+pub fn check_text(what: &str, text: &str) -> Result<(), String> {
+    for c in text.chars() {
+        let code = u32::from(c);
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            return Err(format!(
+                "the {what} must be on one line: it contains the control character U+{code:04X}"
+            ));
+        }
+        if is_format_character(c) {
+            return Err(format!(
+                "the {what} contains U+{code:04X}, an invisible formatting character \
+                 (such as a bidi override or a zero-width space) that can make text read \
+                 differently from what it is; remove it"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Longest argument quoted back in an error, in characters.
+const MAX_QUOTED_ARG: usize = 60;
+
+/// Text someone sent as quoted back in an error or a report: cut after
+/// `max` characters (marked with `…`), so a transcript or a report stays
+/// readable whatever was sent.
+pub(crate) fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(max).collect::<String>())
+    }
+}
+
+fn strip_comment(line: &str) -> &str {
+    // `#` starts a comment, except inside a quoted name.
+    let mut in_quotes = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            '#' if !in_quotes => return &line[..i],
+            _ => {}
+        }
+    }
+    line
+}
+
+fn is_stop_word(line: &str) -> bool {
+    let w = line.trim_end_matches(['.', '!', ',']).trim().to_lowercase();
+    matches!(
+        w.as_str(),
+        "thanks" | "thank you" | "quit" | "stop" | "end" | "감사합니다"
+    )
+}
+
+/// Splits on white space, keeping `"double quoted"` runs together.
+fn words(line: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_quotes = false;
+    let mut had_quotes = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                in_quotes = !in_quotes;
+                had_quotes = true;
+            }
+            c if c.is_whitespace() && !in_quotes => {
+                if !cur.is_empty() || had_quotes {
+                    out.push(std::mem::take(&mut cur));
+                }
+                had_quotes = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if in_quotes {
+        return Err("a double quote is not closed".into());
+    }
+    if !cur.is_empty() || had_quotes {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+fn usage_error(verb: &'static str, problem: String) -> CommandError {
+    CommandError::Usage {
+        verb,
+        problem,
+        usage: usage(verb),
+    }
+}
+
+/// A command's CUSTOMER argument: present and an email address (normalised).
+fn customer_arg(verb: &'static str, arg: Option<&str>) -> Result<String, CommandError> {
+    let arg = arg
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| usage_error(verb, "the customer's email address is missing".into()))?;
+    address::normalize(arg).ok_or_else(|| {
+        usage_error(
+            verb,
+            format!("`{}` is not an email address", shorten(arg, MAX_QUOTED_ARG)),
+        )
+    })
+}
+
+/// The value of `invite … name "…"`: 1-200 characters on one line, trimmed.
+fn invite_name(v: &str) -> Result<String, CommandError> {
+    if v.trim().is_empty() || v.len() > 200 {
+        return Err(usage_error(
+            "invite",
+            "the name must be 1-200 characters on one line".into(),
+        ));
+    }
+    check_text("name", v).map_err(|problem| usage_error("invite", problem))?;
+    Ok(v.trim().to_string())
+}
+
+/// The value of `invite … locale …`: one of the supported locales (lower case).
+fn invite_locale(v: &str) -> Result<String, CommandError> {
+    let v = v.to_lowercase();
+    if !crate::config::SUPPORTED_LOCALES.contains(&v.as_str()) {
+        return Err(usage_error(
+            "invite",
+            format!(
+                "locale `{v}` is not one of {}",
+                crate::config::SUPPORTED_LOCALES.join(", ")
+            ),
+        ));
+    }
+    Ok(v)
+}
+
+impl Command {
+    /// An `invite` built from its arguments as data (e.g. one row of
+    /// `liaison import`), checked exactly as [`parse_line`] checks the same
+    /// arguments written in a mail. `name` and `locale` are left out when
+    /// `None`.
+    pub fn invite(
+        customer: &str,
+        name: Option<&str>,
+        locale: Option<&str>,
+        draft: bool,
+    ) -> Result<Command, CommandError> {
+        Ok(Command::Invite {
+            customer: customer_arg("invite", Some(customer))?,
+            name: name.map(invite_name).transpose()?,
+            locale: locale.map(invite_locale).transpose()?,
+            draft,
+        })
+    }
+}
+
+/// A command as its line in the command language, for reports (the name is
+/// quoted as written; a name given as data may itself hold `"`).
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Help => write!(f, "help"),
+            Command::Invite {
+                customer,
+                name,
+                locale,
+                draft,
+            } => {
+                write!(f, "invite {customer}")?;
+                if let Some(n) = name {
+                    write!(f, " name \"{n}\"")?;
+                }
+                if let Some(l) = locale {
+                    write!(f, " locale {l}")?;
+                }
+                if *draft {
+                    write!(f, " draft")?;
+                }
+                Ok(())
+            }
+            Command::Resend { customer } => write!(f, "resend {customer}"),
+            Command::Status { customer: None } => write!(f, "status"),
+            Command::Status { customer: Some(c) } => write!(f, "status {c}"),
+            Command::List { state, page } => {
+                write!(f, "list")?;
+                if let Some(s) = state {
+                    write!(f, " {s}")?;
+                }
+                if *page != 1 {
+                    write!(f, " page {page}")?;
+                }
+                Ok(())
+            }
+            Command::History { customer } => write!(f, "history {customer}"),
+            Command::Revoked { customer } => write!(f, "revoked {customer}"),
+            Command::Restore { customer } => write!(f, "restore {customer}"),
+            Command::Remove { customer } => write!(f, "remove {customer}"),
+            Command::Contact { customer, support } => write!(f, "contact {customer} {support}"),
+            Command::Tickets { all } => write!(f, "tickets {}", if *all { "all" } else { "open" }),
+            Command::Ticket { id } => write!(f, "ticket {}", crate::model::ticket::format_id(*id)),
+            Command::Close { id, note } => {
+                write!(f, "close {}", crate::model::ticket::format_id(*id))?;
+                if let Some(n) = note {
+                    write!(f, " {n}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Parses one command line (comment already removed).
+pub fn parse_line(line: &str) -> Result<Command, CommandError> {
+    if line.chars().count() > MAX_LINE_LEN {
+        return Err(CommandError::TooLong(line.chars().count()));
+    }
+    let words = words(line).map_err(|problem| {
+        let verb = line.split_whitespace().next().unwrap_or("").to_lowercase();
+        match USAGE.iter().find(|(v, _)| *v == verb) {
+            Some((v, u)) => CommandError::Usage {
+                verb: v,
+                problem,
+                usage: u,
+            },
+            None => CommandError::Unknown(verb),
+        }
+    })?;
+    let Some((verb, args)) = words.split_first() else {
+        return Err(CommandError::Unknown(String::new()));
+    };
+    let verb_lc = verb.to_lowercase();
+    let err = |verb: &'static str, problem: String| CommandError::Usage {
+        verb,
+        problem,
+        usage: usage(verb),
+    };
+    let customer = |verb: &'static str, arg: Option<&String>| -> Result<String, CommandError> {
+        customer_arg(verb, arg.map(String::as_str))
+    };
+    let no_more = |verb: &'static str, rest: &[String]| -> Result<(), CommandError> {
+        match rest.first() {
+            Some(extra) => Err(err(verb, format!("unexpected `{extra}`"))),
+            None => Ok(()),
+        }
+    };
+    match verb_lc.as_str() {
+        "help" | "?" => Ok(Command::Help),
+        "invite" => {
+            let customer = customer("invite", args.first())?;
+            let mut name = None;
+            let mut locale = None;
+            let mut draft = false;
+            let mut rest = args[1..].iter();
+            while let Some(opt) = rest.next() {
+                match opt.to_lowercase().as_str() {
+                    "name" => {
+                        let v = rest
+                            .next()
+                            .ok_or_else(|| err("invite", "`name` needs a value".into()))?;
+                        name = Some(invite_name(v)?);
+                    }
+                    "locale" => {
+                        let v = rest
+                            .next()
+                            .ok_or_else(|| err("invite", "`locale` needs a value".into()))?;
+                        locale = Some(invite_locale(v)?);
+                    }
+                    "draft" => draft = true,
+                    other => return Err(err("invite", format!("unknown option `{other}`"))),
+                }
+            }
+            Ok(Command::Invite {
+                customer,
+                name,
+                locale,
+                draft,
+            })
+        }
+        "resend" => {
+            let customer = customer("resend", args.first())?;
+            no_more("resend", &args[1..])?;
+            Ok(Command::Resend { customer })
+        }
+        "status" => {
+            let customer = match args.first() {
+                Some(_) => Some(customer("status", args.first())?),
+                None => None,
+            };
+            no_more("status", args.get(1..).unwrap_or(&[]))?;
+            Ok(Command::Status { customer })
+        }
+        "list" => {
+            let mut rest = args;
+            let state =
+                match rest.first() {
+                    Some(s) if !s.eq_ignore_ascii_case("page") => {
+                        rest = &rest[1..];
+                        Some(RelationshipState::parse(s).ok_or_else(|| {
+                            err("list", format!("`{s}` is not a relationship state"))
+                        })?)
+                    }
+                    _ => None,
+                };
+            let page = match rest.first() {
+                Some(_) => {
+                    let n = rest
+                        .get(1)
+                        .ok_or_else(|| err("list", "`page` needs a number".into()))?;
+                    rest = &rest[2..];
+                    n.parse::<u32>()
+                        .ok()
+                        .filter(|&n| n >= 1)
+                        .ok_or_else(|| err("list", format!("`{n}` is not a page number")))?
+                }
+                None => 1,
+            };
+            no_more("list", rest)?;
+            Ok(Command::List { state, page })
+        }
+        "history" => {
+            let customer = customer("history", args.first())?;
+            no_more("history", &args[1..])?;
+            Ok(Command::History { customer })
+        }
+        "revoked" | "restore" | "remove" => {
+            let verb: &'static str = match verb_lc.as_str() {
+                "revoked" => "revoked",
+                "restore" => "restore",
+                _ => "remove",
+            };
+            let customer = customer(verb, args.first())?;
+            no_more(verb, &args[1..])?;
+            Ok(match verb {
+                "revoked" => Command::Revoked { customer },
+                "restore" => Command::Restore { customer },
+                _ => Command::Remove { customer },
+            })
+        }
+        "contact" => {
+            let customer = customer("contact", args.first())?;
+            let support = args
+                .get(1)
+                .ok_or_else(|| err("contact", "the support contact's address is missing".into()))?;
+            let support = address::normalize(support).ok_or_else(|| {
+                err(
+                    "contact",
+                    format!(
+                        "`{}` is not an email address",
+                        shorten(support, MAX_QUOTED_ARG)
+                    ),
+                )
+            })?;
+            no_more("contact", &args[2..])?;
+            Ok(Command::Contact { customer, support })
+        }
+        "tickets" => {
+            let all = match args.first().map(|a| a.to_lowercase()) {
+                None => false,
+                Some(a) if a == "open" => false,
+                Some(a) if a == "all" => true,
+                Some(a) => return Err(err("tickets", format!("`{a}` is not `open` or `all`"))),
+            };
+            no_more("tickets", args.get(1..).unwrap_or(&[]))?;
+            Ok(Command::Tickets { all })
+        }
+        "ticket" | "close" => {
+            let verb: &'static str = if verb_lc == "ticket" {
+                "ticket"
+            } else {
+                "close"
+            };
+            let arg = args
+                .first()
+                .ok_or_else(|| err(verb, "the ticket number is missing".into()))?;
+            let id =
+                crate::model::ticket::parse_id(arg.trim_matches(['[', ']'])).ok_or_else(|| {
+                    err(
+                        verb,
+                        format!("`{arg}` is not a ticket number like T-000123"),
+                    )
+                })?;
+            if verb == "ticket" {
+                no_more("ticket", &args[1..])?;
+                return Ok(Command::Ticket { id });
+            }
+            let note = args[1..].join(" ");
+            check_text("note", &note).map_err(|problem| err("close", problem))?;
+            Ok(Command::Close {
+                id,
+                note: (!note.trim().is_empty()).then(|| note.trim().to_string()),
+            })
+        }
+        _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmds(text: &str) -> Vec<Result<Command, CommandError>> {
+        parse_script(text)
+            .lines
+            .into_iter()
+            .map(|l| l.parsed)
+            .collect()
+    }
+
+    #[test]
+    fn invite_with_options() {
+        assert_eq!(
+            parse_line(r#"INVITE Alice@Contoso.test name "Contoso Ltd" locale KO draft"#),
+            Ok(Command::Invite {
+                customer: "alice@contoso.test".into(),
+                name: Some("Contoso Ltd".into()),
+                locale: Some("ko".into()),
+                draft: true
+            })
+        );
+        assert_eq!(
+            parse_line("invite bob@fabrikam.test"),
+            Ok(Command::Invite {
+                customer: "bob@fabrikam.test".into(),
+                name: None,
+                locale: None,
+                draft: false
+            })
+        );
+    }
+
+    #[test]
+    fn usage_errors_say_what_is_wrong() {
+        let e = parse_line("invite").unwrap_err().to_string();
+        assert!(
+            e.contains("missing") && e.contains("Usage: invite CUSTOMER"),
+            "{e}"
+        );
+        let e = parse_line("invite alice@contoso.test locale fr")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`fr`"), "{e}");
+        let e = parse_line("invite alice@contoso.test\r\nBcc: x@y.test")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown option `bcc:`"), "{e}");
+        let e = parse_line("invite alice@contoso.test name \"Contoso")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not closed"), "{e}");
+        let e = parse_line("list happy").unwrap_err().to_string();
+        assert!(e.contains("`happy`"), "{e}");
+        assert_eq!(
+            parse_line("frobnicate"),
+            Err(CommandError::Unknown("frobnicate".into()))
+        );
+    }
+
+    #[test]
+    fn script_stops_at_quotes_signatures_and_stop_words() {
+        let s = parse_script("invite a@b.test\n\n-- \nPartner One\ninvite c@d.test");
+        assert_eq!((s.lines.len(), s.stopped), (1, Some(Stop::Signature)));
+        let s = parse_script("status\nthanks!\nlist");
+        assert_eq!((s.lines.len(), s.stopped), (1, Some(Stop::StopWord)));
+        let s = parse_script("list\n> invite evil@x.test\n");
+        assert_eq!((s.lines.len(), s.stopped), (1, Some(Stop::Quote)));
+        let s = parse_script(
+            "list\n\nOn Mon, 1 Jan 2026 at 10:00, Liaison <commands@liaison.test> wrote:\n> invite evil@x.test\n",
+        );
+        assert_eq!(s.lines.len(), 1);
+        assert_eq!(s.stopped, Some(Stop::Quote));
+    }
+
+    #[test]
+    fn lifecycle_commands() {
+        assert_eq!(
+            parse_line("Revoked alice@contoso.test"),
+            Ok(Command::Revoked {
+                customer: "alice@contoso.test".into()
+            })
+        );
+        assert_eq!(
+            parse_line("restore alice@contoso.test"),
+            Ok(Command::Restore {
+                customer: "alice@contoso.test".into()
+            })
+        );
+        assert_eq!(
+            parse_line("remove alice@contoso.test"),
+            Ok(Command::Remove {
+                customer: "alice@contoso.test".into()
+            })
+        );
+        assert_eq!(
+            parse_line("contact alice@contoso.test Support@Northwind.test"),
+            Ok(Command::Contact {
+                customer: "alice@contoso.test".into(),
+                support: "support@northwind.test".into()
+            })
+        );
+        let e = parse_line("contact alice@contoso.test")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("support contact") && e.contains("Usage: contact"),
+            "{e}"
+        );
+        let e = parse_line("remove alice@contoso.test now")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unexpected `now`"), "{e}");
+    }
+
+    #[test]
+    fn ticket_commands() {
+        assert_eq!(parse_line("tickets"), Ok(Command::Tickets { all: false }));
+        assert_eq!(
+            parse_line("TICKETS all"),
+            Ok(Command::Tickets { all: true })
+        );
+        assert_eq!(
+            parse_line("ticket T-000123"),
+            Ok(Command::Ticket { id: 123 })
+        );
+        assert_eq!(
+            parse_line("ticket [T-000123]"),
+            Ok(Command::Ticket { id: 123 })
+        );
+        assert_eq!(
+            parse_line("close T-000007 solved by a restart"),
+            Ok(Command::Close {
+                id: 7,
+                note: Some("solved by a restart".into())
+            })
+        );
+        assert_eq!(
+            parse_line("close T-7"),
+            Ok(Command::Close { id: 7, note: None })
+        );
+        assert!(parse_line("ticket 123")
+            .unwrap_err()
+            .to_string()
+            .contains("T-000123"));
+        assert!(parse_line("tickets some").is_err());
+    }
+
+    #[test]
+    fn comments_and_case() {
+        assert_eq!(
+            cmds("# my commands\nLIST active # only active\nHelp"),
+            vec![
+                Ok(Command::List {
+                    state: Some(RelationshipState::Active),
+                    page: 1,
+                }),
+                Ok(Command::Help)
+            ]
+        );
+    }
+
+    #[test]
+    fn names_and_notes_refuse_control_and_format_characters() {
+        for bad in [
+            "\u{202E}",
+            "\u{202A}",
+            "\u{2066}",
+            "\u{2069}",
+            "\u{200B}",
+            "\u{200F}",
+            "\u{FEFF}",
+            "\u{00AD}",
+            "\u{061C}",
+            "\u{E0041}",
+            "\u{E0000}",
+        ] {
+            let line = format!("invite alice@contoso.test name \"Contoso{bad}gro.live\"");
+            let e = parse_line(&line).unwrap_err().to_string();
+            let code = format!("U+{:04X}", u32::from(bad.chars().next().unwrap()));
+            assert!(
+                e.contains(&format!(
+                    "the name contains {code}, an invisible formatting character"
+                )) && e.contains("Usage: invite"),
+                "{e}"
+            );
+            assert!(
+                !e.contains(bad),
+                "the error must not echo the character: {e:?}"
+            );
+            let e = parse_line(&format!("close T-000007 fixed{bad} it"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("the note contains {code}")), "{e}");
+        }
+        let e = parse_line("invite alice@contoso.test name \"Contoso\u{7}Ltd\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the name must be on one line: it contains the control character U+0007"),
+            "{e}"
+        );
+        let e = parse_line("invite alice@contoso.test name \"a\u{2028}b\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the name must be on one line"), "{e}");
+        // Ordinary letters, accents, CJK, Hangul, RTL scripts and emoji stay.
+        for good in [
+            "Contoso Ltd",
+            "Société Générale",
+            "한빛 클라우드",
+            "שלום",
+            "مرحبا",
+            "株式会社 🚀",
+        ] {
+            let line = format!("invite alice@contoso.test name \"{good}\"");
+            assert!(parse_line(&line).is_ok(), "{good}");
+        }
+        assert!(parse_line("close T-7 출장 후 해결").is_ok());
+    }
+
+    #[test]
+    fn limits() {
+        let many = "list\n".repeat(60);
+        let s = parse_script(&many);
+        assert_eq!(
+            (s.lines.len(), s.stopped),
+            (MAX_COMMANDS, Some(Stop::TooManyCommands))
+        );
+        let s = parse_script("Dear team,\nplease do this\nand that\nlist\n");
+        assert_eq!(s.lines.len(), 3);
+        assert_eq!(s.stopped, Some(Stop::TooManyUnknown));
+        let long = format!("invite {}", "a".repeat(2000));
+        assert!(matches!(parse_line(&long), Err(CommandError::TooLong(_))));
+        let e = parse_line(&format!("invite {}", "a".repeat(900)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 250, "errors quote long arguments shortened: {e}");
+    }
+}

@@ -1,0 +1,270 @@
+//! What a decision reads and writes, as plain data: the read interface
+//! [`StoreView`] the decision code queries, and [`Changes`], everything one
+//! decision writes, applied atomically by the shell's store.
+//!
+//! No storage engine appears here: a backend (sled in the shell, the
+//! in-memory store of [`crate::testing`]) turns its own failures into a
+//! [`ReadError`].
+
+use crate::model::invitation::Invitation;
+use crate::model::relationship::{Relationship, RelationshipState, RelationshipSummary};
+use crate::model::ticket::Ticket;
+use serde::{Deserialize, Serialize};
+
+/// A read the decision needed failed in the storage backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The backend could not read (disk, IO, connection); its own words.
+    #[error("{0}")]
+    Backend(String),
+    /// A record could not be decoded.
+    #[error("store record {key} is corrupt: {reason}")]
+    Corrupt {
+        /// Its key.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Result alias for reads.
+pub type Result<T> = std::result::Result<T, ReadError>;
+
+/// Where an inbox's processing stands on the IMAP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The mailbox's UIDVALIDITY when `last_uid` was recorded.
+    pub uid_validity: u32,
+    /// The highest UID whose processing is committed.
+    pub last_uid: u32,
+}
+
+/// What happened to one inbound message (kept for dedupe and audit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Processed {
+    /// Message-ID or body hash.
+    pub key: String,
+    /// Unix seconds.
+    pub at: u64,
+    /// Classification, e.g. `command`, `customer`, `ignored`, `quarantined`.
+    pub class: String,
+    /// What was done, or why nothing was.
+    pub summary: String,
+}
+
+/// A mail ready to hand to SMTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingMail {
+    /// Its Message-ID (no angle brackets); deterministic, so a resend after a
+    /// crash is recognisably the same mail.
+    pub message_id: String,
+    /// Envelope sender.
+    pub envelope_from: String,
+    /// Envelope recipients.
+    pub recipients: Vec<String>,
+    /// The full RFC 5322 message.
+    pub raw: String,
+    /// Its subject, for logs and the demo.
+    pub subject: String,
+    /// Invitation this mail belongs to, so replies to it thread back.
+    pub invitation: Option<u64>,
+    /// Ticket this mail belongs to, so replies to it thread into it.
+    #[serde(default)]
+    pub ticket: Option<u64>,
+}
+
+/// An outbox entry: a mail plus delivery bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Monotonic id; order of sending.
+    pub id: u64,
+    /// The mail.
+    pub mail: OutgoingMail,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Unix seconds before which no new attempt is made.
+    pub not_before: u64,
+    /// Last error, if an attempt failed.
+    pub last_error: Option<String>,
+    /// Recipients that have accepted the mail: a retry never sends to them
+    /// again (SMTP answers each RCPT on its own, so one mail can be
+    /// accepted for some recipients and refused, or deferred, for others).
+    #[serde(default)]
+    pub delivered: Vec<String>,
+    /// Recipients refused for good, with the server's answer.
+    #[serde(default)]
+    pub refused: Vec<(String, String)>,
+}
+
+impl OutboxEntry {
+    /// The recipients still to deliver to: neither accepted nor refused.
+    pub fn pending_recipients(&self) -> Vec<String> {
+        self.mail
+            .recipients
+            .iter()
+            .filter(|r| !self.delivered.contains(r) && !self.refused.iter().any(|(a, _)| a == *r))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A mail a cap held back: kept whole, with why and when, until the
+/// operator releases it into the outbox (`liaison held release`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldMail {
+    /// Its number (from the same sequence as outbox ids).
+    pub id: u64,
+    /// Unix seconds when it was held.
+    pub at: u64,
+    /// Why it was held.
+    pub reason: String,
+    /// The partner it concerns, if any (told at most once an hour).
+    pub partner: Option<String>,
+    /// The composed mail, as it would have been sent. When `kept` is false
+    /// only its headers' worth is here (subject, recipients) and `raw` is
+    /// empty.
+    pub mail: OutgoingMail,
+    /// Whether the mail is kept whole and can be released; false when the
+    /// held store was full (`security.held_store_bytes`).
+    #[serde(default = "kept_by_default")]
+    pub kept: bool,
+}
+
+/// Held mails written before the held store was bounded were all kept.
+fn kept_by_default() -> bool {
+    true
+}
+
+/// A mail to hold, as a commit gives it (the store numbers it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// Unix seconds.
+    pub at: u64,
+    /// Why.
+    pub reason: String,
+    /// The partner it concerns, if any.
+    pub partner: Option<String>,
+    /// The composed mail (`raw` empty when not kept).
+    pub mail: OutgoingMail,
+    /// Whether `mail` is kept whole (see [`HeldMail::kept`]).
+    pub kept: bool,
+}
+
+/// One record of a backup: the key (hex, since some keys hold binary ids)
+/// and the JSON value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportRecord {
+    /// The key, hex-encoded.
+    pub key: String,
+    /// The record.
+    pub value: serde_json::Value,
+}
+
+/// Counts of what the store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Processed messages by class.
+    pub processed: std::collections::BTreeMap<String, u64>,
+    /// Mails waiting in the outbox.
+    pub outbox_pending: u64,
+    /// Mails handed to SMTP (or failed for good).
+    pub outbox_sent: u64,
+    /// Relationships.
+    pub relationships: u64,
+    /// Tickets.
+    pub tickets: u64,
+    /// Mails held back by a cap, waiting for `liaison held release`.
+    #[serde(default)]
+    pub held: u64,
+}
+
+/// Everything one decision writes, applied atomically.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Relationship records to insert or replace.
+    pub relationships: Vec<Relationship>,
+    /// Invitation records to insert or replace.
+    pub invitations: Vec<Invitation>,
+    /// Ticket records to insert or replace.
+    pub tickets: Vec<Ticket>,
+    /// Mails to queue.
+    pub outbox: Vec<OutgoingMail>,
+    /// Messages to mark processed.
+    pub processed: Vec<Processed>,
+    /// Inbox cursor to advance: (inbox name, cursor).
+    pub cursor: Option<(String, Cursor)>,
+    /// Replies sent: (address, hour since the epoch), one per reply.
+    pub replies: Vec<(String, u64)>,
+    /// Raw bytes of messages quarantined now, kept so they can be released
+    /// (stored as bytes, not encoded; the caller applies the size caps).
+    pub quarantined_raw: Vec<(String, Vec<u8>)>,
+    /// Quarantined messages released now: their records are replaced.
+    pub released: Vec<String>,
+    /// Mails a cap held back now.
+    pub held: Vec<Hold>,
+    /// Held mails released now (by id): their records are removed (the
+    /// mail itself goes in `outbox`).
+    pub released_held: Vec<u64>,
+    /// Support requests passed now: (customer, hour since the epoch).
+    pub support_requests: Vec<(String, u64)>,
+    /// Partners told now that mails are held: (partner id, hour).
+    pub held_reported: Vec<(String, u64)>,
+}
+
+/// Read access used by the workflow.
+pub trait StoreView {
+    /// One relationship.
+    fn relationship(&self, partner: &str, customer: &str) -> Result<Option<Relationship>>;
+    /// All relationships of a partner, ordered by customer.
+    fn relationships_of(&self, partner: &str) -> Result<Vec<Relationship>>;
+    /// All relationships of a customer address, with any partner.
+    fn relationships_with(&self, customer: &str) -> Result<Vec<Relationship>>;
+    /// An invitation by id.
+    fn invitation(&self, id: u64) -> Result<Option<Invitation>>;
+    /// The invitation a sent Message-ID belongs to.
+    fn invitation_by_message_id(&self, message_id: &str) -> Result<Option<u64>>;
+    /// Every relationship.
+    fn all_relationships(&self) -> Result<Vec<Relationship>>;
+    /// The summaries of a partner's relationships, ordered by customer.
+    fn relationship_summaries_of(&self, partner: &str) -> Result<Vec<RelationshipSummary>> {
+        Ok(self
+            .relationships_of(partner)?
+            .iter()
+            .map(RelationshipSummary::from)
+            .collect())
+    }
+    /// The summaries of every relationship, ordered by partner and customer.
+    fn all_relationship_summaries(&self) -> Result<Vec<RelationshipSummary>> {
+        Ok(self
+            .all_relationships()?
+            .iter()
+            .map(RelationshipSummary::from)
+            .collect())
+    }
+    /// How many relationships each partner has in each state (states with
+    /// none left out), ordered by partner.
+    fn relationship_counts(&self) -> Result<Vec<(String, RelationshipState, u64)>> {
+        let mut counts: std::collections::BTreeMap<
+            (String, &'static str),
+            (RelationshipState, u64),
+        > = Default::default();
+        for r in self.all_relationships()? {
+            counts
+                .entry((r.partner, r.state.as_str()))
+                .or_insert((r.state, 0))
+                .1 += 1;
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((p, _), (s, n))| (p, s, n))
+            .collect())
+    }
+    /// A ticket by number.
+    fn ticket(&self, id: u64) -> Result<Option<Ticket>>;
+    /// The ticket a Message-ID (inbound or outbound) belongs to.
+    fn ticket_by_message_id(&self, message_id: &str) -> Result<Option<u64>>;
+    /// All tickets of a partner, oldest first.
+    fn tickets_of(&self, partner: &str) -> Result<Vec<Ticket>>;
+    /// The highest ticket number given so far (0 when none).
+    fn last_ticket_id(&self) -> Result<u64>;
+}

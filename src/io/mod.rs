@@ -1,0 +1,8 @@
+//! The network edges: mailboxes, mail submission, the local admin socket,
+//! and the HTTP endpoint.
+
+pub mod admin;
+pub mod http;
+pub mod imap;
+pub mod smtp;
+pub mod graph;

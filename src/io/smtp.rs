@@ -1,0 +1,794 @@
+//! Delivering the outbox over SMTP.
+//!
+//! The sender only takes entries at or below the *durable watermark*: the
+//! highest outbox id known to be flushed to disk. A mail whose cause could
+//! still be lost in a crash is never sent, so a restart cannot send a mail
+//! for a decision that no longer exists. Each delivery is marked sent and
+//! flushed the moment the server accepts it, so the duplicate window after
+//! a crash is the mails in flight: one per pooled connection
+//! (`smtp.max_connections`).
+//!
+//! [`Mailer`] keeps up to `smtp.max_connections` connections open (with
+//! `TCP_NODELAY`, see there); every send is wrapped in a timeout because a
+//! silent network can hang it.
+//!
+//! Recipients are handled one by one, as SMTP answers them (one reply per
+//! RCPT): the mail goes to those accepted, a 4xx or a connection error is
+//! retried with exponential backoff for the recipients concerned only, and
+//! a 5xx is permanent, recorded, and reported to the partner (see
+//! [`crate::engine::Engine::delivery_failed`]). Which recipients accepted is
+//! kept in the outbox entry, so no retry and no restart sends to them again.
+//!
+//! Scheduling: the sender reads the outbox through its next-attempt index,
+//! so only what is due is looked at, earliest first, however many mails
+//! wait on a retry. A destination domain that refuses a recipient
+//! temporarily backs off as a whole ([`DomainBackoff`]): its other mails
+//! are not tried until then, and mail to every other domain goes out at
+//! once.
+
+use crate::clock::Clock;
+use crate::store::{OutboxEntry, OutgoingMail, Store};
+use futures::StreamExt;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
+use lettre::transport::smtp::extension::ClientId;
+use liaison_core::config::{SmtpConfig, TlsMode};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+/// Errors setting up or using SMTP.
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpError {
+    /// The transport could not be configured.
+    #[error("cannot set up SMTP to {host}:{port}: {reason}")]
+    Setup {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// What failed.
+        reason: String,
+    },
+    /// One delivery failed.
+    #[error("SMTP delivery of {message_id} failed ({kind}): {reason}")]
+    Send {
+        /// The mail.
+        message_id: String,
+        /// `temporary` or `permanent`.
+        kind: &'static str,
+        /// The server's answer or the IO error.
+        reason: String,
+    },
+}
+
+impl SmtpError {
+    /// Whether trying again later may help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            SmtpError::Send {
+                kind: "permanent",
+                ..
+            }
+        )
+    }
+}
+
+/// Attempts before a temporarily failing mail is given up.
+pub const MAX_ATTEMPTS: u32 = 12;
+
+/// A pooled SMTP client.
+///
+/// Connections are made here rather than by lettre's pooled transport, for
+/// one reason: lettre's own sockets keep Nagle's algorithm on, and it writes
+/// a message and its closing dot separately, so every mail waited for the
+/// server's delayed ACK (about 45 ms on Linux): 21 mails a second per
+/// connection instead of hundreds. Our sockets set `TCP_NODELAY`; lettre
+/// still speaks the protocol over them.
+#[derive(Clone)]
+pub struct Mailer {
+    settings: Arc<Settings>,
+    /// Connections not in use, with when each was last used.
+    idle: Arc<std::sync::Mutex<Vec<(AsyncSmtpConnection, std::time::Instant)>>>,
+    timeout: Duration,
+    /// Parallel deliveries.
+    pub parallel: usize,
+}
+
+/// How to reach and log in to the server.
+struct Settings {
+    host: String,
+    port: u16,
+    security: Security,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+}
+
+/// Transport security, with what each mode needs.
+enum Security {
+    Plain,
+    /// STARTTLS, done by lettre with these settings.
+    Starttls(TlsParameters),
+    /// TLS from the first byte, done here with rustls.
+    Tls(Arc<rustls::ClientConfig>),
+}
+
+/// A connection unused for longer than this is checked with NOOP before it
+/// carries a mail (servers drop idle clients, Postfix after 300 s).
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(10);
+
+impl Mailer {
+    /// Prepares the client; connects only when there is mail.
+    pub fn new(cfg: &SmtpConfig) -> Result<Self, SmtpError> {
+        let setup = |reason: String| SmtpError::Setup {
+            host: cfg.host.clone(),
+            port: cfg.port,
+            reason,
+        };
+        let security = match cfg.tls {
+            TlsMode::None => Security::Plain,
+            TlsMode::Starttls => {
+                let mut params = TlsParameters::builder(cfg.host.clone());
+                if let Some(path) = &cfg.ca_file {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        setup(format!("cannot read CA file {}: {e}", path.display()))
+                    })?;
+                    let cert = Certificate::from_pem(&pem).map_err(|e| {
+                        setup(format!("bad certificate in {}: {e}", path.display()))
+                    })?;
+                    params = params.add_root_certificate(cert);
+                }
+                Security::Starttls(params.build_rustls().map_err(|e| setup(e.to_string()))?)
+            }
+            TlsMode::Tls => {
+                Security::Tls(crate::io::imap::tls_config(cfg.ca_file.as_deref()).map_err(setup)?)
+            }
+        };
+        let credentials = match (&cfg.username, &cfg.password) {
+            (Some(user), Some(pass)) => {
+                Some(Credentials::new(user.clone(), pass.expose().to_string()))
+            }
+            _ => None,
+        };
+        Ok(Mailer {
+            settings: Arc::new(Settings {
+                host: cfg.host.clone(),
+                port: cfg.port,
+                security,
+                credentials,
+                hello: ClientId::default(),
+            }),
+            idle: Default::default(),
+            timeout: Duration::from_secs(cfg.timeout_secs),
+            parallel: cfg.max_connections.max(1) as usize,
+        })
+    }
+
+    /// A new connection: TCP with `TCP_NODELAY`, TLS as configured, EHLO,
+    /// and AUTH when credentials are set.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, String> {
+        let s = &self.settings;
+        let tcp = tokio::net::TcpStream::connect((s.host.as_str(), s.port))
+            .await
+            .map_err(|e| format!("cannot connect to {}:{}: {e}", s.host, s.port))?;
+        tcp.set_nodelay(true)
+            .map_err(|e| format!("cannot set TCP_NODELAY: {e}"))?;
+        let peer = tcp.peer_addr().map_err(|e| e.to_string())?;
+        let mut conn = match &s.security {
+            Security::Tls(config) => {
+                let name = rustls::pki_types::ServerName::try_from(s.host.clone())
+                    .map_err(|e| format!("`{}` is not a TLS server name: {e}", s.host))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS with {}:{} failed: {e}", s.host, s.port))?;
+                AsyncSmtpConnection::connect_with_transport(
+                    Box::new(Socket { inner: tls, peer }),
+                    &s.hello,
+                )
+                .await
+            }
+            Security::Plain | Security::Starttls(_) => {
+                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &s.hello).await
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        if let Security::Starttls(params) = &s.security {
+            if !conn.can_starttls() {
+                conn.abort().await;
+                return Err(format!(
+                    "{}:{} does not offer STARTTLS, and smtp.tls requires it",
+                    s.host, s.port
+                ));
+            }
+            conn.starttls(params.clone(), &s.hello)
+                .await
+                .map_err(|e| format!("STARTTLS with {}:{} failed: {e}", s.host, s.port))?;
+        }
+        if let Some(credentials) = &s.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await
+                .map_err(|e| format!("SMTP login to {}:{} refused: {e}", s.host, s.port))?;
+        }
+        Ok(conn)
+    }
+
+    /// An idle connection that still works, or a new one.
+    async fn checkout(&self) -> Result<AsyncSmtpConnection, String> {
+        loop {
+            let next = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some((mut conn, since)) = next else {
+                break;
+            };
+            if conn.has_broken() {
+                continue;
+            }
+            if since.elapsed() < CHECK_AFTER_IDLE || conn.test_connected().await {
+                return Ok(conn);
+            }
+        }
+        self.connect().await
+    }
+
+    /// Returns a connection for the next mail.
+    fn checkin(&self, conn: AsyncSmtpConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if !conn.has_broken() && idle.len() < self.parallel {
+            idle.push((conn, std::time::Instant::now()));
+        }
+    }
+
+    /// Sends one mail to all its recipients; fails unless every one
+    /// accepted it.
+    pub async fn send(&self, mail: &OutgoingMail) -> Result<(), SmtpError> {
+        for (rcpt, outcome) in self.deliver(mail, &mail.recipients).await? {
+            let kind = match outcome {
+                RcptOutcome::Accepted => continue,
+                RcptOutcome::Temporary(_) => "temporary",
+                RcptOutcome::Permanent(_) => "permanent",
+            };
+            return Err(SmtpError::Send {
+                message_id: mail.message_id.clone(),
+                kind,
+                reason: format!("{rcpt}: {}", outcome.reason()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends one mail to `recipients` in one transaction and returns each
+    /// recipient's outcome. SMTP answers every RCPT on its own: the mail
+    /// goes to those accepted (DATA is sent when at least one was), and the
+    /// others are reported as refused, temporarily or for good. An error is
+    /// a failure of the whole transaction (connection, MAIL FROM, DATA,
+    /// timeout), which applies to every recipient tried.
+    ///
+    /// lettre's `AsyncSmtpConnection::send` aborts the transaction and the
+    /// connection at the first refused RCPT, so one bad address would fail
+    /// the mail for everyone; it is done here with lettre's own command
+    /// types over `command`, which returns each reply and leaves the
+    /// connection usable. (One transaction per recipient would also work,
+    /// but costs a transaction each and sends the body once per recipient.)
+    pub async fn deliver(
+        &self,
+        mail: &OutgoingMail,
+        recipients: &[String],
+    ) -> Result<Vec<(String, RcptOutcome)>, SmtpError> {
+        let err = |kind, reason: String| SmtpError::Send {
+            message_id: mail.message_id.clone(),
+            kind,
+            reason,
+        };
+        let from: lettre::Address = mail
+            .envelope_from
+            .parse()
+            .map_err(|e: lettre::address::AddressError| err("permanent", e.to_string()))?;
+        let mut to = Vec::new();
+        let mut outcomes = Vec::new();
+        for r in recipients {
+            match r.parse::<lettre::Address>() {
+                Ok(a) => to.push((r.clone(), a)),
+                Err(e) => outcomes.push((r.clone(), RcptOutcome::Permanent(e.to_string()))),
+            }
+        }
+        if to.is_empty() {
+            return Ok(outcomes);
+        }
+        let attempt = async {
+            let mut conn = self.checkout().await.map_err(|e| err("temporary", e))?;
+            match transaction(&mut conn, from, &to, mail.raw.as_bytes()).await {
+                Ok(results) => {
+                    self.checkin(conn);
+                    Ok(results)
+                }
+                Err(e) => {
+                    // A failed transaction leaves the session in an unknown
+                    // state: the connection is closed, not put back.
+                    conn.abort().await;
+                    if e.is_permanent() {
+                        Err(err("permanent", e.to_string()))
+                    } else {
+                        Err(err("temporary", e.to_string()))
+                    }
+                }
+            }
+        };
+        let results = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(err(
+                    "temporary",
+                    format!("no answer within {:?}", self.timeout),
+                ))
+            }
+        };
+        outcomes.extend(results);
+        Ok(outcomes)
+    }
+
+    /// Checks the server answers (connect, EHLO, TLS and login as
+    /// configured, NOOP), for `check-config`.
+    pub async fn check(&self) -> Result<bool, SmtpError> {
+        let setup = |reason: String| SmtpError::Setup {
+            host: self.settings.host.clone(),
+            port: self.settings.port,
+            reason,
+        };
+        let attempt = async {
+            let mut conn = self.connect().await.map_err(setup)?;
+            let ok = conn.test_connected().await;
+            let _ = conn.quit().await;
+            Ok(ok)
+        };
+        tokio::time::timeout(self.timeout, attempt)
+            .await
+            .map_err(|_| setup("timed out".into()))?
+    }
+}
+
+/// What the server answered for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptOutcome {
+    /// The server took the mail for this recipient.
+    Accepted,
+    /// Refused for now (4xx): try again later.
+    Temporary(String),
+    /// Refused for good (5xx).
+    Permanent(String),
+}
+
+impl RcptOutcome {
+    /// The server's answer, empty when accepted.
+    pub fn reason(&self) -> &str {
+        match self {
+            RcptOutcome::Accepted => "",
+            RcptOutcome::Temporary(r) | RcptOutcome::Permanent(r) => r,
+        }
+    }
+}
+
+/// MAIL FROM, one RCPT per recipient (each answer kept), then DATA and the
+/// message when at least one recipient was accepted, RSET otherwise. The
+/// MAIL and DATA parameters are those lettre's own `send` would use.
+async fn transaction(
+    conn: &mut AsyncSmtpConnection,
+    from: lettre::Address,
+    to: &[(String, lettre::Address)],
+    body: &[u8],
+) -> Result<Vec<(String, RcptOutcome)>, lettre::transport::smtp::Error> {
+    use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+    use lettre::transport::smtp::extension::{Extension, MailBodyParameter, MailParameter};
+    let mut options = Vec::new();
+    let non_ascii = !from.to_string().is_ascii() || to.iter().any(|(r, _)| !r.is_ascii());
+    if non_ascii && conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    conn.command(Mail::new(Some(from), options)).await?;
+    let mut outcomes = Vec::with_capacity(to.len());
+    for (name, addr) in to {
+        let outcome = match conn.command(Rcpt::new(addr.clone(), vec![])).await {
+            Ok(_) => RcptOutcome::Accepted,
+            Err(e) if e.is_permanent() => RcptOutcome::Permanent(e.to_string()),
+            Err(e) if e.is_transient() => RcptOutcome::Temporary(e.to_string()),
+            // Not a reply (the connection broke, or nonsense came back).
+            Err(e) => return Err(e),
+        };
+        outcomes.push((name.clone(), outcome));
+    }
+    if outcomes.iter().any(|(_, o)| *o == RcptOutcome::Accepted) {
+        conn.command(Data).await?;
+        conn.message(body).await?;
+    } else {
+        conn.command(Rset).await?;
+    }
+    Ok(outcomes)
+}
+
+/// A TLS stream as lettre wants it: lettre asks its transports for the
+/// peer's address.
+#[derive(Debug)]
+struct Socket<S> {
+    inner: S,
+    peer: std::net::SocketAddr,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Socket<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Socket<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S> AsyncTokioStream for Socket<S>
+where
+    S: AsyncRead + AsyncWrite + Send + Sync + Unpin + std::fmt::Debug,
+{
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        Ok(self.peer)
+    }
+}
+
+/// Delay before attempt `attempts + 1`: 2, 4, 8 … seconds, capped at an hour.
+pub fn backoff_secs(attempts: u32) -> u64 {
+    2u64.saturating_pow(attempts.min(12)).min(3600)
+}
+
+/// Outbox entries read per round: the due ones, earliest attempt first.
+const BATCH: usize = 256;
+
+/// Per destination domain, whether it refused a recipient temporarily of
+/// late. While a domain backs off, its recipients are not tried (the mail
+/// is put back as if refused again), so one greylisting or slow domain is
+/// neither hammered by every queued mail nor in the way of the others.
+#[derive(Debug, Default)]
+pub struct DomainBackoff {
+    /// Domain → (no attempt before, consecutive temporary refusals).
+    domains: std::collections::HashMap<String, (u64, u32)>,
+}
+
+impl DomainBackoff {
+    /// Until when `domain` is not tried, if it backs off at `now`.
+    pub fn blocked_until(&self, domain: &str, now: u64) -> Option<u64> {
+        self.domains
+            .get(domain)
+            .map(|(until, _)| *until)
+            .filter(|until| *until > now)
+    }
+
+    /// `domain` refused a recipient temporarily at `now`. Refusals while it
+    /// already backs off (mails that were in flight together) count once.
+    pub fn refused(&mut self, domain: &str, now: u64) {
+        let (until, failures) = self.domains.entry(domain.to_string()).or_insert((0, 0));
+        if *until <= now {
+            *failures += 1;
+            *until = now + backoff_secs(*failures);
+        }
+    }
+
+    /// `domain` accepted a recipient: it is tried at once again.
+    pub fn accepted(&mut self, domain: &str) {
+        self.domains.remove(domain);
+    }
+}
+
+/// The domain of an address, lower case.
+fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or(address)
+        .to_ascii_lowercase()
+}
+
+/// Delivers the outbox until `shutdown` turns true.
+pub async fn run_outbox(
+    store: Arc<dyn Store>,
+    mailer: Mailer,
+    clock: Arc<dyn Clock>,
+    engine: Arc<crate::engine::Engine>,
+    mut durable: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Notices this task queues itself (bounces) are durable once it has
+    // flushed them, so it may move its own watermark past them.
+    let mut own = 0u64;
+    let domains = std::sync::Mutex::new(DomainBackoff::default());
+    loop {
+        let mut watermark = (*durable.borrow_and_update()).max(own);
+        let next_wake = match deliver_due(
+            &store,
+            &mailer,
+            clock.as_ref(),
+            &engine,
+            &domains,
+            &mut watermark,
+        )
+        .await
+        {
+            Ok(wake) => wake,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox store error; retrying in 5 s");
+                Some(Duration::from_secs(5))
+            }
+        };
+        own = own.max(watermark);
+        if *shutdown.borrow() {
+            return;
+        }
+        let sleep = next_wake.unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = durable.changed() => {}
+            _ = tokio::time::sleep(sleep) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// What one attempt at an entry gave.
+struct Attempt {
+    /// Per recipient tried (or held back for its domain): the outcome.
+    outcomes: Vec<(String, RcptOutcome)>,
+    /// Whether the server was talked to at all.
+    tried: bool,
+}
+
+/// Sends every due entry up to `watermark`, earliest next attempt first;
+/// returns when to look again for entries waiting on a retry.
+///
+/// Each recipient's result is recorded in the entry (accepted ones are
+/// never sent to again, refused ones are reported to whoever must know,
+/// deferred ones are retried with backoff), and flushed as soon as anyone
+/// accepted the mail.
+async fn deliver_due(
+    store: &Arc<dyn Store>,
+    mailer: &Mailer,
+    clock: &dyn Clock,
+    engine: &crate::engine::Engine,
+    domains: &std::sync::Mutex<DomainBackoff>,
+    watermark: &mut u64,
+) -> Result<Option<Duration>, crate::store::StoreError> {
+    let lock = || domains.lock().unwrap_or_else(|p| p.into_inner());
+    // Counted at the start and, when batches were sent, at the end; not per
+    // batch: it reads every pending key.
+    crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
+    let mut sent_batches = false;
+    loop {
+        let now = clock.now();
+        let due = store.due_outbox(*watermark, now, BATCH)?;
+        if due.is_empty() {
+            if sent_batches {
+                crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
+            }
+            return Ok(store
+                .next_attempt(*watermark)?
+                .map(|at| Duration::from_secs(at.saturating_sub(now).max(1))));
+        }
+        let mut sends = futures::stream::iter(due)
+            .map(|entry| async move {
+                // Read when the send starts, not when the batch was read:
+                // a domain that refused a moment ago is not tried again by
+                // every other mail of this batch.
+                let now = clock.now();
+                let mut outcomes = Vec::new();
+                let mut open = Vec::new();
+                for r in entry.pending_recipients() {
+                    let domain = domain_of(&r);
+                    match lock().blocked_until(&domain, now) {
+                        Some(until) => outcomes.push((
+                            r,
+                            RcptOutcome::Temporary(format!(
+                                "not tried: {domain} refused a recipient temporarily of late; next try at {}",
+                                liaison_core::decide::rfc3339(until)
+                            )),
+                        )),
+                        None => open.push(r),
+                    }
+                }
+                let tried = !open.is_empty();
+                if tried {
+                    match mailer.deliver(&entry.mail, &open).await {
+                        Ok(results) => {
+                            let mut d = lock();
+                            for (r, o) in &results {
+                                match o {
+                                    RcptOutcome::Accepted => d.accepted(&domain_of(r)),
+                                    RcptOutcome::Temporary(_) => d.refused(&domain_of(r), clock.now()),
+                                    RcptOutcome::Permanent(_) => {}
+                                }
+                            }
+                            drop(d);
+                            outcomes.extend(results);
+                        }
+                        // The whole transaction failed: every recipient tried
+                        // shares the outcome (not held against its domain:
+                        // the connection or the message was at fault).
+                        Err(e) => {
+                            let o = if e.is_permanent() {
+                                RcptOutcome::Permanent(e.to_string())
+                            } else {
+                                RcptOutcome::Temporary(e.to_string())
+                            };
+                            outcomes.extend(open.into_iter().map(|r| (r, o.clone())));
+                        }
+                    }
+                }
+                (entry, Attempt { outcomes, tried })
+            })
+            .buffer_unordered(mailer.parallel.max(1));
+        // Each result is recorded and flushed as soon as it is known, while
+        // the other connections keep sending: after a crash, at most the
+        // mails in flight at that moment (one per connection) go out twice.
+        while let Some((entry, attempt)) = sends.next().await {
+            record_attempt(store, clock, engine, domains, entry, attempt)?;
+        }
+        drop(sends);
+        let last = store.last_outbox_id()?;
+        store.flush()?;
+        // Every entry read was either finished or moved to a later
+        // attempt, so the next round reads what is due after them.
+        *watermark = (*watermark).max(last);
+        sent_batches = true;
+    }
+}
+
+/// Records what one attempt gave: accepted and refused recipients in the
+/// entry, refusals reported, the rest retried later.
+fn record_attempt(
+    store: &Arc<dyn Store>,
+    clock: &dyn Clock,
+    engine: &crate::engine::Engine,
+    domains: &std::sync::Mutex<DomainBackoff>,
+    mut entry: OutboxEntry,
+    attempt: Attempt,
+) -> Result<(), crate::store::StoreError> {
+    let m = &crate::metrics::METRICS;
+    let now = clock.now();
+    let mut newly_refused = Vec::new();
+    let mut temporary = Vec::new();
+    let mut accepted = Vec::new();
+    for (r, o) in attempt.outcomes {
+        match o {
+            RcptOutcome::Accepted => accepted.push(r),
+            RcptOutcome::Permanent(why) => newly_refused.push((r, why)),
+            RcptOutcome::Temporary(why) => temporary.push((r, why)),
+        }
+    }
+    let mid = entry.mail.message_id.clone();
+    if !accepted.is_empty() {
+        crate::metrics::add(&m.smtp_sent, 1);
+        crate::metrics::set(&m.smtp_ok, 1);
+        tracing::info!(message_id = %mid, to = ?accepted, subject = %entry.mail.subject, "mail sent");
+    }
+    if attempt.tried && !(temporary.is_empty() && newly_refused.is_empty()) {
+        crate::metrics::add(&m.smtp_failures, 1);
+    }
+    entry.delivered.extend(accepted.iter().cloned());
+    if !temporary.is_empty() {
+        entry.attempts += 1;
+        if entry.attempts >= MAX_ATTEMPTS {
+            // Given up: the recipients still deferred are refused for good.
+            for (r, why) in temporary.drain(..) {
+                newly_refused.push((r, format!("gave up after {MAX_ATTEMPTS} attempts: {why}")));
+            }
+        }
+    }
+    for (r, why) in &newly_refused {
+        tracing::error!(message_id = %mid, recipient = %r, error = %why, "mail refused for good");
+        entry.refused.push((r.clone(), why.clone()));
+    }
+    // Refusals are reported in the same flush as the entry's new state, so
+    // a crash can neither lose the report nor make it twice.
+    for (r, why) in &newly_refused {
+        match engine.delivery_failed(&entry.mail, r, why) {
+            Ok(_) => {}
+            Err(crate::engine::EngineError::Store(se)) => return Err(se),
+        }
+    }
+    let changed = !accepted.is_empty() || !newly_refused.is_empty();
+    if temporary.is_empty() {
+        let error = (!entry.refused.is_empty()).then(|| reasons(&entry.refused));
+        store.mark_sent(entry.id, now, error)?;
+        store.flush()?;
+        return Ok(());
+    }
+    let reason = reasons(&temporary);
+    // Not before the entry's own backoff, nor before any of its deferred
+    // recipients' domains is tried again.
+    let blocked = {
+        let d = domains.lock().unwrap_or_else(|p| p.into_inner());
+        temporary
+            .iter()
+            .filter_map(|(r, _)| d.blocked_until(&domain_of(r), now))
+            .max()
+    };
+    entry.not_before = (now + backoff_secs(entry.attempts)).max(blocked.unwrap_or(0));
+    entry.last_error = Some(reason);
+    if attempt.tried {
+        crate::metrics::set(&m.smtp_ok, 0);
+        tracing::warn!(message_id = %mid, error = ?entry.last_error, attempt = entry.attempts, retry_at = %liaison_core::decide::rfc3339(entry.not_before), "mail delivery deferred; will retry");
+    } else {
+        tracing::debug!(message_id = %mid, retry_at = %liaison_core::decide::rfc3339(entry.not_before), "mail held back while its domain backs off");
+    }
+    store.mark_retry(&entry)?;
+    if changed {
+        // Someone has the mail now: a crash must not send it to them again.
+        store.flush()?;
+    }
+    Ok(())
+}
+
+/// Recipients with the server's answers, as one error text:
+/// `a@x: why; b@y: why`.
+fn reasons(per_recipient: &[(String, String)]) -> String {
+    per_recipient
+        .iter()
+        .map(|(r, why)| format!("{r}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff_secs(1), 2);
+        assert_eq!(backoff_secs(2), 4);
+        assert_eq!(backoff_secs(11), 2048);
+        assert_eq!(backoff_secs(12), 3600);
+        assert_eq!(backoff_secs(40), 3600);
+    }
+
+    #[test]
+    fn a_domain_backs_off_once_per_window_and_reopens_on_success() {
+        let mut d = DomainBackoff::default();
+        assert_eq!(d.blocked_until("greylist.test", 10), None);
+        d.refused("greylist.test", 10);
+        // Mails in flight together refuse together: counted once.
+        d.refused("greylist.test", 10);
+        d.refused("greylist.test", 11);
+        assert_eq!(d.blocked_until("greylist.test", 11), Some(12));
+        assert_eq!(d.blocked_until("contoso.test", 11), None);
+        assert_eq!(d.blocked_until("greylist.test", 12), None);
+        d.refused("greylist.test", 12);
+        assert_eq!(d.blocked_until("greylist.test", 12), Some(16));
+        d.accepted("greylist.test");
+        assert_eq!(d.blocked_until("greylist.test", 12), None);
+        assert_eq!(domain_of("Bob@Fabrikam.TEST"), "fabrikam.test");
+    }
+}

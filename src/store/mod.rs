@@ -1,0 +1,1532 @@
+//! Persistent state behind a small [`Store`] interface, with the sled
+//! implementation [`SledStore`].
+//!
+//! The workflow only reads through [`StoreView`]; every write goes through
+//! [`Store::commit`], which applies one [`Changes`] atomically: the new
+//! relationship and invitation records, the mails to send (the outbox), the
+//! processed-message marker and the inbox cursor all land together or not at
+//! all. That is what makes "never lose, never duplicate" possible: a crash
+//! either keeps a message's effects *and* its marker, or neither.
+//!
+//! Group commit: [`Store::commit`] only *stages* its changes in memory, where
+//! every read of this store already sees them. [`Store::flush`] applies all
+//! staged commits to sled as one atomic batch and makes it durable, so a
+//! fetched chunk of hundreds of mails costs one write to disk, not hundreds
+//! (sled 0.34 seals its log on every `apply_batch`, which was three syncs per
+//! mail). A crash loses staged commits whole, never half of one; nothing
+//! that depends on them (a sent mail, a message marked done on the IMAP
+//! server) happens before the flush, so they are simply done again.
+//! [`Store::flush`] must be called before anything that depends on
+//! durability; callers batch commits and flush once.
+//!
+//! Layout: one sled tree, keys prefixed by record type, values JSON (except
+//! `qraw/<key>`: a quarantined mail's raw bytes as they are, their total in
+//! `meta/qraw_bytes`).
+//! `rel/<partner>\0<customer>`, `inv/<id be>`, `thr/<message-id>` (sent
+//! Message-ID → invitation id), `msg/<key>` (processed messages),
+//! `cur/<inbox>`, `outq/<id be>` (pending mails), `outd/<not_before be><id be>`
+//! (the pending mails by next attempt, so the sender reads only what is
+//! due, in order), `outs/<id be>` (sent log),
+//! `tkt/<id be>` (tickets), `tth/<message-id>` (Message-ID → ticket id),
+//! `held/<id be>` (mails a cap held back; the bytes of those kept whole in
+//! `meta/held_bytes`), `rate/<address>/<hour>` and
+//! `sreq/<customer>/<hour>` (reply and support-request counts per hour),
+//! `hrep/<partner>/<hour>` (partner told that mails are held).
+//! Derived from the relationships, written by the same commits and rebuilt
+//! when missing: `cix/<customer>\0<partner>` (customer index),
+//! `rsum/<partner>\0<customer>` (summaries for lists) and
+//! `cnt/<partner>\0<state>` (how many relationships are in each state).
+
+use liaison_core::effects::Result as ReadResult;
+pub use liaison_core::effects::*;
+use liaison_core::model::invitation::Invitation;
+use liaison_core::model::relationship::{Relationship, RelationshipState, RelationshipSummary};
+use liaison_core::model::ticket::Ticket;
+use serde::Serialize;
+use std::ops::Bound;
+use std::path::Path;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (disk full, corruption, IO).
+    #[error("store {path}: {source}")]
+    Sled {
+        /// Database folder.
+        path: String,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// Another process (usually the running daemon) has the database open.
+    #[error("store {path} is in use by another process (is the daemon running? the CLI then talks to it over {socket})")]
+    Locked {
+        /// Database folder.
+        path: String,
+        /// Where the daemon's admin socket would be.
+        socket: String,
+    },
+    /// A record could not be decoded.
+    #[error("store record {key} is corrupt: {reason}")]
+    Corrupt {
+        /// Its key.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A read through the [`StoreView`] interface failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// Result alias for this module.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A decision's read failed: the core sees the backend's words only.
+impl From<StoreError> for ReadError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt { key, reason } => ReadError::Corrupt { key, reason },
+            StoreError::Read(e) => e,
+            other => ReadError::Backend(other.to_string()),
+        }
+    }
+}
+
+/// The whole store interface.
+pub trait Store: StoreView + Send + Sync {
+    /// Whether a message key was processed already.
+    fn processed(&self, key: &str) -> Result<Option<Processed>>;
+    /// An inbox's cursor.
+    fn cursor(&self, inbox: &str) -> Result<Option<Cursor>>;
+    /// Applies `changes` atomically; returns the outbox ids assigned.
+    fn commit(&self, changes: Changes) -> Result<Vec<u64>>;
+    /// Makes every commit so far durable.
+    fn flush(&self) -> Result<()>;
+    /// Pending outbox entries with id ≤ `up_to`, oldest first, at most `limit`.
+    fn pending_outbox(&self, up_to: u64, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// Pending entries with id ≤ `up_to` whose next attempt is due at `now`,
+    /// earliest attempt first (then oldest), at most `limit`. Read through
+    /// the next-attempt index: entries waiting on a retry are not looked at.
+    fn due_outbox(&self, up_to: u64, now: u64, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// The earliest next attempt (Unix seconds) of a pending entry with
+    /// id ≤ `up_to`, if any.
+    fn next_attempt(&self, up_to: u64) -> Result<Option<u64>>;
+    /// How many entries are pending.
+    fn outbox_len(&self) -> Result<u64>;
+    /// Moves an entry from pending to the sent log; `error` is set when it
+    /// failed for good.
+    fn mark_sent(&self, id: u64, at: u64, error: Option<String>) -> Result<()>;
+    /// Records a failed attempt and when to retry.
+    fn mark_retry(&self, entry: &OutboxEntry) -> Result<()>;
+    /// Highest outbox id ever assigned (0 when none).
+    fn last_outbox_id(&self) -> Result<u64>;
+    /// Replies sent to `address` in `hour` (hours since the epoch).
+    fn replies_sent(&self, address: &str, hour: u64) -> Result<u32>;
+    /// Support requests of `customer` passed in `hour`.
+    fn support_requests(&self, customer: &str, hour: u64) -> Result<u32>;
+    /// Whether `partner` was told in `hour` that mails are held.
+    fn held_reported(&self, partner: &str, hour: u64) -> Result<bool>;
+    /// Every held mail, oldest first.
+    fn held(&self) -> Result<Vec<HeldMail>>;
+    /// One held mail.
+    fn held_mail(&self, id: u64) -> Result<Option<HeldMail>>;
+    /// How many mails are held (without reading them).
+    fn held_count(&self) -> Result<u64>;
+    /// How many bytes the held mails kept whole take in total (those held
+    /// before the counter existed are not counted).
+    fn held_bytes(&self) -> Result<u64>;
+    /// Records of messages that were quarantined, oldest first.
+    fn quarantined(&self) -> Result<Vec<Processed>>;
+    /// Counts for operators and tests.
+    fn stats(&self) -> Result<Stats>;
+    /// The raw bytes of a quarantined message, if they were kept.
+    fn quarantined_raw(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// How many bytes the kept raw quarantined messages take in total.
+    fn quarantined_raw_bytes(&self) -> Result<u64>;
+    /// Every record, for a backup (`liaison export`).
+    fn export(&self) -> Result<Vec<ExportRecord>>;
+    /// Writes records from a backup (`liaison restore`) and flushes.
+    fn import(&self, records: &[ExportRecord]) -> Result<()>;
+    /// Whether the store holds no record at all.
+    fn is_empty(&self) -> Result<bool>;
+    /// Sent mails (most recent last), for inspection and tests.
+    fn sent_log(&self) -> Result<Vec<OutboxEntry>>;
+}
+
+/// The writes of one commit, in order; a later write to a key wins.
+#[derive(Default)]
+struct WriteSet(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+impl WriteSet {
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.0.push((key, Some(value)));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.0.push((key, None));
+    }
+}
+
+/// The sled-backed store.
+pub struct SledStore {
+    db: sled::Db,
+    tree: sled::Tree,
+    path: String,
+    /// Writes committed since the last flush, not yet in sled: key → new
+    /// value, or `None` for a removal. Reads look here first.
+    staged: std::sync::Mutex<Staged>,
+}
+
+type Staged = std::collections::BTreeMap<Vec<u8>, Option<sled::IVec>>;
+
+/// The keys that start with `prefix`, as a range.
+fn prefix_range(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return (Bound::Included(prefix.to_vec()), Bound::Excluded(end));
+        }
+    }
+    (Bound::Included(prefix.to_vec()), Bound::Unbounded)
+}
+
+/// sled's records in a key range with the staged writes laid over them, in
+/// key order: a staged value replaces sled's, a staged removal hides it.
+struct Overlaid<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> {
+    tree: std::iter::Peekable<I>,
+    staged: std::iter::Peekable<std::vec::IntoIter<(Vec<u8>, Option<sled::IVec>)>>,
+}
+
+impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> Iterator for Overlaid<I> {
+    type Item = sled::Result<(sled::IVec, sled::IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let order = match (self.tree.peek(), self.staged.peek()) {
+                (None, None) => return None,
+                (Some(Err(_)), _) | (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(Ok((tk, _))), Some((sk, _))) => tk.as_ref().cmp(sk.as_slice()),
+            };
+            if order == std::cmp::Ordering::Less {
+                return self.tree.next();
+            }
+            if order == std::cmp::Ordering::Equal {
+                // Staged wins over what sled holds for the same key.
+                self.tree.next();
+            }
+            let (k, v) = self.staged.next().expect("peeked");
+            if let Some(v) = v {
+                return Some(Ok((sled::IVec::from(k), v)));
+            }
+        }
+    }
+}
+
+fn rel_key(partner: &str, customer: &str) -> Vec<u8> {
+    format!("rel/{partner}\0{customer}").into_bytes()
+}
+
+/// `cix/<customer>\0`: the customer index, customer → partners.
+fn cix_prefix(customer: &str) -> Vec<u8> {
+    format!("cix/{customer}\0").into_bytes()
+}
+
+fn rsum_key(partner: &str, customer: &str) -> Vec<u8> {
+    format!("rsum/{partner}\0{customer}").into_bytes()
+}
+
+fn cnt_key(partner: &str, state: RelationshipState) -> Vec<u8> {
+    format!("cnt/{partner}\0{}", state.as_str()).into_bytes()
+}
+
+/// Version of the derived records (`cix/`, `rsum/`, `cnt/`); a store with
+/// an older one gets them rebuilt when opened.
+const DERIVED_VERSION: u32 = 2;
+
+/// `outd/<not_before be><id be>`: the next-attempt index of the outbox.
+fn due_key(not_before: u64, id: u64) -> Vec<u8> {
+    let mut k = b"outd/".to_vec();
+    k.extend_from_slice(&not_before.to_be_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The (not_before, id) of a `outd/` key.
+fn parse_due_key(k: &[u8]) -> Option<(u64, u64)> {
+    let rest = k.strip_prefix(b"outd/")?;
+    if rest.len() != 16 {
+        return None;
+    }
+    let nb = u64::from_be_bytes(rest[..8].try_into().ok()?);
+    let id = u64::from_be_bytes(rest[8..].try_into().ok()?);
+    Some((nb, id))
+}
+
+/// The value of an `outd/` record: the key says everything; JSON `null`
+/// keeps every record decodable (for `export`).
+const DUE_VALUE: &[u8] = b"null";
+
+/// Version of the outbox's next-attempt index; a store without it (written
+/// by an earlier Liaison) gets it built when opened.
+const DUE_INDEX_VERSION: u32 = 1;
+
+fn id_key(prefix: &str, id: u64) -> Vec<u8> {
+    let mut k = prefix.as_bytes().to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the database at `path`. `admin_socket` is
+    /// only named in the error when the database is locked.
+    pub fn open(path: &Path, cache_capacity_bytes: u64, admin_socket: &Path) -> Result<Self> {
+        let p = path.display().to_string();
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity_bytes)
+            // Flushes are explicit (group commit); the background flusher
+            // only bounds how much an unflushed crash could lose.
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| match &e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    StoreError::Locked {
+                        path: p.clone(),
+                        socket: admin_socket.display().to_string(),
+                    }
+                }
+                _ => StoreError::Sled {
+                    path: p.clone(),
+                    source: e,
+                },
+            })?;
+        let tree = db.open_tree("liaison").map_err(|e| StoreError::Sled {
+            path: p.clone(),
+            source: e,
+        })?;
+        let store = SledStore {
+            db,
+            tree,
+            path: p,
+            staged: Default::default(),
+        };
+        store.build_derived()?;
+        if store.get::<u32>(b"meta/due_index")? != Some(DUE_INDEX_VERSION) {
+            store.rebuild_due_index()?;
+            store.flush()?;
+        }
+        Ok(store)
+    }
+
+    /// Writes the outbox's next-attempt index anew from the pending entries
+    /// (staged).
+    fn rebuild_due_index(&self) -> Result<()> {
+        let mut batch = WriteSet::default();
+        for kv in self.scan_raw(b"outd/") {
+            batch.remove(kv?.0.to_vec());
+        }
+        for e in self.scan::<OutboxEntry>(b"outq/")? {
+            batch.insert(due_key(e.not_before, e.id), DUE_VALUE.to_vec());
+        }
+        batch.insert(b"meta/due_index".to_vec(), encode(&DUE_INDEX_VERSION));
+        self.stage(batch.0);
+        Ok(())
+    }
+
+    /// Rebuilds the records derived from the relationships (customer
+    /// index, summaries, counts) when they are missing or from an older
+    /// version: a store written by an earlier Liaison gets them on open.
+    fn build_derived(&self) -> Result<()> {
+        if self.get::<u32>(b"meta/derived")? == Some(DERIVED_VERSION) {
+            return Ok(());
+        }
+        self.rebuild_derived()?;
+        self.flush()
+    }
+
+    /// Writes the derived records anew from the relationships (staged).
+    fn rebuild_derived(&self) -> Result<()> {
+        let mut removals = WriteSet::default();
+        for prefix in [&b"cix/"[..], b"rsum/", b"cnt/"] {
+            for kv in self.scan_raw(prefix) {
+                removals.remove(kv?.0.to_vec());
+            }
+        }
+        // Staged first, so the counters below start from nothing.
+        self.stage(removals.0);
+        let rels = self.scan::<Relationship>(b"rel/")?;
+        let with_old: Vec<(&Relationship, Option<RelationshipState>)> =
+            rels.iter().map(|r| (r, None)).collect();
+        let mut batch = WriteSet::default();
+        self.derived_writes(&mut batch, &with_old)?;
+        batch.insert(b"meta/derived".to_vec(), encode(&DERIVED_VERSION));
+        self.stage(batch.0);
+        Ok(())
+    }
+
+    /// The derived records' writes for relationships being stored, given
+    /// each one's previous state (`None` when new). Counters are read
+    /// through the staged writes, so earlier commits not yet flushed count.
+    fn derived_writes(
+        &self,
+        batch: &mut WriteSet,
+        rels: &[(&Relationship, Option<RelationshipState>)],
+    ) -> Result<()> {
+        let mut deltas: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
+        for (r, old) in rels {
+            let mut ix = cix_prefix(&r.customer);
+            ix.extend_from_slice(r.partner.as_bytes());
+            batch.insert(ix, encode(&r.partner));
+            batch.insert(
+                rsum_key(&r.partner, &r.customer),
+                encode(&RelationshipSummary::from(*r)),
+            );
+            if *old != Some(r.state) {
+                if let Some(old) = old {
+                    *deltas.entry(cnt_key(&r.partner, *old)).or_default() -= 1;
+                }
+                *deltas.entry(cnt_key(&r.partner, r.state)).or_default() += 1;
+            }
+        }
+        for (key, delta) in deltas {
+            if delta != 0 {
+                let current = self.get::<u64>(&key)?.unwrap_or(0);
+                let now = (current as i64 + delta).max(0) as u64;
+                batch.insert(key, encode(&now));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stages `key`'s byte count (quarantined raw mail, held mail) moved by
+    /// `delta`, never below zero; nothing when it does not move.
+    fn add_to_byte_count(&self, batch: &mut WriteSet, key: &[u8], delta: i64) -> Result<()> {
+        if delta != 0 {
+            let now = self.get::<u64>(key)?.unwrap_or(0) as i64 + delta;
+            batch.insert(key.to_vec(), encode(&(now.max(0) as u64)));
+        }
+        Ok(())
+    }
+
+    fn err(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn staged(&self) -> std::sync::MutexGuard<'_, Staged> {
+        // A panic while the lock was held cannot leave the map half-written
+        // (every change to it is a single insert or a clear).
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stages writes; they become durable with the next flush.
+    fn stage(&self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        let mut staged = self.staged();
+        for (k, v) in writes {
+            staged.insert(k, v.map(sled::IVec::from));
+        }
+    }
+
+    /// Applies every staged write to sled in one atomic batch (not yet
+    /// synced to disk). The staged writes are kept if that fails.
+    fn apply_staged(&self) -> Result<()> {
+        let mut staged = self.staged();
+        if staged.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in staged.iter() {
+            match v {
+                Some(v) => batch.insert(k.as_slice(), v.clone()),
+                None => batch.remove(k.as_slice()),
+            }
+        }
+        // Applied while the lock is held: a reader never finds a write
+        // neither staged nor in sled.
+        self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        staged.clear();
+        Ok(())
+    }
+
+    fn get_raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        if let Some(v) = self.staged().get(key) {
+            return Ok(v.clone());
+        }
+        self.tree.get(key).map_err(|e| self.err(e))
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        match self.get_raw(key)? {
+            Some(v) => decode(key, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Records in `range`, staged writes included, in key order.
+    fn range(
+        &self,
+        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        let staged: Vec<(Vec<u8>, Option<sled::IVec>)> = self
+            .staged()
+            .range(range.clone())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Overlaid {
+            tree: self.tree.range(range).peekable(),
+            staged: staged.into_iter().peekable(),
+        }
+        .map(|kv| kv.map_err(|e| self.err(e)))
+    }
+
+    fn scan_raw(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        self.range(prefix_range(prefix))
+    }
+
+    fn scan<T: serde::de::DeserializeOwned>(&self, prefix: &[u8]) -> Result<Vec<T>> {
+        self.scan_raw(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+}
+
+impl Drop for SledStore {
+    /// A store dropped with staged commits (a caller that forgot to flush)
+    /// still writes them; a crash is the only way to lose them.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e, "could not write the store's last commits on close");
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// A raw quarantined mail kept as a JSON string of base64.
+fn legacy_raw(key: &str, value: &[u8]) -> Result<Vec<u8>> {
+    let b64: String = decode(key.as_bytes(), value)?;
+    data_encoding::BASE64
+        .decode(b64.as_bytes())
+        .map_err(|e| StoreError::Corrupt {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store records always serialise")
+}
+
+impl StoreView for SledStore {
+    fn relationship(&self, partner: &str, customer: &str) -> ReadResult<Option<Relationship>> {
+        Ok(self.get(&rel_key(partner, customer))?)
+    }
+
+    fn relationships_of(&self, partner: &str) -> ReadResult<Vec<Relationship>> {
+        Ok(self.scan(format!("rel/{partner}\0").as_bytes())?)
+    }
+
+    fn relationships_with(&self, customer: &str) -> ReadResult<Vec<Relationship>> {
+        // Through the customer index: every customer mail without a
+        // reference asks this, and a scan of all relationships made that
+        // cost grow with the whole store (0.6 s at 100 000 relationships).
+        let mut out = Vec::new();
+        for kv in self.scan_raw(&cix_prefix(customer)) {
+            let (k, v) = kv?;
+            let partner: String = decode(&k, &v)?;
+            if let Some(r) = self.relationship(&partner, customer)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn invitation(&self, id: u64) -> ReadResult<Option<Invitation>> {
+        Ok(self.get(&id_key("inv/", id))?)
+    }
+
+    fn invitation_by_message_id(&self, message_id: &str) -> ReadResult<Option<u64>> {
+        Ok(self.get(format!("thr/{message_id}").as_bytes())?)
+    }
+
+    fn all_relationships(&self) -> ReadResult<Vec<Relationship>> {
+        Ok(self.scan(b"rel/")?)
+    }
+
+    fn relationship_summaries_of(&self, partner: &str) -> ReadResult<Vec<RelationshipSummary>> {
+        Ok(self.scan(format!("rsum/{partner}\0").as_bytes())?)
+    }
+
+    fn all_relationship_summaries(&self) -> ReadResult<Vec<RelationshipSummary>> {
+        Ok(self.scan(b"rsum/")?)
+    }
+
+    fn relationship_counts(&self) -> ReadResult<Vec<(String, RelationshipState, u64)>> {
+        let mut out = Vec::new();
+        for kv in self.scan_raw(b"cnt/") {
+            let (k, v) = kv?;
+            let n: u64 = decode(&k, &v)?;
+            let key = String::from_utf8_lossy(&k[b"cnt/".len()..]).into_owned();
+            let (partner, state) = key.split_once('\0').unwrap_or((&key, ""));
+            let state = RelationshipState::parse(state).ok_or_else(|| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: format!("`{state}` is not a state"),
+            })?;
+            if n > 0 {
+                out.push((partner.to_string(), state, n));
+            }
+        }
+        Ok(out)
+    }
+
+    fn ticket(&self, id: u64) -> ReadResult<Option<Ticket>> {
+        Ok(self.get(&id_key("tkt/", id))?)
+    }
+
+    fn ticket_by_message_id(&self, message_id: &str) -> ReadResult<Option<u64>> {
+        Ok(self.get(format!("tth/{message_id}").as_bytes())?)
+    }
+
+    fn tickets_of(&self, partner: &str) -> ReadResult<Vec<Ticket>> {
+        Ok(self
+            .scan::<Ticket>(b"tkt/")?
+            .into_iter()
+            .filter(|t| t.partner == partner)
+            .collect())
+    }
+
+    fn last_ticket_id(&self) -> ReadResult<u64> {
+        Ok(self.get(b"meta/last_ticket_id")?.unwrap_or(0))
+    }
+}
+
+impl Store for SledStore {
+    fn processed(&self, key: &str) -> Result<Option<Processed>> {
+        self.get(format!("msg/{key}").as_bytes())
+    }
+
+    fn cursor(&self, inbox: &str) -> Result<Option<Cursor>> {
+        self.get(format!("cur/{inbox}").as_bytes())
+    }
+
+    fn commit(&self, changes: Changes) -> Result<Vec<u64>> {
+        let mut batch = WriteSet::default();
+        // Removals first: a released message's new record replaces the old.
+        let mut raw_delta = 0i64;
+        for key in &changes.released {
+            batch.remove(format!("msg/{key}").into_bytes());
+            let qkey = format!("qraw/{key}").into_bytes();
+            if let Some(old) = self.get_raw(&qkey)? {
+                raw_delta -= old.len() as i64;
+            }
+            batch.remove(qkey);
+        }
+        for (key, raw) in &changes.quarantined_raw {
+            // Raw bytes as they are: a JSON string of base64 cost 4/3 of
+            // the mail plus a copy to encode it.
+            batch.insert(format!("qraw/{key}").into_bytes(), raw.clone());
+            raw_delta += raw.len() as i64;
+        }
+        self.add_to_byte_count(&mut batch, b"meta/qraw_bytes", raw_delta)?;
+        let mut with_old = Vec::with_capacity(changes.relationships.len());
+        let mut seen: std::collections::HashMap<(&str, &str), RelationshipState> =
+            Default::default();
+        for r in &changes.relationships {
+            batch.insert(rel_key(&r.partner, &r.customer), encode(r));
+            // The state before this commit: from an earlier entry of this
+            // same commit, or from the stored summary.
+            let old = match seen.get(&(r.partner.as_str(), r.customer.as_str())) {
+                Some(s) => Some(*s),
+                None => self
+                    .get::<RelationshipSummary>(&rsum_key(&r.partner, &r.customer))?
+                    .map(|s| s.state),
+            };
+            seen.insert((&r.partner, &r.customer), r.state);
+            with_old.push((r, old));
+        }
+        self.derived_writes(&mut batch, &with_old)?;
+        for i in &changes.invitations {
+            batch.insert(id_key("inv/", i.id), encode(i));
+        }
+        let mut last_ticket = None;
+        for t in &changes.tickets {
+            batch.insert(id_key("tkt/", t.id), encode(t));
+            for mid in &t.message_ids {
+                // First writer wins: a thread's Message-ID belongs to the
+                // ticket that first recorded it. Inbound Message-IDs are the
+                // sender's choice, so a later mail reusing one must not
+                // re-route another ticket's replies to its own ticket.
+                let key = format!("tth/{mid}").into_bytes();
+                match self.get::<u64>(&key)? {
+                    Some(owner) if owner != t.id => {}
+                    _ => batch.insert(key, encode(&t.id)),
+                }
+            }
+            last_ticket = last_ticket.max(Some(t.id));
+        }
+        if let Some(t) = last_ticket {
+            if t > self.last_ticket_id()? {
+                batch.insert(b"meta/last_ticket_id".to_vec(), encode(&t));
+            }
+        }
+        let mut ids = Vec::new();
+        for mail in changes.outbox {
+            let id = self.db.generate_id().map_err(|e| self.err(e))? + 1;
+            if let Some(inv) = mail.invitation {
+                batch.insert(
+                    format!("thr/{}", mail.message_id).into_bytes(),
+                    encode(&inv),
+                );
+            }
+            if let Some(t) = mail.ticket {
+                batch.insert(format!("tth/{}", mail.message_id).into_bytes(), encode(&t));
+            }
+            let entry = OutboxEntry {
+                id,
+                mail,
+                attempts: 0,
+                not_before: 0,
+                last_error: None,
+                delivered: vec![],
+                refused: vec![],
+            };
+            batch.insert(id_key("outq/", id), encode(&entry));
+            batch.insert(due_key(0, id), DUE_VALUE.to_vec());
+            ids.push(id);
+        }
+        for p in &changes.processed {
+            batch.insert(format!("msg/{}", p.key).into_bytes(), encode(p));
+        }
+        let mut held_delta = 0i64;
+        for h in changes.held {
+            let id = self.db.generate_id().map_err(|e| self.err(e))? + 1;
+            held_delta += h.mail.raw.len() as i64;
+            let held = HeldMail {
+                id,
+                at: h.at,
+                reason: h.reason,
+                partner: h.partner,
+                mail: h.mail,
+                kept: h.kept,
+            };
+            batch.insert(id_key("held/", id), encode(&held));
+        }
+        for id in &changes.released_held {
+            if let Some(old) = self.held_mail(*id)? {
+                held_delta -= old.mail.raw.len() as i64;
+            }
+            batch.remove(id_key("held/", *id));
+        }
+        self.add_to_byte_count(&mut batch, b"meta/held_bytes", held_delta)?;
+        for (partner, hour) in &changes.held_reported {
+            batch.insert(format!("hrep/{partner}/{hour}").into_bytes(), encode(&true));
+        }
+        let mut rates: std::collections::BTreeMap<String, u32> = Default::default();
+        for (addr, hour) in &changes.replies {
+            *rates.entry(format!("rate/{addr}/{hour}")).or_default() += 1;
+        }
+        for (customer, hour) in &changes.support_requests {
+            *rates.entry(format!("sreq/{customer}/{hour}")).or_default() += 1;
+        }
+        for (k, n) in rates {
+            // Read-modify-write is safe: commits are serialised by the engine.
+            let cur: u32 = self.get(k.as_bytes())?.unwrap_or(0);
+            batch.insert(k.into_bytes(), encode(&(cur + n)));
+        }
+        if let Some((inbox, cursor)) = &changes.cursor {
+            batch.insert(format!("cur/{inbox}").into_bytes(), encode(cursor));
+        }
+        if let Some(&last) = ids.last() {
+            batch.insert(b"meta/last_outbox_id".to_vec(), encode(&last));
+        }
+        self.stage(batch.0);
+        Ok(ids)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.apply_staged()?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn pending_outbox(&self, up_to: u64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let range = (
+            Bound::Included(id_key("outq/", 0)),
+            Bound::Included(id_key("outq/", up_to)),
+        );
+        for kv in self.range(range) {
+            let (k, v) = kv?;
+            out.push(decode(&k, &v)?);
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn due_outbox(&self, up_to: u64, now: u64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let range = (
+            Bound::Included(due_key(0, 0)),
+            Bound::Included(due_key(now, u64::MAX)),
+        );
+        for kv in self.range(range) {
+            let (k, _) = kv?;
+            let Some((_, id)) = parse_due_key(&k) else {
+                continue;
+            };
+            if id > up_to {
+                // Not durable yet: its cause could still be lost.
+                continue;
+            }
+            if let Some(e) = self.get::<OutboxEntry>(&id_key("outq/", id))? {
+                out.push(e);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn next_attempt(&self, up_to: u64) -> Result<Option<u64>> {
+        for kv in self.scan_raw(b"outd/") {
+            let (k, _) = kv?;
+            if let Some((nb, id)) = parse_due_key(&k) {
+                if id <= up_to {
+                    return Ok(Some(nb));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn outbox_len(&self) -> Result<u64> {
+        Ok(self.scan_raw(b"outd/").count() as u64)
+    }
+
+    fn mark_sent(&self, id: u64, at: u64, error: Option<String>) -> Result<()> {
+        let Some(mut entry) = self.get::<OutboxEntry>(&id_key("outq/", id))? else {
+            return Ok(());
+        };
+        let indexed = due_key(entry.not_before, id);
+        entry.not_before = at;
+        entry.attempts += 1;
+        entry.last_error = error;
+        self.stage(vec![
+            (id_key("outq/", id), None),
+            (indexed, None),
+            (id_key("outs/", id), Some(encode(&entry))),
+        ]);
+        Ok(())
+    }
+
+    fn mark_retry(&self, entry: &OutboxEntry) -> Result<()> {
+        let Some(old) = self.get::<OutboxEntry>(&id_key("outq/", entry.id))? else {
+            // Sent meanwhile: nothing to retry.
+            return Ok(());
+        };
+        self.stage(vec![
+            (due_key(old.not_before, entry.id), None),
+            (id_key("outq/", entry.id), Some(encode(entry))),
+            (
+                due_key(entry.not_before, entry.id),
+                Some(DUE_VALUE.to_vec()),
+            ),
+        ]);
+        Ok(())
+    }
+
+    fn last_outbox_id(&self) -> Result<u64> {
+        Ok(self.get(b"meta/last_outbox_id")?.unwrap_or(0))
+    }
+
+    fn replies_sent(&self, address: &str, hour: u64) -> Result<u32> {
+        Ok(self
+            .get(format!("rate/{address}/{hour}").as_bytes())?
+            .unwrap_or(0))
+    }
+
+    fn support_requests(&self, customer: &str, hour: u64) -> Result<u32> {
+        Ok(self
+            .get(format!("sreq/{customer}/{hour}").as_bytes())?
+            .unwrap_or(0))
+    }
+
+    fn held_reported(&self, partner: &str, hour: u64) -> Result<bool> {
+        Ok(self
+            .get::<bool>(format!("hrep/{partner}/{hour}").as_bytes())?
+            .unwrap_or(false))
+    }
+
+    fn held(&self) -> Result<Vec<HeldMail>> {
+        self.scan(b"held/")
+    }
+
+    fn held_mail(&self, id: u64) -> Result<Option<HeldMail>> {
+        self.get(&id_key("held/", id))
+    }
+
+    fn held_count(&self) -> Result<u64> {
+        Ok(self.scan_raw(b"held/").count() as u64)
+    }
+
+    fn held_bytes(&self) -> Result<u64> {
+        Ok(self.get(b"meta/held_bytes")?.unwrap_or(0))
+    }
+
+    fn quarantined_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let qkey = format!("qraw/{key}");
+        let Some(value) = self.get_raw(qkey.as_bytes())? else {
+            return Ok(None);
+        };
+        if value.first() == Some(&b'"') {
+            // Written by an older version: a JSON string of base64 (no mail
+            // starts with a quote; a header name cannot contain one).
+            return legacy_raw(&qkey, &value).map(Some);
+        }
+        Ok(Some(value.to_vec()))
+    }
+
+    fn quarantined_raw_bytes(&self) -> Result<u64> {
+        Ok(self.get(b"meta/qraw_bytes")?.unwrap_or(0))
+    }
+
+    fn export(&self) -> Result<Vec<ExportRecord>> {
+        self.range((Bound::Unbounded, Bound::Unbounded))
+            .map(|kv| {
+                let (k, v) = kv?;
+                // Raw quarantined mails are bytes; a JSON dump holds them
+                // as a base64 string (the format older versions stored).
+                let value = if k.starts_with(b"qraw/") && v.first() != Some(&b'"') {
+                    serde_json::Value::String(data_encoding::BASE64.encode(&v))
+                } else {
+                    decode(&k, &v)?
+                };
+                Ok(ExportRecord {
+                    key: data_encoding::HEXLOWER.encode(&k),
+                    value,
+                })
+            })
+            .collect()
+    }
+
+    fn import(&self, records: &[ExportRecord]) -> Result<()> {
+        let mut batch = Vec::with_capacity(records.len());
+        for r in records {
+            let key = data_encoding::HEXLOWER
+                .decode(r.key.as_bytes())
+                .map_err(|e| StoreError::Corrupt {
+                    key: r.key.clone(),
+                    reason: format!("key is not hex: {e}"),
+                })?;
+            let value = match &r.value {
+                serde_json::Value::String(_) if key.starts_with(b"qraw/") => {
+                    legacy_raw(&r.key, &encode(&r.value))?
+                }
+                v => encode(v),
+            };
+            batch.push((key, Some(value)));
+        }
+        self.stage(batch);
+        // A backup from an older version may lack the derived records.
+        self.rebuild_derived()?;
+        self.rebuild_due_index()?;
+        self.flush()
+    }
+
+    fn is_empty(&self) -> Result<bool> {
+        // Bookkeeping under `meta/` (written when a store is created) is not
+        // content.
+        for kv in self.range((Bound::Unbounded, Bound::Unbounded)) {
+            if !kv?.0.starts_with(b"meta/") {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        let mut st = Stats::default();
+        for p in self.scan::<Processed>(b"msg/")? {
+            *st.processed.entry(p.class).or_default() += 1;
+        }
+        let count = |prefix: &[u8]| self.scan_raw(prefix).count() as u64;
+        st.outbox_pending = count(b"outq/");
+        st.outbox_sent = count(b"outs/");
+        st.relationships = count(b"rel/");
+        st.tickets = count(b"tkt/");
+        st.held = count(b"held/");
+        Ok(st)
+    }
+
+    fn quarantined(&self) -> Result<Vec<Processed>> {
+        let mut v: Vec<Processed> = self
+            .scan::<Processed>(b"msg/")?
+            .into_iter()
+            .filter(|p| p.class == "quarantined")
+            .collect();
+        v.sort_by_key(|p| p.at);
+        Ok(v)
+    }
+
+    fn sent_log(&self) -> Result<Vec<OutboxEntry>> {
+        self.scan(b"outs/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use liaison_core::model::relationship::RelationshipState;
+
+    fn rel(partner: &str, customer: &str) -> Relationship {
+        Relationship {
+            partner: partner.into(),
+            customer: customer.into(),
+            customer_name: None,
+            locale: "en".into(),
+            state: RelationshipState::Invited,
+            since: 1,
+            invitation_id: Some(9),
+            support_contact: None,
+            ends_at: None,
+            reminders_sent: vec![],
+            history: vec![],
+        }
+    }
+
+    fn mail(id: &str, inv: Option<u64>) -> OutgoingMail {
+        OutgoingMail {
+            message_id: id.into(),
+            envelope_from: "a@b.test".into(),
+            recipients: vec!["c@d.test".into()],
+            raw: "Subject: x\r\n\r\nbody".into(),
+            subject: "x".into(),
+            invitation: inv,
+            ticket: None,
+        }
+    }
+
+    fn ticket(id: u64, message_ids: &[&str]) -> Ticket {
+        Ticket {
+            id,
+            partner: "p".into(),
+            customer: "c@d.test".into(),
+            support_contact: None,
+            state: liaison_core::model::ticket::TicketState::Open,
+            subject: "s".into(),
+            opened: 1,
+            closed_at: None,
+            previous: None,
+            message_ids: message_ids.iter().map(|m| m.to_string()).collect(),
+            desk_message_id: None,
+            customer_message_id: None,
+            entries: vec![],
+        }
+    }
+
+    #[test]
+    fn a_thread_message_id_stays_with_the_ticket_that_recorded_it_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db"), 1 << 20, Path::new("x.sock")).unwrap();
+        let commit = |t: Ticket| {
+            s.commit(Changes {
+                tickets: vec![t],
+                ..Default::default()
+            })
+            .unwrap();
+        };
+        commit(ticket(
+            1,
+            &["customer-a@mail.test", "liaison.k1.a@liaison.test"],
+        ));
+        // A mail on ticket 2 that reuses ticket 1's inbound Message-ID.
+        commit(ticket(
+            2,
+            &["customer-a@mail.test", "liaison.k1.b@liaison.test"],
+        ));
+        assert_eq!(
+            s.ticket_by_message_id("customer-a@mail.test").unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            s.ticket_by_message_id("liaison.k1.b@liaison.test").unwrap(),
+            Some(2)
+        );
+        // Ticket 1 written again keeps its own ids.
+        commit(ticket(
+            1,
+            &["customer-a@mail.test", "liaison.k1.a@liaison.test"],
+        ));
+        s.flush().unwrap();
+        assert_eq!(
+            s.ticket_by_message_id("customer-a@mail.test").unwrap(),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn commit_is_visible_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+            let ids = s
+                .commit(Changes {
+                    relationships: vec![
+                        rel("p1", "alice@contoso.test"),
+                        rel("p2", "alice@contoso.test"),
+                    ],
+                    outbox: vec![mail("m1@x", Some(9)), mail("m2@x", None)],
+                    processed: vec![Processed {
+                        key: "in1@x".into(),
+                        at: 1,
+                        class: "command".into(),
+                        summary: "ok".into(),
+                    }],
+                    cursor: Some((
+                        "commands".into(),
+                        Cursor {
+                            uid_validity: 5,
+                            last_uid: 7,
+                        },
+                    )),
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(ids.len(), 2);
+            assert!(ids[0] < ids[1]);
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        assert_eq!(s.relationships_of("p1").unwrap().len(), 1);
+        assert_eq!(s.relationships_with("alice@contoso.test").unwrap().len(), 2);
+        assert_eq!(s.invitation_by_message_id("m1@x").unwrap(), Some(9));
+        assert!(s.processed("in1@x").unwrap().is_some());
+        assert_eq!(s.cursor("commands").unwrap().unwrap().last_uid, 7);
+        let last = s.last_outbox_id().unwrap();
+        let pending = s.pending_outbox(last, 10).unwrap();
+        assert_eq!(pending.len(), 2);
+        // Entries above the durable watermark are not handed out.
+        assert_eq!(s.pending_outbox(pending[0].id, 10).unwrap().len(), 1);
+        s.mark_sent(pending[0].id, 5, None).unwrap();
+        assert_eq!(s.pending_outbox(last, 10).unwrap().len(), 1);
+        assert_eq!(s.sent_log().unwrap()[0].mail.message_id, "m1@x");
+    }
+
+    #[test]
+    fn customer_index_is_built_for_old_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+            s.commit(Changes {
+                relationships: vec![
+                    rel("p1", "alice@contoso.test"),
+                    rel("p2", "alice@contoso.test"),
+                    rel("p1", "bob@fabrikam.test"),
+                ],
+                ..Default::default()
+            })
+            .unwrap();
+            s.flush().unwrap();
+            // Make it look like a store from before the derived records.
+            for prefix in [&b"cix/"[..], b"rsum/", b"cnt/"] {
+                for k in s.tree.scan_prefix(prefix).keys() {
+                    s.tree.remove(k.unwrap()).unwrap();
+                }
+            }
+            s.tree.remove(b"meta/derived").unwrap();
+            s.flush().unwrap();
+            assert!(s
+                .relationships_with("alice@contoso.test")
+                .unwrap()
+                .is_empty());
+            assert!(s.relationship_counts().unwrap().is_empty());
+            assert!(s.all_relationship_summaries().unwrap().is_empty());
+        }
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        let mut partners: Vec<String> = s
+            .relationships_with("alice@contoso.test")
+            .unwrap()
+            .into_iter()
+            .map(|r| r.partner)
+            .collect();
+        partners.sort();
+        assert_eq!(partners, ["p1", "p2"]);
+        assert_eq!(s.relationships_with("bob@fabrikam.test").unwrap().len(), 1);
+        assert!(s
+            .relationships_with("carol@contoso.test")
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            s.relationship_counts().unwrap(),
+            [
+                ("p1".to_string(), RelationshipState::Invited, 2),
+                ("p2".to_string(), RelationshipState::Invited, 1)
+            ]
+        );
+        assert_eq!(s.relationship_summaries_of("p1").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn counts_and_summaries_follow_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db"), 1 << 20, Path::new("x.sock")).unwrap();
+        let with = |customer: &str, state: RelationshipState| {
+            let mut r = rel("p1", customer);
+            r.state = state;
+            r
+        };
+        let counts = |s: &SledStore| -> Vec<(RelationshipState, u64)> {
+            s.relationship_counts()
+                .unwrap()
+                .into_iter()
+                .map(|(_, st, n)| (st, n))
+                .collect()
+        };
+        s.commit(Changes {
+            relationships: vec![
+                with("a@x.test", RelationshipState::Invited),
+                with("b@x.test", RelationshipState::Invited),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(counts(&s), [(RelationshipState::Invited, 2)]);
+        // The same relationship twice in one commit counts once, at its
+        // last state; an unchanged state changes nothing.
+        s.commit(Changes {
+            relationships: vec![
+                with("a@x.test", RelationshipState::Active),
+                with("a@x.test", RelationshipState::PermissionsRemoved),
+                with("b@x.test", RelationshipState::Invited),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        let expect = [
+            (RelationshipState::Invited, 1),
+            (RelationshipState::PermissionsRemoved, 1),
+        ];
+        assert_eq!(counts(&s), expect);
+        s.flush().unwrap();
+        assert_eq!(counts(&s), expect);
+        let sums = s.relationship_summaries_of("p1").unwrap();
+        assert_eq!(
+            sums.iter()
+                .map(|r| (r.customer.as_str(), r.state))
+                .collect::<Vec<_>>(),
+            [
+                ("a@x.test", RelationshipState::PermissionsRemoved),
+                ("b@x.test", RelationshipState::Invited)
+            ]
+        );
+        // The counts agree with a full scan.
+        let mut full = std::collections::BTreeMap::new();
+        for r in s.all_relationships().unwrap() {
+            *full.entry(r.state.as_str()).or_insert(0u64) += 1;
+        }
+        let counted: std::collections::BTreeMap<&str, u64> = counts(&s)
+            .into_iter()
+            .map(|(st, n)| (st.as_str(), n))
+            .collect();
+        assert_eq!(full, counted);
+    }
+
+    #[test]
+    fn staged_commits_are_read_before_the_flush_and_written_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        s.commit(Changes {
+            relationships: vec![rel("p1", "alice@contoso.test"), rel("p1", "bob@f.test")],
+            outbox: vec![mail("m1@x", None), mail("m2@x", None), mail("m3@x", None)],
+            ..Default::default()
+        })
+        .unwrap();
+        s.flush().unwrap();
+        // Staged on top of flushed records: a replacement, a new key, a
+        // removal (the sent mark) and a retry.
+        let mut carol = rel("p1", "carol@contoso.test");
+        carol.customer_name = Some("Carol".into());
+        let mut alice = rel("p1", "alice@contoso.test");
+        alice.customer_name = Some("Alice".into());
+        s.commit(Changes {
+            relationships: vec![alice, carol],
+            ..Default::default()
+        })
+        .unwrap();
+        let pending = s.pending_outbox(u64::MAX, 10).unwrap();
+        s.mark_sent(pending[0].id, 5, None).unwrap();
+        let mut retry = pending[1].clone();
+        retry.attempts = 1;
+        s.mark_retry(&retry).unwrap();
+        assert!(!s.staged().is_empty());
+
+        let check = |s: &SledStore| {
+            let names: Vec<(String, Option<String>)> = s
+                .relationships_of("p1")
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.customer, r.customer_name))
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    ("alice@contoso.test".to_string(), Some("Alice".to_string())),
+                    ("bob@f.test".to_string(), None),
+                    ("carol@contoso.test".to_string(), Some("Carol".to_string())),
+                ]
+            );
+            assert_eq!(s.relationships_with("carol@contoso.test").unwrap().len(), 1);
+            let pending = s.pending_outbox(u64::MAX, 10).unwrap();
+            assert_eq!(pending.len(), 2, "the sent one is hidden: {pending:?}");
+            assert_eq!(pending[0].attempts, 1, "the retry replaces the entry");
+            assert_eq!(s.pending_outbox(u64::MAX, 1).unwrap().len(), 1);
+            assert_eq!(s.sent_log().unwrap().len(), 1);
+            let st = s.stats().unwrap();
+            assert_eq!(
+                (st.relationships, st.outbox_pending, st.outbox_sent),
+                (3, 2, 1)
+            );
+        };
+        check(&s);
+        s.flush().unwrap();
+        assert!(s.staged().is_empty());
+        check(&s);
+        drop(s);
+        check(&SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap());
+    }
+
+    #[test]
+    fn due_outbox_reads_by_next_attempt_and_skips_what_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        let mails: Vec<OutgoingMail> = (0..5).map(|i| mail(&format!("m{i}@x"), None)).collect();
+        let ids = s
+            .commit(Changes {
+                outbox: mails,
+                ..Default::default()
+            })
+            .unwrap();
+        // The three oldest wait on a retry; the two newest are due first.
+        for (n, id) in ids[..3].iter().enumerate() {
+            let mut e = s
+                .get::<OutboxEntry>(&id_key("outq/", *id))
+                .unwrap()
+                .unwrap();
+            e.attempts = 1;
+            e.not_before = 100 + n as u64;
+            s.mark_retry(&e).unwrap();
+        }
+        let due = |s: &SledStore, now| -> Vec<u64> {
+            s.due_outbox(u64::MAX, now, 10)
+                .unwrap()
+                .iter()
+                .map(|e| e.id)
+                .collect()
+        };
+        assert_eq!(due(&s, 50), ids[3..]);
+        assert_eq!(due(&s, 101), [ids[3], ids[4], ids[0], ids[1]]);
+        // Above the watermark nothing is handed out; the limit holds.
+        assert_eq!(s.due_outbox(ids[3], 50, 10).unwrap().len(), 1);
+        assert_eq!(s.due_outbox(u64::MAX, 200, 2).unwrap().len(), 2);
+        assert_eq!(s.next_attempt(ids[2]).unwrap(), Some(100));
+        assert_eq!(s.next_attempt(u64::MAX).unwrap(), Some(0));
+        s.mark_sent(ids[3], 5, None).unwrap();
+        s.mark_sent(ids[0], 5, None).unwrap();
+        assert_eq!(s.outbox_len().unwrap(), 3);
+        s.flush().unwrap();
+        drop(s);
+        // The index survives a restart, and is rebuilt when missing.
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        assert_eq!(due(&s, 200), [ids[4], ids[1], ids[2]]);
+        for k in s.tree.scan_prefix(b"outd/").keys() {
+            s.tree.remove(k.unwrap()).unwrap();
+        }
+        s.tree.remove(b"meta/due_index").unwrap();
+        drop(s);
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        assert_eq!(due(&s, 200), [ids[4], ids[1], ids[2]]);
+        assert_eq!(due(&s, 0), [ids[4]]);
+    }
+
+    #[test]
+    fn dropping_the_store_writes_what_is_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        s.commit(Changes {
+            relationships: vec![rel("p1", "alice@contoso.test")],
+            ..Default::default()
+        })
+        .unwrap();
+        drop(s);
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        assert_eq!(s.relationships_of("p1").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn prefix_ranges_end_where_the_prefix_ends() {
+        assert_eq!(
+            prefix_range(b"rel/"),
+            (
+                Bound::Included(b"rel/".to_vec()),
+                Bound::Excluded(b"rel0".to_vec())
+            )
+        );
+        assert_eq!(
+            prefix_range(&[b'a', 0xff]),
+            (
+                Bound::Included(vec![b'a', 0xff]),
+                Bound::Excluded(b"b".to_vec())
+            )
+        );
+        assert_eq!(
+            prefix_range(&[0xff]),
+            (Bound::Included(vec![0xff]), Bound::Unbounded)
+        );
+    }
+
+    #[test]
+    fn export_and_import_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SledStore::open(&dir.path().join("a"), 1 << 20, Path::new("a.sock")).unwrap();
+        a.commit(Changes {
+            relationships: vec![rel("p1", "alice@contoso.test")],
+            outbox: vec![mail("m1@x", Some(9))],
+            ..Default::default()
+        })
+        .unwrap();
+        let dump = a.export().unwrap();
+        assert!(dump.len() >= 3, "{dump:?}");
+        let b = SledStore::open(&dir.path().join("b"), 1 << 20, Path::new("b.sock")).unwrap();
+        assert!(b.is_empty().unwrap());
+        b.import(&dump).unwrap();
+        assert_eq!(b.export().unwrap(), dump);
+        assert_eq!(b.relationships_of("p1").unwrap().len(), 1);
+        assert_eq!(b.invitation_by_message_id("m1@x").unwrap(), Some(9));
+    }
+
+    #[test]
+    fn quarantined_raw_is_kept_as_bytes_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SledStore::open(&dir.path().join("a"), 1 << 20, Path::new("a.sock")).unwrap();
+        let raw = b"From: x@y.test\r\n\r\nbody \xff".to_vec();
+        a.commit(Changes {
+            quarantined_raw: vec![("k1".into(), raw.clone()), ("k2".into(), vec![b'a'; 10])],
+            ..Default::default()
+        })
+        .unwrap();
+        a.flush().unwrap();
+        assert_eq!(a.tree.get(b"qraw/k1").unwrap().unwrap().as_ref(), &raw[..]);
+        assert_eq!(a.quarantined_raw("k1").unwrap(), Some(raw.clone()));
+        assert_eq!(a.quarantined_raw_bytes().unwrap(), raw.len() as u64 + 10);
+        // An older version's base64 JSON string is still read.
+        a.tree
+            .insert(
+                b"qraw/old",
+                encode(&data_encoding::BASE64.encode(b"old mail")),
+            )
+            .unwrap();
+        assert_eq!(
+            a.quarantined_raw("old").unwrap(),
+            Some(b"old mail".to_vec())
+        );
+        // A release frees the room.
+        a.commit(Changes {
+            released: vec!["k2".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(a.quarantined_raw_bytes().unwrap(), raw.len() as u64);
+        // Export and import carry the bytes.
+        let b = SledStore::open(&dir.path().join("b"), 1 << 20, Path::new("b.sock")).unwrap();
+        b.import(&a.export().unwrap()).unwrap();
+        assert_eq!(b.quarantined_raw("k1").unwrap(), Some(raw));
+        assert_eq!(
+            b.quarantined_raw("old").unwrap(),
+            Some(b"old mail".to_vec())
+        );
+        assert_eq!(b.export().unwrap(), a.export().unwrap());
+    }
+
+    #[test]
+    fn held_mails_are_counted_and_a_release_frees_the_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SledStore::open(&dir.path().join("a"), 1 << 20, Path::new("a.sock")).unwrap();
+        let hold = |kept: bool| Hold {
+            at: 1,
+            reason: "r".into(),
+            partner: None,
+            mail: OutgoingMail {
+                raw: if kept { "x".repeat(100) } else { String::new() },
+                ..mail("m", None)
+            },
+            kept,
+        };
+        a.commit(Changes {
+            held: vec![hold(true), hold(true), hold(false)],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(a.held_bytes().unwrap(), 200);
+        let held = a.held().unwrap();
+        assert_eq!(
+            held.iter().map(|h| h.kept).collect::<Vec<_>>(),
+            vec![true, true, false]
+        );
+        a.commit(Changes {
+            released_held: vec![held[0].id, held[2].id],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(a.held_bytes().unwrap(), 100);
+        assert_eq!(a.held_count().unwrap(), 1);
+        // A record written before `kept` existed was kept whole.
+        let mut old = serde_json::to_value(&held[1]).unwrap();
+        old.as_object_mut().unwrap().remove("kept");
+        let old: HeldMail = serde_json::from_value(old).unwrap();
+        assert!(old.kept);
+    }
+
+    #[test]
+    fn second_open_is_reported_as_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let _a = SledStore::open(&path, 1 << 20, Path::new("admin.sock")).unwrap();
+        match SledStore::open(&path, 1 << 20, Path::new("admin.sock")) {
+            Err(StoreError::Locked { socket, .. }) => assert_eq!(socket, "admin.sock"),
+            Err(e) => panic!("expected Locked, got {e}"),
+            Ok(_) => panic!("expected Locked, got a second handle"),
+        }
+    }
+}
