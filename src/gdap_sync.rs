@@ -269,3 +269,35 @@ async fn assign(sync: &PartnerSync, seen: &GraphRelationship) -> Result<Vec<Stri
     }
     Ok(failures)
 }
+
+/// The engine as the sync sees it: decisions committed, flushed and the
+/// durable watermark moved, so their mails go out at once.
+pub struct EngineHandle {
+    /// The engine.
+    pub engine: Arc<crate::engine::Engine>,
+    /// The outbox sender's watermark.
+    pub durable: watch::Sender<u64>,
+}
+
+impl GdapEngine for EngineHandle {
+    fn open_gdap_links(&self, partner: &str) -> Result<Vec<(String, GdapLink)>, String> {
+        self.engine
+            .open_gdap_links(partner)
+            .map_err(|e| e.to_string())
+    }
+
+    fn decide_and_commit(
+        &self,
+        decide: &dyn Fn(&Context, &dyn StoreView) -> Result<Decision, WorkflowError>,
+    ) -> Result<usize, String> {
+        let n = self
+            .engine
+            .decide_and_commit(decide)
+            .map_err(|e| e.to_string())?;
+        if n > 0 {
+            crate::engine::flush_and_publish(self.engine.store().as_ref(), &self.durable)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(n)
+    }
+}

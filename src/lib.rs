@@ -31,6 +31,7 @@ pub mod clock;
 pub mod daemon;
 pub mod engine;
 pub mod files;
+pub mod gdap_sync;
 pub mod io;
 pub mod metrics;
 pub mod store;

@@ -304,6 +304,8 @@ mod tests {
             name: name.map(Into::into),
             locale: locale.map(Into::into),
             draft: false,
+            link: None,
+            gdap: None,
         }
     }
 

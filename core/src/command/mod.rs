@@ -35,6 +35,21 @@ pub enum Command {
         locale: Option<String>,
         /// Send the rendered invitation to the partner instead of the customer.
         draft: bool,
+        /// The admin-center approval link for this invitation (`link URL`).
+        link: Option<String>,
+        /// The GDAP relationship to request through Microsoft Graph.
+        gdap: Option<InviteGdap>,
+    },
+    /// List the Entra role names (and this partner's role sets) `invite …
+    /// roles` takes.
+    Roles,
+    /// End the GDAP relationship in Microsoft's system; without `confirm`
+    /// only says what it would do.
+    Terminate {
+        /// Customer address.
+        customer: String,
+        /// The partner confirmed.
+        confirm: bool,
     },
     /// Send a pending invitation again, with the same token.
     Resend {
@@ -101,6 +116,20 @@ pub enum Command {
     },
 }
 
+/// `invite … roles "…" [duration 730d] [auto-extend]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteGdap {
+    /// Role names and role-set names, comma-separated, as written.
+    pub roles: String,
+    /// Days, 1 to 730.
+    pub duration_days: u32,
+    /// Whether Microsoft extends it by 180 days at its end.
+    pub auto_extend: bool,
+}
+
+/// The duration of a GDAP request when `invite … roles` gives none.
+pub const DEFAULT_GDAP_DAYS: u32 = 730;
+
 /// Why a line is not a valid command. The text is shown to the partner.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CommandError {
@@ -160,8 +189,10 @@ pub const USAGE: &[(&str, &str)] = &[
     ("help", "help"),
     (
         "invite",
-        "invite CUSTOMER [name \"Contoso Ltd\"] [locale en|ko] [draft]",
+        "invite CUSTOMER [name \"Contoso Ltd\"] [locale en|ko] [draft] [link URL] [roles \"Helpdesk Administrator, User Administrator\" [duration 730d] [auto-extend]]",
     ),
+    ("roles", "roles"),
+    ("terminate", "terminate CUSTOMER [confirm]"),
     ("resend", "resend CUSTOMER"),
     ("status", "status [CUSTOMER]"),
     (
@@ -320,12 +351,22 @@ pub(crate) fn shorten(text: &str, max: usize) -> String {
 }
 
 fn strip_comment(line: &str) -> &str {
-    // `#` starts a comment, except inside a quoted name.
+    // `#` starts a comment, except inside a quoted name and inside a link
+    // (a word starting with http:// or https://), where it starts the
+    // URL's fragment: admin-center links are all fragments
+    // (`…/AdminPortal/Home#/partners/invitation/…`).
     let mut in_quotes = false;
+    let mut word_start = 0;
     for (i, c) in line.char_indices() {
         match c {
             '"' => in_quotes = !in_quotes,
-            '#' if !in_quotes => return &line[..i],
+            c if c.is_whitespace() => word_start = i + c.len_utf8(),
+            '#' if !in_quotes => {
+                let word = line[word_start..i].to_ascii_lowercase();
+                if !(word.starts_with("https://") || word.starts_with("http://")) {
+                    return &line[..i];
+                }
+            }
             _ => {}
         }
     }
@@ -403,6 +444,21 @@ fn invite_name(v: &str) -> Result<String, CommandError> {
     Ok(v.trim().to_string())
 }
 
+/// The value of `invite … link …`: one token a URL can be, at most
+/// [`crate::model::gdap::MAX_LINK_CHARS`]; which scheme and host is checked
+/// against the configuration when the command runs.
+fn invite_link(v: &str) -> Result<String, CommandError> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Err(usage_error("invite", "`link` needs a URL".into()));
+    }
+    if v.chars().count() > crate::model::gdap::MAX_LINK_CHARS {
+        return Err(usage_error("invite", format!("the link is longer than {} characters", crate::model::gdap::MAX_LINK_CHARS)));
+    }
+    check_text("link", v).map_err(|problem| usage_error("invite", problem))?;
+    Ok(v.to_string())
+}
+
 /// The value of `invite … locale …`: one of the supported locales (lower case).
 fn invite_locale(v: &str) -> Result<String, CommandError> {
     let v = v.to_lowercase();
@@ -434,7 +490,25 @@ impl Command {
             name: name.map(invite_name).transpose()?,
             locale: locale.map(invite_locale).transpose()?,
             draft,
+            link: None,
+            gdap: None,
         })
+    }
+
+    /// The same `invite` with an approval link (the CSV column `link`),
+    /// checked as `invite … link URL` is.
+    pub fn with_link(self, link: Option<&str>) -> Result<Command, CommandError> {
+        match (self, link) {
+            (Command::Invite { customer, name, locale, draft, gdap, .. }, Some(l)) => Ok(Command::Invite {
+                customer,
+                name,
+                locale,
+                draft,
+                link: Some(invite_link(l)?),
+                gdap,
+            }),
+            (c, _) => Ok(c),
+        }
     }
 }
 
@@ -449,6 +523,8 @@ impl std::fmt::Display for Command {
                 name,
                 locale,
                 draft,
+                link,
+                gdap,
             } => {
                 write!(f, "invite {customer}")?;
                 if let Some(n) = name {
@@ -460,7 +536,20 @@ impl std::fmt::Display for Command {
                 if *draft {
                     write!(f, " draft")?;
                 }
+                if let Some(l) = link {
+                    write!(f, " link {l}")?;
+                }
+                if let Some(g) = gdap {
+                    write!(f, " roles \"{}\" duration {}d", g.roles, g.duration_days)?;
+                    if g.auto_extend {
+                        write!(f, " auto-extend")?;
+                    }
+                }
                 Ok(())
+            }
+            Command::Roles => write!(f, "roles"),
+            Command::Terminate { customer, confirm } => {
+                write!(f, "terminate {customer}{}", if *confirm { " confirm" } else { "" })
             }
             Command::Resend { customer } => write!(f, "resend {customer}"),
             Command::Status { customer: None } => write!(f, "status"),
@@ -534,6 +623,10 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
             let mut name = None;
             let mut locale = None;
             let mut draft = false;
+            let mut link = None;
+            let mut roles: Option<String> = None;
+            let mut duration = None;
+            let mut auto_extend = false;
             let mut rest = args[1..].iter();
             while let Some(opt) = rest.next() {
                 match opt.to_lowercase().as_str() {
@@ -550,15 +643,71 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
                         locale = Some(invite_locale(v)?);
                     }
                     "draft" => draft = true,
-                    other => return Err(err("invite", format!("unknown option `{other}`"))),
+                    "link" => {
+                        let v = rest
+                            .next()
+                            .ok_or_else(|| err("invite", "`link` needs a URL".into()))?;
+                        link = Some(invite_link(v)?);
+                    }
+                    "roles" => {
+                        let v = rest.next().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                            err("invite", "`roles` needs role names, e.g. roles \"Helpdesk Administrator, User Administrator\"".into())
+                        })?;
+                        check_text("roles", v).map_err(|p| err("invite", p))?;
+                        roles = Some(v.trim().to_string());
+                    }
+                    "duration" => {
+                        let v = rest
+                            .next()
+                            .ok_or_else(|| err("invite", "`duration` needs a number of days, e.g. 730d".into()))?;
+                        duration = Some(
+                            crate::model::gdap::parse_duration_days(v)
+                                .map_err(|e| err("invite", e.to_string()))?,
+                        );
+                    }
+                    "auto-extend" | "autoextend" => auto_extend = true,
+                    other => return Err(err("invite", format!("unknown option `{}`", shorten(other, MAX_QUOTED_ARG)))),
                 }
+            }
+            let gdap = match roles {
+                Some(roles) => Some(InviteGdap {
+                    roles,
+                    duration_days: duration.unwrap_or(DEFAULT_GDAP_DAYS),
+                    auto_extend,
+                }),
+                None if duration.is_some() || auto_extend => {
+                    return Err(err("invite", "`duration` and `auto-extend` go with `roles`".into()))
+                }
+                None => None,
+            };
+            if gdap.is_some() && link.is_some() {
+                return Err(err(
+                    "invite",
+                    "`roles` makes Liaison request the GDAP relationship and use its link; leave out `link`".into(),
+                ));
             }
             Ok(Command::Invite {
                 customer,
                 name,
                 locale,
                 draft,
+                link,
+                gdap,
             })
+        }
+        "roles" => {
+            no_more("roles", args)?;
+            Ok(Command::Roles)
+        }
+        "terminate" => {
+            let customer = customer("terminate", args.first())?;
+            let confirm = match args.get(1).map(|a| a.to_lowercase()) {
+                None => false,
+                Some(a) if a == "confirm" => true,
+                Some(a) => return Err(err("terminate", format!("unexpected `{}`", shorten(&a, MAX_QUOTED_ARG)))),
+            };
+            no_more("terminate", args.get(2..).unwrap_or(&[]))?;
+            Ok(Command::Terminate { customer, confirm })
         }
         "resend" => {
             let customer = customer("resend", args.first())?;
@@ -698,7 +847,9 @@ mod tests {
                 customer: "alice@contoso.test".into(),
                 name: Some("Contoso Ltd".into()),
                 locale: Some("ko".into()),
-                draft: true
+                draft: true,
+                link: None,
+                gdap: None,
             })
         );
         assert_eq!(
@@ -707,7 +858,9 @@ mod tests {
                 customer: "bob@fabrikam.test".into(),
                 name: None,
                 locale: None,
-                draft: false
+                draft: false,
+                link: None,
+                gdap: None,
             })
         );
     }

@@ -8,6 +8,7 @@
 //! log line can never print a password.
 
 mod addresses;
+mod gdap;
 mod lifecycle;
 mod mailbox;
 mod partner;
@@ -18,7 +19,7 @@ mod tickets;
 pub use addresses::Addresses;
 pub use lifecycle::LifecycleConfig;
 pub use mailbox::{InboxConfig, ProcessedMark};
-pub use partner::Partner;
+pub use partner::{AccessAssignment, Partner, PartnerGraph, RoleSet};
 pub use security::SecurityConfig;
 pub use smtp::SmtpConfig;
 pub use tickets::TicketsConfig;
@@ -235,7 +236,7 @@ impl Config {
         let smtp = raw.smtp.validate(secrets)?;
         let addresses = raw.addresses.validate()?;
         let security = raw.security.validate(secrets)?;
-        let partners = partner::validate_partners(raw.partner)?;
+        let partners = partner::validate_partners(raw.partner, &security.approval_link_hosts)?;
         let lifecycle = raw.lifecycle.validate()?;
         let http_listen = validate_http_listen(raw.http.listen)?;
         let tickets = raw.tickets.validate();

@@ -237,7 +237,19 @@ impl<'a, 'c> CommandRun<'a, 'c> {
                 name,
                 locale,
                 draft,
-            } => self.invite(index, customer, name.as_deref(), locale.as_deref(), *draft)?,
+                link,
+                gdap,
+            } => self.invite(
+                index,
+                customer,
+                name.as_deref(),
+                locale.as_deref(),
+                *draft,
+                link.as_deref(),
+                gdap.as_ref(),
+            )?,
+            Command::Roles => Ok(self.roles()),
+            Command::Terminate { customer, confirm } => self.terminate(customer, *confirm)?,
             Command::Resend { customer } => self.resend(customer)?,
             Command::Status { customer: Some(c) } => match self.current(c)? {
                 Some(r) => Ok(status_line(&RelationshipSummary::from(&r))),
@@ -312,11 +324,12 @@ impl<'a, 'c> CommandRun<'a, 'c> {
                     .iter()
                     .map(|h| {
                         format!(
-                            "{}  {} -> {}  by {}{}",
+                            "{}  {} -> {}  by {} ({}){}",
                             rfc3339(h.at),
                             h.from.map(|s| s.as_str()).unwrap_or("(new)"),
                             h.to,
                             h.actor,
+                            h.source.map_or("-", |s| s.as_str()),
                             h.message_id
                                 .as_deref()
                                 .map(|m| format!("  <{m}>"))
@@ -382,6 +395,7 @@ impl<'a, 'c> CommandRun<'a, 'c> {
         Ok(Ok(out))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn invite(
         &mut self,
         index: usize,
@@ -389,8 +403,42 @@ impl<'a, 'c> CommandRun<'a, 'c> {
         name: Option<&str>,
         locale: Option<&str>,
         draft: bool,
+        link: Option<&str>,
+        gdap_ask: Option<&command::InviteGdap>,
     ) -> Result<Outcome, WorkflowError> {
         let cfg = self.ctx.config;
+        // The admin-center step: a GDAP request Liaison makes through Graph,
+        // a link given for this invitation, or the partner's configured one.
+        let gdap_request = match gdap_ask {
+            Some(ask) => {
+                if self.partner.graph.is_none() {
+                    return Ok(Err(format!(
+                        "`roles` needs Microsoft Graph for {} ([partner.graph] in Liaison's config); \
+                         or make the GDAP request in Partner Center and send `invite {customer} link URL`",
+                        self.partner.name
+                    )));
+                }
+                let roles = match crate::model::gdap::parse_roles(&ask.roles, |n| self.partner.role_set(n)) {
+                    Ok(r) => r,
+                    Err(e) => return Ok(Err(e.to_string())),
+                };
+                match crate::model::gdap::GdapRequest::new(&roles, ask.duration_days, ask.auto_extend) {
+                    Ok(r) => Some(r),
+                    Err(e) => return Ok(Err(e.to_string())),
+                }
+            }
+            None => None,
+        };
+        let approval_link = match (link, &gdap_request) {
+            (Some(l), _) => {
+                if let Err(e) = crate::model::gdap::check_approval_link(l, &cfg.security.approval_link_hosts) {
+                    return Ok(Err(format!("{e}; nothing was sent")));
+                }
+                Some(l.to_string())
+            }
+            (None, Some(_)) => None,
+            (None, None) => self.partner.approval_link.clone(),
+        };
         // Plus-variants of our own or a partner's address are still ours.
         let base = address::without_plus_tag(customer);
         if cfg.partner_by_email(&base).is_some()
@@ -420,6 +468,7 @@ impl<'a, 'c> CommandRun<'a, 'c> {
                 ends_at: None,
                 reminders_sent: vec![],
                 history: vec![],
+                gdap: None,
             },
         };
         let is_new = rel.history.is_empty();
@@ -446,9 +495,31 @@ impl<'a, 'c> CommandRun<'a, 'c> {
         if let Some(l) = locale {
             rel.locale = l.to_string();
         }
-        let (invitation, plan) =
-            self.new_invitation(index, InvitationKind::Invitation, &rel, draft);
+        let (mut invitation, mut plan) = self.new_invitation(
+            index,
+            InvitationKind::Invitation,
+            &rel,
+            draft,
+            approval_link.as_deref(),
+        );
+        invitation.approval_link = approval_link;
         let (id, expires) = (invitation.id, invitation.expires);
+        rel.gdap = gdap_request.clone().map(|request| crate::model::gdap::GdapLink {
+            display_name: crate::model::gdap::display_name(customer, id),
+            request,
+            relationship_id: None,
+            status: None,
+            ends_at: None,
+            auto_extend: false,
+            draft_to: draft.then(|| self.actor()),
+            assignments_due: false,
+            terminate_due: false,
+        });
+        if rel.gdap.is_some() {
+            // The invitation goes out when Microsoft has created the
+            // request: its link is the request's own.
+            plan = None;
+        }
         let actor = self.mail.from.clone().unwrap_or_default();
         if is_new {
             rel.history.push(crate::model::relationship::HistoryEntry {
@@ -457,6 +528,7 @@ impl<'a, 'c> CommandRun<'a, 'c> {
                 to: RelationshipState::Invited,
                 actor,
                 message_id: self.mail.message_id.clone(),
+                source: Some(crate::model::relationship::HistorySource::Command),
             });
             rel.state = RelationshipState::Invited;
             rel.since = self.ctx.now;
@@ -466,18 +538,35 @@ impl<'a, 'c> CommandRun<'a, 'c> {
                 self.ctx.now,
                 &actor,
                 self.mail.message_id.as_deref(),
+                crate::model::relationship::HistorySource::Command,
             )
             .expect("checked above");
         }
         rel.invitation_id = Some(id);
-        self.decision.mails.push(plan);
+        self.decision.mails.extend(plan);
         self.decision.invitations.push(invitation);
         let locale_name = if rel.locale == "ko" {
             "Korean"
         } else {
             "English"
         };
-        let result = if draft {
+        let result = if let Some(g) = &gdap_request {
+            let names: Vec<&str> = g
+                .role_ids
+                .iter()
+                .filter_map(|r| crate::model::gdap::role_by_id(r).map(|r| r.name))
+                .collect();
+            format!(
+                "requesting a GDAP relationship with {customer} from Microsoft (roles: {}; {} days{}); \
+                 the {}invitation with its approval link goes out as soon as Microsoft has created the request. \
+                 It expires on {}.",
+                names.join(", "),
+                g.duration_days,
+                if g.auto_extend { ", auto-extend" } else { "" },
+                if draft { "draft " } else { "" },
+                date_only(expires)
+            )
+        } else if draft {
             format!(
                 "draft invitation for {customer} sent to you ({locale_name}); forward it to the customer. \
                  Their answer counts whoever sends it on. It expires on {}.",
@@ -501,7 +590,8 @@ impl<'a, 'c> CommandRun<'a, 'c> {
         kind: InvitationKind,
         rel: &Relationship,
         draft: bool,
-    ) -> (Invitation, MailPlan) {
+        approval_link: Option<&str>,
+    ) -> (Invitation, Option<MailPlan>) {
         let id = derive_id(self.ctx, &self.mail.key, &format!("{kind:?}{index}"));
         let expires =
             self.ctx.now + u64::from(self.ctx.config.security.invitation_ttl_days) * 86_400;
@@ -518,9 +608,10 @@ impl<'a, 'c> CommandRun<'a, 'c> {
             message_id: message_id.clone(),
             draft,
             bounced: None,
+            approval_link: approval_link.map(str::to_string),
         };
-        let plan = self.invitation_mail(&invitation, message_id, draft);
-        (invitation, plan)
+        let plan = self.invitation_mail(&invitation, message_id, draft, None);
+        (invitation, Some(plan))
     }
 
     fn actor(&self) -> String {
@@ -537,7 +628,7 @@ impl<'a, 'c> CommandRun<'a, 'c> {
             return Ok(Err(self.not_found(customer)));
         };
         let actor = self.actor();
-        match rel.apply(event, self.ctx.now, &actor, self.mail.message_id.as_deref()) {
+        match rel.apply(event, self.ctx.now, &actor, self.mail.message_id.as_deref(), crate::model::relationship::HistorySource::Command) {
             Ok(_) => Ok(Ok(rel)),
             Err(e) => Ok(Err(format!("{customer}: {e}"))),
         }
@@ -567,10 +658,12 @@ impl<'a, 'c> CommandRun<'a, 'c> {
                 rel.state
             )));
         }
-        let (invitation, plan) = self.new_invitation(index, InvitationKind::Restore, &rel, false);
+        let link = self.partner.approval_link.clone();
+        let (invitation, plan) =
+            self.new_invitation(index, InvitationKind::Restore, &rel, false, link.as_deref());
         let expires = invitation.expires;
         rel.invitation_id = Some(invitation.id);
-        self.decision.mails.push(plan);
+        self.decision.mails.extend(plan);
         self.decision.invitations.push(invitation);
         self.put(rel);
         Ok(Ok(format!(
@@ -677,8 +770,19 @@ impl<'a, 'c> CommandRun<'a, 'c> {
                 date_only(invitation.expires)
             )));
         }
+        if let Some(g) = rel.gdap.as_ref().filter(|g| g.relationship_id.is_none()) {
+            let _ = g;
+            return Ok(Err(format!(
+                "the invitation to {customer} waits for Microsoft to create the GDAP request; it goes out then"
+            )));
+        }
         let message_id = self.ids.next();
-        let plan = self.invitation_mail(&invitation, message_id, false);
+        let plan = self.invitation_mail(
+            &invitation,
+            message_id,
+            false,
+            rel.gdap.as_ref().map(|g| &g.request),
+        );
         self.decision.mails.push(plan);
         Ok(Ok(format!(
             "{} resent to {customer} (same link; it expires on {})",
@@ -690,64 +794,92 @@ impl<'a, 'c> CommandRun<'a, 'c> {
         )))
     }
 
-    fn invitation_mail(&self, inv: &Invitation, message_id: String, draft: bool) -> MailPlan {
-        let cfg = self.ctx.config;
-        let token = self
-            .ctx
-            .tokens
-            .issue(inv.kind.purpose(), inv.id, inv.expires, &inv.customer);
-        let reply_address = address::with_plus_tag(&cfg.addresses.invitations, &token);
-        let subject_ref = format!("[ref:{token}]");
-        let mailto = |word: &str| {
-            format!(
-                "mailto:{reply_address}?subject={}&body={word}",
-                percent(&format!("Re: {word} {subject_ref}"))
-            )
-        };
-        let to = if draft {
-            vec![self.mail.from.clone().unwrap_or_default()]
-        } else {
-            vec![inv.customer.clone()]
-        };
-        MailPlan {
-            template: match inv.kind {
-                InvitationKind::Invitation => TemplateName::Invitation,
-                InvitationKind::Restore => TemplateName::Restore,
-            },
-            locale: inv.locale.clone(),
-            to,
-            from: Sender::Invitations,
-            reply_to: Some(reply_address.clone()),
+    fn invitation_mail(
+        &self,
+        inv: &Invitation,
+        message_id: String,
+        draft: bool,
+        gdap: Option<&crate::model::gdap::GdapRequest>,
+    ) -> MailPlan {
+        let draft_to = draft.then(|| self.mail.from.clone().unwrap_or_default());
+        super::invitation_mail::plan(
+            self.ctx,
+            self.partner,
+            inv,
             message_id,
-            in_reply_to: None,
-            references: vec![],
-            vars: json!({
-                "partner_name": self.partner.name,
-                "customer_email": inv.customer,
-                "customer_name": inv.customer_name,
-                "token": token,
-                "subject_ref": subject_ref,
-                "reply_address": reply_address,
-                "accept_link": mailto("accept"),
-                "decline_link": mailto("decline"),
-                "expires": date_only(inv.expires),
-            }),
-            invitation: Some(inv.id),
-            ticket: None,
-            attachments: vec![],
+            draft_to.as_deref(),
+            super::invitation_mail::ApprovalStep {
+                link: inv.approval_link.as_deref(),
+                gdap,
+            },
+        )
+    }
+
+    /// `roles`: the names `invite … roles` takes.
+    fn roles(&self) -> String {
+        let mut out = String::from("Entra built-in roles for `invite CUSTOMER roles \"…\"`:\n");
+        for r in crate::model::gdap::ENTRA_ROLES {
+            out.push_str(&format!("  {}\n", r.name));
         }
+        if !self.partner.role_sets.is_empty() {
+            out.push_str("Role sets of ");
+            out.push_str(&self.partner.name);
+            out.push_str(":\n");
+            for s in &self.partner.role_sets {
+                out.push_str(&format!("  {}: {}\n", s.name, s.roles.join(", ")));
+            }
+        }
+        if self.partner.graph.is_none() {
+            out.push_str("(Microsoft Graph is not configured for you, so `roles` in `invite` is refused; use `invite CUSTOMER link URL`.)");
+        }
+        out.trim_end().to_string()
+    }
+
+    /// `terminate CUSTOMER [confirm]`: ends the GDAP relationship in
+    /// Microsoft's system, after confirmation.
+    fn terminate(&mut self, customer: &str, confirm: bool) -> Result<Outcome, WorkflowError> {
+        let Some(mut rel) = self.current(customer)? else {
+            return Ok(Err(self.not_found(customer)));
+        };
+        let Some(id) = rel.gdap.as_ref().and_then(|g| g.relationship_id.clone()) else {
+            return Ok(Err(format!(
+                "{customer} has no GDAP relationship that Liaison follows in Microsoft Graph; \
+                 end it in Partner Center, then send `revoked {customer}`"
+            )));
+        };
+        if rel.state != RelationshipState::Active {
+            return Ok(Err(format!(
+                "{customer} is {}; only an active GDAP relationship can be terminated",
+                rel.state
+            )));
+        }
+        if !confirm {
+            return Ok(Ok(format!(
+                "this would end the GDAP relationship {id} with {customer} in Microsoft's system: \
+                 your delegated admin permissions for them end. Send `terminate {customer} confirm` to do it."
+            )));
+        }
+        if let Some(g) = rel.gdap.as_mut() {
+            g.terminate_due = true;
+        }
+        self.put(rel);
+        Ok(Ok(format!(
+            "terminating the GDAP relationship {id} with {customer}: the request goes to Microsoft now, \
+             and the relationship becomes permissions_removed when Microsoft shows it ended"
+        )))
     }
 }
 
 fn status_line(r: &RelationshipSummary) -> String {
     format!(
-        "{}  {}  since {}{}{}",
+        "{}  {}  since {}{}{}{}",
         r.customer,
         r.state,
         rfc3339(r.since),
         r.ends_at
             .map(|e| format!("  ends {}", rfc3339(e)))
             .unwrap_or_default(),
+        r.gdap.as_ref().map(gdap_line).unwrap_or_default(),
         r.customer_name
             .as_deref()
             .map(|n| format!("  ({n})"))
@@ -755,15 +887,17 @@ fn status_line(r: &RelationshipSummary) -> String {
     )
 }
 
-/// Percent-encodes for a mailto: query value.
-fn percent(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+/// The GDAP part of a status line.
+fn gdap_line(g: &crate::model::relationship::GdapSummary) -> String {
+    match &g.id {
+        None => "  gdap: waiting for Microsoft to create the request".into(),
+        Some(id) => format!(
+            "  gdap {id} {}{}  auto-extend {}",
+            g.status.map_or("?", |s| s.as_str()),
+            g.ends_at
+                .map(|e| format!("  gdap ends {}", date_only(e)))
+                .unwrap_or_default(),
+            if g.auto_extend { "on" } else { "off" }
+        ),
     }
-    out
 }

@@ -339,11 +339,37 @@ pub(super) fn customer_mail(
                 TemplateName::DeclinedPartner,
             ),
             true,
+            inv.approval_link.as_deref(),
         );
         return Ok(decision);
     }
+    if matches!(
+        event,
+        RelationshipEvent::Accepted | RelationshipEvent::RestoreAccepted
+    ) && matches!(
+        rel.state,
+        RelationshipState::Invited | RelationshipState::PermissionsRemoved
+    ) {
+        if let Some(status) = super::gdap::accept_waits_for_microsoft(&rel) {
+            // Liaison follows this relationship in Microsoft Graph: only
+            // Microsoft's word makes it active. The customer is thanked and
+            // told so; nothing changes until Graph shows the approval.
+            decision.summary = format!(
+                "{from} says they approved; Graph shows {status}, waiting for Microsoft"
+            );
+            decision.mails.push(customer_notice(
+                ctx,
+                &rel,
+                mail,
+                &mut ids,
+                TemplateName::AwaitingMicrosoftCustomer,
+                json!({"approval_link": inv.approval_link, "graph_status": status.as_str()}),
+            ));
+            return Ok(decision);
+        }
+    }
     let before = rel.state;
-    match rel.apply(event, ctx.now, from, mail.message_id.as_deref()) {
+    match rel.apply(event, ctx.now, from, mail.message_id.as_deref(), crate::model::relationship::HistorySource::Mail) {
         Ok(after) => {
             if after == RelationshipState::Active {
                 // A new period starts with every acceptance (also of a restore).
@@ -379,6 +405,7 @@ pub(super) fn customer_mail(
                 &mut ids,
                 templates,
                 restore,
+                inv.approval_link.as_deref(),
             );
             decision.relationships.push(rel);
         }
@@ -476,8 +503,13 @@ fn push_pair(
     ids: &mut MessageIds,
     (customer_tpl, partner_tpl): (TemplateName, TemplateName),
     restore: bool,
+    approval_link: Option<&str>,
 ) {
     let vars = json!({
+        "approval_link": approval_link,
+        "verified": false,
+        "source": "mail",
+        "graph_status": null,
         "partner_name": partner.name,
         "customer_email": rel.customer,
         "customer_name": rel.customer_name,

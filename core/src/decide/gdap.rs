@@ -365,7 +365,6 @@ fn customer_mail(
 /// GDAP request exists in Graph and Graph does not show it active yet.
 pub fn accept_waits_for_microsoft(rel: &Relationship) -> Option<GdapStatus> {
     let link = rel.gdap.as_ref()?;
-    link.relationship_id.as_ref()?;
     match link.status {
         Some(GdapStatus::Active | GdapStatus::Expiring) => None,
         Some(s) => Some(s),

@@ -22,6 +22,7 @@ pub use support::MAX_ENTRY_TEXT_CHARS;
 mod timers;
 pub mod trust;
 mod invitation_mail;
+pub mod gdap;
 
 pub use commands::{help_text, run_given_commands, CommandOutcome};
 pub use timers::{due_candidates, expire_candidates, expire_due};
@@ -80,6 +81,8 @@ pub enum MailClass {
     Quarantined,
     /// A delivery failure of one of Liaison's mails.
     Bounce,
+    /// What Microsoft Graph showed of a GDAP relationship.
+    Graph,
 }
 
 impl MailClass {
@@ -92,6 +95,7 @@ impl MailClass {
             MailClass::Timer => "timer",
             MailClass::Quarantined => "quarantined",
             MailClass::Bounce => "bounce",
+            MailClass::Graph => "graph",
         }
     }
 }
