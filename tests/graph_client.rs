@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use graph_emulator::GraphEmulator;
-use liaison::gdap::{
+use liaison_core::model::gdap::{
     granular_admin_link, parse_roles, AccessAssignmentBody, GdapRequest, GdapStatus,
     RequestAction,
 };
-use liaison::graph::{BaseUrl, BearerTokenSource, GdapApi, GraphClient, GraphError};
+use liaison::io::graph::{BaseUrl, BearerTokenSource, GdapApi, GraphClient, GraphError};
 
 /// Test tokens: the emulator accepts exactly the ones issued and not yet
 /// expired, like a resource server checking an authority's tokens.

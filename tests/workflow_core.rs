@@ -693,6 +693,7 @@ fn long_lists_come_a_page_at_a_time() {
                 ends_at: None,
                 reminders_sent: vec![],
                 history: vec![],
+                gdap: None,
             },
         );
     }

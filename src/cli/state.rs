@@ -100,14 +100,15 @@ pub async fn history(config: &Config, customer: String, json: bool) -> Result<()
             println!("{} with {} ({})", r.customer, r.partner, r.state);
             for h in r.history {
                 println!(
-                    "  {}  {} -> {}  by {}{}",
+                    "  {}  {} -> {}  by {}{}  [{}]",
                     liaison_core::decide::rfc3339(h.at),
                     h.from.map(|s| s.as_str()).unwrap_or("(new)"),
                     h.to,
                     h.actor,
                     h.message_id
                         .map(|m| format!("  <{}>", printable(&m)))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    h.source.map_or("source not recorded", |s| s.as_str())
                 );
             }
         }

@@ -1018,6 +1018,7 @@ mod tests {
             ends_at: None,
             reminders_sent: vec![],
             history: vec![],
+            gdap: None,
         }
     }
 

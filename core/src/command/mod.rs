@@ -189,7 +189,7 @@ pub const USAGE: &[(&str, &str)] = &[
     ("help", "help"),
     (
         "invite",
-        "invite CUSTOMER [name \"Contoso Ltd\"] [locale en|ko] [draft] [link URL] [roles \"Helpdesk Administrator, User Administrator\" [duration 730d] [auto-extend]]",
+        "invite CUSTOMER [name \"Contoso Ltd\"] [locale en|ko] [draft] [link URL | roles \"ROLE, …\" [duration 730d] [auto-extend]]",
     ),
     ("roles", "roles"),
     ("terminate", "terminate CUSTOMER [confirm]"),

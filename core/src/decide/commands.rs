@@ -324,16 +324,16 @@ impl<'a, 'c> CommandRun<'a, 'c> {
                     .iter()
                     .map(|h| {
                         format!(
-                            "{}  {} -> {}  by {} ({}){}",
+                            "{}  {} -> {}  by {}{}  [{}]",
                             rfc3339(h.at),
                             h.from.map(|s| s.as_str()).unwrap_or("(new)"),
                             h.to,
                             h.actor,
-                            h.source.map_or("-", |s| s.as_str()),
                             h.message_id
                                 .as_deref()
                                 .map(|m| format!("  <{m}>"))
-                                .unwrap_or_default()
+                                .unwrap_or_default(),
+                            h.source.map_or("source not recorded", |s| s.as_str()),
                         )
                     })
                     .collect::<Vec<_>>()

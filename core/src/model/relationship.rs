@@ -415,11 +415,16 @@ mod tests {
             ends_at: None,
             reminders_sent: vec![],
             history: vec![],
+            gdap: None,
         };
-        r.apply(E::Accepted, 5, "a@b.test", Some("m@x")).unwrap();
+        r.apply(E::Accepted, 5, "a@b.test", Some("m@x"), HistorySource::Mail)
+            .unwrap();
+        assert_eq!(r.history[0].source, Some(HistorySource::Mail));
         assert_eq!((r.state, r.since, r.history.len()), (S::Active, 5, 1));
         let before = r.clone();
-        assert!(r.apply(E::Declined, 6, "a@b.test", None).is_err());
+        assert!(r
+            .apply(E::Declined, 6, "a@b.test", None, HistorySource::Mail)
+            .is_err());
         assert_eq!(r, before);
     }
 
