@@ -30,6 +30,12 @@ pub enum DaemonError {
     /// The `/metrics` and `/healthz` address could not be bound.
     #[error(transparent)]
     Http(#[from] crate::io::http::HttpError),
+    /// An `[[oauth2]]` client could not be set up.
+    #[error(transparent)]
+    OAuth(#[from] crate::oauth::OAuthError),
+    /// An inbox's login could not be set up.
+    #[error(transparent)]
+    Imap(#[from] crate::io::imap::ImapError),
 }
 
 /// Knobs that tests turn; production uses the defaults.
@@ -115,7 +121,14 @@ pub async fn run_with(
     store.flush()?;
     let (durable_tx, durable_rx) = watch::channel(store.last_outbox_id()?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mailer = crate::io::smtp::Mailer::new(&config.smtp)?;
+    // One token client per [[oauth2]], shared by every inbox and the SMTP
+    // pool that name it.
+    let oauth = crate::oauth::OAuthClients::new(&config.oauth2)?;
+    let mailer = crate::io::smtp::Mailer::with_oauth(&config.smtp, &oauth)?;
+    let mut logins = Vec::new();
+    for inbox in &config.inboxes {
+        logins.push(crate::io::imap_login::ImapLogin::for_inbox(inbox, &oauth)?);
+    }
     let engine = build_engine(config.clone(), store.clone(), templates, clock.clone());
 
     // Bound before any task starts, so a port in use stops start-up.
@@ -129,16 +142,27 @@ pub async fn run_with(
         tasks.spawn(crate::io::http::serve(
             listener,
             config.inboxes.len(),
+            oauth.clone(),
             stop_rx.clone(),
         ));
     }
+    // Tokens are fetched at start and kept fresh, so logins never wait for
+    // the token endpoint and /healthz knows at once when it fails.
+    oauth.spawn_keepers(&mut tasks, &stop_rx);
     let admin_path = config.admin_socket.clone();
     let admin_engine = engine.clone();
     let admin_durable = durable_tx.clone();
     let admin_stop = stop_rx.clone();
+    let admin_oauth = oauth.clone();
     tasks.spawn(async move {
-        if let Err(e) =
-            crate::io::admin::serve(admin_path, admin_engine, admin_durable, admin_stop).await
+        if let Err(e) = crate::io::admin::serve(
+            admin_path,
+            admin_engine,
+            admin_durable,
+            admin_oauth,
+            admin_stop,
+        )
+        .await
         {
             tracing::error!(error = %e, "admin socket failed; the CLI cannot reach this daemon");
         }
@@ -157,9 +181,10 @@ pub async fn run_with(
         options.sweep_every,
         stop_rx.clone(),
     ));
-    for inbox in config.inboxes.iter().cloned() {
+    for (inbox, login) in config.inboxes.iter().cloned().zip(logins) {
         tasks.spawn(crate::io::imap::watch_inbox(
             inbox,
+            login,
             engine.clone(),
             durable_tx.clone(),
             stop_rx.clone(),

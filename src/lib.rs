@@ -34,4 +34,5 @@ pub mod files;
 pub mod gdap_sync;
 pub mod io;
 pub mod metrics;
+pub mod oauth;
 pub mod store;

@@ -13,6 +13,19 @@
 #   IMAP   127.0.0.1:1143  plaintext LOGIN allowed, STARTTLS available
 #   IMAPS  127.0.0.1:1993  implicit TLS, cert signed by tls/ca.pem (CN=localhost,
 #                          SAN IP:127.0.0.1, DNS:localhost)
+#   SUBMISSION 127.0.0.1:2587  SMTP AUTH required (Dovecot SASL: PLAIN LOGIN
+#                          XOAUTH2 OAUTHBEARER), STARTTLS offered
+#
+# OAuth2: every account also logs in with a bearer token (SASL XOAUTH2 or
+# OAUTHBEARER, IMAP and submission). Dovecot validates the token itself
+# (passdb oauth2, introspection_mode = local): a JWT signed HS256 with the key
+# in oauth2/hs256.key (random per state folder; the tests' token endpoint
+# emulator signs with it), "typ":"JWT", iss "liaison-token-emulator", and the
+# claim "tenant_domain" = "@<the login's domain>". That is how an app-only
+# Microsoft 365 token works (one token for every mailbox the app may use,
+# the mailbox named in the SASL user=); a token for another domain is
+# refused. Each passdb has a mechanisms filter, so a password is never taken
+# as a token nor a token as a password.
 #
 # Domains: liaison.test contoso.test fabrikam.test greylist.test
 # greylist.test answers every RCPT with "451 4.7.1 try again later" (a
@@ -42,6 +55,8 @@
 #   dc/                 Dovecot base_dir (master.pid, lmtp socket, ...)
 #   dc-state/           Dovecot state_dir
 #   tls/                ca.pem (test CA to trust), cert.pem + key.pem (server)
+#   oauth2/             hs256.key (the JWT signing secret), keys/ (Dovecot's
+#                       key dict: keys/default/HS256/default = base64 of it)
 #   mail/<domain>/<user>/Maildir/   each user's mailbox
 #   log/postfix.log, log/dovecot.log, log/dovecot-info.log, log/start.log
 #
@@ -82,6 +97,7 @@ SMTP_PORT=$((2525 + PORT_OFFSET))
 SMTPS_PORT=$((2465 + PORT_OFFSET))
 IMAP_PORT=$((1143 + PORT_OFFSET))
 IMAPS_PORT=$((1993 + PORT_OFFSET))
+SUBMISSION_PORT=$((2587 + PORT_OFFSET))
 WAIT_SECONDS=30
 MAIL_USER=vmail               # owner of the mail storage (created if missing)
 PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-lmtpd swaks openssl)
@@ -97,6 +113,8 @@ DC_USERS="$MS_DIR/users"
 TLS_DIR="$MS_DIR/tls"
 MAIL_DIR="$MS_DIR/mail"
 LOG_DIR="$MS_DIR/log"
+OAUTH2_DIR="$MS_DIR/oauth2"
+OAUTH2_ISSUER="liaison-token-emulator"
 
 log() { printf 'mailstack: %s\n' "$*" >&2; }
 die() { printf 'mailstack: error: %s\n' "$*" >&2; exit 1; }
@@ -271,6 +289,12 @@ $BIND:$SMTP_PORT  inet       n       -      n      -      -       smtpd
 $BIND:$SMTPS_PORT inet       n       -      n      -      -       smtpd
   -o smtpd_tls_wrappermode=yes
   -o smtpd_tls_security_level=encrypt
+$BIND:$SUBMISSION_PORT inet   n       -      n      -      -       smtpd
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_sasl_type=dovecot
+  -o smtpd_sasl_path=$DC_BASE/auth-client
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o line_length_limit=16384
 pickup            unix       n       -      n      60     1       pickup
 cleanup           unix       n       -      n      -      0       cleanup
 qmgr              unix       n       -      n      300    1       qmgr
@@ -366,13 +390,21 @@ ssl_cert = <$TLS_DIR/cert.pem
 ssl_key = <$TLS_DIR/key.pem
 $dh
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
 auth_failure_delay = 0
 login_trusted_networks = 127.0.0.0/8
 
+# Each passdb takes only its own mechanisms: without the filters a password
+# would pass as a token and a token as a password.
 passdb {
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u $DC_USERS
+}
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = $MS_DIR/dovecot-oauth2.conf.ext
 }
 userdb {
   driver = static
@@ -407,6 +439,14 @@ service lmtp {
     mode = 0666
   }
 }
+# Postfix's submission service authenticates through this (SASL).
+service auth {
+  unix_listener auth-client {
+    mode = 0660
+    user = postfix
+    group = postfix
+  }
+}
 # Without this, a correct login from 127.0.0.1 right after a failed one is
 # delayed by seconds (anvil auth penalty).
 service anvil {
@@ -419,6 +459,35 @@ protocol imap {
 }
 EOF
   if [[ -f $DC_CONF ]] && cmp -s "$DC_CONF.new" "$DC_CONF"; then rm -f "$DC_CONF.new"; else mv -f "$DC_CONF.new" "$DC_CONF"; fi
+  write_oauth2_config
+}
+
+# The bearer-token check: local validation of HS256 JWTs (see the header).
+# Dovecot applies username_format to both the login name and the claim, so
+# %Ld compares the login's domain with the domain of the claim
+# "tenant_domain" = "@liaison.test" (a claim without "@" would give ""). Keys are read per auth process and cached: a changed key
+# needs a restart (down, up).
+write_oauth2_config() {
+  mkdir -p "$OAUTH2_DIR/keys/default/HS256"
+  if [[ ! -s $OAUTH2_DIR/hs256.key ]]; then
+    (umask 077; openssl rand -hex 32 | tr -d '\n' >"$OAUTH2_DIR/hs256.key")
+  fi
+  chgrp -R dovecot "$OAUTH2_DIR" 2>/dev/null || true
+  chmod 0750 "$OAUTH2_DIR" "$OAUTH2_DIR/keys" "$OAUTH2_DIR/keys/default" "$OAUTH2_DIR/keys/default/HS256"
+  local key="$OAUTH2_DIR/keys/default/HS256/default"
+  base64 -w0 <"$OAUTH2_DIR/hs256.key" >"$key.new"
+  chgrp dovecot "$key.new" 2>/dev/null || true
+  chmod 0640 "$key.new"
+  if [[ -f $key ]] && cmp -s "$key.new" "$key"; then rm -f "$key.new"; else mv -f "$key.new" "$key"; fi
+  cat >"$MS_DIR/dovecot-oauth2.conf.ext.new" <<EOF
+introspection_mode = local
+local_validation_key_dict = fs:posix:prefix=$OAUTH2_DIR/keys/
+issuers = $OAUTH2_ISSUER
+username_attribute = tenant_domain
+username_format = %Ld
+EOF
+  local f="$MS_DIR/dovecot-oauth2.conf.ext"
+  if [[ -f $f ]] && cmp -s "$f.new" "$f"; then rm -f "$f.new"; else mv -f "$f.new" "$f"; fi
 }
 
 write_tls() {
@@ -541,17 +610,24 @@ start_dovecot() {
 }
 
 summary() {
-  printf 'mailstack up: SMTP %s:%s, SMTPS %s:%s, IMAP %s:%s, IMAPS %s:%s; %d users (password %s); state %s\n' \
-    "$BIND" "$SMTP_PORT" "$BIND" "$SMTPS_PORT" "$BIND" "$IMAP_PORT" "$BIND" "$IMAPS_PORT" "${#USERS[@]}" "$PASSWORD" "$MS_DIR"
+  printf 'mailstack up: SMTP %s:%s, SMTPS %s:%s, submission %s:%s, IMAP %s:%s, IMAPS %s:%s; %d users (password %s, or an OAuth2 token); state %s\n' \
+    "$BIND" "$SMTP_PORT" "$BIND" "$SMTPS_PORT" "$BIND" "$SUBMISSION_PORT" "$BIND" "$IMAP_PORT" "$BIND" "$IMAPS_PORT" "${#USERS[@]}" "$PASSWORD" "$MS_DIR"
 }
 
 do_up() {
   do_install
   if postfix_running && dovecot_running && greets "$SMTP_PORT" 220 && greets "$IMAP_PORT" '* OK' \
-    && (exec 3<>"/dev/tcp/127.0.0.1/$SMTPS_PORT") 2>/dev/null; then
+    && (exec 3<>"/dev/tcp/127.0.0.1/$SMTPS_PORT") 2>/dev/null && greets "$SUBMISSION_PORT" 220 \
+    && [[ -S $DC_BASE/auth-client ]]; then
     summary; return 0
   fi
   write_config
+  # A Dovecot started by an older version of this script lacks the OAuth2
+  # passdb and the SASL socket: reload it with the configuration just written.
+  if dovecot_running; then
+    kill -HUP "$(dovecot_pid)" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do [[ -S $DC_BASE/auth-client ]] && break; sleep 0.05; done
+  fi
   start_dovecot
   # A Postfix started by an older version of this script lacks listeners
   # added since: reload it with the configuration just written.
@@ -559,9 +635,9 @@ do_up() {
     without_inherited_fds postfix -c "$PF_CONF" reload </dev/null >>"$LOG_DIR/start.log" 2>&1 || true
   fi
   start_postfix
-  local deadline=$((SECONDS + WAIT_SECONDS)) smtp=0 smtps=0 imap=0 imaps=0
+  local deadline=$((SECONDS + WAIT_SECONDS)) smtp=0 smtps=0 imap=0 imaps=0 i
   while (( SECONDS < deadline )); do
-    (( smtp )) || { greets "$SMTP_PORT" 220 && smtp=1; } || true
+    (( smtp )) || { greets "$SMTP_PORT" 220 && greets "$SUBMISSION_PORT" 220 && smtp=1; } || true
     (( smtps )) || { (exec 3<>"/dev/tcp/127.0.0.1/$SMTPS_PORT") 2>/dev/null && smtps=1; } || true
     (( imap )) || { greets "$IMAP_PORT" '* OK' && imap=1; } || true
     (( imaps )) || { (exec 3<>"/dev/tcp/127.0.0.1/$IMAPS_PORT") 2>/dev/null && imaps=1; } || true

@@ -22,6 +22,7 @@ fn smtp(port: u16, tls: TlsMode, trust_stack_ca: bool) -> SmtpConfig {
         ca_file: trust_stack_ca.then(stack_cert),
         username: None,
         password: None,
+        oauth2: None,
         timeout_secs: 10,
         max_connections: 2,
     }

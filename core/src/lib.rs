@@ -26,6 +26,8 @@
 //! * [`mail`] — reading mail: bytes to [`mail::inbound::InboundMail`],
 //!   addresses, authentication results, bounces, replies, intents.
 //! * [`config`] — the configuration model and its validation.
+//! * [`oauth`] — OAuth2 decisions (refresh timing, backoff, what an error
+//!   answer asks of the operator) and the XOAUTH2 / OAUTHBEARER messages.
 //! * [`effects`] — what decisions read and write: [`effects::StoreView`],
 //!   [`effects::Changes`], and the records in them.
 //! * [`model`] — relationships and their transitions, invitations, tickets,
@@ -39,6 +41,7 @@ pub mod decide;
 pub mod effects;
 pub mod mail;
 pub mod model;
+pub mod oauth;
 pub mod render;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -63,9 +63,28 @@ pub async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> 
                     .map_err(|e| e.to_string()),
             ));
             if !offline {
+                // Tokens first (each client once), then the logins that
+                // use them.
+                let oauth = match liaison::oauth::OAuthClients::new(&config.oauth2) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        checks.push(Check::new("oauth2", "clients".into(), Err(e.to_string())));
+                        liaison::oauth::OAuthClients::default()
+                    }
+                };
+                let tokens = futures::future::join_all(oauth.all().map(|c| async move {
+                    let result = c.bearer().await.map(|_| ()).map_err(|e| e.to_string());
+                    (c.name().to_string(), c.config().token_url.clone(), result)
+                }))
+                .await;
+                for (name, url, result) in tokens {
+                    checks.push(Check::new("oauth2", format!("{name} (token from {url})"), result));
+                }
                 // All at once: an unreachable server costs its timeout once.
-                let imap = futures::future::join_all(config.inboxes.iter().map(check_imap));
-                let (imap, smtp) = tokio::join!(imap, check_smtp(&config.smtp));
+                let imap = futures::future::join_all(
+                    config.inboxes.iter().map(|inbox| check_imap(inbox, &oauth)),
+                );
+                let (imap, smtp) = tokio::join!(imap, check_smtp(&config.smtp, &oauth));
                 for (inbox, result) in config.inboxes.iter().zip(imap) {
                     checks.push(Check::new(
                         "imap",
@@ -105,8 +124,12 @@ pub async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> 
 }
 
 /// Logs in, opens the mailbox read-only, logs out.
-async fn check_imap(cfg: &InboxConfig) -> Result<(), String> {
-    let mut session = liaison::io::imap::connect(cfg)
+async fn check_imap(
+    cfg: &InboxConfig,
+    oauth: &liaison::oauth::OAuthClients,
+) -> Result<(), String> {
+    let login = liaison::io::imap_login::ImapLogin::for_inbox(cfg, oauth).map_err(|e| e.to_string())?;
+    let mut session = liaison::io::imap::connect(cfg, &login)
         .await
         .map_err(|e| e.to_string())?;
     let limit = Duration::from_secs(cfg.timeout_secs);
@@ -123,12 +146,12 @@ async fn check_imap(cfg: &InboxConfig) -> Result<(), String> {
 }
 
 /// Connects (EHLO, STARTTLS or TLS, AUTH when configured) and sends NOOP.
-async fn check_smtp(cfg: &SmtpConfig) -> Result<(), String> {
+async fn check_smtp(cfg: &SmtpConfig, oauth: &liaison::oauth::OAuthClients) -> Result<(), String> {
     let reason = |e: liaison::io::smtp::SmtpError| match e {
         liaison::io::smtp::SmtpError::Setup { reason, .. } => reason,
         other => other.to_string(),
     };
-    let mailer = liaison::io::smtp::Mailer::new(cfg).map_err(reason)?;
+    let mailer = liaison::io::smtp::Mailer::with_oauth(cfg, oauth).map_err(reason)?;
     match mailer.check().await {
         Ok(true) => Ok(()),
         Ok(false) => Err("the server did not answer NOOP".into()),

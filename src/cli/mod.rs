@@ -5,6 +5,7 @@
 mod backup;
 mod check;
 mod import;
+mod oauth;
 mod quarantine;
 mod render;
 mod state;
@@ -92,6 +93,25 @@ pub enum HeldCmd {
     Release {
         /// The number shown by `held list`.
         id: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OAuthCmd {
+    /// Sign a `grant = "refresh_token"` client in (OAuth 2.0 device
+    /// authorization grant, RFC 8628): prints the page to open and the code
+    /// to enter, waits for the sign-in, and stores the refresh token (mode
+    /// 0600) in the client's refresh_token_file.
+    Login {
+        /// The `[[oauth2]]` name.
+        name: String,
+    },
+    /// Each `[[oauth2]]` client's token state and expiry, asked of the
+    /// running daemon. Exits non-zero when any client has no fresh token.
+    Status {
+        /// Print JSON: [{"client", "state", "expires_at", "refresh_failures"}].
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -198,11 +218,16 @@ pub enum Cmd {
         #[command(subcommand)]
         action: HeldCmd,
     },
+    /// OAuth2 clients (`[[oauth2]]`): sign in, show token states.
+    Oauth {
+        #[command(subcommand)]
+        action: OAuthCmd,
+    },
     /// Check the configuration, the templates and every mail server.
     ///
-    /// Validates the file, compiles and renders every template, then logs in
-    /// to each IMAP inbox (and opens its mailbox read-only) and to the SMTP
-    /// server. Prints one line per check, `ok` or `FAILED: <reason>`, and
+    /// Validates the file, compiles and renders every template, obtains a
+    /// token from every `[[oauth2]]` client, then logs in to each IMAP inbox
+    /// (and opens its mailbox read-only) and to the SMTP server. Prints one line per check, `ok` or `FAILED: <reason>`, and
     /// exits non-zero when any check fails.
     CheckConfig {
         /// Only check the file and the templates; connect nowhere.
@@ -258,6 +283,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             liaison::daemon::run(config, shutdown_signal())
                 .await
                 .context("the daemon stopped with an error")?;
+        }
+        Cmd::Oauth { action } => {
+            let config = load()?;
+            match action {
+                OAuthCmd::Login { name } => oauth::login(&config, &name).await?,
+                OAuthCmd::Status { json } => oauth::status(&config, json).await?,
+            }
         }
         Cmd::CheckConfig { offline, json } => check::check_config(path, offline, json).await?,
         Cmd::Render {

@@ -104,6 +104,9 @@ pub enum Request {
         /// Its number (see `held list`).
         id: u64,
     },
+    /// Every `[[oauth2]]` client's token state (`liaison oauth status`);
+    /// only the running daemon holds tokens.
+    OAuthStatus,
     /// The relationships of one customer with their full history.
     History {
         /// Customer address.
@@ -348,6 +351,7 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
         Request::Import { .. } | Request::Release { .. } | Request::HeldRelease { .. } => {
             Err("this request needs the engine".into())
         }
+        Request::OAuthStatus => Err("token states are held by the running daemon only".into()),
         Request::History { customer } => {
             let c = liaison_core::mail::address::normalize(customer)
                 .ok_or_else(|| format!("`{customer}` is not an email address"))?;
@@ -475,6 +479,7 @@ pub async fn serve(
     path: PathBuf,
     engine: Arc<crate::engine::Engine>,
     durable: watch::Sender<u64>,
+    oauth: crate::oauth::OAuthClients,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AdminError> {
     let io = |source| AdminError::Io {
@@ -508,6 +513,7 @@ pub async fn serve(
                 }
                 let engine = engine.clone();
                 let durable = durable.clone();
+                let oauth = oauth.clone();
                 tokio::spawn(async move {
                     let store = engine.store().clone();
                     let (r, mut w) = stream.into_split();
@@ -553,6 +559,7 @@ pub async fn serve(
                                     Err(e) => serde_json::json!({"error": e}),
                                 }
                             }
+                            Ok(Request::OAuthStatus) => serde_json::json!({"ok": oauth.statuses()}),
                             Ok(req) => match answer(store.as_ref(), &req) {
                                 Ok(v) => serde_json::json!({"ok": v}),
                                 Err(e) => serde_json::json!({"error": e}),

@@ -18,6 +18,7 @@
 //! | malformed, too large, too slow | 400, 431, 408 |
 
 use crate::metrics::{Metrics, METRICS};
+use crate::oauth::OAuthClients;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,7 +54,7 @@ pub enum HttpError {
 }
 
 /// What `/healthz` reports, in this field order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {
     /// `ok` or `degraded`.
     pub status: &'static str,
@@ -67,6 +68,10 @@ pub struct Health {
     pub quarantined: u64,
     /// Mails waiting to be sent.
     pub outbox_depth: u64,
+    /// Each `[[oauth2]]` client: `"ok"` or why it has no fresh token (left
+    /// out when none is configured).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub oauth: std::collections::BTreeMap<String, String>,
 }
 
 impl Health {
@@ -88,7 +93,20 @@ impl Health {
             smtp_ok,
             quarantined: g(&m.mails_quarantined),
             outbox_depth: g(&m.outbox_depth),
+            oauth: Default::default(),
         }
+    }
+
+    /// Adds the token clients' states; any that is not `ok` degrades the
+    /// whole (mail may still flow on a held token, but it will stop).
+    pub fn with_oauth(mut self, clients: &OAuthClients) -> Health {
+        for status in clients.statuses() {
+            if !status.is_ok() {
+                self.status = "degraded";
+            }
+            self.oauth.insert(status.client, status.state);
+        }
+        self
     }
 
     /// Whether `status` is `ok`.
@@ -212,6 +230,16 @@ impl Response {
 
 /// Answers one request from `metrics`, with `inboxes` inboxes configured.
 pub fn route(req: &Request, metrics: &Metrics, inboxes: usize) -> Response {
+    route_with(req, metrics, inboxes, &OAuthClients::default())
+}
+
+/// [`route`], with the token clients' metrics and health.
+pub fn route_with(
+    req: &Request,
+    metrics: &Metrics,
+    inboxes: usize,
+    oauth: &OAuthClients,
+) -> Response {
     let known = matches!(req.path.as_str(), "/metrics" | "/healthz");
     if !known {
         return Response::text(404, "not found; try /metrics or /healthz");
@@ -223,10 +251,10 @@ pub fn route(req: &Request, metrics: &Metrics, inboxes: usize) -> Response {
         return Response {
             status: 200,
             content_type: METRICS_CONTENT_TYPE,
-            body: metrics.render(),
+            body: metrics.render() + &oauth.render_metrics(),
         };
     }
-    let health = Health::from_metrics(metrics, inboxes);
+    let health = Health::from_metrics(metrics, inboxes).with_oauth(oauth);
     let mut body = serde_json::to_string(&health).expect("health serialises");
     body.push('\n');
     Response {
@@ -259,16 +287,22 @@ const LIMITS: Limits = Limits {
 /// Serves `listener` until `shutdown` turns true (or its sender goes away),
 /// answering from the process's [`METRICS`] with `inboxes` inboxes
 /// configured.
-pub async fn serve(listener: TcpListener, inboxes: usize, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    inboxes: usize,
+    oauth: OAuthClients,
+    shutdown: watch::Receiver<bool>,
+) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving /metrics and /healthz");
     }
-    serve_with(listener, inboxes, &METRICS, LIMITS, shutdown).await;
+    serve_with(listener, inboxes, oauth, &METRICS, LIMITS, shutdown).await;
 }
 
 async fn serve_with(
     listener: TcpListener,
     inboxes: usize,
+    oauth: OAuthClients,
     metrics: &'static Metrics,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
@@ -291,8 +325,9 @@ async fn serve_with(
         };
         match accepted {
             Ok((stream, _)) => {
+                let oauth = oauth.clone();
                 conns.spawn(async move {
-                    handle(stream, inboxes, metrics, limits).await;
+                    handle(stream, inboxes, &oauth, metrics, limits).await;
                     drop(permit);
                 });
             }
@@ -327,10 +362,16 @@ async fn read_head(stream: &mut TcpStream) -> Option<Result<Request, ParseError>
     }
 }
 
-async fn handle(mut stream: TcpStream, inboxes: usize, metrics: &Metrics, limits: Limits) {
+async fn handle(
+    mut stream: TcpStream,
+    inboxes: usize,
+    oauth: &OAuthClients,
+    metrics: &Metrics,
+    limits: Limits,
+) {
     let response = match tokio::time::timeout(limits.read, read_head(&mut stream)).await {
         Ok(None) => return,
-        Ok(Some(Ok(req))) => route(&req, metrics, inboxes),
+        Ok(Some(Ok(req))) => route_with(&req, metrics, inboxes, oauth),
         Ok(Some(Err(ParseError::TooLarge))) => Response::text(431, "request head too large"),
         Ok(Some(Err(_))) => Response::text(400, "expected `GET /path HTTP/1.1`"),
         Err(_) => Response::text(408, "request not received in time"),
@@ -490,7 +531,7 @@ mod tests {
             read: Duration::from_millis(300),
             write: Duration::from_millis(300),
         };
-        let server = tokio::spawn(serve_with(listener, 0, leaked_metrics(), limits, stop_rx));
+        let server = tokio::spawn(serve_with(listener, 0, OAuthClients::default(), leaked_metrics(), limits, stop_rx));
 
         let ok = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");

@@ -7,6 +7,7 @@
 //! a hung daemon. An IDLE wake-up is only a hint; after each one the mailbox
 //! is re-synced by UID, because notices can be missed between two waits.
 
+use super::imap_login::{ImapLogin, PreLoginCaps};
 use crate::engine::Engine;
 use crate::store::Cursor;
 use futures::StreamExt;
@@ -71,6 +72,9 @@ pub enum ImapError {
         /// The timeout.
         secs: u64,
     },
+    /// No token could be had for an `auth = "oauth2"` inbox.
+    #[error(transparent)]
+    Token(#[from] crate::oauth::OAuthError),
     /// Processing a message failed in the store.
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
@@ -163,8 +167,8 @@ async fn tls_wrap(
     Ok(Box::new(stream))
 }
 
-/// Connects and logs in.
-pub async fn connect(cfg: &InboxConfig) -> Result<Session, ImapError> {
+/// Connects and logs in (see [`super::imap_login`]).
+pub async fn connect(cfg: &InboxConfig, login: &ImapLogin) -> Result<Session, ImapError> {
     let tcp = match tokio::time::timeout(
         Duration::from_secs(cfg.timeout_secs),
         tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)),
@@ -204,41 +208,30 @@ pub async fn connect(cfg: &InboxConfig) -> Result<Session, ImapError> {
         }
     };
     let mut client = async_imap::Client::new(stream);
-    if cfg.tls != TlsMode::Starttls {
-        greeting(cfg, &mut client).await?;
-    }
-    match tokio::time::timeout(
-        Duration::from_secs(cfg.timeout_secs),
-        client.login(&cfg.username, cfg.password.expose()),
-    )
-    .await
-    {
-        Ok(Ok(session)) => Ok(session),
-        Ok(Err((e, _))) => Err(ImapError::Login {
-            user: cfg.username.clone(),
-            host: cfg.host.clone(),
-            port: cfg.port,
-            reason: e.to_string(),
-        }),
-        Err(_) => Err(ImapError::Timeout {
-            inbox: cfg.name.clone(),
-            command: "LOGIN",
-            secs: cfg.timeout_secs,
-        }),
-    }
+    let caps = if cfg.tls != TlsMode::Starttls {
+        greeting(cfg, &mut client).await?
+    } else if matches!(login, ImapLogin::Token { .. }) {
+        // Capabilities from before STARTTLS must not be trusted.
+        super::imap_login::ask_capabilities(cfg, &mut client).await
+    } else {
+        Default::default()
+    };
+    super::imap_login::login(cfg, client, login, &caps).await
 }
 
+/// Reads the greeting, with the capabilities it lists (Dovecot and
+/// Exchange list them there).
 async fn greeting<T: ImapStream>(
     cfg: &InboxConfig,
     client: &mut async_imap::Client<T>,
-) -> Result<(), ImapError> {
+) -> Result<PreLoginCaps, ImapError> {
     match tokio::time::timeout(
         Duration::from_secs(cfg.timeout_secs),
         client.read_response(),
     )
     .await
     {
-        Ok(Ok(Some(_))) => Ok(()),
+        Ok(Ok(Some(response))) => Ok(PreLoginCaps::from_response(response.parsed())),
         Ok(Ok(None)) => Err(ImapError::Command {
             inbox: cfg.name.clone(),
             command: "greeting",
@@ -260,6 +253,7 @@ async fn greeting<T: ImapStream>(
 /// Watches one inbox until `shutdown` turns true, reconnecting with backoff.
 pub async fn watch_inbox(
     cfg: InboxConfig,
+    login: ImapLogin,
     engine: Arc<Engine>,
     durable: watch::Sender<u64>,
     mut shutdown: watch::Receiver<bool>,
@@ -272,7 +266,7 @@ pub async fn watch_inbox(
         if *shutdown.borrow() {
             return;
         }
-        match run_session(&cfg, &engine, &durable, &mut shutdown, &mut uncopied).await {
+        match run_session(&cfg, &login, &engine, &durable, &mut shutdown, &mut uncopied).await {
             Ok(()) => return,
             Err(e) => {
                 crate::metrics::add(&crate::metrics::METRICS.imap_reconnects, 1);
@@ -307,12 +301,13 @@ fn new_mail_noticed(
 
 async fn run_session(
     cfg: &InboxConfig,
+    login: &ImapLogin,
     engine: &Arc<Engine>,
     durable: &watch::Sender<u64>,
     shutdown: &mut watch::Receiver<bool>,
     uncopied: &mut UncopiedQuarantine,
 ) -> Result<(), ImapError> {
-    let mut session = connect(cfg).await?;
+    let mut session = connect(cfg, login).await?;
     let _connected = ConnectedGauge::new();
     let folders = Folders::on_server(cfg, &mut session).await;
     ensure_folders(cfg, &folders, &mut session).await;

@@ -4,5 +4,7 @@
 pub mod admin;
 pub mod http;
 pub mod imap;
+pub mod imap_login;
 pub mod smtp;
 pub mod graph;
+pub mod smtp_login;

@@ -29,7 +29,8 @@
 use crate::clock::Clock;
 use crate::store::{OutboxEntry, OutgoingMail, Store};
 use futures::StreamExt;
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use super::smtp_login::SmtpLogin;
+use crate::oauth::OAuthClients;
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
@@ -92,8 +93,9 @@ pub const MAX_ATTEMPTS: u32 = 12;
 #[derive(Clone)]
 pub struct Mailer {
     settings: Arc<Settings>,
-    /// Connections not in use, with when each was last used.
-    idle: Arc<std::sync::Mutex<Vec<(AsyncSmtpConnection, std::time::Instant)>>>,
+    /// Connections not in use, with when each was last used and when the
+    /// token it logged in with expires (`auth = "oauth2"`).
+    idle: Arc<std::sync::Mutex<Vec<(AsyncSmtpConnection, std::time::Instant, Option<u64>)>>>,
     timeout: Duration,
     /// Parallel deliveries.
     pub parallel: usize,
@@ -104,7 +106,7 @@ struct Settings {
     host: String,
     port: u16,
     security: Security,
-    credentials: Option<Credentials>,
+    login: SmtpLogin,
     hello: ClientId,
 }
 
@@ -122,8 +124,15 @@ enum Security {
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(10);
 
 impl Mailer {
-    /// Prepares the client; connects only when there is mail.
+    /// Prepares the client (password login or none); connects only when
+    /// there is mail.
     pub fn new(cfg: &SmtpConfig) -> Result<Self, SmtpError> {
+        Self::with_oauth(cfg, &OAuthClients::default())
+    }
+
+    /// Prepares the client; `auth = "oauth2"` takes its tokens from
+    /// `clients`.
+    pub fn with_oauth(cfg: &SmtpConfig, clients: &OAuthClients) -> Result<Self, SmtpError> {
         let setup = |reason: String| SmtpError::Setup {
             host: cfg.host.clone(),
             port: cfg.port,
@@ -148,18 +157,13 @@ impl Mailer {
                 Security::Tls(crate::io::imap::tls_config(cfg.ca_file.as_deref()).map_err(setup)?)
             }
         };
-        let credentials = match (&cfg.username, &cfg.password) {
-            (Some(user), Some(pass)) => {
-                Some(Credentials::new(user.clone(), pass.expose().to_string()))
-            }
-            _ => None,
-        };
+        let login = SmtpLogin::for_smtp(cfg, clients).map_err(setup)?;
         Ok(Mailer {
             settings: Arc::new(Settings {
                 host: cfg.host.clone(),
                 port: cfg.port,
                 security,
-                credentials,
+                login,
                 hello: ClientId::default(),
             }),
             idle: Default::default(),
@@ -169,8 +173,9 @@ impl Mailer {
     }
 
     /// A new connection: TCP with `TCP_NODELAY`, TLS as configured, EHLO,
-    /// and AUTH when credentials are set.
-    async fn connect(&self) -> Result<AsyncSmtpConnection, String> {
+    /// and AUTH when credentials are set. Also returns when the token it
+    /// logged in with expires.
+    async fn connect(&self) -> Result<(AsyncSmtpConnection, Option<u64>), String> {
         let s = &self.settings;
         let tcp = tokio::net::TcpStream::connect((s.host.as_str(), s.port))
             .await
@@ -209,36 +214,45 @@ impl Mailer {
                 .await
                 .map_err(|e| format!("STARTTLS with {}:{} failed: {e}", s.host, s.port))?;
         }
-        if let Some(credentials) = &s.credentials {
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
-                .await
-                .map_err(|e| format!("SMTP login to {}:{} refused: {e}", s.host, s.port))?;
+        match super::smtp_login::login(&mut conn, &s.login, &s.host, s.port).await {
+            Ok(token_expires) => Ok((conn, token_expires)),
+            Err(e) => {
+                conn.abort().await;
+                Err(e)
+            }
         }
-        Ok(conn)
     }
 
     /// An idle connection that still works, or a new one.
-    async fn checkout(&self) -> Result<AsyncSmtpConnection, String> {
+    ///
+    /// A connection is not reused once the token it logged in with has
+    /// expired: servers may end such a session at any command (Exchange
+    /// does), which would cost a mail's transaction; a new login is cheap.
+    async fn checkout(&self) -> Result<(AsyncSmtpConnection, Option<u64>), String> {
         loop {
             let next = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let Some((mut conn, since)) = next else {
+            let Some((mut conn, since, token_expires)) = next else {
                 break;
             };
             if conn.has_broken() {
                 continue;
             }
+            if token_expires.is_some_and(|exp| !liaison_core::oauth::policy::usable(crate::oauth::client::now_ms(), exp)) {
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.quit()).await;
+                continue;
+            }
             if since.elapsed() < CHECK_AFTER_IDLE || conn.test_connected().await {
-                return Ok(conn);
+                return Ok((conn, token_expires));
             }
         }
         self.connect().await
     }
 
     /// Returns a connection for the next mail.
-    fn checkin(&self, conn: AsyncSmtpConnection) {
+    fn checkin(&self, conn: AsyncSmtpConnection, token_expires: Option<u64>) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if !conn.has_broken() && idle.len() < self.parallel {
-            idle.push((conn, std::time::Instant::now()));
+            idle.push((conn, std::time::Instant::now(), token_expires));
         }
     }
 
@@ -299,10 +313,11 @@ impl Mailer {
             return Ok(outcomes);
         }
         let attempt = async {
-            let mut conn = self.checkout().await.map_err(|e| err("temporary", e))?;
+            let (mut conn, token_expires) =
+                self.checkout().await.map_err(|e| err("temporary", e))?;
             match transaction(&mut conn, from, &to, mail.raw.as_bytes()).await {
                 Ok(results) => {
-                    self.checkin(conn);
+                    self.checkin(conn, token_expires);
                     Ok(results)
                 }
                 Err(e) => {
@@ -339,7 +354,7 @@ impl Mailer {
             reason,
         };
         let attempt = async {
-            let mut conn = self.connect().await.map_err(setup)?;
+            let (mut conn, _) = self.connect().await.map_err(setup)?;
             let ok = conn.test_connected().await;
             let _ = conn.quit().await;
             Ok(ok)

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod token_emulator;
+
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

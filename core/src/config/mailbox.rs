@@ -17,8 +17,9 @@ pub struct InboxConfig {
     pub ca_file: Option<PathBuf>,
     /// Login name.
     pub username: String,
-    /// Login password.
-    pub password: Secret,
+    /// How it logs in: a password, or a token (`auth = "oauth2"`; the
+    /// token acts for `username`).
+    pub login: Login,
     /// Mailbox to select.
     pub mailbox: String,
     /// Use IDLE when the server offers it.
@@ -56,6 +57,12 @@ pub(super) struct RawInbox {
     password: Option<String>,
     password_env: Option<String>,
     password_file: Option<PathBuf>,
+    /// `"password"` (default) or `"oauth2"`.
+    auth: Option<String>,
+    /// The `[[oauth2]]` client, with `auth = "oauth2"`.
+    oauth2: Option<String>,
+    /// `"xoauth2"` (default) or `"oauthbearer"`.
+    oauth2_mechanism: Option<crate::oauth::sasl::Mechanism>,
     #[serde(default = "default_mailbox")]
     mailbox: String,
     #[serde(default = "default_true")]
@@ -121,19 +128,35 @@ pub(super) fn validate_inboxes(
         if r.timeout_secs == 0 {
             return Err(invalid(key("timeout_secs"), "must be at least 1"));
         }
-        let password = resolve_secret(
-            secrets,
-            &format!("inbox[{i}].password"),
-            r.password,
-            r.password_env,
-            r.password_file,
-        )?
-        .ok_or_else(|| {
-            invalid(
-                key("password"),
-                "one of password, password_env or password_file is required",
-            )
-        })?;
+        let password_given =
+            r.password.is_some() || r.password_env.is_some() || r.password_file.is_some();
+        let oauth = oauth2::validate_login_keys(
+            &format!("inbox[{i}]"),
+            r.auth.as_deref(),
+            r.oauth2.clone(),
+            r.oauth2_mechanism,
+            password_given,
+            r.tls,
+            &r.host,
+        )?;
+        let login = match oauth {
+            Some(o) => Login::OAuth2(o),
+            None => Login::Password(
+                resolve_secret(
+                    secrets,
+                    &format!("inbox[{i}].password"),
+                    r.password,
+                    r.password_env,
+                    r.password_file,
+                )?
+                .ok_or_else(|| {
+                    invalid(
+                        key("password"),
+                        "one of password, password_env or password_file is required (or auth = \"oauth2\")",
+                    )
+                })?,
+            ),
+        };
         let processed = match r.processed.as_deref().unwrap_or("keyword") {
             "keyword" => {
                 let k = &r.processed_keyword;
@@ -170,7 +193,7 @@ pub(super) fn validate_inboxes(
             tls: r.tls,
             ca_file: r.ca_file,
             username: r.username,
-            password,
+            login,
             mailbox: r.mailbox,
             idle: r.idle,
             poll_interval_secs: r.poll_interval_secs,

@@ -11,6 +11,7 @@ mod addresses;
 mod gdap;
 mod lifecycle;
 mod mailbox;
+pub mod oauth2;
 mod partner;
 mod security;
 mod smtp;
@@ -19,6 +20,7 @@ mod tickets;
 pub use addresses::Addresses;
 pub use lifecycle::LifecycleConfig;
 pub use mailbox::{InboxConfig, ProcessedMark};
+pub use oauth2::{Login, OAuth2Config, OAuthLogin};
 pub use partner::{AccessAssignment, Partner, PartnerGraph, RoleSet};
 pub use security::SecurityConfig;
 pub use smtp::SmtpConfig;
@@ -140,6 +142,9 @@ pub struct Config {
     pub templates_dir: PathBuf,
     /// The partners allowed to send commands.
     pub partners: Vec<Partner>,
+    /// `[[oauth2]]` clients, referred to by inboxes and `[smtp]` with
+    /// `auth = "oauth2"` (and by the Graph client).
+    pub oauth2: Vec<OAuth2Config>,
 }
 
 /// `[store]`.
@@ -178,6 +183,8 @@ struct RawConfig {
     templates: RawTemplates,
     #[serde(default)]
     partner: Vec<RawPartner>,
+    #[serde(default)]
+    oauth2: Vec<oauth2::RawOAuth2>,
 }
 
 #[derive(Deserialize)]
@@ -232,11 +239,23 @@ impl Config {
         if raw.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "must not be empty"));
         }
+        let oauth2 = oauth2::validate_clients(raw.oauth2, secrets)?;
         let inboxes = mailbox::validate_inboxes(raw.inbox, secrets)?;
         let smtp = raw.smtp.validate(secrets)?;
+        oauth2::check_references(&oauth2, &inboxes, &smtp)?;
         let addresses = raw.addresses.validate()?;
         let security = raw.security.validate(secrets)?;
         let partners = partner::validate_partners(raw.partner, &security.approval_link_hosts)?;
+        for (i, p) in partners.iter().enumerate() {
+            if let Some(g) = &p.graph {
+                if !oauth2.iter().any(|c| c.name == g.oauth2) {
+                    return Err(invalid(
+                        format!("partner[{i}].graph.oauth2"),
+                        format!("`{}` is not the name of an [[oauth2]] client", g.oauth2),
+                    ));
+                }
+            }
+        }
         let lifecycle = raw.lifecycle.validate()?;
         let http_listen = validate_http_listen(raw.http.listen)?;
         let tickets = raw.tickets.validate();
@@ -263,6 +282,7 @@ impl Config {
                 .dir
                 .unwrap_or_else(|| PathBuf::from("templates")),
             partners,
+            oauth2,
         })
     }
 

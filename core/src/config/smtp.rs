@@ -17,6 +17,9 @@ pub struct SmtpConfig {
     pub username: Option<String>,
     /// Password for `username`.
     pub password: Option<Secret>,
+    /// `auth = "oauth2"`: log in as `username` with a token of this client
+    /// (then `password` is `None`).
+    pub oauth2: Option<OAuthLogin>,
     /// Upper bound on one SMTP transaction, in seconds.
     pub timeout_secs: u64,
     /// Parallel SMTP connections kept in the pool.
@@ -34,6 +37,12 @@ pub(super) struct RawSmtp {
     password: Option<String>,
     password_env: Option<String>,
     password_file: Option<PathBuf>,
+    /// `"password"` (default) or `"oauth2"`.
+    auth: Option<String>,
+    /// The `[[oauth2]]` client, with `auth = "oauth2"`.
+    oauth2: Option<String>,
+    /// `"xoauth2"` (default) or `"oauthbearer"`.
+    oauth2_mechanism: Option<crate::oauth::sasl::Mechanism>,
     #[serde(default = "default_timeout")]
     timeout_secs: u64,
     #[serde(default = "default_smtp_connections")]
@@ -56,6 +65,23 @@ impl RawSmtp {
         if s.max_connections == 0 {
             return Err(invalid("smtp.max_connections", "must be at least 1"));
         }
+        let password_given =
+            s.password.is_some() || s.password_env.is_some() || s.password_file.is_some();
+        let oauth2 = oauth2::validate_login_keys(
+            "smtp",
+            s.auth.as_deref(),
+            s.oauth2.clone(),
+            s.oauth2_mechanism,
+            password_given,
+            s.tls,
+            &s.host,
+        )?;
+        if oauth2.is_some() && s.username.is_none() {
+            return Err(invalid(
+                "smtp.username",
+                "auth = \"oauth2\" needs the mailbox the token sends as",
+            ));
+        }
         let smtp_password = resolve_secret(
             secrets,
             "smtp.password",
@@ -76,6 +102,7 @@ impl RawSmtp {
             ca_file: s.ca_file,
             username: s.username,
             password: smtp_password,
+            oauth2,
             timeout_secs: s.timeout_secs,
             max_connections: s.max_connections,
         })
