@@ -301,3 +301,71 @@ impl GdapEngine for EngineHandle {
         Ok(n)
     }
 }
+
+/// The OAuth2 client (client credentials) as the Graph client's token
+/// source: a token Graph refused is handed back to the client once
+/// (`refused`), which fetches a fresh one unless a newer one exists.
+pub struct OAuthTokens {
+    client: Arc<crate::oauth::TokenClient>,
+    /// The last token handed out and whether Graph refused it.
+    last: std::sync::Mutex<(Option<crate::oauth::BearerToken>, bool)>,
+}
+
+impl OAuthTokens {
+    /// A token source over `client`.
+    pub fn new(client: Arc<crate::oauth::TokenClient>) -> Self {
+        OAuthTokens {
+            client,
+            last: std::sync::Mutex::new((None, false)),
+        }
+    }
+}
+
+impl crate::io::graph::BearerTokenSource for OAuthTokens {
+    fn bearer_token(&self) -> futures::future::BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            let refused = {
+                let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+                let r = if last.1 { last.0.clone() } else { None };
+                last.1 = false;
+                r
+            };
+            let token = match refused {
+                Some(t) => self.client.refused(&t).await,
+                None => self.client.bearer().await,
+            }
+            .map_err(|e| e.to_string())?;
+            let secret = token.secret().to_string();
+            self.last.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(token);
+            Ok(secret)
+        })
+    }
+
+    fn invalidate(&self) {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+    }
+}
+
+/// One [`PartnerSync`] per partner with a `[partner.graph]`.
+pub fn partner_syncs(
+    config: &liaison_core::config::Config,
+    oauth: &crate::oauth::OAuthClients,
+) -> Result<Vec<PartnerSync>, String> {
+    let mut out = Vec::new();
+    for p in &config.partners {
+        let Some(g) = &p.graph else { continue };
+        let client = oauth
+            .get(&g.oauth2)
+            .ok_or_else(|| format!("partner {}: no [[oauth2]] client `{}`", p.id, g.oauth2))?;
+        let base = crate::io::graph::BaseUrl::parse(&g.base_url)
+            .map_err(|e| format!("partner {}: graph.base_url {e}", p.id))?;
+        let api = crate::io::graph::GraphClient::new(base, Arc::new(OAuthTokens::new(client)), None)
+            .map_err(|e| format!("partner {}: {e}", p.id))?;
+        out.push(PartnerSync {
+            partner: p.clone(),
+            api: Arc::new(api),
+            poll_interval: Duration::from_secs(g.poll_interval_secs),
+        });
+    }
+    Ok(out)
+}
