@@ -86,6 +86,8 @@ struct State {
     next: u64,
     log: Vec<String>,
     partner_tenant: String,
+    seen_tokens: std::collections::HashSet<String>,
+    expired_tokens: std::collections::HashSet<String>,
 }
 
 /// The running emulator.
@@ -140,6 +142,8 @@ impl GraphEmulator {
             retry_after_secs: 1,
             next: 1,
             log: vec![],
+            seen_tokens: Default::default(),
+            expired_tokens: Default::default(),
             partner_tenant: "7e1a0b4c-1d2e-4f50-8a6b-9c0d1e2f3a4b".into(),
         }));
         let emu = GraphEmulator { addr, state };
@@ -176,6 +180,20 @@ impl GraphEmulator {
         let mut s = self.state.lock().unwrap();
         s.throttle_next = n;
         s.retry_after_secs = secs;
+    }
+
+    /// Every token presented so far now counts as expired (what Graph
+    /// answers for a token past its lifetime): the next call with one gets
+    /// 401 `InvalidAuthenticationToken`.
+    pub fn expire_seen_tokens(&self) {
+        let mut s = self.state.lock().unwrap();
+        let seen: Vec<String> = s.seen_tokens.drain().collect();
+        s.expired_tokens.extend(seen);
+    }
+
+    /// How many calls were refused with 401.
+    pub fn unauthorized(&self) -> usize {
+        self.state.lock().unwrap().log.iter().filter(|l| l.starts_with("401 ")).count()
     }
 
     /// Every request seen, as `METHOD path`.
@@ -321,7 +339,16 @@ impl GraphEmulator {
         if token.is_empty() {
             return (401, vec![], self.error("InvalidAuthenticationToken", "Access token is empty."));
         }
-        if check(&token).is_err() {
+        let expired = {
+            let mut s = self.state.lock().unwrap();
+            let expired = s.expired_tokens.contains(&token);
+            if !expired {
+                s.seen_tokens.insert(token.clone());
+            }
+            expired
+        };
+        if expired || check(&token).is_err() {
+            self.state.lock().unwrap().log.push(format!("401 {method} {target}"));
             return (
                 401,
                 vec![("WWW-Authenticate".into(), "Bearer realm=\"\", error=\"invalid_token\"".into())],
