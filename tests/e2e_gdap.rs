@@ -185,6 +185,10 @@ async fn the_whole_gdap_story_through_graph() {
     assert_eq!(rel_now.assignments.len(), 1);
     assert_eq!(rel_now.assignments[0].group_id, GROUP);
     assert_eq!(rel_now.assignments[0].roles, [HELPDESK_ROLE]);
+    let v = daemon.status(ALICE);
+    assert_eq!(v[0]["gdap_id"], rel.id.as_str(), "{v}");
+    assert_eq!(v[0]["auto_extend"], true, "{v}");
+    assert!(v[0]["gdap_ends"].is_string(), "{v}");
     let t = partner_commands(&format!("status {ALICE}\nhistory {ALICE}"), "g2").await;
     assert!(t.text.contains(&format!("gdap {} active", rel.id)), "{}", t.text);
     assert!(t.text.contains("auto-extend on"), "{}", t.text);

@@ -158,8 +158,19 @@ pub(super) fn print_status_rows(rows: &[StatusRow], json: bool) -> Result<()> {
         println!("no relationships");
     } else {
         for r in rows {
+            let gdap = match &r.gdap_id {
+                Some(id) => format!(
+                    "  gdap {id}{}  auto-extend {}",
+                    r.gdap_ends
+                        .as_deref()
+                        .map(|e| format!(" ends {e}"))
+                        .unwrap_or_default(),
+                    if r.auto_extend == Some(true) { "on" } else { "off" }
+                ),
+                None => String::new(),
+            };
             println!(
-                "{:<12} {:<32} {:<20} since {}",
+                "{:<12} {:<32} {:<20} since {}{gdap}",
                 r.partner, r.customer, r.state, r.since
             );
         }
