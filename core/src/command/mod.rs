@@ -866,6 +866,33 @@ mod tests {
     }
 
     #[test]
+    fn invite_links_keep_their_fragment_and_gdap_options_parse() {
+        let link = "https://admin.microsoft.com/AdminPortal/Home#/partners/invitation/granularAdminRelationships/x";
+        for line in [
+            format!("invite alice@contoso.test link {link}  # the request"),
+            format!("invite alice@contoso.test link \"{link}\""),
+        ] {
+            let c = cmds(&line);
+            assert!(
+                matches!(&c[0], Ok(Command::Invite { link: Some(l), .. }) if l == link),
+                "{line}: {c:?}"
+            );
+        }
+        // Elsewhere `#` still starts a comment.
+        assert_eq!(cmds("status # all of them"), vec![Ok(Command::Status { customer: None })]);
+        let c = parse_line("invite alice@contoso.test roles \"Helpdesk Administrator, helpdesk\" duration 30d auto-extend");
+        assert!(matches!(c, Ok(Command::Invite { gdap: Some(InviteGdap { duration_days: 30, auto_extend: true, .. }), .. })), "{c:?}");
+        assert!(parse_line("invite alice@contoso.test auto-extend").is_err());
+        assert!(parse_line("invite alice@contoso.test roles x duration 731d").is_err());
+        assert!(parse_line(&format!("invite alice@contoso.test roles x link {link}")).is_err());
+        assert_eq!(
+            parse_line("terminate Alice@Contoso.test confirm"),
+            Ok(Command::Terminate { customer: "alice@contoso.test".into(), confirm: true })
+        );
+        assert_eq!(parse_line("roles"), Ok(Command::Roles));
+    }
+
+    #[test]
     fn usage_errors_say_what_is_wrong() {
         let e = parse_line("invite").unwrap_err().to_string();
         assert!(
