@@ -757,7 +757,13 @@ impl Engine {
     /// Does not flush. Returns how many relationships changed.
     pub fn decide_and_commit(
         &self,
-        decide: &dyn Fn(&Context, &dyn crate::store::StoreView) -> Result<liaison_core::decide::Decision, liaison_core::decide::WorkflowError>,
+        decide: &dyn Fn(
+            &Context,
+            &dyn crate::store::StoreView,
+        ) -> Result<
+            liaison_core::decide::Decision,
+            liaison_core::decide::WorkflowError,
+        >,
     ) -> Result<usize, EngineError> {
         let now = self.clock.now();
         let ctx = Context {
@@ -770,7 +776,10 @@ impl Engine {
             Ok(d) => d,
             Err(liaison_core::decide::WorkflowError::Store(e)) => return Err(e.into()),
         };
-        if decision.relationships.is_empty() && decision.invitations.is_empty() && decision.mails.is_empty() {
+        if decision.relationships.is_empty()
+            && decision.invitations.is_empty()
+            && decision.mails.is_empty()
+        {
             if decision.class == MailClass::Ignored {
                 tracing::debug!(summary = %decision.summary, "Graph answer changed nothing");
             }
@@ -789,7 +798,10 @@ impl Engine {
     }
 
     /// The relationships of `partner` whose GDAP link is still followed.
-    pub fn open_gdap_links(&self, partner: &str) -> Result<Vec<(String, liaison_core::model::gdap::GdapLink)>, EngineError> {
+    pub fn open_gdap_links(
+        &self,
+        partner: &str,
+    ) -> Result<Vec<(String, liaison_core::model::gdap::GdapLink)>, EngineError> {
         let mut out = Vec::new();
         for s in self.store.relationship_summaries_of(partner)? {
             if !s.gdap.as_ref().is_some_and(|g| g.open) {
@@ -988,4 +1000,3 @@ fn count_effects(c: &EffectCounts) {
     crate::metrics::add(&m.acceptances, c.acceptances);
     crate::metrics::add(&m.tickets_opened, c.tickets_opened);
 }
-

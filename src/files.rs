@@ -108,7 +108,10 @@ mod tests {
                 assert!(r.text.contains(&link), "{locale} {name:?}: {}", r.text);
                 assert!(r.text.contains("Global Administrator"), "{locale}");
                 let html = r.html.unwrap();
-                assert!(html.contains(&format!("href=\"{link}\"")), "{locale}: {html}");
+                assert!(
+                    html.contains(&format!("href=\"{link}\"")),
+                    "{locale}: {html}"
+                );
                 // Without a link, the mail is the old one: no admin-center step.
                 let mut plain = vars.clone();
                 plain["approval_link"] = serde_json::Value::Null;
@@ -118,14 +121,24 @@ mod tests {
                 assert!(!r.html.unwrap().contains("admin.microsoft.com"));
             }
             let r = t
-                .render(TemplateName::Invitation, locale, &TemplateName::Invitation.sample_vars())
+                .render(
+                    TemplateName::Invitation,
+                    locale,
+                    &TemplateName::Invitation.sample_vars(),
+                )
                 .unwrap();
             assert!(r.text.contains("User Administrator"), "{locale}");
             // A claimed approval reads differently from a verified one.
             let mut vars = TemplateName::AcceptedPartner.sample_vars();
-            let verified = t.render(TemplateName::AcceptedPartner, locale, &vars).unwrap().text;
+            let verified = t
+                .render(TemplateName::AcceptedPartner, locale, &vars)
+                .unwrap()
+                .text;
             vars["verified"] = json!(false);
-            let claimed = t.render(TemplateName::AcceptedPartner, locale, &vars).unwrap().text;
+            let claimed = t
+                .render(TemplateName::AcceptedPartner, locale, &vars)
+                .unwrap()
+                .text;
             assert!(verified.contains("Microsoft Graph"), "{locale}: {verified}");
             assert!(!claimed.contains("Microsoft Graph"), "{locale}: {claimed}");
             assert_ne!(verified, claimed);

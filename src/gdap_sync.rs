@@ -20,11 +20,13 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use liaison_core::config::Partner;
-use liaison_core::model::gdap::{self as gdap, AccessAssignmentBody, GdapLink, GdapStatus, GraphRelationship, RequestAction};
 use crate::io::graph::{GdapApi, GraphError};
-use liaison_core::effects::StoreView;
+use liaison_core::config::Partner;
 use liaison_core::decide::{self as workflow, Context, Decision, WorkflowError};
+use liaison_core::effects::StoreView;
+use liaison_core::model::gdap::{
+    self as gdap, AccessAssignmentBody, GdapLink, GdapStatus, GraphRelationship, RequestAction,
+};
 
 /// First wait after a transient failure.
 pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
@@ -135,7 +137,10 @@ fn commit(
     engine: &dyn GdapEngine,
     decide: &dyn Fn(&Context, &dyn StoreView) -> Result<Decision, WorkflowError>,
 ) -> Result<(), PassError> {
-    engine.decide_and_commit(decide).map(|_| ()).map_err(PassError::Store)
+    engine
+        .decide_and_commit(decide)
+        .map(|_| ())
+        .map_err(PassError::Store)
 }
 
 /// One pass over the partner's open relationships.
@@ -177,7 +182,14 @@ async fn pass(engine: &dyn GdapEngine, sync: &PartnerSync) -> Result<(), PassErr
                 Err(e) => {
                     let reason = e.to_string();
                     commit(engine, &|ctx, view| {
-                        workflow::gdap::call_failed(ctx, view, partner, customer, "the terminate request", &reason)
+                        workflow::gdap::call_failed(
+                            ctx,
+                            view,
+                            partner,
+                            customer,
+                            "the terminate request",
+                            &reason,
+                        )
                     })?
                 }
             }
@@ -197,7 +209,9 @@ async fn pass(engine: &dyn GdapEngine, sync: &PartnerSync) -> Result<(), PassErr
         })?;
         let activated = matches!(seen.status, GdapStatus::Active | GdapStatus::Expiring);
         let assignments_due = link.assignments_due
-            || (activated && link.status != Some(seen.status) && !partner.access_assignments.is_empty());
+            || (activated
+                && link.status != Some(seen.status)
+                && !partner.access_assignments.is_empty());
         if activated && assignments_due {
             let failures = assign(sync, &seen).await?;
             commit(engine, &|ctx, view| {
@@ -211,24 +225,32 @@ async fn pass(engine: &dyn GdapEngine, sync: &PartnerSync) -> Result<(), PassErr
 /// Creates the relationship (or finds the one an earlier attempt created)
 /// and locks it for approval; answers it as Graph shows it afterwards.
 async fn make_request(api: &dyn GdapApi, link: &GdapLink) -> Result<GraphRelationship, GraphError> {
-    let created = match api.create_relationship(&link.request.body(&link.display_name)).await {
+    let created = match api
+        .create_relationship(&link.request.body(&link.display_name))
+        .await
+    {
         Ok(r) => r,
         // 409: the name is taken, by our own earlier attempt whose answer
         // was lost (the name is derived from the invitation's keyed id).
-        Err(GraphError::Conflict { .. }) => match api.find_by_display_name(&link.display_name).await? {
+        Err(GraphError::Conflict { .. }) => match api
+            .find_by_display_name(&link.display_name)
+            .await?
+        {
             Some(r) => r,
-            None => {
-                return Err(GraphError::Conflict {
-                    call: "create delegatedAdminRelationship".into(),
-                    code: "Conflict".into(),
-                    message: format!("the display name `{}` is taken and no relationship of that name can be read", link.display_name),
-                })
-            }
+            None => return Err(GraphError::Conflict {
+                call: "create delegatedAdminRelationship".into(),
+                code: "Conflict".into(),
+                message: format!(
+                    "the display name `{}` is taken and no relationship of that name can be read",
+                    link.display_name
+                ),
+            }),
         },
         Err(e) => return Err(e),
     };
     if created.status == GdapStatus::Created {
-        api.request_action(&created.id, RequestAction::LockForApproval).await?;
+        api.request_action(&created.id, RequestAction::LockForApproval)
+            .await?;
     }
     api.get_relationship(&created.id).await
 }
@@ -244,7 +266,11 @@ async fn assign(sync: &PartnerSync, seen: &GraphRelationship) -> Result<Vec<Stri
         let mut missing = Vec::new();
         for name in &a.roles {
             match gdap::role_by_name(name) {
-                Some(r) if granted.iter().any(|g| g.eq_ignore_ascii_case(r.template_id)) => {
+                Some(r)
+                    if granted
+                        .iter()
+                        .any(|g| g.eq_ignore_ascii_case(r.template_id)) =>
+                {
                     ids.push(r.template_id.to_string())
                 }
                 _ => missing.push(name.clone()),
@@ -262,7 +288,9 @@ async fn assign(sync: &PartnerSync, seen: &GraphRelationship) -> Result<Vec<Stri
         }
         let body = AccessAssignmentBody::new(&a.group_id, &ids);
         match sync.api.create_access_assignment(&seen.id, &body).await {
-            Ok(aid) => tracing::info!(partner = %sync.partner.id, group = %a.group_id, assignment = %aid, "access assignment created"),
+            Ok(aid) => {
+                tracing::info!(partner = %sync.partner.id, group = %a.group_id, assignment = %aid, "access assignment created")
+            }
             Err(e) if e.is_transient() => return Err(e.into()),
             Err(e) => failures.push(format!("group {}: {e}", a.group_id)),
         }
@@ -359,8 +387,9 @@ pub fn partner_syncs(
             .ok_or_else(|| format!("partner {}: no [[oauth2]] client `{}`", p.id, g.oauth2))?;
         let base = crate::io::graph::BaseUrl::parse(&g.base_url)
             .map_err(|e| format!("partner {}: graph.base_url {e}", p.id))?;
-        let api = crate::io::graph::GraphClient::new(base, Arc::new(OAuthTokens::new(client)), None)
-            .map_err(|e| format!("partner {}: {e}", p.id))?;
+        let api =
+            crate::io::graph::GraphClient::new(base, Arc::new(OAuthTokens::new(client)), None)
+                .map_err(|e| format!("partner {}: {e}", p.id))?;
         out.push(PartnerSync {
             partner: p.clone(),
             api: Arc::new(api),

@@ -53,7 +53,11 @@ async fn every_invitation_carries_the_approval_link() {
 
     // A link per invitation, bare, with a `#` fragment that is no comment.
     let granular = "https://admin.microsoft.com/AdminPortal/Home#/partners/invitation/granularAdminRelationships/6f2b0a1e-0000-4000-8000-000000000001";
-    let t = partner_commands(&format!("invite {CAROL} link {granular}  # their GDAP request"), "l2").await;
+    let t = partner_commands(
+        &format!("invite {CAROL} link {granular}  # their GDAP request"),
+        "l2",
+    )
+    .await;
     assert!(t.text.contains(&format!("invited {CAROL}")), "{}", t.text);
     let inv2 = wait_for(CAROL, "invitation", |m| m.subject.contains("[ref:")).await;
     assert!(inv2.text.contains(granular), "{}", inv2.text);
@@ -67,7 +71,11 @@ async fn every_invitation_carries_the_approval_link() {
     .await;
     assert!(t.text.contains("ERROR"), "{}", t.text);
     assert!(t.text.contains("approval_link_hosts"), "{}", t.text);
-    let t = partner_commands(&format!("invite {BOB} link http://admin.microsoft.com/x"), "l4").await;
+    let t = partner_commands(
+        &format!("invite {BOB} link http://admin.microsoft.com/x"),
+        "l4",
+    )
+    .await;
     assert!(t.text.contains("https://"), "{}", t.text);
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert_eq!(count_where(BOB, |_| true).await, 0);
@@ -83,10 +91,22 @@ async fn every_invitation_carries_the_approval_link() {
     // "accept" now means "I approved it in the admin center", and the
     // partner is told it was claimed by mail.
     let to = inv.reply_to.clone().unwrap();
-    send_raw(ALICE, &[&to], &mail(ALICE, &to, &format!("Re: {}", inv.subject), "", "Accept\n")).await;
+    send_raw(
+        ALICE,
+        &[&to],
+        &mail(ALICE, &to, &format!("Re: {}", inv.subject), "", "Accept\n"),
+    )
+    .await;
     daemon.wait_state("northwind", ALICE, "active").await;
-    let notice = wait_for(PARTNER1, "acceptance notice", |m| m.subject.starts_with("Accepted:")).await;
-    assert!(notice.text.contains("approved your request"), "{}", notice.text);
+    let notice = wait_for(PARTNER1, "acceptance notice", |m| {
+        m.subject.starts_with("Accepted:")
+    })
+    .await;
+    assert!(
+        notice.text.contains("approved your request"),
+        "{}",
+        notice.text
+    );
     assert!(notice.text.contains("claimed by mail"), "{}", notice.text);
     let confirm = wait_for(ALICE, "confirmation", |m| m.subject.contains("granted")).await;
     assert!(confirm.text.contains("admin center"), "{}", confirm.text);
@@ -103,5 +123,8 @@ async fn every_invitation_carries_the_approval_link() {
         .collect();
     assert_eq!(sources, ["command", "mail"], "{out}");
     let (ok, out, _) = daemon.cli(&["history", ALICE]);
-    assert!(ok && out.contains("mail") && out.contains("command"), "{out}");
+    assert!(
+        ok && out.contains("mail") && out.contains("command"),
+        "{out}"
+    );
 }

@@ -88,13 +88,21 @@ fn with_graph(config: String, token_url: &str, graph_url: &str) -> String {
 }
 
 /// Waits until the emulator holds a relationship whose status is `status`.
-async fn wait_graph(emu: &GraphEmulator, what: &str, pred: impl Fn(&graph_emulator::Relationship) -> bool) -> graph_emulator::Relationship {
+async fn wait_graph(
+    emu: &GraphEmulator,
+    what: &str,
+    pred: impl Fn(&graph_emulator::Relationship) -> bool,
+) -> graph_emulator::Relationship {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(r) = emu.relationships().into_iter().find(|r| pred(r)) {
             return r;
         }
-        assert!(Instant::now() < deadline, "{what}: not in Graph; log {:?}", emu.log());
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not in Graph; log {:?}",
+            emu.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -126,9 +134,18 @@ async fn the_whole_gdap_story_through_graph() {
         "g0",
     )
     .await;
-    assert!(t.text.contains("auto-extend is not possible with Global Administrator"), "{}", t.text);
+    assert!(
+        t.text
+            .contains("auto-extend is not possible with Global Administrator"),
+        "{}",
+        t.text
+    );
     let t = partner_commands("roles", "g0b").await;
-    assert!(t.text.contains("Helpdesk Administrator") && t.text.contains("helpdesk: "), "{}", t.text);
+    assert!(
+        t.text.contains("Helpdesk Administrator") && t.text.contains("helpdesk: "),
+        "{}",
+        t.text
+    );
 
     // 1. The partner invites with roles: the request is created and locked.
     let t = partner_commands(
@@ -136,12 +153,20 @@ async fn the_whole_gdap_story_through_graph() {
         "g1",
     )
     .await;
-    assert!(t.text.contains("requesting a GDAP relationship"), "{}", t.text);
+    assert!(
+        t.text.contains("requesting a GDAP relationship"),
+        "{}",
+        t.text
+    );
     let rel = wait_graph(&graph, "the request", |r| r.status == "approvalPending").await;
     assert_eq!(rel.duration_days, 30);
     assert_eq!(rel.auto_extend, "P180D");
     assert_eq!(rel.roles.len(), 2);
-    assert!(rel.display_name.starts_with("Liaison contoso.test "), "{}", rel.display_name);
+    assert!(
+        rel.display_name.starts_with("Liaison contoso.test "),
+        "{}",
+        rel.display_name
+    );
     assert_eq!(rel.requests, ["lockForApproval"]);
 
     // 2. The invitation carries that request's own approval link.
@@ -151,13 +176,25 @@ async fn the_whole_gdap_story_through_graph() {
         rel.id
     );
     assert!(inv.text.contains(&link), "{}", inv.text);
-    assert!(inv.text.contains("Helpdesk Administrator") && inv.text.contains("30 days"), "{}", inv.text);
+    assert!(
+        inv.text.contains("Helpdesk Administrator") && inv.text.contains("30 days"),
+        "{}",
+        inv.text
+    );
     assert!(inv.html.clone().unwrap().contains(&link));
 
     // 3. A mailed "accept" before Microsoft shows the approval changes nothing.
     let to = inv.reply_to.clone().unwrap();
-    send_raw(ALICE, &[&to], &mail(ALICE, &to, &format!("Re: {}", inv.subject), "", "Accept\n")).await;
-    let wait = wait_for(ALICE, "thanks", |m| m.subject.contains("as soon as Microsoft shows it")).await;
+    send_raw(
+        ALICE,
+        &[&to],
+        &mail(ALICE, &to, &format!("Re: {}", inv.subject), "", "Accept\n"),
+    )
+    .await;
+    let wait = wait_for(ALICE, "thanks", |m| {
+        m.subject.contains("as soon as Microsoft shows it")
+    })
+    .await;
     assert!(wait.text.contains("approvalPending"), "{}", wait.text);
     assert_eq!(state_of(&daemon, ALICE), "invited");
 
@@ -173,15 +210,31 @@ async fn the_whole_gdap_story_through_graph() {
     let issued_before = tokens.issued("client_credentials");
     graph.set_down(false);
     daemon.wait_state("northwind", ALICE, "active").await;
-    assert!(graph.unauthorized() >= 1, "the expired token was presented once");
-    assert!(tokens.issued("client_credentials") > issued_before, "a fresh token was fetched");
+    assert!(
+        graph.unauthorized() >= 1,
+        "the expired token was presented once"
+    );
+    assert!(
+        tokens.issued("client_credentials") > issued_before,
+        "a fresh token was fetched"
+    );
 
     // 5. The partner is told Microsoft verified it; the access assignment exists.
-    let notice = wait_for(PARTNER1, "activation notice", |m| m.subject.starts_with("Accepted:")).await;
-    assert!(notice.text.contains("verified by Microsoft Graph"), "{}", notice.text);
+    let notice = wait_for(PARTNER1, "activation notice", |m| {
+        m.subject.starts_with("Accepted:")
+    })
+    .await;
+    assert!(
+        notice.text.contains("verified by Microsoft Graph"),
+        "{}",
+        notice.text
+    );
     let confirm = wait_for(ALICE, "confirmation", |m| m.subject.contains("granted")).await;
     assert!(confirm.text.contains("Microsoft shows"), "{}", confirm.text);
-    let rel_now = wait_graph(&graph, "the assignment", |r| r.id == rel.id && !r.assignments.is_empty()).await;
+    let rel_now = wait_graph(&graph, "the assignment", |r| {
+        r.id == rel.id && !r.assignments.is_empty()
+    })
+    .await;
     assert_eq!(rel_now.assignments.len(), 1);
     assert_eq!(rel_now.assignments[0].group_id, GROUP);
     assert_eq!(rel_now.assignments[0].roles, [HELPDESK_ROLE]);
@@ -190,41 +243,89 @@ async fn the_whole_gdap_story_through_graph() {
     assert_eq!(v[0]["auto_extend"], true, "{v}");
     assert!(v[0]["gdap_ends"].is_string(), "{v}");
     let t = partner_commands(&format!("status {ALICE}\nhistory {ALICE}"), "g2").await;
-    assert!(t.text.contains(&format!("gdap {} active", rel.id)), "{}", t.text);
+    assert!(
+        t.text.contains(&format!("gdap {} active", rel.id)),
+        "{}",
+        t.text
+    );
     assert!(t.text.contains("auto-extend on"), "{}", t.text);
-    assert!(t.text.contains("by microsoft-graph") && t.text.contains("[graph]"), "{}", t.text);
+    assert!(
+        t.text.contains("by microsoft-graph") && t.text.contains("[graph]"),
+        "{}",
+        t.text
+    );
 
     // 6. The customer removes the partner in "Microsoft": permissions_removed,
     //    the usual notices with the support duty, tickets as today.
     assert!(graph.terminate_by_customer(&rel.id));
-    daemon.wait_state("northwind", ALICE, "permissions_removed").await;
-    let removed = wait_for(PARTNER1, "removal notice", |m| m.subject.starts_with("Permissions removed")).await;
+    daemon
+        .wait_state("northwind", ALICE, "permissions_removed")
+        .await;
+    let removed = wait_for(PARTNER1, "removal notice", |m| {
+        m.subject.starts_with("Permissions removed")
+    })
+    .await;
     assert!(removed.text.contains("Microsoft shows"), "{}", removed.text);
-    assert!(removed.text.contains("remain responsible for their support"), "{}", removed.text);
+    assert!(
+        removed
+            .text
+            .contains("remain responsible for their support"),
+        "{}",
+        removed.text
+    );
     send_raw(
         ALICE,
         &[INVITES],
-        &mail(ALICE, INVITES, "Cannot sign in", "", "Since this morning nobody can sign in.\n"),
+        &mail(
+            ALICE,
+            INVITES,
+            "Cannot sign in",
+            "",
+            "Since this morning nobody can sign in.\n",
+        ),
     )
     .await;
     wait_for(HELPDESK, "ticket", |m| m.subject.contains("[T-")).await;
 
     // 7. The partner's `terminate` (after confirmation) ends another one.
-    let _ = partner_commands(&format!("invite {BOB} roles \"Helpdesk Administrator\""), "g3").await;
-    let bob = wait_graph(&graph, "bob's request", |r| r.id != rel.id && r.status == "approvalPending").await;
+    let _ = partner_commands(
+        &format!("invite {BOB} roles \"Helpdesk Administrator\""),
+        "g3",
+    )
+    .await;
+    let bob = wait_graph(&graph, "bob's request", |r| {
+        r.id != rel.id && r.status == "approvalPending"
+    })
+    .await;
     assert!(graph.approve(&bob.id));
     daemon.wait_state("northwind", BOB, "active").await;
     let t = partner_commands(&format!("terminate {BOB}"), "g4").await;
-    assert!(t.text.contains(&format!("terminate {BOB} confirm")), "{}", t.text);
+    assert!(
+        t.text.contains(&format!("terminate {BOB} confirm")),
+        "{}",
+        t.text
+    );
     assert_eq!(graph.relationship(&bob.id).unwrap().status, "active");
     let t = partner_commands(&format!("terminate {BOB} confirm"), "g5").await;
-    assert!(t.text.contains("terminating the GDAP relationship"), "{}", t.text);
-    daemon.wait_state("northwind", BOB, "permissions_removed").await;
-    assert_eq!(graph.relationship(&bob.id).unwrap().requests, ["lockForApproval", "terminate"]);
+    assert!(
+        t.text.contains("terminating the GDAP relationship"),
+        "{}",
+        t.text
+    );
+    daemon
+        .wait_state("northwind", BOB, "permissions_removed")
+        .await;
+    assert_eq!(
+        graph.relationship(&bob.id).unwrap().requests,
+        ["lockForApproval", "terminate"]
+    );
 
     // The client secret and the tokens never reach the log.
     let log = daemon.log();
-    assert!(!log.contains("graph-secret-not-logged"), "secret in the log");
+    assert!(
+        !log.contains("graph-secret-not-logged"),
+        "secret in the log"
+    );
     assert!(!log.contains("eyJ"), "a token in the log");
     let status = daemon.stop();
     assert!(status.success(), "{}", daemon.log());

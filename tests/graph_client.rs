@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use graph_emulator::GraphEmulator;
-use liaison_core::model::gdap::{
-    granular_admin_link, parse_roles, AccessAssignmentBody, GdapRequest, GdapStatus,
-    RequestAction,
-};
 use liaison::io::graph::{BaseUrl, BearerTokenSource, GdapApi, GraphClient, GraphError};
+use liaison_core::model::gdap::{
+    granular_admin_link, parse_roles, AccessAssignmentBody, GdapRequest, GdapStatus, RequestAction,
+};
 
 /// Test tokens: the emulator accepts exactly the ones issued and not yet
 /// expired, like a resource server checking an authority's tokens.
@@ -87,7 +86,10 @@ async fn the_whole_relationship_through_the_client() {
     let body = req.body("Liaison contoso.test 0000000000000001");
     let created = client.create_relationship(&body).await.unwrap();
     assert_eq!(created.status, GdapStatus::Created);
-    assert_eq!(created.display_name, "Liaison contoso.test 0000000000000001");
+    assert_eq!(
+        created.display_name,
+        "Liaison contoso.test 0000000000000001"
+    );
     assert!(created.auto_extends());
     let stored = emu.relationship(&created.id).unwrap();
     assert_eq!(stored.duration_days, 730);
@@ -137,7 +139,10 @@ async fn the_whole_relationship_through_the_client() {
     let stored = emu.relationship(&created.id).unwrap();
     assert_eq!(stored.assignments.len(), 1);
     assert_eq!(stored.assignments[0].id, aid);
-    assert_eq!(stored.assignments[0].group_id, "869713c9-0b28-4d08-8949-ae07ae1bf528");
+    assert_eq!(
+        stored.assignments[0].group_id,
+        "869713c9-0b28-4d08-8949-ae07ae1bf528"
+    );
 
     client
         .request_action(&created.id, RequestAction::Terminate)
@@ -196,7 +201,9 @@ async fn graph_refusals_come_back_as_their_errors() {
     emu.set_forbidden(true);
     match client.get_relationship(&first.id).await {
         Err(e @ GraphError::Forbidden { .. }) => {
-            assert!(e.to_string().contains("DelegatedAdminRelationship.ReadWrite.All"));
+            assert!(e
+                .to_string()
+                .contains("DelegatedAdminRelationship.ReadWrite.All"));
             assert!(!e.is_transient());
         }
         other => panic!("{other:?}"),
@@ -213,11 +220,7 @@ async fn an_expired_token_is_replaced_once() {
     issuer.expire_all();
     client.get_relationship(&r.id).await.unwrap();
     assert_eq!(issuer.issued.load(Ordering::SeqCst), 2);
-    let gets = emu
-        .log()
-        .iter()
-        .filter(|l| l.starts_with("GET "))
-        .count();
+    let gets = emu.log().iter().filter(|l| l.starts_with("GET ")).count();
     assert_eq!(gets, 2, "{:?}", emu.log());
 
     // A token source whose tokens are always refused: 401 after one retry,
@@ -229,8 +232,12 @@ async fn an_expired_token_is_replaced_once() {
         }
         fn invalidate(&self) {}
     }
-    let bad = GraphClient::new(BaseUrl::parse(&emu.base_url()).unwrap(), Arc::new(Refused), None)
-        .unwrap();
+    let bad = GraphClient::new(
+        BaseUrl::parse(&emu.base_url()).unwrap(),
+        Arc::new(Refused),
+        None,
+    )
+    .unwrap();
     match bad.get_relationship(&r.id).await {
         Err(e @ GraphError::Unauthorized { .. }) => {
             let text = e.to_string();
@@ -251,7 +258,9 @@ async fn throttling_and_being_down_are_transient() {
     match client.get_relationship(&r.id).await {
         Err(e @ GraphError::Throttled { .. }) => {
             assert!(e.is_transient());
-            let GraphError::Throttled { retry_after, .. } = e else { unreachable!() };
+            let GraphError::Throttled { retry_after, .. } = e else {
+                unreachable!()
+            };
             assert_eq!(retry_after, Duration::from_secs(7));
         }
         other => panic!("{other:?}"),

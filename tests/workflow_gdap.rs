@@ -144,12 +144,19 @@ fn seen(id: &str, name: &str, status: GdapStatus) -> GraphRelationship {
 fn the_partners_link_or_one_per_invitation_and_nothing_elsewhere() {
     let mut w = World::new();
     let d = w.commands("partner1@liaison.test", &format!("invite {ALICE}"));
-    let inv = d.mails.iter().find(|m| m.template == TemplateName::Invitation).unwrap();
+    let inv = d
+        .mails
+        .iter()
+        .find(|m| m.template == TemplateName::Invitation)
+        .unwrap();
     assert_eq!(
         inv.vars["approval_link"],
         "https://admin.microsoft.com/Adminportal/Home?invType=ResellerRelationship&partnerId=7e1a0b4c-1d2e-4f50-8a6b-9c0d1e2f3a4b&msppId=0&DAP=true#/BillingAccounts/partner-invitation"
     );
-    assert_eq!(d.invitations[0].approval_link.as_deref(), inv.vars["approval_link"].as_str());
+    assert_eq!(
+        d.invitations[0].approval_link.as_deref(),
+        inv.vars["approval_link"].as_str()
+    );
     assert_eq!(
         w.store.relationships[&("northwind".into(), ALICE.into())].history[0].source,
         Some(HistorySource::Command)
@@ -159,12 +166,23 @@ fn the_partners_link_or_one_per_invitation_and_nothing_elsewhere() {
         "partner2@liaison.test",
         "invite bob@fabrikam.test link https://evil.example/#/partners",
     );
-    assert!(transcript(&d).contains("not one of admin.microsoft.com"), "{}", transcript(&d));
+    assert!(
+        transcript(&d).contains("not one of admin.microsoft.com"),
+        "{}",
+        transcript(&d)
+    );
     assert!(d.invitations.is_empty() && d.relationships.is_empty());
     assert_eq!(d.mails.len(), 1);
     // `roles` without [partner.graph] is refused.
-    let d = w.commands("partner2@liaison.test", "invite bob@fabrikam.test roles \"Helpdesk Administrator\"");
-    assert!(transcript(&d).contains("needs Microsoft Graph"), "{}", transcript(&d));
+    let d = w.commands(
+        "partner2@liaison.test",
+        "invite bob@fabrikam.test roles \"Helpdesk Administrator\"",
+    );
+    assert!(
+        transcript(&d).contains("needs Microsoft Graph"),
+        "{}",
+        transcript(&d)
+    );
     assert!(d.relationships.is_empty());
 }
 
@@ -175,9 +193,16 @@ fn graph_answers_drive_the_relationship() {
         "partner1@liaison.test",
         &format!("invite {ALICE} roles \"Helpdesk Administrator\""),
     );
-    assert!(transcript(&d).contains("requesting a GDAP relationship"), "{}", transcript(&d));
+    assert!(
+        transcript(&d).contains("requesting a GDAP relationship"),
+        "{}",
+        transcript(&d)
+    );
     // No invitation mail yet: it waits for Microsoft's request id.
-    assert!(d.mails.iter().all(|m| m.template == TemplateName::Transcript));
+    assert!(d
+        .mails
+        .iter()
+        .all(|m| m.template == TemplateName::Transcript));
     let rel = &d.relationships[0];
     let link = rel.gdap.clone().unwrap();
     assert_eq!(link.relationship_id, None);
@@ -187,9 +212,16 @@ fn graph_answers_drive_the_relationship() {
     // Microsoft created it: the invitation goes out with that request's link.
     let created = seen("rel-1", &link.display_name, GdapStatus::ApprovalPending);
     let d = w.graph(|ctx, s| gdap::request_created(ctx, s, &partner, ALICE, &created).unwrap());
-    let inv = d.mails.iter().find(|m| m.template == TemplateName::Invitation).unwrap();
+    let inv = d
+        .mails
+        .iter()
+        .find(|m| m.template == TemplateName::Invitation)
+        .unwrap();
     assert_eq!(inv.to, [ALICE]);
-    assert!(inv.vars["approval_link"].as_str().unwrap().ends_with("/granularAdminRelationships/rel-1"));
+    assert!(inv.vars["approval_link"]
+        .as_str()
+        .unwrap()
+        .ends_with("/granularAdminRelationships/rel-1"));
     assert_eq!(inv.vars["roles"][0], "Helpdesk Administrator");
     assert_eq!(d.class, MailClass::Graph);
 
@@ -197,7 +229,10 @@ fn graph_answers_drive_the_relationship() {
     let approved = seen("rel-1", &link.display_name, GdapStatus::Approved);
     let d = w.graph(|ctx, s| gdap::observed(ctx, s, &partner, ALICE, &approved).unwrap());
     assert!(d.mails.is_empty());
-    assert_eq!(w.store.state("northwind", ALICE), Some(RelationshipState::Invited));
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Invited)
+    );
 
     // Active: active, told, recorded as Graph's, assignments due; the same
     // answer twice gives the same mails, then nothing.
@@ -206,9 +241,18 @@ fn graph_answers_drive_the_relationship() {
     let again = gdap::observed(&w.ctx(), &w.store, &partner, ALICE, &active).unwrap();
     assert_eq!(first, again);
     let d = w.graph(|ctx, s| gdap::observed(ctx, s, &partner, ALICE, &active).unwrap());
-    assert_eq!(w.store.state("northwind", ALICE), Some(RelationshipState::Active));
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Active)
+    );
     let templates: Vec<TemplateName> = d.mails.iter().map(|m| m.template).collect();
-    assert_eq!(templates, [TemplateName::AcceptedCustomer, TemplateName::AcceptedPartner]);
+    assert_eq!(
+        templates,
+        [
+            TemplateName::AcceptedCustomer,
+            TemplateName::AcceptedPartner
+        ]
+    );
     assert_eq!(d.mails[1].vars["verified"], true);
     let r = &w.store.relationships[&("northwind".into(), ALICE.into())];
     assert_eq!(r.history.last().unwrap().source, Some(HistorySource::Graph));
@@ -222,8 +266,14 @@ fn graph_answers_drive_the_relationship() {
     // Terminated in Microsoft: permissions removed, with the support duty.
     let gone = seen("rel-1", &link.display_name, GdapStatus::Terminated);
     let d = w.graph(|ctx, s| gdap::observed(ctx, s, &partner, ALICE, &gone).unwrap());
-    assert_eq!(w.store.state("northwind", ALICE), Some(RelationshipState::PermissionsRemoved));
-    assert!(d.mails.iter().any(|m| m.template == TemplateName::PermissionsRemovedPartner));
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::PermissionsRemoved)
+    );
+    assert!(d
+        .mails
+        .iter()
+        .any(|m| m.template == TemplateName::PermissionsRemovedPartner));
 
     // Another relationship's id changes nothing.
     let other = seen("rel-2", "x", GdapStatus::Active);
@@ -234,13 +284,29 @@ fn graph_answers_drive_the_relationship() {
 #[test]
 fn a_refused_request_removes_the_relationship_and_tells_the_partner() {
     let mut w = World::new();
-    w.commands("partner1@liaison.test", &format!("invite {ALICE} roles \"User Administrator\""));
+    w.commands(
+        "partner1@liaison.test",
+        &format!("invite {ALICE} roles \"User Administrator\""),
+    );
     let partner = w.config.partner("northwind").unwrap().clone();
     let d = w.graph(|ctx, s| {
-        gdap::call_failed(ctx, s, &partner, ALICE, "the GDAP relationship request", "403 Authorization_RequestDenied").unwrap()
+        gdap::call_failed(
+            ctx,
+            s,
+            &partner,
+            ALICE,
+            "the GDAP relationship request",
+            "403 Authorization_RequestDenied",
+        )
+        .unwrap()
     });
     assert_eq!(d.mails[0].template, TemplateName::GdapProblemPartner);
     assert_eq!(d.mails[0].vars["invitation_held"], true);
-    assert_eq!(w.store.state("northwind", ALICE), Some(RelationshipState::Removed));
-    assert!(w.store.relationships[&("northwind".into(), ALICE.into())].gdap.is_none());
+    assert_eq!(
+        w.store.state("northwind", ALICE),
+        Some(RelationshipState::Removed)
+    );
+    assert!(w.store.relationships[&("northwind".into(), ALICE.into())]
+        .gdap
+        .is_none());
 }

@@ -78,7 +78,11 @@ pub async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> 
                 }))
                 .await;
                 for (name, url, result) in tokens {
-                    checks.push(Check::new("oauth2", format!("{name} (token from {url})"), result));
+                    checks.push(Check::new(
+                        "oauth2",
+                        format!("{name} (token from {url})"),
+                        result,
+                    ));
                 }
                 // All at once: an unreachable server costs its timeout once.
                 let imap = futures::future::join_all(
@@ -124,11 +128,9 @@ pub async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> 
 }
 
 /// Logs in, opens the mailbox read-only, logs out.
-async fn check_imap(
-    cfg: &InboxConfig,
-    oauth: &liaison::oauth::OAuthClients,
-) -> Result<(), String> {
-    let login = liaison::io::imap_login::ImapLogin::for_inbox(cfg, oauth).map_err(|e| e.to_string())?;
+async fn check_imap(cfg: &InboxConfig, oauth: &liaison::oauth::OAuthClients) -> Result<(), String> {
+    let login =
+        liaison::io::imap_login::ImapLogin::for_inbox(cfg, oauth).map_err(|e| e.to_string())?;
     let mut session = liaison::io::imap::connect(cfg, &login)
         .await
         .map_err(|e| e.to_string())?;

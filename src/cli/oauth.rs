@@ -13,7 +13,11 @@ pub async fn login(config: &Config, name: &str) -> Result<()> {
         let names: Vec<&str> = config.oauth2.iter().map(|c| c.name.as_str()).collect();
         format!(
             "no [[oauth2]] client is named `{name}` (configured: {})",
-            if names.is_empty() { "none".into() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
         )
     })?;
     let Grant::RefreshToken { file } = &client.config().grant else {

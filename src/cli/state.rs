@@ -165,7 +165,11 @@ pub(super) fn print_status_rows(rows: &[StatusRow], json: bool) -> Result<()> {
                         .as_deref()
                         .map(|e| format!(" ends {e}"))
                         .unwrap_or_default(),
-                    if r.auto_extend == Some(true) { "on" } else { "off" }
+                    if r.auto_extend == Some(true) {
+                        "on"
+                    } else {
+                        "off"
+                    }
                 ),
                 None => String::new(),
             };

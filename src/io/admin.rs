@@ -173,8 +173,16 @@ impl StatusRow {
             state: r.state.as_str().to_string(),
             since: liaison_core::decide::rfc3339(r.since),
             gdap_id: r.gdap.as_ref().and_then(|g| g.id.clone()),
-            gdap_ends: r.gdap.as_ref().and_then(|g| g.ends_at).map(liaison_core::decide::rfc3339),
-            auto_extend: r.gdap.as_ref().filter(|g| g.id.is_some()).map(|g| g.auto_extend),
+            gdap_ends: r
+                .gdap
+                .as_ref()
+                .and_then(|g| g.ends_at)
+                .map(liaison_core::decide::rfc3339),
+            auto_extend: r
+                .gdap
+                .as_ref()
+                .filter(|g| g.id.is_some())
+                .map(|g| g.auto_extend),
         }
     }
 }

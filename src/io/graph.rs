@@ -24,8 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use liaison_core::model::gdap::{
-    AccessAssignmentBody, CreateRelationshipBody, GraphErrorBody, GraphRelationship,
-    RequestAction,
+    AccessAssignmentBody, CreateRelationshipBody, GraphErrorBody, GraphRelationship, RequestAction,
 };
 
 /// Graph's address when the config names none.
@@ -477,7 +476,12 @@ fn parse_answer(raw: &[u8], at_eof: bool) -> Result<Option<Answer>, String> {
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line `{}`", status_line.chars().take(60).collect::<String>()))?;
+        .ok_or_else(|| {
+            format!(
+                "bad status line `{}`",
+                status_line.chars().take(60).collect::<String>()
+            )
+        })?;
     let mut length = None;
     let mut chunked = false;
     let mut retry_after = None;
@@ -562,10 +566,7 @@ fn error_parts(body: &[u8]) -> (String, String) {
 /// At most 300 characters, no control characters: Graph's words go into
 /// logs and partner mails.
 fn clean(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control())
-        .take(300)
-        .collect()
+    s.chars().filter(|c| !c.is_control()).take(300).collect()
 }
 
 /// Maps a non-2xx answer to its error.
@@ -711,7 +712,12 @@ impl GdapApi for GraphClient {
             path_id(call, id)?;
             let body = json_body(&serde_json::json!({ "action": action }));
             let answer = self
-                .call(call, "POST", &self.path(&format!("/{id}/requests")), Some(body))
+                .call(
+                    call,
+                    "POST",
+                    &self.path(&format!("/{id}/requests")),
+                    Some(body),
+                )
                 .await?;
             let _: WithId = expect_json(call, &answer)?;
             Ok(())
@@ -747,7 +753,10 @@ mod tests {
     #[test]
     fn base_urls() {
         let b = BaseUrl::parse("https://graph.microsoft.com/v1.0").unwrap();
-        assert_eq!((b.tls, b.host.as_str(), b.port, b.path.as_str()), (true, "graph.microsoft.com", 443, "/v1.0"));
+        assert_eq!(
+            (b.tls, b.host.as_str(), b.port, b.path.as_str()),
+            (true, "graph.microsoft.com", 443, "/v1.0")
+        );
         let e = BaseUrl::parse("http://127.0.0.1:9000/v1.0/").unwrap();
         assert_eq!((e.tls, e.port, e.path.as_str()), (false, 9000, "/v1.0"));
         assert!(BaseUrl::parse("http://graph.microsoft.com/v1.0").is_err());
@@ -757,13 +766,24 @@ mod tests {
 
     #[test]
     fn answers_parse_with_length_or_chunks() {
-        let a = parse_answer(b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nContent-Length: 2\r\n\r\n{}", false)
-            .unwrap()
-            .unwrap();
-        assert_eq!((a.status, a.retry_after, a.body.as_slice()), (429, Some(Duration::from_secs(7)), &b"{}"[..]));
+        let a = parse_answer(
+            b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\nContent-Length: 2\r\n\r\n{}",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (a.status, a.retry_after, a.body.as_slice()),
+            (429, Some(Duration::from_secs(7)), &b"{}"[..])
+        );
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n";
-        assert_eq!(parse_answer(raw, false).unwrap().unwrap().body, b"{\"a\":1}");
-        assert!(parse_answer(&raw[..raw.len() - 6], false).unwrap().is_none());
+        assert_eq!(
+            parse_answer(raw, false).unwrap().unwrap().body,
+            b"{\"a\":1}"
+        );
+        assert!(parse_answer(&raw[..raw.len() - 6], false)
+            .unwrap()
+            .is_none());
         assert!(parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", true).is_err());
         assert!(parse_answer(b"garbage", true).is_err());
     }
@@ -773,18 +793,43 @@ mod tests {
         let body = br#"{"error":{"code":"Authorization_RequestDenied","message":"Insufficient privileges\r\nto complete the operation."}}"#;
         assert_eq!(
             error_parts(body),
-            ("Authorization_RequestDenied".into(), "Insufficient privilegesto complete the operation.".into())
+            (
+                "Authorization_RequestDenied".into(),
+                "Insufficient privilegesto complete the operation.".into()
+            )
         );
-        let e = status_error("x", &Answer { status: 429, retry_after: None, body: vec![] });
-        assert_eq!(e, GraphError::Throttled { call: "x".into(), retry_after: DEFAULT_RETRY_AFTER });
+        let e = status_error(
+            "x",
+            &Answer {
+                status: 429,
+                retry_after: None,
+                body: vec![],
+            },
+        );
+        assert_eq!(
+            e,
+            GraphError::Throttled {
+                call: "x".into(),
+                retry_after: DEFAULT_RETRY_AFTER
+            }
+        );
         assert!(e.is_transient());
-        assert!(!status_error("x", &Answer { status: 409, retry_after: None, body: vec![] }).is_transient());
+        assert!(!status_error(
+            "x",
+            &Answer {
+                status: 409,
+                retry_after: None,
+                body: vec![]
+            }
+        )
+        .is_transient());
     }
 
     #[test]
     fn the_token_is_only_in_the_authorization_header() {
         let b = BaseUrl::parse("https://graph.microsoft.com/v1.0").unwrap();
-        let head = String::from_utf8(request_head(&b, "GET", "/v1.0/x", "SECRET-TOKEN", None)).unwrap();
+        let head =
+            String::from_utf8(request_head(&b, "GET", "/v1.0/x", "SECRET-TOKEN", None)).unwrap();
         assert!(head.contains("\r\nAuthorization: Bearer SECRET-TOKEN\r\n"));
         assert_eq!(head.matches("SECRET-TOKEN").count(), 1);
         assert!(head.contains("\r\nHost: graph.microsoft.com\r\n"));

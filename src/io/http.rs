@@ -531,7 +531,14 @@ mod tests {
             read: Duration::from_millis(300),
             write: Duration::from_millis(300),
         };
-        let server = tokio::spawn(serve_with(listener, 0, OAuthClients::default(), leaked_metrics(), limits, stop_rx));
+        let server = tokio::spawn(serve_with(
+            listener,
+            0,
+            OAuthClients::default(),
+            leaked_metrics(),
+            limits,
+            stop_rx,
+        ));
 
         let ok = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");

@@ -266,7 +266,16 @@ pub async fn watch_inbox(
         if *shutdown.borrow() {
             return;
         }
-        match run_session(&cfg, &login, &engine, &durable, &mut shutdown, &mut uncopied).await {
+        match run_session(
+            &cfg,
+            &login,
+            &engine,
+            &durable,
+            &mut shutdown,
+            &mut uncopied,
+        )
+        .await
+        {
             Ok(()) => return,
             Err(e) => {
                 crate::metrics::add(&crate::metrics::METRICS.imap_reconnects, 1);

@@ -153,13 +153,18 @@ pub async fn login(
     };
     match login {
         ImapLogin::Password(password) => {
-            match tokio::time::timeout(timeout, client.login(&cfg.username, password.expose())).await {
+            match tokio::time::timeout(timeout, client.login(&cfg.username, password.expose()))
+                .await
+            {
                 Ok(Ok(session)) => Ok(session),
                 Ok(Err((e, _))) => Err(refused(e.to_string())),
                 Err(_) => Err(timed_out("LOGIN")),
             }
         }
-        ImapLogin::Token { client: tokens, mechanism } => {
+        ImapLogin::Token {
+            client: tokens,
+            mechanism,
+        } => {
             if caps.known && !caps.mechanisms.iter().any(|m| m == mechanism.name()) {
                 return Err(refused(format!(
                     "the server does not offer AUTH={} (it offers {}); set oauth2_mechanism to one it offers",

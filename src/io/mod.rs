@@ -2,9 +2,9 @@
 //! and the HTTP endpoint.
 
 pub mod admin;
+pub mod graph;
 pub mod http;
 pub mod imap;
 pub mod imap_login;
 pub mod smtp;
-pub mod graph;
 pub mod smtp_login;

@@ -50,10 +50,9 @@ impl SmtpLogin {
             });
         }
         Ok(match (&cfg.username, &cfg.password) {
-            (Some(user), Some(pass)) => SmtpLogin::Password(Credentials::new(
-                user.clone(),
-                pass.expose().to_string(),
-            )),
+            (Some(user), Some(pass)) => {
+                SmtpLogin::Password(Credentials::new(user.clone(), pass.expose().to_string()))
+            }
             _ => SmtpLogin::None,
         })
     }
@@ -111,7 +110,8 @@ async fn authenticate(
 ) -> Result<Result<(), String>, String> {
     let message = mechanism.initial_response(user, token.secret(), host, port);
     let line = format!("AUTH {} {}\r\n", mechanism.name(), BASE64.encode(&message));
-    let broken = |e: lettre::transport::smtp::Error| format!("SMTP AUTH with {host}:{port} failed: {e}");
+    let broken =
+        |e: lettre::transport::smtp::Error| format!("SMTP AUTH with {host}:{port} failed: {e}");
     match conn.command(line).await {
         Ok(r) if r.has_code(235) => Ok(Ok(())),
         Ok(r) if r.has_code(334) => {
@@ -127,7 +127,10 @@ async fn authenticate(
                 Err(e) => Err(broken(e)),
             }
         }
-        Ok(r) => Err(format!("SMTP AUTH with {host}:{port}: unexpected answer {}", r.code())),
+        Ok(r) => Err(format!(
+            "SMTP AUTH with {host}:{port}: unexpected answer {}",
+            r.code()
+        )),
         Err(e) if e.is_permanent() => Ok(Err(e.to_string())),
         Err(e) => Err(broken(e)),
     }

@@ -193,7 +193,13 @@ impl GraphEmulator {
 
     /// How many calls were refused with 401.
     pub fn unauthorized(&self) -> usize {
-        self.state.lock().unwrap().log.iter().filter(|l| l.starts_with("401 ")).count()
+        self.state
+            .lock()
+            .unwrap()
+            .log
+            .iter()
+            .filter(|l| l.starts_with("401 "))
+            .count()
     }
 
     /// Every request seen, as `METHOD path`.
@@ -337,7 +343,11 @@ impl GraphEmulator {
             .to_string();
         let check = self.state.lock().unwrap().token_check.clone();
         if token.is_empty() {
-            return (401, vec![], self.error("InvalidAuthenticationToken", "Access token is empty."));
+            return (
+                401,
+                vec![],
+                self.error("InvalidAuthenticationToken", "Access token is empty."),
+            );
         }
         let expired = {
             let mut s = self.state.lock().unwrap();
@@ -348,32 +358,58 @@ impl GraphEmulator {
             expired
         };
         if expired || check(&token).is_err() {
-            self.state.lock().unwrap().log.push(format!("401 {method} {target}"));
+            self.state
+                .lock()
+                .unwrap()
+                .log
+                .push(format!("401 {method} {target}"));
             return (
                 401,
-                vec![("WWW-Authenticate".into(), "Bearer realm=\"\", error=\"invalid_token\"".into())],
-                self.error("InvalidAuthenticationToken", "Access token has expired or is not yet valid."),
+                vec![(
+                    "WWW-Authenticate".into(),
+                    "Bearer realm=\"\", error=\"invalid_token\"".into(),
+                )],
+                self.error(
+                    "InvalidAuthenticationToken",
+                    "Access token has expired or is not yet valid.",
+                ),
             );
         }
         if self.state.lock().unwrap().forbidden {
             return (
                 403,
                 vec![],
-                self.error("Authorization_RequestDenied", "Insufficient privileges to complete the operation."),
+                self.error(
+                    "Authorization_RequestDenied",
+                    "Insufficient privileges to complete the operation.",
+                ),
             );
         }
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let Some(rest) = path.strip_prefix("/v1.0/tenantRelationships/delegatedAdminRelationships") else {
-            return (404, vec![], self.error("UnknownError", "Resource not found for the segment."));
+        let Some(rest) = path.strip_prefix("/v1.0/tenantRelationships/delegatedAdminRelationships")
+        else {
+            return (
+                404,
+                vec![],
+                self.error("UnknownError", "Resource not found for the segment."),
+            );
         };
-        let parts: Vec<&str> = rest.trim_start_matches('/').split('/').filter(|p| !p.is_empty()).collect();
+        let parts: Vec<&str> = rest
+            .trim_start_matches('/')
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect();
         let json: Option<Value> = if body.is_empty() {
             None
         } else {
             match serde_json::from_slice(body) {
                 Ok(v) => Some(v),
                 Err(_) => {
-                    return (400, vec![], self.error("BadRequest", "Unable to read JSON request payload."))
+                    return (
+                        400,
+                        vec![],
+                        self.error("BadRequest", "Unable to read JSON request payload."),
+                    )
                 }
             }
         };
@@ -386,7 +422,14 @@ impl GraphEmulator {
             },
             ("POST", [id, "requests"]) => self.request(id, json.unwrap_or(Value::Null)),
             ("POST", [id, "accessAssignments"]) => self.assign(id, json.unwrap_or(Value::Null)),
-            _ => (405, vec![], self.error("BadRequest", "The HTTP method is not allowed on this resource.")),
+            _ => (
+                405,
+                vec![],
+                self.error(
+                    "BadRequest",
+                    "The HTTP method is not allowed on this resource.",
+                ),
+            ),
         }
     }
 
@@ -406,7 +449,10 @@ impl GraphEmulator {
         (
             404,
             vec![],
-            self.error("NotFound", &format!("The delegated admin relationship with id '{id}' was not found.")),
+            self.error(
+                "NotFound",
+                &format!("The delegated admin relationship with id '{id}' was not found."),
+            ),
         )
     }
 
@@ -448,7 +494,11 @@ impl GraphEmulator {
         }
         let roles: Vec<String> = v["accessDetails"]["unifiedRoles"]
             .as_array()
-            .map(|a| a.iter().filter_map(|r| r["roleDefinitionId"].as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["roleDefinitionId"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         if roles.is_empty() {
             return self.bad("At least one role must be specified in accessDetails.unifiedRoles.");
@@ -456,7 +506,10 @@ impl GraphEmulator {
         if roles.iter().any(|r| r.len() != 36) {
             return self.bad("Invalid roleDefinitionId.");
         }
-        let auto_extend = v["autoExtendDuration"].as_str().unwrap_or("PT0S").to_string();
+        let auto_extend = v["autoExtendDuration"]
+            .as_str()
+            .unwrap_or("PT0S")
+            .to_string();
         if !matches!(auto_extend.as_str(), "P0D" | "PT0S" | "P180D") {
             return self.bad("The autoExtendDuration must be PT0S, P0D or P180D.");
         }
@@ -469,11 +522,17 @@ impl GraphEmulator {
             return (
                 409,
                 vec![],
-                self.error("Conflict", "A delegated admin relationship with the same displayName already exists."),
+                self.error(
+                    "Conflict",
+                    "A delegated admin relationship with the same displayName already exists.",
+                ),
             );
         }
         s.next += 1;
-        let id = format!("{}-{:08x}-0000-4000-8000-{:012x}", s.partner_tenant, s.next, s.next);
+        let id = format!(
+            "{}-{:08x}-0000-4000-8000-{:012x}",
+            s.partner_tenant, s.next, s.next
+        );
         let r = Relationship {
             id: id.clone(),
             display_name: name.to_string(),
@@ -506,7 +565,10 @@ impl GraphEmulator {
         let mut wanted: Option<String> = None;
         for pair in query.split('&') {
             if let Some(f) = pair.strip_prefix("$filter=") {
-                let Some(lit) = f.strip_prefix("displayName eq '").and_then(|l| l.strip_suffix('\'')) else {
+                let Some(lit) = f
+                    .strip_prefix("displayName eq '")
+                    .and_then(|l| l.strip_suffix('\''))
+                else {
                     return self.bad("Invalid filter clause: only displayName eq '…' is supported by this emulator.");
                 };
                 wanted = Some(lit.replace("''", "'"));
@@ -545,7 +607,9 @@ impl GraphEmulator {
             "lockForApproval" if r.status == "created" => r.status = "approvalPending".into(),
             "lockForApproval" => {
                 drop(s);
-                return self.bad("The relationship can only be locked for approval in the created status.");
+                return self.bad(
+                    "The relationship can only be locked for approval in the created status.",
+                );
             }
             "terminate" if r.status == "active" => r.status = "terminationRequested".into(),
             "terminate" => {
@@ -579,11 +643,20 @@ impl GraphEmulator {
     }
 
     fn assign(&self, id: &str, v: Value) -> (u16, Vec<(String, String)>, Value) {
-        let group = v["accessContainer"]["accessContainerId"].as_str().unwrap_or_default().to_string();
-        let kind = v["accessContainer"]["accessContainerType"].as_str().unwrap_or_default();
+        let group = v["accessContainer"]["accessContainerId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let kind = v["accessContainer"]["accessContainerType"]
+            .as_str()
+            .unwrap_or_default();
         let roles: Vec<String> = v["accessDetails"]["unifiedRoles"]
             .as_array()
-            .map(|a| a.iter().filter_map(|r| r["roleDefinitionId"].as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["roleDefinitionId"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         let aid = self.next_id();
         let mut s = self.state.lock().unwrap();
@@ -601,7 +674,9 @@ impl GraphEmulator {
         }
         if roles.is_empty() || roles.iter().any(|x| !r.roles.contains(x)) {
             drop(s);
-            return self.bad("The roles of an access assignment must be a subset of the relationship's roles.");
+            return self.bad(
+                "The roles of an access assignment must be a subset of the relationship's roles.",
+            );
         }
         r.assignments.push(Assignment {
             id: aid.clone(),

@@ -511,13 +511,20 @@ mod tests {
     #[test]
     fn a_link_column_carries_the_approval_link() {
         let link = "https://admin.microsoft.com/AdminPortal/Home#/partners/invitation/granularAdminRelationships/abc";
-        let rows = read(&format!("email,link\nalice@contoso.test,{link}\nbob@fabrikam.test,\n"));
+        let rows = read(&format!(
+            "email,link\nalice@contoso.test,{link}\nbob@fabrikam.test,\n"
+        ));
         let cmds: Vec<Command> = rows.into_iter().map(|(_, c)| c.unwrap()).collect();
         assert!(matches!(&cmds[0], Command::Invite { link: Some(l), .. } if l == link));
         assert!(matches!(&cmds[1], Command::Invite { link: None, .. }));
         // A link is data: a space in it is refused as in a mailed `invite … link`.
-        let bad = read("email,link\nalice@contoso.test,\"https://admin.microsoft.com/a\u{202e}b\"\n");
-        assert!(bad[0].1.as_ref().unwrap_err().contains("U+202E"), "{:?}", bad[0]);
+        let bad =
+            read("email,link\nalice@contoso.test,\"https://admin.microsoft.com/a\u{202e}b\"\n");
+        assert!(
+            bad[0].1.as_ref().unwrap_err().contains("U+202E"),
+            "{:?}",
+            bad[0]
+        );
     }
 
     #[test]

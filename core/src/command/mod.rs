@@ -453,7 +453,13 @@ fn invite_link(v: &str) -> Result<String, CommandError> {
         return Err(usage_error("invite", "`link` needs a URL".into()));
     }
     if v.chars().count() > crate::model::gdap::MAX_LINK_CHARS {
-        return Err(usage_error("invite", format!("the link is longer than {} characters", crate::model::gdap::MAX_LINK_CHARS)));
+        return Err(usage_error(
+            "invite",
+            format!(
+                "the link is longer than {} characters",
+                crate::model::gdap::MAX_LINK_CHARS
+            ),
+        ));
     }
     check_text("link", v).map_err(|problem| usage_error("invite", problem))?;
     Ok(v.to_string())
@@ -499,7 +505,17 @@ impl Command {
     /// checked as `invite … link URL` is.
     pub fn with_link(self, link: Option<&str>) -> Result<Command, CommandError> {
         match (self, link) {
-            (Command::Invite { customer, name, locale, draft, gdap, .. }, Some(l)) => Ok(Command::Invite {
+            (
+                Command::Invite {
+                    customer,
+                    name,
+                    locale,
+                    draft,
+                    gdap,
+                    ..
+                },
+                Some(l),
+            ) => Ok(Command::Invite {
                 customer,
                 name,
                 locale,
@@ -549,7 +565,11 @@ impl std::fmt::Display for Command {
             }
             Command::Roles => write!(f, "roles"),
             Command::Terminate { customer, confirm } => {
-                write!(f, "terminate {customer}{}", if *confirm { " confirm" } else { "" })
+                write!(
+                    f,
+                    "terminate {customer}{}",
+                    if *confirm { " confirm" } else { "" }
+                )
             }
             Command::Resend { customer } => write!(f, "resend {customer}"),
             Command::Status { customer: None } => write!(f, "status"),
@@ -657,16 +677,24 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
                         roles = Some(v.trim().to_string());
                     }
                     "duration" => {
-                        let v = rest
-                            .next()
-                            .ok_or_else(|| err("invite", "`duration` needs a number of days, e.g. 730d".into()))?;
+                        let v = rest.next().ok_or_else(|| {
+                            err(
+                                "invite",
+                                "`duration` needs a number of days, e.g. 730d".into(),
+                            )
+                        })?;
                         duration = Some(
                             crate::model::gdap::parse_duration_days(v)
                                 .map_err(|e| err("invite", e.to_string()))?,
                         );
                     }
                     "auto-extend" | "autoextend" => auto_extend = true,
-                    other => return Err(err("invite", format!("unknown option `{}`", shorten(other, MAX_QUOTED_ARG)))),
+                    other => {
+                        return Err(err(
+                            "invite",
+                            format!("unknown option `{}`", shorten(other, MAX_QUOTED_ARG)),
+                        ))
+                    }
                 }
             }
             let gdap = match roles {
@@ -676,7 +704,10 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
                     auto_extend,
                 }),
                 None if duration.is_some() || auto_extend => {
-                    return Err(err("invite", "`duration` and `auto-extend` go with `roles`".into()))
+                    return Err(err(
+                        "invite",
+                        "`duration` and `auto-extend` go with `roles`".into(),
+                    ))
                 }
                 None => None,
             };
@@ -704,7 +735,12 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
             let confirm = match args.get(1).map(|a| a.to_lowercase()) {
                 None => false,
                 Some(a) if a == "confirm" => true,
-                Some(a) => return Err(err("terminate", format!("unexpected `{}`", shorten(&a, MAX_QUOTED_ARG)))),
+                Some(a) => {
+                    return Err(err(
+                        "terminate",
+                        format!("unexpected `{}`", shorten(&a, MAX_QUOTED_ARG)),
+                    ))
+                }
             };
             no_more("terminate", args.get(2..).unwrap_or(&[]))?;
             Ok(Command::Terminate { customer, confirm })
@@ -879,15 +915,34 @@ mod tests {
             );
         }
         // Elsewhere `#` still starts a comment.
-        assert_eq!(cmds("status # all of them"), vec![Ok(Command::Status { customer: None })]);
+        assert_eq!(
+            cmds("status # all of them"),
+            vec![Ok(Command::Status { customer: None })]
+        );
         let c = parse_line("invite alice@contoso.test roles \"Helpdesk Administrator, helpdesk\" duration 30d auto-extend");
-        assert!(matches!(c, Ok(Command::Invite { gdap: Some(InviteGdap { duration_days: 30, auto_extend: true, .. }), .. })), "{c:?}");
+        assert!(
+            matches!(
+                c,
+                Ok(Command::Invite {
+                    gdap: Some(InviteGdap {
+                        duration_days: 30,
+                        auto_extend: true,
+                        ..
+                    }),
+                    ..
+                })
+            ),
+            "{c:?}"
+        );
         assert!(parse_line("invite alice@contoso.test auto-extend").is_err());
         assert!(parse_line("invite alice@contoso.test roles x duration 731d").is_err());
         assert!(parse_line(&format!("invite alice@contoso.test roles x link {link}")).is_err());
         assert_eq!(
             parse_line("terminate Alice@Contoso.test confirm"),
-            Ok(Command::Terminate { customer: "alice@contoso.test".into(), confirm: true })
+            Ok(Command::Terminate {
+                customer: "alice@contoso.test".into(),
+                confirm: true
+            })
         );
         assert_eq!(parse_line("roles"), Ok(Command::Roles));
     }

@@ -91,7 +91,10 @@ fn check_base_url(url: &str) -> std::result::Result<(), String> {
         let host = r.split('/').next().unwrap_or_default();
         let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
         if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
-            return Err("plain http is only allowed to a loopback address (a local emulator); use https".into());
+            return Err(
+                "plain http is only allowed to a loopback address (a local emulator); use https"
+                    .into(),
+            );
         }
         r
     } else {
@@ -136,11 +139,17 @@ impl RawPartnerGdap {
                     .to_string();
                 check_base_url(&base_url).map_err(|e| invalid(key("graph.base_url"), e))?;
                 if g.oauth2.trim().is_empty() {
-                    return Err(invalid(key("graph.oauth2"), "must name an [[oauth2]] client"));
+                    return Err(invalid(
+                        key("graph.oauth2"),
+                        "must name an [[oauth2]] client",
+                    ));
                 }
                 let poll = g.poll_interval_secs.unwrap_or(DEFAULT_GRAPH_POLL_SECS);
                 if poll == 0 {
-                    return Err(invalid(key("graph.poll_interval_secs"), "must be at least 1"));
+                    return Err(invalid(
+                        key("graph.poll_interval_secs"),
+                        "must be at least 1",
+                    ));
                 }
                 Some(PartnerGraph {
                     oauth2: g.oauth2.trim().to_string(),

@@ -197,7 +197,10 @@ pub(super) fn validate_login_keys(
         }
         "oauth2" => {
             let client = client.ok_or_else(|| {
-                invalid(key("oauth2"), "auth = \"oauth2\" needs the name of an [[oauth2]] client")
+                invalid(
+                    key("oauth2"),
+                    "auth = \"oauth2\" needs the name of an [[oauth2]] client",
+                )
             })?;
             if password_given {
                 return Err(invalid(

@@ -418,11 +418,17 @@ impl<'a, 'c> CommandRun<'a, 'c> {
                         self.partner.name
                     )));
                 }
-                let roles = match crate::model::gdap::parse_roles(&ask.roles, |n| self.partner.role_set(n)) {
-                    Ok(r) => r,
-                    Err(e) => return Ok(Err(e.to_string())),
-                };
-                match crate::model::gdap::GdapRequest::new(&roles, ask.duration_days, ask.auto_extend) {
+                let roles =
+                    match crate::model::gdap::parse_roles(&ask.roles, |n| self.partner.role_set(n))
+                    {
+                        Ok(r) => r,
+                        Err(e) => return Ok(Err(e.to_string())),
+                    };
+                match crate::model::gdap::GdapRequest::new(
+                    &roles,
+                    ask.duration_days,
+                    ask.auto_extend,
+                ) {
                     Ok(r) => Some(r),
                     Err(e) => return Ok(Err(e.to_string())),
                 }
@@ -431,7 +437,9 @@ impl<'a, 'c> CommandRun<'a, 'c> {
         };
         let approval_link = match (link, &gdap_request) {
             (Some(l), _) => {
-                if let Err(e) = crate::model::gdap::check_approval_link(l, &cfg.security.approval_link_hosts) {
+                if let Err(e) =
+                    crate::model::gdap::check_approval_link(l, &cfg.security.approval_link_hosts)
+                {
                     return Ok(Err(format!("{e}; nothing was sent")));
                 }
                 Some(l.to_string())
@@ -504,17 +512,19 @@ impl<'a, 'c> CommandRun<'a, 'c> {
         );
         invitation.approval_link = approval_link;
         let (id, expires) = (invitation.id, invitation.expires);
-        rel.gdap = gdap_request.clone().map(|request| crate::model::gdap::GdapLink {
-            display_name: crate::model::gdap::display_name(customer, id),
-            request,
-            relationship_id: None,
-            status: None,
-            ends_at: None,
-            auto_extend: false,
-            draft_to: draft.then(|| self.actor()),
-            assignments_due: false,
-            terminate_due: false,
-        });
+        rel.gdap = gdap_request
+            .clone()
+            .map(|request| crate::model::gdap::GdapLink {
+                display_name: crate::model::gdap::display_name(customer, id),
+                request,
+                relationship_id: None,
+                status: None,
+                ends_at: None,
+                auto_extend: false,
+                draft_to: draft.then(|| self.actor()),
+                assignments_due: false,
+                terminate_due: false,
+            });
         if rel.gdap.is_some() {
             // The invitation goes out when Microsoft has created the
             // request: its link is the request's own.
@@ -628,7 +638,13 @@ impl<'a, 'c> CommandRun<'a, 'c> {
             return Ok(Err(self.not_found(customer)));
         };
         let actor = self.actor();
-        match rel.apply(event, self.ctx.now, &actor, self.mail.message_id.as_deref(), crate::model::relationship::HistorySource::Command) {
+        match rel.apply(
+            event,
+            self.ctx.now,
+            &actor,
+            self.mail.message_id.as_deref(),
+            crate::model::relationship::HistorySource::Command,
+        ) {
             Ok(_) => Ok(Ok(rel)),
             Err(e) => Ok(Err(format!("{customer}: {e}"))),
         }

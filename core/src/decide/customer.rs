@@ -354,9 +354,8 @@ pub(super) fn customer_mail(
             // Liaison follows this relationship in Microsoft Graph: only
             // Microsoft's word makes it active. The customer is thanked and
             // told so; nothing changes until Graph shows the approval.
-            decision.summary = format!(
-                "{from} says they approved; Graph shows {status}, waiting for Microsoft"
-            );
+            decision.summary =
+                format!("{from} says they approved; Graph shows {status}, waiting for Microsoft");
             decision.mails.push(customer_notice(
                 ctx,
                 &rel,
@@ -369,7 +368,13 @@ pub(super) fn customer_mail(
         }
     }
     let before = rel.state;
-    match rel.apply(event, ctx.now, from, mail.message_id.as_deref(), crate::model::relationship::HistorySource::Mail) {
+    match rel.apply(
+        event,
+        ctx.now,
+        from,
+        mail.message_id.as_deref(),
+        crate::model::relationship::HistorySource::Mail,
+    ) {
         Ok(after) => {
             if after == RelationshipState::Active {
                 // A new period starts with every acceptance (also of a restore).

@@ -13,9 +13,11 @@ use super::{
     Sender, WorkflowError,
 };
 use crate::config::Partner;
-use crate::model::gdap::{self as gdap, GdapStatus, GraphRelationship};
-use crate::model::relationship::{HistorySource, Relationship, RelationshipEvent, RelationshipState};
 use crate::effects::StoreView;
+use crate::model::gdap::{self as gdap, GdapStatus, GraphRelationship};
+use crate::model::relationship::{
+    HistorySource, Relationship, RelationshipEvent, RelationshipState,
+};
 use crate::render::templates::TemplateName;
 use serde_json::json;
 
@@ -37,7 +39,10 @@ pub fn request_created(
     seen: &GraphRelationship,
 ) -> Result<Decision, WorkflowError> {
     let Some(mut rel) = view.relationship(&partner.id, customer)? else {
-        return Ok(Decision::ignored(format!("no relationship {}/{customer}", partner.id)));
+        return Ok(Decision::ignored(format!(
+            "no relationship {}/{customer}",
+            partner.id
+        )));
     };
     let Some(mut link) = rel.gdap.clone() else {
         return Ok(Decision::ignored(format!("{customer} has no GDAP request")));
@@ -48,9 +53,15 @@ pub fn request_created(
             seen.id
         )));
     }
-    let Some(mut inv) = rel.invitation_id.map(|id| view.invitation(id)).transpose()?.flatten()
+    let Some(mut inv) = rel
+        .invitation_id
+        .map(|id| view.invitation(id))
+        .transpose()?
+        .flatten()
     else {
-        return Ok(Decision::ignored(format!("the invitation of {customer} is missing")));
+        return Ok(Decision::ignored(format!(
+            "the invitation of {customer} is missing"
+        )));
     };
     let approval = gdap::granular_admin_link(&seen.id);
     link.relationship_id = Some(seen.id.clone());
@@ -74,7 +85,11 @@ pub fn request_created(
         "GDAP relationship {} created for {customer}; invitation {} sent{}",
         seen.id,
         inv.id,
-        if link.draft_to.is_some() { " (draft, to the partner)" } else { "" }
+        if link.draft_to.is_some() {
+            " (draft, to the partner)"
+        } else {
+            ""
+        }
     ));
     rel.gdap = Some(link);
     decision.mails.push(mail);
@@ -95,17 +110,24 @@ pub fn call_failed(
     reason: &str,
 ) -> Result<Decision, WorkflowError> {
     let Some(mut rel) = view.relationship(&partner.id, customer)? else {
-        return Ok(Decision::ignored(format!("no relationship {}/{customer}", partner.id)));
+        return Ok(Decision::ignored(format!(
+            "no relationship {}/{customer}",
+            partner.id
+        )));
     };
     let Some(mut link) = rel.gdap.clone() else {
-        return Ok(Decision::ignored(format!("{customer} has no GDAP relationship")));
+        return Ok(Decision::ignored(format!(
+            "{customer} has no GDAP relationship"
+        )));
     };
     let request_failed = link.relationship_id.is_none();
     let key = format!(
         "gdap-failed:{}:{}:{what}:{}",
         partner.id,
         customer,
-        link.relationship_id.as_deref().unwrap_or(&link.display_name)
+        link.relationship_id
+            .as_deref()
+            .unwrap_or(&link.display_name)
     );
     let mut ids = MessageIds::new(&key, ctx);
     let mut decision = graph_decision(format!("GDAP {what} for {customer} failed: {reason}"));
@@ -169,10 +191,15 @@ pub fn assignments_tried(
         );
     }
     let Some(mut rel) = view.relationship(&partner.id, customer)? else {
-        return Ok(Decision::ignored(format!("no relationship {}/{customer}", partner.id)));
+        return Ok(Decision::ignored(format!(
+            "no relationship {}/{customer}",
+            partner.id
+        )));
     };
     let Some(link) = rel.gdap.as_mut() else {
-        return Ok(Decision::ignored(format!("{customer} has no GDAP relationship")));
+        return Ok(Decision::ignored(format!(
+            "{customer} has no GDAP relationship"
+        )));
     };
     link.assignments_due = false;
     let mut decision = graph_decision(format!("access assignments made for {customer}"));
@@ -187,10 +214,15 @@ pub fn terminate_sent(
     customer: &str,
 ) -> Result<Decision, WorkflowError> {
     let Some(mut rel) = view.relationship(&partner.id, customer)? else {
-        return Ok(Decision::ignored(format!("no relationship {}/{customer}", partner.id)));
+        return Ok(Decision::ignored(format!(
+            "no relationship {}/{customer}",
+            partner.id
+        )));
     };
     let Some(link) = rel.gdap.as_mut() else {
-        return Ok(Decision::ignored(format!("{customer} has no GDAP relationship")));
+        return Ok(Decision::ignored(format!(
+            "{customer} has no GDAP relationship"
+        )));
     };
     link.terminate_due = false;
     let mut decision = graph_decision(format!("terminate request sent for {customer}"));
@@ -210,10 +242,15 @@ pub fn observed(
     seen: &GraphRelationship,
 ) -> Result<Decision, WorkflowError> {
     let Some(mut rel) = view.relationship(&partner.id, customer)? else {
-        return Ok(Decision::ignored(format!("no relationship {}/{customer}", partner.id)));
+        return Ok(Decision::ignored(format!(
+            "no relationship {}/{customer}",
+            partner.id
+        )));
     };
     let Some(mut link) = rel.gdap.clone() else {
-        return Ok(Decision::ignored(format!("{customer} has no GDAP relationship")));
+        return Ok(Decision::ignored(format!(
+            "{customer} has no GDAP relationship"
+        )));
     };
     if link.relationship_id.as_deref() != Some(seen.id.as_str()) {
         return Ok(Decision::ignored(format!(
@@ -224,7 +261,10 @@ pub fn observed(
     let before = link.clone();
     link.status = Some(seen.status);
     link.auto_extend = seen.auto_extends();
-    link.ends_at = seen.end_date_time.as_deref().and_then(gdap::parse_graph_time);
+    link.ends_at = seen
+        .end_date_time
+        .as_deref()
+        .and_then(gdap::parse_graph_time);
     let mut decision = graph_decision("");
     let state_before = rel.state;
     if let Some(event) = gdap::event_for_status(rel.state, seen.status) {
@@ -251,7 +291,12 @@ pub fn observed(
                 rel.ends_at = link.ends_at;
                 rel.reminders_sent.clear();
                 link.assignments_due = !partner.access_assignments.is_empty();
-                decision.mails.push(customer_mail(&rel, &mut ids, TemplateName::AcceptedCustomer, vars.clone()));
+                decision.mails.push(customer_mail(
+                    &rel,
+                    &mut ids,
+                    TemplateName::AcceptedCustomer,
+                    vars.clone(),
+                ));
                 decision.mails.push(partner_notice(
                     partner,
                     rel.support_contact.as_deref(),

@@ -4,8 +4,8 @@
 //! relationship request and its approval link exists.
 
 use super::{date_only, Context, MailPlan, Sender};
-use crate::mail::address;
 use crate::config::Partner;
+use crate::mail::address;
 use crate::model::gdap::GdapRequest;
 use crate::model::invitation::{Invitation, InvitationKind};
 use crate::render::templates::TemplateName;

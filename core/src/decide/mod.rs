@@ -19,10 +19,10 @@ pub use commands::LIST_PAGE;
 mod customer;
 mod support;
 pub use support::MAX_ENTRY_TEXT_CHARS;
+pub mod gdap;
+mod invitation_mail;
 mod timers;
 pub mod trust;
-mod invitation_mail;
-pub mod gdap;
 
 pub use commands::{help_text, run_given_commands, CommandOutcome};
 pub use timers::{due_candidates, expire_candidates, expire_due};

@@ -96,8 +96,14 @@ pub fn expire_candidates(
         let Some(partner) = ctx.config.partner(&rel.partner) else {
             continue;
         };
-        rel.apply(RelationshipEvent::Expired, ctx.now, "liaison", None, crate::model::relationship::HistorySource::Timer)
-            .expect("invited -> expired is always allowed");
+        rel.apply(
+            RelationshipEvent::Expired,
+            ctx.now,
+            "liaison",
+            None,
+            crate::model::relationship::HistorySource::Timer,
+        )
+        .expect("invited -> expired is always allowed");
         // Keyed by the invitation, so a sweep re-run after a crash plans the
         // very same mail.
         let key = format!("expire:{}", inv.id);
@@ -147,8 +153,14 @@ fn duration_step(ctx: &Context, rel: &mut Relationship) -> Option<MailPlan> {
                 true
             }
             _ => {
-                rel.apply(RelationshipEvent::Expired, ctx.now, "liaison", None, crate::model::relationship::HistorySource::Timer)
-                    .expect("active -> expired is always allowed");
+                rel.apply(
+                    RelationshipEvent::Expired,
+                    ctx.now,
+                    "liaison",
+                    None,
+                    crate::model::relationship::HistorySource::Timer,
+                )
+                .expect("active -> expired is always allowed");
                 rel.ends_at = None;
                 false
             }

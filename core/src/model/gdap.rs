@@ -79,9 +79,10 @@ pub fn check_approval_link(link: &str, allowed_hosts: &[String]) -> Result<(), A
     if link.chars().count() > MAX_LINK_CHARS {
         return Err(ApprovalLinkError::TooLong);
     }
-    if let Some(c) = link.chars().find(|c| {
-        c.is_control() || c.is_whitespace() || matches!(c, '"' | '<' | '>' | '\\' | '`')
-    }) {
+    if let Some(c) = link
+        .chars()
+        .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '"' | '<' | '>' | '\\' | '`'))
+    {
         return Err(ApprovalLinkError::BadCharacter(describe_char(c)));
     }
     // Format characters (bidi overrides, zero-width) would let a link read
@@ -178,40 +179,118 @@ pub const GLOBAL_ADMINISTRATOR: &str = "62e90394-69f5-4237-9190-012177145e10";
 /// The built-in roles partners commonly request through GDAP, from
 /// Microsoft's "Microsoft Entra built-in roles" reference.
 pub const ENTRA_ROLES: &[EntraRole] = &[
-    role("Application Administrator", "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3"),
-    role("Authentication Administrator", "c4e39bd9-1100-46d3-8c65-fb160da0071f"),
-    role("Billing Administrator", "b0f54661-2d74-4c50-afa3-1ec803f12efe"),
-    role("Cloud Application Administrator", "158c047a-c907-4556-b7ef-446551a6b5f7"),
-    role("Cloud Device Administrator", "7698a772-787b-4ac8-901f-60d6b08affd2"),
-    role("Compliance Administrator", "17315797-102d-40b4-93e0-432062caca18"),
-    role("Conditional Access Administrator", "b1be1c3e-b65d-4f19-8427-f6fa0d97feb9"),
+    role(
+        "Application Administrator",
+        "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3",
+    ),
+    role(
+        "Authentication Administrator",
+        "c4e39bd9-1100-46d3-8c65-fb160da0071f",
+    ),
+    role(
+        "Billing Administrator",
+        "b0f54661-2d74-4c50-afa3-1ec803f12efe",
+    ),
+    role(
+        "Cloud Application Administrator",
+        "158c047a-c907-4556-b7ef-446551a6b5f7",
+    ),
+    role(
+        "Cloud Device Administrator",
+        "7698a772-787b-4ac8-901f-60d6b08affd2",
+    ),
+    role(
+        "Compliance Administrator",
+        "17315797-102d-40b4-93e0-432062caca18",
+    ),
+    role(
+        "Conditional Access Administrator",
+        "b1be1c3e-b65d-4f19-8427-f6fa0d97feb9",
+    ),
     role("Directory Readers", "88d8e3e3-8f55-4a1e-953a-9b9898b8876b"),
     role("Directory Writers", "9360feb5-f418-4baa-8175-e2a00bac4301"),
-    role("Dynamics 365 Administrator", "44367163-eba1-44c3-98af-f5787879f96a"),
-    role("Exchange Administrator", "29232cdf-9323-42fd-ade2-1d097af3e4de"),
-    role("Exchange Recipient Administrator", "31392ffb-586c-42d1-9346-e59415a2cc4e"),
+    role(
+        "Dynamics 365 Administrator",
+        "44367163-eba1-44c3-98af-f5787879f96a",
+    ),
+    role(
+        "Exchange Administrator",
+        "29232cdf-9323-42fd-ade2-1d097af3e4de",
+    ),
+    role(
+        "Exchange Recipient Administrator",
+        "31392ffb-586c-42d1-9346-e59415a2cc4e",
+    ),
     role("Global Administrator", GLOBAL_ADMINISTRATOR),
     role("Global Reader", "f2ef992c-3afb-46b9-b7cf-a126ee74c451"),
-    role("Groups Administrator", "fdd7a751-b60b-444a-984c-02652fe8fa1c"),
-    role("Helpdesk Administrator", "729827e3-9c14-49f7-bb1b-9608f156bbb8"),
-    role("Intune Administrator", "3a2c62db-5318-420d-8d74-23affee5d9d5"),
-    role("License Administrator", "4d6ac14f-3453-41d0-bef9-a3e0c569773a"),
-    role("Message Center Reader", "790c1fb9-7f7d-4f88-86a1-ef1f95c05c1b"),
-    role("Office Apps Administrator", "2b745bdf-0803-4d80-aa65-822c4493daac"),
-    role("Password Administrator", "966707d0-3269-4727-9be2-8c3a10f19b9d"),
-    role("Power Platform Administrator", "11648597-926c-4cf3-9c36-bcebb0ba8dcc"),
-    role("Privileged Authentication Administrator", "7be44c8a-adaf-4e2a-84d6-ab2649e08a13"),
-    role("Privileged Role Administrator", "e8611ab8-c189-46e8-94e1-60213ab1f814"),
+    role(
+        "Groups Administrator",
+        "fdd7a751-b60b-444a-984c-02652fe8fa1c",
+    ),
+    role(
+        "Helpdesk Administrator",
+        "729827e3-9c14-49f7-bb1b-9608f156bbb8",
+    ),
+    role(
+        "Intune Administrator",
+        "3a2c62db-5318-420d-8d74-23affee5d9d5",
+    ),
+    role(
+        "License Administrator",
+        "4d6ac14f-3453-41d0-bef9-a3e0c569773a",
+    ),
+    role(
+        "Message Center Reader",
+        "790c1fb9-7f7d-4f88-86a1-ef1f95c05c1b",
+    ),
+    role(
+        "Office Apps Administrator",
+        "2b745bdf-0803-4d80-aa65-822c4493daac",
+    ),
+    role(
+        "Password Administrator",
+        "966707d0-3269-4727-9be2-8c3a10f19b9d",
+    ),
+    role(
+        "Power Platform Administrator",
+        "11648597-926c-4cf3-9c36-bcebb0ba8dcc",
+    ),
+    role(
+        "Privileged Authentication Administrator",
+        "7be44c8a-adaf-4e2a-84d6-ab2649e08a13",
+    ),
+    role(
+        "Privileged Role Administrator",
+        "e8611ab8-c189-46e8-94e1-60213ab1f814",
+    ),
     role("Reports Reader", "4a5d8f65-41da-4de4-8968-e035b65339cf"),
-    role("Security Administrator", "194ae4cb-b126-40b2-bd5b-6091b380977d"),
+    role(
+        "Security Administrator",
+        "194ae4cb-b126-40b2-bd5b-6091b380977d",
+    ),
     role("Security Operator", "5f2222b1-57c3-48ba-8ad5-d4759f1fde6f"),
     role("Security Reader", "5d6b6bb7-de71-4623-b4af-96380a352509"),
-    role("Service Support Administrator", "f023fd81-a637-4b56-95fd-791ac0226033"),
-    role("SharePoint Administrator", "f28a1f50-f6e7-4571-818b-6a12f2af6b6c"),
-    role("Teams Administrator", "69091246-20e8-4a56-aa4d-066075b2a7a8"),
-    role("Teams Communications Administrator", "baf37b3a-610e-45da-9e62-d9d1e5e8914b"),
+    role(
+        "Service Support Administrator",
+        "f023fd81-a637-4b56-95fd-791ac0226033",
+    ),
+    role(
+        "SharePoint Administrator",
+        "f28a1f50-f6e7-4571-818b-6a12f2af6b6c",
+    ),
+    role(
+        "Teams Administrator",
+        "69091246-20e8-4a56-aa4d-066075b2a7a8",
+    ),
+    role(
+        "Teams Communications Administrator",
+        "baf37b3a-610e-45da-9e62-d9d1e5e8914b",
+    ),
     role("User Administrator", "fe930be7-5e62-47db-91af-98c3a49a38b1"),
-    role("Windows 365 Administrator", "11451d60-acb2-45eb-a7d6-43d0f0125c13"),
+    role(
+        "Windows 365 Administrator",
+        "11451d60-acb2-45eb-a7d6-43d0f0125c13",
+    ),
 ];
 
 const fn role(name: &'static str, template_id: &'static str) -> EntraRole {
@@ -221,7 +300,9 @@ const fn role(name: &'static str, template_id: &'static str) -> EntraRole {
 /// The role with this display name (case and surrounding space ignored).
 pub fn role_by_name(name: &str) -> Option<&'static EntraRole> {
     let name = name.trim();
-    ENTRA_ROLES.iter().find(|r| r.name.eq_ignore_ascii_case(name))
+    ENTRA_ROLES
+        .iter()
+        .find(|r| r.name.eq_ignore_ascii_case(name))
 }
 
 /// The role with this template id.
@@ -633,7 +714,13 @@ impl GdapLink {
 /// `activatedDateTime` before activation).
 pub fn parse_graph_time(s: &str) -> Option<u64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
@@ -644,7 +731,9 @@ pub fn parse_graph_time(s: &str) -> Option<u64> {
     }
     // Only UTC (`Z`, optionally after a fraction), as Graph writes them.
     let tail = &s[19..];
-    let tail = tail.strip_prefix('.').map_or(tail, |t| t.trim_start_matches(|c: char| c.is_ascii_digit()));
+    let tail = tail
+        .strip_prefix('.')
+        .map_or(tail, |t| t.trim_start_matches(|c: char| c.is_ascii_digit()));
     if tail != "Z" && tail != "+00:00" {
         return None;
     }
@@ -670,10 +759,7 @@ pub fn parse_graph_time(s: &str) -> Option<u64> {
 /// - `terminationRequested`/`terminating`/`terminated` of an active one
 ///   mean the permissions are gone;
 /// - `expired` ends an invited or active one.
-pub fn event_for_status(
-    state: RelationshipState,
-    status: GdapStatus,
-) -> Option<RelationshipEvent> {
+pub fn event_for_status(state: RelationshipState, status: GdapStatus) -> Option<RelationshipEvent> {
     use GdapStatus as G;
     use RelationshipState as S;
     match (state, status) {
@@ -732,7 +818,10 @@ mod tests {
             assert!(e.contains(want), "{link}: {e}");
         }
         assert_eq!(
-            check_approval_link(&format!("https://admin.microsoft.com/{}", "a".repeat(2000)), &h),
+            check_approval_link(
+                &format!("https://admin.microsoft.com/{}", "a".repeat(2000)),
+                &h
+            ),
             Err(ApprovalLinkError::TooLong)
         );
         // Another allowed host is the operator's choice.
@@ -768,12 +857,19 @@ mod tests {
                 .find(|(k, _)| k.eq_ignore_ascii_case(n))
                 .map(|(_, v)| v.as_slice())
         };
-        let r = parse_roles("helpdesk, user administrator, Helpdesk Administrator", lookup)
-            .unwrap();
+        let r = parse_roles(
+            "helpdesk, user administrator, Helpdesk Administrator",
+            lookup,
+        )
+        .unwrap();
         let names: Vec<_> = r.iter().map(|r| r.name).collect();
         assert_eq!(
             names,
-            ["Helpdesk Administrator", "License Administrator", "User Administrator"]
+            [
+                "Helpdesk Administrator",
+                "License Administrator",
+                "User Administrator"
+            ]
         );
         assert_eq!(
             parse_roles("Janitor", lookup),
@@ -823,8 +919,14 @@ mod tests {
         let n = display_name(&long, u64::MAX);
         assert!(n.chars().count() <= 50, "{n}");
         assert!(n.ends_with(" ffffffffffffffff"));
-        assert_eq!(display_name("a@contoso.test", 7), display_name("a@contoso.test", 7));
-        assert_ne!(display_name("a@contoso.test", 7), display_name("a@contoso.test", 8));
+        assert_eq!(
+            display_name("a@contoso.test", 7),
+            display_name("a@contoso.test", 7)
+        );
+        assert_ne!(
+            display_name("a@contoso.test", 7),
+            display_name("a@contoso.test", 8)
+        );
     }
 
     #[test]
@@ -878,9 +980,18 @@ mod tests {
         assert_eq!(event_for_status(S::Removed, G::Active), None);
         // Every event it names is one the transition table allows.
         for s in RelationshipState::ALL {
-            for g in [G::Active, G::Expiring, G::Expired, G::Terminated, G::Terminating] {
+            for g in [
+                G::Active,
+                G::Expiring,
+                G::Expired,
+                G::Terminated,
+                G::Terminating,
+            ] {
                 if let Some(e) = event_for_status(s, g) {
-                    assert!(crate::model::relationship::transition(Some(s), e).is_ok(), "{s} {g}");
+                    assert!(
+                        crate::model::relationship::transition(Some(s), e).is_ok(),
+                        "{s} {g}"
+                    );
                 }
             }
         }
@@ -889,8 +1000,14 @@ mod tests {
     #[test]
     fn graph_times() {
         assert_eq!(parse_graph_time("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_graph_time("2024-02-10T11:24:42.3148266Z"), Some(1_707_564_282));
-        assert_eq!(parse_graph_time("2000-03-01T00:00:00+00:00"), Some(951_868_800));
+        assert_eq!(
+            parse_graph_time("2024-02-10T11:24:42.3148266Z"),
+            Some(1_707_564_282)
+        );
+        assert_eq!(
+            parse_graph_time("2000-03-01T00:00:00+00:00"),
+            Some(951_868_800)
+        );
         assert_eq!(parse_graph_time(""), None);
         assert_eq!(parse_graph_time("2024-02-10T11:24:42+09:00"), None);
         assert_eq!(parse_graph_time("2024-13-10T11:24:42Z"), None);
@@ -917,6 +1034,9 @@ mod tests {
         let r: GraphRelationship = serde_json::from_str(json).unwrap();
         assert_eq!(r.status, GdapStatus::Created);
         assert!(r.auto_extends());
-        assert_eq!(r.access_details.ids(), ["29232cdf-9323-42fd-ade2-1d097af3e4de"]);
+        assert_eq!(
+            r.access_details.ids(),
+            ["29232cdf-9323-42fd-ade2-1d097af3e4de"]
+        );
     }
 }
