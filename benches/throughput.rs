@@ -2046,7 +2046,9 @@ async fn scale(count: usize, table: &mut Table) -> Res<()> {
             last_uid: k,
         };
         let out = engine.process("invites", cursor, &raw)?;
-        Ok(usize::from(out.class == "ignored"))
+        Ok(usize::from(
+            out.class == liaison_core::effects::ProcessedClass::Ignored,
+        ))
     })?;
     let rels_of_partner = store.relationships_of("northwind")?.len();
     let ok = |r: &(Vec<f64>, usize)| Some(median(r.0.clone()) < 100.0);

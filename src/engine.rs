@@ -7,7 +7,7 @@
 //! a flush, which the caller does once per batch (group commit).
 
 use crate::clock::Clock;
-use crate::store::{Changes, Cursor, Processed, Store, StoreError};
+use crate::store::{Changes, Cursor, Processed, ProcessedClass, Store, StoreError};
 use liaison_core::config::Config;
 use liaison_core::decide::{self, Context, MailClass};
 use liaison_core::model::token::TokenKey;
@@ -21,6 +21,93 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why `quarantine release` or `held release` did not go through. Each
+/// message says what the operator can do next.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// No processed message has that key.
+    #[error("no message {key} is known")]
+    UnknownMessage {
+        /// The key asked for.
+        key: String,
+    },
+    /// The message was processed, but not quarantined.
+    #[error("{key} is not quarantined (it was {class})")]
+    NotQuarantined {
+        /// The key asked for.
+        key: String,
+        /// What it was.
+        class: ProcessedClass,
+    },
+    /// The quarantined mail's bytes are not in the store.
+    #[error(
+        "{key} cannot be released: its raw mail is not in the store (it was over \
+         security.max_message_bytes and not downloaded, or over \
+         security.quarantine_keep_bytes, or the store's quarantine space \
+         security.quarantine_store_bytes was full). The original is in the inbox's \
+         quarantine folder on the IMAP server: have it sent again by an \
+         authenticated sender, or raise the limit and move it back to the inbox"
+    )]
+    NotKept {
+        /// The key asked for.
+        key: String,
+    },
+    /// Deciding it again panicked.
+    #[error("{key} is still refused: internal error while processing: {panic}; please report")]
+    Panicked {
+        /// The key asked for.
+        key: String,
+        /// The panic's message.
+        panic: String,
+    },
+    /// The full policy refused it for a reason the operator was not shown;
+    /// it is quarantined again under a new key with that reason.
+    #[error(
+        "{key} is still refused, for a reason you were not shown: {reason} It is quarantined \
+         again as {again} with that reason; `liaison quarantine release {again}` decides it \
+         trusting the sender"
+    )]
+    RefusedForAnotherReason {
+        /// The key asked for.
+        key: String,
+        /// The new reason.
+        reason: String,
+        /// The key it is quarantined under now.
+        again: String,
+    },
+    /// Decided again trusting the sender, it is still quarantined.
+    #[error("{key} is still refused: {reason}")]
+    StillRefused {
+        /// The key asked for.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// No held mail has that number.
+    #[error("no held mail {id}")]
+    UnknownHeld {
+        /// The number asked for.
+        id: u64,
+    },
+    /// The held mail was not kept whole.
+    #[error("held mail {id} cannot be released: it was not kept ({reason}); ask its sender to send it again")]
+    HeldNotKept {
+        /// The number asked for.
+        id: u64,
+        /// Why it was held.
+        reason: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<StoreError> for ReleaseError {
+    fn from(e: StoreError) -> Self {
+        ReleaseError::Engine(EngineError::Store(e))
+    }
 }
 
 impl From<liaison_core::effects::ReadError> for EngineError {
@@ -45,8 +132,8 @@ pub struct CommandResult {
 pub struct Outcome {
     /// Message-ID or body hash.
     pub key: String,
-    /// Classification (`command`, `customer`, `ignored`, `quarantined`, `duplicate`).
-    pub class: String,
+    /// What the message was.
+    pub class: ProcessedClass,
     /// What happened.
     pub summary: String,
     /// Subjects of the mails queued.
@@ -165,27 +252,26 @@ impl Engine {
     /// hit a bug), it is quarantined again with that reason and the
     /// operator is told; a second release, now of what they have seen,
     /// trusts the sender.
-    pub fn release(&self, key: &str) -> Result<Result<Outcome, String>, EngineError> {
+    pub fn release(&self, key: &str) -> Result<Outcome, ReleaseError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let shown = match self.store.processed(key)? {
-            Some(p) if p.class == "quarantined" => p.summary,
+            Some(p) if p.class == ProcessedClass::Quarantined => p.summary,
             Some(p) => {
-                return Ok(Err(format!(
-                    "{key} is not quarantined (it was {})",
-                    p.class
-                )))
+                return Err(ReleaseError::NotQuarantined {
+                    key: key.to_string(),
+                    class: p.class,
+                })
             }
-            None => return Ok(Err(format!("no message {key} is known"))),
+            None => {
+                return Err(ReleaseError::UnknownMessage {
+                    key: key.to_string(),
+                })
+            }
         };
         let Some(raw) = self.store.quarantined_raw(key)? else {
-            return Ok(Err(format!(
-                "{key} cannot be released: its raw mail is not in the store (it was over \
-                 security.max_message_bytes and not downloaded, or over \
-                 security.quarantine_keep_bytes, or the store's quarantine space \
-                 security.quarantine_store_bytes was full). The original is in the inbox's \
-                 quarantine folder on the IMAP server: have it sent again by an \
-                 authenticated sender, or raise the limit and move it back to the inbox"
-            )));
+            return Err(ReleaseError::NotKept {
+                key: key.to_string(),
+            });
         };
         let mut trusting = (*self.config).clone();
         trusting.security.trusted_authserv_id = None;
@@ -204,7 +290,9 @@ impl Engine {
                 }));
                 match strict {
                     Ok(Ok(d)) => d.class != MailClass::Quarantined || d.summary == shown,
-                    Ok(Err(decide::WorkflowError::Store(e))) => return Err(e.into()),
+                    Ok(Err(decide::WorkflowError::Store(e))) => {
+                        return Err(ReleaseError::Engine(e.into()))
+                    }
                     // Still panics: decided below, which answers with it.
                     Err(_) => true,
                 }
@@ -220,24 +308,26 @@ impl Engine {
         let outcome = match run {
             Ok(outcome) => outcome?,
             Err(payload) => {
-                return Ok(Err(format!(
-                    "{key} is still refused: internal error while processing: {}; please report",
-                    panic_message(payload.as_ref())
-                )))
+                return Err(ReleaseError::Panicked {
+                    key: key.to_string(),
+                    panic: panic_message(payload.as_ref()),
+                })
             }
         };
-        if outcome.class == "quarantined" && !vouched {
-            return Ok(Err(format!(
-                "{key} is still refused, for a reason you were not shown: {} It is quarantined \
-                 again as {} with that reason; `liaison quarantine release {}` decides it trusting \
-                 the sender",
-                outcome.summary, outcome.key, outcome.key
-            )));
+        if outcome.class == ProcessedClass::Quarantined && !vouched {
+            return Err(ReleaseError::RefusedForAnotherReason {
+                key: key.to_string(),
+                reason: outcome.summary,
+                again: outcome.key,
+            });
         }
-        if outcome.class == "quarantined" {
-            return Ok(Err(format!("{key} is still refused: {}", outcome.summary)));
+        if outcome.class == ProcessedClass::Quarantined {
+            return Err(ReleaseError::StillRefused {
+                key: key.to_string(),
+                reason: outcome.summary,
+            });
         }
-        Ok(Ok(outcome))
+        Ok(outcome)
     }
 
     fn process_with(
@@ -258,7 +348,7 @@ impl Engine {
             Err(e) => {
                 return self.record(
                     bad_key,
-                    "quarantined",
+                    ProcessedClass::Quarantined,
                     e.to_string(),
                     now,
                     cursor,
@@ -275,16 +365,18 @@ impl Engine {
             .store
             .processed(&mail.key)?
             .filter(|_| releasing.is_none());
-        let requarantine = earlier.as_ref().is_some_and(|p| p.class == "quarantined");
+        let requarantine = earlier
+            .as_ref()
+            .is_some_and(|p| p.class == ProcessedClass::Quarantined);
         if let Some(prev) = earlier.filter(|_| !requarantine) {
             self.store.commit(Changes {
                 cursor,
                 ..Default::default()
             })?;
-            crate::metrics::count_class("duplicate");
+            crate::metrics::count_class(ProcessedClass::Duplicate);
             return Ok(Outcome {
                 key: mail.key,
-                class: "duplicate".into(),
+                class: ProcessedClass::Duplicate,
                 summary: format!(
                     "already processed at {} as {}",
                     decide::rfc3339(prev.at),
@@ -320,7 +412,7 @@ impl Engine {
                 // (state changed, no mail) would be worse than none.
                 return self.record(
                     mail.key,
-                    "quarantined",
+                    ProcessedClass::Quarantined,
                     format!("could not compose a reply: {e}"),
                     now,
                     cursor,
@@ -330,12 +422,12 @@ impl Engine {
         };
         let queued: Vec<String> = outbox.iter().map(|m| m.subject.clone()).collect();
         let held_now = caps.held.len() as u64;
-        let class = decision.class.name().to_string();
+        let class = decision.class.kind();
         let decision_counts = EffectCounts::of(&decision, now);
         let processed = Processed {
             key: mail.key.clone(),
             at: now,
-            class: class.clone(),
+            class,
             summary: decision.summary.clone(),
         };
         let graph_work = decision.relationships.iter().any(|r| {
@@ -396,7 +488,7 @@ impl Engine {
         if decision.class == MailClass::Ignored {
             tracing::info!(key = %mail.key, reason = %decision.summary, "mail ignored");
         }
-        crate::metrics::count_class(&class);
+        crate::metrics::count_class(class);
         count_effects(&decision_counts);
         Ok(Outcome {
             key: mail.key,
@@ -510,19 +602,16 @@ impl Engine {
 
     /// Sends a held mail after all: it moves into the outbox. Does not
     /// flush. Returns the mail's subject and recipients.
-    pub fn release_held(
-        &self,
-        id: u64,
-    ) -> Result<Result<(String, Vec<String>), String>, EngineError> {
+    pub fn release_held(&self, id: u64) -> Result<(String, Vec<String>), ReleaseError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let Some(held) = self.store.held_mail(id)? else {
-            return Ok(Err(format!("no held mail {id}")));
+            return Err(ReleaseError::UnknownHeld { id });
         };
         if !held.kept {
-            return Ok(Err(format!(
-                "held mail {id} cannot be released: it was not kept ({}); ask its sender to send it again",
-                held.reason
-            )));
+            return Err(ReleaseError::HeldNotKept {
+                id,
+                reason: held.reason,
+            });
         }
         let done = (held.mail.subject.clone(), held.mail.recipients.clone());
         self.store.commit(Changes {
@@ -532,7 +621,7 @@ impl Engine {
         })?;
         tracing::info!(id, subject = %done.0, to = ?done.1, "held mail released");
         self.publish_held();
-        Ok(Ok(done))
+        Ok(done)
     }
 
     /// `recipient` refused a mail for good (a 5xx reply, or given up after
@@ -655,7 +744,7 @@ impl Engine {
             processed: vec![Processed {
                 key: key.to_string(),
                 at: now,
-                class: "import".into(),
+                class: ProcessedClass::Import,
                 summary: decision.summary,
             }],
             ..Default::default()
@@ -743,7 +832,7 @@ impl Engine {
         let now = self.clock.now();
         self.record(
             place_key(inbox, cursor),
-            "quarantined",
+            ProcessedClass::Quarantined,
             summary,
             now,
             Some((inbox.to_string(), cursor)),
@@ -860,7 +949,7 @@ impl Engine {
     fn record(
         &self,
         key: String,
-        class: &str,
+        class: ProcessedClass,
         summary: String,
         now: u64,
         cursor: Option<(String, Cursor)>,
@@ -868,7 +957,7 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         tracing::warn!(%key, %summary, "mail {class}");
         crate::metrics::count_class(class);
-        let kept = match raw.filter(|_| class == "quarantined") {
+        let kept = match raw.filter(|_| class == ProcessedClass::Quarantined) {
             Some(r) => self.kept_raw(r)?,
             None => None,
         };
@@ -876,7 +965,7 @@ impl Engine {
             processed: vec![Processed {
                 key: key.clone(),
                 at: now,
-                class: class.to_string(),
+                class,
                 summary: summary.clone(),
             }],
             cursor,
@@ -885,7 +974,7 @@ impl Engine {
         })?;
         Ok(Outcome {
             key,
-            class: class.to_string(),
+            class,
             summary,
             queued: vec![],
         })

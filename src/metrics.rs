@@ -82,14 +82,15 @@ pub fn set(gauge: &AtomicU64, v: u64) {
 }
 
 /// Counts one processed mail of `class` (as named by the engine).
-pub fn count_class(class: &str) {
+pub fn count_class(class: liaison_core::effects::ProcessedClass) {
+    use liaison_core::effects::ProcessedClass as C;
     let m = &METRICS;
     let c = match class {
-        "command" => &m.mails_command,
-        "customer" => &m.mails_customer,
-        "quarantined" => &m.mails_quarantined,
-        "duplicate" => &m.mails_duplicate,
-        _ => &m.mails_ignored,
+        C::Command | C::Import => &m.mails_command,
+        C::Customer => &m.mails_customer,
+        C::Quarantined => &m.mails_quarantined,
+        C::Duplicate => &m.mails_duplicate,
+        C::Ignored | C::Timer | C::Bounce | C::Graph => &m.mails_ignored,
     };
     add(c, 1);
 }

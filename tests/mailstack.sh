@@ -395,10 +395,12 @@ auth_failure_delay = 0
 login_trusted_networks = 127.0.0.0/8
 
 # Each passdb takes only its own mechanisms: without the filters a password
-# would pass as a token and a token as a password.
+# would pass as a token and a token as a password. "none" is the lookup
+# without a login (LMTP delivery checking that a user exists, through the
+# static userdb): only the passwd-file can answer it.
 passdb {
   driver = passwd-file
-  mechanisms = plain login
+  mechanisms = plain login none
   args = scheme=PLAIN username_format=%u $DC_USERS
 }
 passdb {

@@ -308,3 +308,64 @@ async fn metrics_name_each_client_with_failures_and_expiry() {
         .unwrap();
     assert!((3590..=3600).contains(&expiry), "{expiry}");
 }
+
+#[test]
+fn the_oauth_login_command_prints_the_code_and_stores_the_token() {
+    use std::io::BufRead;
+    let emu = emulator();
+    emu.register_public_app("public-1", "liaison.test");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("outlook.token");
+    let config = dir.path().join("liaison.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[[oauth2]]\nname = \"outlook\"\ntoken_url = \"{}\"\ndevice_authorization_url = \"{}\"\nclient_id = \"public-1\"\nscope = \"https://outlook.office365.com/IMAP.AccessAsUser.All offline_access\"\ngrant = \"refresh_token\"\nrefresh_token_file = \"{}\"\n",
+            common::config_text(dir.path(), common::Transport::Plain),
+            emu.token_url("consumers"),
+            emu.device_url("consumers"),
+            file.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_liaison"))
+        .arg("--config")
+        .arg(&config)
+        .args(["oauth", "login", "outlook"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.starts_with("To sign in, open https://microsoft.com/devicelogin and enter the code "),
+        "{first}"
+    );
+    let code = first.rsplit(' ').next().unwrap().to_string();
+    assert!(emu.approve_device(&code, "invites@liaison.test"));
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{rest:?}");
+    assert!(rest.iter().any(|l| l.starts_with("signed in:")), "{rest:?}");
+    assert!(emu.refresh_token_valid(&std::fs::read_to_string(&file).unwrap()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // No daemon: `oauth status` says so and what is stored.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_liaison"))
+        .arg("--config")
+        .arg(&config)
+        .args(["oauth", "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("outlook")
+            && text.contains("daemon not running")
+            && text.contains("refresh token stored"),
+        "{text}"
+    );
+}

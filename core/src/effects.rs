@@ -46,10 +46,60 @@ pub struct Processed {
     pub key: String,
     /// Unix seconds.
     pub at: u64,
-    /// Classification, e.g. `command`, `customer`, `ignored`, `quarantined`.
-    pub class: String,
+    /// What the message was (stored as its name, e.g. `"quarantined"`).
+    pub class: ProcessedClass,
     /// What was done, or why nothing was.
     pub summary: String,
+}
+
+/// What a processed message was: the kind of its
+/// [`crate::decide::MailClass`], or what the shell made of it before any
+/// decision (a duplicate, an imported row). Stored by name, so the records
+/// of older versions read the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessedClass {
+    /// Commands from a configured partner.
+    Command,
+    /// A customer's answer or message.
+    Customer,
+    /// Nothing to do and nobody to answer.
+    Ignored,
+    /// Changes that time alone caused.
+    Timer,
+    /// Set aside with a reason; `quarantine release` may decide it again.
+    Quarantined,
+    /// A delivery failure of one of Liaison's mails.
+    Bounce,
+    /// The same message (key) was processed before.
+    Duplicate,
+    /// Commands of a `liaison import` batch.
+    Import,
+    /// What Microsoft Graph showed of a GDAP relationship.
+    Graph,
+}
+
+impl ProcessedClass {
+    /// The stored and printed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessedClass::Command => "command",
+            ProcessedClass::Customer => "customer",
+            ProcessedClass::Ignored => "ignored",
+            ProcessedClass::Timer => "timer",
+            ProcessedClass::Quarantined => "quarantined",
+            ProcessedClass::Bounce => "bounce",
+            ProcessedClass::Duplicate => "duplicate",
+            ProcessedClass::Import => "import",
+            ProcessedClass::Graph => "graph",
+        }
+    }
+}
+
+impl std::fmt::Display for ProcessedClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A mail ready to hand to SMTP.

@@ -10,6 +10,7 @@
 
 use crate::decide::Decision;
 use crate::effects::{Result, StoreView};
+use crate::mail::inbound::InboundMail;
 use crate::model::invitation::Invitation;
 use crate::model::relationship::{Relationship, RelationshipState};
 use crate::model::ticket::Ticket;
@@ -136,5 +137,72 @@ impl MemStore {
         self.relationships
             .get(&(partner.to_string(), customer.to_string()))
             .map(|r| r.state)
+    }
+}
+
+/// A valid configuration for tests of the decision: two partners
+/// (`northwind`, English, partner1@; `p2`, Korean, partner2@), the
+/// `liaison.test` addresses of the loopback mail stack, and a 30-day
+/// invitation lifetime. Append sections (`[lifecycle]`, …) to vary it.
+pub const CONFIG: &str = r#"
+[store]
+path = "/tmp/liaison-workflow-core-test"
+
+[[inbox]]
+name = "commands"
+host = "127.0.0.1"
+port = 1143
+tls = "none"
+username = "commands@liaison.test"
+password = "pw"
+
+[smtp]
+host = "127.0.0.1"
+port = 2525
+tls = "none"
+
+[addresses]
+commands = "commands@liaison.test"
+invitations = "invites@liaison.test"
+support_desk = "helpdesk@liaison.test"
+
+[security]
+token_secret = "workflow-core-test-secret-0123456789"
+invitation_ttl_days = 30
+
+[[partner]]
+id = "northwind"
+name = "Northwind Traders"
+emails = ["partner1@liaison.test"]
+locale = "en"
+
+[[partner]]
+id = "p2"
+name = "Fabrikam Partners"
+emails = ["partner2@liaison.test"]
+locale = "ko"
+"#;
+
+/// A plain mail as [`crate::mail::inbound::parse`] would give it: one
+/// text part, no references, no authentication results, nothing automatic.
+/// `key` is the Message-ID; tests change the fields they exercise.
+pub fn mail(message_id: &str, from: &str, to: &str, subject: &str, text: &str) -> InboundMail {
+    InboundMail {
+        message_id: Some(message_id.to_string()),
+        key: message_id.to_string(),
+        from: Some(from.to_string()),
+        from_name: None,
+        other_from: vec![],
+        recipients: vec![to.to_string()],
+        delivered_to: vec![],
+        subject: subject.to_string(),
+        in_reply_to: vec![],
+        references: vec![],
+        text: text.to_string(),
+        automatic: None,
+        size: text.len(),
+        attachments: vec![],
+        authentication_results: vec![],
+        dsn: None,
     }
 }

@@ -25,6 +25,15 @@ pub async fn login(config: &Config, name: &str) -> Result<()> {
             "oauth2 client `{name}` uses grant = \"client_credentials\": it needs no login (check it with `liaison check-config`)"
         );
     };
+    if client.config().provider == liaison::oauth::Provider::Google
+        && client.config().device_authorization_url.as_deref()
+            == Some("https://oauth2.googleapis.com/device/code")
+    {
+        anyhow::bail!(
+            "Google's device login does not allow the Gmail scope (https://mail.google.com/): get the refresh token with the authorization code flow as the README says (Running it for real: Google Workspace and Gmail) and write it to {}",
+            file.display()
+        );
+    }
     let file = file.clone();
     liaison::oauth::device::login(&client, |prompt| {
         match &prompt.verification_uri_complete {

@@ -409,7 +409,7 @@ pub fn answer(store: &dyn Store, req: &Request) -> Result<serde_json::Value, Str
             let p = store
                 .processed(key)
                 .map_err(|e| e.to_string())?
-                .filter(|p| p.class == "quarantined")
+                .filter(|p| p.class == liaison_core::effects::ProcessedClass::Quarantined)
                 .ok_or_else(|| format!("no quarantined message {key}"))?;
             let raw = store.quarantined_raw(key).map_err(|e| e.to_string())?;
             let mut v = serde_json::json!({
@@ -516,6 +516,7 @@ pub async fn serve(
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
         std::fs::metadata(&path).map_err(io)?.uid()
     };
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -531,74 +532,103 @@ pub async fn serve(
                         continue;
                     }
                 }
-                let engine = engine.clone();
-                let durable = durable.clone();
-                let oauth = oauth.clone();
-                tokio::spawn(async move {
-                    let store = engine.store().clone();
-                    let (r, mut w) = stream.into_split();
-                    let mut reader = BufReader::new(r);
-                    loop {
-                        let line = match read_request_line(&mut reader).await {
-                            Ok(Some(line)) => line,
-                            Ok(None) | Err(RequestLineError::Io(_)) => break,
-                            Err(e @ RequestLineError::TooLong) => {
-                                // Answer, then close: the rest of the line
-                                // is not read, so nothing further on this
-                                // connection could be framed reliably.
-                                let mut out = serde_json::json!({"error": e.to_string()}).to_string();
-                                out.push('\n');
-                                let _ = w.write_all(out.as_bytes()).await;
-                                break;
-                            }
-                            Err(e @ RequestLineError::NotUtf8) => {
-                                let mut out = serde_json::json!({"error": e.to_string()}).to_string();
-                                out.push('\n');
-                                if w.write_all(out.as_bytes()).await.is_err() {
-                                    break;
-                                }
-                                continue;
-                            }
-                        };
-                        let reply = match serde_json::from_str::<Request>(&line) {
-                            Ok(Request::Import { partner, rows, draft, key }) => {
-                                match import_batch(&engine, &durable, &partner, &rows, draft, &key) {
-                                    Ok(v) => serde_json::json!({"ok": v}),
-                                    Err(e) => serde_json::json!({"error": e}),
-                                }
-                            }
-                            Ok(Request::HeldRelease { id }) => {
-                                match release_held(&engine, &durable, id) {
-                                    Ok(v) => serde_json::json!({"ok": v}),
-                                    Err(e) => serde_json::json!({"error": e}),
-                                }
-                            }
-                            Ok(Request::Release { key }) => {
-                                match release(&engine, &durable, &key) {
-                                    Ok(v) => serde_json::json!({"ok": v}),
-                                    Err(e) => serde_json::json!({"error": e}),
-                                }
-                            }
-                            Ok(Request::OAuthStatus) => serde_json::json!({"ok": oauth.statuses()}),
-                            Ok(req) => match answer(store.as_ref(), &req) {
-                                Ok(v) => serde_json::json!({"ok": v}),
-                                Err(e) => serde_json::json!({"error": e}),
-                            },
-                            Err(e) => serde_json::json!({"error": format!("bad request: {e}")}),
-                        };
-                        let mut out = reply.to_string();
-                        out.push('\n');
-                        if w.write_all(out.as_bytes()).await.is_err() {
-                            break;
-                        }
-                    }
-                });
+                connections.spawn(connection(
+                    stream,
+                    engine.clone(),
+                    durable.clone(),
+                    oauth.clone(),
+                    shutdown.clone(),
+                ));
             }
+            // Reap finished connections as they go, so the set stays small.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = shutdown.changed() => break,
         }
     }
+    // Every connection is told (it watches the same shutdown) and finishes
+    // the request it is answering; none outlives the daemon.
+    while connections.join_next().await.is_some() {}
     let _ = std::fs::remove_file(&path);
     Ok(())
+}
+
+/// One CLI connection: a request per line, an answer per line, until the
+/// client closes it or the daemon shuts down (between requests).
+async fn connection(
+    stream: tokio::net::UnixStream,
+    engine: Arc<crate::engine::Engine>,
+    durable: watch::Sender<u64>,
+    oauth: crate::oauth::OAuthClients,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (r, mut w) = stream.into_split();
+    let mut reader = BufReader::new(r);
+    loop {
+        let read = tokio::select! {
+            read = read_request_line(&mut reader) => read,
+            _ = shutdown.changed() => break,
+        };
+        let line = match read {
+            Ok(Some(line)) => line,
+            Ok(None) | Err(RequestLineError::Io(_)) => break,
+            Err(e @ RequestLineError::TooLong) => {
+                // Answer, then close: the rest of the line is not read, so
+                // nothing further on this connection could be framed
+                // reliably.
+                let mut out = serde_json::json!({"error": e.to_string()}).to_string();
+                out.push('\n');
+                let _ = w.write_all(out.as_bytes()).await;
+                break;
+            }
+            Err(e @ RequestLineError::NotUtf8) => {
+                let mut out = serde_json::json!({"error": e.to_string()}).to_string();
+                out.push('\n');
+                if w.write_all(out.as_bytes()).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        // Answering reads (and for some requests writes and flushes) the
+        // store: synchronous work, kept off the runtime's workers.
+        let (engine, durable, oauth) = (engine.clone(), durable.clone(), oauth.clone());
+        let reply = tokio::task::spawn_blocking(move || handle(&engine, &durable, &oauth, &line))
+            .await
+            .unwrap_or_else(|e| serde_json::json!({"error": format!("internal error: {e}")}));
+        let mut out = reply.to_string();
+        out.push('\n');
+        if w.write_all(out.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Answers one request line.
+fn handle(
+    engine: &crate::engine::Engine,
+    durable: &watch::Sender<u64>,
+    oauth: &crate::oauth::OAuthClients,
+    line: &str,
+) -> serde_json::Value {
+    let answered = match serde_json::from_str::<Request>(line) {
+        Ok(Request::Import {
+            partner,
+            rows,
+            draft,
+            key,
+        }) => import_batch(engine, durable, &partner, &rows, draft, &key),
+        Ok(Request::HeldRelease { id }) => release_held(engine, durable, id),
+        Ok(Request::Release { key }) => release(engine, durable, &key),
+        Ok(Request::OAuthStatus) => {
+            serde_json::to_value(oauth.statuses()).map_err(|e| e.to_string())
+        }
+        Ok(req) => answer(engine.store().as_ref(), &req),
+        Err(e) => Err(format!("bad request: {e}")),
+    };
+    match answered {
+        Ok(v) => serde_json::json!({"ok": v}),
+        Err(e) => serde_json::json!({"error": e}),
+    }
 }
 
 /// Sends one request to a running daemon.
@@ -676,7 +706,7 @@ pub fn release(
     durable: &watch::Sender<u64>,
     key: &str,
 ) -> Result<serde_json::Value, String> {
-    let outcome = engine.release(key).map_err(|e| e.to_string())??;
+    let outcome = engine.release(key).map_err(|e| e.to_string())?;
     crate::engine::flush_and_publish(engine.store().as_ref(), durable)
         .map_err(|e| e.to_string())?;
     Ok(serde_json::json!({"key": outcome.key, "class": outcome.class, "summary": outcome.summary}))
@@ -688,7 +718,7 @@ pub fn release_held(
     durable: &watch::Sender<u64>,
     id: u64,
 ) -> Result<serde_json::Value, String> {
-    let (subject, to) = engine.release_held(id).map_err(|e| e.to_string())??;
+    let (subject, to) = engine.release_held(id).map_err(|e| e.to_string())?;
     crate::engine::flush_and_publish(engine.store().as_ref(), durable)
         .map_err(|e| e.to_string())?;
     Ok(serde_json::json!({"id": id, "subject": subject, "to": to}))

@@ -208,14 +208,17 @@ pub async fn connect(cfg: &InboxConfig, login: &ImapLogin) -> Result<Session, Im
         }
     };
     let mut client = async_imap::Client::new(stream);
-    let caps = if cfg.tls != TlsMode::Starttls {
+    let mut caps = if cfg.tls != TlsMode::Starttls {
         greeting(cfg, &mut client).await?
-    } else if matches!(login, ImapLogin::Token { .. }) {
-        // Capabilities from before STARTTLS must not be trusted.
-        super::imap_login::ask_capabilities(cfg, &mut client).await
     } else {
-        Default::default()
+        // Capabilities from before STARTTLS must not be trusted.
+        PreLoginCaps::default()
     };
+    if !caps.known && matches!(login, ImapLogin::Token { .. }) {
+        // Not in the greeting (Exchange), or after STARTTLS: ask, to know
+        // whether the token may go with AUTHENTICATE (SASL-IR).
+        caps = super::imap_login::ask_capabilities(cfg, &mut client).await;
+    }
     super::imap_login::login(cfg, client, login, &caps).await
 }
 
@@ -664,7 +667,10 @@ fn process_chunk(
                 )?,
             }
         };
-        out.push((uid, outcome.class == "quarantined"));
+        out.push((
+            uid,
+            outcome.class == liaison_core::effects::ProcessedClass::Quarantined,
+        ));
         tracing::info!(
             inbox = %inbox,
             uid,

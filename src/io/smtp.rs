@@ -26,11 +26,11 @@
 //! are not tried until then, and mail to every other domain goes out at
 //! once.
 
+use super::smtp_login::SmtpLogin;
 use crate::clock::Clock;
+use crate::oauth::OAuthClients;
 use crate::store::{OutboxEntry, OutgoingMail, Store};
 use futures::StreamExt;
-use super::smtp_login::SmtpLogin;
-use crate::oauth::OAuthClients;
 use lettre::transport::smtp::client::{
     AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
@@ -95,11 +95,15 @@ pub struct Mailer {
     settings: Arc<Settings>,
     /// Connections not in use, with when each was last used and when the
     /// token it logged in with expires (`auth = "oauth2"`).
-    idle: Arc<std::sync::Mutex<Vec<(AsyncSmtpConnection, std::time::Instant, Option<u64>)>>>,
+    idle: Arc<std::sync::Mutex<Vec<IdleConnection>>>,
     timeout: Duration,
     /// Parallel deliveries.
     pub parallel: usize,
 }
+
+/// A pooled connection: when it was last used, and when the token it
+/// logged in with expires (Unix ms; `None` without a token).
+type IdleConnection = (AsyncSmtpConnection, std::time::Instant, Option<u64>);
 
 /// How to reach and log in to the server.
 struct Settings {
@@ -237,7 +241,9 @@ impl Mailer {
             if conn.has_broken() {
                 continue;
             }
-            if token_expires.is_some_and(|exp| !liaison_core::oauth::policy::usable(crate::oauth::client::now_ms(), exp)) {
+            if token_expires.is_some_and(|exp| {
+                !liaison_core::oauth::policy::usable(crate::oauth::client::now_ms(), exp)
+            }) {
                 let _ = tokio::time::timeout(Duration::from_secs(2), conn.quit()).await;
                 continue;
             }
@@ -343,6 +349,15 @@ impl Mailer {
         };
         outcomes.extend(results);
         Ok(outcomes)
+    }
+
+    /// With `auth = "oauth2"`, while the token client cannot get a token:
+    /// how long to wait before trying (see [`crate::oauth::TokenClient::waiting`]).
+    pub fn waiting_for_token(&self) -> Option<Duration> {
+        match &self.settings.login {
+            SmtpLogin::Token { client, .. } => client.waiting(),
+            _ => None,
+        }
     }
 
     /// Checks the server answers (connect, EHLO, TLS and login as
@@ -541,25 +556,17 @@ pub async fn run_outbox(
     // Notices this task queues itself (bounces) are durable once it has
     // flushed them, so it may move its own watermark past them.
     let mut own = 0u64;
-    let domains = std::sync::Mutex::new(DomainBackoff::default());
+    let domains = Arc::new(std::sync::Mutex::new(DomainBackoff::default()));
     loop {
         let mut watermark = (*durable.borrow_and_update()).max(own);
-        let next_wake = match deliver_due(
-            &store,
-            &mailer,
-            clock.as_ref(),
-            &engine,
-            &domains,
-            &mut watermark,
-        )
-        .await
-        {
-            Ok(wake) => wake,
-            Err(e) => {
-                tracing::error!(error = %e, "outbox store error; retrying in 5 s");
-                Some(Duration::from_secs(5))
-            }
-        };
+        let next_wake =
+            match deliver_due(&store, &mailer, &clock, &engine, &domains, &mut watermark).await {
+                Ok(wake) => wake,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox store error; retrying in 5 s");
+                    Some(Duration::from_secs(5))
+                }
+            };
         own = own.max(watermark);
         if *shutdown.borrow() {
             return;
@@ -571,6 +578,14 @@ pub async fn run_outbox(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// A blocking store task that did not finish (it panicked), as a store
+/// error: the outbox loop retries, as after any store error.
+fn task_failed(what: &str, e: tokio::task::JoinError) -> crate::store::StoreError {
+    crate::store::StoreError::Read(crate::store::ReadError::Backend(format!(
+        "{what} failed: {e}"
+    )))
 }
 
 /// What one attempt at an entry gave.
@@ -591,9 +606,9 @@ struct Attempt {
 async fn deliver_due(
     store: &Arc<dyn Store>,
     mailer: &Mailer,
-    clock: &dyn Clock,
-    engine: &crate::engine::Engine,
-    domains: &std::sync::Mutex<DomainBackoff>,
+    clock: &Arc<dyn Clock>,
+    engine: &Arc<crate::engine::Engine>,
+    domains: &Arc<std::sync::Mutex<DomainBackoff>>,
     watermark: &mut u64,
 ) -> Result<Option<Duration>, crate::store::StoreError> {
     let lock = || domains.lock().unwrap_or_else(|p| p.into_inner());
@@ -602,6 +617,10 @@ async fn deliver_due(
     crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
     let mut sent_batches = false;
     loop {
+        // No token to log in with: the mails wait, their attempts unspent.
+        if let Some(wait) = mailer.waiting_for_token() {
+            return Ok(Some(wait));
+        }
         let now = clock.now();
         let due = store.due_outbox(*watermark, now, BATCH)?;
         if due.is_empty() {
@@ -668,11 +687,30 @@ async fn deliver_due(
         // the other connections keep sending: after a crash, at most the
         // mails in flight at that moment (one per connection) go out twice.
         while let Some((entry, attempt)) = sends.next().await {
-            record_attempt(store, clock, engine, domains, entry, attempt)?;
+            // Recording writes and flushes the store (an fsync per mail
+            // someone accepted): synchronous work, on the blocking pool, so
+            // the other connections' sends go on meanwhile.
+            let (st, cl, en, dm) = (
+                store.clone(),
+                clock.clone(),
+                engine.clone(),
+                domains.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                record_attempt(&st, cl.as_ref(), &en, &dm, entry, attempt)
+            })
+            .await
+            .map_err(|e| task_failed("recording a delivery", e))??;
         }
         drop(sends);
-        let last = store.last_outbox_id()?;
-        store.flush()?;
+        let st = store.clone();
+        let last = tokio::task::spawn_blocking(move || {
+            let last = st.last_outbox_id()?;
+            st.flush()?;
+            Ok::<_, crate::store::StoreError>(last)
+        })
+        .await
+        .map_err(|e| task_failed("flushing the outbox", e))??;
         // Every entry read was either finished or moved to a later
         // attempt, so the next round reads what is due after them.
         *watermark = (*watermark).max(last);

@@ -466,6 +466,26 @@ impl TokenClient {
         }
     }
 
+    /// While no usable token is held and requests are failing: how long
+    /// until the next one may succeed. The outbox waits that long instead of
+    /// spending its delivery attempts (a token outage is not the mail's
+    /// fault, and attempts are limited).
+    pub fn waiting(&self) -> Option<Duration> {
+        let st = self.lock();
+        let now = now_ms();
+        if st
+            .token
+            .as_ref()
+            .is_some_and(|h| policy::usable(now, h.expires_ms))
+        {
+            return None;
+        }
+        st.last_error.as_ref()?;
+        Some(Duration::from_millis(
+            st.retry_at_ms.saturating_sub(now).max(1000),
+        ))
+    }
+
     /// The state for health, metrics and `oauth status`.
     pub fn status(&self) -> TokenStatus {
         let st = self.lock();

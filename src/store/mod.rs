@@ -974,7 +974,7 @@ impl Store for SledStore {
     fn stats(&self) -> Result<Stats> {
         let mut st = Stats::default();
         for p in self.scan::<Processed>(b"msg/")? {
-            *st.processed.entry(p.class).or_default() += 1;
+            *st.processed.entry(p.class.to_string()).or_default() += 1;
         }
         let count = |prefix: &[u8]| self.scan_raw(prefix).count() as u64;
         st.outbox_pending = count(b"outq/");
@@ -989,7 +989,7 @@ impl Store for SledStore {
         let mut v: Vec<Processed> = self
             .scan::<Processed>(b"msg/")?
             .into_iter()
-            .filter(|p| p.class == "quarantined")
+            .filter(|p| p.class == ProcessedClass::Quarantined)
             .collect();
         v.sort_by_key(|p| p.at);
         Ok(v)
@@ -1108,7 +1108,7 @@ mod tests {
                     processed: vec![Processed {
                         key: "in1@x".into(),
                         at: 1,
-                        class: "command".into(),
+                        class: ProcessedClass::Command,
                         summary: "ok".into(),
                     }],
                     cursor: Some((

@@ -32,6 +32,17 @@ pub static SMTP_PORT: std::sync::LazyLock<u16> = std::sync::LazyLock::new(|| 252
 pub static IMAP_PORT: std::sync::LazyLock<u16> = std::sync::LazyLock::new(|| 1143 + port_offset());
 pub static IMAPS_PORT: std::sync::LazyLock<u16> = std::sync::LazyLock::new(|| 1993 + port_offset());
 pub static SMTPS_PORT: std::sync::LazyLock<u16> = std::sync::LazyLock::new(|| 2465 + port_offset());
+/// Loopback submission (Postfix, SMTP AUTH through Dovecot: passwords or
+/// OAuth2 tokens).
+pub static SUBMISSION_PORT: std::sync::LazyLock<u16> =
+    std::sync::LazyLock::new(|| 2587 + port_offset());
+
+/// The mail stack's state folder.
+pub fn stack_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var("LIAISON_MAILSTACK_DIR").unwrap_or_else(|_| "/tmp/liaison-ms".into()),
+    )
+}
 
 /// The lock file of this mail stack instance (see [`port_offset`]).
 pub fn mailstack_lock_path() -> std::path::PathBuf {

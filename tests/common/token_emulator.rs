@@ -251,6 +251,13 @@ impl TokenEmulator {
         }
     }
 
+    /// The app's secret works again (a new one was put in place).
+    pub fn restore_client(&self, client_id: &str) {
+        if let Some(a) = self.lock().apps.get_mut(client_id) {
+            a.revoked = false;
+        }
+    }
+
     /// Every refresh token of the app stops working (AADSTS70008).
     pub fn revoke_refresh_tokens(&self, client_id: &str) {
         self.lock()

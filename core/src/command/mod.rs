@@ -184,36 +184,65 @@ pub struct CommandScript {
     pub stopped: Option<Stop>,
 }
 
-/// Usage strings, also the basis of `help`.
-pub const USAGE: &[(&str, &str)] = &[
-    ("help", "help"),
-    (
-        "invite",
-        "invite CUSTOMER [name \"Contoso Ltd\"] [locale en|ko] [draft] [link URL | roles \"ROLE, …\" [duration 730d] [auto-extend]]",
-    ),
-    ("roles", "roles"),
-    ("terminate", "terminate CUSTOMER [confirm]"),
-    ("resend", "resend CUSTOMER"),
-    ("status", "status [CUSTOMER]"),
-    (
-        "list",
-        "list [invited|active|declined|expired|permissions_removed|removed] [page N]",
-    ),
-    ("history", "history CUSTOMER"),
-    ("revoked", "revoked CUSTOMER"),
-    ("restore", "restore CUSTOMER"),
-    ("remove", "remove CUSTOMER"),
-    ("contact", "contact CUSTOMER SUPPORT-ADDRESS"),
-    ("tickets", "tickets [open|all]"),
-    ("ticket", "ticket T-000123"),
-    ("close", "close T-000123 [note]"),
+/// One verb of the command language: its names, its usage line, and its
+/// parser. Each lives in its own file (`command/<verb>.rs`), beside the code
+/// that carries it out (`impl CommandRun`); a new command is a new file, a
+/// variant of [`Command`], and one line here and in `decide::commands`.
+pub struct Verb {
+    /// The verb as written (lower case).
+    pub name: &'static str,
+    /// Other spellings accepted.
+    pub aliases: &'static [&'static str],
+    /// Its line in `help` and in usage errors.
+    pub usage: &'static str,
+    /// Parses the arguments after the verb.
+    parse: fn(&[String]) -> Result<Command, CommandError>,
+}
+
+macro_rules! verbs {
+    ($($module:ident $(| $alias:literal)*),* $(,)?) => {
+        $(mod $module;)*
+        /// Every verb, in the order `help` lists them.
+        pub static VERBS: &[Verb] = &[$(Verb {
+            name: stringify!($module),
+            aliases: &[$($alias),*],
+            usage: $module::USAGE,
+            parse: $module::parse,
+        }),*];
+    };
+}
+
+verbs![
+    help | "?",
+    invite,
+    resend,
+    status,
+    list,
+    history,
+    revoked,
+    restore,
+    remove,
+    contact,
+    tickets,
+    ticket,
+    close,
+    roles,
+    terminate,
 ];
 
-fn usage(verb: &'static str) -> &'static str {
-    USAGE
+/// The verb named `word` (any case), if there is one.
+pub fn verb(word: &str) -> Option<&'static Verb> {
+    let w = word.to_lowercase();
+    VERBS
         .iter()
-        .find(|(v, _)| *v == verb)
-        .map(|(_, u)| *u)
+        .find(|v| v.name == w || v.aliases.contains(&w.as_str()))
+}
+
+fn usage(verb: &'static str) -> &'static str {
+    VERBS
+        .iter()
+        .find(|v| v.name == verb)
+        .map(|v| v.usage)
         .unwrap_or("help")
 }
 
@@ -608,264 +637,59 @@ pub fn parse_line(line: &str) -> Result<Command, CommandError> {
         return Err(CommandError::TooLong(line.chars().count()));
     }
     let words = words(line).map_err(|problem| {
-        let verb = line.split_whitespace().next().unwrap_or("").to_lowercase();
-        match USAGE.iter().find(|(v, _)| *v == verb) {
-            Some((v, u)) => CommandError::Usage {
-                verb: v,
+        let word = line.split_whitespace().next().unwrap_or("").to_lowercase();
+        match verb(&word) {
+            Some(v) => CommandError::Usage {
+                verb: v.name,
                 problem,
-                usage: u,
+                usage: v.usage,
             },
-            None => CommandError::Unknown(verb),
+            None => CommandError::Unknown(word),
         }
     })?;
-    let Some((verb, args)) = words.split_first() else {
+    let Some((word, args)) = words.split_first() else {
         return Err(CommandError::Unknown(String::new()));
     };
-    let verb_lc = verb.to_lowercase();
-    let err = |verb: &'static str, problem: String| CommandError::Usage {
-        verb,
-        problem,
-        usage: usage(verb),
-    };
-    let customer = |verb: &'static str, arg: Option<&String>| -> Result<String, CommandError> {
-        customer_arg(verb, arg.map(String::as_str))
-    };
-    let no_more = |verb: &'static str, rest: &[String]| -> Result<(), CommandError> {
-        match rest.first() {
-            Some(extra) => Err(err(verb, format!("unexpected `{extra}`"))),
-            None => Ok(()),
-        }
-    };
-    match verb_lc.as_str() {
-        "help" | "?" => Ok(Command::Help),
-        "invite" => {
-            let customer = customer("invite", args.first())?;
-            let mut name = None;
-            let mut locale = None;
-            let mut draft = false;
-            let mut link = None;
-            let mut roles: Option<String> = None;
-            let mut duration = None;
-            let mut auto_extend = false;
-            let mut rest = args[1..].iter();
-            while let Some(opt) = rest.next() {
-                match opt.to_lowercase().as_str() {
-                    "name" => {
-                        let v = rest
-                            .next()
-                            .ok_or_else(|| err("invite", "`name` needs a value".into()))?;
-                        name = Some(invite_name(v)?);
-                    }
-                    "locale" => {
-                        let v = rest
-                            .next()
-                            .ok_or_else(|| err("invite", "`locale` needs a value".into()))?;
-                        locale = Some(invite_locale(v)?);
-                    }
-                    "draft" => draft = true,
-                    "link" => {
-                        let v = rest
-                            .next()
-                            .ok_or_else(|| err("invite", "`link` needs a URL".into()))?;
-                        link = Some(invite_link(v)?);
-                    }
-                    "roles" => {
-                        let v = rest.next().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
-                            err("invite", "`roles` needs role names, e.g. roles \"Helpdesk Administrator, User Administrator\"".into())
-                        })?;
-                        check_text("roles", v).map_err(|p| err("invite", p))?;
-                        roles = Some(v.trim().to_string());
-                    }
-                    "duration" => {
-                        let v = rest.next().ok_or_else(|| {
-                            err(
-                                "invite",
-                                "`duration` needs a number of days, e.g. 730d".into(),
-                            )
-                        })?;
-                        duration = Some(
-                            crate::model::gdap::parse_duration_days(v)
-                                .map_err(|e| err("invite", e.to_string()))?,
-                        );
-                    }
-                    "auto-extend" | "autoextend" => auto_extend = true,
-                    other => {
-                        return Err(err(
-                            "invite",
-                            format!("unknown option `{}`", shorten(other, MAX_QUOTED_ARG)),
-                        ))
-                    }
-                }
-            }
-            let gdap = match roles {
-                Some(roles) => Some(InviteGdap {
-                    roles,
-                    duration_days: duration.unwrap_or(DEFAULT_GDAP_DAYS),
-                    auto_extend,
-                }),
-                None if duration.is_some() || auto_extend => {
-                    return Err(err(
-                        "invite",
-                        "`duration` and `auto-extend` go with `roles`".into(),
-                    ))
-                }
-                None => None,
-            };
-            if gdap.is_some() && link.is_some() {
-                return Err(err(
-                    "invite",
-                    "`roles` makes Liaison request the GDAP relationship and use its link; leave out `link`".into(),
-                ));
-            }
-            Ok(Command::Invite {
-                customer,
-                name,
-                locale,
-                draft,
-                link,
-                gdap,
-            })
-        }
-        "roles" => {
-            no_more("roles", args)?;
-            Ok(Command::Roles)
-        }
-        "terminate" => {
-            let customer = customer("terminate", args.first())?;
-            let confirm = match args.get(1).map(|a| a.to_lowercase()) {
-                None => false,
-                Some(a) if a == "confirm" => true,
-                Some(a) => {
-                    return Err(err(
-                        "terminate",
-                        format!("unexpected `{}`", shorten(&a, MAX_QUOTED_ARG)),
-                    ))
-                }
-            };
-            no_more("terminate", args.get(2..).unwrap_or(&[]))?;
-            Ok(Command::Terminate { customer, confirm })
-        }
-        "resend" => {
-            let customer = customer("resend", args.first())?;
-            no_more("resend", &args[1..])?;
-            Ok(Command::Resend { customer })
-        }
-        "status" => {
-            let customer = match args.first() {
-                Some(_) => Some(customer("status", args.first())?),
-                None => None,
-            };
-            no_more("status", args.get(1..).unwrap_or(&[]))?;
-            Ok(Command::Status { customer })
-        }
-        "list" => {
-            let mut rest = args;
-            let state =
-                match rest.first() {
-                    Some(s) if !s.eq_ignore_ascii_case("page") => {
-                        rest = &rest[1..];
-                        Some(RelationshipState::parse(s).ok_or_else(|| {
-                            err("list", format!("`{s}` is not a relationship state"))
-                        })?)
-                    }
-                    _ => None,
-                };
-            let page = match rest.first() {
-                Some(_) => {
-                    let n = rest
-                        .get(1)
-                        .ok_or_else(|| err("list", "`page` needs a number".into()))?;
-                    rest = &rest[2..];
-                    n.parse::<u32>()
-                        .ok()
-                        .filter(|&n| n >= 1)
-                        .ok_or_else(|| err("list", format!("`{n}` is not a page number")))?
-                }
-                None => 1,
-            };
-            no_more("list", rest)?;
-            Ok(Command::List { state, page })
-        }
-        "history" => {
-            let customer = customer("history", args.first())?;
-            no_more("history", &args[1..])?;
-            Ok(Command::History { customer })
-        }
-        "revoked" | "restore" | "remove" => {
-            let verb: &'static str = match verb_lc.as_str() {
-                "revoked" => "revoked",
-                "restore" => "restore",
-                _ => "remove",
-            };
-            let customer = customer(verb, args.first())?;
-            no_more(verb, &args[1..])?;
-            Ok(match verb {
-                "revoked" => Command::Revoked { customer },
-                "restore" => Command::Restore { customer },
-                _ => Command::Remove { customer },
-            })
-        }
-        "contact" => {
-            let customer = customer("contact", args.first())?;
-            let support = args
-                .get(1)
-                .ok_or_else(|| err("contact", "the support contact's address is missing".into()))?;
-            let support = address::normalize(support).ok_or_else(|| {
-                err(
-                    "contact",
-                    format!(
-                        "`{}` is not an email address",
-                        shorten(support, MAX_QUOTED_ARG)
-                    ),
-                )
-            })?;
-            no_more("contact", &args[2..])?;
-            Ok(Command::Contact { customer, support })
-        }
-        "tickets" => {
-            let all = match args.first().map(|a| a.to_lowercase()) {
-                None => false,
-                Some(a) if a == "open" => false,
-                Some(a) if a == "all" => true,
-                Some(a) => return Err(err("tickets", format!("`{a}` is not `open` or `all`"))),
-            };
-            no_more("tickets", args.get(1..).unwrap_or(&[]))?;
-            Ok(Command::Tickets { all })
-        }
-        "ticket" | "close" => {
-            let verb: &'static str = if verb_lc == "ticket" {
-                "ticket"
-            } else {
-                "close"
-            };
-            let arg = args
-                .first()
-                .ok_or_else(|| err(verb, "the ticket number is missing".into()))?;
-            let id =
-                crate::model::ticket::parse_id(arg.trim_matches(['[', ']'])).ok_or_else(|| {
-                    err(
-                        verb,
-                        format!("`{arg}` is not a ticket number like T-000123"),
-                    )
-                })?;
-            if verb == "ticket" {
-                no_more("ticket", &args[1..])?;
-                return Ok(Command::Ticket { id });
-            }
-            let note = args[1..].join(" ");
-            check_text("note", &note).map_err(|problem| err("close", problem))?;
-            Ok(Command::Close {
-                id,
-                note: (!note.trim().is_empty()).then(|| note.trim().to_string()),
-            })
-        }
-        _ => Err(CommandError::Unknown(verb.chars().take(40).collect())),
+    match verb(word) {
+        Some(v) => (v.parse)(args),
+        None => Err(CommandError::Unknown(word.chars().take(40).collect())),
+    }
+}
+
+/// Refuses arguments after the last one `verb` takes.
+fn no_more(verb: &'static str, rest: &[String]) -> Result<(), CommandError> {
+    match rest.first() {
+        Some(extra) => Err(usage_error(verb, format!("unexpected `{extra}`"))),
+        None => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_verb_is_found_by_its_names_and_its_usage_starts_with_it() {
+        assert!(VERBS.len() >= 13);
+        for v in VERBS {
+            assert!(std::ptr::eq(verb(v.name).unwrap(), v), "{}", v.name);
+            assert!(std::ptr::eq(verb(&v.name.to_uppercase()).unwrap(), v));
+            for a in v.aliases {
+                assert!(std::ptr::eq(verb(a).unwrap(), v), "{a}");
+            }
+            assert!(v.usage.starts_with(v.name), "{}: {}", v.name, v.usage);
+            // A verb alone either parses or says what is missing, with its usage.
+            match parse_line(v.name) {
+                Ok(_) => {}
+                Err(CommandError::Usage { verb, usage, .. }) => {
+                    assert_eq!((verb, usage), (v.name, v.usage))
+                }
+                Err(e) => panic!("{}: {e}", v.name),
+            }
+        }
+        assert_eq!(parse_line("?"), Ok(Command::Help));
+        assert!(verb("nosuchverb").is_none());
+    }
 
     fn cmds(text: &str) -> Vec<Result<Command, CommandError>> {
         parse_script(text)

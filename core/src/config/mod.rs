@@ -493,6 +493,84 @@ emails = ["Partner1@liaison.test"]
         assert!(!c.security.authenticate_customers);
     }
 
+    /// GOOD with every login on the `[[oauth2]]` client `m365`.
+    fn on_oauth(inbox_tls: &str, host: &str) -> String {
+        GOOD.replace(
+            "tls = \"none\"\nusername = \"commands@liaison.test\"\npassword = \"pw\"\n",
+            &format!("tls = \"{inbox_tls}\"\nusername = \"commands@liaison.test\"\nauth = \"oauth2\"\noauth2 = \"m365\"\noauth2_mechanism = \"oauthbearer\"\n"),
+        )
+        .replace("host = \"127.0.0.1\"\nport = 1143", &format!("host = \"{host}\"\nport = 993"))
+        .replace(
+            "port = 2525\ntls = \"none\"\n",
+            "port = 2525\ntls = \"none\"\nusername = \"invites@liaison.test\"\nauth = \"oauth2\"\noauth2 = \"m365\"\n",
+        )
+            + "[[oauth2]]\nname = \"m365\"\nprovider = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"app\"\nclient_secret = \"s\"\n"
+    }
+
+    #[test]
+    fn oauth2_logins_name_a_configured_client() {
+        let c = parse(&on_oauth("tls", "imap.example.com")).unwrap();
+        assert_eq!(c.oauth2.len(), 1);
+        let Login::OAuth2(o) = &c.inboxes[0].login else {
+            panic!("token login expected")
+        };
+        assert_eq!(o.client, "m365");
+        assert_eq!(o.mechanism, crate::oauth::sasl::Mechanism::Oauthbearer);
+        let smtp = c.smtp.oauth2.as_ref().unwrap();
+        assert_eq!(
+            smtp.mechanism,
+            crate::oauth::sasl::Mechanism::Xoauth2,
+            "the default"
+        );
+        assert!(c.smtp.password.is_none());
+        // An unknown client, a token in clear text to another host, a
+        // password beside a token, smtp without the mailbox it sends as.
+        let unknown =
+            on_oauth("tls", "imap.example.com").replace("name = \"m365\"", "name = \"other\"");
+        let e = parse(&unknown).unwrap_err().to_string();
+        assert!(
+            e.contains("inbox[0].oauth2") && e.contains("the configured ones are other"),
+            "{e}"
+        );
+        let e = parse(&on_oauth("none", "imap.example.com"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("inbox[0].tls") && e.contains("clear text"),
+            "{e}"
+        );
+        assert!(
+            parse(&on_oauth("none", "127.0.0.1")).is_ok(),
+            "loopback may go without TLS"
+        );
+        let both = on_oauth("tls", "h").replace(
+            "auth = \"oauth2\"\noauth2 = \"m365\"\noauth2_mechanism",
+            "password = \"pw\"\nauth = \"oauth2\"\noauth2 = \"m365\"\noauth2_mechanism",
+        );
+        assert!(parse(&both)
+            .unwrap_err()
+            .to_string()
+            .contains("inbox[0].password"));
+        let no_user = on_oauth("tls", "h").replace("username = \"invites@liaison.test\"\n", "");
+        assert!(parse(&no_user)
+            .unwrap_err()
+            .to_string()
+            .contains("smtp.username"));
+        let twice = on_oauth("tls", "h") + "[[oauth2]]\nname = \"m365\"\ntoken_url = \"https://x.example/t\"\nclient_id = \"a\"\nclient_secret = \"s\"\nscope = \"x\"\n";
+        assert!(parse(&twice)
+            .unwrap_err()
+            .to_string()
+            .contains("oauth2[1].name"));
+        let bad_auth = GOOD.replace(
+            "password = \"pw\"\n",
+            "password = \"pw\"\nauth = \"kerberos\"\n",
+        );
+        assert!(parse(&bad_auth)
+            .unwrap_err()
+            .to_string()
+            .contains("inbox[0].auth"));
+    }
+
     fn with_security(keys: &str) -> String {
         GOOD.replace(
             "token_secret = \"0123456789abcdef0123\"\n",

@@ -115,11 +115,6 @@ pub(super) fn customer_mail(
     to_commands: bool,
 ) -> Result<Decision, WorkflowError> {
     let mut ids = MessageIds::new(&mail.key, ctx);
-    // A mail in a ticket's thread belongs to the ticket, whoever wrote it
-    // (the ticket decides who may).
-    if let Some(t) = super::support::referenced_ticket(view, mail)? {
-        return super::support::ticket_mail(ctx, view, mail, from, t);
-    }
     let (inv, how) = match find_invitation(ctx, view, mail)? {
         Reference::Found(inv, how) => (inv, how),
         Reference::Refused(reason) => {
@@ -129,86 +124,126 @@ pub(super) fn customer_mail(
                 "mail from {from}: {reason}; nothing changed, no reply"
             )));
         }
-        Reference::Expired(inv) => {
-            let rel = view.relationship(&inv.partner, &inv.customer)?;
-            return Ok(match rel {
-                Some(rel) if inv.customer == from => {
-                    let mut d = Decision::ignored(format!(
-                        "{from} answered invitation {}, which expired on {}",
-                        inv.id,
-                        rfc3339(inv.expires)
-                    ));
-                    d.mails.push(customer_notice(
-                        ctx,
-                        &rel,
-                        mail,
-                        &mut ids,
-                        TemplateName::NotMatched,
-                        json!({"reason": "expired"}),
-                    ));
-                    d
-                }
-                _ => Decision::ignored(format!(
-                    "mail from {from} refers to expired invitation {} of {}; no reply",
-                    inv.id, inv.customer
-                )),
-            });
-        }
+        Reference::Expired(inv) => return answer_to_expired(ctx, view, mail, from, &inv, &mut ids),
         Reference::Missing => {
-            let known = view.relationships_with(from)?;
-            let Some(first) = known.first() else {
-                return Ok(Decision::ignored(if to_commands {
-                    format!("command mail from {from}, which is not a configured partner address; no reply (no backscatter)")
-                } else {
-                    format!("mail from {from}, who is neither a partner nor a known customer; no reply (no backscatter)")
-                }));
-            };
-            // Known by its address alone (no token, no thread): whatever
-            // follows acts on the address, so the sender must be trusted.
-            let claim = crate::decide::trust::Claim::SupportRequest;
-            if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
-                return Ok(refused);
-            }
-            // One relationship that is not waiting for an answer: this is a
-            // support request for it; nothing to guess.
-            let live: Vec<&Relationship> = known
-                .iter()
-                .filter(|r| r.state != RelationshipState::Removed)
-                .collect();
-            if let [rel] = live[..] {
-                if rel.state != RelationshipState::Invited {
-                    return super::support::support_request(ctx, view, mail, from, rel);
-                }
-            }
-            // Several, or an open invitation: never guess which relationship
-            // is meant; ask them to answer the mail itself.
-            let partner_names: Vec<String> = known
-                .iter()
-                .map(|r| {
-                    ctx.config
-                        .partner(&r.partner)
-                        .map(|p| p.name.clone())
-                        .unwrap_or_else(|| r.partner.clone())
-                })
-                .collect();
-            let mut d = Decision::ignored(format!(
-                "customer {from} wrote without a reference to an invitation; asked to answer the invitation itself"
-            ));
-            let mut notice = customer_notice(
-                ctx,
-                first,
-                mail,
-                &mut ids,
-                TemplateName::NotMatched,
-                json!({"reason": "no_reference", "partner_name": partner_names.join(", ")}),
-            );
-            // The notice must not thread to any one invitation, or a reply
-            // to it would pick that partner: exactly the guess avoided here.
-            notice.invitation = None;
-            d.mails.push(notice);
-            return Ok(d);
+            return without_reference(ctx, view, mail, from, to_commands, &mut ids)
         }
     };
+    answer(ctx, view, mail, from, inv, how, &mut ids)
+}
+
+/// An answer to an invitation that expired: its customer is told so, anyone
+/// else gets nothing (the reference may be a forgery's).
+fn answer_to_expired(
+    ctx: &Context,
+    view: &dyn StoreView,
+    mail: &InboundMail,
+    from: &str,
+    inv: &Invitation,
+    ids: &mut MessageIds,
+) -> Result<Decision, WorkflowError> {
+    let rel = view.relationship(&inv.partner, &inv.customer)?;
+    Ok(match rel {
+        Some(rel) if inv.customer == from => {
+            let mut d = Decision::ignored(format!(
+                "{from} answered invitation {}, which expired on {}",
+                inv.id,
+                rfc3339(inv.expires)
+            ));
+            d.mails.push(customer_notice(
+                ctx,
+                &rel,
+                mail,
+                ids,
+                TemplateName::NotMatched,
+                json!({"reason": "expired"}),
+            ));
+            d
+        }
+        _ => Decision::ignored(format!(
+            "mail from {from} refers to expired invitation {} of {}; no reply",
+            inv.id, inv.customer
+        )),
+    })
+}
+
+/// A mail that names no invitation, ticket or thread: a support request
+/// when its sender has exactly one live relationship, a request to answer
+/// the invitation itself when there are several (never a guess), nothing
+/// for a stranger.
+fn without_reference(
+    ctx: &Context,
+    view: &dyn StoreView,
+    mail: &InboundMail,
+    from: &str,
+    to_commands: bool,
+    ids: &mut MessageIds,
+) -> Result<Decision, WorkflowError> {
+    let known = view.relationships_with(from)?;
+    let Some(first) = known.first() else {
+        return Ok(Decision::ignored(if to_commands {
+            format!("command mail from {from}, which is not a configured partner address; no reply (no backscatter)")
+        } else {
+            format!("mail from {from}, who is neither a partner nor a known customer; no reply (no backscatter)")
+        }));
+    };
+    // Known by its address alone (no token, no thread): whatever
+    // follows acts on the address, so the sender must be trusted.
+    let claim = crate::decide::trust::Claim::SupportRequest;
+    if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
+        return Ok(refused);
+    }
+    // One relationship that is not waiting for an answer: this is a
+    // support request for it; nothing to guess.
+    let live: Vec<&Relationship> = known
+        .iter()
+        .filter(|r| r.state != RelationshipState::Removed)
+        .collect();
+    if let [rel] = live[..] {
+        if rel.state != RelationshipState::Invited {
+            return super::support::support_request(ctx, view, mail, from, rel);
+        }
+    }
+    // Several, or an open invitation: never guess which relationship
+    // is meant; ask them to answer the mail itself.
+    let partner_names: Vec<String> = known
+        .iter()
+        .map(|r| {
+            ctx.config
+                .partner(&r.partner)
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| r.partner.clone())
+        })
+        .collect();
+    let mut d = Decision::ignored(format!(
+        "customer {from} wrote without a reference to an invitation; asked to answer the invitation itself"
+    ));
+    let mut notice = customer_notice(
+        ctx,
+        first,
+        mail,
+        ids,
+        TemplateName::NotMatched,
+        json!({"reason": "no_reference", "partner_name": partner_names.join(", ")}),
+    );
+    // The notice must not thread to any one invitation, or a reply
+    // to it would pick that partner: exactly the guess avoided here.
+    notice.invitation = None;
+    d.mails.push(notice);
+    Ok(d)
+}
+
+/// The customer's answer to the invitation `inv`, found by `how`: checked
+/// (sender, trust, supersession, expiry), read (intent) and applied.
+fn answer(
+    ctx: &Context,
+    view: &dyn StoreView,
+    mail: &InboundMail,
+    from: &str,
+    inv: Invitation,
+    how: MatchedBy,
+    ids: &mut MessageIds,
+) -> Result<Decision, WorkflowError> {
     if inv.customer != from {
         return Ok(Decision::ignored(format!(
             "reply to the invitation of {} came from {from} (matched by {how:?}); only the invited address may answer; nothing changed, no reply",
@@ -251,7 +286,7 @@ pub(super) fn customer_mail(
             ctx,
             &rel,
             mail,
-            &mut ids,
+            ids,
             TemplateName::NotMatched,
             json!({"reason": "superseded"}),
         ));
@@ -290,7 +325,7 @@ pub(super) fn customer_mail(
                 ctx,
                 &rel,
                 mail,
-                &mut ids,
+                ids,
                 TemplateName::Clarify,
                 json!({"partner_name": partner.name}),
             ));
@@ -313,7 +348,7 @@ pub(super) fn customer_mail(
             ctx,
             &rel,
             mail,
-            &mut ids,
+            ids,
             TemplateName::NotMatched,
             json!({"reason": "expired"}),
         ));
@@ -333,7 +368,7 @@ pub(super) fn customer_mail(
             &rel,
             partner,
             mail,
-            &mut ids,
+            ids,
             (
                 TemplateName::DeclinedCustomer,
                 TemplateName::DeclinedPartner,
@@ -360,7 +395,7 @@ pub(super) fn customer_mail(
                 ctx,
                 &rel,
                 mail,
-                &mut ids,
+                ids,
                 TemplateName::AwaitingMicrosoftCustomer,
                 json!({"approval_link": inv.approval_link, "graph_status": status.as_str()}),
             ));
@@ -407,7 +442,7 @@ pub(super) fn customer_mail(
                 &rel,
                 partner,
                 mail,
-                &mut ids,
+                ids,
                 templates,
                 restore,
                 inv.approval_link.as_deref(),
@@ -427,7 +462,7 @@ pub(super) fn customer_mail(
                 ctx,
                 &rel,
                 mail,
-                &mut ids,
+                ids,
                 TemplateName::NotMatched,
                 json!({"reason": "superseded"}),
             ));
@@ -438,7 +473,7 @@ pub(super) fn customer_mail(
                 ctx,
                 &rel,
                 mail,
-                &mut ids,
+                ids,
                 TemplateName::AlreadyAnswered,
                 json!({"partner_name": partner.name, "state": state.as_str()}),
             ));
@@ -449,7 +484,7 @@ pub(super) fn customer_mail(
                 ctx,
                 &rel,
                 mail,
-                &mut ids,
+                ids,
                 TemplateName::AlreadyAnswered,
                 json!({"partner_name": partner.name, "state": rel.state.as_str()}),
             ));

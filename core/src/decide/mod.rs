@@ -14,17 +14,17 @@
 //! [`support`] support requests and tickets, and [`timers`] decides what
 //! time alone changes (expiry, fixed durations).
 
-mod commands;
+pub(crate) mod commands;
 pub use commands::LIST_PAGE;
 mod customer;
-mod support;
+pub(crate) mod support;
 pub use support::MAX_ENTRY_TEXT_CHARS;
 pub mod gdap;
-mod invitation_mail;
+pub(crate) mod invitation_mail;
 mod timers;
 pub mod trust;
 
-pub use commands::{help_text, run_given_commands, CommandOutcome};
+pub use commands::{help_text, run_given_commands, CommandOutcome, Transcript, TranscriptLine};
 pub use timers::{due_candidates, expire_candidates, expire_due};
 // The plan a decision fills in, and time formatting, live below the
 // decision code (render, model); named here for the decision modules.
@@ -32,7 +32,7 @@ pub use crate::model::time::{date_only, rfc3339};
 pub use crate::render::plan::{MailPlan, Sender};
 
 use crate::config::Config;
-use crate::effects::{ReadError, StoreView};
+use crate::effects::{ProcessedClass, ReadError, StoreView};
 use crate::mail::inbound::InboundMail;
 use crate::model::invitation::Invitation;
 use crate::model::relationship::Relationship;
@@ -86,16 +86,16 @@ pub enum MailClass {
 }
 
 impl MailClass {
-    /// Short name for logs and the processed record.
-    pub fn name(&self) -> &'static str {
+    /// The kind stored in the processed record (and named in logs).
+    pub fn kind(&self) -> ProcessedClass {
         match self {
-            MailClass::Command { .. } => "command",
-            MailClass::Customer { .. } => "customer",
-            MailClass::Ignored => "ignored",
-            MailClass::Timer => "timer",
-            MailClass::Quarantined => "quarantined",
-            MailClass::Bounce => "bounce",
-            MailClass::Graph => "graph",
+            MailClass::Command { .. } => ProcessedClass::Command,
+            MailClass::Customer { .. } => ProcessedClass::Customer,
+            MailClass::Ignored => ProcessedClass::Ignored,
+            MailClass::Timer => ProcessedClass::Timer,
+            MailClass::Quarantined => ProcessedClass::Quarantined,
+            MailClass::Bounce => ProcessedClass::Bounce,
+            MailClass::Graph => ProcessedClass::Graph,
         }
     }
 }
@@ -115,6 +115,8 @@ pub struct Decision {
     pub tickets: Vec<crate::model::ticket::Ticket>,
     /// Mails to send.
     pub mails: Vec<MailPlan>,
+    /// For a command mail: what its transcript (one of `mails`) reports.
+    pub transcript: Option<Transcript>,
 }
 
 impl Decision {
@@ -127,6 +129,7 @@ impl Decision {
             invitations: vec![],
             tickets: vec![],
             mails: vec![],
+            transcript: None,
         }
     }
 
@@ -285,6 +288,12 @@ pub fn decide(
             }
             return commands::run_commands(ctx, view, mail, partner, from);
         }
+    }
+    // A mail in a ticket's thread belongs to the ticket, whoever wrote it
+    // (the ticket decides who may): decided here, once, before anything
+    // reads it as an answer.
+    if let Some(t) = support::referenced_ticket(view, mail)? {
+        return support::ticket_mail(ctx, view, mail, from, t);
     }
     // Anyone else, even writing to the command address (a customer who
     // answers "to all" on a forwarded draft), is judged as a customer:
@@ -522,7 +531,12 @@ pub fn apply_reply_cap(
     let mails = std::mem::take(&mut decision.mails);
     for m in mails {
         let reply = m.in_reply_to.is_some() || sender.is_some_and(|s| m.to.iter().any(|t| t == s));
-        if !reply || m.ticket.is_some() || did_work(&m) {
+        let did_work = m.template == TemplateName::Transcript
+            && decision
+                .transcript
+                .as_ref()
+                .is_some_and(Transcript::did_work);
+        if !reply || m.ticket.is_some() || did_work {
             decision.mails.push(m);
             continue;
         }
@@ -621,15 +635,6 @@ pub fn held_notice(
             "at": rfc3339(ctx.now),
         }),
     )
-}
-
-/// Whether a transcript reports at least one command that succeeded.
-fn did_work(m: &MailPlan) -> bool {
-    m.template == TemplateName::Transcript
-        && m.vars["results"].as_array().is_some_and(|r| {
-            r.iter()
-                .any(|x| x["ok"] == true && !x["command"].is_null() && x["command"] != "help")
-        })
 }
 
 /// A notice to a partner (and its support contact, if any): from the

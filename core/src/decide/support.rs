@@ -475,7 +475,7 @@ fn open_ticket(
 pub(super) type Closed = (String, Ticket, Vec<MailPlan>);
 
 /// `close T-000123 [note]` by `partner`: the customer and the desk are told.
-pub(super) fn close_ticket(
+pub(crate) fn close_ticket(
     ctx: &Context,
     view: &dyn StoreView,
     partner: &Partner,
@@ -557,7 +557,7 @@ pub(super) fn close_ticket(
 }
 
 /// One line per ticket, for `tickets`.
-pub(super) fn ticket_line(t: &Ticket) -> String {
+pub(crate) fn ticket_line(t: &Ticket) -> String {
     format!(
         "{}  {:<19}  {}  opened {}  {}",
         ticket::format_id(t.id),
@@ -569,7 +569,7 @@ pub(super) fn ticket_line(t: &Ticket) -> String {
 }
 
 /// The whole thread, for `ticket T-…`.
-pub(super) fn ticket_thread(t: &Ticket) -> String {
+pub(crate) fn ticket_thread(t: &Ticket) -> String {
     let mut out = format!(
         "{}  {}  customer {}{}\nsubject: {}\n",
         ticket::format_id(t.id),
