@@ -232,20 +232,21 @@ async fn make_request(api: &dyn GdapApi, link: &GdapLink) -> Result<GraphRelatio
         Ok(r) => r,
         // 409: the name is taken, by our own earlier attempt whose answer
         // was lost (the name is derived from the invitation's keyed id).
-        Err(GraphError::Conflict { .. }) => match api
-            .find_by_display_name(&link.display_name)
-            .await?
-        {
-            Some(r) => r,
-            None => return Err(GraphError::Conflict {
-                call: "create delegatedAdminRelationship".into(),
-                code: "Conflict".into(),
-                message: format!(
+        Err(GraphError::Conflict { .. }) => {
+            match api.find_by_display_name(&link.display_name).await? {
+                Some(r) => r,
+                None => {
+                    return Err(GraphError::Conflict {
+                        call: "create delegatedAdminRelationship".into(),
+                        code: "Conflict".into(),
+                        message: format!(
                     "the display name `{}` is taken and no relationship of that name can be read",
                     link.display_name
                 ),
-            }),
-        },
+                    })
+                }
+            }
+        }
         Err(e) => return Err(e),
     };
     if created.status == GdapStatus::Created {

@@ -411,7 +411,9 @@ fn status_list_and_history() {
     assert_eq!(
         history[1],
         // Issue 14: every history line names its source (here the customer's mail).
-        format!("2026-05-28T21:26:40Z  invited -> active  by alice@contoso.test  <{reply_id}>  [mail]")
+        format!(
+            "2026-05-28T21:26:40Z  invited -> active  by alice@contoso.test  <{reply_id}>  [mail]"
+        )
     );
     assert!(history[0].ends_with("  [command]"), "{}", history[0]);
     // `status` without a customer lists everything.
