@@ -39,6 +39,10 @@ pub enum DaemonError {
     /// An inbox's login could not be set up.
     #[error(transparent)]
     Imap(#[from] crate::io::imap::ImapError),
+    /// The landing page could not be set up (its templates, its address,
+    /// its certificate).
+    #[error(transparent)]
+    Web(#[from] crate::io::web::WebError),
 }
 
 /// Knobs that tests turn; production uses the defaults.
@@ -136,11 +140,42 @@ pub async fn run_with(
 
     // Bound before any task starts, so a port in use stops start-up.
     let http = match config.http_listen {
-        Some(addr) => Some(crate::io::http::bind(addr).await?),
+        Some(addr) => Some(crate::io::http::bind(addr, "/metrics, /healthz", "http.listen").await?),
+        None => None,
+    };
+
+    // The landing page: templates checked, certificate read and address
+    // bound before any task starts, so each of them stops start-up with a
+    // clear error.
+    let web = match &config.web {
+        Some(w) => {
+            let tls = w
+                .tls
+                .as_ref()
+                .map(crate::io::web::tls_acceptor)
+                .transpose()?;
+            let state = Arc::new(crate::io::web::WebState::new(
+                engine.clone(),
+                &config.templates_dir,
+                durable_tx.clone(),
+                w,
+            )?);
+            let listener = crate::io::web::bind(w).await?;
+            Some((listener, state, w.clone(), tls))
+        }
         None => None,
     };
 
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some((listener, state, w, tls)) = web {
+        tasks.spawn(crate::io::web::serve(
+            listener,
+            state,
+            w,
+            tls,
+            stop_rx.clone(),
+        ));
+    }
     if let Some(listener) = http {
         tasks.spawn(crate::io::http::serve(
             listener,

@@ -14,6 +14,9 @@ use liaison_core::model::token::TokenKey;
 use liaison_core::render::templates::Templates;
 use std::sync::{Arc, Mutex};
 
+mod web;
+pub use web::WebPosted;
+
 /// Errors that stop processing (the message stays unprocessed and is tried
 /// again later). Bad input is *not* an error: it is quarantined.
 #[derive(Debug, thiserror::Error)]

@@ -178,6 +178,10 @@ mod tests {
             std::fs::create_dir_all(dir.path().join(locale)).unwrap();
             for f in std::fs::read_dir(src.join(locale)).unwrap() {
                 let f = f.unwrap();
+                // The landing page's templates (`web/`) are not mails.
+                if f.file_type().unwrap().is_dir() {
+                    continue;
+                }
                 std::fs::copy(f.path(), dir.path().join(locale).join(f.file_name())).unwrap();
             }
         }

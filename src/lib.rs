@@ -15,8 +15,9 @@
 //!   [`liaison_core::effects::StoreView`] plus commit and flush) and its
 //!   sled backend.
 //! * [`io`] — IMAP ([`io::imap`]), SMTP ([`io::smtp`]), the admin socket the
-//!   CLI uses while the daemon runs ([`io::admin`]), and `/metrics` and
-//!   `/healthz` ([`io::http`]).
+//!   CLI uses while the daemon runs ([`io::admin`]), `/metrics` and
+//!   `/healthz` on axum ([`io::http`]), and the customer landing page
+//!   ([`io::web`]).
 //! * [`engine`] — one message through the core and into the store.
 //! * [`daemon`] — building the engine and wiring the tasks together, and
 //!   shutdown; the one composition root.

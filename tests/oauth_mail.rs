@@ -138,6 +138,32 @@ async fn a_refused_token_gets_one_fresh_token_and_one_retry_then_an_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_failure_for_a_token_is_no_endless_retry() {
+    require_mailstack();
+    // Without the claim Dovecot matches, it answers NO [UNAVAILABLE]
+    // ("temporary"): one fresh token, one retry, then an error, like any
+    // refusal, so the watcher backs off instead of looping.
+    let emu = TokenEmulator::start();
+    emu.register_app("app-1", "s1", "liaison.test");
+    emu.omit_username_claim(true);
+    let c = client(&emu, "s1");
+    let cfg = inbox(
+        "commands@liaison.test",
+        TlsMode::None,
+        *IMAP_PORT,
+        Mechanism::Xoauth2,
+    );
+    let started = std::time::Instant::now();
+    let Err(e) = liaison::io::imap::connect(&cfg, &token_login(&c, Mechanism::Xoauth2)).await
+    else {
+        panic!("the login should fail");
+    };
+    assert!(e.to_string().contains("token refused twice"), "{e}");
+    assert_eq!(emu.issued("client_credentials"), 2);
+    assert!(started.elapsed() < Duration::from_secs(9), "no retry loop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_for_another_domain_and_a_password_as_token_are_refused() {
     require_mailstack();
     let emu = TokenEmulator::start();

@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/mailstack.sh up
+# Chromium and chromedriver for the landing page's browser tests.
+bash tests/browser.sh install
 cargo test --locked "$@"

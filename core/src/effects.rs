@@ -75,6 +75,8 @@ pub enum ProcessedClass {
     Duplicate,
     /// Commands of a `liaison import` batch.
     Import,
+    /// A customer's answer on the landing page (no mail).
+    Web,
     /// What Microsoft Graph showed of a GDAP relationship.
     Graph,
 }
@@ -91,6 +93,7 @@ impl ProcessedClass {
             ProcessedClass::Bounce => "bounce",
             ProcessedClass::Duplicate => "duplicate",
             ProcessedClass::Import => "import",
+            ProcessedClass::Web => "web",
             ProcessedClass::Graph => "graph",
         }
     }

@@ -62,6 +62,33 @@ pub async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> 
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
             ));
+            if let Some(web) = &config.web {
+                // The landing page's templates and certificate, as the
+                // daemon loads them at start.
+                let pages = liaison::io::web::pages::Pages::load(&config.templates_dir)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                let tls = match &web.tls {
+                    Some(files) => liaison::io::web::tls_acceptor(files)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    None => Ok(()),
+                };
+                checks.push(Check::new(
+                    "web",
+                    format!(
+                        "{} at {} ({})",
+                        web.public_base_url,
+                        web.listen,
+                        if web.tls.is_some() {
+                            "TLS"
+                        } else {
+                            "plain HTTP, for a reverse proxy"
+                        }
+                    ),
+                    pages.and(tls),
+                ));
+            }
             if !offline {
                 // Tokens first (each client once), then the logins that
                 // use them.

@@ -1,57 +1,97 @@
-//! The loopback HTTP endpoint for scrapers and health checks:
-//! `GET /metrics` (Prometheus text) and `GET /healthz` (JSON).
+//! HTTP on hyper and axum: the loopback endpoint for scrapers and health
+//! checks (`GET /metrics`, `GET /healthz`), and the connection handling the
+//! public landing page ([`crate::io::web`]) shares with it.
 //!
-//! Deliberately tiny and hand-written rather than a web framework: one
-//! request per connection, only its request line matters, and the
-//! connection is closed after the answer. A request head is bounded in
-//! size ([`MAX_REQUEST_BYTES`]) and in time ([`READ_TIMEOUT`]), and at most
-//! [`MAX_CONNECTIONS`] are served at once, so a slow or hostile client holds
-//! one slot for a few seconds at most and never the daemon. The address is
-//! loopback only; the configuration refuses any other.
+//! hyper parses HTTP/1.1; what this module adds is the policy around it.
+//! A request head is bounded in size ([`MAX_REQUEST_BYTES`], 431 past it)
+//! and in time ([`ConnLimits::head_timeout`], 408: hyper's own header
+//! timeout would close the connection without an answer), a request is
+//! bounded in time as a whole ([`ConnLimits::request_timeout`], 408), and
+//! at most [`ConnLimits::max_connections`] connections are served at once.
+//! Every connection is its own task, so idle or slow clients wait for their
+//! own timeout and never delay another request: `/healthz` answers at once
+//! with dozens of idle connections open (the hand-written server this
+//! replaces served 16 at a time, so 16 idle ones delayed it by 5 s).
+//!
+//! The metrics address is loopback only; the configuration refuses any
+//! other.
 //!
 //! | request | answer |
 //! |---|---|
-//! | `GET /metrics` | 200, `text/plain; version=0.0.4`, [`Metrics::render`] |
-//! | `GET /healthz` | 200 `{"status":"ok",…}` when every inbox is connected and SMTP works, else 503 `{"status":"degraded",…}` |
-//! | any other method on those paths | 405 with `Allow: GET` |
+//! | `GET /metrics` (or `HEAD`) | 200, `text/plain; version=0.0.4`, [`Metrics::render`] |
+//! | `GET /healthz` (or `HEAD`) | 200 `{"status":"ok",…}` when every inbox is connected and SMTP works, else 503 `{"status":"degraded",…}` |
+//! | any other method on those paths | 405 with `Allow: GET,HEAD` |
 //! | any other path | 404 |
 //! | malformed, too large, too slow | 400, 431, 408 |
 
 use crate::metrics::{Metrics, METRICS};
 use crate::oauth::OAuthClients;
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use serde::Serialize;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 /// Largest request head (request line and headers) read; larger gets 431.
+/// (hyper's smallest read buffer, so the limit is exact.)
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
-/// Time a client has to send its whole request head; slower gets 408.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time a client has to take the answer before the connection is dropped.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; further ones wait in the kernel's backlog.
-pub const MAX_CONNECTIONS: usize = 16;
 
-/// The Prometheus text format's content type.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Errors starting the endpoint.
+/// Errors starting an HTTP listener.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The address could not be bound (in use, or not a local address).
-    #[error("cannot listen for HTTP (/metrics, /healthz) on {addr} (config key `http.listen`): {source}")]
+    #[error("cannot listen for HTTP ({what}) on {addr} (config key `{key}`): {source}")]
     Bind {
+        /// What the listener serves.
+        what: &'static str,
+        /// The config key that names the address.
+        key: &'static str,
         /// The configured address.
         addr: SocketAddr,
         /// The OS error.
         source: std::io::Error,
     },
 }
+
+/// Bounds on one listener's connections; tests shorten them.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Time a client has to send its first request head; slower gets 408.
+    pub head_timeout: Duration,
+    /// Time one request may take as a whole, its body included; slower
+    /// gets 408.
+    pub request_timeout: Duration,
+    /// Connections served at once; further ones wait in the kernel's
+    /// backlog.
+    pub max_connections: usize,
+    /// Whether a connection may carry more than one request.
+    pub keep_alive: bool,
+    /// A connection is closed (after its current request) this long after
+    /// it was opened, so keep-alive cannot hold a slot for ever.
+    pub max_lifetime: Duration,
+}
+
+/// The metrics endpoint's limits: one request per connection, as a
+/// scraper or `curl` sends it.
+pub const METRICS_LIMITS: ConnLimits = ConnLimits {
+    head_timeout: Duration::from_secs(5),
+    request_timeout: Duration::from_secs(5),
+    max_connections: 256,
+    keep_alive: false,
+    max_lifetime: Duration::from_secs(30),
+};
 
 /// What `/healthz` reports, in this field order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -78,10 +118,9 @@ impl Health {
     /// Reads the gauges. Healthy means every configured inbox has a session
     /// and the last SMTP attempt succeeded.
     pub fn from_metrics(m: &Metrics, inboxes: usize) -> Health {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let imap_connected = g(&m.imap_connected);
+        let imap_connected = crate::metrics::get(&m.imap_connected);
         let inboxes = inboxes as u64;
-        let smtp_ok = g(&m.smtp_ok) != 0;
+        let smtp_ok = crate::metrics::get(&m.smtp_ok) != 0;
         Health {
             status: if imap_connected >= inboxes && smtp_ok {
                 "ok"
@@ -91,8 +130,8 @@ impl Health {
             imap_connected,
             inboxes,
             smtp_ok,
-            quarantined: g(&m.mails_quarantined),
-            outbox_depth: g(&m.outbox_depth),
+            quarantined: m.quarantined.get(),
+            outbox_depth: crate::metrics::get(&m.outbox_depth),
             oauth: Default::default(),
         }
     }
@@ -115,178 +154,86 @@ impl Health {
     }
 }
 
-/// The part of a request that matters: its request line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// The method, as sent (methods are case-sensitive).
-    pub method: String,
-    /// The path, without any query string.
-    pub path: String,
+fn text(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{body}\n"),
+    )
+        .into_response()
 }
 
-/// Why a request head could not be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParseError {
-    /// The head has not ended yet; read more.
-    Incomplete,
-    /// The head is longer than [`MAX_REQUEST_BYTES`].
-    TooLarge,
-    /// The request line is not `METHOD /path HTTP/1.x`.
-    Malformed,
+/// The `/metrics` and `/healthz` routes over `metrics`, with `inboxes`
+/// inboxes configured.
+pub fn metrics_router(metrics: &'static Metrics, inboxes: usize) -> Router {
+    metrics_router_with(metrics, inboxes, OAuthClients::default())
 }
 
-/// Parses a request head from the bytes read so far. The head ends at the
-/// first empty line; only its request line is looked at.
-pub fn parse_head(buf: &[u8]) -> Result<Request, ParseError> {
-    let end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .or_else(|| buf.windows(2).position(|w| w == b"\n\n"));
-    let Some(end) = end else {
-        return Err(if buf.len() >= MAX_REQUEST_BYTES {
-            ParseError::TooLarge
-        } else {
-            ParseError::Incomplete
-        });
-    };
-    if end > MAX_REQUEST_BYTES {
-        return Err(ParseError::TooLarge);
-    }
-    let line_end = buf[..end].iter().position(|&b| b == b'\n').unwrap_or(end);
-    let line = std::str::from_utf8(&buf[..line_end]).map_err(|_| ParseError::Malformed)?;
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ParseError::Malformed);
-    };
-    let method_ok = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
-    if !method_ok || !target.starts_with('/') || !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
-        return Err(ParseError::Malformed);
-    }
-    let path = target.split(['?', '#']).next().unwrap_or(target);
-    Ok(Request {
-        method: method.to_string(),
-        path: path.to_string(),
-    })
-}
-
-/// An answer, before it is written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    /// Status code.
-    pub status: u16,
-    /// `Content-Type`.
-    pub content_type: &'static str,
-    /// Body.
-    pub body: String,
-}
-
-impl Response {
-    fn text(status: u16, body: &str) -> Response {
-        Response {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: format!("{body}\n"),
-        }
-    }
-
-    /// The reason phrase of the status.
-    pub fn reason(&self) -> &'static str {
-        match self.status {
-            200 => "OK",
-            400 => "Bad Request",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            408 => "Request Timeout",
-            431 => "Request Header Fields Too Large",
-            503 => "Service Unavailable",
-            _ => "",
-        }
-    }
-
-    /// The bytes on the wire: status line, headers, body. Every answer
-    /// closes the connection.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let allow = if self.status == 405 {
-            "Allow: GET\r\n"
-        } else {
-            ""
-        };
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}\
-             Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-            self.status,
-            self.reason(),
-            self.content_type,
-            self.body.len(),
-        )
-        .into_bytes();
-        out.extend_from_slice(self.body.as_bytes());
-        out
-    }
-}
-
-/// Answers one request from `metrics`, with `inboxes` inboxes configured.
-pub fn route(req: &Request, metrics: &Metrics, inboxes: usize) -> Response {
-    route_with(req, metrics, inboxes, &OAuthClients::default())
-}
-
-/// [`route`], with the token clients' metrics and health.
-pub fn route_with(
-    req: &Request,
-    metrics: &Metrics,
+/// [`metrics_router`] with the `[[oauth2]]` clients' metrics
+/// (`liaison_oauth_*`) and their state in `/healthz`.
+pub fn metrics_router_with(
+    metrics: &'static Metrics,
     inboxes: usize,
-    oauth: &OAuthClients,
-) -> Response {
-    let known = matches!(req.path.as_str(), "/metrics" | "/healthz");
-    if !known {
-        return Response::text(404, "not found; try /metrics or /healthz");
-    }
-    if req.method != "GET" {
-        return Response::text(405, "only GET is allowed");
-    }
-    if req.path == "/metrics" {
-        return Response {
-            status: 200,
-            content_type: METRICS_CONTENT_TYPE,
-            body: metrics.render() + &oauth.render_metrics(),
-        };
-    }
-    let health = Health::from_metrics(metrics, inboxes).with_oauth(oauth);
-    let mut body = serde_json::to_string(&health).expect("health serialises");
-    body.push('\n');
-    Response {
-        status: if health.is_ok() { 200 } else { 503 },
-        content_type: "application/json",
-        body,
-    }
+    oauth: OAuthClients,
+) -> Router {
+    let for_health = oauth.clone();
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+                    metrics.render() + &oauth.render_metrics(),
+                )
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || async move {
+                let health = Health::from_metrics(metrics, inboxes).with_oauth(&for_health);
+                let mut body = serde_json::to_string(&health).expect("health serialises");
+                body.push('\n');
+                let status = if health.is_ok() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (status, [(header::CONTENT_TYPE, "application/json")], body)
+            }),
+        )
+        .fallback(|| async { text(StatusCode::NOT_FOUND, "not found; try /metrics or /healthz") })
+        .method_not_allowed_fallback(|| async {
+            text(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed")
+        })
+        .layer(axum::middleware::map_response(
+            |mut r: Response| async move {
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                r
+            },
+        ))
 }
 
-/// Binds the listener. Done before the daemon starts its other tasks, so a
+/// Binds a listener. Done before the daemon starts its other tasks, so a
 /// port in use stops start-up with a clear error.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
+pub async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+    key: &'static str,
+) -> Result<TcpListener, HttpError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| HttpError::Bind { addr, source })
+        .map_err(|source| HttpError::Bind {
+            what,
+            key,
+            addr,
+            source,
+        })
 }
 
-/// Time limits for one connection; tests shorten them.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    read: Duration,
-    write: Duration,
-}
-
-const LIMITS: Limits = Limits {
-    read: READ_TIMEOUT,
-    write: WRITE_TIMEOUT,
-};
-
-/// Serves `listener` until `shutdown` turns true (or its sender goes away),
-/// answering from the process's [`METRICS`] with `inboxes` inboxes
-/// configured.
+/// Serves `/metrics` and `/healthz` on `listener` until `shutdown` turns
+/// true (or its sender goes away), answering from the process's
+/// [`METRICS`] with `inboxes` inboxes configured.
 pub async fn serve(
     listener: TcpListener,
     inboxes: usize,
@@ -296,18 +243,37 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving /metrics and /healthz");
     }
-    serve_with(listener, inboxes, oauth, &METRICS, LIMITS, shutdown).await;
+    serve_router(
+        listener,
+        metrics_router_with(&METRICS, inboxes, oauth),
+        METRICS_LIMITS,
+        None,
+        shutdown,
+    )
+    .await;
 }
 
-async fn serve_with(
+/// Serves `app` on `listener` (over TLS when `tls` is given) within
+/// `limits`, until `shutdown` turns true or its sender goes away. Each
+/// request carries the peer's address as [`ConnectInfo<SocketAddr>`].
+/// On shutdown every connection finishes the request in hand (up to two
+/// seconds) and the function returns once all are closed.
+pub async fn serve_router(
     listener: TcpListener,
-    inboxes: usize,
-    oauth: OAuthClients,
-    metrics: &'static Metrics,
-    limits: Limits,
+    app: Router,
+    limits: ConnLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let app = app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            match tokio::time::timeout(limits.request_timeout, next.run(req)).await {
+                Ok(r) => r,
+                Err(_) => text(StatusCode::REQUEST_TIMEOUT, "request not received in time"),
+            }
+        },
+    ));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut conns = tokio::task::JoinSet::new();
     loop {
         if *shutdown.borrow() {
@@ -324,10 +290,27 @@ async fn serve_with(
             _ = shutdown.changed() => break,
         };
         match accepted {
-            Ok((stream, _)) => {
-                let oauth = oauth.clone();
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let tls = tls.clone();
+                let stop = shutdown.clone();
                 conns.spawn(async move {
-                    handle(stream, inboxes, &oauth, metrics, limits).await;
+                    match tls {
+                        None => serve_io(stream, peer, app, limits, stop).await,
+                        Some(acceptor) => {
+                            // The handshake is part of the head's time.
+                            match tokio::time::timeout(limits.head_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(s)) => serve_io(s, peer, app, limits, stop).await,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                                }
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        }
+                    }
                     drop(permit);
                 });
             }
@@ -338,226 +321,275 @@ async fn serve_with(
             }
         }
     }
-    conns.shutdown().await;
+    drop(listener);
+    while conns.join_next().await.is_some() {}
 }
 
-/// Reads the head, bounded in size; `None` when the client went away.
-async fn read_head(stream: &mut TcpStream) -> Option<Result<Request, ParseError>> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
+/// One connection: hyper's HTTP/1.1 over `io`, with the head deadline.
+async fn serve_io<S>(
+    io: S,
+    peer: SocketAddr,
+    app: Router,
+    limits: ConnLimits,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let head_seen = Arc::new(AtomicBool::new(false));
+    let io = HeadDeadline {
+        inner: io,
+        deadline: Box::pin(tokio::time::sleep(limits.head_timeout)),
+        head_seen: head_seen.clone(),
+        expired: false,
+    };
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            head_seen.store(true, Ordering::Relaxed);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let mut app = app.clone();
+            async move { tower::Service::call(&mut app, req).await }
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        // Our own deadline answers the first head with 408; hyper's closes
+        // idle keep-alive connections between requests.
+        .header_read_timeout(limits.head_timeout + Duration::from_secs(1))
+        .keep_alive(limits.keep_alive)
+        // `Content-Type`, as the hand-written server wrote and tools that
+        // match header lines expect; HTTP itself does not care.
+        .title_case_headers(true)
+        .max_buf_size(MAX_REQUEST_BYTES);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let lifetime = tokio::time::sleep(limits.max_lifetime);
+    tokio::pin!(lifetime);
+    let hard_stop = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(hard_stop);
+    let mut stopping = false;
     loop {
-        let room = MAX_REQUEST_BYTES.saturating_sub(buf.len());
-        if room == 0 {
-            return Some(Err(ParseError::TooLarge));
-        }
-        let n = match stream.read(&mut chunk[..room.min(1024)]).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        match parse_head(&buf) {
-            Err(ParseError::Incomplete) => continue,
-            r => return Some(r),
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.changed(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+                hard_stop.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(2));
+            }
+            _ = &mut lifetime, if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+                hard_stop.as_mut().reset(tokio::time::Instant::now() + limits.request_timeout);
+            }
+            _ = &mut hard_stop, if stopping => return,
         }
     }
 }
 
-async fn handle(
-    mut stream: TcpStream,
-    inboxes: usize,
-    oauth: &OAuthClients,
-    metrics: &Metrics,
-    limits: Limits,
-) {
-    let response = match tokio::time::timeout(limits.read, read_head(&mut stream)).await {
-        Ok(None) => return,
-        Ok(Some(Ok(req))) => route_with(&req, metrics, inboxes, oauth),
-        Ok(Some(Err(ParseError::TooLarge))) => Response::text(431, "request head too large"),
-        Ok(Some(Err(_))) => Response::text(400, "expected `GET /path HTTP/1.1`"),
-        Err(_) => Response::text(408, "request not received in time"),
-    };
-    let _ = tokio::time::timeout(limits.write, async {
-        stream.write_all(&response.to_bytes()).await?;
-        stream.shutdown().await
-    })
-    .await;
+/// The answer to a client that did not send its first request head in
+/// time.
+const TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 29\r\nConnection: close\r\n\r\nrequest not received in time\n";
+
+/// A stream that answers 408 and ends when the first request head has not
+/// arrived by its deadline. hyper's own header timeout closes the
+/// connection silently; a client (or a load balancer's log) should see why.
+struct HeadDeadline<S> {
+    inner: S,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Set by the service when hyper hands it a request: the head is in.
+    head_seen: Arc<AtomicBool>,
+    expired: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for HeadDeadline<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        if let Poll::Ready(r) = Pin::new(&mut this.inner).poll_read(cx, buf) {
+            return Poll::Ready(r);
+        }
+        if this.head_seen.load(Ordering::Relaxed) || this.deadline.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.expired = true;
+        // Best effort: a fresh connection's send buffer takes these bytes
+        // whole; if it does not, the client only misses the reason.
+        let _ = Pin::new(&mut this.inner).poll_write(cx, TIMEOUT_RESPONSE);
+        let _ = Pin::new(&mut this.inner).poll_flush(cx);
+        Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadDeadline<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn req(method: &str, path: &str) -> Request {
-        Request {
-            method: method.into(),
-            path: path.into(),
-        }
-    }
-
-    #[test]
-    fn parses_the_request_line() {
-        assert_eq!(
-            parse_head(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n"),
-            Ok(req("GET", "/metrics"))
-        );
-        assert_eq!(
-            parse_head(b"GET /healthz?verbose=1 HTTP/1.0\r\n\r\n"),
-            Ok(req("GET", "/healthz"))
-        );
-        // Bare LF line ends, as from `printf | nc`.
-        assert_eq!(
-            parse_head(b"POST /metrics HTTP/1.1\nHost: x\n\n"),
-            Ok(req("POST", "/metrics"))
-        );
-    }
-
-    #[test]
-    fn waits_for_the_end_of_the_head() {
-        assert_eq!(parse_head(b""), Err(ParseError::Incomplete));
-        assert_eq!(
-            parse_head(b"GET /metrics HTTP/1.1\r\n"),
-            Err(ParseError::Incomplete)
-        );
-        assert_eq!(
-            parse_head(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"),
-            Err(ParseError::Incomplete)
-        );
-    }
-
-    #[test]
-    fn refuses_oversized_and_malformed_heads() {
-        let big = format!(
-            "GET /metrics HTTP/1.1\r\nX: {}",
-            "a".repeat(MAX_REQUEST_BYTES)
-        );
-        assert_eq!(parse_head(big.as_bytes()), Err(ParseError::TooLarge));
-        let big_done = format!("{big}\r\n\r\n");
-        assert_eq!(parse_head(big_done.as_bytes()), Err(ParseError::TooLarge));
-        for bad in [
-            &b"GET /metrics\r\n\r\n"[..],
-            b"GET  /metrics HTTP/1.1\r\n\r\n",
-            b"GET metrics HTTP/1.1\r\n\r\n",
-            b"get /metrics HTTP/1.1\r\n\r\n",
-            b"GET /metrics HTTP/2\r\n\r\n",
-            b"GET /metrics HTTP/1.1 extra\r\n\r\n",
-            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
-            b"\r\n\r\n",
-        ] {
-            assert_eq!(
-                parse_head(bad),
-                Err(ParseError::Malformed),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
-
-    #[test]
-    fn routes_metrics_health_and_the_rest() {
-        let m = Metrics::default();
-        crate::metrics::add(&m.mails_command, 2);
-        let r = route(&req("GET", "/metrics"), &m, 1);
-        assert_eq!(r.status, 200);
-        assert!(r.content_type.starts_with("text/plain; version=0.0.4"));
-        assert!(r
-            .body
-            .contains("liaison_mails_total{class=\"command\"} 2\n"));
-
-        assert_eq!(route(&req("GET", "/"), &m, 1).status, 404);
-        assert_eq!(route(&req("GET", "/metrics/x"), &m, 1).status, 404);
-        assert_eq!(route(&req("POST", "/metrics"), &m, 1).status, 405);
-        assert_eq!(route(&req("HEAD", "/healthz"), &m, 1).status, 405);
-        let bytes = String::from_utf8(route(&req("PUT", "/healthz"), &m, 1).to_bytes()).unwrap();
-        assert!(
-            bytes.starts_with("HTTP/1.1 405 Method Not Allowed\r\n")
-                && bytes.contains("\r\nAllow: GET\r\n"),
-            "{bytes}"
-        );
-    }
-
-    #[test]
-    fn health_is_ok_only_with_every_inbox_and_smtp() {
-        let m = Metrics::default();
-        crate::metrics::set(&m.smtp_ok, 1);
-        crate::metrics::set(&m.imap_connected, 2);
-        crate::metrics::set(&m.outbox_depth, 3);
-        crate::metrics::add(&m.mails_quarantined, 1);
-        let r = route(&req("GET", "/healthz"), &m, 2);
-        assert_eq!(r.status, 200);
-        assert_eq!(r.content_type, "application/json");
-        assert_eq!(
-            r.body,
-            "{\"status\":\"ok\",\"imap_connected\":2,\"inboxes\":2,\"smtp_ok\":true,\"quarantined\":1,\"outbox_depth\":3}\n"
-        );
-        let r = route(&req("GET", "/healthz"), &m, 3);
-        assert_eq!(r.status, 503);
-        assert!(r.body.contains("\"status\":\"degraded\""), "{}", r.body);
-        crate::metrics::set(&m.smtp_ok, 0);
-        let h = Health::from_metrics(&m, 2);
-        assert!(!h.is_ok() && !h.smtp_ok);
-    }
-
-    #[test]
-    fn response_bytes_have_length_and_close() {
-        let r = Response::text(404, "nope");
-        let s = String::from_utf8(r.to_bytes()).unwrap();
-        assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"), "{s}");
-        assert!(s.contains("\r\nContent-Length: 5\r\n"), "{s}");
-        assert!(s.contains("\r\nConnection: close\r\n"), "{s}");
-        assert!(s.ends_with("\r\n\r\nnope\n"), "{s}");
-    }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     /// A metrics instance the server under test can borrow for ever.
     fn leaked_metrics() -> &'static Metrics {
-        let m = Box::leak(Box::new(Metrics::default()));
-        crate::metrics::set(&m.smtp_ok, 1);
-        m
+        Box::leak(Box::new(Metrics::default()))
     }
 
     async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(request).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    async fn start(
+        metrics: &'static Metrics,
+        inboxes: usize,
+        limits: ConnLimits,
+    ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), "test", "test")
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(serve_router(
+            listener,
+            metrics_router(metrics, inboxes),
+            limits,
+            None,
+            stop_rx,
+        ));
+        (addr, stop_tx, server)
+    }
+
+    const SHORT: ConnLimits = ConnLimits {
+        head_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_millis(300),
+        max_connections: 64,
+        keep_alive: false,
+        max_lifetime: Duration::from_secs(5),
+    };
+
+    #[tokio::test]
+    async fn routes_metrics_health_and_the_rest() {
+        let m = leaked_metrics();
+        crate::metrics::add(&m.mails_command, 2);
+        let (addr, stop, server) = start(m, 1, SHORT).await;
+        let r = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(
+            r.contains("\r\nContent-Type: text/plain; version=0.0.4"),
+            "{r}"
+        );
+        assert!(r.contains("\r\nCache-Control: no-store"), "{r}");
+        assert!(r.contains("\r\nConnection: close"), "{r}");
+        assert!(
+            r.contains("liaison_mails_total{class=\"command\"} 2\n"),
+            "{r}"
+        );
+        // HTTP/1.0 and a query string.
+        let r = exchange(addr, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.0 200 OK\r\n"), "{r}");
+
+        for (req, status) in [
+            (&b"GET / HTTP/1.1\r\n\r\n"[..], "404 Not Found"),
+            (b"GET /metrics/x HTTP/1.1\r\n\r\n", "404 Not Found"),
+            (b"GET /metrics/../admin HTTP/1.1\r\n\r\n", "404 Not Found"),
+            (
+                b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+                "405 Method Not Allowed",
+            ),
+            (b"PUT /healthz HTTP/1.1\r\n\r\n", "405 Method Not Allowed"),
+            (b"nonsense\r\n\r\n", "400 Bad Request"),
+            (b"GET  /metrics HTTP/1.1\r\n\r\n", "400 Bad Request"),
+            (
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+                "400 Bad Request",
+            ),
+        ] {
+            let r = exchange(addr, req).await;
+            assert!(
+                r.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+                "{:?} -> {r}",
+                String::from_utf8_lossy(req)
+            );
+        }
+        let r = exchange(addr, b"PUT /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(r.contains("\r\nAllow: GET,HEAD\r\n"), "{r}");
+        // HEAD is GET without the body.
+        let r = exchange(addr, b"HEAD /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 503 "), "{r}");
+        assert!(r.ends_with("\r\n\r\n"), "{r}");
+        stop.send(true).unwrap();
+        server.await.unwrap();
     }
 
     #[tokio::test]
-    async fn serves_over_tcp_bounds_slow_and_large_clients_and_stops() {
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let limits = Limits {
-            read: Duration::from_millis(300),
-            write: Duration::from_millis(300),
-        };
-        let server = tokio::spawn(serve_with(
-            listener,
-            0,
-            OAuthClients::default(),
-            leaked_metrics(),
-            limits,
-            stop_rx,
-        ));
+    async fn health_is_ok_only_with_every_inbox_and_smtp() {
+        let m = leaked_metrics();
+        crate::metrics::set(&m.smtp_ok, 1);
+        crate::metrics::set(&m.imap_connected, 2);
+        crate::metrics::set(&m.outbox_depth, 3);
+        m.quarantined.inc();
+        let h = Health::from_metrics(m, 2);
+        assert_eq!(
+            serde_json::to_string(&h).unwrap(),
+            "{\"status\":\"ok\",\"imap_connected\":2,\"inboxes\":2,\"smtp_ok\":true,\"quarantined\":1,\"outbox_depth\":3}"
+        );
+        let (addr, stop, server) = start(m, 2, SHORT).await;
+        let r = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(r.contains("\r\nContent-Type: application/json"), "{r}");
+        assert!(
+            r.ends_with("{\"status\":\"ok\",\"imap_connected\":2,\"inboxes\":2,\"smtp_ok\":true,\"quarantined\":1,\"outbox_depth\":3}\n"),
+            "{r}"
+        );
+        assert!(!Health::from_metrics(m, 3).is_ok());
+        crate::metrics::set(&m.smtp_ok, 0);
+        let r = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
+        assert!(r.contains("\"status\":\"degraded\""), "{r}");
+        stop.send(true).unwrap();
+        server.await.unwrap();
+    }
 
-        let ok = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.ends_with("\"outbox_depth\":0}\n"), "{ok}");
-        let metrics = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
-        assert!(
-            metrics.contains("Content-Type: text/plain; version=0.0.4"),
-            "{metrics}"
-        );
-        assert!(
-            metrics.contains("# TYPE liaison_mails_total counter"),
-            "{metrics}"
-        );
+    #[tokio::test]
+    async fn bounds_slow_and_large_clients_and_stops() {
+        let (addr, stop_tx, server) = start(leaked_metrics(), 0, SHORT).await;
 
         // A client that never finishes its head is answered 408 and cut off.
         let started = std::time::Instant::now();
         let slow = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost:").await;
         assert!(slow.starts_with("HTTP/1.1 408 "), "{slow}");
         assert!(started.elapsed() < Duration::from_secs(3));
+        // One that sends nothing at all, too.
+        let silent = exchange(addr, b"").await;
+        assert!(silent.starts_with("HTTP/1.1 408 "), "{silent}");
 
         // A head that does not end within the limit is refused.
         let mut junk = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
@@ -565,14 +597,40 @@ mod tests {
         let big = exchange(addr, &junk).await;
         assert!(big.starts_with("HTTP/1.1 431 "), "{big}");
 
-        let bad = exchange(addr, b"HELLO\r\n\r\n").await;
-        assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
-
         stop_tx.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(2), server)
             .await
             .expect("the server stops on shutdown")
             .unwrap();
         assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
+    }
+
+    /// The hand-written server served 16 connections at a time, so 16 idle
+    /// ones kept `/healthz` waiting for their 5 s read timeout (a 3 s
+    /// load-balancer probe failed). Now each connection is its own task.
+    #[tokio::test]
+    async fn health_answers_while_many_idle_connections_are_open() {
+        let limits = ConnLimits {
+            head_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(20),
+            ..METRICS_LIMITS
+        };
+        let (addr, stop, server) = start(leaked_metrics(), 0, limits).await;
+        let mut idle = Vec::new();
+        for _ in 0..64 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+            idle.push(s);
+        }
+        let answered = tokio::time::timeout(
+            Duration::from_secs(3),
+            exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n"),
+        )
+        .await
+        .expect("/healthz answers within a load balancer's 3 s with 64 idle connections");
+        assert!(answered.starts_with("HTTP/1.1 200 OK\r\n"), "{answered}");
+        drop(idle);
+        stop.send(true).unwrap();
+        server.await.unwrap();
     }
 }

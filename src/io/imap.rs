@@ -906,9 +906,7 @@ impl ConnectedGauge {
 
 impl Drop for ConnectedGauge {
     fn drop(&mut self) {
-        crate::metrics::METRICS
-            .imap_connected
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        crate::metrics::METRICS.imap_connected.dec();
     }
 }
 

@@ -1,5 +1,5 @@
 //! The network edges: mailboxes, mail submission, the local admin socket,
-//! and the HTTP endpoint.
+//! the loopback HTTP endpoint, and the customer landing page.
 
 pub mod admin;
 pub mod graph;
@@ -8,3 +8,4 @@ pub mod imap;
 pub mod imap_login;
 pub mod smtp;
 pub mod smtp_login;
+pub mod web;

@@ -82,6 +82,8 @@ struct State {
     devices: HashMap<String, Device>,
     lifetime_secs: u64,
     down: bool,
+    /// Tokens leave out the claim Dovecot matches the login with.
+    omit_username_claim: bool,
     /// Canned answers (status, body) for the next requests.
     fail_next: Vec<(u16, String)>,
     /// Token requests answered with a token, by grant type.
@@ -237,6 +239,13 @@ impl TokenEmulator {
     /// Lifetime of the access tokens issued from now on.
     pub fn set_lifetime(&self, secs: u64) {
         self.lock().lifetime_secs = secs;
+    }
+
+    /// Tokens from now on lack `tenant_domain` (the claim the loopback
+    /// Dovecot compares with the login), which Dovecot answers with a
+    /// *temporary* failure (`NO [UNAVAILABLE]`).
+    pub fn omit_username_claim(&self, omit: bool) {
+        self.lock().omit_username_claim = omit;
     }
 
     /// Down: every connection is accepted and closed unanswered.
@@ -542,6 +551,7 @@ fn answer(
     let grant = form.get("grant_type").cloned().unwrap_or_default();
     let scope = form.get("scope").cloned().unwrap_or_default();
     let lifetime = st.lifetime_secs;
+    let omit_claim = st.omit_username_claim;
     let claims_for = |user: Option<&str>| {
         let domain = user
             .and_then(|u| u.rsplit_once('@').map(|(_, d)| d.to_string()))
@@ -563,6 +573,9 @@ fn answer(
                 c["sub"] = format!("sp-{client_id}").into();
                 c["roles"] = serde_json::json!(["IMAP.AccessAsApp", "SMTP.SendAsApp"]);
             }
+        }
+        if omit_claim {
+            c.as_object_mut().unwrap().remove("tenant_domain");
         }
         c
     };

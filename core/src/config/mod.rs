@@ -16,6 +16,7 @@ mod partner;
 mod security;
 mod smtp;
 mod tickets;
+pub mod web;
 
 pub use addresses::Addresses;
 pub use lifecycle::LifecycleConfig;
@@ -138,6 +139,8 @@ pub struct Config {
     pub tickets: TicketsConfig,
     /// Loopback address of the `/metrics` and `/healthz` endpoint, if any.
     pub http_listen: Option<core::net::SocketAddr>,
+    /// The customer landing page (`[web]`), when it is on.
+    pub web: Option<web::WebConfig>,
     /// Folder holding the Handlebars templates.
     pub templates_dir: PathBuf,
     /// The partners allowed to send commands.
@@ -179,6 +182,8 @@ struct RawConfig {
     tickets: RawTickets,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    web: web::RawWeb,
     #[serde(default)]
     templates: RawTemplates,
     #[serde(default)]
@@ -259,6 +264,10 @@ impl Config {
         let lifecycle = raw.lifecycle.validate()?;
         let http_listen = validate_http_listen(raw.http.listen)?;
         let tickets = raw.tickets.validate();
+        let web = raw
+            .web
+            .validate(http_listen)
+            .map_err(|e| invalid(e.key, e.reason))?;
         let admin_socket = raw.admin.socket.unwrap_or_else(|| {
             let mut s = raw.store.path.clone().into_os_string();
             s.push(".sock");
@@ -277,6 +286,7 @@ impl Config {
             lifecycle,
             tickets,
             http_listen,
+            web,
             templates_dir: raw
                 .templates
                 .dir

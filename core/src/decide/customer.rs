@@ -261,17 +261,97 @@ fn answer(
     if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
         return Ok(refused);
     }
+    let new_text = crate::mail::reply::new_text(&mail.text);
+    let intent = intent::detect(&new_text);
+    let origin = Origin::of_mail(mail, from, format!("matched by {how:?}"));
+    match answer_invitation(ctx, view, &inv, &origin, intent, ids)? {
+        Answered::Decided(d) => Ok(d),
+        Answered::SupportRequest(rel) => {
+            // Not an answer: a support request, forwarded under Liaison's
+            // name. The token or thread proves only that the sender has
+            // seen a mail Liaison sent to the customer (forwarded, copied,
+            // archived), not that it is the customer: it needs what a
+            // support request without one needs.
+            let claim = crate::decide::trust::Claim::SupportRequestByReference;
+            if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
+                return Ok(refused);
+            }
+            super::support::support_request(ctx, view, mail, from, &rel)
+        }
+    }
+}
+
+/// Where an answer to an invitation came from, as far as the notices and
+/// the history need it: a customer's mail, or the landing page.
+pub(super) struct Origin<'a> {
+    /// The customer's address (the invited one).
+    pub from: &'a str,
+    /// How it was tied to the invitation, for the summary.
+    pub how: String,
+    /// The Message-ID of the customer's mail, recorded in the history
+    /// (`None` for an answer from the page).
+    pub message_id: Option<String>,
+    /// The mail Liaison's notices answer: the customer's, or for the
+    /// page the invitation mail.
+    pub in_reply_to: Option<String>,
+    /// What Liaison's notices thread under, besides `message_id`: the
+    /// customer's mail's references, or for the page the invitation mail.
+    pub references: Vec<String>,
+    /// The subject the customer wrote (empty for the page).
+    pub subject: String,
+    /// Where the answer came from, for the history: a mail or the page.
+    pub source: crate::model::relationship::HistorySource,
+}
+
+impl<'a> Origin<'a> {
+    /// The origin of an answer by mail.
+    pub(super) fn of_mail(mail: &'a InboundMail, from: &'a str, how: String) -> Self {
+        Origin {
+            from,
+            how,
+            message_id: mail.message_id.clone(),
+            in_reply_to: mail.message_id.clone(),
+            references: mail.references.clone(),
+            subject: mail.subject.clone(),
+            source: crate::model::relationship::HistorySource::Mail,
+        }
+    }
+}
+
+/// What [`answer_invitation`] made of an answer.
+pub(super) enum Answered {
+    /// The decision: state changes and notices.
+    Decided(Decision),
+    /// Not an answer at all, for a relationship that is not waiting for
+    /// one: the caller treats it as a support request.
+    SupportRequest(Relationship),
+}
+
+/// The customer answered invitation `inv` (already verified: the token or
+/// thread is genuine and the sender is the invited address and trusted for
+/// it) with `intent`. The same for a mail and for the landing page, so
+/// both have exactly the same effects, notices and history.
+pub(super) fn answer_invitation(
+    ctx: &Context,
+    view: &dyn StoreView,
+    inv: &Invitation,
+    origin: &Origin,
+    intent: Intent,
+    ids: &mut MessageIds,
+) -> Result<Answered, WorkflowError> {
+    let from = origin.from;
+    let how = &origin.how;
     let Some(partner) = ctx.config.partner(&inv.partner) else {
-        return Ok(Decision::ignored(format!(
+        return Ok(Answered::Decided(Decision::ignored(format!(
             "invitation {} belongs to partner `{}`, which is no longer configured",
             inv.id, inv.partner
-        )));
+        ))));
     };
     let Some(mut rel) = view.relationship(&inv.partner, &inv.customer)? else {
-        return Ok(Decision::ignored(format!(
+        return Ok(Answered::Decided(Decision::ignored(format!(
             "invitation {} has no relationship record",
             inv.id
-        )));
+        ))));
     };
     let mut decision = Decision::new(
         MailClass::Customer {
@@ -282,18 +362,16 @@ fn answer(
     );
     if rel.invitation_id != Some(inv.id) {
         decision.summary = format!("{from} answered a superseded invitation {}", inv.id);
-        decision.mails.push(customer_notice(
+        decision.mails.push(customer_notice_from(
             ctx,
             &rel,
-            mail,
+            origin,
             ids,
             TemplateName::NotMatched,
             json!({"reason": "superseded"}),
         ));
-        return Ok(decision);
+        return Ok(Answered::Decided(decision));
     }
-    let new_text = crate::mail::reply::new_text(&mail.text);
-    let intent = intent::detect(&new_text);
     let event = match intent {
         Intent::Accept if inv.kind == InvitationKind::Restore => RelationshipEvent::RestoreAccepted,
         Intent::Accept => RelationshipEvent::Accepted,
@@ -305,31 +383,29 @@ fn answer(
                     && rel.state == RelationshipState::PermissionsRemoved
                     && intent == Intent::Unclear) =>
         {
-            // Not an answer: a support request, forwarded under Liaison's
-            // name. The token or thread proves only that the sender has
-            // seen a mail Liaison sent to the customer (forwarded, copied,
-            // archived), not that it is the customer: it needs what a
-            // support request without one needs.
-            let claim = crate::decide::trust::Claim::SupportRequestByReference;
-            if let Some(refused) = super::untrusted(ctx, mail, from, claim) {
-                return Ok(refused);
-            }
-            return super::support::support_request(ctx, view, mail, from, &rel);
+            return Ok(Answered::SupportRequest(rel));
         }
         Intent::Unclear | Intent::Other => {
             decision.summary = format!(
                 "{from} answered invitation {} with no clear accept or decline ({intent:?})",
                 inv.id
             );
-            decision.mails.push(customer_notice(
+            decision.mails.push(customer_notice_from(
                 ctx,
                 &rel,
-                mail,
+                origin,
                 ids,
                 TemplateName::Clarify,
-                json!({"partner_name": partner.name}),
+                json!({
+                    "partner_name": partner.name,
+                    // The page answers without any wording to get right.
+                    "page_link": super::web::page_link(
+                        ctx,
+                        &ctx.tokens.issue(inv.kind.purpose(), inv.id, inv.expires, &inv.customer),
+                    ),
+                }),
             ));
-            return Ok(decision);
+            return Ok(Answered::Decided(decision));
         }
     };
     let answers_request = matches!(
@@ -344,15 +420,15 @@ fn answer(
             inv.id,
             rfc3339(inv.expires)
         );
-        decision.mails.push(customer_notice(
+        decision.mails.push(customer_notice_from(
             ctx,
             &rel,
-            mail,
+            origin,
             ids,
             TemplateName::NotMatched,
             json!({"reason": "expired"}),
         ));
-        return Ok(decision);
+        return Ok(Answered::Decided(decision));
     }
     let restore = inv.kind == InvitationKind::Restore;
     if restore
@@ -367,7 +443,7 @@ fn answer(
             &mut decision,
             &rel,
             partner,
-            mail,
+            origin,
             ids,
             (
                 TemplateName::DeclinedCustomer,
@@ -376,7 +452,7 @@ fn answer(
             true,
             inv.approval_link.as_deref(),
         );
-        return Ok(decision);
+        return Ok(Answered::Decided(decision));
     }
     if matches!(
         event,
@@ -391,15 +467,15 @@ fn answer(
             // told so; nothing changes until Graph shows the approval.
             decision.summary =
                 format!("{from} says they approved; Graph shows {status}, waiting for Microsoft");
-            decision.mails.push(customer_notice(
+            decision.mails.push(customer_notice_from(
                 ctx,
                 &rel,
-                mail,
+                origin,
                 ids,
                 TemplateName::AwaitingMicrosoftCustomer,
                 json!({"approval_link": inv.approval_link, "graph_status": status.as_str()}),
             ));
-            return Ok(decision);
+            return Ok(Answered::Decided(decision));
         }
     }
     let before = rel.state;
@@ -407,8 +483,8 @@ fn answer(
         event,
         ctx.now,
         from,
-        mail.message_id.as_deref(),
-        crate::model::relationship::HistorySource::Mail,
+        origin.message_id.as_deref(),
+        origin.source,
     ) {
         Ok(after) => {
             if after == RelationshipState::Active {
@@ -420,8 +496,7 @@ fn answer(
                     .map(|d| ctx.now + u64::from(d) * 86_400);
                 rel.reminders_sent.clear();
             }
-            decision.summary =
-                format!("{from} {intent:?} (matched by {how:?}): {before} -> {after}");
+            decision.summary = format!("{from} {intent:?} ({how}): {before} -> {after}");
             let templates = match after {
                 RelationshipState::Active => (
                     TemplateName::AcceptedCustomer,
@@ -441,7 +516,7 @@ fn answer(
                 &mut decision,
                 &rel,
                 partner,
-                mail,
+                origin,
                 ids,
                 templates,
                 restore,
@@ -458,10 +533,10 @@ fn answer(
                 },
                 inv.id
             );
-            decision.mails.push(customer_notice(
+            decision.mails.push(customer_notice_from(
                 ctx,
                 &rel,
-                mail,
+                origin,
                 ids,
                 TemplateName::NotMatched,
                 json!({"reason": "superseded"}),
@@ -469,10 +544,10 @@ fn answer(
         }
         Err(TransitionError::Already(state)) => {
             decision.summary = format!("{from} {intent:?} again; relationship already {state}");
-            decision.mails.push(customer_notice(
+            decision.mails.push(customer_notice_from(
                 ctx,
                 &rel,
-                mail,
+                origin,
                 ids,
                 TemplateName::AlreadyAnswered,
                 json!({"partner_name": partner.name, "state": state.as_str()}),
@@ -480,17 +555,17 @@ fn answer(
         }
         Err(e) => {
             decision.summary = format!("{from} {intent:?} refused: {e}");
-            decision.mails.push(customer_notice(
+            decision.mails.push(customer_notice_from(
                 ctx,
                 &rel,
-                mail,
+                origin,
                 ids,
                 TemplateName::AlreadyAnswered,
                 json!({"partner_name": partner.name, "state": rel.state.as_str()}),
             ));
         }
     }
-    Ok(decision)
+    Ok(Answered::Decided(decision))
 }
 
 /// A mail to the customer, threaded under the mail they sent.
@@ -498,6 +573,19 @@ pub(super) fn customer_notice(
     ctx: &Context,
     rel: &Relationship,
     mail: &InboundMail,
+    ids: &mut MessageIds,
+    template: TemplateName,
+    vars: serde_json::Value,
+) -> MailPlan {
+    let origin = Origin::of_mail(mail, "", String::new());
+    customer_notice_from(ctx, rel, &origin, ids, template, vars)
+}
+
+/// A mail to the customer, threaded under what `origin` names.
+pub(super) fn customer_notice_from(
+    ctx: &Context,
+    rel: &Relationship,
+    origin: &Origin,
     ids: &mut MessageIds,
     template: TemplateName,
     mut vars: serde_json::Value,
@@ -510,11 +598,11 @@ pub(super) fn customer_notice(
     if let Some(obj) = vars.as_object_mut() {
         obj.entry("partner_name").or_insert(json!(partner_name));
         obj.entry("original_subject")
-            .or_insert(json!(super::quoted_subject(&mail.subject)));
+            .or_insert(json!(super::quoted_subject(&origin.subject)));
         obj.entry("customer_email").or_insert(json!(rel.customer));
     }
-    let mut references = mail.references.clone();
-    references.extend(mail.message_id.clone());
+    let mut references = origin.references.clone();
+    references.extend(origin.message_id.clone());
     MailPlan {
         template,
         locale: rel.locale.clone(),
@@ -522,7 +610,7 @@ pub(super) fn customer_notice(
         from: Sender::Invitations,
         reply_to: None,
         message_id: ids.next(),
-        in_reply_to: mail.message_id.clone(),
+        in_reply_to: origin.in_reply_to.clone(),
         references,
         vars,
         invitation: rel.invitation_id,
@@ -539,7 +627,7 @@ fn push_pair(
     decision: &mut Decision,
     rel: &Relationship,
     partner: &Partner,
-    mail: &InboundMail,
+    origin: &Origin,
     ids: &mut MessageIds,
     (customer_tpl, partner_tpl): (TemplateName, TemplateName),
     restore: bool,
@@ -558,10 +646,10 @@ fn push_pair(
         "restore": restore,
         "support_contact": rel.support_contact,
     });
-    decision.mails.push(customer_notice(
+    decision.mails.push(customer_notice_from(
         ctx,
         rel,
-        mail,
+        origin,
         ids,
         customer_tpl,
         vars.clone(),

@@ -81,6 +81,7 @@ pub(crate) fn plan(
             "roles": roles,
             "duration_days": step.gdap.map(|g| g.duration_days),
             "graph": step.gdap.is_some(),
+            "page_link": crate::decide::web::page_link(ctx, &token),
         }),
         invitation: Some(inv.id),
         ticket: None,

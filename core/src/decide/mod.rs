@@ -23,6 +23,7 @@ pub mod gdap;
 pub(crate) mod invitation_mail;
 mod timers;
 pub mod trust;
+pub mod web;
 
 pub use commands::{help_text, run_given_commands, CommandOutcome, Transcript, TranscriptLine};
 pub use timers::{due_candidates, expire_candidates, expire_due};

@@ -197,6 +197,11 @@ pub(super) fn ticket_mail(
             .as_ref()
             .map(|r| r.locale.clone())
             .unwrap_or_else(|| partner.locale.clone());
+        let mut customer_vars = vars(author_name);
+        super::web::with_status_link(
+            &mut customer_vars,
+            super::web::status_link(ctx, t.id, t.opened, &t.customer),
+        );
         decision.mails.push(MailPlan {
             template: TemplateName::TicketRelayCustomer,
             locale,
@@ -206,7 +211,7 @@ pub(super) fn ticket_mail(
             message_id: ids.next(),
             in_reply_to: t.customer_message_id.clone(),
             references: t.customer_message_id.iter().cloned().collect(),
-            vars: vars(author_name),
+            vars: customer_vars,
             invitation: None,
             ticket: Some(t.id),
             attachments: attachments.clone(),
@@ -415,13 +420,18 @@ fn open_ticket(
         ticket: Some(id),
         attachments: attachments.clone(),
     });
+    let mut ack_vars = vars.clone();
+    super::web::with_status_link(
+        &mut ack_vars,
+        super::web::status_link(ctx, id, ctx.now, &rel.customer),
+    );
     let mut ack = super::customer::customer_notice(
         ctx,
         rel,
         mail,
         &mut ids,
         TemplateName::TicketOpenedCustomer,
-        vars.clone(),
+        ack_vars,
     );
     ack.invitation = None;
     ack.ticket = Some(id);
@@ -515,6 +525,11 @@ pub(crate) fn close_ticket(
         "note": note,
         "at": rfc3339(ctx.now),
     });
+    let mut customer_vars = vars.clone();
+    super::web::with_status_link(
+        &mut customer_vars,
+        super::web::status_link(ctx, t.id, t.opened, &t.customer),
+    );
     let mails = vec![
         MailPlan {
             template: TemplateName::TicketClosedCustomer,
@@ -527,7 +542,7 @@ pub(crate) fn close_ticket(
             message_id: ids.next(),
             in_reply_to: t.customer_message_id.clone(),
             references: t.customer_message_id.iter().cloned().collect(),
-            vars: vars.clone(),
+            vars: customer_vars,
             invitation: None,
             ticket: Some(id),
             attachments: vec![],

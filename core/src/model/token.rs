@@ -33,6 +33,9 @@ pub enum Purpose {
     Invitation,
     /// Answer a request to restore removed permissions.
     Restore,
+    /// Read a support ticket's status page (the id is the ticket number;
+    /// grants nothing but the read-only page).
+    TicketPage,
 }
 
 impl Purpose {
@@ -40,6 +43,7 @@ impl Purpose {
         match self {
             Purpose::Invitation => b"invitation",
             Purpose::Restore => b"restore",
+            Purpose::TicketPage => b"ticket-page",
         }
     }
 }
