@@ -449,6 +449,7 @@ mod tests {
             message_id: "liaison.k1.inv@liaison.test".into(),
             draft,
             bounced: None,
+            approval_link: None,
         };
         let rel = Relationship {
             partner: "northwind".into(),
@@ -462,6 +463,7 @@ mod tests {
             ends_at: None,
             reminders_sent: vec![],
             history: vec![],
+            gdap: None,
         };
         let token = ctx.tokens.issue(kind.purpose(), 42, inv.expires, ALICE);
         (MemStore::with(rel, inv), token)
