@@ -30,6 +30,9 @@ pub enum DaemonError {
     /// The `/metrics` and `/healthz` address could not be bound.
     #[error(transparent)]
     Http(#[from] crate::io::http::HttpError),
+    /// A partner's Microsoft Graph client could not be set up.
+    #[error("Microsoft Graph: {0}")]
+    Graph(String),
     /// An `[[oauth2]]` client could not be set up.
     #[error(transparent)]
     OAuth(#[from] crate::oauth::OAuthError),
@@ -216,6 +219,15 @@ pub async fn run_with(
         options.sweep_every,
         stop_rx.clone(),
     ));
+    // Microsoft Graph (GDAP) for the partners that configure it.
+    let graph = crate::gdap_sync::partner_syncs(&config, &oauth).map_err(DaemonError::Graph)?;
+    if !graph.is_empty() {
+        let handle = Arc::new(crate::gdap_sync::EngineHandle {
+            engine: engine.clone(),
+            durable: durable_tx.clone(),
+        });
+        tasks.spawn(crate::gdap_sync::run(handle, graph, stop_rx.clone()));
+    }
     for (inbox, login) in config.inboxes.iter().cloned().zip(logins) {
         tasks.spawn(crate::io::imap::watch_inbox(
             inbox,

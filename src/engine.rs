@@ -433,6 +433,11 @@ impl Engine {
             class,
             summary: decision.summary.clone(),
         };
+        let graph_work = decision.relationships.iter().any(|r| {
+            r.gdap
+                .as_ref()
+                .is_some_and(|g| g.relationship_id.is_none() || g.terminate_due)
+        });
         self.store.commit(Changes {
             relationships: decision.relationships,
             invitations: decision.invitations,
@@ -459,6 +464,11 @@ impl Engine {
             held: caps.held,
             ..Default::default()
         })?;
+        if graph_work {
+            // A command asked Microsoft Graph for something: do not wait
+            // for the next poll.
+            crate::gdap_sync::wake();
+        }
         if held_now > 0 {
             crate::metrics::add(&crate::metrics::METRICS.mails_held, held_now);
             // The gauge was set from the store at start and moves with each
@@ -934,6 +944,71 @@ impl Engine {
             Some((inbox.to_string(), cursor)),
             raw,
         )
+    }
+
+    /// Decides with `decide` on the current state, under the engine's lock,
+    /// and commits what it decided (relationships, invitations, mails).
+    /// For decisions with no inbound mail (Microsoft Graph's answers).
+    /// Does not flush. Returns how many relationships changed.
+    pub fn decide_and_commit(
+        &self,
+        decide: &dyn Fn(
+            &Context,
+            &dyn crate::store::StoreView,
+        ) -> Result<
+            liaison_core::decide::Decision,
+            liaison_core::decide::WorkflowError,
+        >,
+    ) -> Result<usize, EngineError> {
+        let now = self.clock.now();
+        let ctx = Context {
+            config: &self.config,
+            tokens: &self.tokens,
+            now,
+        };
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let decision = match decide(&ctx, self.store.as_ref()) {
+            Ok(d) => d,
+            Err(liaison_core::decide::WorkflowError::Store(e)) => return Err(e.into()),
+        };
+        if decision.relationships.is_empty()
+            && decision.invitations.is_empty()
+            && decision.mails.is_empty()
+        {
+            if decision.class == MailClass::Ignored {
+                tracing::debug!(summary = %decision.summary, "Graph answer changed nothing");
+            }
+            return Ok(0);
+        }
+        tracing::info!(summary = %decision.summary, "Microsoft Graph");
+        let outbox = self.compose_or_log(&decision.mails, now, "a Microsoft Graph notice");
+        let changed = decision.relationships.len();
+        self.store.commit(Changes {
+            relationships: decision.relationships,
+            invitations: decision.invitations,
+            outbox,
+            ..Default::default()
+        })?;
+        Ok(changed)
+    }
+
+    /// The relationships of `partner` whose GDAP link is still followed.
+    pub fn open_gdap_links(
+        &self,
+        partner: &str,
+    ) -> Result<Vec<(String, liaison_core::model::gdap::GdapLink)>, EngineError> {
+        let mut out = Vec::new();
+        for s in self.store.relationship_summaries_of(partner)? {
+            if !s.gdap.as_ref().is_some_and(|g| g.open) {
+                continue;
+            }
+            if let Some(r) = self.store.relationship(partner, &s.customer)? {
+                if let Some(g) = r.gdap {
+                    out.push((r.customer, g));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Applies what time alone changed (expired invitations). Does not

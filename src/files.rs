@@ -98,6 +98,54 @@ mod tests {
     }
 
     #[test]
+    fn the_approval_link_is_the_step_when_there_is_one() {
+        let t = shipped();
+        for locale in liaison_core::config::SUPPORTED_LOCALES {
+            for name in [TemplateName::Invitation, TemplateName::Restore] {
+                let vars = name.sample_vars();
+                let link = vars["approval_link"].as_str().unwrap().to_string();
+                let r = t.render(name, locale, &vars).unwrap();
+                assert!(r.text.contains(&link), "{locale} {name:?}: {}", r.text);
+                assert!(r.text.contains("Global Administrator"), "{locale}");
+                let html = r.html.unwrap();
+                assert!(
+                    html.contains(&format!("href=\"{link}\"")),
+                    "{locale}: {html}"
+                );
+                // Without a link, the mail is the old one: no admin-center step.
+                let mut plain = vars.clone();
+                plain["approval_link"] = serde_json::Value::Null;
+                let r = t.render(name, locale, &plain).unwrap();
+                assert!(!r.text.contains("admin.microsoft.com"), "{locale}");
+                assert!(!r.text.contains("Global Administrator"), "{locale}");
+                assert!(!r.html.unwrap().contains("admin.microsoft.com"));
+            }
+            let r = t
+                .render(
+                    TemplateName::Invitation,
+                    locale,
+                    &TemplateName::Invitation.sample_vars(),
+                )
+                .unwrap();
+            assert!(r.text.contains("User Administrator"), "{locale}");
+            // A claimed approval reads differently from a verified one.
+            let mut vars = TemplateName::AcceptedPartner.sample_vars();
+            let verified = t
+                .render(TemplateName::AcceptedPartner, locale, &vars)
+                .unwrap()
+                .text;
+            vars["verified"] = json!(false);
+            let claimed = t
+                .render(TemplateName::AcceptedPartner, locale, &vars)
+                .unwrap()
+                .text;
+            assert!(verified.contains("Microsoft Graph"), "{locale}: {verified}");
+            assert!(!claimed.contains("Microsoft Graph"), "{locale}: {claimed}");
+            assert_ne!(verified, claimed);
+        }
+    }
+
+    #[test]
     fn text_is_not_escaped_and_html_is() {
         let t = shipped();
         let mut vars = TemplateName::Invitation.sample_vars();

@@ -35,6 +35,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod engine;
 pub mod files;
+pub mod gdap_sync;
 pub mod io;
 pub mod metrics;
 pub mod oauth;

@@ -120,7 +120,7 @@ pub fn count_class(class: liaison_core::effects::ProcessedClass) {
             m.quarantined.inc();
         }
         C::Duplicate => m.mails_duplicate.inc(),
-        C::Ignored | C::Timer | C::Bounce => m.mails_ignored.inc(),
+        C::Ignored | C::Timer | C::Bounce | C::Graph => m.mails_ignored.inc(),
         // Not a mail: its effects (acceptances, …) are counted as such.
         C::Web => {}
     }

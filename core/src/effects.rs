@@ -77,6 +77,8 @@ pub enum ProcessedClass {
     Import,
     /// A customer's answer on the landing page (no mail).
     Web,
+    /// What Microsoft Graph showed of a GDAP relationship.
+    Graph,
 }
 
 impl ProcessedClass {
@@ -92,6 +94,7 @@ impl ProcessedClass {
             ProcessedClass::Duplicate => "duplicate",
             ProcessedClass::Import => "import",
             ProcessedClass::Web => "web",
+            ProcessedClass::Graph => "graph",
         }
     }
 }

@@ -100,14 +100,15 @@ pub async fn history(config: &Config, customer: String, json: bool) -> Result<()
             println!("{} with {} ({})", r.customer, r.partner, r.state);
             for h in r.history {
                 println!(
-                    "  {}  {} -> {}  by {}{}",
+                    "  {}  {} -> {}  by {}{}  [{}]",
                     liaison_core::decide::rfc3339(h.at),
                     h.from.map(|s| s.as_str()).unwrap_or("(new)"),
                     h.to,
                     h.actor,
                     h.message_id
                         .map(|m| format!("  <{}>", printable(&m)))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    h.source.map_or("source not recorded", |s| s.as_str())
                 );
             }
         }
@@ -157,8 +158,23 @@ pub(super) fn print_status_rows(rows: &[StatusRow], json: bool) -> Result<()> {
         println!("no relationships");
     } else {
         for r in rows {
+            let gdap = match &r.gdap_id {
+                Some(id) => format!(
+                    "  gdap {id}{}  auto-extend {}",
+                    r.gdap_ends
+                        .as_deref()
+                        .map(|e| format!(" ends {e}"))
+                        .unwrap_or_default(),
+                    if r.auto_extend == Some(true) {
+                        "on"
+                    } else {
+                        "off"
+                    }
+                ),
+                None => String::new(),
+            };
             println!(
-                "{:<12} {:<32} {:<20} since {}",
+                "{:<12} {:<32} {:<20} since {}{gdap}",
                 r.partner, r.customer, r.state, r.since
             );
         }

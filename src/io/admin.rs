@@ -167,6 +167,15 @@ pub struct StatusRow {
     pub state: String,
     /// RFC 3339 time of the last change.
     pub since: String,
+    /// The GDAP relationship's id in Microsoft Graph, when Liaison follows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gdap_id: Option<String>,
+    /// Its end date as Graph gives it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gdap_ends: Option<String>,
+    /// Whether Microsoft extends it at its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_extend: Option<bool>,
 }
 
 impl StatusRow {
@@ -177,6 +186,17 @@ impl StatusRow {
             customer: r.customer.clone(),
             state: r.state.as_str().to_string(),
             since: liaison_core::decide::rfc3339(r.since),
+            gdap_id: r.gdap.as_ref().and_then(|g| g.id.clone()),
+            gdap_ends: r
+                .gdap
+                .as_ref()
+                .and_then(|g| g.ends_at)
+                .map(liaison_core::decide::rfc3339),
+            auto_extend: r
+                .gdap
+                .as_ref()
+                .filter(|g| g.id.is_some())
+                .map(|g| g.auto_extend),
         }
     }
 }

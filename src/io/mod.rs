@@ -2,6 +2,7 @@
 //! the loopback HTTP endpoint, and the customer landing page.
 
 pub mod admin;
+pub mod graph;
 pub mod http;
 pub mod imap;
 pub mod imap_login;

@@ -1044,6 +1044,7 @@ mod tests {
             ends_at: None,
             reminders_sent: vec![],
             history: vec![],
+            gdap: None,
         }
     }
 

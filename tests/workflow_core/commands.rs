@@ -410,8 +410,12 @@ fn status_list_and_history() {
     assert_eq!(history.len(), 2, "{}", r[1].2);
     assert_eq!(
         history[1],
-        format!("2026-05-28T21:26:40Z  invited -> active  by alice@contoso.test  <{reply_id}>")
+        // Issue 14: every history line names its source (here the customer's mail).
+        format!(
+            "2026-05-28T21:26:40Z  invited -> active  by alice@contoso.test  <{reply_id}>  [mail]"
+        )
     );
+    assert!(history[0].ends_with("  [command]"), "{}", history[0]);
     // `status` without a customer lists everything.
     assert_eq!(r[2].2.lines().count(), 2, "{}", r[2].2);
 }
@@ -441,6 +445,7 @@ fn long_lists_come_a_page_at_a_time() {
                 ends_at: None,
                 reminders_sent: vec![],
                 history: vec![],
+                gdap: None,
             },
         );
     }

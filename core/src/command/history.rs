@@ -23,7 +23,7 @@ impl CommandRun<'_, '_> {
                 .iter()
                 .map(|h| {
                     format!(
-                        "{}  {} -> {}  by {}{}",
+                        "{}  {} -> {}  by {}{}  [{}]",
                         rfc3339(h.at),
                         h.from.map(|s| s.as_str()).unwrap_or("(new)"),
                         h.to,
@@ -31,7 +31,9 @@ impl CommandRun<'_, '_> {
                         h.message_id
                             .as_deref()
                             .map(|m| format!("  <{m}>"))
-                            .unwrap_or_default()
+                            .unwrap_or_default(),
+                        // Where it came from: mail, command, graph, web, timer.
+                        h.source.map_or("source not recorded", |s| s.as_str())
                     )
                 })
                 .collect::<Vec<_>>()

@@ -35,6 +35,21 @@ pub enum Command {
         locale: Option<String>,
         /// Send the rendered invitation to the partner instead of the customer.
         draft: bool,
+        /// The admin-center approval link for this invitation (`link URL`).
+        link: Option<String>,
+        /// The GDAP relationship to request through Microsoft Graph.
+        gdap: Option<InviteGdap>,
+    },
+    /// List the Entra role names (and this partner's role sets) `invite …
+    /// roles` takes.
+    Roles,
+    /// End the GDAP relationship in Microsoft's system; without `confirm`
+    /// only says what it would do.
+    Terminate {
+        /// Customer address.
+        customer: String,
+        /// The partner confirmed.
+        confirm: bool,
     },
     /// Send a pending invitation again, with the same token.
     Resend {
@@ -100,6 +115,20 @@ pub enum Command {
         note: Option<String>,
     },
 }
+
+/// `invite … roles "…" [duration 730d] [auto-extend]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteGdap {
+    /// Role names and role-set names, comma-separated, as written.
+    pub roles: String,
+    /// Days, 1 to 730.
+    pub duration_days: u32,
+    /// Whether Microsoft extends it by 180 days at its end.
+    pub auto_extend: bool,
+}
+
+/// The duration of a GDAP request when `invite … roles` gives none.
+pub const DEFAULT_GDAP_DAYS: u32 = 730;
 
 /// Why a line is not a valid command. The text is shown to the partner.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -197,6 +226,8 @@ verbs![
     tickets,
     ticket,
     close,
+    roles,
+    terminate,
 ];
 
 /// The verb named `word` (any case), if there is one.
@@ -349,12 +380,22 @@ pub(crate) fn shorten(text: &str, max: usize) -> String {
 }
 
 fn strip_comment(line: &str) -> &str {
-    // `#` starts a comment, except inside a quoted name.
+    // `#` starts a comment, except inside a quoted name and inside a link
+    // (a word starting with http:// or https://), where it starts the
+    // URL's fragment: admin-center links are all fragments
+    // (`…/AdminPortal/Home#/partners/invitation/…`).
     let mut in_quotes = false;
+    let mut word_start = 0;
     for (i, c) in line.char_indices() {
         match c {
             '"' => in_quotes = !in_quotes,
-            '#' if !in_quotes => return &line[..i],
+            c if c.is_whitespace() => word_start = i + c.len_utf8(),
+            '#' if !in_quotes => {
+                let word = line[word_start..i].to_ascii_lowercase();
+                if !(word.starts_with("https://") || word.starts_with("http://")) {
+                    return &line[..i];
+                }
+            }
             _ => {}
         }
     }
@@ -432,6 +473,27 @@ fn invite_name(v: &str) -> Result<String, CommandError> {
     Ok(v.trim().to_string())
 }
 
+/// The value of `invite … link …`: one token a URL can be, at most
+/// [`crate::model::gdap::MAX_LINK_CHARS`]; which scheme and host is checked
+/// against the configuration when the command runs.
+fn invite_link(v: &str) -> Result<String, CommandError> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Err(usage_error("invite", "`link` needs a URL".into()));
+    }
+    if v.chars().count() > crate::model::gdap::MAX_LINK_CHARS {
+        return Err(usage_error(
+            "invite",
+            format!(
+                "the link is longer than {} characters",
+                crate::model::gdap::MAX_LINK_CHARS
+            ),
+        ));
+    }
+    check_text("link", v).map_err(|problem| usage_error("invite", problem))?;
+    Ok(v.to_string())
+}
+
 /// The value of `invite … locale …`: one of the supported locales (lower case).
 fn invite_locale(v: &str) -> Result<String, CommandError> {
     let v = v.to_lowercase();
@@ -463,7 +525,35 @@ impl Command {
             name: name.map(invite_name).transpose()?,
             locale: locale.map(invite_locale).transpose()?,
             draft,
+            link: None,
+            gdap: None,
         })
+    }
+
+    /// The same `invite` with an approval link (the CSV column `link`),
+    /// checked as `invite … link URL` is.
+    pub fn with_link(self, link: Option<&str>) -> Result<Command, CommandError> {
+        match (self, link) {
+            (
+                Command::Invite {
+                    customer,
+                    name,
+                    locale,
+                    draft,
+                    gdap,
+                    ..
+                },
+                Some(l),
+            ) => Ok(Command::Invite {
+                customer,
+                name,
+                locale,
+                draft,
+                link: Some(invite_link(l)?),
+                gdap,
+            }),
+            (c, _) => Ok(c),
+        }
     }
 }
 
@@ -478,6 +568,8 @@ impl std::fmt::Display for Command {
                 name,
                 locale,
                 draft,
+                link,
+                gdap,
             } => {
                 write!(f, "invite {customer}")?;
                 if let Some(n) = name {
@@ -489,7 +581,24 @@ impl std::fmt::Display for Command {
                 if *draft {
                     write!(f, " draft")?;
                 }
+                if let Some(l) = link {
+                    write!(f, " link {l}")?;
+                }
+                if let Some(g) = gdap {
+                    write!(f, " roles \"{}\" duration {}d", g.roles, g.duration_days)?;
+                    if g.auto_extend {
+                        write!(f, " auto-extend")?;
+                    }
+                }
                 Ok(())
+            }
+            Command::Roles => write!(f, "roles"),
+            Command::Terminate { customer, confirm } => {
+                write!(
+                    f,
+                    "terminate {customer}{}",
+                    if *confirm { " confirm" } else { "" }
+                )
             }
             Command::Resend { customer } => write!(f, "resend {customer}"),
             Command::Status { customer: None } => write!(f, "status"),
@@ -598,7 +707,9 @@ mod tests {
                 customer: "alice@contoso.test".into(),
                 name: Some("Contoso Ltd".into()),
                 locale: Some("ko".into()),
-                draft: true
+                draft: true,
+                link: None,
+                gdap: None,
             })
         );
         assert_eq!(
@@ -607,9 +718,57 @@ mod tests {
                 customer: "bob@fabrikam.test".into(),
                 name: None,
                 locale: None,
-                draft: false
+                draft: false,
+                link: None,
+                gdap: None,
             })
         );
+    }
+
+    #[test]
+    fn invite_links_keep_their_fragment_and_gdap_options_parse() {
+        let link = "https://admin.microsoft.com/AdminPortal/Home#/partners/invitation/granularAdminRelationships/x";
+        for line in [
+            format!("invite alice@contoso.test link {link}  # the request"),
+            format!("invite alice@contoso.test link \"{link}\""),
+        ] {
+            let c = cmds(&line);
+            assert!(
+                matches!(&c[0], Ok(Command::Invite { link: Some(l), .. }) if l == link),
+                "{line}: {c:?}"
+            );
+        }
+        // Elsewhere `#` still starts a comment.
+        assert_eq!(
+            cmds("status # all of them"),
+            vec![Ok(Command::Status { customer: None })]
+        );
+        let c = parse_line("invite alice@contoso.test roles \"Helpdesk Administrator, helpdesk\" duration 30d auto-extend");
+        assert!(
+            matches!(
+                c,
+                Ok(Command::Invite {
+                    gdap: Some(InviteGdap {
+                        duration_days: 30,
+                        auto_extend: true,
+                        ..
+                    }),
+                    ..
+                })
+            ),
+            "{c:?}"
+        );
+        assert!(parse_line("invite alice@contoso.test auto-extend").is_err());
+        assert!(parse_line("invite alice@contoso.test roles x duration 731d").is_err());
+        assert!(parse_line(&format!("invite alice@contoso.test roles x link {link}")).is_err());
+        assert_eq!(
+            parse_line("terminate Alice@Contoso.test confirm"),
+            Ok(Command::Terminate {
+                customer: "alice@contoso.test".into(),
+                confirm: true
+            })
+        );
+        assert_eq!(parse_line("roles"), Ok(Command::Roles));
     }
 
     #[test]

@@ -62,8 +62,18 @@ impl CommandRun<'_, '_> {
                 date_only(invitation.expires)
             )));
         }
+        if rel.gdap.as_ref().is_some_and(|g| g.relationship_id.is_none()) {
+            return Ok(Err(format!(
+                "the invitation to {customer} waits for Microsoft to create the GDAP request; it goes out then"
+            )));
+        }
         let message_id = self.ids.next();
-        let plan = self.invitation_mail(&invitation, message_id, false);
+        let plan = self.invitation_mail(
+            &invitation,
+            message_id,
+            false,
+            rel.gdap.as_ref().map(|g| &g.request),
+        );
         self.decision.mails.push(plan);
         Ok(Ok(format!(
             "{} resent to {customer} (same link; it expires on {})",

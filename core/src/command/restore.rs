@@ -27,10 +27,17 @@ impl CommandRun<'_, '_> {
                 rel.state
             )));
         }
-        let (invitation, plan) = self.new_invitation(index, InvitationKind::Restore, &rel, false);
+        let link = self.partner.approval_link.clone();
+        // A restore request is a level-1 request (the partner's configured
+        // link, the customer's word): the GDAP relationship Graph showed
+        // ended is not followed any more, or a mailed "accept" would wait
+        // for it for ever.
+        rel.gdap = None;
+        let (invitation, plan) =
+            self.new_invitation(index, InvitationKind::Restore, &rel, false, link.as_deref());
         let expires = invitation.expires;
         rel.invitation_id = Some(invitation.id);
-        self.decision.mails.push(plan);
+        self.decision.mails.extend(plan);
         self.decision.invitations.push(invitation);
         self.put(rel);
         Ok(Ok(format!(

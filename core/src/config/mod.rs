@@ -8,6 +8,7 @@
 //! log line can never print a password.
 
 mod addresses;
+mod gdap;
 mod lifecycle;
 mod mailbox;
 pub mod oauth2;
@@ -21,7 +22,7 @@ pub use addresses::Addresses;
 pub use lifecycle::LifecycleConfig;
 pub use mailbox::{InboxConfig, ProcessedMark};
 pub use oauth2::{Login, OAuth2Config, OAuthLogin};
-pub use partner::Partner;
+pub use partner::{AccessAssignment, Partner, PartnerGraph, RoleSet};
 pub use security::SecurityConfig;
 pub use smtp::SmtpConfig;
 pub use tickets::TicketsConfig;
@@ -249,7 +250,17 @@ impl Config {
         oauth2::check_references(&oauth2, &inboxes, &smtp)?;
         let addresses = raw.addresses.validate()?;
         let security = raw.security.validate(secrets)?;
-        let partners = partner::validate_partners(raw.partner)?;
+        let partners = partner::validate_partners(raw.partner, &security.approval_link_hosts)?;
+        for (i, p) in partners.iter().enumerate() {
+            if let Some(g) = &p.graph {
+                if !oauth2.iter().any(|c| c.name == g.oauth2) {
+                    return Err(invalid(
+                        format!("partner[{i}].graph.oauth2"),
+                        format!("`{}` is not the name of an [[oauth2]] client", g.oauth2),
+                    ));
+                }
+            }
+        }
         let lifecycle = raw.lifecycle.validate()?;
         let http_listen = validate_http_listen(raw.http.listen)?;
         let tickets = raw.tickets.validate();

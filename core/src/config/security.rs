@@ -43,6 +43,8 @@ pub struct SecurityConfig {
     /// Support requests one customer address may have forwarded to the
     /// partner or opened as tickets per hour; the rest are held.
     pub max_support_requests_per_hour: u32,
+    /// Hosts an invitation's approval link may point at (lower case).
+    pub approval_link_hosts: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -72,6 +74,15 @@ pub(super) struct RawSecurity {
     held_store_bytes: u64,
     #[serde(default = "default_max_support_requests")]
     max_support_requests_per_hour: u32,
+    #[serde(default = "default_approval_link_hosts")]
+    approval_link_hosts: Vec<String>,
+}
+
+fn default_approval_link_hosts() -> Vec<String> {
+    crate::model::gdap::DEFAULT_APPROVAL_LINK_HOSTS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn default_ttl() -> u32 {
@@ -162,7 +173,23 @@ impl RawSecurity {
                 "must be at least 1",
             ));
         }
+        let approval_link_hosts: Vec<String> = sec
+            .approval_link_hosts
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
+        if approval_link_hosts.is_empty()
+            || approval_link_hosts
+                .iter()
+                .any(|h| h.is_empty() || h.contains(['/', ':', '@', ' ', '#', '?']))
+        {
+            return Err(invalid(
+                "security.approval_link_hosts",
+                "must list at least one host name (such as \"admin.microsoft.com\"), without scheme, port or path",
+            ));
+        }
         Ok(SecurityConfig {
+            approval_link_hosts,
             token_secret,
             invitation_ttl_days: sec.invitation_ttl_days,
             trusted_authserv_id,

@@ -307,7 +307,19 @@ impl<'a, 'c> CommandRun<'a, 'c> {
                 name,
                 locale,
                 draft,
-            } => self.invite(index, customer, name.as_deref(), locale.as_deref(), *draft),
+                link,
+                gdap,
+            } => self.invite(
+                index,
+                customer,
+                name.as_deref(),
+                locale.as_deref(),
+                *draft,
+                link.as_deref(),
+                gdap.as_ref(),
+            ),
+            Command::Roles => Ok(Ok(self.roles())),
+            Command::Terminate { customer, confirm } => self.terminate(customer, *confirm),
             Command::Resend { customer } => self.resend(customer),
             Command::Status { customer } => self.status(customer.as_deref()),
             Command::List { state, page } => self.list(*state, *page),
@@ -336,7 +348,13 @@ impl<'a, 'c> CommandRun<'a, 'c> {
             return Ok(Err(self.not_found(customer)));
         };
         let actor = self.actor();
-        match rel.apply(event, self.ctx.now, &actor, self.mail.message_id.as_deref()) {
+        match rel.apply(
+            event,
+            self.ctx.now,
+            &actor,
+            self.mail.message_id.as_deref(),
+            crate::model::relationship::HistorySource::Command,
+        ) {
             Ok(_) => Ok(Ok(rel)),
             Err(e) => Ok(Err(format!("{customer}: {e}"))),
         }
@@ -345,13 +363,14 @@ impl<'a, 'c> CommandRun<'a, 'c> {
 
 pub(crate) fn status_line(r: &RelationshipSummary) -> String {
     format!(
-        "{}  {}  since {}{}{}",
+        "{}  {}  since {}{}{}{}",
         r.customer,
         r.state,
         rfc3339(r.since),
         r.ends_at
             .map(|e| format!("  ends {}", rfc3339(e)))
             .unwrap_or_default(),
+        r.gdap.as_ref().map(gdap_line).unwrap_or_default(),
         r.customer_name
             .as_deref()
             .map(|n| format!("  ({n})"))
@@ -359,15 +378,17 @@ pub(crate) fn status_line(r: &RelationshipSummary) -> String {
     )
 }
 
-/// Percent-encodes for a mailto: query value.
-pub(crate) fn percent(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
+/// The GDAP part of a status line.
+fn gdap_line(g: &crate::model::relationship::GdapSummary) -> String {
+    match &g.id {
+        None => "  gdap: waiting for Microsoft to create the request".into(),
+        Some(id) => format!(
+            "  gdap {id} {}{}  auto-extend {}",
+            g.status.map_or("?", |s| s.as_str()),
+            g.ends_at
+                .map(|e| format!("  gdap ends {}", crate::model::time::date_only(e)))
+                .unwrap_or_default(),
+            if g.auto_extend { "on" } else { "off" }
+        ),
     }
-    out
 }

@@ -302,6 +302,8 @@ pub(super) struct Origin<'a> {
     pub references: Vec<String>,
     /// The subject the customer wrote (empty for the page).
     pub subject: String,
+    /// Where the answer came from, for the history: a mail or the page.
+    pub source: crate::model::relationship::HistorySource,
 }
 
 impl<'a> Origin<'a> {
@@ -314,6 +316,7 @@ impl<'a> Origin<'a> {
             in_reply_to: mail.message_id.clone(),
             references: mail.references.clone(),
             subject: mail.subject.clone(),
+            source: crate::model::relationship::HistorySource::Mail,
         }
     }
 }
@@ -450,14 +453,42 @@ pub(super) fn answer_invitation(
                 TemplateName::DeclinedPartner,
             ),
             true,
+            inv.approval_link.as_deref(),
         );
         return Ok(Answered::Decided(decision));
     }
+    if matches!(
+        event,
+        RelationshipEvent::Accepted | RelationshipEvent::RestoreAccepted
+    ) && matches!(
+        rel.state,
+        RelationshipState::Invited | RelationshipState::PermissionsRemoved
+    ) {
+        if let Some(status) = super::gdap::accept_waits_for_microsoft(&rel) {
+            // Liaison follows this relationship in Microsoft Graph: only
+            // Microsoft's word makes it active. The customer is thanked and
+            // told so; nothing changes until Graph shows the approval.
+            decision.summary =
+                format!("{from} says they approved; Graph shows {status}, waiting for Microsoft");
+            decision.mails.push(customer_notice_from(
+                ctx,
+                &rel,
+                origin,
+                ids,
+                TemplateName::AwaitingMicrosoftCustomer,
+                json!({"approval_link": inv.approval_link, "graph_status": status.as_str()}),
+            ));
+            return Ok(Answered::Decided(decision));
+        }
+    }
     let before = rel.state;
-    // HOOK (issue 14): history entries name their source; give `Origin` a
-    // `source` (`Mail` in `Origin::of_mail`, `Web` in `decide::web`) and
-    // pass it here.
-    match rel.apply(event, ctx.now, from, origin.message_id.as_deref()) {
+    match rel.apply(
+        event,
+        ctx.now,
+        from,
+        origin.message_id.as_deref(),
+        origin.source,
+    ) {
         Ok(after) => {
             if after == RelationshipState::Active {
                 // A new period starts with every acceptance (also of a restore).
@@ -492,6 +523,7 @@ pub(super) fn answer_invitation(
                 ids,
                 templates,
                 restore,
+                inv.approval_link.as_deref(),
             );
             decision.relationships.push(rel);
         }
@@ -602,8 +634,13 @@ fn push_pair(
     ids: &mut MessageIds,
     (customer_tpl, partner_tpl): (TemplateName, TemplateName),
     restore: bool,
+    approval_link: Option<&str>,
 ) {
     let vars = json!({
+        "approval_link": approval_link,
+        "verified": false,
+        "source": "mail",
+        "graph_status": null,
         "partner_name": partner.name,
         "customer_email": rel.customer,
         "customer_name": rel.customer_name,

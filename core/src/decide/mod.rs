@@ -20,6 +20,8 @@ mod customer;
 mod known;
 pub(crate) mod support;
 pub use support::MAX_ENTRY_TEXT_CHARS;
+pub mod gdap;
+pub(crate) mod invitation_mail;
 mod timers;
 pub mod trust;
 pub mod web;
@@ -81,6 +83,8 @@ pub enum MailClass {
     Quarantined,
     /// A delivery failure of one of Liaison's mails.
     Bounce,
+    /// What Microsoft Graph showed of a GDAP relationship.
+    Graph,
 }
 
 impl MailClass {
@@ -93,6 +97,7 @@ impl MailClass {
             MailClass::Timer => ProcessedClass::Timer,
             MailClass::Quarantined => ProcessedClass::Quarantined,
             MailClass::Bounce => ProcessedClass::Bounce,
+            MailClass::Graph => ProcessedClass::Graph,
         }
     }
 }

@@ -96,8 +96,14 @@ pub fn expire_candidates(
         let Some(partner) = ctx.config.partner(&rel.partner) else {
             continue;
         };
-        rel.apply(RelationshipEvent::Expired, ctx.now, "liaison", None)
-            .expect("invited -> expired is always allowed");
+        rel.apply(
+            RelationshipEvent::Expired,
+            ctx.now,
+            "liaison",
+            None,
+            crate::model::relationship::HistorySource::Timer,
+        )
+        .expect("invited -> expired is always allowed");
         // Keyed by the invitation, so a sweep re-run after a crash plans the
         // very same mail.
         let key = format!("expire:{}", inv.id);
@@ -131,6 +137,14 @@ fn duration_step(ctx: &Context, rel: &mut Relationship) -> Option<MailPlan> {
     let partner = ctx.config.partner(&rel.partner)?;
     let lifecycle = &ctx.config.lifecycle;
     let period = format!("{}:{}", rel.partner, rel.customer);
+    if let Some(g) = &rel.gdap {
+        // Microsoft decides the end of a GDAP relationship (Graph shows it
+        // expired, or extended): the end date is Graph's, and only the
+        // reminders are Liaison's, and none when Microsoft extends it.
+        if ctx.now >= ends_at || g.auto_extend {
+            return None;
+        }
+    }
     let (template, key, vars) = if ctx.now >= ends_at {
         let extended = match (lifecycle.auto_extend, lifecycle.relationship_days) {
             (true, Some(days)) => {
@@ -139,8 +153,14 @@ fn duration_step(ctx: &Context, rel: &mut Relationship) -> Option<MailPlan> {
                 true
             }
             _ => {
-                rel.apply(RelationshipEvent::Expired, ctx.now, "liaison", None)
-                    .expect("active -> expired is always allowed");
+                rel.apply(
+                    RelationshipEvent::Expired,
+                    ctx.now,
+                    "liaison",
+                    None,
+                    crate::model::relationship::HistorySource::Timer,
+                )
+                .expect("active -> expired is always allowed");
                 rel.ends_at = None;
                 false
             }
@@ -166,7 +186,7 @@ fn duration_step(ctx: &Context, rel: &mut Relationship) -> Option<MailPlan> {
         (
             TemplateName::EndingSoonPartner,
             format!("remind:{period}:{ends_at}:{days}"),
-            json!({"days_left": days_left, "ends_at": rfc3339(ends_at), "auto_extend": lifecycle.auto_extend}),
+            json!({"days_left": days_left, "ends_at": rfc3339(ends_at), "auto_extend": rel.gdap.as_ref().map_or(lifecycle.auto_extend, |g| g.auto_extend)}),
         )
     };
     let mut ids = MessageIds::new(&key, ctx);

@@ -223,6 +223,7 @@ mod tests {
             quarantine_store_bytes: 64 << 20,
             held_store_bytes: 64 << 20,
             max_support_requests_per_hour: 5,
+            approval_link_hosts: vec!["admin.microsoft.com".into()],
         }
     }
 

@@ -159,8 +159,10 @@ pub fn form_token_ok(page: &InvitationPage, given: &str) -> bool {
 /// with the invitation or the partner; return them from here and the page
 /// shows them, with the GDAP wording on the accept button. Until then
 /// there is none, and the page shows the plain question.
-pub fn approval_link(_ctx: &Context, _inv: &Invitation) -> (Option<String>, Vec<String>) {
-    (None, Vec::new())
+pub fn approval_link(_ctx: &Context, inv: &Invitation) -> (Option<String>, Vec<String>) {
+    // The roles of a GDAP request are on its relationship record; the
+    // invitation carries the link, which is what the page needs to show.
+    (inv.approval_link.clone(), Vec::new())
 }
 
 /// Whether the relationship still waits for an answer to `inv`.
@@ -285,6 +287,7 @@ pub fn web_answer(
         in_reply_to: Some(inv.message_id.clone()),
         references: vec![inv.message_id.clone()],
         subject: String::new(),
+        source: crate::model::relationship::HistorySource::Web,
     };
     let intent = match answer {
         WebAnswer::Accept => Intent::Accept,
@@ -446,6 +449,7 @@ mod tests {
             message_id: "liaison.k1.inv@liaison.test".into(),
             draft,
             bounced: None,
+            approval_link: None,
         };
         let rel = Relationship {
             partner: "northwind".into(),
@@ -459,6 +463,7 @@ mod tests {
             ends_at: None,
             reminders_sent: vec![],
             history: vec![],
+            gdap: None,
         };
         let token = ctx.tokens.issue(kind.purpose(), 42, inv.expires, ALICE);
         (MemStore::with(rel, inv), token)

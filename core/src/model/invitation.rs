@@ -52,4 +52,9 @@ pub struct Invitation {
     /// Why delivery failed for good (5xx reply or a bounce), if it did.
     #[serde(default)]
     pub bounced: Option<String>,
+    /// The admin-center link the invitation carries (the partner's
+    /// configured one, one given with `invite … link`, or that of the GDAP
+    /// request Liaison made), kept so `resend` sends the same one.
+    #[serde(default)]
+    pub approval_link: Option<String>,
 }

@@ -153,6 +153,36 @@ pub fn transition(
     }
 }
 
+/// Where a history entry came from: what `history` shows so a partner can
+/// tell an activation claimed by mail from one Microsoft verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistorySource {
+    /// A customer's mail (accept, decline, "I removed your permissions").
+    Mail,
+    /// A partner's command (by mail, or `liaison import`).
+    Command,
+    /// What Microsoft Graph showed of the GDAP relationship.
+    Graph,
+    /// The web interface.
+    Web,
+    /// Time alone (an invitation's lifetime, a fixed duration's end).
+    Timer,
+}
+
+impl HistorySource {
+    /// The name `history` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistorySource::Mail => "mail",
+            HistorySource::Command => "command",
+            HistorySource::Graph => "graph",
+            HistorySource::Web => "web",
+            HistorySource::Timer => "timer",
+        }
+    }
+}
+
 /// One line of a relationship's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
@@ -166,6 +196,10 @@ pub struct HistoryEntry {
     pub actor: String,
     /// Message-ID of the mail that caused it, when a mail did.
     pub message_id: Option<String>,
+    /// Where it came from (`None` in entries written before sources were
+    /// recorded).
+    #[serde(default)]
+    pub source: Option<HistorySource>,
 }
 
 /// A partner's relationship with one customer, with its full history.
@@ -197,6 +231,9 @@ pub struct Relationship {
     pub reminders_sent: Vec<u32>,
     /// Every transition, oldest first.
     pub history: Vec<HistoryEntry>,
+    /// The GDAP relationship in Microsoft Graph, when Liaison asked for one.
+    #[serde(default)]
+    pub gdap: Option<crate::model::gdap::GdapLink>,
 }
 
 /// What lists and counts need of a relationship, without its history. The
@@ -220,6 +257,24 @@ pub struct RelationshipSummary {
     /// The invitation (or restore request) currently in force.
     #[serde(default)]
     pub invitation_id: Option<u64>,
+    /// Its GDAP relationship in Microsoft Graph, if Liaison follows one.
+    #[serde(default)]
+    pub gdap: Option<GdapSummary>,
+}
+
+/// What lists show of a GDAP relationship.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GdapSummary {
+    /// Graph's id (none until Microsoft created the request).
+    pub id: Option<String>,
+    /// The status Graph showed last.
+    pub status: Option<crate::model::gdap::GdapStatus>,
+    /// Graph's end date.
+    pub ends_at: Option<u64>,
+    /// Whether Microsoft extends it.
+    pub auto_extend: bool,
+    /// Still followed (the sync reads it).
+    pub open: bool,
 }
 
 impl From<&Relationship> for RelationshipSummary {
@@ -232,6 +287,13 @@ impl From<&Relationship> for RelationshipSummary {
             since: r.since,
             ends_at: r.ends_at,
             invitation_id: r.invitation_id,
+            gdap: r.gdap.as_ref().map(|g| GdapSummary {
+                id: g.relationship_id.clone(),
+                status: g.status,
+                ends_at: g.ends_at,
+                auto_extend: g.auto_extend,
+                open: g.is_open(),
+            }),
         }
     }
 }
@@ -244,6 +306,7 @@ impl Relationship {
         at: u64,
         actor: &str,
         message_id: Option<&str>,
+        source: HistorySource,
     ) -> Result<RelationshipState, TransitionError> {
         let next = transition(Some(self.state), event)?;
         self.history.push(HistoryEntry {
@@ -252,6 +315,7 @@ impl Relationship {
             to: next,
             actor: actor.to_string(),
             message_id: message_id.map(str::to_string),
+            source: Some(source),
         });
         self.state = next;
         self.since = at;
@@ -351,11 +415,16 @@ mod tests {
             ends_at: None,
             reminders_sent: vec![],
             history: vec![],
+            gdap: None,
         };
-        r.apply(E::Accepted, 5, "a@b.test", Some("m@x")).unwrap();
+        r.apply(E::Accepted, 5, "a@b.test", Some("m@x"), HistorySource::Mail)
+            .unwrap();
+        assert_eq!(r.history[0].source, Some(HistorySource::Mail));
         assert_eq!((r.state, r.since, r.history.len()), (S::Active, 5, 1));
         let before = r.clone();
-        assert!(r.apply(E::Declined, 6, "a@b.test", None).is_err());
+        assert!(r
+            .apply(E::Declined, 6, "a@b.test", None, HistorySource::Mail)
+            .is_err());
         assert_eq!(r, before);
     }
 

@@ -117,11 +117,17 @@ pub enum TemplateName {
     DeliveryFailedPartner,
     /// Mails held back by a cap (to the partner).
     HeldPartner,
+    /// "Thanks, we will confirm as soon as Microsoft shows the approval"
+    /// (to the customer, whose mailed "accept" came before Graph said so).
+    AwaitingMicrosoftCustomer,
+    /// A Microsoft Graph call for a GDAP relationship failed for good (to
+    /// the partner): the request, an access assignment, a termination.
+    GdapProblemPartner,
 }
 
 impl TemplateName {
     /// All templates.
-    pub const ALL: [TemplateName; 29] = [
+    pub const ALL: [TemplateName; 31] = [
         TemplateName::Invitation,
         TemplateName::Transcript,
         TemplateName::AcceptedCustomer,
@@ -151,6 +157,8 @@ impl TemplateName {
         TemplateName::BouncedPartner,
         TemplateName::DeliveryFailedPartner,
         TemplateName::HeldPartner,
+        TemplateName::AwaitingMicrosoftCustomer,
+        TemplateName::GdapProblemPartner,
     ];
 
     /// File name stem.
@@ -185,6 +193,8 @@ impl TemplateName {
             TemplateName::BouncedPartner => "bounced_partner",
             TemplateName::DeliveryFailedPartner => "delivery_failed_partner",
             TemplateName::HeldPartner => "held_partner",
+            TemplateName::AwaitingMicrosoftCustomer => "awaiting_microsoft_customer",
+            TemplateName::GdapProblemPartner => "gdap_problem_partner",
         }
     }
 
@@ -213,6 +223,7 @@ impl TemplateName {
                 | TemplateName::BouncedPartner
                 | TemplateName::DeliveryFailedPartner
                 | TemplateName::HeldPartner
+                | TemplateName::GdapProblemPartner
         )
     }
 
@@ -233,6 +244,10 @@ impl TemplateName {
                 "accept_link": "mailto:invites+sampletoken@liaison.test?subject=accept&body=accept",
                 "decline_link": "mailto:invites+sampletoken@liaison.test?subject=decline&body=decline",
                 "expires": "2027-02-23",
+                "approval_link": "https://admin.microsoft.com/AdminPortal/Home#/partners/invitation/granularAdminRelationships/7e1a0b4c-1d2e-4f50-8a6b-9c0d1e2f3a4b-00000002",
+                "roles": ["Helpdesk Administrator", "User Administrator"],
+                "duration_days": 730,
+                "graph": true,
             }),
             TemplateName::Transcript => json!({
                 "results": [
@@ -252,6 +267,20 @@ impl TemplateName {
                 "at": "2026-11-25T12:00:00Z",
                 "restore": false,
                 "support_contact": "support@northwind.test",
+                "approval_link": "https://admin.microsoft.com/AdminPortal/Home#/partners/invitation/granularAdminRelationships/x",
+                "verified": true,
+                "source": "graph",
+                "graph_status": "terminated",
+            }),
+            TemplateName::AwaitingMicrosoftCustomer => json!({
+                "approval_link": "https://admin.microsoft.com/AdminPortal/Home#/partners/invitation/granularAdminRelationships/x",
+                "graph_status": "approvalPending",
+            }),
+            TemplateName::GdapProblemPartner => json!({
+                "what": "the GDAP relationship request",
+                "reason": "Microsoft Graph denied create delegatedAdminRelationship (403 Authorization_RequestDenied: Insufficient privileges to complete the operation.)",
+                "invitation_held": true,
+                "at": "2026-11-25T12:00:00Z",
             }),
             TemplateName::ExpiredPartner => json!({
                 "invited_at": "2026-08-27T12:00:00Z",
