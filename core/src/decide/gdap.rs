@@ -190,21 +190,13 @@ pub fn assignments_tried(
             &failures.join("; "),
         );
     }
-    let Some(mut rel) = view.relationship(&partner.id, customer)? else {
-        return Ok(Decision::ignored(format!(
-            "no relationship {}/{customer}",
-            partner.id
-        )));
-    };
-    let Some(link) = rel.gdap.as_mut() else {
-        return Ok(Decision::ignored(format!(
-            "{customer} has no GDAP relationship"
-        )));
-    };
-    link.assignments_due = false;
-    let mut decision = graph_decision(format!("access assignments made for {customer}"));
-    decision.relationships.push(rel);
-    Ok(decision)
+    update_link(
+        view,
+        partner,
+        customer,
+        format!("access assignments made for {customer}"),
+        |link| link.assignments_due = false,
+    )
 }
 
 /// The terminate request was sent to Graph.
@@ -212,6 +204,24 @@ pub fn terminate_sent(
     view: &dyn StoreView,
     partner: &Partner,
     customer: &str,
+) -> Result<Decision, WorkflowError> {
+    update_link(
+        view,
+        partner,
+        customer,
+        format!("terminate request sent for {customer}"),
+        |link| link.terminate_due = false,
+    )
+}
+
+/// `customer`'s relationship with its Graph link changed by `change`, as a
+/// Graph decision; nothing when there is no such relationship or link.
+fn update_link(
+    view: &dyn StoreView,
+    partner: &Partner,
+    customer: &str,
+    summary: String,
+    change: impl FnOnce(&mut gdap::GdapLink),
 ) -> Result<Decision, WorkflowError> {
     let Some(mut rel) = view.relationship(&partner.id, customer)? else {
         return Ok(Decision::ignored(format!(
@@ -224,8 +234,8 @@ pub fn terminate_sent(
             "{customer} has no GDAP relationship"
         )));
     };
-    link.terminate_due = false;
-    let mut decision = graph_decision(format!("terminate request sent for {customer}"));
+    change(link);
+    let mut decision = graph_decision(summary);
     decision.relationships.push(rel);
     Ok(decision)
 }
