@@ -322,7 +322,9 @@ fn unknown_format_quote_of_the_invitation_never_decides() {
     );
     let leaked = new_text(&body);
     assert!(
-        leaked.contains("reply to this mail with accept or"),
+        // The invitation's wording since issue 14: "reply to this mail
+        // with accept on the first line … To decline, reply decline."
+        leaked.contains("reply to this mail\nwith accept") && leaked.contains("reply decline"),
         "without the original the quote leaks: {leaked:?}"
     );
     let known = KnownOriginal::new(&[sent]);
