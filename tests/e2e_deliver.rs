@@ -250,6 +250,57 @@ fn a_quarantined_piped_mail_is_kept_whole_or_left_with_the_mta() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// Mail taken from the MTA gets no more power than fetched mail: with a
+/// trusted MX configured, a partner command without that MX's
+/// authentication is quarantined (exit 0: taken, not bounced), and only the
+/// authenticated one runs.
+#[test]
+fn a_forged_partner_command_piped_in_is_quarantined() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("liaison.toml");
+    std::fs::write(
+        &config,
+        trusting(
+            &config_text(tmp.path(), Transport::Plain),
+            "mx.liaison.test",
+            "",
+        ),
+    )
+    .unwrap();
+    let forged = mail(
+        PARTNER1,
+        COMMANDS,
+        "forged",
+        "Authentication-Results: mx.liaison.test; dkim=fail header.d=liaison.test\r\n",
+        "invite victim@contoso.test\n",
+    );
+    let (code, out) = deliver(&config, "commands", forged.as_bytes());
+    assert_eq!(code, 0, "{out}");
+    let stats = cli(&config, &["stats"]);
+    assert_eq!(processed(&stats, "quarantined"), 1, "{stats}");
+    assert_eq!(processed(&stats, "command"), 0, "{stats}");
+    let q = cli(&config, &["quarantine", "list", "--json"]);
+    assert!(
+        q[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("mx.liaison.test"),
+        "{q}"
+    );
+    let authentic = mail(
+        PARTNER1,
+        COMMANDS,
+        "authentic",
+        "Authentication-Results: mx.liaison.test; dkim=pass header.d=liaison.test\r\n",
+        "status\n",
+    );
+    let (code, out) = deliver(&config, "commands", authentic.as_bytes());
+    assert_eq!(code, 0, "{out}");
+    let stats = cli(&config, &["stats"]);
+    assert_eq!(processed(&stats, "command"), 1, "{stats}");
+    assert_eq!(processed(&stats, "quarantined"), 1, "{stats}");
+}
+
 /// A daemon run as [`PIPE_USER`], as an operator runs it beside a Postfix
 /// whose pipe transport runs as the same user (the admin socket admits its
 /// owner and root only).
