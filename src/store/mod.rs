@@ -152,7 +152,77 @@ pub trait Store: StoreView + Send + Sync {
     fn is_empty(&self) -> Result<bool>;
     /// Sent mails (most recent last), for inspection and tests.
     fn sent_log(&self) -> Result<Vec<OutboxEntry>>;
+
+    // ---- several instances on one store ----------------------------------
+    // A store of one process (sled) grants all of these at once; a shared
+    // store (PostgreSQL) makes them mean something. The daemon calls them
+    // the same way for both, so there is one code path.
+
+    /// Called before a decision reads what it decides on; [`Store::end_decision`]
+    /// after it committed (or gave up). A shared store makes decisions of
+    /// all instances take turns: from the first `begin_decision` after a
+    /// flush until the next flush, no other instance decides, so what this
+    /// one read stays true until its writes land.
+    fn begin_decision(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The end of what [`Store::begin_decision`] began.
+    fn end_decision(&self) {}
+    /// Takes, or renews, the lease `name` (see [`inbox_lease`],
+    /// [`SWEEP_LEASE`], [`GRAPH_LEASE`]) for this instance; `Some(fencing
+    /// token)` while this instance holds it, `None` while another does. The
+    /// token grows with each new owner. A commit that advances an inbox's
+    /// cursor needs that inbox's lease, and a flush fails if the lease
+    /// changed owner meanwhile (an instance paused past its lease can no
+    /// longer write).
+    fn acquire_lease(&self, name: &str) -> Result<Option<u64>> {
+        let _ = name;
+        Ok(Some(1))
+    }
+    /// Gives a lease up (clean shutdown, or an inbox stopped), so another
+    /// instance takes over at once instead of after the lease runs out.
+    fn release_lease(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Ok(())
+    }
+    /// Like [`Store::due_outbox`], but each entry returned is claimed for
+    /// this instance for a while, so no other instance sends it meanwhile.
+    fn claim_due(&self, up_to: u64, now: u64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        self.due_outbox(up_to, now, limit)
+    }
+    /// Set when other instances may share this store: how long a lease
+    /// lasts. The outbox then also polls for mail others queued.
+    fn shared(&self) -> Option<Shared> {
+        None
+    }
+    /// Why the store gave up for good, if it did: it had to drop commits it
+    /// could not make durable (it lost a lease, or the database, in the
+    /// middle of a batch). The daemon then restarts all its tasks, which
+    /// redo that work from what is durable.
+    fn lost(&self) -> Option<String> {
+        None
+    }
 }
+
+/// What a shared store tells the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shared {
+    /// How long a lease lasts without renewal (`[store] lease_secs`).
+    pub lease: std::time::Duration,
+    /// This instance's name in the lease table (host, process, start).
+    pub instance: String,
+}
+
+/// The lease of an inbox: its owner alone fetches and processes its mail.
+pub fn inbox_lease(inbox: &str) -> String {
+    format!("inbox/{inbox}")
+}
+
+/// The lease of the timer sweep: one instance at a time runs it.
+pub const SWEEP_LEASE: &str = "sweep";
+
+/// The lease of the Microsoft Graph (GDAP) follower.
+pub const GRAPH_LEASE: &str = "graph";
 
 /// The writes of one commit, in order; a later write to a key wins.
 #[derive(Default)]
