@@ -77,10 +77,61 @@ pub enum StoreError {
     /// A read through the [`StoreView`] interface failed.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// PostgreSQL failed (connection, query, transaction); never holds the
+    /// URL's password.
+    #[error("postgres store: {0}")]
+    Postgres(String),
+    /// The database's schema is newer than this binary knows.
+    #[error("postgres store: the database has schema version {found}, this binary knows up to {known}; run the newer Liaison (or restore a backup into a new database)")]
+    SchemaTooNew {
+        /// The version in the database.
+        found: i64,
+        /// The newest this binary can run.
+        known: i64,
+    },
+    /// A commit needs a lease this instance does not hold.
+    #[error("this instance does not hold the lease `{0}` (another instance owns it); not written")]
+    NotOwner(String),
+    /// A lease changed owner between the commit and the flush: this instance
+    /// was paused or cut off past its lease; its batch was dropped.
+    #[error("lost the lease `{0}` to another instance before the batch was written; the batch was dropped and will be redone by the new owner")]
+    Fenced(String),
+    /// The store dropped commits it could not make durable; see [`Store::lost`].
+    #[error("store lost commits it could not write ({0}); the daemon restarts its tasks to redo them")]
+    Lost(String),
 }
 
 /// Result alias for this module.
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub mod pg;
+
+/// Opens the configured store: the sled folder, or the PostgreSQL database
+/// (migrated to this binary's schema first). `admin_socket` is named in the
+/// error when a sled folder is held by a running daemon.
+pub fn open(
+    config: &liaison_core::config::StoreConfig,
+    admin_socket: &Path,
+) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(match &config.backend {
+        liaison_core::config::StoreBackend::Sled => std::sync::Arc::new(SledStore::open(
+            &config.path,
+            config.cache_capacity_bytes,
+            admin_socket,
+        )?),
+        liaison_core::config::StoreBackend::Postgres(pg) => pg::open(pg)?,
+    })
+}
+
+/// Where the configured store is, for messages (never a URL's password).
+pub fn describe(config: &liaison_core::config::StoreConfig) -> String {
+    match &config.backend {
+        liaison_core::config::StoreBackend::Sled => format!("sled {}", config.path.display()),
+        liaison_core::config::StoreBackend::Postgres(pg) => {
+            format!("postgres {}", pg::redacted(pg.url.expose()))
+        }
+    }
+}
 
 /// A decision's read failed: the core sees the backend's words only.
 impl From<StoreError> for ReadError {
