@@ -97,9 +97,7 @@ pub enum StoreError {
     #[error("lost the lease `{0}` to another instance before the batch was written; the batch was dropped and will be redone by the new owner")]
     Fenced(String),
     /// The store dropped commits it could not make durable; see [`Store::lost`].
-    #[error(
-        "store lost commits it could not write ({0}); the daemon restarts its tasks to redo them"
-    )]
+    #[error("store lost commits it could not write ({0}); the daemon restarts its tasks to redo them")]
     Lost(String),
 }
 
