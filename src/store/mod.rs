@@ -305,6 +305,9 @@ pub type SledStore = KvStore<sled_backend::SledBackend>;
 /// Staged writes: key → new value, or `None` for a removal.
 pub type Staged = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// One staged write: key and new value, or `None` for a removal.
+pub type StagedWrite = (Vec<u8>, Option<Vec<u8>>);
+
 /// One record as a backend returns it.
 pub type Record = (Vec<u8>, Vec<u8>);
 
@@ -394,7 +397,7 @@ fn prefix_range(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
 /// key order: a staged value replaces sled's, a staged removal hides it.
 struct Overlaid<I: Iterator<Item = Result<Record>>> {
     tree: std::iter::Peekable<I>,
-    staged: std::iter::Peekable<std::vec::IntoIter<(Vec<u8>, Option<Vec<u8>>)>>,
+    staged: std::iter::Peekable<std::vec::IntoIter<StagedWrite>>,
 }
 
 impl<I: Iterator<Item = Result<Record>>> Iterator for Overlaid<I> {
