@@ -327,6 +327,10 @@ pub trait Backend: Send + Sync {
     fn apply(&self, writes: &Staged) -> Result<()>;
     /// Makes what was applied durable.
     fn sync(&self) -> Result<()>;
+    /// A flush found nothing staged.
+    fn nothing_to_apply(&self) -> Result<()> {
+        Ok(())
+    }
     /// A new id (outbox entries, held mails): unique and increasing.
     fn next_id(&self) -> Result<u64>;
     /// Whether a failed [`Backend::apply`] drops the staged batch (a shared
@@ -500,12 +504,23 @@ impl<B: Backend> KvStore<B> {
             backend,
             staged: Default::default(),
         };
-        store.build_derived()?;
-        if store.get::<u32>(b"meta/due_index")? != Some(DUE_INDEX_VERSION) {
-            store.rebuild_due_index()?;
-            store.flush()?;
-        }
+        // A turn, as for any decision: another instance opening the same
+        // shared store at once must not rebuild from what this one changes.
+        store.backend.begin_decision()?;
+        let built = store.bring_up_to_date();
+        store.backend.end_decision();
+        built?;
+        store.flush()?;
         Ok(store)
+    }
+
+    fn bring_up_to_date(&self) -> Result<()> {
+        self.build_derived()?;
+        if self.get::<u32>(b"meta/due_index")? != Some(DUE_INDEX_VERSION) {
+            self.rebuild_due_index()?;
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// The backend underneath.
@@ -624,9 +639,9 @@ impl<B: Backend> KvStore<B> {
     fn apply_staged(&self) -> Result<()> {
         let mut staged = self.staged();
         if staged.is_empty() {
-            // A shared store may still hold its turn lock from a decision
-            // that wrote nothing; an empty batch releases it.
-            return self.backend.apply(&staged);
+            // A shared store may still hold the turn of a decision that
+            // wrote nothing; a flush ends it.
+            return self.backend.nothing_to_apply();
         }
         // Applied while the lock is held: a reader never finds a write
         // neither staged nor in the backend.
@@ -1178,10 +1193,14 @@ impl<B: Backend> Store for KvStore<B> {
             };
             batch.push((key, Some(value)));
         }
+        self.backend.begin_decision()?;
         self.stage(batch);
         // A backup from an older version may lack the derived records.
-        self.rebuild_derived()?;
-        self.rebuild_due_index()?;
+        let rebuilt = self
+            .rebuild_derived()
+            .and_then(|()| self.rebuild_due_index());
+        self.backend.end_decision();
+        rebuilt?;
         self.flush()
     }
 
