@@ -351,8 +351,10 @@ pub trait Backend: Send + Sync {
         let _ = name;
         Ok(())
     }
-    /// See [`Store::begin_decision`].
-    fn begin_decision(&self) -> Result<()> {
+    /// See [`Store::begin_decision`]; `pending` says whether commits are
+    /// staged (made under an earlier part of this turn).
+    fn begin_decision(&self, pending: bool) -> Result<()> {
+        let _ = pending;
         Ok(())
     }
     /// See [`Store::end_decision`].
@@ -506,7 +508,7 @@ impl<B: Backend> KvStore<B> {
         };
         // A turn, as for any decision: another instance opening the same
         // shared store at once must not rebuild from what this one changes.
-        store.backend.begin_decision()?;
+        store.backend.begin_decision(false)?;
         let built = store.bring_up_to_date();
         store.backend.end_decision();
         built?;
@@ -1193,7 +1195,7 @@ impl<B: Backend> Store for KvStore<B> {
             };
             batch.push((key, Some(value)));
         }
-        self.backend.begin_decision()?;
+        self.backend.begin_decision(!self.staged().is_empty())?;
         self.stage(batch);
         // A backup from an older version may lack the derived records.
         let rebuilt = self
@@ -1244,11 +1246,20 @@ impl<B: Backend> Store for KvStore<B> {
     }
 
     fn begin_decision(&self) -> Result<()> {
-        self.backend.begin_decision()
+        let pending = !self.staged().is_empty();
+        self.backend.begin_decision(pending)
     }
 
     fn end_decision(&self) {
-        self.backend.end_decision()
+        self.backend.end_decision();
+        // A decision that wrote nothing has nothing to flush: its turn ends
+        // now, not at somebody's next flush.
+        let staged = self.staged();
+        if staged.is_empty() {
+            if let Err(e) = self.backend.nothing_to_apply() {
+                tracing::warn!(error = %e, "could not end the store's turn; the server ends it with the session");
+            }
+        }
     }
 
     fn acquire_lease(&self, name: &str) -> Result<Option<u64>> {

@@ -458,6 +458,19 @@ impl PgBackend {
         Ok(())
     }
 
+    /// Whether the writer's session is still there.
+    fn writer_alive(&self) -> Result<bool> {
+        let inner = self.inner.clone();
+        self.run("checking the writer connection", async move {
+            Ok(inner
+                .writer
+                .lock()
+                .await
+                .as_ref()
+                .is_some_and(|c| !c.is_closed()))
+        })
+    }
+
     /// Frees the turn lock (the writer stays connected).
     fn unlock_turn(&self) -> Result<()> {
         self.locked.store(false, Ordering::SeqCst);
@@ -978,11 +991,24 @@ impl Backend for PgBackend {
         Ok(())
     }
 
-    fn begin_decision(&self) -> Result<()> {
+    fn begin_decision(&self, pending: bool) -> Result<()> {
         if let Some(reason) = self.lost() {
             return Err(StoreError::Lost(reason));
         }
         let mut turn = self.turn();
+        if self.locked.load(Ordering::SeqCst) && !self.writer_alive()? {
+            // The server ended the session that held the turn (restart,
+            // idle past the lease): the turn is gone.
+            self.locked.store(false, Ordering::SeqCst);
+            self.forget_cache();
+            if pending || !turn.needs.is_empty() {
+                let reason =
+                    "the connection holding the store's turn was lost with commits not yet written"
+                        .to_string();
+                self.set_lost(reason.clone());
+                return Err(StoreError::Lost(reason));
+            }
+        }
         if !self.locked.load(Ordering::SeqCst) {
             self.lock_turn()?;
         }
