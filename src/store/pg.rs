@@ -286,7 +286,7 @@ pub struct PgBackend {
 impl PgBackend {
     /// Connects (a pool and a writer), checking that the server answers.
     pub fn connect(config: &PostgresConfig) -> Result<PgBackend> {
-        let (url, mode) = split_sslmode(config.url.expose());
+        let (url, mode) = liaison_core::config::split_sslmode(config.url.expose());
         let mode = SslMode::parse(mode.as_deref().unwrap_or("prefer"))?;
         let mut pg_config = tokio_postgres::Config::from_str(&url).map_err(|e| {
             StoreError::Postgres(format!(
@@ -556,45 +556,6 @@ impl SslMode {
             _ => CertCheck::Nothing,
         }
     }
-}
-
-/// The URL without its `sslmode` (which the driver does not fully know),
-/// and that mode.
-fn split_sslmode(url: &str) -> (String, Option<String>) {
-    let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
-    let mut mode = None;
-    if is_url {
-        let Some((base, query)) = url.split_once('?') else {
-            return (url.to_string(), None);
-        };
-        let kept: Vec<&str> = query
-            .split('&')
-            .filter(|p| match p.strip_prefix("sslmode=") {
-                Some(m) => {
-                    mode = Some(m.to_string());
-                    false
-                }
-                None => true,
-            })
-            .collect();
-        let rest = if kept.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        return (rest, mode);
-    }
-    let kept: Vec<&str> = url
-        .split_whitespace()
-        .filter(|p| match p.strip_prefix("sslmode=") {
-            Some(m) => {
-                mode = Some(m.to_string());
-                false
-            }
-            None => true,
-        })
-        .collect();
-    (kept.join(" "), mode)
 }
 
 /// The TLS connector for `check`.
@@ -1204,23 +1165,6 @@ mod tests {
             range_sql(&Bound::Unbounded, &Bound::Included(vec![2])),
             format!("SELECT key, value FROM liaison_kv WHERE true AND key <= $1 ORDER BY key LIMIT {PAGE}")
         );
-    }
-
-    #[test]
-    fn sslmode_is_taken_out_of_urls_and_key_value_strings() {
-        assert_eq!(
-            split_sslmode("postgres://h/db?sslmode=verify-full&application_name=x"),
-            ("postgres://h/db?application_name=x".into(), Some("verify-full".into()))
-        );
-        assert_eq!(
-            split_sslmode("postgres://h/db?sslmode=require"),
-            ("postgres://h/db".into(), Some("require".into()))
-        );
-        assert_eq!(
-            split_sslmode("host=h sslmode=verify-ca dbname=d"),
-            ("host=h dbname=d".into(), Some("verify-ca".into()))
-        );
-        assert_eq!(split_sslmode("postgres://h/db"), ("postgres://h/db".into(), None));
     }
 
     #[test]
