@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/mailstack.sh up
+# A private PostgreSQL (installed on first use) for the postgres store backend.
+bash tests/postgres.sh up
 # Chromium and chromedriver for the landing page's browser tests.
 bash tests/browser.sh install
 cargo test --locked "$@"
