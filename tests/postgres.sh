@@ -185,6 +185,9 @@ pick_bindir() {
 check_paths() {
   [[ $PG_DIR == /* ]] || die "LIAISON_PG_DIR must be an absolute path: $PG_DIR"
   (( ${#SOCK_DIR} + 20 < 107 )) || die "state folder path too long for Unix sockets: $PG_DIR"
+  if ! is_root && [[ -e $PG_DIR && ! -O $PG_DIR ]]; then
+    die "$PG_DIR belongs to $(stat -c %U "$PG_DIR"): run this script as root, or as that user, or choose another LIAISON_PG_DIR"
+  fi
 }
 
 # Generated files are replaced only when their content changed; CHANGED
@@ -384,13 +387,16 @@ summary() {
 
 lock() {
   mkdir -p "$(dirname "$PG_DIR")"
+  if [[ -e $LOCK_FILE && ! -w $LOCK_FILE ]]; then
+    die "cannot write $LOCK_FILE (it belongs to $(stat -c %U "$LOCK_FILE")): run this script as root, or choose another LIAISON_PG_DIR"
+  fi
   exec 9>"$LOCK_FILE"
   flock 9
 }
 
 do_up() {
-  do_install
   lock
+  do_install
   pick_bindir
   write_config
   if server_running; then
