@@ -15,6 +15,7 @@ pub mod oauth2;
 mod partner;
 mod security;
 mod smtp;
+mod store;
 mod tickets;
 pub mod web;
 
@@ -25,6 +26,7 @@ pub use oauth2::{Login, OAuth2Config, OAuthLogin};
 pub use partner::{AccessAssignment, Partner, PartnerGraph, RoleSet};
 pub use security::SecurityConfig;
 pub use smtp::SmtpConfig;
+pub use store::{PostgresConfig, StoreBackend, StoreConfig};
 pub use tickets::TicketsConfig;
 
 use addresses::RawAddresses;
@@ -33,6 +35,7 @@ use mailbox::RawInbox;
 use partner::RawPartner;
 use security::RawSecurity;
 use smtp::RawSmtp;
+use store::RawStore;
 use tickets::RawTickets;
 
 use serde::Deserialize;
@@ -150,16 +153,6 @@ pub struct Config {
     pub oauth2: Vec<OAuth2Config>,
 }
 
-/// `[store]`.
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// Folder of the sled database.
-    pub path: PathBuf,
-    /// sled page cache size in bytes; sled's 1 GB default is far too big for a
-    /// daemon that mostly idles.
-    pub cache_capacity_bytes: u64,
-}
-
 /// Locales for which templates must exist.
 pub const SUPPORTED_LOCALES: &[&str] = &["en", "ko"];
 
@@ -192,14 +185,6 @@ struct RawConfig {
     oauth2: Vec<oauth2::RawOAuth2>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStore {
-    path: PathBuf,
-    #[serde(default = "default_cache_mb")]
-    cache_capacity_mb: u64,
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
@@ -218,9 +203,6 @@ struct RawTemplates {
     dir: Option<PathBuf>,
 }
 
-fn default_cache_mb() -> u64 {
-    16
-}
 fn default_timeout() -> u64 {
     30
 }
@@ -241,9 +223,7 @@ impl Config {
     }
 
     fn from_raw(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Config> {
-        if raw.store.path.as_os_str().is_empty() {
-            return Err(invalid("store.path", "must not be empty"));
-        }
+        let store = raw.store.validate(secrets, raw.admin.socket.is_some())?;
         let oauth2 = oauth2::validate_clients(raw.oauth2, secrets)?;
         let inboxes = mailbox::validate_inboxes(raw.inbox, secrets)?;
         let smtp = raw.smtp.validate(secrets)?;
@@ -269,15 +249,12 @@ impl Config {
             .validate(http_listen)
             .map_err(|e| invalid(e.key, e.reason))?;
         let admin_socket = raw.admin.socket.unwrap_or_else(|| {
-            let mut s = raw.store.path.clone().into_os_string();
+            let mut s = store.path.clone().into_os_string();
             s.push(".sock");
             PathBuf::from(s)
         });
         Ok(Config {
-            store: StoreConfig {
-                path: raw.store.path,
-                cache_capacity_bytes: raw.store.cache_capacity_mb.max(1) * 1024 * 1024,
-            },
+            store,
             admin_socket,
             inboxes,
             smtp,
