@@ -139,7 +139,10 @@ pub fn redacted(url: &str) -> String {
     if let Some(rest) = url
         .strip_prefix("postgres://")
         .map(|r| ("postgres://", r))
-        .or_else(|| url.strip_prefix("postgresql://").map(|r| ("postgresql://", r)))
+        .or_else(|| {
+            url.strip_prefix("postgresql://")
+                .map(|r| ("postgresql://", r))
+        })
     {
         let (scheme, rest) = rest;
         let (authority, tail) = match rest.find(['/', '?']) {
@@ -294,7 +297,10 @@ impl PgBackend {
             ))
         })?;
         pg_config.ssl_mode(mode.driver());
-        let tls = make_tls(mode.check(config.ca_file.is_some()), config.ca_file.as_deref())?;
+        let tls = make_tls(
+            mode.check(config.ca_file.is_some()),
+            config.ca_file.as_deref(),
+        )?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("liaison-store")
@@ -359,7 +365,10 @@ impl PgBackend {
     ) -> Result<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let timeout = self.timeout;
-        let runtime = self.runtime.as_ref().expect("runtime lives as long as the backend");
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("runtime lives as long as the backend");
         runtime.spawn(async move {
             let answer = match tokio::time::timeout(timeout, work).await {
                 Ok(answer) => answer,
@@ -403,9 +412,12 @@ impl PgBackend {
                 for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
                     let tx = c.transaction().await.map_err(e)?;
                     tx.batch_execute(sql).await.map_err(e)?;
-                    tx.execute("INSERT INTO liaison_schema (version) VALUES ($1)", &[version])
-                        .await
-                        .map_err(e)?;
+                    tx.execute(
+                        "INSERT INTO liaison_schema (version) VALUES ($1)",
+                        &[version],
+                    )
+                    .await
+                    .map_err(e)?;
                     tx.commit().await.map_err(e)?;
                     tracing::info!(version, "store schema migrated");
                 }
@@ -931,7 +943,8 @@ impl Backend for PgBackend {
                 .transaction()
                 .await
                 .map_err(|e| pg_err("recording a sent mail", e))?;
-            let refs: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = rows.iter().map(|(k, v)| (k, v)).collect();
+            let refs: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
+                rows.iter().map(|(k, v)| (k, v)).collect();
             write_rows(&tx, &refs).await?;
             tx.commit()
                 .await
@@ -1152,7 +1165,10 @@ mod tests {
             redacted("host=db.example user=liaison password=s3cret dbname=liaison"),
             "host=db.example user=liaison password=*** dbname=liaison"
         );
-        assert_eq!(redacted("postgres://db.example/x"), "postgres://db.example/x");
+        assert_eq!(
+            redacted("postgres://db.example/x"),
+            "postgres://db.example/x"
+        );
     }
 
     #[test]

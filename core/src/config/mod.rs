@@ -488,7 +488,9 @@ emails = ["Partner1@liaison.test"]
         assert!(c.store.warnings().is_empty());
         // Each instance needs its own socket: there is no folder for a default.
         assert_eq!(
-            invalid_key(&with_store("[store]\nbackend = \"postgres\"\nurl = \"postgres://db/x\"\n")),
+            invalid_key(&with_store(
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/x\"\n"
+            )),
             "admin.socket"
         );
         assert_eq!(
@@ -496,7 +498,9 @@ emails = ["Partner1@liaison.test"]
             "store.path"
         );
         assert_eq!(
-            invalid_key(&with_store("[store]\nbackend = \"postgres\"\n[admin]\nsocket = \"/a\"\n")),
+            invalid_key(&with_store(
+                "[store]\nbackend = \"postgres\"\n[admin]\nsocket = \"/a\"\n"
+            )),
             "store.url"
         );
         assert_eq!(
@@ -512,7 +516,9 @@ emails = ["Partner1@liaison.test"]
     #[test]
     fn sled_refuses_postgres_settings_and_unknown_backends() {
         assert_eq!(
-            invalid_key(&with_store("[store]\npath = \"/x\"\nurl = \"postgres://db/x\"\n")),
+            invalid_key(&with_store(
+                "[store]\npath = \"/x\"\nurl = \"postgres://db/x\"\n"
+            )),
             "store.url"
         );
         assert_eq!(

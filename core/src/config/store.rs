@@ -261,7 +261,10 @@ mod tests {
     fn sslmode_is_taken_out_of_urls_and_key_value_strings() {
         assert_eq!(
             split_sslmode("postgres://h/db?sslmode=verify-full&application_name=x"),
-            ("postgres://h/db?application_name=x".into(), Some("verify-full".into()))
+            (
+                "postgres://h/db?application_name=x".into(),
+                Some("verify-full".into())
+            )
         );
         assert_eq!(
             split_sslmode("postgres://h/db?sslmode=require"),
@@ -271,7 +274,9 @@ mod tests {
             split_sslmode("host=h sslmode=verify-ca dbname=d"),
             ("host=h dbname=d".into(), Some("verify-ca".into()))
         );
-        assert_eq!(split_sslmode("postgres://h/db"), ("postgres://h/db".into(), None));
+        assert_eq!(
+            split_sslmode("postgres://h/db"),
+            ("postgres://h/db".into(), None)
+        );
     }
-
 }
