@@ -470,6 +470,20 @@ impl PgBackend {
         Ok(())
     }
 
+    /// Ends the turn after its batch is written. If the lock cannot be
+    /// freed, the session goes (which frees it): the batch is durable
+    /// already, so that is no error for the flush.
+    fn end_turn(&self) {
+        if let Err(e) = self.unlock_turn() {
+            tracing::warn!(error = %e, "could not end the store's turn; closing the writer connection instead");
+            let inner = self.inner.clone();
+            let _ = self.run("closing the writer connection", async move {
+                *inner.writer.lock().await = None;
+                Ok(())
+            });
+        }
+    }
+
     /// Whether the writer's session is still there.
     fn writer_alive(&self) -> Result<bool> {
         let inner = self.inner.clone();
@@ -899,7 +913,7 @@ impl Backend for PgBackend {
             return Err(e);
         }
         if turn.holders == 0 {
-            self.unlock_turn()?;
+            self.end_turn();
         }
         Ok(())
     }
@@ -912,7 +926,7 @@ impl Backend for PgBackend {
     fn nothing_to_apply(&self) -> Result<()> {
         let turn = self.turn();
         if turn.holders == 0 && self.locked.load(Ordering::SeqCst) {
-            return self.unlock_turn();
+            self.end_turn();
         }
         Ok(())
     }
