@@ -108,10 +108,21 @@ fn processed_sum(s: &serde_json::Value) -> u64 {
 /// Waits until the store has processed `total` mails and has nothing left
 /// to send, then a little longer for the last deliveries to land.
 async fn wait_done(daemons: &[Daemon], total: u64, within: Duration) -> serde_json::Value {
-    let deadline = Instant::now() + within;
+    let start = Instant::now();
+    let deadline = start + within;
+    let mut all_processed = false;
     loop {
         let s = stats_of(daemons);
+        if !all_processed && processed_sum(&s) >= total {
+            all_processed = true;
+            println!(
+                "every mail processed {:?} after the wait began; {} mails still to send",
+                start.elapsed(),
+                s["outbox_pending"]
+            );
+        }
         if processed_sum(&s) >= total && s["outbox_pending"] == 0 {
+            println!("everything sent {:?} after the wait began", start.elapsed());
             tokio::time::sleep(Duration::from_secs(1)).await;
             return stats_of(daemons);
         }
@@ -203,12 +214,24 @@ async fn two_instances_survive_kills_and_a_pause_with_every_mail_once() {
         let c = customer(k);
         let inv = &invitations[&c];
         let to = inv.reply_to.clone().expect("invitation has a reply-to");
-        answers.push(mail(&c, &to, &format!("Re: {}", inv.subject), "", "Accept\n"));
+        answers.push(mail(
+            &c,
+            &to,
+            &format!("Re: {}", inv.subject),
+            "",
+            "Accept\n",
+        ));
         answers.push(mail(DAVE, INVITES, &format!("noise-{k}"), "", "hello?\n"));
     }
     for k in 0..N_CUSTOMERS {
         let c = customer(k);
-        answers.push(mail(&c, INVITES, &format!("help {k}"), "", "Licences missing.\n"));
+        answers.push(mail(
+            &c,
+            INVITES,
+            &format!("help {k}"),
+            "",
+            "Licences missing.\n",
+        ));
     }
     assert_eq!(N_COMMANDS + answers.len(), 1000, "a 1 000-mail backlog");
     append_all(COMMANDS, &commands).await;
@@ -228,7 +251,9 @@ async fn two_instances_survive_kills_and_a_pause_with_every_mail_once() {
     for _ in 0..4 {
         let (owner, _) = ha::wait_taken_over(&url, "inbox/commands", None, lease * 4).await;
         tokio::time::sleep(Duration::from_millis(200 + rng.next(1200))).await;
-        let Some(i) = daemons.iter().position(|d| d.child.as_ref().map(|c| c.id()) == Some(owner))
+        let Some(i) = daemons
+            .iter()
+            .position(|d| d.child.as_ref().map(|c| c.id()) == Some(owner))
         else {
             continue;
         };
@@ -290,8 +315,13 @@ async fn two_instances_survive_kills_and_a_pause_with_every_mail_once() {
         );
     }
     owned.sort();
-    assert_eq!(owned, vec!["inbox/commands", "inbox/invites"], "one owner per inbox");
+    assert_eq!(
+        owned,
+        vec!["inbox/commands", "inbox/invites"],
+        "one owner per inbox"
+    );
 
+    print_log_counts(&daemons);
     let paused_log = daemons[paused].log();
     assert!(
         paused_log.contains("lost inbox") || paused_log.contains("store lost"),
@@ -310,7 +340,8 @@ async fn two_instances_survive_kills_and_a_pause_with_every_mail_once() {
     for k in [0, N_CUSTOMERS / 2, N_CUSTOMERS - 1] {
         let v = daemons[0].status(&customer(k));
         assert!(
-            v.as_array().is_some_and(|a| a.iter().any(|r| r["state"] == "active")),
+            v.as_array()
+                .is_some_and(|a| a.iter().any(|r| r["state"] == "active")),
             "{} accepted: {v}",
             customer(k)
         );
@@ -330,7 +361,11 @@ async fn two_instances_survive_kills_and_a_pause_with_every_mail_once() {
         .map(|r| Received::parse(r).subject)
         .filter(|s| s.starts_with("Re: help "))
         .collect::<HashSet<_>>();
-    assert_eq!(acks.len(), N_CUSTOMERS, "every support request acknowledged");
+    assert_eq!(
+        acks.len(),
+        N_CUSTOMERS,
+        "every support request acknowledged"
+    );
     let forwards = count_where(PARTNER1, |m| m.subject.starts_with("Support request from")).await;
     assert!(forwards >= N_CUSTOMERS, "{forwards} forwards");
     assert_eq!(fetch_all(DAVE).await.len(), 0, "strangers never answered");
@@ -345,6 +380,23 @@ async fn two_instances_survive_kills_and_a_pause_with_every_mail_once() {
         duplicates <= (kills + 1) * MAX_CONNECTIONS,
         "{duplicates} duplicates"
     );
+}
+
+/// What each instance's log says happened, counted and printed.
+fn print_log_counts(daemons: &[Daemon]) {
+    for (i, d) in daemons.iter().enumerate() {
+        let log = d.log();
+        let count = |what: &str| log.matches(what).count();
+        println!(
+            "instance {i}: {} takeovers, {} leases lost, {} unrenewed, {} store lost, {} store unreachable, {} releases",
+            count("took over"),
+            count("to another instance; stopping it here"),
+            count("for a whole lease length"),
+            count("store lost; every task stopped"),
+            count("cannot use the store"),
+            count("released "),
+        );
+    }
 }
 
 /// `liaison stats` with no daemon running: the CLI opens the store itself.
@@ -386,7 +438,11 @@ async fn a_postgres_restart_mid_run_loses_and_duplicates_nothing() {
     println!("PostgreSQL was down for {:?}", down.elapsed());
     let back = Instant::now();
     let s = wait_done(&daemons, 350, Duration::from_secs(90)).await;
-    println!("caught up {:?} after PostgreSQL came back: {s}", back.elapsed());
+    println!(
+        "caught up {:?} after PostgreSQL came back: {s}",
+        back.elapsed()
+    );
+    print_log_counts(&daemons);
     for d in &daemons {
         let log = d.log();
         assert!(
@@ -395,10 +451,7 @@ async fn a_postgres_restart_mid_run_loses_and_duplicates_nothing() {
                 || log.contains("store lost"),
             "each instance noticed the outage:\n{log}"
         );
-        assert!(
-            d.child.is_some(),
-            "never exits on an unreachable database"
-        );
+        assert!(d.child.is_some(), "never exits on an unreachable database");
     }
     for d in daemons.iter_mut() {
         assert!(d.stop().success(), "{}", d.log());
@@ -413,7 +466,10 @@ async fn a_postgres_restart_mid_run_loses_and_duplicates_nothing() {
         assert!(answered.contains(&id), "command {id} was never answered");
     }
     let duplicates: usize = copies.values().map(|n| n - 1).sum();
-    println!("{} transcripts, {duplicates} duplicate deliveries", copies.len());
+    println!(
+        "{} transcripts, {duplicates} duplicate deliveries",
+        copies.len()
+    );
     assert_eq!(copies.len(), 350);
     // No instance crashed; a mail accepted by Postfix whose sent mark the
     // restart cut off is sent again (the in-flight window).

@@ -504,6 +504,20 @@ pub fn backoff_secs(attempts: u32) -> u64 {
 /// Outbox entries read per round: the due ones, earliest attempt first.
 const BATCH: usize = 256;
 
+/// Entries claimed per round with a shared store, per parallel delivery: a
+/// crashed instance's claims hold its entries back until they expire, so
+/// it claims only about what it is about to send.
+const SHARED_BATCH_PER_CONNECTION: usize = 4;
+
+/// Entries read (claimed) per round.
+fn batch_size(store: &dyn Store, parallel: usize) -> usize {
+    if store.shared().is_some() {
+        (parallel.max(1) * SHARED_BATCH_PER_CONNECTION).min(BATCH)
+    } else {
+        BATCH
+    }
+}
+
 /// How often the outbox looks for due mail when the store is shared.
 const SHARED_POLL: Duration = Duration::from_secs(1);
 
@@ -702,7 +716,7 @@ async fn deliver_due(
         let now = clock.now();
         // Claimed: with a shared store no other instance sends these while
         // this one tries them (with sled, simply the due ones).
-        let due = store.claim_due(*watermark, now, BATCH)?;
+        let due = store.claim_due(*watermark, now, batch_size(store.as_ref(), mailer.parallel))?;
         if due.is_empty() {
             if sent_batches {
                 crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);

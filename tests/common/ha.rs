@@ -23,7 +23,9 @@ pub fn on_postgres(config: &str, url: &str, http_port: u16) -> String {
     let store_path = path_line
         .trim_start_matches("path = \"")
         .trim_end_matches('"');
-    let dir = store_path.strip_suffix("/store").expect("store in the folder");
+    let dir = store_path
+        .strip_suffix("/store")
+        .expect("store in the folder");
     let store = format!(
         "[store]\nbackend = \"postgres\"\nurl = \"{url}\"\nlease_secs = {LEASE_SECS}\n\n\
          [admin]\nsocket = \"{dir}/store.sock\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n"
@@ -83,7 +85,12 @@ pub fn signal(d: &Daemon, signal: &str) {
 
 /// Waits until `name` is held, unexpired, by a live process other than
 /// `not`; returns its pid and how long that took.
-pub async fn wait_taken_over(url: &str, name: &str, not: Option<u32>, within: Duration) -> (u32, Duration) {
+pub async fn wait_taken_over(
+    url: &str,
+    name: &str,
+    not: Option<u32>,
+    within: Duration,
+) -> (u32, Duration) {
     let start = Instant::now();
     loop {
         if let Some((owner, true)) = lease_owner(url, name) {
