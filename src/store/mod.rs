@@ -289,17 +289,97 @@ impl WriteSet {
     }
 }
 
-/// The sled-backed store.
-pub struct SledStore {
-    db: sled::Db,
-    tree: sled::Tree,
-    path: String,
-    /// Writes committed since the last flush, not yet in sled: key → new
-    /// value, or `None` for a removal. Reads look here first.
+/// The store's records and rules over an ordered key-value [`Backend`]:
+/// sled ([`SledStore`]) or PostgreSQL ([`pg::PgStore`]). Everything about
+/// keys, derived records, the outbox index and group commit is here, once.
+pub struct KvStore<B: Backend> {
+    backend: B,
+    /// Writes committed since the last flush, not yet in the backend: key →
+    /// new value, or `None` for a removal. Reads look here first.
     staged: std::sync::Mutex<Staged>,
 }
 
-type Staged = std::collections::BTreeMap<Vec<u8>, Option<sled::IVec>>;
+/// The sled-backed store: one process, one folder.
+pub type SledStore = KvStore<sled_backend::SledBackend>;
+
+/// Staged writes: key → new value, or `None` for a removal.
+pub type Staged = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// One staged write: key and new value, or `None` for a removal.
+pub type StagedWrite = (Vec<u8>, Option<Vec<u8>>);
+
+/// One record as a backend returns it.
+pub type Record = (Vec<u8>, Vec<u8>);
+
+/// Records in key order, as a backend streams them.
+pub type Records<'a> = Box<dyn Iterator<Item = Result<Record>> + 'a>;
+
+/// What [`KvStore`] needs from a storage engine: ordered keys (bytewise),
+/// atomic batches, and ids. The several-instance hooks have single-process
+/// defaults.
+pub trait Backend: Send + Sync {
+    /// One record.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// The records in `range`, in key order.
+    fn range(&self, range: (Bound<Vec<u8>>, Bound<Vec<u8>>)) -> Records<'_>;
+    /// Writes every staged write in one atomic batch (durable once
+    /// [`Backend::sync`] returned).
+    fn apply(&self, writes: &Staged) -> Result<()>;
+    /// Makes what was applied durable.
+    fn sync(&self) -> Result<()>;
+    /// A new id (outbox entries, held mails): unique and increasing.
+    fn next_id(&self) -> Result<u64>;
+    /// Whether a failed [`Backend::apply`] drops the staged batch (a shared
+    /// store cannot retry it: what it was decided on may have changed) or
+    /// keeps it for the next flush (one process).
+    fn drops_failed_batches(&self) -> bool {
+        false
+    }
+    /// Writes one outbox entry's bookkeeping (sent, retry) at once and
+    /// returns true, or returns false to have it staged with the rest. A
+    /// shared store writes it at once: a sender needs no decision turn.
+    fn write_now(&self, writes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<bool> {
+        let _ = writes;
+        Ok(false)
+    }
+    /// A commit needs the lease `name` (it advances that inbox's cursor).
+    fn require_lease(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Ok(())
+    }
+    /// See [`Store::begin_decision`].
+    fn begin_decision(&self) -> Result<()> {
+        Ok(())
+    }
+    /// See [`Store::end_decision`].
+    fn end_decision(&self) {}
+    /// See [`Store::acquire_lease`].
+    fn acquire_lease(&self, name: &str) -> Result<Option<u64>> {
+        let _ = name;
+        Ok(Some(1))
+    }
+    /// See [`Store::release_lease`].
+    fn release_lease(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Ok(())
+    }
+    /// Claims due outbox records (`outq/` key and value) for this instance,
+    /// or `None` when the store has no claims (one process).
+    fn claim_due(&self, now: u64, limit: usize) -> Result<Option<Vec<Record>>> {
+        let _ = (now, limit);
+        Ok(None)
+    }
+    /// See [`Store::shared`].
+    fn shared(&self) -> Option<Shared> {
+        None
+    }
+    /// See [`Store::lost`].
+    fn lost(&self) -> Option<String> {
+        None
+    }
+}
+
+mod sled_backend;
 
 /// The keys that start with `prefix`, as a range.
 fn prefix_range(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
@@ -315,13 +395,13 @@ fn prefix_range(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
 
 /// sled's records in a key range with the staged writes laid over them, in
 /// key order: a staged value replaces sled's, a staged removal hides it.
-struct Overlaid<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> {
+struct Overlaid<I: Iterator<Item = Result<Record>>> {
     tree: std::iter::Peekable<I>,
-    staged: std::iter::Peekable<std::vec::IntoIter<(Vec<u8>, Option<sled::IVec>)>>,
+    staged: std::iter::Peekable<std::vec::IntoIter<StagedWrite>>,
 }
 
-impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> Iterator for Overlaid<I> {
-    type Item = sled::Result<(sled::IVec, sled::IVec)>;
+impl<I: Iterator<Item = Result<Record>>> Iterator for Overlaid<I> {
+    type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -329,7 +409,7 @@ impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> Iterator for Ov
                 (None, None) => return None,
                 (Some(Err(_)), _) | (Some(_), None) => std::cmp::Ordering::Less,
                 (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some(Ok((tk, _))), Some((sk, _))) => tk.as_ref().cmp(sk.as_slice()),
+                (Some(Ok((tk, _))), Some((sk, _))) => tk.as_slice().cmp(sk.as_slice()),
             };
             if order == std::cmp::Ordering::Less {
                 return self.tree.next();
@@ -340,7 +420,7 @@ impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> Iterator for Ov
             }
             let (k, v) = self.staged.next().expect("peeked");
             if let Some(v) = v {
-                return Some(Ok((sled::IVec::from(k), v)));
+                return Some(Ok((k, v)));
             }
         }
     }
@@ -404,37 +484,20 @@ impl SledStore {
     /// Opens (creating if needed) the database at `path`. `admin_socket` is
     /// only named in the error when the database is locked.
     pub fn open(path: &Path, cache_capacity_bytes: u64, admin_socket: &Path) -> Result<Self> {
-        let p = path.display().to_string();
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_capacity_bytes)
-            // Flushes are explicit (group commit); the background flusher
-            // only bounds how much an unflushed crash could lose.
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(|e| match &e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    StoreError::Locked {
-                        path: p.clone(),
-                        socket: admin_socket.display().to_string(),
-                    }
-                }
-                _ => StoreError::Sled {
-                    path: p.clone(),
-                    source: e,
-                },
-            })?;
-        let tree = db.open_tree("liaison").map_err(|e| StoreError::Sled {
-            path: p.clone(),
-            source: e,
-        })?;
-        let store = SledStore {
-            db,
-            tree,
-            path: p,
+        KvStore::with_backend(sled_backend::SledBackend::open(
+            path,
+            cache_capacity_bytes,
+            admin_socket,
+        )?)
+    }
+}
+
+impl<B: Backend> KvStore<B> {
+    /// The store over an opened backend; brings derived records and the
+    /// outbox index up to this version's layout.
+    pub fn with_backend(backend: B) -> Result<Self> {
+        let store = KvStore {
+            backend,
             staged: Default::default(),
         };
         store.build_derived()?;
@@ -443,6 +506,11 @@ impl SledStore {
             store.flush()?;
         }
         Ok(store)
+    }
+
+    /// The backend underneath.
+    pub fn backend(&self) -> &B {
+        &self.backend
     }
 
     /// Writes the outbox's next-attempt index anew from the pending entries
@@ -535,13 +603,6 @@ impl SledStore {
         Ok(())
     }
 
-    fn err(&self, source: sled::Error) -> StoreError {
-        StoreError::Sled {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
     fn staged(&self) -> std::sync::MutexGuard<'_, Staged> {
         // A panic while the lock was held cannot leave the map half-written
         // (every change to it is a single insert or a clear).
@@ -552,36 +613,42 @@ impl SledStore {
     fn stage(&self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
         let mut staged = self.staged();
         for (k, v) in writes {
-            staged.insert(k, v.map(sled::IVec::from));
+            staged.insert(k, v);
         }
     }
 
-    /// Applies every staged write to sled in one atomic batch (not yet
-    /// synced to disk). The staged writes are kept if that fails.
+    /// Applies every staged write to the backend in one atomic batch (with
+    /// sled not yet synced to disk). With one process the staged writes are
+    /// kept if that fails, for the next flush; a shared store drops them
+    /// (see [`Backend::drops_failed_batches`]).
     fn apply_staged(&self) -> Result<()> {
         let mut staged = self.staged();
         if staged.is_empty() {
-            return Ok(());
-        }
-        let mut batch = sled::Batch::default();
-        for (k, v) in staged.iter() {
-            match v {
-                Some(v) => batch.insert(k.as_slice(), v.clone()),
-                None => batch.remove(k.as_slice()),
-            }
+            // A shared store may still hold its turn lock from a decision
+            // that wrote nothing; an empty batch releases it.
+            return self.backend.apply(&staged);
         }
         // Applied while the lock is held: a reader never finds a write
-        // neither staged nor in sled.
-        self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
-        staged.clear();
-        Ok(())
+        // neither staged nor in the backend.
+        match self.backend.apply(&staged) {
+            Ok(()) => {
+                staged.clear();
+                Ok(())
+            }
+            Err(e) => {
+                if self.backend.drops_failed_batches() {
+                    staged.clear();
+                }
+                Err(e)
+            }
+        }
     }
 
-    fn get_raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(v) = self.staged().get(key) {
             return Ok(v.clone());
         }
-        self.tree.get(key).map_err(|e| self.err(e))
+        self.backend.get(key)
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
@@ -595,23 +662,22 @@ impl SledStore {
     fn range(
         &self,
         range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
-    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
-        let staged: Vec<(Vec<u8>, Option<sled::IVec>)> = self
+    ) -> impl Iterator<Item = Result<Record>> + '_ {
+        let staged: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
             .staged()
             .range(range.clone())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         Overlaid {
-            tree: self.tree.range(range).peekable(),
+            tree: self.backend.range(range).peekable(),
             staged: staged.into_iter().peekable(),
         }
-        .map(|kv| kv.map_err(|e| self.err(e)))
     }
 
     fn scan_raw(
         &self,
         prefix: &[u8],
-    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+    ) -> impl Iterator<Item = Result<Record>> + '_ {
         self.range(prefix_range(prefix))
     }
 
@@ -625,7 +691,7 @@ impl SledStore {
     }
 }
 
-impl Drop for SledStore {
+impl<B: Backend> Drop for KvStore<B> {
     /// A store dropped with staged commits (a caller that forgot to flush)
     /// still writes them; a crash is the only way to lose them.
     fn drop(&mut self) {
@@ -657,7 +723,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("store records always serialise")
 }
 
-impl StoreView for SledStore {
+impl<B: Backend> StoreView for KvStore<B> {
     fn outbox_pending(&self) -> ReadResult<u64> {
         Ok(self.scan_raw(b"outd/").count() as u64)
     }
@@ -757,7 +823,7 @@ impl StoreView for SledStore {
     }
 }
 
-impl Store for SledStore {
+impl<B: Backend> Store for KvStore<B> {
     fn processed(&self, key: &str) -> Result<Option<Processed>> {
         self.get(format!("msg/{key}").as_bytes())
     }
@@ -767,6 +833,13 @@ impl Store for SledStore {
     }
 
     fn commit(&self, changes: Changes) -> Result<Vec<u64>> {
+        if let Some(reason) = self.backend.lost() {
+            return Err(StoreError::Lost(reason));
+        }
+        if let Some((inbox, _)) = &changes.cursor {
+            // Only the inbox's owner may move its cursor (several instances).
+            self.backend.require_lease(&inbox_lease(inbox))?;
+        }
         let mut batch = WriteSet::default();
         // Removals first: a released message's new record replaces the old.
         let mut raw_delta = 0i64;
@@ -828,7 +901,7 @@ impl Store for SledStore {
         }
         let mut ids = Vec::new();
         for mail in changes.outbox {
-            let id = self.db.generate_id().map_err(|e| self.err(e))? + 1;
+            let id = self.backend.next_id()?;
             if let Some(inv) = mail.invitation {
                 batch.insert(
                     format!("thr/{}", mail.message_id).into_bytes(),
@@ -864,7 +937,7 @@ impl Store for SledStore {
         }
         let mut held_delta = 0i64;
         for h in changes.held {
-            let id = self.db.generate_id().map_err(|e| self.err(e))? + 1;
+            let id = self.backend.next_id()?;
             held_delta += h.mail.raw.len() as i64;
             let held = HeldMail {
                 id,
@@ -910,8 +983,7 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<()> {
         self.apply_staged()?;
-        self.db.flush().map_err(|e| self.err(e))?;
-        Ok(())
+        self.backend.sync()
     }
 
     fn pending_outbox(&self, up_to: u64, limit: usize) -> Result<Vec<OutboxEntry>> {
@@ -985,11 +1057,14 @@ impl Store for SledStore {
         entry.not_before = at;
         entry.attempts += 1;
         entry.last_error = error;
-        self.stage(vec![
+        let writes = vec![
             (id_key("outq/", id), None),
             (indexed, None),
             (id_key("outs/", id), Some(encode(&entry))),
-        ]);
+        ];
+        if !self.backend.write_now(&writes)? {
+            self.stage(writes);
+        }
         Ok(())
     }
 
@@ -998,14 +1073,17 @@ impl Store for SledStore {
             // Sent meanwhile: nothing to retry.
             return Ok(());
         };
-        self.stage(vec![
+        let writes = vec![
             (due_key(old.not_before, entry.id), None),
             (id_key("outq/", entry.id), Some(encode(entry))),
             (
                 due_key(entry.not_before, entry.id),
                 Some(DUE_VALUE.to_vec()),
             ),
-        ]);
+        ];
+        if !self.backend.write_now(&writes)? {
+            self.stage(writes);
+        }
         Ok(())
     }
 
@@ -1144,6 +1222,37 @@ impl Store for SledStore {
 
     fn sent_log(&self) -> Result<Vec<OutboxEntry>> {
         self.scan(b"outs/")
+    }
+
+    fn begin_decision(&self) -> Result<()> {
+        self.backend.begin_decision()
+    }
+
+    fn end_decision(&self) {
+        self.backend.end_decision()
+    }
+
+    fn acquire_lease(&self, name: &str) -> Result<Option<u64>> {
+        self.backend.acquire_lease(name)
+    }
+
+    fn release_lease(&self, name: &str) -> Result<()> {
+        self.backend.release_lease(name)
+    }
+
+    fn claim_due(&self, up_to: u64, now: u64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        match self.backend.claim_due(now, limit)? {
+            Some(records) => records.iter().map(|(k, v)| decode(k, v)).collect(),
+            None => self.due_outbox(up_to, now, limit),
+        }
+    }
+
+    fn shared(&self) -> Option<Shared> {
+        self.backend.shared()
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.backend.lost()
     }
 }
 
@@ -1331,11 +1440,11 @@ mod tests {
             s.flush().unwrap();
             // Make it look like a store from before the derived records.
             for prefix in [&b"cix/"[..], b"rsum/", b"cnt/"] {
-                for k in s.tree.scan_prefix(prefix).keys() {
-                    s.tree.remove(k.unwrap()).unwrap();
+                for k in s.backend().tree().scan_prefix(prefix).keys() {
+                    s.backend().tree().remove(k.unwrap()).unwrap();
                 }
             }
-            s.tree.remove(b"meta/derived").unwrap();
+            s.backend().tree().remove(b"meta/derived").unwrap();
             s.flush().unwrap();
             assert!(s
                 .relationships_with("alice@contoso.test")
@@ -1542,10 +1651,10 @@ mod tests {
         // The index survives a restart, and is rebuilt when missing.
         let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
         assert_eq!(due(&s, 200), [ids[4], ids[1], ids[2]]);
-        for k in s.tree.scan_prefix(b"outd/").keys() {
-            s.tree.remove(k.unwrap()).unwrap();
+        for k in s.backend().tree().scan_prefix(b"outd/").keys() {
+            s.backend().tree().remove(k.unwrap()).unwrap();
         }
-        s.tree.remove(b"meta/due_index").unwrap();
+        s.backend().tree().remove(b"meta/due_index").unwrap();
         drop(s);
         let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
         assert_eq!(due(&s, 200), [ids[4], ids[1], ids[2]]);
@@ -1620,11 +1729,11 @@ mod tests {
         })
         .unwrap();
         a.flush().unwrap();
-        assert_eq!(a.tree.get(b"qraw/k1").unwrap().unwrap().as_ref(), &raw[..]);
+        assert_eq!(a.backend().tree().get(b"qraw/k1").unwrap().unwrap().as_ref(), &raw[..]);
         assert_eq!(a.quarantined_raw("k1").unwrap(), Some(raw.clone()));
         assert_eq!(a.quarantined_raw_bytes().unwrap(), raw.len() as u64 + 10);
         // An older version's base64 JSON string is still read.
-        a.tree
+        a.backend().tree()
             .insert(
                 b"qraw/old",
                 encode(&data_encoding::BASE64.encode(b"old mail")),
