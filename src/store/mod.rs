@@ -97,7 +97,9 @@ pub enum StoreError {
     #[error("lost the lease `{0}` to another instance before the batch was written; the batch was dropped and will be redone by the new owner")]
     Fenced(String),
     /// The store dropped commits it could not make durable; see [`Store::lost`].
-    #[error("store lost commits it could not write ({0}); the daemon restarts its tasks to redo them")]
+    #[error(
+        "store lost commits it could not write ({0}); the daemon restarts its tasks to redo them"
+    )]
     Lost(String),
 }
 
@@ -327,6 +329,10 @@ pub trait Backend: Send + Sync {
     fn apply(&self, writes: &Staged) -> Result<()>;
     /// Makes what was applied durable.
     fn sync(&self) -> Result<()>;
+    /// A flush found nothing staged.
+    fn nothing_to_apply(&self) -> Result<()> {
+        Ok(())
+    }
     /// A new id (outbox entries, held mails): unique and increasing.
     fn next_id(&self) -> Result<u64>;
     /// Whether a failed [`Backend::apply`] drops the staged batch (a shared
@@ -347,8 +353,10 @@ pub trait Backend: Send + Sync {
         let _ = name;
         Ok(())
     }
-    /// See [`Store::begin_decision`].
-    fn begin_decision(&self) -> Result<()> {
+    /// See [`Store::begin_decision`]; `pending` says whether commits are
+    /// staged (made under an earlier part of this turn).
+    fn begin_decision(&self, pending: bool) -> Result<()> {
+        let _ = pending;
         Ok(())
     }
     /// See [`Store::end_decision`].
@@ -500,12 +508,23 @@ impl<B: Backend> KvStore<B> {
             backend,
             staged: Default::default(),
         };
-        store.build_derived()?;
-        if store.get::<u32>(b"meta/due_index")? != Some(DUE_INDEX_VERSION) {
-            store.rebuild_due_index()?;
-            store.flush()?;
-        }
+        // A turn, as for any decision: another instance opening the same
+        // shared store at once must not rebuild from what this one changes.
+        store.backend.begin_decision(false)?;
+        let built = store.bring_up_to_date();
+        store.backend.end_decision();
+        built?;
+        store.flush()?;
         Ok(store)
+    }
+
+    fn bring_up_to_date(&self) -> Result<()> {
+        self.build_derived()?;
+        if self.get::<u32>(b"meta/due_index")? != Some(DUE_INDEX_VERSION) {
+            self.rebuild_due_index()?;
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// The backend underneath.
@@ -624,9 +643,9 @@ impl<B: Backend> KvStore<B> {
     fn apply_staged(&self) -> Result<()> {
         let mut staged = self.staged();
         if staged.is_empty() {
-            // A shared store may still hold its turn lock from a decision
-            // that wrote nothing; an empty batch releases it.
-            return self.backend.apply(&staged);
+            // A shared store may still hold the turn of a decision that
+            // wrote nothing; a flush ends it.
+            return self.backend.nothing_to_apply();
         }
         // Applied while the lock is held: a reader never finds a write
         // neither staged nor in the backend.
@@ -674,10 +693,7 @@ impl<B: Backend> KvStore<B> {
         }
     }
 
-    fn scan_raw(
-        &self,
-        prefix: &[u8],
-    ) -> impl Iterator<Item = Result<Record>> + '_ {
+    fn scan_raw(&self, prefix: &[u8]) -> impl Iterator<Item = Result<Record>> + '_ {
         self.range(prefix_range(prefix))
     }
 
@@ -1178,10 +1194,14 @@ impl<B: Backend> Store for KvStore<B> {
             };
             batch.push((key, Some(value)));
         }
+        self.backend.begin_decision(!self.staged().is_empty())?;
         self.stage(batch);
         // A backup from an older version may lack the derived records.
-        self.rebuild_derived()?;
-        self.rebuild_due_index()?;
+        let rebuilt = self
+            .rebuild_derived()
+            .and_then(|()| self.rebuild_due_index());
+        self.backend.end_decision();
+        rebuilt?;
         self.flush()
     }
 
@@ -1225,11 +1245,20 @@ impl<B: Backend> Store for KvStore<B> {
     }
 
     fn begin_decision(&self) -> Result<()> {
-        self.backend.begin_decision()
+        let pending = !self.staged().is_empty();
+        self.backend.begin_decision(pending)
     }
 
     fn end_decision(&self) {
-        self.backend.end_decision()
+        self.backend.end_decision();
+        // A decision that wrote nothing has nothing to flush: its turn ends
+        // now, not at somebody's next flush.
+        let staged = self.staged();
+        if staged.is_empty() {
+            if let Err(e) = self.backend.nothing_to_apply() {
+                tracing::warn!(error = %e, "could not end the store's turn; the server ends it with the session");
+            }
+        }
     }
 
     fn acquire_lease(&self, name: &str) -> Result<Option<u64>> {
@@ -1729,11 +1758,20 @@ mod tests {
         })
         .unwrap();
         a.flush().unwrap();
-        assert_eq!(a.backend().tree().get(b"qraw/k1").unwrap().unwrap().as_ref(), &raw[..]);
+        assert_eq!(
+            a.backend()
+                .tree()
+                .get(b"qraw/k1")
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            &raw[..]
+        );
         assert_eq!(a.quarantined_raw("k1").unwrap(), Some(raw.clone()));
         assert_eq!(a.quarantined_raw_bytes().unwrap(), raw.len() as u64 + 10);
         // An older version's base64 JSON string is still read.
-        a.backend().tree()
+        a.backend()
+            .tree()
             .insert(
                 b"qraw/old",
                 encode(&data_encoding::BASE64.encode(b"old mail")),
