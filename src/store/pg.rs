@@ -1208,20 +1208,3 @@ mod tests {
         assert!(SslMode::parse("verify").is_err());
     }
 }
-
-// ---- placeholders of the lead's API (issue 16), replaced when it lands ----
-
-/// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 1;
-
-/// Applies the embedded migrations; returns the version before and after.
-pub fn migrate(config: &PostgresConfig) -> Result<(i64, i64)> {
-    let _ = config;
-    Err(StoreError::Postgres("not built yet".into()))
-}
-
-/// The database's schema version (0 when Liaison never ran on it).
-pub fn schema_version(config: &PostgresConfig) -> Result<i64> {
-    let _ = config;
-    Err(StoreError::Postgres("not built yet".into()))
-}
