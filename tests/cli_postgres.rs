@@ -167,7 +167,7 @@ fn check_config_reports_the_store_without_its_password() {
     let (ok, out, err) = liaison(&config, &["migrate"]);
     assert!(ok, "{out}{err}");
     let url = store_url(&config);
-    pg::psql(&url, "INSERT INTO liaison_schema (version) VALUES (999)").unwrap();
+    pg::psql(psql_url(&url), "INSERT INTO liaison_schema (version) VALUES (999)").unwrap();
     let (store, _) = store_check(&config);
     assert_eq!(store["ok"], false, "{store}");
     assert!(

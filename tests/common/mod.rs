@@ -471,10 +471,14 @@ pub fn store_section_on(backend: Backend, dir: &std::path::Path, name: &str) -> 
             "[store]\npath = \"{}\"\ncache_capacity_mb = 8\n\n",
             dir.join(name).display()
         ),
+        // TLS with the server's name checked against the test CA, as a
+        // production config should (anything less gets a warning).
         Backend::Postgres => format!(
-            "[store]\nbackend = \"postgres\"\nurl = \"{url}\"\nmax_connections = 4\nlease_secs = {TEST_LEASE_SECS}\n\n\
+            "[store]\nbackend = \"postgres\"\nurl = \"{url}?sslmode=verify-full\"\nca_file = \"{ca}\"\n\
+             max_connections = 4\nlease_secs = {TEST_LEASE_SECS}\n\n\
              [admin]\nsocket = \"{socket}\"\n\n",
             url = pg::fresh_database(&database_prefix()),
+            ca = pg::ca_path().display(),
             socket = dir.join(format!("{name}.sock")).display(),
         ),
     }
@@ -531,11 +535,18 @@ pub fn store_url(config: &std::path::Path) -> String {
         .to_string()
 }
 
+/// `url` (a store URL of a test config) for [`pg::psql`]: without its
+/// query (`sslmode=verify-full` would make psql look for a CA file of its
+/// own; the server is on loopback).
+pub fn psql_url(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
 /// The bytes the tables of the database at `url` take, with their indexes
 /// and TOAST (where large values go), without PostgreSQL's own catalogs.
 pub fn pg_tables_size(url: &str) -> u64 {
     let out = pg::psql(
-        url,
+        psql_url(url),
         "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'm', 'p') \
