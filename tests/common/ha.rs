@@ -4,7 +4,7 @@
 //!
 //! Included by the failover tests with `#[path]` beside `mod common;`.
 
-use crate::common::{pg, Daemon, Transport};
+use crate::common::{pg, Backend, Daemon, Transport};
 use std::time::{Duration, Instant};
 
 /// The lease length the failover tests run with: short, so takeovers take
@@ -41,7 +41,11 @@ pub fn on_postgres(config: &str, url: &str, http_port: u16) -> String {
 /// One instance: the real binary on `url`.
 pub fn start_instance(url: &str, http_port: u16) -> Daemon {
     let url = url.to_string();
-    Daemon::start_custom(Transport::Plain, move |c| on_postgres(&c, &url, http_port))
+    // From the sled text, which on_postgres rewrites, whatever
+    // LIAISON_TEST_BACKEND says.
+    Daemon::start_on(Backend::Sled, Transport::Plain, move |c| {
+        on_postgres(&c, &url, http_port)
+    })
 }
 
 /// The lease `name`'s owner's pid and whether it is unexpired, from the
