@@ -5,7 +5,7 @@
 //! Included by the failover tests with `#[path]` beside `mod common;`.
 //! They run on PostgreSQL whatever `LIAISON_TEST_BACKEND` says.
 
-use crate::common::{pg, Daemon, Transport};
+use crate::common::{pg, Backend, Daemon, Transport};
 use std::time::{Duration, Instant};
 
 /// The lease length the failover tests run with: short, so takeovers take
@@ -45,7 +45,9 @@ fn config_dir(config: &str) -> std::path::PathBuf {
 /// One instance: the real binary on `url`.
 pub fn start_instance(url: &str, http_port: u16) -> Daemon {
     let url = url.to_string();
-    Daemon::start_custom(Transport::Plain, move |c| {
+    // From the sled text, which on_postgres rewrites, whatever
+    // LIAISON_TEST_BACKEND says.
+    Daemon::start_on(Backend::Sled, Transport::Plain, move |c| {
         let dir = config_dir(&c);
         on_postgres(&c, &dir, &url, http_port)
     })
