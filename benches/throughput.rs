@@ -737,13 +737,24 @@ fn pg_url(database: &str) -> String {
 /// password in the environment, never on the command line).
 fn psql(sql: &str) -> Res<()> {
     let out = std::process::Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &pg_port().to_string(), "-U", PG_ROLE])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg_port().to_string(),
+            "-U",
+            PG_ROLE,
+        ])
         .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql])
         .env("PGPASSWORD", PG_PASSWORD)
         .stdin(std::process::Stdio::null())
         .output()?;
     if !out.status.success() {
-        return Err(format!("psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
+        return Err(format!(
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into());
     }
     Ok(())
 }
@@ -825,7 +836,10 @@ impl Spot {
     fn store_section(&self) -> String {
         let socket = self.dir().join("store.sock");
         match &self.database {
-            None => format!("[store]\npath = \"{}\"\n\n", self.dir().join("store").display()),
+            None => format!(
+                "[store]\npath = \"{}\"\n\n",
+                self.dir().join("store").display()
+            ),
             Some(db) => format!(
                 "[store]\nbackend = \"postgres\"\nurl = \"{}\"\n\n[admin]\nsocket = \"{}\"\n\n",
                 pg_url(db),
@@ -1161,7 +1175,8 @@ async fn inbound(backends: &[Backend], n: usize, rounds: usize, table: &mut Tabl
         base_rates.push(base_rate);
 
         for (k, &backend) in backends.iter().enumerate() {
-            let (rate, engine_rate) = inbound_round(backend, &m, n, round, (last_c, last_i)).await?;
+            let (rate, engine_rate) =
+                inbound_round(backend, &m, n, round, (last_c, last_i)).await?;
             rates[k].push(rate);
             engine_rates[k].push(engine_rate);
         }
@@ -1172,7 +1187,10 @@ async fn inbound(backends: &[Backend], n: usize, rounds: usize, table: &mut Tabl
         let (rate, engine_rate) = (rates[k], median(engine_rates[k].clone()));
         table.row(
             &backend.row("1"),
-            &format!("inbound, {}: fetch, parse, classify, commit durably, queue replies (mails/s)", backend.name()),
+            &format!(
+                "inbound, {}: fetch, parse, classify, commit durably, queue replies (mails/s)",
+                backend.name()
+            ),
             format!("{rate:.0}/s"),
             format!("{base:.0}/s raw `UID FETCH 1:* (BODY.PEEK[])`"),
             format!("{:.2}", rate / base),
@@ -1232,10 +1250,9 @@ async fn inbound_round(
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "inbound: cursors at {c}/{last_c} and {i}/{last_i} after 600 s"
-            )
-            .into());
+            return Err(
+                format!("inbound: cursors at {c}/{last_c} and {i}/{last_i} after 600 s").into(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -1250,8 +1267,7 @@ async fn inbound_round(
             done += 1;
         }
     }
-    let queued =
-        d.store.pending_outbox(u64::MAX, usize::MAX)?.len() + d.store.sent_log()?.len();
+    let queued = d.store.pending_outbox(u64::MAX, usize::MAX)?.len() + d.store.sent_log()?.len();
     let rels = d.store.all_relationships()?.len();
     eprintln!(
         "  round {round}: Liaison ({}): {n} mails in {:.0} ms = {daemon_rate:.0}/s; processed {done}/{n}, replies queued {queued} (expected {}), relationships {rels}",
@@ -2500,7 +2516,9 @@ async fn scale(backend: Backend, count: usize, partners: usize, table: &mut Tabl
     );
     table.row(
         &backend.row("5f"),
-        &format!("state {count}, {name}: `liaison list`, every relationship (admin::answer), for scale"),
+        &format!(
+            "state {count}, {name}: `liaison list`, every relationship (admin::answer), for scale"
+        ),
         fmt(&list_all, "rows"),
         String::new(),
         String::new(),
@@ -2571,7 +2589,11 @@ async fn startup_time(dir: &Path) -> Res<(f64, f64)> {
             return Ok((started.unwrap_or(watching), watching));
         }
         if Instant::now() > deadline {
-            return Err(format!("the daemon was not watching both inboxes 120 s after its start:\n{}", child.tail()).into());
+            return Err(format!(
+                "the daemon was not watching both inboxes 120 s after its start:\n{}",
+                child.tail()
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
