@@ -1254,6 +1254,13 @@ async fn inbound_round(
                 format!("inbound: cursors at {c}/{last_c} and {i}/{last_i} after 600 s").into(),
             );
         }
+        if d.task.is_finished() {
+            return Err(format!(
+                "inbound ({}): the in-process daemon stopped with cursors at {c}/{last_c} and {i}/{last_i}",
+                backend.name()
+            )
+            .into());
+        }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let s = d.store.clone();
@@ -2543,7 +2550,8 @@ async fn scale(backend: Backend, count: usize, partners: usize, table: &mut Tabl
         "",
         None,
     );
-    let (d50, dmax) = (pct(&during, 50.0), pct(&during, 100.0));
+    let (d50, d99, dmax) = (pct(&during, 50.0), pct(&during, 99.0), pct(&during, 100.0));
+    let slow = during.iter().filter(|&&v| v >= 100.0).count();
     let (a50, amax) = (pct(&alone, 50.0), pct(&alone, 100.0));
     table.row(
         &backend.row("5i"),
@@ -2552,7 +2560,7 @@ async fn scale(backend: Backend, count: usize, partners: usize, table: &mut Tabl
             during.len(),
             sweep_took.as_secs_f64()
         ),
-        format!("p50 {d50:.1} ms, max {dmax:.1} ms"),
+        format!("p50 {d50:.1} ms, p99 {d99:.1} ms, max {dmax:.1} ms ({slow} ≥ 100 ms)"),
         format!("no sweep: p50 {a50:.1} ms, max {amax:.1} ms ({} mails)", alone.len()),
         format!("p50 {:.1}x", d50 / a50.max(0.001)),
         "not blocked: max < 100 ms",
