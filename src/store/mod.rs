@@ -97,7 +97,9 @@ pub enum StoreError {
     #[error("lost the lease `{0}` to another instance before the batch was written; the batch was dropped and will be redone by the new owner")]
     Fenced(String),
     /// The store dropped commits it could not make durable; see [`Store::lost`].
-    #[error("store lost commits it could not write ({0}); the daemon restarts its tasks to redo them")]
+    #[error(
+        "store lost commits it could not write ({0}); the daemon restarts its tasks to redo them"
+    )]
     Lost(String),
 }
 
@@ -691,10 +693,7 @@ impl<B: Backend> KvStore<B> {
         }
     }
 
-    fn scan_raw(
-        &self,
-        prefix: &[u8],
-    ) -> impl Iterator<Item = Result<Record>> + '_ {
+    fn scan_raw(&self, prefix: &[u8]) -> impl Iterator<Item = Result<Record>> + '_ {
         self.range(prefix_range(prefix))
     }
 
@@ -1759,11 +1758,20 @@ mod tests {
         })
         .unwrap();
         a.flush().unwrap();
-        assert_eq!(a.backend().tree().get(b"qraw/k1").unwrap().unwrap().as_ref(), &raw[..]);
+        assert_eq!(
+            a.backend()
+                .tree()
+                .get(b"qraw/k1")
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            &raw[..]
+        );
         assert_eq!(a.quarantined_raw("k1").unwrap(), Some(raw.clone()));
         assert_eq!(a.quarantined_raw_bytes().unwrap(), raw.len() as u64 + 10);
         // An older version's base64 JSON string is still read.
-        a.backend().tree()
+        a.backend()
+            .tree()
             .insert(
                 b"qraw/old",
                 encode(&data_encoding::BASE64.encode(b"old mail")),

@@ -139,7 +139,10 @@ pub fn redacted(url: &str) -> String {
     if let Some(rest) = url
         .strip_prefix("postgres://")
         .map(|r| ("postgres://", r))
-        .or_else(|| url.strip_prefix("postgresql://").map(|r| ("postgresql://", r)))
+        .or_else(|| {
+            url.strip_prefix("postgresql://")
+                .map(|r| ("postgresql://", r))
+        })
     {
         let (scheme, rest) = rest;
         let (authority, tail) = match rest.find(['/', '?']) {
@@ -286,7 +289,7 @@ pub struct PgBackend {
 impl PgBackend {
     /// Connects (a pool and a writer), checking that the server answers.
     pub fn connect(config: &PostgresConfig) -> Result<PgBackend> {
-        let (url, mode) = split_sslmode(config.url.expose());
+        let (url, mode) = liaison_core::config::split_sslmode(config.url.expose());
         let mode = SslMode::parse(mode.as_deref().unwrap_or("prefer"))?;
         let mut pg_config = tokio_postgres::Config::from_str(&url).map_err(|e| {
             StoreError::Postgres(format!(
@@ -294,7 +297,10 @@ impl PgBackend {
             ))
         })?;
         pg_config.ssl_mode(mode.driver());
-        let tls = make_tls(mode.check(config.ca_file.is_some()), config.ca_file.as_deref())?;
+        let tls = make_tls(
+            mode.check(config.ca_file.is_some()),
+            config.ca_file.as_deref(),
+        )?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("liaison-store")
@@ -359,7 +365,10 @@ impl PgBackend {
     ) -> Result<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let timeout = self.timeout;
-        let runtime = self.runtime.as_ref().expect("runtime lives as long as the backend");
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("runtime lives as long as the backend");
         runtime.spawn(async move {
             let answer = match tokio::time::timeout(timeout, work).await {
                 Ok(answer) => answer,
@@ -403,9 +412,12 @@ impl PgBackend {
                 for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > from) {
                     let tx = c.transaction().await.map_err(e)?;
                     tx.batch_execute(sql).await.map_err(e)?;
-                    tx.execute("INSERT INTO liaison_schema (version) VALUES ($1)", &[version])
-                        .await
-                        .map_err(e)?;
+                    tx.execute(
+                        "INSERT INTO liaison_schema (version) VALUES ($1)",
+                        &[version],
+                    )
+                    .await
+                    .map_err(e)?;
                     tx.commit().await.map_err(e)?;
                     tracing::info!(version, "store schema migrated");
                 }
@@ -456,6 +468,20 @@ impl PgBackend {
         })?;
         self.locked.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Ends the turn after its batch is written. If the lock cannot be
+    /// freed, the session goes (which frees it): the batch is durable
+    /// already, so that is no error for the flush.
+    fn end_turn(&self) {
+        if let Err(e) = self.unlock_turn() {
+            tracing::warn!(error = %e, "could not end the store's turn; closing the writer connection instead");
+            let inner = self.inner.clone();
+            let _ = self.run("closing the writer connection", async move {
+                *inner.writer.lock().await = None;
+                Ok(())
+            });
+        }
     }
 
     /// Whether the writer's session is still there.
@@ -556,45 +582,6 @@ impl SslMode {
             _ => CertCheck::Nothing,
         }
     }
-}
-
-/// The URL without its `sslmode` (which the driver does not fully know),
-/// and that mode.
-fn split_sslmode(url: &str) -> (String, Option<String>) {
-    let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
-    let mut mode = None;
-    if is_url {
-        let Some((base, query)) = url.split_once('?') else {
-            return (url.to_string(), None);
-        };
-        let kept: Vec<&str> = query
-            .split('&')
-            .filter(|p| match p.strip_prefix("sslmode=") {
-                Some(m) => {
-                    mode = Some(m.to_string());
-                    false
-                }
-                None => true,
-            })
-            .collect();
-        let rest = if kept.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        return (rest, mode);
-    }
-    let kept: Vec<&str> = url
-        .split_whitespace()
-        .filter(|p| match p.strip_prefix("sslmode=") {
-            Some(m) => {
-                mode = Some(m.to_string());
-                false
-            }
-            None => true,
-        })
-        .collect();
-    (kept.join(" "), mode)
 }
 
 /// The TLS connector for `check`.
@@ -926,7 +913,7 @@ impl Backend for PgBackend {
             return Err(e);
         }
         if turn.holders == 0 {
-            self.unlock_turn()?;
+            self.end_turn();
         }
         Ok(())
     }
@@ -939,7 +926,7 @@ impl Backend for PgBackend {
     fn nothing_to_apply(&self) -> Result<()> {
         let turn = self.turn();
         if turn.holders == 0 && self.locked.load(Ordering::SeqCst) {
-            return self.unlock_turn();
+            self.end_turn();
         }
         Ok(())
     }
@@ -970,7 +957,8 @@ impl Backend for PgBackend {
                 .transaction()
                 .await
                 .map_err(|e| pg_err("recording a sent mail", e))?;
-            let refs: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = rows.iter().map(|(k, v)| (k, v)).collect();
+            let refs: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
+                rows.iter().map(|(k, v)| (k, v)).collect();
             write_rows(&tx, &refs).await?;
             tx.commit()
                 .await
@@ -1191,7 +1179,10 @@ mod tests {
             redacted("host=db.example user=liaison password=s3cret dbname=liaison"),
             "host=db.example user=liaison password=*** dbname=liaison"
         );
-        assert_eq!(redacted("postgres://db.example/x"), "postgres://db.example/x");
+        assert_eq!(
+            redacted("postgres://db.example/x"),
+            "postgres://db.example/x"
+        );
     }
 
     #[test]
@@ -1204,23 +1195,6 @@ mod tests {
             range_sql(&Bound::Unbounded, &Bound::Included(vec![2])),
             format!("SELECT key, value FROM liaison_kv WHERE true AND key <= $1 ORDER BY key LIMIT {PAGE}")
         );
-    }
-
-    #[test]
-    fn sslmode_is_taken_out_of_urls_and_key_value_strings() {
-        assert_eq!(
-            split_sslmode("postgres://h/db?sslmode=verify-full&application_name=x"),
-            ("postgres://h/db?application_name=x".into(), Some("verify-full".into()))
-        );
-        assert_eq!(
-            split_sslmode("postgres://h/db?sslmode=require"),
-            ("postgres://h/db".into(), Some("require".into()))
-        );
-        assert_eq!(
-            split_sslmode("host=h sslmode=verify-ca dbname=d"),
-            ("host=h dbname=d".into(), Some("verify-ca".into()))
-        );
-        assert_eq!(split_sslmode("postgres://h/db"), ("postgres://h/db".into(), None));
     }
 
     #[test]

@@ -176,10 +176,72 @@ impl RawStore {
     }
 }
 
+/// The URL without its `sslmode` (which the driver does not fully know),
+/// and that mode.
+pub fn split_sslmode(url: &str) -> (String, Option<String>) {
+    let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let mut mode = None;
+    if is_url {
+        let Some((base, query)) = url.split_once('?') else {
+            return (url.to_string(), None);
+        };
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|p| match p.strip_prefix("sslmode=") {
+                Some(m) => {
+                    mode = Some(m.to_string());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let rest = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return (rest, mode);
+    }
+    let kept: Vec<&str> = url
+        .split_whitespace()
+        .filter(|p| match p.strip_prefix("sslmode=") {
+            Some(m) => {
+                mode = Some(m.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    (kept.join(" "), mode)
+}
+
 impl StoreConfig {
     /// Whether several instances may share this store.
     pub fn is_shared(&self) -> bool {
         matches!(self.backend, StoreBackend::Postgres(_))
+    }
+
+    /// What an operator should know about this section: a PostgreSQL
+    /// connection whose server is not authenticated.
+    pub fn warnings(&self) -> Vec<String> {
+        let StoreBackend::Postgres(pg) = &self.backend else {
+            return Vec::new();
+        };
+        let (_, mode) = split_sslmode(pg.url.expose());
+        let mode = mode.unwrap_or_else(|| "prefer".into());
+        match mode.as_str() {
+            "verify-full" => Vec::new(),
+            "prefer" | "allow" | "require" if pg.ca_file.is_some() => Vec::new(),
+            "disable" => vec![
+                "store.url: sslmode=disable sends the store's data and password unencrypted; use sslmode=verify-full unless the database is on this host".to_string(),
+            ],
+            "verify-ca" => vec![
+                "store.url: sslmode=verify-ca checks the database's certificate but not that it names the host; use sslmode=verify-full".to_string(),
+            ],
+            other => vec![format!(
+                "store.url: sslmode={other} encrypts but does not check who the database server is; set sslmode=verify-full (and store.ca_file for a private CA)"
+            )],
+        }
     }
 
     /// The lease length of a shared store; `None` for sled.
@@ -188,5 +250,33 @@ impl StoreConfig {
             StoreBackend::Sled => None,
             StoreBackend::Postgres(p) => Some(p.lease_secs),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_is_taken_out_of_urls_and_key_value_strings() {
+        assert_eq!(
+            split_sslmode("postgres://h/db?sslmode=verify-full&application_name=x"),
+            (
+                "postgres://h/db?application_name=x".into(),
+                Some("verify-full".into())
+            )
+        );
+        assert_eq!(
+            split_sslmode("postgres://h/db?sslmode=require"),
+            ("postgres://h/db".into(), Some("require".into()))
+        );
+        assert_eq!(
+            split_sslmode("host=h sslmode=verify-ca dbname=d"),
+            ("host=h dbname=d".into(), Some("verify-ca".into()))
+        );
+        assert_eq!(
+            split_sslmode("postgres://h/db"),
+            ("postgres://h/db".into(), None)
+        );
     }
 }
