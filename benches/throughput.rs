@@ -1568,7 +1568,7 @@ async fn outbox_round(
         stop_rx,
     ));
     for p in plans {
-        let mail = liaison_core::render::compose::compose(&config, &templates, &ids, p, now)?;
+        let mail = liaison_core::render::compose::compose(config, templates, ids, p, now)?;
         store.commit(Changes {
             outbox: vec![mail],
             ..Default::default()
