@@ -119,7 +119,33 @@ on_both!(
     the_outbox_moves_from_due_to_retry_to_sent,
     a_backup_restores_into_an_empty_store_record_for_record,
     processed_markers_and_cursors_land_together,
+    a_mail_held_in_its_place_stays_due,
 );
+
+fn a_mail_held_in_its_place_stays_due(kind: Kind) {
+    let o = open(kind, "held");
+    let s = &o.store;
+    let ids = s
+        .commit(Changes {
+            outbox: vec![mail("h1@liaison.test")],
+            ..Default::default()
+        })
+        .unwrap();
+    s.flush().unwrap();
+    let mut entry = s.claim_due(ids[0], 100, 10).unwrap().remove(0);
+    // Throttled by the provider: not an attempt, same place in the queue
+    // (`not_before` unchanged), only the answer kept.
+    entry.last_error = Some("throttled by the provider: 421".into());
+    s.mark_retry(&entry).unwrap();
+    s.flush().unwrap();
+    let again = s.claim_due(ids[0], 100, 10).unwrap();
+    assert_eq!(again.len(), 1, "the held mail vanished from the queue");
+    assert_eq!(
+        again[0].last_error.as_deref(),
+        Some("throttled by the provider: 421")
+    );
+    assert_eq!(s.outbox_len().unwrap(), 1);
+}
 
 fn relationships_and_their_derived_records_read_back(kind: Kind) {
     let o = open(kind, "derived");
@@ -459,7 +485,9 @@ fn two_instances_never_claim_the_same_mail() {
     let url = o.url.clone().unwrap();
     let a = second_instance(&url, 30);
     let b = second_instance(&url, 30);
-    let mails: Vec<OutgoingMail> = (0..60).map(|i| mail(&format!("m{i}@liaison.test"))).collect();
+    let mails: Vec<OutgoingMail> = (0..60)
+        .map(|i| mail(&format!("m{i}@liaison.test")))
+        .collect();
     let ids = a
         .commit(Changes {
             outbox: mails,
@@ -501,10 +529,20 @@ fn two_instances_never_claim_the_same_mail() {
         })
         .unwrap();
     a.flush().unwrap();
-    let first: Vec<u64> = a.claim_due(u64::MAX, 100, 10).unwrap().iter().map(|e| e.id).collect();
+    let first: Vec<u64> = a
+        .claim_due(u64::MAX, 100, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
     assert_eq!(first, more);
     assert!(b.claim_due(u64::MAX, 100, 10).unwrap().is_empty());
-    let again: Vec<u64> = a.claim_due(u64::MAX, 100, 10).unwrap().iter().map(|e| e.id).collect();
+    let again: Vec<u64> = a
+        .claim_due(u64::MAX, 100, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
     assert_eq!(again, more);
 }
 

@@ -771,10 +771,16 @@ async fn write_rows(
     writes: &[(&Vec<u8>, &Option<Vec<u8>>)],
 ) -> Result<()> {
     let e = |err| pg_err("writing the store", err);
+    // In order, a later write to a key wins (as when staged): a retry that
+    // keeps its next attempt removes and re-adds the same index key.
+    let mut last: BTreeMap<&[u8], &Option<Vec<u8>>> = BTreeMap::new();
+    for (k, v) in writes {
+        last.insert(k.as_slice(), *v);
+    }
     let mut keys: Vec<&[u8]> = Vec::new();
     let mut values: Vec<&[u8]> = Vec::new();
     let mut removed: Vec<&[u8]> = Vec::new();
-    for (k, v) in writes {
+    for (k, v) in last {
         match v {
             Some(v) => {
                 keys.push(k);
