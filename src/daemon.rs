@@ -4,7 +4,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::engine::Engine;
-use crate::store::{SledStore, Store};
+use crate::store::Store;
 use liaison_core::config::Config;
 use liaison_core::render::templates::Templates;
 use std::future::Future;
@@ -80,11 +80,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// templates loaded (and checked).
 fn open_parts(config: &Config) -> Result<(Arc<dyn Store>, Templates), DaemonError> {
     let templates = crate::files::load_templates(&config.templates_dir)?;
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(
-        &config.store.path,
-        config.store.cache_capacity_bytes,
-        &config.admin_socket,
-    )?);
+    let store = crate::store::open(&config.store, &config.admin_socket)?;
     Ok((store, templates))
 }
 
@@ -240,7 +236,7 @@ pub async fn run_with(
     tracing::info!(
         inboxes = config.inboxes.len(),
         partners = config.partners.len(),
-        store = %config.store.path.display(),
+        store = %crate::store::describe(&config.store),
         admin_socket = %config.admin_socket.display(),
         "liaison started"
     );

@@ -177,6 +177,19 @@ impl Engine {
         engine
     }
 
+    /// This process's turn to decide: the lock that serialises decisions
+    /// across its inboxes and, with a shared store, across instances
+    /// ([`Store::begin_decision`]). Held from before a decision reads until
+    /// after it committed.
+    fn turn(&self) -> Result<DecisionTurn<'_>, StoreError> {
+        let lock = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.store.begin_decision()?;
+        Ok(DecisionTurn {
+            _lock: lock,
+            store: self.store.as_ref(),
+        })
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
@@ -226,7 +239,7 @@ impl Engine {
         // inbox's mail can be decided meanwhile.
         let parsed =
             liaison_core::mail::inbound::parse(raw, self.config.security.max_message_bytes);
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = self.turn()?;
         #[cfg(debug_assertions)]
         test_fault(&parsed);
         // A message that cannot be parsed has no Message-ID to key it by;
@@ -256,7 +269,7 @@ impl Engine {
     /// operator is told; a second release, now of what they have seen,
     /// trusts the sender.
     pub fn release(&self, key: &str) -> Result<Outcome, ReleaseError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = self.turn()?;
         let shown = match self.store.processed(key)? {
             Some(p) if p.class == ProcessedClass::Quarantined => p.summary,
             Some(p) => {
@@ -606,7 +619,7 @@ impl Engine {
     /// Sends a held mail after all: it moves into the outbox. Does not
     /// flush. Returns the mail's subject and recipients.
     pub fn release_held(&self, id: u64) -> Result<(String, Vec<String>), ReleaseError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = self.turn()?;
         let Some(held) = self.store.held_mail(id)? else {
             return Err(ReleaseError::UnknownHeld { id });
         };
@@ -639,7 +652,7 @@ impl Engine {
         recipient: &str,
         reason: &str,
     ) -> Result<usize, EngineError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = self.turn()?;
         let now = self.clock.now();
         let ctx = Context {
             config: &self.config,
@@ -698,7 +711,7 @@ impl Engine {
         commands: Vec<liaison_core::command::Command>,
         key: &str,
     ) -> Result<Vec<CommandResult>, EngineError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = self.turn()?;
         let not_run = |why: String| {
             commands
                 .iter()
@@ -788,7 +801,7 @@ impl Engine {
         if outcome.class != ProcessedClass::Quarantined || raw.is_empty() {
             return Ok(Ok(outcome));
         }
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = self.turn()?;
         if self.store.quarantined_raw(&outcome.key)?.is_some() {
             return Ok(Ok(outcome));
         }
@@ -826,7 +839,7 @@ impl Engine {
         );
         let limit = self.config.security.max_message_bytes;
         if size > limit as u64 {
-            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _turn = self.turn()?;
             return self.record(
                 key,
                 ProcessedClass::Quarantined,
@@ -837,7 +850,7 @@ impl Engine {
             );
         }
         let parsed = liaison_core::mail::inbound::parse(raw, limit);
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = self.turn()?;
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             #[cfg(debug_assertions)]
             test_fault(&parsed);
@@ -934,7 +947,7 @@ impl Engine {
         summary: String,
         raw: Option<&[u8]>,
     ) -> Result<Outcome, EngineError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = self.turn()?;
         let now = self.clock.now();
         self.record(
             place_key(inbox, cursor),
@@ -966,7 +979,7 @@ impl Engine {
             tokens: &self.tokens,
             now,
         };
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = self.turn()?;
         let decision = match decide(&ctx, self.store.as_ref()) {
             Ok(d) => d,
             Err(liaison_core::decide::WorkflowError::Store(e)) => return Err(e.into()),
@@ -1031,7 +1044,7 @@ impl Engine {
         if candidates.is_empty() {
             return Ok(0);
         }
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = self.turn()?;
         let decision = match decide::expire_candidates(&ctx, self.store.as_ref(), &candidates) {
             Ok(d) => d,
             Err(decide::WorkflowError::Store(e)) => return Err(e.into()),
@@ -1143,6 +1156,19 @@ pub fn flush_and_publish(
         moved
     });
     Ok(())
+}
+
+/// One decision's turn (see [`Engine::turn`]); ends the store's decision
+/// when dropped, whichever way the decision left.
+struct DecisionTurn<'a> {
+    _lock: std::sync::MutexGuard<'a, ()>,
+    store: &'a dyn Store,
+}
+
+impl Drop for DecisionTurn<'_> {
+    fn drop(&mut self) {
+        self.store.end_decision();
+    }
 }
 
 /// What [`Engine::apply_caps`] decided, for the commit.

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# tests/run.sh — the whole test suite: brings the loopback mail stack up
-# (installing Postfix and Dovecot on first use), then runs every unit,
-# corpus and end-to-end test. Benchmarks are not part of it.
+# tests/run.sh — the whole test suite: brings the loopback mail stack and a
+# private PostgreSQL (tests/postgres.sh) up, installing Postfix, Dovecot and
+# PostgreSQL on first use, then runs every unit, corpus and end-to-end test.
+# Benchmarks are not part of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/mailstack.sh up
+# A private PostgreSQL (installed on first use) for the postgres store backend.
+bash tests/postgres.sh up
 # Chromium and chromedriver for the landing page's browser tests.
 bash tests/browser.sh install
 cargo test --locked "$@"

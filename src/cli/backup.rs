@@ -42,22 +42,13 @@ pub fn restore(config: &Config, file: PathBuf) -> Result<()> {
             })?,
         );
     }
-    use liaison::store::Store as _;
-    let store = liaison::store::SledStore::open(
-        &config.store.path,
-        config.store.cache_capacity_bytes,
-        &config.admin_socket,
-    )?;
+    let store = liaison::store::open(&config.store, &config.admin_socket)?;
+    let target = liaison::store::describe(&config.store);
     anyhow::ensure!(
         store.is_empty()?,
-        "the store at {} is not empty; restore only into a new store",
-        config.store.path.display()
+        "the store {target} is not empty; restore only into a new store"
     );
     store.import(&rows)?;
-    println!(
-        "restored {} records into {}",
-        rows.len(),
-        config.store.path.display()
-    );
+    println!("restored {} records into {target}", rows.len());
     Ok(())
 }

@@ -387,12 +387,8 @@ pub(crate) async fn query(config: &Config, req: &Request) -> Result<serde_json::
             Err(e) => return Err(e.into()),
         }
     }
-    let store = liaison::store::SledStore::open(
-        &config.store.path,
-        config.store.cache_capacity_bytes,
-        &config.admin_socket,
-    )?;
-    liaison::io::admin::answer(&store, req).map_err(anyhow::Error::msg)
+    let store = liaison::store::open(&config.store, &config.admin_socket)?;
+    liaison::io::admin::answer(store.as_ref(), req).map_err(anyhow::Error::msg)
 }
 
 async fn shutdown_signal() {

@@ -126,6 +126,15 @@ async fn timed<T, E: std::fmt::Display>(
 /// A rustls client configuration trusting the web PKI roots plus an
 /// optional PEM file of extra CAs.
 pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    Ok(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(tls_roots(ca_file)?)
+            .with_no_client_auth(),
+    ))
+}
+
+/// The web PKI roots plus an optional PEM file of extra CAs.
+pub fn tls_roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -139,11 +148,7 @@ pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::Clien
                 .map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
         }
     }
-    Ok(Arc::new(
-        rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
+    Ok(roots)
 }
 
 async fn tls_wrap(

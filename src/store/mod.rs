@@ -77,10 +77,63 @@ pub enum StoreError {
     /// A read through the [`StoreView`] interface failed.
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// PostgreSQL failed (connection, query, transaction); never holds the
+    /// URL's password.
+    #[error("postgres store: {0}")]
+    Postgres(String),
+    /// The database's schema is newer than this binary knows.
+    #[error("postgres store: the database has schema version {found}, this binary knows up to {known}; run the newer Liaison (or restore a backup into a new database)")]
+    SchemaTooNew {
+        /// The version in the database.
+        found: i64,
+        /// The newest this binary can run.
+        known: i64,
+    },
+    /// A commit needs a lease this instance does not hold.
+    #[error("this instance does not hold the lease `{0}` (another instance owns it); not written")]
+    NotOwner(String),
+    /// A lease changed owner between the commit and the flush: this instance
+    /// was paused or cut off past its lease; its batch was dropped.
+    #[error("lost the lease `{0}` to another instance before the batch was written; the batch was dropped and will be redone by the new owner")]
+    Fenced(String),
+    /// The store dropped commits it could not make durable; see [`Store::lost`].
+    #[error(
+        "store lost commits it could not write ({0}); the daemon restarts its tasks to redo them"
+    )]
+    Lost(String),
 }
 
 /// Result alias for this module.
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub mod pg;
+
+/// Opens the configured store: the sled folder, or the PostgreSQL database
+/// (migrated to this binary's schema first). `admin_socket` is named in the
+/// error when a sled folder is held by a running daemon.
+pub fn open(
+    config: &liaison_core::config::StoreConfig,
+    admin_socket: &Path,
+) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(match &config.backend {
+        liaison_core::config::StoreBackend::Sled => std::sync::Arc::new(SledStore::open(
+            &config.path,
+            config.cache_capacity_bytes,
+            admin_socket,
+        )?),
+        liaison_core::config::StoreBackend::Postgres(pg) => pg::open(pg)?,
+    })
+}
+
+/// Where the configured store is, for messages (never a URL's password).
+pub fn describe(config: &liaison_core::config::StoreConfig) -> String {
+    match &config.backend {
+        liaison_core::config::StoreBackend::Sled => format!("sled {}", config.path.display()),
+        liaison_core::config::StoreBackend::Postgres(pg) => {
+            format!("postgres {}", pg::redacted(pg.url.expose()))
+        }
+    }
+}
 
 /// A decision's read failed: the core sees the backend's words only.
 impl From<StoreError> for ReadError {
@@ -152,7 +205,77 @@ pub trait Store: StoreView + Send + Sync {
     fn is_empty(&self) -> Result<bool>;
     /// Sent mails (most recent last), for inspection and tests.
     fn sent_log(&self) -> Result<Vec<OutboxEntry>>;
+
+    // ---- several instances on one store ----------------------------------
+    // A store of one process (sled) grants all of these at once; a shared
+    // store (PostgreSQL) makes them mean something. The daemon calls them
+    // the same way for both, so there is one code path.
+
+    /// Called before a decision reads what it decides on; [`Store::end_decision`]
+    /// after it committed (or gave up). A shared store makes decisions of
+    /// all instances take turns: from the first `begin_decision` after a
+    /// flush until the next flush, no other instance decides, so what this
+    /// one read stays true until its writes land.
+    fn begin_decision(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The end of what [`Store::begin_decision`] began.
+    fn end_decision(&self) {}
+    /// Takes, or renews, the lease `name` (see [`inbox_lease`],
+    /// [`SWEEP_LEASE`], [`GRAPH_LEASE`]) for this instance; `Some(fencing
+    /// token)` while this instance holds it, `None` while another does. The
+    /// token grows with each new owner. A commit that advances an inbox's
+    /// cursor needs that inbox's lease, and a flush fails if the lease
+    /// changed owner meanwhile (an instance paused past its lease can no
+    /// longer write).
+    fn acquire_lease(&self, name: &str) -> Result<Option<u64>> {
+        let _ = name;
+        Ok(Some(1))
+    }
+    /// Gives a lease up (clean shutdown, or an inbox stopped), so another
+    /// instance takes over at once instead of after the lease runs out.
+    fn release_lease(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Ok(())
+    }
+    /// Like [`Store::due_outbox`], but each entry returned is claimed for
+    /// this instance for a while, so no other instance sends it meanwhile.
+    fn claim_due(&self, up_to: u64, now: u64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        self.due_outbox(up_to, now, limit)
+    }
+    /// Set when other instances may share this store: how long a lease
+    /// lasts. The outbox then also polls for mail others queued.
+    fn shared(&self) -> Option<Shared> {
+        None
+    }
+    /// Why the store gave up for good, if it did: it had to drop commits it
+    /// could not make durable (it lost a lease, or the database, in the
+    /// middle of a batch). The daemon then restarts all its tasks, which
+    /// redo that work from what is durable.
+    fn lost(&self) -> Option<String> {
+        None
+    }
 }
+
+/// What a shared store tells the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shared {
+    /// How long a lease lasts without renewal (`[store] lease_secs`).
+    pub lease: std::time::Duration,
+    /// This instance's name in the lease table (host, process, start).
+    pub instance: String,
+}
+
+/// The lease of an inbox: its owner alone fetches and processes its mail.
+pub fn inbox_lease(inbox: &str) -> String {
+    format!("inbox/{inbox}")
+}
+
+/// The lease of the timer sweep: one instance at a time runs it.
+pub const SWEEP_LEASE: &str = "sweep";
+
+/// The lease of the Microsoft Graph (GDAP) follower.
+pub const GRAPH_LEASE: &str = "graph";
 
 /// The writes of one commit, in order; a later write to a key wins.
 #[derive(Default)]
@@ -168,17 +291,103 @@ impl WriteSet {
     }
 }
 
-/// The sled-backed store.
-pub struct SledStore {
-    db: sled::Db,
-    tree: sled::Tree,
-    path: String,
-    /// Writes committed since the last flush, not yet in sled: key → new
-    /// value, or `None` for a removal. Reads look here first.
+/// The store's records and rules over an ordered key-value [`Backend`]:
+/// sled ([`SledStore`]) or PostgreSQL ([`pg::PgStore`]). Everything about
+/// keys, derived records, the outbox index and group commit is here, once.
+pub struct KvStore<B: Backend> {
+    backend: B,
+    /// Writes committed since the last flush, not yet in the backend: key →
+    /// new value, or `None` for a removal. Reads look here first.
     staged: std::sync::Mutex<Staged>,
 }
 
-type Staged = std::collections::BTreeMap<Vec<u8>, Option<sled::IVec>>;
+/// The sled-backed store: one process, one folder.
+pub type SledStore = KvStore<sled_backend::SledBackend>;
+
+/// Staged writes: key → new value, or `None` for a removal.
+pub type Staged = std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// One staged write: key and new value, or `None` for a removal.
+pub type StagedWrite = (Vec<u8>, Option<Vec<u8>>);
+
+/// One record as a backend returns it.
+pub type Record = (Vec<u8>, Vec<u8>);
+
+/// Records in key order, as a backend streams them.
+pub type Records<'a> = Box<dyn Iterator<Item = Result<Record>> + 'a>;
+
+/// What [`KvStore`] needs from a storage engine: ordered keys (bytewise),
+/// atomic batches, and ids. The several-instance hooks have single-process
+/// defaults.
+pub trait Backend: Send + Sync {
+    /// One record.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// The records in `range`, in key order.
+    fn range(&self, range: (Bound<Vec<u8>>, Bound<Vec<u8>>)) -> Records<'_>;
+    /// Writes every staged write in one atomic batch (durable once
+    /// [`Backend::sync`] returned).
+    fn apply(&self, writes: &Staged) -> Result<()>;
+    /// Makes what was applied durable.
+    fn sync(&self) -> Result<()>;
+    /// A flush found nothing staged.
+    fn nothing_to_apply(&self) -> Result<()> {
+        Ok(())
+    }
+    /// A new id (outbox entries, held mails): unique and increasing.
+    fn next_id(&self) -> Result<u64>;
+    /// Whether a failed [`Backend::apply`] drops the staged batch (a shared
+    /// store cannot retry it: what it was decided on may have changed) or
+    /// keeps it for the next flush (one process).
+    fn drops_failed_batches(&self) -> bool {
+        false
+    }
+    /// Writes one outbox entry's bookkeeping (sent, retry) at once and
+    /// returns true, or returns false to have it staged with the rest. A
+    /// shared store writes it at once: a sender needs no decision turn.
+    fn write_now(&self, writes: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<bool> {
+        let _ = writes;
+        Ok(false)
+    }
+    /// A commit needs the lease `name` (it advances that inbox's cursor).
+    fn require_lease(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Ok(())
+    }
+    /// See [`Store::begin_decision`]; `pending` says whether commits are
+    /// staged (made under an earlier part of this turn).
+    fn begin_decision(&self, pending: bool) -> Result<()> {
+        let _ = pending;
+        Ok(())
+    }
+    /// See [`Store::end_decision`].
+    fn end_decision(&self) {}
+    /// See [`Store::acquire_lease`].
+    fn acquire_lease(&self, name: &str) -> Result<Option<u64>> {
+        let _ = name;
+        Ok(Some(1))
+    }
+    /// See [`Store::release_lease`].
+    fn release_lease(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Ok(())
+    }
+    /// Claims due outbox records (`outq/` key and value) for this instance,
+    /// or `None` when the store has no claims (one process).
+    fn claim_due(&self, now: u64, limit: usize) -> Result<Option<Vec<Record>>> {
+        let _ = (now, limit);
+        Ok(None)
+    }
+    /// See [`Store::shared`].
+    fn shared(&self) -> Option<Shared> {
+        None
+    }
+    /// See [`Store::lost`].
+    fn lost(&self) -> Option<String> {
+        None
+    }
+}
+
+mod sled_backend;
 
 /// The keys that start with `prefix`, as a range.
 fn prefix_range(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
@@ -194,13 +403,13 @@ fn prefix_range(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
 
 /// sled's records in a key range with the staged writes laid over them, in
 /// key order: a staged value replaces sled's, a staged removal hides it.
-struct Overlaid<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> {
+struct Overlaid<I: Iterator<Item = Result<Record>>> {
     tree: std::iter::Peekable<I>,
-    staged: std::iter::Peekable<std::vec::IntoIter<(Vec<u8>, Option<sled::IVec>)>>,
+    staged: std::iter::Peekable<std::vec::IntoIter<StagedWrite>>,
 }
 
-impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> Iterator for Overlaid<I> {
-    type Item = sled::Result<(sled::IVec, sled::IVec)>;
+impl<I: Iterator<Item = Result<Record>>> Iterator for Overlaid<I> {
+    type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -208,7 +417,7 @@ impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> Iterator for Ov
                 (None, None) => return None,
                 (Some(Err(_)), _) | (Some(_), None) => std::cmp::Ordering::Less,
                 (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some(Ok((tk, _))), Some((sk, _))) => tk.as_ref().cmp(sk.as_slice()),
+                (Some(Ok((tk, _))), Some((sk, _))) => tk.as_slice().cmp(sk.as_slice()),
             };
             if order == std::cmp::Ordering::Less {
                 return self.tree.next();
@@ -219,7 +428,7 @@ impl<I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> Iterator for Ov
             }
             let (k, v) = self.staged.next().expect("peeked");
             if let Some(v) = v {
-                return Some(Ok((sled::IVec::from(k), v)));
+                return Some(Ok((k, v)));
             }
         }
     }
@@ -283,45 +492,44 @@ impl SledStore {
     /// Opens (creating if needed) the database at `path`. `admin_socket` is
     /// only named in the error when the database is locked.
     pub fn open(path: &Path, cache_capacity_bytes: u64, admin_socket: &Path) -> Result<Self> {
-        let p = path.display().to_string();
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_capacity_bytes)
-            // Flushes are explicit (group commit); the background flusher
-            // only bounds how much an unflushed crash could lose.
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(|e| match &e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    StoreError::Locked {
-                        path: p.clone(),
-                        socket: admin_socket.display().to_string(),
-                    }
-                }
-                _ => StoreError::Sled {
-                    path: p.clone(),
-                    source: e,
-                },
-            })?;
-        let tree = db.open_tree("liaison").map_err(|e| StoreError::Sled {
-            path: p.clone(),
-            source: e,
-        })?;
-        let store = SledStore {
-            db,
-            tree,
-            path: p,
+        KvStore::with_backend(sled_backend::SledBackend::open(
+            path,
+            cache_capacity_bytes,
+            admin_socket,
+        )?)
+    }
+}
+
+impl<B: Backend> KvStore<B> {
+    /// The store over an opened backend; brings derived records and the
+    /// outbox index up to this version's layout.
+    pub fn with_backend(backend: B) -> Result<Self> {
+        let store = KvStore {
+            backend,
             staged: Default::default(),
         };
-        store.build_derived()?;
-        if store.get::<u32>(b"meta/due_index")? != Some(DUE_INDEX_VERSION) {
-            store.rebuild_due_index()?;
-            store.flush()?;
-        }
+        // A turn, as for any decision: another instance opening the same
+        // shared store at once must not rebuild from what this one changes.
+        store.backend.begin_decision(false)?;
+        let built = store.bring_up_to_date();
+        store.backend.end_decision();
+        built?;
+        store.flush()?;
         Ok(store)
+    }
+
+    fn bring_up_to_date(&self) -> Result<()> {
+        self.build_derived()?;
+        if self.get::<u32>(b"meta/due_index")? != Some(DUE_INDEX_VERSION) {
+            self.rebuild_due_index()?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The backend underneath.
+    pub fn backend(&self) -> &B {
+        &self.backend
     }
 
     /// Writes the outbox's next-attempt index anew from the pending entries
@@ -414,13 +622,6 @@ impl SledStore {
         Ok(())
     }
 
-    fn err(&self, source: sled::Error) -> StoreError {
-        StoreError::Sled {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
     fn staged(&self) -> std::sync::MutexGuard<'_, Staged> {
         // A panic while the lock was held cannot leave the map half-written
         // (every change to it is a single insert or a clear).
@@ -431,36 +632,42 @@ impl SledStore {
     fn stage(&self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
         let mut staged = self.staged();
         for (k, v) in writes {
-            staged.insert(k, v.map(sled::IVec::from));
+            staged.insert(k, v);
         }
     }
 
-    /// Applies every staged write to sled in one atomic batch (not yet
-    /// synced to disk). The staged writes are kept if that fails.
+    /// Applies every staged write to the backend in one atomic batch (with
+    /// sled not yet synced to disk). With one process the staged writes are
+    /// kept if that fails, for the next flush; a shared store drops them
+    /// (see [`Backend::drops_failed_batches`]).
     fn apply_staged(&self) -> Result<()> {
         let mut staged = self.staged();
         if staged.is_empty() {
-            return Ok(());
-        }
-        let mut batch = sled::Batch::default();
-        for (k, v) in staged.iter() {
-            match v {
-                Some(v) => batch.insert(k.as_slice(), v.clone()),
-                None => batch.remove(k.as_slice()),
-            }
+            // A shared store may still hold the turn of a decision that
+            // wrote nothing; a flush ends it.
+            return self.backend.nothing_to_apply();
         }
         // Applied while the lock is held: a reader never finds a write
-        // neither staged nor in sled.
-        self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
-        staged.clear();
-        Ok(())
+        // neither staged nor in the backend.
+        match self.backend.apply(&staged) {
+            Ok(()) => {
+                staged.clear();
+                Ok(())
+            }
+            Err(e) => {
+                if self.backend.drops_failed_batches() {
+                    staged.clear();
+                }
+                Err(e)
+            }
+        }
     }
 
-    fn get_raw(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(v) = self.staged().get(key) {
             return Ok(v.clone());
         }
-        self.tree.get(key).map_err(|e| self.err(e))
+        self.backend.get(key)
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
@@ -474,23 +681,19 @@ impl SledStore {
     fn range(
         &self,
         range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
-    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
-        let staged: Vec<(Vec<u8>, Option<sled::IVec>)> = self
+    ) -> impl Iterator<Item = Result<Record>> + '_ {
+        let staged: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
             .staged()
             .range(range.clone())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         Overlaid {
-            tree: self.tree.range(range).peekable(),
+            tree: self.backend.range(range).peekable(),
             staged: staged.into_iter().peekable(),
         }
-        .map(|kv| kv.map_err(|e| self.err(e)))
     }
 
-    fn scan_raw(
-        &self,
-        prefix: &[u8],
-    ) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+    fn scan_raw(&self, prefix: &[u8]) -> impl Iterator<Item = Result<Record>> + '_ {
         self.range(prefix_range(prefix))
     }
 
@@ -504,7 +707,7 @@ impl SledStore {
     }
 }
 
-impl Drop for SledStore {
+impl<B: Backend> Drop for KvStore<B> {
     /// A store dropped with staged commits (a caller that forgot to flush)
     /// still writes them; a crash is the only way to lose them.
     fn drop(&mut self) {
@@ -536,7 +739,7 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("store records always serialise")
 }
 
-impl StoreView for SledStore {
+impl<B: Backend> StoreView for KvStore<B> {
     fn outbox_pending(&self) -> ReadResult<u64> {
         Ok(self.scan_raw(b"outd/").count() as u64)
     }
@@ -636,7 +839,7 @@ impl StoreView for SledStore {
     }
 }
 
-impl Store for SledStore {
+impl<B: Backend> Store for KvStore<B> {
     fn processed(&self, key: &str) -> Result<Option<Processed>> {
         self.get(format!("msg/{key}").as_bytes())
     }
@@ -646,6 +849,13 @@ impl Store for SledStore {
     }
 
     fn commit(&self, changes: Changes) -> Result<Vec<u64>> {
+        if let Some(reason) = self.backend.lost() {
+            return Err(StoreError::Lost(reason));
+        }
+        if let Some((inbox, _)) = &changes.cursor {
+            // Only the inbox's owner may move its cursor (several instances).
+            self.backend.require_lease(&inbox_lease(inbox))?;
+        }
         let mut batch = WriteSet::default();
         // Removals first: a released message's new record replaces the old.
         let mut raw_delta = 0i64;
@@ -707,7 +917,7 @@ impl Store for SledStore {
         }
         let mut ids = Vec::new();
         for mail in changes.outbox {
-            let id = self.db.generate_id().map_err(|e| self.err(e))? + 1;
+            let id = self.backend.next_id()?;
             if let Some(inv) = mail.invitation {
                 batch.insert(
                     format!("thr/{}", mail.message_id).into_bytes(),
@@ -743,7 +953,7 @@ impl Store for SledStore {
         }
         let mut held_delta = 0i64;
         for h in changes.held {
-            let id = self.db.generate_id().map_err(|e| self.err(e))? + 1;
+            let id = self.backend.next_id()?;
             held_delta += h.mail.raw.len() as i64;
             let held = HeldMail {
                 id,
@@ -789,8 +999,7 @@ impl Store for SledStore {
 
     fn flush(&self) -> Result<()> {
         self.apply_staged()?;
-        self.db.flush().map_err(|e| self.err(e))?;
-        Ok(())
+        self.backend.sync()
     }
 
     fn pending_outbox(&self, up_to: u64, limit: usize) -> Result<Vec<OutboxEntry>> {
@@ -864,11 +1073,14 @@ impl Store for SledStore {
         entry.not_before = at;
         entry.attempts += 1;
         entry.last_error = error;
-        self.stage(vec![
+        let writes = vec![
             (id_key("outq/", id), None),
             (indexed, None),
             (id_key("outs/", id), Some(encode(&entry))),
-        ]);
+        ];
+        if !self.backend.write_now(&writes)? {
+            self.stage(writes);
+        }
         Ok(())
     }
 
@@ -877,14 +1089,17 @@ impl Store for SledStore {
             // Sent meanwhile: nothing to retry.
             return Ok(());
         };
-        self.stage(vec![
+        let writes = vec![
             (due_key(old.not_before, entry.id), None),
             (id_key("outq/", entry.id), Some(encode(entry))),
             (
                 due_key(entry.not_before, entry.id),
                 Some(DUE_VALUE.to_vec()),
             ),
-        ]);
+        ];
+        if !self.backend.write_now(&writes)? {
+            self.stage(writes);
+        }
         Ok(())
     }
 
@@ -979,10 +1194,14 @@ impl Store for SledStore {
             };
             batch.push((key, Some(value)));
         }
+        self.backend.begin_decision(!self.staged().is_empty())?;
         self.stage(batch);
         // A backup from an older version may lack the derived records.
-        self.rebuild_derived()?;
-        self.rebuild_due_index()?;
+        let rebuilt = self
+            .rebuild_derived()
+            .and_then(|()| self.rebuild_due_index());
+        self.backend.end_decision();
+        rebuilt?;
         self.flush()
     }
 
@@ -1023,6 +1242,46 @@ impl Store for SledStore {
 
     fn sent_log(&self) -> Result<Vec<OutboxEntry>> {
         self.scan(b"outs/")
+    }
+
+    fn begin_decision(&self) -> Result<()> {
+        let pending = !self.staged().is_empty();
+        self.backend.begin_decision(pending)
+    }
+
+    fn end_decision(&self) {
+        self.backend.end_decision();
+        // A decision that wrote nothing has nothing to flush: its turn ends
+        // now, not at somebody's next flush.
+        let staged = self.staged();
+        if staged.is_empty() {
+            if let Err(e) = self.backend.nothing_to_apply() {
+                tracing::warn!(error = %e, "could not end the store's turn; the server ends it with the session");
+            }
+        }
+    }
+
+    fn acquire_lease(&self, name: &str) -> Result<Option<u64>> {
+        self.backend.acquire_lease(name)
+    }
+
+    fn release_lease(&self, name: &str) -> Result<()> {
+        self.backend.release_lease(name)
+    }
+
+    fn claim_due(&self, up_to: u64, now: u64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        match self.backend.claim_due(now, limit)? {
+            Some(records) => records.iter().map(|(k, v)| decode(k, v)).collect(),
+            None => self.due_outbox(up_to, now, limit),
+        }
+    }
+
+    fn shared(&self) -> Option<Shared> {
+        self.backend.shared()
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.backend.lost()
     }
 }
 
@@ -1210,11 +1469,11 @@ mod tests {
             s.flush().unwrap();
             // Make it look like a store from before the derived records.
             for prefix in [&b"cix/"[..], b"rsum/", b"cnt/"] {
-                for k in s.tree.scan_prefix(prefix).keys() {
-                    s.tree.remove(k.unwrap()).unwrap();
+                for k in s.backend().tree().scan_prefix(prefix).keys() {
+                    s.backend().tree().remove(k.unwrap()).unwrap();
                 }
             }
-            s.tree.remove(b"meta/derived").unwrap();
+            s.backend().tree().remove(b"meta/derived").unwrap();
             s.flush().unwrap();
             assert!(s
                 .relationships_with("alice@contoso.test")
@@ -1421,10 +1680,10 @@ mod tests {
         // The index survives a restart, and is rebuilt when missing.
         let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
         assert_eq!(due(&s, 200), [ids[4], ids[1], ids[2]]);
-        for k in s.tree.scan_prefix(b"outd/").keys() {
-            s.tree.remove(k.unwrap()).unwrap();
+        for k in s.backend().tree().scan_prefix(b"outd/").keys() {
+            s.backend().tree().remove(k.unwrap()).unwrap();
         }
-        s.tree.remove(b"meta/due_index").unwrap();
+        s.backend().tree().remove(b"meta/due_index").unwrap();
         drop(s);
         let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
         assert_eq!(due(&s, 200), [ids[4], ids[1], ids[2]]);
@@ -1499,11 +1758,20 @@ mod tests {
         })
         .unwrap();
         a.flush().unwrap();
-        assert_eq!(a.tree.get(b"qraw/k1").unwrap().unwrap().as_ref(), &raw[..]);
+        assert_eq!(
+            a.backend()
+                .tree()
+                .get(b"qraw/k1")
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            &raw[..]
+        );
         assert_eq!(a.quarantined_raw("k1").unwrap(), Some(raw.clone()));
         assert_eq!(a.quarantined_raw_bytes().unwrap(), raw.len() as u64 + 10);
         // An older version's base64 JSON string is still read.
-        a.tree
+        a.backend()
+            .tree()
             .insert(
                 b"qraw/old",
                 encode(&data_encoding::BASE64.encode(b"old mail")),

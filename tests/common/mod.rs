@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod token_emulator;
 
 use futures::StreamExt;

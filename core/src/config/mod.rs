@@ -15,6 +15,7 @@ pub mod oauth2;
 mod partner;
 mod security;
 mod smtp;
+mod store;
 mod tickets;
 pub mod web;
 
@@ -25,6 +26,7 @@ pub use oauth2::{Login, OAuth2Config, OAuthLogin};
 pub use partner::{AccessAssignment, Partner, PartnerGraph, RoleSet};
 pub use security::SecurityConfig;
 pub use smtp::SmtpConfig;
+pub use store::{split_sslmode, PostgresConfig, StoreBackend, StoreConfig};
 pub use tickets::TicketsConfig;
 
 use addresses::RawAddresses;
@@ -33,6 +35,7 @@ use mailbox::RawInbox;
 use partner::RawPartner;
 use security::RawSecurity;
 use smtp::RawSmtp;
+use store::RawStore;
 use tickets::RawTickets;
 
 use serde::Deserialize;
@@ -150,16 +153,6 @@ pub struct Config {
     pub oauth2: Vec<OAuth2Config>,
 }
 
-/// `[store]`.
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// Folder of the sled database.
-    pub path: PathBuf,
-    /// sled page cache size in bytes; sled's 1 GB default is far too big for a
-    /// daemon that mostly idles.
-    pub cache_capacity_bytes: u64,
-}
-
 /// Locales for which templates must exist.
 pub const SUPPORTED_LOCALES: &[&str] = &["en", "ko"];
 
@@ -192,14 +185,6 @@ struct RawConfig {
     oauth2: Vec<oauth2::RawOAuth2>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStore {
-    path: PathBuf,
-    #[serde(default = "default_cache_mb")]
-    cache_capacity_mb: u64,
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
@@ -218,9 +203,6 @@ struct RawTemplates {
     dir: Option<PathBuf>,
 }
 
-fn default_cache_mb() -> u64 {
-    16
-}
 fn default_timeout() -> u64 {
     30
 }
@@ -241,9 +223,7 @@ impl Config {
     }
 
     fn from_raw(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Config> {
-        if raw.store.path.as_os_str().is_empty() {
-            return Err(invalid("store.path", "must not be empty"));
-        }
+        let store = raw.store.validate(secrets, raw.admin.socket.is_some())?;
         let oauth2 = oauth2::validate_clients(raw.oauth2, secrets)?;
         let inboxes = mailbox::validate_inboxes(raw.inbox, secrets)?;
         let smtp = raw.smtp.validate(secrets)?;
@@ -269,15 +249,12 @@ impl Config {
             .validate(http_listen)
             .map_err(|e| invalid(e.key, e.reason))?;
         let admin_socket = raw.admin.socket.unwrap_or_else(|| {
-            let mut s = raw.store.path.clone().into_os_string();
+            let mut s = store.path.clone().into_os_string();
             s.push(".sock");
             PathBuf::from(s)
         });
         Ok(Config {
-            store: StoreConfig {
-                path: raw.store.path,
-                cache_capacity_bytes: raw.store.cache_capacity_mb.max(1) * 1024 * 1024,
-            },
+            store,
             admin_socket,
             inboxes,
             smtp,
@@ -299,7 +276,7 @@ impl Config {
     /// What the operator should know about a valid configuration that
     /// leaves a door open (printed by `check-config`, logged at start).
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.store.warnings();
         if self.security.trusted_authserv_id.is_none() {
             out.push(
                 "security.trusted_authserv_id is not set: sender addresses are not verified, so anyone can write as a partner (commands), as the support desk or a partner on a ticket, or as a customer; set it to your MX's authserv-id (README: Trusting senders)"
@@ -483,6 +460,92 @@ emails = ["Partner1@liaison.test"]
 
     fn parse(text: &str) -> Result<Config> {
         Config::parse(text, Path::new("test.toml"), &TestSecrets)
+    }
+
+    fn with_store(store: &str) -> String {
+        GOOD.replace("[store]\npath = \"/tmp/x\"\n", store)
+    }
+
+    fn invalid_key(text: &str) -> String {
+        match parse(text) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_postgres_store_needs_a_url_and_an_admin_socket_and_no_path() {
+        let pg = "[store]\nbackend = \"postgres\"\nurl = \"postgres://liaison:pw@db.example/liaison?sslmode=verify-full\"\n[admin]\nsocket = \"/run/liaison/a.sock\"\n";
+        let c = parse(&with_store(pg)).unwrap();
+        let StoreBackend::Postgres(p) = &c.store.backend else {
+            panic!("postgres expected");
+        };
+        assert_eq!(p.max_connections, store::DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(p.lease_secs, store::DEFAULT_LEASE_SECS);
+        assert_eq!(c.admin_socket, PathBuf::from("/run/liaison/a.sock"));
+        // The URL (and its password) never shows in debug output.
+        assert!(!format!("{c:?}").contains("pw@"));
+        assert!(c.store.warnings().is_empty());
+        // Each instance needs its own socket: there is no folder for a default.
+        assert_eq!(
+            invalid_key(&with_store(
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/x\"\n"
+            )),
+            "admin.socket"
+        );
+        assert_eq!(
+            invalid_key(&with_store("[store]\nbackend = \"postgres\"\npath = \"/x\"\nurl = \"postgres://db/x\"\n[admin]\nsocket = \"/a\"\n")),
+            "store.path"
+        );
+        assert_eq!(
+            invalid_key(&with_store(
+                "[store]\nbackend = \"postgres\"\n[admin]\nsocket = \"/a\"\n"
+            )),
+            "store.url"
+        );
+        assert_eq!(
+            invalid_key(&with_store("[store]\nbackend = \"postgres\"\nurl_env = \"NOPE_UNSET\"\n[admin]\nsocket = \"/a\"\n")),
+            "store.url_env"
+        );
+        assert_eq!(
+            invalid_key(&with_store("[store]\nbackend = \"postgres\"\nurl = \"postgres://db/x\"\nlease_secs = 0\n[admin]\nsocket = \"/a\"\n")),
+            "store.lease_secs"
+        );
+    }
+
+    #[test]
+    fn sled_refuses_postgres_settings_and_unknown_backends() {
+        assert_eq!(
+            invalid_key(&with_store(
+                "[store]\npath = \"/x\"\nurl = \"postgres://db/x\"\n"
+            )),
+            "store.url"
+        );
+        assert_eq!(
+            invalid_key(&with_store("[store]\nbackend = \"mysql\"\npath = \"/x\"\n")),
+            "store.backend"
+        );
+        assert_eq!(invalid_key(&with_store("[store]\n")), "store.path");
+    }
+
+    #[test]
+    fn a_postgres_connection_that_does_not_check_the_server_is_warned_about() {
+        let text = |mode: &str| {
+            with_store(&format!(
+                "[store]\nbackend = \"postgres\"\nurl = \"postgres://db/x{mode}\"\n[admin]\nsocket = \"/a\"\n"
+            ))
+        };
+        let warned = |mode: &str| {
+            parse(&text(mode))
+                .unwrap()
+                .warnings()
+                .iter()
+                .any(|w| w.starts_with("store.url"))
+        };
+        assert!(warned(""), "the default, prefer, does not verify");
+        assert!(warned("?sslmode=require"));
+        assert!(warned("?sslmode=disable"));
+        assert!(!warned("?sslmode=verify-full"));
     }
 
     #[test]

@@ -1,0 +1,591 @@
+//! The store interface, tested the same way on both backends: each test
+//! function below runs once on sled and once on a fresh PostgreSQL
+//! database (the private server of `tests/postgres.sh`). The tests after
+//! them are about several instances, which only PostgreSQL allows.
+
+mod common;
+
+use liaison::store::pg::PgStore;
+use liaison::store::{inbox_lease, Changes, Cursor, SledStore, Store, StoreError, StoreView};
+use liaison_core::config::{PostgresConfig, Secret};
+use liaison_core::effects::{OutgoingMail, Processed, ProcessedClass};
+use liaison_core::model::relationship::{Relationship, RelationshipState};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which backend a test runs on.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Sled,
+    Postgres,
+}
+
+/// An opened store and what keeps it alive (sled's folder, the
+/// database's URL for a second instance).
+struct Opened {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    url: Option<String>,
+}
+
+fn pg_config(url: &str, lease_secs: u64) -> PostgresConfig {
+    PostgresConfig {
+        url: Secret::new(url),
+        max_connections: 4,
+        lease_secs,
+        ca_file: None,
+    }
+}
+
+fn open(kind: Kind, name: &str) -> Opened {
+    match kind {
+        Kind::Sled => {
+            let dir = tempfile::tempdir().unwrap();
+            let store =
+                SledStore::open(&dir.path().join("db"), 8 << 20, Path::new("x.sock")).unwrap();
+            Opened {
+                store: Arc::new(store),
+                _dir: Some(dir),
+                url: None,
+            }
+        }
+        Kind::Postgres => {
+            let url = common::pg::fresh_database(name);
+            let store = PgStore::open(&pg_config(&url, 30)).unwrap();
+            Opened {
+                store: Arc::new(store),
+                _dir: None,
+                url: Some(url),
+            }
+        }
+    }
+}
+
+/// Another instance on the same PostgreSQL database.
+fn second_instance(url: &str, lease_secs: u64) -> Arc<PgStore> {
+    Arc::new(PgStore::open(&pg_config(url, lease_secs)).unwrap())
+}
+
+fn rel(partner: &str, customer: &str, state: RelationshipState) -> Relationship {
+    Relationship {
+        partner: partner.into(),
+        customer: customer.into(),
+        customer_name: None,
+        locale: "en".into(),
+        state,
+        since: 1,
+        invitation_id: None,
+        support_contact: None,
+        ends_at: None,
+        reminders_sent: vec![],
+        history: vec![],
+        gdap: None,
+    }
+}
+
+fn mail(id: &str) -> OutgoingMail {
+    OutgoingMail {
+        message_id: id.into(),
+        envelope_from: "liaison@liaison.test".into(),
+        recipients: vec!["alice@contoso.test".into()],
+        raw: format!("Message-ID: <{id}>\r\nSubject: x\r\n\r\nbody"),
+        subject: "x".into(),
+        invitation: Some(7),
+        ticket: None,
+    }
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sled() {
+                super::$name(super::Kind::Sled);
+            }
+            #[test]
+            fn postgres() {
+                super::$name(super::Kind::Postgres);
+            }
+        }
+    )*};
+}
+
+on_both!(
+    relationships_and_their_derived_records_read_back,
+    the_outbox_moves_from_due_to_retry_to_sent,
+    a_backup_restores_into_an_empty_store_record_for_record,
+    processed_markers_and_cursors_land_together,
+);
+
+fn relationships_and_their_derived_records_read_back(kind: Kind) {
+    let o = open(kind, "derived");
+    let s = &o.store;
+    s.commit(Changes {
+        relationships: vec![
+            rel("p1", "a@contoso.test", RelationshipState::Invited),
+            rel("p1", "b@contoso.test", RelationshipState::Active),
+            rel("p2", "a@contoso.test", RelationshipState::Invited),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    // Staged commits are read before the flush…
+    assert_eq!(s.relationships_of("p1").unwrap().len(), 2);
+    s.flush().unwrap();
+    // …and after it, from the backend.
+    s.commit(Changes {
+        relationships: vec![rel("p1", "a@contoso.test", RelationshipState::Active)],
+        ..Default::default()
+    })
+    .unwrap();
+    s.flush().unwrap();
+    let counts = s.relationship_counts().unwrap();
+    assert_eq!(
+        counts,
+        vec![
+            ("p1".to_string(), RelationshipState::Active, 2),
+            ("p2".to_string(), RelationshipState::Invited, 1),
+        ]
+    );
+    let with_a: Vec<String> = s
+        .relationships_with("a@contoso.test")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.partner)
+        .collect();
+    assert_eq!(with_a, vec!["p1", "p2"]);
+    let summaries = s.relationship_summaries_of("p1").unwrap();
+    assert_eq!(summaries.len(), 2);
+    assert!(summaries
+        .iter()
+        .all(|x| x.state == RelationshipState::Active));
+    assert_eq!(s.stats().unwrap().relationships, 3);
+}
+
+fn the_outbox_moves_from_due_to_retry_to_sent(kind: Kind) {
+    let o = open(kind, "outbox");
+    let s = &o.store;
+    let ids = s
+        .commit(Changes {
+            outbox: vec![mail("m1@liaison.test"), mail("m2@liaison.test")],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] < ids[1]);
+    s.flush().unwrap();
+    let up_to = s.last_outbox_id().unwrap();
+    assert_eq!(up_to, ids[1]);
+    let due = s.claim_due(up_to, 100, 10).unwrap();
+    assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    // The first fails and waits; the second is sent.
+    let mut retry = due[0].clone();
+    retry.attempts = 1;
+    retry.not_before = 500;
+    retry.last_error = Some("451 try later".into());
+    s.mark_retry(&retry).unwrap();
+    s.mark_sent(ids[1], 101, None).unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.outbox_len().unwrap(), 1);
+    assert_eq!(s.next_attempt(up_to).unwrap(), Some(500));
+    assert!(s.claim_due(up_to, 200, 10).unwrap().is_empty());
+    let later = s.claim_due(up_to, 600, 10).unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].last_error.as_deref(), Some("451 try later"));
+    let sent = s.sent_log().unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].mail.message_id, "m2@liaison.test");
+    // What a customer may quote back is found by its Message-ID, pending
+    // or sent.
+    assert!(s.sent_mail("m1@liaison.test").unwrap().is_some());
+    assert!(s.sent_mail("m2@liaison.test").unwrap().is_some());
+    assert_eq!(
+        s.invitation_by_message_id("m2@liaison.test").unwrap(),
+        Some(7)
+    );
+}
+
+fn a_backup_restores_into_an_empty_store_record_for_record(kind: Kind) {
+    let from = open(Kind::Sled, "backup-from");
+    from.store
+        .commit(Changes {
+            relationships: vec![rel("p1", "a@contoso.test", RelationshipState::Active)],
+            outbox: vec![mail("m1@liaison.test")],
+            quarantined_raw: vec![("q1".into(), b"From: x\r\n\r\n\xff raw".to_vec())],
+            processed: vec![Processed {
+                key: "q1".into(),
+                at: 5,
+                class: ProcessedClass::Quarantined,
+                summary: "why".into(),
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+    from.store.flush().unwrap();
+    let records = from.store.export().unwrap();
+    let to = open(kind, "backup-to");
+    assert!(to.store.is_empty().unwrap());
+    to.store.import(&records).unwrap();
+    assert_eq!(to.store.export().unwrap(), records);
+    assert_eq!(
+        to.store.quarantined_raw("q1").unwrap().unwrap(),
+        b"From: x\r\n\r\n\xff raw".to_vec()
+    );
+    assert_eq!(to.store.relationship_counts().unwrap().len(), 1);
+    // And back: the restored store exports what a sled store restores.
+    let back = open(Kind::Sled, "backup-back");
+    back.store.import(&to.store.export().unwrap()).unwrap();
+    assert_eq!(back.store.export().unwrap(), records);
+}
+
+fn processed_markers_and_cursors_land_together(kind: Kind) {
+    let o = open(kind, "cursor");
+    let s = &o.store;
+    // With a shared store only the inbox's owner moves its cursor.
+    let granted = s.acquire_lease(&inbox_lease("main")).unwrap();
+    assert!(granted.is_some());
+    let cursor = Cursor {
+        uid_validity: 3,
+        last_uid: 42,
+    };
+    s.begin_decision().unwrap();
+    s.commit(Changes {
+        processed: vec![Processed {
+            key: "<m@x>".into(),
+            at: 9,
+            class: ProcessedClass::Customer,
+            summary: "accepted".into(),
+        }],
+        cursor: Some(("main".into(), cursor)),
+        ..Default::default()
+    })
+    .unwrap();
+    s.end_decision();
+    s.flush().unwrap();
+    assert_eq!(s.cursor("main").unwrap(), Some(cursor));
+    assert_eq!(
+        s.processed("<m@x>").unwrap().unwrap().class,
+        ProcessedClass::Customer
+    );
+}
+
+// ---- several instances (PostgreSQL only) ----------------------------------
+
+#[test]
+fn a_cursor_cannot_move_without_the_inbox_lease() {
+    let o = open(Kind::Postgres, "notowner");
+    let err = o
+        .store
+        .commit(Changes {
+            cursor: Some((
+                "main".into(),
+                Cursor {
+                    uid_validity: 1,
+                    last_uid: 1,
+                },
+            )),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotOwner(ref l) if l == "inbox/main"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_lease_has_one_owner_and_its_token_grows_with_each_new_one() {
+    let o = open(Kind::Postgres, "lease");
+    let url = o.url.clone().unwrap();
+    let a = second_instance(&url, 1);
+    let b = second_instance(&url, 1);
+    let first = a.acquire_lease("inbox/main").unwrap().expect("free lease");
+    assert_eq!(b.acquire_lease("inbox/main").unwrap(), None);
+    // Renewing keeps the token.
+    assert_eq!(a.acquire_lease("inbox/main").unwrap(), Some(first));
+    // A stops renewing; once the lease ran out, B takes over with a new one.
+    std::thread::sleep(Duration::from_millis(1300));
+    let second = b
+        .acquire_lease("inbox/main")
+        .unwrap()
+        .expect("expired lease");
+    assert!(second > first, "{second} > {first}");
+    assert_eq!(a.acquire_lease("inbox/main").unwrap(), None);
+    // Given up, it is free at once, with yet another token.
+    b.release_lease("inbox/main").unwrap();
+    let third = a
+        .acquire_lease("inbox/main")
+        .unwrap()
+        .expect("released lease");
+    assert!(third > second);
+}
+
+#[test]
+fn an_owner_paused_past_its_lease_cannot_write_after_the_takeover() {
+    let o = open(Kind::Postgres, "fence");
+    let url = o.url.clone().unwrap();
+    let a = second_instance(&url, 1);
+    let b = second_instance(&url, 1);
+    a.acquire_lease("inbox/main").unwrap().unwrap();
+    // A decides one mail and commits; then it is "paused" before its flush.
+    a.begin_decision().unwrap();
+    a.commit(Changes {
+        processed: vec![Processed {
+            key: "<late@x>".into(),
+            at: 1,
+            class: ProcessedClass::Customer,
+            summary: "decided by A".into(),
+        }],
+        cursor: Some((
+            "main".into(),
+            Cursor {
+                uid_validity: 1,
+                last_uid: 10,
+            },
+        )),
+        ..Default::default()
+    })
+    .unwrap();
+    a.end_decision();
+    std::thread::sleep(Duration::from_millis(1300));
+    let token = b
+        .acquire_lease("inbox/main")
+        .unwrap()
+        .expect("A's lease ran out");
+    assert!(token >= 2);
+    // A wakes up and flushes: its session holding the turn was ended by
+    // the server (idle past the lease), so the batch is dropped and the
+    // store reports itself lost.
+    let err = a.flush().unwrap_err();
+    assert!(
+        matches!(err, StoreError::Postgres(ref m) if m.contains("lost during the batch")),
+        "{err}"
+    );
+    assert!(a.lost().is_some());
+    assert!(matches!(a.begin_decision(), Err(StoreError::Lost(_))));
+    // B gets the turn (A's was freed with its batch) and nothing of A's
+    // batch was written.
+    b.begin_decision().unwrap();
+    assert_eq!(b.processed("<late@x>").unwrap(), None);
+    assert_eq!(b.cursor("main").unwrap(), None);
+    b.commit(Changes {
+        cursor: Some((
+            "main".into(),
+            Cursor {
+                uid_validity: 1,
+                last_uid: 10,
+            },
+        )),
+        ..Default::default()
+    })
+    .unwrap();
+    b.end_decision();
+    b.flush().unwrap();
+    assert_eq!(b.cursor("main").unwrap().unwrap().last_uid, 10);
+}
+
+#[test]
+fn a_flush_checks_the_fencing_token_of_the_lease_its_batch_needs() {
+    let o = open(Kind::Postgres, "fencetoken");
+    let url = o.url.clone().unwrap();
+    let a = second_instance(&url, 1);
+    let b = second_instance(&url, 1);
+    let first = a.acquire_lease("inbox/main").unwrap().unwrap();
+    // Staged under token `first`, not yet written (no turn is held, so no
+    // session of A's is idle on the server meanwhile).
+    a.commit(Changes {
+        cursor: Some((
+            "main".into(),
+            Cursor {
+                uid_validity: 1,
+                last_uid: 5,
+            },
+        )),
+        ..Default::default()
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1300));
+    let second = b.acquire_lease("inbox/main").unwrap().unwrap();
+    assert!(second > first);
+    let err = a.flush().unwrap_err();
+    assert!(
+        matches!(err, StoreError::Fenced(ref l) if l == "inbox/main"),
+        "{err}"
+    );
+    assert!(a.lost().is_some());
+    assert_eq!(b.cursor("main").unwrap(), None);
+}
+
+#[test]
+fn decisions_of_two_instances_take_turns() {
+    let o = open(Kind::Postgres, "turns");
+    let url = o.url.clone().unwrap();
+    let a = second_instance(&url, 5);
+    let b = second_instance(&url, 5);
+    a.begin_decision().unwrap();
+    let counter = a.relationships_of("p1").unwrap().len();
+    assert_eq!(counter, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let b2 = b.clone();
+    let waiter = std::thread::spawn(move || {
+        b2.begin_decision().unwrap();
+        // B reads only after A's write landed.
+        let seen = b2.relationships_of("p1").unwrap().len();
+        tx.send(seen).unwrap();
+        b2.end_decision();
+        b2.flush().unwrap();
+    });
+    // B waits while A holds the turn…
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    a.commit(Changes {
+        relationships: vec![rel("p1", "a@contoso.test", RelationshipState::Invited)],
+        ..Default::default()
+    })
+    .unwrap();
+    a.end_decision();
+    a.flush().unwrap();
+    // …and sees A's write once it has its turn.
+    assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), 1);
+    waiter.join().unwrap();
+}
+
+#[test]
+fn two_instances_never_claim_the_same_mail() {
+    let o = open(Kind::Postgres, "claims");
+    let url = o.url.clone().unwrap();
+    let a = second_instance(&url, 30);
+    let b = second_instance(&url, 30);
+    let mails: Vec<OutgoingMail> = (0..60)
+        .map(|i| mail(&format!("m{i}@liaison.test")))
+        .collect();
+    let ids = a
+        .commit(Changes {
+            outbox: mails,
+            ..Default::default()
+        })
+        .unwrap();
+    a.flush().unwrap();
+    let claim_all = |s: Arc<PgStore>| {
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            loop {
+                let batch = s.claim_due(u64::MAX, 100, 7).unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|e| e.id));
+            }
+        })
+    };
+    let (ta, tb) = (claim_all(a.clone()), claim_all(b.clone()));
+    let (got_a, got_b) = (ta.join().unwrap(), tb.join().unwrap());
+    let mut all: Vec<u64> = got_a.iter().chain(&got_b).copied().collect();
+    all.sort();
+    assert_eq!(all, ids, "every mail claimed exactly once");
+    // A claim ends when the mail is sent: nothing is claimable again.
+    for id in &got_a {
+        a.mark_sent(*id, 100, None).unwrap();
+    }
+    assert!(b.claim_due(u64::MAX, 100, 100).unwrap().is_empty());
+}
+
+#[test]
+fn a_batch_whose_connection_died_is_dropped_whole_and_reported() {
+    let o = open(Kind::Postgres, "conn");
+    let url = o.url.clone().unwrap();
+    let a = second_instance(&url, 30);
+    a.begin_decision().unwrap();
+    a.commit(Changes {
+        relationships: vec![rel("p1", "a@contoso.test", RelationshipState::Invited)],
+        ..Default::default()
+    })
+    .unwrap();
+    a.end_decision();
+    // The server ends the writer's session (a restart, a network cut).
+    common::pg::psql(
+        &url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'liaison writer' AND datname = current_database()",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(a.flush().is_err());
+    assert!(a.lost().is_some());
+    // A new instance (the restarted daemon) finds nothing half-written, and
+    // can work.
+    let b = second_instance(&url, 30);
+    assert!(b.relationships_of("p1").unwrap().is_empty());
+    b.begin_decision().unwrap();
+    b.commit(Changes {
+        relationships: vec![rel("p1", "a@contoso.test", RelationshipState::Invited)],
+        ..Default::default()
+    })
+    .unwrap();
+    b.end_decision();
+    b.flush().unwrap();
+    assert_eq!(b.relationships_of("p1").unwrap().len(), 1);
+}
+
+#[test]
+fn a_schema_newer_than_this_binary_is_refused() {
+    let o = open(Kind::Postgres, "schema");
+    let url = o.url.clone().unwrap();
+    common::pg::psql(&url, "INSERT INTO liaison_schema (version) VALUES (999)").unwrap();
+    let err = PgStore::open(&pg_config(&url, 30)).err().expect("refused");
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 999, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("newer Liaison"));
+}
+
+#[test]
+fn sslmode_is_honoured_and_errors_never_show_the_password() {
+    let o = open(Kind::Postgres, "tls");
+    let url = o.url.clone().unwrap();
+    // Writer sessions on this database without TLS.
+    let plain_writers = || {
+        common::pg::psql(
+            &url,
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'liaison writer' AND a.datname = current_database() AND NOT s.ssl",
+        )
+        .unwrap()
+        .trim()
+        .to_string()
+    };
+    let with_mode = |mode: &str, ca: bool| PostgresConfig {
+        ca_file: ca.then(common::pg::ca_path),
+        ..pg_config(&format!("{url}?sslmode={mode}"), 30)
+    };
+    // verify-full with the private CA: encrypted, and the server checked.
+    let s = PgStore::open(&with_mode("verify-full", true)).unwrap();
+    s.begin_decision().unwrap();
+    assert_eq!(plain_writers(), "0");
+    s.end_decision();
+    drop(s);
+    // verify-full without that CA: refused, with the reason and no password.
+    let err = PgStore::open(&with_mode("verify-full", false))
+        .err()
+        .expect("an unknown CA is refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("UnknownIssuer") || text.contains("certificate"),
+        "{text}"
+    );
+    assert!(!text.contains("liaison-dev"), "{text}");
+    // disable: no TLS at all.
+    let s = PgStore::open(&with_mode("disable", false)).unwrap();
+    s.begin_decision().unwrap();
+    assert_eq!(plain_writers(), "1");
+    s.end_decision();
+    // A wrong password: the server's words, not ours.
+    let wrong = url.replace("liaison-dev", "not-the-password");
+    let err = PgStore::open(&pg_config(&wrong, 30))
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("password authentication failed"), "{text}");
+    assert!(!text.contains("not-the-password"), "{text}");
+}
