@@ -1260,6 +1260,10 @@ fn after_dashed_marker(c: &str) -> Option<&str> {
     fn dash(ch: char) -> bool {
         matches!(ch, '-' | '_' | '=' | '—' | '–' | '~')
     }
+    // Most lines open with no dash at all: no further look.
+    if !c.starts_with(is_dash_like) {
+        return None;
+    }
     let words = c.trim_start_matches(is_dash_like);
     if c[..c.len() - words.len()]
         .chars()
