@@ -1,6 +1,17 @@
 //! Wiring the daemon together: open the store, load templates, start one
 //! watcher per inbox, the outbox sender and the admin socket; on shutdown,
 //! tell every task, wait for them, and flush the store.
+//!
+//! Several instances may share one store (PostgreSQL): each inbox, the
+//! timer sweep and the Graph follower then run under a lease, on one
+//! instance at a time ([`leases`]); the outbox, the admin socket and HTTP
+//! run on every instance. When the store gives up on commits it could not
+//! make durable ([`Store::lost`]), every task is stopped and [`run`] starts
+//! them again on a freshly opened store, which redoes that work from what
+//! is durable. A database that cannot be reached, at start or later, is
+//! waited for with backoff, never a reason to exit.
+
+pub mod leases;
 
 use crate::clock::{Clock, SystemClock};
 use crate::engine::Engine;
@@ -43,6 +54,26 @@ pub enum DaemonError {
     /// its certificate).
     #[error(transparent)]
     Web(#[from] crate::io::web::WebError),
+    /// The store dropped commits it could not make durable (it lost a
+    /// lease, or the database, mid-batch); every task was stopped.
+    #[error("the store gave up ({0}); restarting every task on a freshly opened store")]
+    StoreLost(String),
+}
+
+impl DaemonError {
+    /// Whether this is the store being unreachable or lost, which [`run`]
+    /// waits out (backoff, then open it again) rather than exiting: a
+    /// database restart or failover must not need a person, and systemd's
+    /// restarts are not a retry loop. Broken configuration, templates or a
+    /// sled folder in use still stop the daemon.
+    pub fn is_store_unavailable(&self) -> bool {
+        use crate::store::StoreError as S;
+        matches!(
+            self,
+            DaemonError::StoreLost(_)
+                | DaemonError::Store(S::Postgres(_) | S::Lost(_) | S::Fenced(_) | S::NotOwner(_))
+        )
+    }
 }
 
 /// Knobs that tests turn; production uses the defaults.
@@ -60,20 +91,65 @@ impl Default for Options {
     }
 }
 
+/// First wait before the store is opened again after it was unreachable
+/// or lost; doubled up to [`RESTART_BACKOFF_MAX`].
+const RESTART_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between two attempts at the store.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A run that lasted this long was a success: the next failure waits
+/// [`RESTART_BACKOFF_MIN`] again.
+const RESTART_STABLE_AFTER: Duration = Duration::from_secs(60);
+
 /// Runs until `shutdown` completes, then stops cleanly: the message being
 /// processed is finished, in-flight mails are handed over or left queued,
-/// and the store is flushed.
+/// and the store is flushed. A store that cannot be reached or that was
+/// lost ([`DaemonError::is_store_unavailable`]) is opened again after a
+/// backoff (1 s doubling to 30 s), with everything else (templates too).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let (store, templates) = open_parts(&config)?;
-    run_with(
-        Arc::new(config),
-        store,
-        templates,
-        Arc::new(SystemClock),
-        Options::default(),
-        shutdown,
-    )
-    .await
+    let config = Arc::new(config);
+    tokio::pin!(shutdown);
+    let mut backoff = RESTART_BACKOFF_MIN;
+    loop {
+        let started = std::time::Instant::now();
+        let result = match open_parts(&config) {
+            Ok((store, templates)) => {
+                run_with(
+                    config.clone(),
+                    store,
+                    templates,
+                    Arc::new(SystemClock),
+                    Options::default(),
+                    shutdown.as_mut(),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let e = match result {
+            Err(e) if e.is_store_unavailable() => e,
+            other => return other,
+        };
+        if started.elapsed() >= RESTART_STABLE_AFTER {
+            backoff = RESTART_BACKOFF_MIN;
+        }
+        let store = crate::store::describe(&config.store);
+        match &e {
+            DaemonError::StoreLost(_) => {
+                tracing::warn!(error = %e, %store, retry_in_secs = backoff.as_secs(), "store lost; every task stopped, starting again on a freshly opened store")
+            }
+            _ => {
+                tracing::error!(error = %e, %store, retry_in_secs = backoff.as_secs(), "cannot use the store; waiting for it (check that the database runs and is reachable, and that [store] url and its password are right)")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.as_mut() => {
+                tracing::info!("shutting down while waiting for the store");
+                return Ok(());
+            }
+        }
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
 }
 
 /// What the daemon runs on, as configured: the store opened and the
@@ -172,11 +248,15 @@ pub async fn run_with(
             stop_rx.clone(),
         ));
     }
+    // With a shared store, what this instance owns: /healthz tells it.
+    let shared = store.shared();
+    let held = Arc::new(leases::HeldLeases::default());
     if let Some(listener) = http {
         tasks.spawn(crate::io::http::serve(
             listener,
             config.inboxes.len(),
             oauth.clone(),
+            shared.is_some().then(|| held.clone()),
             stop_rx.clone(),
         ));
     }
@@ -209,12 +289,15 @@ pub async fn run_with(
         durable_rx,
         stop_rx.clone(),
     ));
-    tasks.spawn(sweep_timers(
-        engine.clone(),
-        durable_tx.clone(),
-        options.sweep_every,
-        stop_rx.clone(),
-    ));
+    // The work one instance at a time does, each under its lease (with
+    // sled granted at once and for good).
+    let mut guarded = Vec::new();
+    let (e, d, every) = (engine.clone(), durable_tx.clone(), options.sweep_every);
+    guarded.push(leases::Guarded {
+        lease: crate::store::SWEEP_LEASE.to_string(),
+        what: "the timer sweep".to_string(),
+        work: Box::new(move |stop| Box::pin(sweep_timers(e.clone(), d.clone(), every, stop))),
+    });
     // Microsoft Graph (GDAP) for the partners that configure it.
     let graph = crate::gdap_sync::partner_syncs(&config, &oauth).map_err(DaemonError::Graph)?;
     if !graph.is_empty() {
@@ -222,14 +305,38 @@ pub async fn run_with(
             engine: engine.clone(),
             durable: durable_tx.clone(),
         });
-        tasks.spawn(crate::gdap_sync::run(handle, graph, stop_rx.clone()));
+        let graph = Arc::new(graph);
+        guarded.push(leases::Guarded {
+            lease: crate::store::GRAPH_LEASE.to_string(),
+            what: "the Microsoft Graph follower".to_string(),
+            work: Box::new(move |stop| {
+                Box::pin(crate::gdap_sync::run(handle.clone(), graph.to_vec(), stop))
+            }),
+        });
     }
     for (inbox, login) in config.inboxes.iter().cloned().zip(logins) {
-        tasks.spawn(crate::io::imap::watch_inbox(
-            inbox,
-            login,
-            engine.clone(),
-            durable_tx.clone(),
+        let (e, d) = (engine.clone(), durable_tx.clone());
+        guarded.push(leases::Guarded {
+            lease: crate::store::inbox_lease(&inbox.name),
+            what: format!("inbox {}", inbox.name),
+            work: Box::new(move |stop| {
+                Box::pin(crate::io::imap::watch_inbox(
+                    inbox.clone(),
+                    login.clone(),
+                    e.clone(),
+                    d.clone(),
+                    stop,
+                ))
+            }),
+        });
+    }
+    let lease_store: Arc<dyn leases::LeaseStore> = Arc::new(leases::StoreLeases(store.clone()));
+    for g in guarded {
+        tasks.spawn(leases::keep(
+            lease_store.clone(),
+            g,
+            shared.as_ref().map(|s| s.lease),
+            held.clone(),
             stop_rx.clone(),
         ));
     }
@@ -237,20 +344,49 @@ pub async fn run_with(
         inboxes = config.inboxes.len(),
         partners = config.partners.len(),
         store = %crate::store::describe(&config.store),
+        instance = shared.as_ref().map(|s| s.instance.as_str()),
+        lease_secs = shared.as_ref().map(|s| s.lease.as_secs()),
         admin_socket = %config.admin_socket.display(),
         "liaison started"
     );
-    shutdown.await;
-    tracing::info!("shutting down");
+    let lost = tokio::select! {
+        _ = shutdown => None,
+        reason = store_lost(store.as_ref()) => Some(reason),
+    };
+    match &lost {
+        None => tracing::info!("shutting down"),
+        Some(reason) => {
+            tracing::warn!(reason = %reason, "the store gave up on commits it could not make durable; stopping every task")
+        }
+    }
     let _ = stop_tx.send(true);
     while let Some(r) = tasks.join_next().await {
         if let Err(e) = r {
             tracing::error!(error = %e, "a task failed during shutdown");
         }
     }
+    if let Some(reason) = lost {
+        // Nothing left to flush: the store refuses everything now; what it
+        // dropped is redone from what is durable.
+        return Err(DaemonError::StoreLost(reason));
+    }
     store.flush()?;
     tracing::info!("stopped; store flushed");
     Ok(())
+}
+
+/// How often [`Store::lost`] is looked at: the time a lost store may go
+/// unnoticed (its tasks' writes fail meanwhile, nothing is lost).
+const LOST_POLL: Duration = Duration::from_millis(250);
+
+/// Completes with the reason once the store has given up.
+async fn store_lost(store: &dyn Store) -> String {
+    loop {
+        if let Some(reason) = store.lost() {
+            return reason;
+        }
+        tokio::time::sleep(LOST_POLL).await;
+    }
 }
 
 /// Applies time-driven changes every `every`, and once at start (a daemon

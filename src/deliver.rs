@@ -7,6 +7,12 @@
 //! ([`crate::engine::Engine::process_piped`]). It is taken by the running
 //! daemon over the admin socket when one runs (sled allows one process per
 //! database), or by this process straight in the store when none does.
+//! With PostgreSQL the store is shared: without a daemon on this host's
+//! socket, this process is one more instance for the length of one
+//! message. Its decision takes its turn with the other instances'
+//! ([`crate::store::Store::begin_decision`]), it commits no cursor (so it
+//! needs no inbox lease), and the mails it queues are sent by whichever
+//! instance's outbox polls next.
 //!
 //! The exit status follows sysexits(3), because it is all the MTA reads:
 //! * 0 when the message was processed, quarantined, or had been processed

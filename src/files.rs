@@ -234,9 +234,43 @@ mod tests {
                 }
             })
             .collect();
-        let c = Config::parse(&example.join("\n"), Path::new("example"), &EnvAndFiles).unwrap();
+        let example = example.join("\n");
+        let c = Config::parse(&example, Path::new("example"), &EnvAndFiles).unwrap();
         assert_eq!(c.inboxes[0].tls, liaison_core::config::TlsMode::Tls);
         assert_eq!(c.partners[0].emails.len(), 2);
+        assert!(!c.store.is_shared());
+
+        // The commented PostgreSQL variant, put in place of the sled
+        // [store] (its URL inline instead of the file), is valid too.
+        let sled_store = example.find("[store]\n").unwrap();
+        let variant = example.find("# --- The PostgreSQL variant").unwrap();
+        let variant_end = variant + example[variant..].find("\n\n").unwrap();
+        let block: Vec<&str> = example[variant..variant_end]
+            .lines()
+            .skip(1)
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .map(|l| {
+                if l.starts_with("url_file") {
+                    "url = \"postgres://liaison:pw@db.example.com:5432/liaison\""
+                } else {
+                    l
+                }
+            })
+            .collect();
+        assert!(block[0] == "[store]" && block.contains(&"backend = \"postgres\""));
+        let pg = format!(
+            "{}{}{}",
+            &example[..sled_store],
+            block.join("\n"),
+            &example[variant_end..]
+        );
+        let c = Config::parse(&pg, Path::new("example"), &EnvAndFiles).unwrap();
+        let liaison_core::config::StoreBackend::Postgres(p) = &c.store.backend else {
+            panic!("the variant is not postgres");
+        };
+        assert_eq!((p.max_connections, p.lease_secs), (8, 30));
+        assert!(p.ca_file.is_some());
+        assert_eq!(c.admin_socket, Path::new("/var/lib/liaison/store.sock"));
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub trait GdapEngine: Send + Sync {
 }
 
 /// One partner's connection to Graph.
+#[derive(Clone)]
 pub struct PartnerSync {
     /// The partner (its access assignments, its name for notices).
     pub partner: Partner,

@@ -103,7 +103,11 @@ async fn import_500_rows_then_list_history_export_and_restore() {
     assert!(daemon.stop().success());
     let config = std::fs::read_to_string(&daemon.config).unwrap();
     let restored_cfg = daemon.dir.join("restored.toml");
-    std::fs::write(&restored_cfg, config.replace("/store\"", "/restored\"")).unwrap();
+    std::fs::write(
+        &restored_cfg,
+        with_new_store(&config, &daemon.dir, "restored"),
+    )
+    .unwrap();
     let run = |args: &[&str]| {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_liaison"))
             .arg("--config")

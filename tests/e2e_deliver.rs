@@ -132,19 +132,39 @@ async fn deliver_takes_mail_through_the_daemon_or_the_store_with_sysexits_status
         "{q}"
     );
 
-    // 3. The store is held by another process (and no daemon answers):
-    //    EX_TEMPFAIL, so the MTA keeps the mail and retries.
+    // 3. The store cannot be used now (and no daemon answers): EX_TEMPFAIL,
+    //    so the MTA keeps the mail and retries. With sled: another process
+    //    holds the folder. With PostgreSQL: the server is unreachable (the
+    //    same configuration with a port nobody listens on); the message
+    //    says so without the URL's password.
     let third = mail(PARTNER1, COMMANDS, "piped 3", "", "status\n");
-    {
-        let held = liaison::store::SledStore::open(
-            &daemon.dir.join("store"),
-            1 << 20,
-            &daemon.dir.join("store.sock"),
-        )
-        .expect("open the store in the test");
-        let (code, out) = deliver(&config, "commands", third.as_bytes());
-        assert_eq!(code, 75, "{out}");
-        drop(held);
+    match backend() {
+        Backend::Sled => {
+            let held = liaison::store::SledStore::open(
+                &daemon.dir.join("store"),
+                1 << 20,
+                &daemon.dir.join("store.sock"),
+            )
+            .expect("open the store in the test");
+            let (code, out) = deliver(&config, "commands", third.as_bytes());
+            assert_eq!(code, 75, "{out}");
+            drop(held);
+        }
+        Backend::Postgres => {
+            let unreachable = daemon.dir.join("unreachable.toml");
+            let text = std::fs::read_to_string(&config).unwrap();
+            let url = store_url(&config);
+            let port = format!(":{}/", pg::port());
+            assert!(url.contains(&port), "{url}");
+            std::fs::write(
+                &unreachable,
+                text.replace(&url, &url.replace(&port, ":1/")),
+            )
+            .unwrap();
+            let (code, out) = deliver(&unreachable, "commands", third.as_bytes());
+            assert_eq!(code, 75, "{out}");
+            assert!(!out.contains(pg::PASSWORD), "the password is shown: {out}");
+        }
     }
     // The retry, once the store is free, goes through.
     let (code, out) = deliver(&config, "commands", third.as_bytes());

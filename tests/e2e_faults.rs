@@ -53,6 +53,25 @@ fn kill9(daemon: &mut Daemon) {
     child.wait().unwrap();
 }
 
+/// Waits until the daemon processed more than `before` mails (or all
+/// `total`): it holds its inbox leases again. Returns how long that took.
+async fn wait_for_takeover(daemon: &Daemon, before: u64, total: u64) -> Duration {
+    let started = Instant::now();
+    let limit = Duration::from_secs(3 * TEST_LEASE_SECS + 10);
+    loop {
+        let now = processed_total(daemon);
+        if now > before || now >= total {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no progress within {limit:?} of a restart ({now} processed)\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 const N_COMMANDS: usize = 300;
 const N_STRANGERS: usize = 100;
 
@@ -91,6 +110,8 @@ async fn sigkill_at_random_moments_processes_every_mail_once() {
     let mut daemon = Daemon::start(Transport::Plain);
     let mut kills = 0;
     let mut progress = Vec::new();
+    let mut takeovers = Vec::new();
+    let total = (N_COMMANDS + N_STRANGERS) as u64;
     while kills < 12 {
         // Somewhere between start-up and well into the work.
         tokio::time::sleep(Duration::from_millis(10 + rng.next(150))).await;
@@ -104,9 +125,18 @@ async fn sigkill_at_random_moments_processes_every_mail_once() {
             .unwrap_or(0);
         progress.push((processed, s["outbox_sent"].as_u64().unwrap_or(0)));
         daemon.spawn();
+        if backend() == Backend::Postgres {
+            // A new process is a new lease owner: it fetches only once the
+            // killed one's inbox leases ran out (within two lease lengths).
+            // Kill it only after it works again, so the kills keep landing
+            // mid-work instead of all within the takeover.
+            takeovers.push(wait_for_takeover(&daemon, processed, total).await);
+        }
     }
     println!("(processed, sent) after each of the {kills} kills: {progress:?}");
-    let total = (N_COMMANDS + N_STRANGERS) as u64;
+    if !takeovers.is_empty() {
+        println!("takeover after each kill (new process working again): {takeovers:?}");
+    }
     let mid_work = progress
         .iter()
         .filter(|(p, s)| *p < total || *s < N_COMMANDS as u64)

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use liaison::clock::ManualClock;
-use liaison::store::{SledStore, Store};
+use liaison::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -278,8 +278,9 @@ impl InProcess {
         );
         std::fs::write(&config_path, text).unwrap();
         let config = liaison::files::load_config(&config_path).unwrap();
+        // The configured backend (LIAISON_TEST_BACKEND), as the daemon opens it.
         let store: Arc<dyn Store> =
-            Arc::new(SledStore::open(&config.store.path, 8 << 20, &config.admin_socket).unwrap());
+            liaison::store::open(&config.store, &config.admin_socket).unwrap();
         let templates = liaison::files::load_templates(&config.templates_dir).unwrap();
         let start = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

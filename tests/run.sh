@@ -11,3 +11,9 @@ bash tests/postgres.sh up
 # Chromium and chromedriver for the landing page's browser tests.
 bash tests/browser.sh install
 cargo test --locked "$@"
+# The end-to-end suites (tests/e2e*.rs) once more on the PostgreSQL store:
+# tests/common gives each daemon a fresh database of the private PostgreSQL
+# (tests/postgres.sh) instead of a sled folder. cli_postgres.rs, in the run
+# above, covers both backends itself (migrate, check-config, export/restore
+# between them).
+LIAISON_TEST_BACKEND=postgres cargo test --locked --test 'e2e*' "$@"

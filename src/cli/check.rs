@@ -1,7 +1,9 @@
 //! `check-config`: the file, the templates and every mail server.
 
 use anyhow::Result;
-use liaison_core::config::{InboxConfig, SmtpConfig, SUPPORTED_LOCALES};
+use liaison_core::config::{
+    InboxConfig, PostgresConfig, SmtpConfig, StoreBackend, StoreConfig, SUPPORTED_LOCALES,
+};
 use liaison_core::render::templates::TemplateName;
 use std::path::Path;
 use std::time::Duration;
@@ -9,7 +11,8 @@ use std::time::Duration;
 /// One line of `check-config`.
 #[derive(serde::Serialize)]
 struct Check {
-    /// `config`, `templates`, `imap` or `smtp`.
+    /// `config`, `templates`, `web`, `store` (PostgreSQL), `oauth2`,
+    /// `imap` or `smtp`.
     check: &'static str,
     /// What was checked: a file, or an account and its server.
     target: String,
@@ -95,6 +98,9 @@ pub async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> 
                 ));
             }
             if !offline {
+                if let StoreBackend::Postgres(pg) = &config.store.backend {
+                    checks.push(check_postgres(&config.store, pg).await);
+                }
                 // Tokens first (each client once), then the logins that
                 // use them.
                 let oauth = match liaison::oauth::OAuthClients::new(&config.oauth2) {
@@ -169,6 +175,94 @@ pub async fn check_config(path: &Path, offline: bool, json: bool) -> Result<()> 
     Ok(())
 }
 
+/// Connects to the PostgreSQL store and reads its schema version, changing
+/// nothing: too new for this binary fails (the daemon would refuse to
+/// start); older or empty passes with a note (the daemon migrates at
+/// start). The URL is shown with its password replaced.
+async fn check_postgres(store: &StoreConfig, pg: &PostgresConfig) -> Check {
+    let target = liaison::store::describe(store);
+    let known = liaison::store::pg::SCHEMA_VERSION;
+    let config = pg.clone();
+    let found = tokio::task::spawn_blocking(move || liaison::store::pg::schema_version(&config))
+        .await
+        .map_err(|e| format!("the check failed: {e}"))
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let (result, note) = match found {
+        Err(e) => (Err(without_password(&e, pg.url.expose())), None),
+        Ok(v) if v > known => (
+            Err(format!(
+                "the database has schema version {v}, this binary knows up to {known}; \
+                 the daemon would refuse to start: run the newer Liaison"
+            )),
+            None,
+        ),
+        Ok(0) => (
+            Ok(()),
+            Some(format!(
+                "no Liaison schema yet: the daemon creates version {known} when it starts (or run `liaison migrate`)"
+            )),
+        ),
+        Ok(v) if v < known => (
+            Ok(()),
+            Some(format!(
+                "schema version {v}: the daemon migrates it to {known} when it starts (or run `liaison migrate`)"
+            )),
+        ),
+        Ok(v) => (Ok(()), Some(format!("schema version {v}"))),
+    };
+    Check {
+        note,
+        ..Check::new("store", target, result)
+    }
+}
+
+/// `text` with the password of `url` (a URL's `user:password@`, or a
+/// key/value string's `password=…`) replaced by `***`: a second guard,
+/// since the store's errors are written not to hold it.
+fn without_password(text: &str, url: &str) -> String {
+    let password = if let Some((_, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        authority
+            .rsplit_once('@')
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .map(|(_, p)| p.to_string())
+    } else {
+        url.split_whitespace()
+            .find_map(|kv| kv.strip_prefix("password="))
+            .map(|p| p.trim_matches('\'').to_string())
+    };
+    match password {
+        // As written, and percent-decoded (as a driver may quote it).
+        Some(p) if !p.is_empty() => text.replace(&p, "***").replace(&percent_decoded(&p), "***"),
+        _ => text.to_string(),
+    }
+}
+
+/// `%XX` escapes decoded (invalid ones kept as they are).
+fn percent_decoded(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Logs in, opens the mailbox, logs out; says how processed mail will be
 /// marked when the server needs the fallback to moves (no custom
 /// keywords), which needs a read-write SELECT to see.
@@ -218,5 +312,27 @@ async fn check_smtp(cfg: &SmtpConfig, oauth: &liaison::oauth::OAuthClients) -> R
         Ok(true) => Ok(()),
         Ok(false) => Err("the server did not answer NOOP".into()),
         Err(e) => Err(reason(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn a_password_in_an_error_is_replaced() {
+        let url = "postgres://liaison:s3cr%21t@db.example:5432/liaison?sslmode=require";
+        assert_eq!(
+            without_password("auth failed for s3cr%21t at db.example", url),
+            "auth failed for *** at db.example"
+        );
+        assert_eq!(without_password("bad s3cr!t", url), "bad ***");
+        assert_eq!(
+            without_password("x password=hunter2 y", "host=db user=l password=hunter2"),
+            "x password=*** y"
+        );
+        // No password: nothing to replace.
+        assert_eq!(without_password("refused", "postgres://db/liaison"), "refused");
+        assert_eq!(without_password("refused", "postgres://l@db/liaison"), "refused");
     }
 }

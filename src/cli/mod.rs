@@ -6,6 +6,7 @@ mod backup;
 mod check;
 mod deliver;
 mod import;
+mod migrate;
 mod oauth;
 mod quarantine;
 mod render;
@@ -209,6 +210,14 @@ pub enum Cmd {
         /// The JSON-lines file.
         file: PathBuf,
     },
+    /// Apply the PostgreSQL store's schema migrations now and print the
+    /// versions (from → to).
+    ///
+    /// The daemon applies them itself when it starts; this does it by hand,
+    /// e.g. before a new binary takes over several instances. A binary
+    /// older than the schema refuses to run. With sled there is nothing to
+    /// migrate (an error).
+    Migrate,
     /// Messages set aside (unreadable, oversized, forged partner …).
     Quarantine {
         #[command(subcommand)]
@@ -337,6 +346,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => import::import(&load()?, &file, &partner, draft, json).await?,
         Cmd::Export { output } => backup::export(&load()?, output).await?,
         Cmd::Restore { file } => backup::restore(&load()?, file)?,
+        Cmd::Migrate => migrate::migrate(&load()?).await?,
         Cmd::Quarantine { action } => {
             let config = load()?;
             match action {

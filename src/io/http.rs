@@ -19,7 +19,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /metrics` (or `HEAD`) | 200, `text/plain; version=0.0.4`, [`Metrics::render`] |
-//! | `GET /healthz` (or `HEAD`) | 200 `{"status":"ok",…}` when every inbox is connected and SMTP works, else 503 `{"status":"degraded",…}` |
+//! | `GET /healthz` (or `HEAD`) | 200 `{"status":"ok",…}` when every inbox is connected and SMTP works, else 503 `{"status":"degraded",…}`; with a shared store, every inbox *this instance holds the lease of*, and `"leases": [...]` names them |
 //! | any other method on those paths | 405 with `Allow: GET,HEAD` |
 //! | any other path | 404 |
 //! | malformed, too large, too slow | 400, 431, 408 |
@@ -112,6 +112,10 @@ pub struct Health {
     /// out when none is configured).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub oauth: std::collections::BTreeMap<String, String>,
+    /// With a store shared by several instances: the leases this one
+    /// holds (`inbox/<name>`, `sweep`, `graph`); left out with sled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leases: Option<Vec<String>>,
 }
 
 impl Health {
@@ -133,7 +137,22 @@ impl Health {
             quarantined: m.quarantined.get(),
             outbox_depth: crate::metrics::get(&m.outbox_depth),
             oauth: Default::default(),
+            leases: None,
         }
+    }
+
+    /// With a shared store: names the leases held, and healthy means a
+    /// session for every inbox this instance owns (another instance
+    /// watches the rest; an instance that owns none is a healthy standby).
+    pub fn with_leases(mut self, held: &crate::daemon::leases::HeldLeases) -> Health {
+        let owned = held.inboxes() as u64;
+        self.status = if self.imap_connected >= owned && self.smtp_ok {
+            "ok"
+        } else {
+            "degraded"
+        };
+        self.leases = Some(held.names());
+        self
     }
 
     /// Adds the token clients' states; any that is not `ok` degrades the
@@ -176,6 +195,17 @@ pub fn metrics_router_with(
     inboxes: usize,
     oauth: OAuthClients,
 ) -> Router {
+    metrics_router_shared(metrics, inboxes, oauth, None)
+}
+
+/// [`metrics_router_with`] for an instance that shares its store: `/healthz`
+/// names the leases in `leases` and expects sessions for those inboxes only.
+pub fn metrics_router_shared(
+    metrics: &'static Metrics,
+    inboxes: usize,
+    oauth: OAuthClients,
+    leases: Option<Arc<crate::daemon::leases::HeldLeases>>,
+) -> Router {
     let for_health = oauth.clone();
     Router::new()
         .route(
@@ -190,7 +220,11 @@ pub fn metrics_router_with(
         .route(
             "/healthz",
             get(move || async move {
-                let health = Health::from_metrics(metrics, inboxes).with_oauth(&for_health);
+                let mut health = Health::from_metrics(metrics, inboxes);
+                if let Some(held) = &leases {
+                    health = health.with_leases(held);
+                }
+                let health = health.with_oauth(&for_health);
                 let mut body = serde_json::to_string(&health).expect("health serialises");
                 body.push('\n');
                 let status = if health.is_ok() {
@@ -233,11 +267,13 @@ pub async fn bind(
 
 /// Serves `/metrics` and `/healthz` on `listener` until `shutdown` turns
 /// true (or its sender goes away), answering from the process's
-/// [`METRICS`] with `inboxes` inboxes configured.
+/// [`METRICS`] with `inboxes` inboxes configured (and, with a shared
+/// store, the leases this instance holds).
 pub async fn serve(
     listener: TcpListener,
     inboxes: usize,
     oauth: OAuthClients,
+    leases: Option<Arc<crate::daemon::leases::HeldLeases>>,
     shutdown: watch::Receiver<bool>,
 ) {
     if let Ok(addr) = listener.local_addr() {
@@ -245,7 +281,7 @@ pub async fn serve(
     }
     serve_router(
         listener,
-        metrics_router_with(&METRICS, inboxes, oauth),
+        metrics_router_shared(&METRICS, inboxes, oauth, leases),
         METRICS_LIMITS,
         None,
         shutdown,
@@ -576,6 +612,35 @@ mod tests {
         assert!(r.contains("\"status\":\"degraded\""), "{r}");
         stop.send(true).unwrap();
         server.await.unwrap();
+    }
+
+    #[test]
+    fn a_shared_instance_is_healthy_with_sessions_for_the_inboxes_it_owns() {
+        let m = leaked_metrics();
+        crate::metrics::set(&m.smtp_ok, 1);
+        crate::metrics::set(&m.imap_connected, 1);
+        let held = crate::daemon::leases::HeldLeases::default();
+        // A standby owns nothing and watches nothing: healthy.
+        crate::metrics::set(&m.imap_connected, 0);
+        let h = Health::from_metrics(m, 2).with_leases(&held);
+        assert!(h.is_ok(), "{h:?}");
+        assert!(serde_json::to_string(&h)
+            .unwrap()
+            .ends_with(",\"leases\":[]}"));
+        // It owns one inbox and the sweep: one session needed.
+        held.set("inbox/commands", Some(3));
+        held.set("sweep", Some(1));
+        let h = Health::from_metrics(m, 2).with_leases(&held);
+        assert!(!h.is_ok(), "owned inbox without a session: {h:?}");
+        crate::metrics::set(&m.imap_connected, 1);
+        let h = Health::from_metrics(m, 2).with_leases(&held);
+        assert!(h.is_ok(), "{h:?}");
+        assert_eq!(
+            serde_json::to_string(&h).unwrap(),
+            "{\"status\":\"ok\",\"imap_connected\":1,\"inboxes\":2,\"smtp_ok\":true,\"quarantined\":0,\"outbox_depth\":0,\"leases\":[\"inbox/commands\",\"sweep\"]}"
+        );
+        // Without leases (sled) every configured inbox needs a session.
+        assert!(!Health::from_metrics(m, 2).is_ok());
     }
 
     #[tokio::test]

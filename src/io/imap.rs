@@ -362,10 +362,11 @@ async fn run_session(
                 durable,
                 uid_validity,
                 &mut marker,
+                shutdown,
             )
             .await?;
             let noticed = new_mail_noticed(|| notices.try_recv().ok());
-            if found == 0 && !noticed {
+            if (found == 0 && !noticed) || *shutdown.borrow() {
                 break;
             }
         }
@@ -414,6 +415,10 @@ async fn run_session(
 /// Messages are marked on the server once their effects are durable, in a
 /// few large commands rather than one per chunk (the cursor, not the mark,
 /// is what keeps a message from being processed twice).
+///
+/// `stop` turning true (shutdown, or this instance lost the inbox's lease)
+/// ends a long backlog after the chunk in hand: the rest stays on the
+/// server after the cursor, for whoever watches the inbox next.
 async fn sync(
     cfg: &InboxConfig,
     session: &mut Session,
@@ -421,6 +426,7 @@ async fn sync(
     durable: &watch::Sender<u64>,
     uid_validity: u32,
     marker: &mut Marker<'_>,
+    stop: &watch::Receiver<bool>,
 ) -> Result<usize, ImapError> {
     let store = engine.store().clone();
     let stored = store
@@ -469,6 +475,9 @@ async fn sync(
     let mut quarantined: Vec<u32> = Vec::new();
     let mut next = fetch_bodies(cfg, session, &chunks[0], limit).await?;
     for (i, chunk) in chunks.iter().enumerate() {
+        if i > 0 && *stop.borrow() {
+            break;
+        }
         crate::metrics::set(&crate::metrics::METRICS.backlog, remaining as u64);
         let bodies = std::mem::take(&mut next);
         let work = tokio::task::spawn_blocking({

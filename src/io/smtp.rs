@@ -504,6 +504,23 @@ pub fn backoff_secs(attempts: u32) -> u64 {
 /// Outbox entries read per round: the due ones, earliest attempt first.
 const BATCH: usize = 256;
 
+/// Entries claimed per round with a shared store, per parallel delivery: a
+/// crashed instance's claims hold its entries back until they expire, so
+/// it claims only about what it is about to send.
+const SHARED_BATCH_PER_CONNECTION: usize = 4;
+
+/// Entries read (claimed) per round.
+fn batch_size(store: &dyn Store, parallel: usize) -> usize {
+    if store.shared().is_some() {
+        (parallel.max(1) * SHARED_BATCH_PER_CONNECTION).min(BATCH)
+    } else {
+        BATCH
+    }
+}
+
+/// How often the outbox looks for due mail when the store is shared.
+const SHARED_POLL: Duration = Duration::from_secs(1);
+
 /// Per destination domain, whether it refused a recipient temporarily of
 /// late. While a domain backs off, its recipients are not tried (the mail
 /// is put back as if refused again), so one greylisting or slow domain is
@@ -565,6 +582,7 @@ pub async fn run_outbox(
         mailer.limits,
         pacing_windows(),
     ));
+    let shared = store.shared().is_some();
     if mailer.limits.any() {
         tracing::info!(
             max_per_minute = ?mailer.limits.max_per_minute,
@@ -597,7 +615,13 @@ pub async fn run_outbox(
         if *shutdown.borrow() {
             return;
         }
-        let sleep = next_wake.unwrap_or(Duration::from_secs(3600));
+        let mut sleep = next_wake.unwrap_or(Duration::from_secs(3600));
+        if shared {
+            // Other instances queue mail this one must be able to send (the
+            // instance that queued it may have died): no watermark tells
+            // of theirs, so look every second.
+            sleep = sleep.min(SHARED_POLL);
+        }
         tokio::select! {
             _ = durable.changed() => {}
             _ = tokio::time::sleep(sleep) => {}
@@ -690,7 +714,9 @@ async fn deliver_due(
             return Ok(Some(wait));
         }
         let now = clock.now();
-        let due = store.due_outbox(*watermark, now, BATCH)?;
+        // Claimed: with a shared store no other instance sends these while
+        // this one tries them (with sled, simply the due ones).
+        let due = store.claim_due(*watermark, now, batch_size(store.as_ref(), mailer.parallel))?;
         if due.is_empty() {
             if sent_batches {
                 crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);

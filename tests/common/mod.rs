@@ -426,8 +426,146 @@ pub fn processed_total(daemon: &Daemon) -> u64 {
         .sum()
 }
 
-/// The test configuration, with the store in `dir`.
+/// The store backend the tests run on: `LIAISON_TEST_BACKEND=sled` (the
+/// default) or `postgres` (the private PostgreSQL of `tests/postgres.sh`,
+/// a fresh database per daemon). `tests/run.sh` runs the end-to-end
+/// suites once with each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded sled store, in the test's temporary folder.
+    Sled,
+    /// A database of its own on the test PostgreSQL.
+    Postgres,
+}
+
+/// The backend chosen by `LIAISON_TEST_BACKEND`; anything but `sled`,
+/// `postgres` (or unset) is a mistake in the test run, not a reason to
+/// quietly test sled.
+pub fn backend() -> Backend {
+    match std::env::var("LIAISON_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("") | Ok("sled") => Backend::Sled,
+        Ok("postgres") => Backend::Postgres,
+        Ok(other) => panic!("LIAISON_TEST_BACKEND={other}: use `sled` or `postgres`"),
+    }
+}
+
+/// Seconds a test daemon on PostgreSQL holds its leases: short, so a daemon
+/// started again after a kill -9 (a new owner) takes its inboxes over in a
+/// few seconds instead of the default 30.
+pub const TEST_LEASE_SECS: u64 = 2;
+
+/// The `[store]` section of a test configuration whose files are in
+/// `dir`, for [`backend`]: sled in `dir/store`, or a fresh PostgreSQL
+/// database, with the admin socket (which postgres requires to be named)
+/// where sled would put it, `dir/store.sock`. Ends with a blank line.
+pub fn store_section(dir: &std::path::Path) -> String {
+    store_section_on(backend(), dir, "store")
+}
+
+/// The `[store]` section for `backend` named `name`: the sled folder
+/// `dir/name`, or a fresh database; the admin socket is `dir/name.sock`
+/// (sled's default, written out for postgres, which requires it).
+pub fn store_section_on(backend: Backend, dir: &std::path::Path, name: &str) -> String {
+    match backend {
+        Backend::Sled => format!(
+            "[store]\npath = \"{}\"\ncache_capacity_mb = 8\n\n",
+            dir.join(name).display()
+        ),
+        // TLS with the server's name checked against the test CA, as a
+        // production config should (anything less gets a warning).
+        Backend::Postgres => format!(
+            "[store]\nbackend = \"postgres\"\nurl = \"{url}?sslmode=verify-full\"\nca_file = \"{ca}\"\n\
+             max_connections = 4\nlease_secs = {TEST_LEASE_SECS}\n\n\
+             [admin]\nsocket = \"{socket}\"\n\n",
+            url = pg::fresh_database(&database_prefix()),
+            ca = pg::ca_path().display(),
+            socket = dir.join(format!("{name}.sock")).display(),
+        ),
+    }
+}
+
+/// The test's name (cargo names each test's thread after it), so a test's
+/// database can be found when a run is inspected.
+fn database_prefix() -> String {
+    std::thread::current()
+        .name()
+        .map(|n| n.rsplit("::").next().unwrap_or(n).to_string())
+        .filter(|n| n != "main" && !n.starts_with("tokio"))
+        .unwrap_or_else(|| "e2e".into())
+}
+
+/// `config` (a text made by [`config_text`]) with its store section (and
+/// the `[admin]` one written with it) replaced by `section` (from
+/// [`store_section_on`]).
+pub fn replace_store(config: &str, section: &str) -> String {
+    let start = config.find("[store]\n").expect("a [store] section");
+    // store_section writes both sections before the first [[inbox]].
+    let end = start
+        + config[start..]
+            .find("[[inbox]]")
+            .expect("an [[inbox]] after [store]");
+    format!("{}{section}{}", &config[..start], &config[end..])
+}
+
+/// `config` with a new, empty store of the same backend beside the old,
+/// named `name` (see [`store_section_on`]): where a test restores a backup.
+pub fn with_new_store(config: &str, dir: &std::path::Path, name: &str) -> String {
+    replace_store(config, &store_section_on(backend(), dir, name))
+}
+
+/// The admin socket of the configuration file `config`: `[admin] socket`,
+/// or sled's default beside the store folder.
+pub fn admin_socket_of(config: &std::path::Path) -> PathBuf {
+    let text = std::fs::read_to_string(config).unwrap();
+    let value: toml::Value = toml::from_str(&text).unwrap();
+    if let Some(socket) = value.get("admin").and_then(|a| a.get("socket")) {
+        return PathBuf::from(socket.as_str().unwrap());
+    }
+    let path = value["store"]["path"].as_str().expect("[store] path");
+    PathBuf::from(format!("{path}.sock"))
+}
+
+/// The `[store] url` of the configuration file `config` (postgres only).
+pub fn store_url(config: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    let value: toml::Value = toml::from_str(&text).unwrap();
+    value["store"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{} has no [store] url", config.display()))
+        .to_string()
+}
+
+/// `url` (a store URL of a test config) for [`pg::psql`]: without its
+/// query (`sslmode=verify-full` would make psql look for a CA file of its
+/// own; the server is on loopback).
+pub fn psql_url(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
+/// The bytes the tables of the database at `url` take, with their indexes
+/// and TOAST (where large values go), without PostgreSQL's own catalogs.
+pub fn pg_tables_size(url: &str) -> u64 {
+    let out = pg::psql(
+        psql_url(url),
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'm', 'p') \
+         AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND n.nspname NOT LIKE 'pg_toast%'",
+    )
+    .unwrap_or_else(|e| panic!("size of the store's tables: {e}"));
+    out.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("size {out:?}: {e}"))
+}
+
+/// The test configuration, with the store in `dir`, on [`backend`].
 pub fn config_text(dir: &std::path::Path, transport: Transport) -> String {
+    config_text_on(backend(), dir, transport)
+}
+
+/// [`config_text`] on the given backend, whatever the run's.
+pub fn config_text_on(backend: Backend, dir: &std::path::Path, transport: Transport) -> String {
     let templates = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates");
     let idle = transport != Transport::Polling;
     let cert = stack_cert();
@@ -455,7 +593,7 @@ pub fn config_text(dir: &std::path::Path, transport: Transport) -> String {
         ),
     };
     format!(
-        "[store]\npath = \"{store}\"\ncache_capacity_mb = 8\n\n{commands}{invites}\
+        "{store}{commands}{invites}\
          [smtp]\nhost = \"127.0.0.1\"\nport = {smtp_port}\n{smtp_tls}timeout_secs = 10\n\n\
          [addresses]\ncommands = \"commands@liaison.test\"\ninvitations = \"invites@liaison.test\"\n\
          support_desk = \"helpdesk@liaison.test\"\nfrom_name = \"Liaison\"\n\n\
@@ -463,7 +601,7 @@ pub fn config_text(dir: &std::path::Path, transport: Transport) -> String {
          [templates]\ndir = \"{templates}\"\n\n\
          [[partner]]\nid = \"northwind\"\nname = \"Northwind Traders\"\nemails = [\"partner1@liaison.test\"]\nlocale = \"en\"\n\n\
          [[partner]]\nid = \"hanbit\"\nname = \"Hanbit Cloud\"\nemails = [\"partner2@liaison.test\"]\nlocale = \"ko\"\n",
-        store = dir.join("store").display(),
+        store = store_section_on(backend, dir, "store"),
         templates = templates.display(),
         smtp_port = *SMTP_PORT,
     )
@@ -477,10 +615,19 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with the config text edited by `edit` first.
     pub fn start_custom(transport: Transport, edit: impl FnOnce(String) -> String) -> Daemon {
+        Self::start_on(backend(), transport, edit)
+    }
+
+    /// Like [`Daemon::start_custom`], on `backend` whatever the run's.
+    pub fn start_on(
+        backend: Backend,
+        transport: Transport,
+        edit: impl FnOnce(String) -> String,
+    ) -> Daemon {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         let config = dir.join("liaison.toml");
-        std::fs::write(&config, edit(config_text(&dir, transport))).unwrap();
+        std::fs::write(&config, edit(config_text_on(backend, &dir, transport))).unwrap();
         let mut d = Daemon {
             child: None,
             dir,
@@ -489,6 +636,17 @@ impl Daemon {
         };
         d.spawn();
         d
+    }
+
+    /// A daemon (not started: see [`Daemon::spawn`]) on a config file the
+    /// test wrote in `dir`, which it keeps.
+    pub fn on_config(dir: PathBuf, config: PathBuf) -> Daemon {
+        Daemon {
+            child: None,
+            dir,
+            config,
+            _tmp: None,
+        }
     }
 
     /// Starts (again) the binary on this daemon's config.
@@ -510,7 +668,7 @@ impl Daemon {
             .expect("start liaison");
         self.child = Some(child);
         // Ready when the admin socket exists.
-        let sock = self.dir.join("store.sock");
+        let sock = admin_socket_of(&self.config);
         let deadline = Instant::now() + Duration::from_secs(15);
         while !sock.exists() {
             assert!(
