@@ -1237,19 +1237,33 @@ const FIELD_TABLES: [(&[&str], Field); 6] = [
 fn is_one_line_header(c: &str, first: Field) -> bool {
     let mut seen = first.bit();
     let mut count = 1;
-    for (keys, field) in FIELD_TABLES {
-        if seen & field.bit() != 0 {
-            continue;
-        }
-        if keys.iter().any(|k| names_field(c, k)) {
-            seen |= field.bit();
-            count += 1;
-            if count >= 3 {
-                return true;
+    // A field name ends, up to spaces and `*`, at a colon: look at the
+    // colons rather than search the line for every name (the line may be
+    // 1200 bytes and the names are many; the fuzz target's throughput).
+    for (at, _) in c.match_indices([':', '：']) {
+        let before = c[..at].trim_end_matches([' ', '*']);
+        for (keys, field) in FIELD_TABLES {
+            if seen & field.bit() != 0 {
+                continue;
+            }
+            if keys.iter().any(|k| names_field(before, k)) {
+                seen |= field.bit();
+                count += 1;
+                if count >= 3 {
+                    return true;
+                }
             }
         }
     }
     false
+}
+
+/// Whether `before` (the line up to a colon, without the spaces and `*`
+/// before it) ends with the field name `key`, after a space or `*`.
+fn names_field(before: &str, key: &str) -> bool {
+    before
+        .strip_suffix(key)
+        .is_some_and(|head| head.ends_with([' ', '*']))
 }
 
 /// The rest of a line that opens with a dashed marker, as Yahoo writes a
@@ -1284,16 +1298,6 @@ fn after_dashed_marker(c: &str) -> Option<&str> {
         return None;
     }
     Some(words[close..].trim_start_matches(is_dash_like))
-}
-
-/// Whether `key` occurs in `c` as a field name: after a space or `*`,
-/// followed by an optional space or `*` and a colon.
-fn names_field(c: &str, key: &str) -> bool {
-    c.match_indices(key).any(|(at, _)| {
-        let before_ok = c[..at].ends_with([' ', '*']);
-        let after = c[at + key.len()..].trim_start_matches([' ', '*']);
-        before_ok && after.starts_with([':', '：'])
-    })
 }
 
 /// The kind of an Outlook-style `Key: value` header field on this line.
