@@ -95,11 +95,20 @@ fn migrate_applies_the_schema_once_and_refuses_sled() {
     let (store, printed) = store_check(&config);
     assert_eq!(store["ok"], true, "{store}");
     assert!(
-        store["note"].as_str().unwrap_or("").starts_with("schema version "),
+        store["note"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("schema version "),
         "{store}"
     );
-    assert!(store["target"].as_str().unwrap().starts_with("postgres "), "{store}");
-    assert!(!printed.contains(pg::PASSWORD), "the password is shown: {printed}");
+    assert!(
+        store["target"].as_str().unwrap().starts_with("postgres "),
+        "{store}"
+    );
+    assert!(
+        !printed.contains(pg::PASSWORD),
+        "the password is shown: {printed}"
+    );
 
     // sled has no schema: a clear error, non-zero exit.
     let tmp = tempfile::tempdir().unwrap();
@@ -121,7 +130,10 @@ fn check_config_reports_the_store_without_its_password() {
     let (store, printed) = store_check(&config);
     assert_eq!(store["ok"], true, "{store}");
     assert!(
-        store["note"].as_str().unwrap_or("").contains("no Liaison schema yet"),
+        store["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no Liaison schema yet"),
         "{store}"
     );
     assert!(!printed.contains(pg::PASSWORD), "{printed}");
@@ -145,7 +157,8 @@ fn check_config_reports_the_store_without_its_password() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let (_tmp, config) = pg_config(|url| url.replace(&format!(":{}/", pg::port()), &format!(":{port}/")));
+    let (_tmp, config) =
+        pg_config(|url| url.replace(&format!(":{}/", pg::port()), &format!(":{port}/")));
     let started = std::time::Instant::now();
     let (store, printed) = store_check(&config);
     assert_eq!(store["ok"], false, "{store}");
@@ -159,7 +172,10 @@ fn check_config_reports_the_store_without_its_password() {
     // The daemon says the same and exits, without the password.
     let (ok, out, err) = liaison(&config, &["stats"]);
     assert!(!ok, "{out}");
-    assert!(!err.contains(pg::PASSWORD) && !out.contains(pg::PASSWORD), "{err}");
+    assert!(
+        !err.contains(pg::PASSWORD) && !out.contains(pg::PASSWORD),
+        "{err}"
+    );
 
     // A schema newer than this binary: check-config fails, and so do
     // migrate and the daemon, saying which versions.
@@ -167,11 +183,18 @@ fn check_config_reports_the_store_without_its_password() {
     let (ok, out, err) = liaison(&config, &["migrate"]);
     assert!(ok, "{out}{err}");
     let url = store_url(&config);
-    pg::psql(psql_url(&url), "INSERT INTO liaison_schema (version) VALUES (999)").unwrap();
+    pg::psql(
+        psql_url(&url),
+        "INSERT INTO liaison_schema (version) VALUES (999)",
+    )
+    .unwrap();
     let (store, _) = store_check(&config);
     assert_eq!(store["ok"], false, "{store}");
     assert!(
-        store["error"].as_str().unwrap().contains("schema version 999"),
+        store["error"]
+            .as_str()
+            .unwrap()
+            .contains("schema version 999"),
         "{store}"
     );
     let (ok, _, err) = liaison(&config, &["migrate"]);
@@ -186,7 +209,11 @@ fn records(path: &Path) -> BTreeMap<String, serde_json::Value> {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let r: liaison::store::ExportRecord = serde_json::from_str(line).unwrap();
-        assert!(out.insert(r.key.clone(), r.value).is_none(), "{} twice", r.key);
+        assert!(
+            out.insert(r.key.clone(), r.value).is_none(),
+            "{} twice",
+            r.key
+        );
     }
     out
 }
@@ -250,7 +277,13 @@ async fn export_from_sled_restore_into_postgres_and_back_moves_a_deployment() {
     send_raw(
         ALICE,
         &[INVITES],
-        &mail(ALICE, INVITES, "Licences missing", "", "We lost 3 licences.\n"),
+        &mail(
+            ALICE,
+            INVITES,
+            "Licences missing",
+            "",
+            "We lost 3 licences.\n",
+        ),
     )
     .await;
     wait_for(PARTNER1, "forwarded request", |m| {
@@ -284,7 +317,10 @@ async fn export_from_sled_restore_into_postgres_and_back_moves_a_deployment() {
     let dir = daemon.dir.clone();
     let sled_config = daemon.config.clone();
     let sled_backup = dir.join("from-sled.jsonl");
-    let (ok, _, err) = liaison(&sled_config, &["export", "-o", sled_backup.to_str().unwrap()]);
+    let (ok, _, err) = liaison(
+        &sled_config,
+        &["export", "-o", sled_backup.to_str().unwrap()],
+    );
     assert!(ok, "{err}");
     let from_sled = records(&sled_backup);
     assert!(from_sled.len() > 20, "{} records", from_sled.len());
@@ -300,7 +336,10 @@ async fn export_from_sled_restore_into_postgres_and_back_moves_a_deployment() {
     let (ok, out, err) = liaison(&pg_config, &["restore", sled_backup.to_str().unwrap()]);
     assert!(ok, "{out}{err}");
     assert!(
-        out.contains(&format!("restored {} records into postgres", from_sled.len())),
+        out.contains(&format!(
+            "restored {} records into postgres",
+            from_sled.len()
+        )),
         "{out}"
     );
     assert!(!out.contains(pg::PASSWORD), "{out}");
@@ -334,7 +373,10 @@ async fn export_from_sled_restore_into_postgres_and_back_moves_a_deployment() {
     let (ok, _, err) = liaison(&pg_config, &["export", "-o", after.to_str().unwrap()]);
     assert!(ok, "{err}");
     let after_pg = records(&after);
-    assert!(after_pg.len() > from_sled.len(), "the daemon's work is in the store");
+    assert!(
+        after_pg.len() > from_sled.len(),
+        "the daemon's work is in the store"
+    );
 
     // And back into sled: again the same records and answers.
     let back_config = dir.join("back.toml");

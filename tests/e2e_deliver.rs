@@ -156,11 +156,7 @@ async fn deliver_takes_mail_through_the_daemon_or_the_store_with_sysexits_status
             let url = store_url(&config);
             let port = format!(":{}/", pg::port());
             assert!(url.contains(&port), "{url}");
-            std::fs::write(
-                &unreachable,
-                text.replace(&url, &url.replace(&port, ":1/")),
-            )
-            .unwrap();
+            std::fs::write(&unreachable, text.replace(&url, &url.replace(&port, ":1/"))).unwrap();
             let (code, out) = deliver(&unreachable, "commands", third.as_bytes());
             assert_eq!(code, 75, "{out}");
             assert!(!out.contains(pg::PASSWORD), "the password is shown: {out}");

@@ -64,7 +64,10 @@ fn open(kind: Kind, name: &str) -> Opened {
 
 /// Another instance on the same PostgreSQL database.
 fn second_instance(url: &str, lease_secs: u64) -> Arc<PgStore> {
-    Arc::new(PgStore::open(&pg_config(url, lease_secs)).unwrap())
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("test-instance-{}-{n}", std::process::id());
+    Arc::new(PgStore::open_as(&pg_config(url, lease_secs), &name).unwrap())
 }
 
 fn rel(partner: &str, customer: &str, state: RelationshipState) -> Relationship {
@@ -456,9 +459,7 @@ fn two_instances_never_claim_the_same_mail() {
     let url = o.url.clone().unwrap();
     let a = second_instance(&url, 30);
     let b = second_instance(&url, 30);
-    let mails: Vec<OutgoingMail> = (0..60)
-        .map(|i| mail(&format!("m{i}@liaison.test")))
-        .collect();
+    let mails: Vec<OutgoingMail> = (0..60).map(|i| mail(&format!("m{i}@liaison.test"))).collect();
     let ids = a
         .commit(Changes {
             outbox: mails,
@@ -466,7 +467,9 @@ fn two_instances_never_claim_the_same_mail() {
         })
         .unwrap();
     a.flush().unwrap();
-    let claim_all = |s: Arc<PgStore>| {
+    // Each instance claims and "sends" (marks sent) what it got, as its
+    // sender does, until nothing is left.
+    let send_all = |s: Arc<PgStore>| {
         std::thread::spawn(move || {
             let mut got = Vec::new();
             loop {
@@ -474,20 +477,35 @@ fn two_instances_never_claim_the_same_mail() {
                 if batch.is_empty() {
                     return got;
                 }
-                got.extend(batch.into_iter().map(|e| e.id));
+                for e in batch {
+                    s.mark_sent(e.id, 100, None).unwrap();
+                    got.push(e.id);
+                }
             }
         })
     };
-    let (ta, tb) = (claim_all(a.clone()), claim_all(b.clone()));
+    let (ta, tb) = (send_all(a.clone()), send_all(b.clone()));
     let (got_a, got_b) = (ta.join().unwrap(), tb.join().unwrap());
     let mut all: Vec<u64> = got_a.iter().chain(&got_b).copied().collect();
     all.sort();
     assert_eq!(all, ids, "every mail claimed exactly once");
-    // A claim ends when the mail is sent: nothing is claimable again.
-    for id in &got_a {
-        a.mark_sent(*id, 100, None).unwrap();
-    }
-    assert!(b.claim_due(u64::MAX, 100, 100).unwrap().is_empty());
+    assert_eq!(a.sent_log().unwrap().len(), 60);
+
+    // A claim keeps others off, while its owner takes it again (its sender
+    // asks again only when none of its mails is in flight: a mail the pacer
+    // held back must not wait for its own claim to run out).
+    let more = a
+        .commit(Changes {
+            outbox: vec![mail("x1@liaison.test"), mail("x2@liaison.test")],
+            ..Default::default()
+        })
+        .unwrap();
+    a.flush().unwrap();
+    let first: Vec<u64> = a.claim_due(u64::MAX, 100, 10).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(first, more);
+    assert!(b.claim_due(u64::MAX, 100, 10).unwrap().is_empty());
+    let again: Vec<u64> = a.claim_due(u64::MAX, 100, 10).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(again, more);
 }
 
 #[test]

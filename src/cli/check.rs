@@ -332,7 +332,13 @@ mod tests {
             "x password=*** y"
         );
         // No password: nothing to replace.
-        assert_eq!(without_password("refused", "postgres://db/liaison"), "refused");
-        assert_eq!(without_password("refused", "postgres://l@db/liaison"), "refused");
+        assert_eq!(
+            without_password("refused", "postgres://db/liaison"),
+            "refused"
+        );
+        assert_eq!(
+            without_password("refused", "postgres://l@db/liaison"),
+            "refused"
+        );
     }
 }

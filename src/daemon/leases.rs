@@ -455,7 +455,7 @@ mod tests {
         let mut stops = Vec::new();
         let mut keepers = Vec::new();
         let helds: Vec<Arc<HeldLeases>> = (0..2).map(|_| Arc::default()).collect();
-        for id in 0..2 {
+        for (id, held) in helds.iter().enumerate() {
             let (tx, rx) = watch::channel(false);
             stops.push(tx);
             keepers.push(tokio::spawn(keep(
@@ -469,7 +469,7 @@ mod tests {
                     work: counting(running.clone(), starts.clone()),
                 },
                 Some(LEASE),
-                helds[id].clone(),
+                held.clone(),
                 rx,
             )));
         }

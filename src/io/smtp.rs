@@ -592,6 +592,7 @@ pub async fn run_outbox(
     }
     loop {
         let mut watermark = (*durable.borrow_and_update()).max(own);
+        let mut store_failed = false;
         let next_wake = match deliver_due(
             &store,
             &mailer,
@@ -608,6 +609,7 @@ pub async fn run_outbox(
             Ok(wake) => wake,
             Err(e) => {
                 tracing::error!(error = %e, "outbox store error; retrying in 5 s");
+                store_failed = true;
                 Some(Duration::from_secs(5))
             }
         };
@@ -616,7 +618,7 @@ pub async fn run_outbox(
             return;
         }
         let mut sleep = next_wake.unwrap_or(Duration::from_secs(3600));
-        if shared {
+        if shared && !store_failed {
             // Other instances queue mail this one must be able to send (the
             // instance that queued it may have died): no watermark tells
             // of theirs, so look every second.

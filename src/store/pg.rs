@@ -32,8 +32,8 @@
 //!   the work from the durable cursor.
 //! - **Outbox claims.** Any instance sends. Due entries are claimed in
 //!   `liaison_outbox_claim` with `FOR UPDATE SKIP LOCKED` and an expiry (4
-//!   lease lengths, at least 60 s); sent and retried entries drop their
-//!   claim. After a crash its claimed entries wait until the claim expires,
+//!   lease lengths; a send must not take longer, see the config's warning);
+//!   sent and retried entries drop their claim. After a crash its claimed entries wait until the claim expires,
 //!   then another instance sends them: the duplicate window is the mails in
 //!   flight, as with sled.
 //!
@@ -92,7 +92,13 @@ pub type PgStore = super::KvStore<PgBackend>;
 impl PgStore {
     /// Connects, migrates the schema to this binary's version and opens.
     pub fn open(config: &PostgresConfig) -> Result<PgStore> {
-        let backend = PgBackend::connect(config)?;
+        Self::open_as(config, &instance_name())
+    }
+
+    /// [`PgStore::open`] under another instance name than this process's
+    /// (tests run several instances in one process).
+    pub fn open_as(config: &PostgresConfig, instance: &str) -> Result<PgStore> {
+        let backend = PgBackend::connect(config, instance)?;
         backend.migrate()?;
         super::KvStore::with_backend(backend)
     }
@@ -106,13 +112,13 @@ pub fn open(config: &PostgresConfig) -> Result<Arc<dyn super::Store>> {
 /// Applies the embedded migrations (`liaison migrate`); returns the schema
 /// version before and after.
 pub fn migrate(config: &PostgresConfig) -> Result<(i64, i64)> {
-    PgBackend::connect(config)?.migrate()
+    PgBackend::connect(config, &instance_name())?.migrate()
 }
 
 /// The database's schema version (0 when Liaison never ran on it), without
 /// changing anything (`check-config`).
 pub fn schema_version(config: &PostgresConfig) -> Result<i64> {
-    let backend = PgBackend::connect(config)?;
+    let backend = PgBackend::connect(config, &instance_name())?;
     let inner = backend.inner.clone();
     backend.run("reading the schema version", async move {
         let c = inner.client().await?;
@@ -288,7 +294,7 @@ pub struct PgBackend {
 
 impl PgBackend {
     /// Connects (a pool and a writer), checking that the server answers.
-    pub fn connect(config: &PostgresConfig) -> Result<PgBackend> {
+    pub fn connect(config: &PostgresConfig, instance: &str) -> Result<PgBackend> {
         let (url, mode) = liaison_core::config::split_sslmode(config.url.expose());
         let mode = SslMode::parse(mode.as_deref().unwrap_or("prefer"))?;
         let mut pg_config = tokio_postgres::Config::from_str(&url).map_err(|e| {
@@ -332,7 +338,7 @@ impl PgBackend {
                 pg_config,
                 tls,
                 writer: tokio::sync::Mutex::new(None),
-                instance: instance_name(),
+                instance: instance.to_string(),
                 lease_secs,
             }),
             turn: Mutex::new(Turn::default()),
@@ -341,7 +347,7 @@ impl PgBackend {
             cache: Mutex::new(HashMap::new()),
             lost: Mutex::new(None),
             timeout: Duration::from_secs(lease_secs * 2 + 30),
-            claim_secs: (lease_secs * 4).max(60) as f64,
+            claim_secs: (lease_secs * 4).max(4) as f64,
         };
         // Fails here, with the server's words, when it cannot be reached.
         let inner = backend.inner.clone();
@@ -662,8 +668,15 @@ impl rustls::client::danger::ServerCertVerifier for CertVerifier {
     }
 }
 
-/// Host, process and start time: unique among instances.
+/// Host, process and start time: unique among instances, and the same for
+/// every store this process opens (a store opened anew after it was lost
+/// still owns its leases and claims).
 fn instance_name() -> String {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(new_instance_name).clone()
+}
+
+fn new_instance_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
@@ -1075,7 +1088,11 @@ impl Backend for PgBackend {
             let mut c = inner.client().await?;
             let (lo, hi) = (due_key(0, 0), due_key(now, u64::MAX));
             // Due in the next-attempt index (`outd/<not_before><id>`) and
-            // not under another instance's claim.
+            // not under another instance's claim. This instance's own
+            // claims are taken again: its one sender asks only once its
+            // last batch is done (or its tasks were restarted on a store
+            // opened anew), so an entry it still holds a claim on is not
+            // in flight, and must not wait for the claim to run out.
             let due = c
                 .query(
                     "SELECT key FROM liaison_kv k
@@ -1083,9 +1100,10 @@ impl Backend for PgBackend {
                        AND NOT EXISTS (
                            SELECT 1 FROM liaison_outbox_claim c
                            WHERE c.id = ('x' || encode(substring(k.key from 14 for 8), 'hex'))::bit(64)::bigint
-                             AND c.until >= clock_timestamp())
+                             AND c.until >= clock_timestamp()
+                             AND c.owner <> $4)
                      ORDER BY key LIMIT $3",
-                    &[&lo, &hi, &((limit * 2 + 8) as i64)],
+                    &[&lo, &hi, &((limit * 2 + 8) as i64), &inner.instance],
                 )
                 .await
                 .map_err(e)?;
@@ -1111,7 +1129,7 @@ impl Backend for PgBackend {
                 .query(
                     "WITH free AS (
                          SELECT id FROM liaison_outbox_claim
-                         WHERE id = ANY($1) AND until < clock_timestamp()
+                         WHERE id = ANY($1) AND (until < clock_timestamp() OR owner = $2)
                          ORDER BY array_position($1, id)
                          LIMIT $4
                          FOR UPDATE SKIP LOCKED

@@ -3,8 +3,9 @@
 //! table names the owner's pid), killing, pausing and resuming them.
 //!
 //! Included by the failover tests with `#[path]` beside `mod common;`.
+//! They run on PostgreSQL whatever `LIAISON_TEST_BACKEND` says.
 
-use crate::common::{pg, Daemon, Transport};
+use crate::common::{pg, Backend, Daemon, Transport};
 use std::time::{Duration, Instant};
 
 /// The lease length the failover tests run with: short, so takeovers take
@@ -15,33 +16,41 @@ pub const LEASE_SECS: u64 = 2;
 /// PostgreSQL database `url`, with its own admin socket (in its folder, where
 /// [`Daemon::spawn`] waits for it), `/healthz` on `http_port`, caps high
 /// enough for a backlog from a few addresses, and the short lease.
-pub fn on_postgres(config: &str, url: &str, http_port: u16) -> String {
-    let path_line = config
-        .lines()
-        .find(|l| l.starts_with("path = \""))
-        .expect("the test config has a store path");
-    let store_path = path_line
-        .trim_start_matches("path = \"")
-        .trim_end_matches('"');
-    let dir = store_path
-        .strip_suffix("/store")
-        .expect("store in the folder");
+pub fn on_postgres(config: &str, dir: &std::path::Path, url: &str, http_port: u16) -> String {
     let store = format!(
         "[store]\nbackend = \"postgres\"\nurl = \"{url}\"\nlease_secs = {LEASE_SECS}\n\n\
-         [admin]\nsocket = \"{dir}/store.sock\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n"
+         [admin]\nsocket = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n\n",
+        dir.join("store.sock").display()
     );
-    let old = format!("[store]\n{path_line}\ncache_capacity_mb = 8\n");
-    assert!(config.contains(&old), "{config}");
-    config.replace(&old, &store).replace(
+    crate::common::replace_store(config, &store).replace(
         "invitation_ttl_days = 90\n",
         "invitation_ttl_days = 90\nmax_replies_per_hour = 100000\nmax_support_requests_per_hour = 100000\n",
     )
 }
 
+/// The folder of a test config's files: where its admin socket is (sled's
+/// `path` or postgres's `[admin] socket`, both `<dir>/store…`).
+fn config_dir(config: &str) -> std::path::PathBuf {
+    let line = config
+        .lines()
+        .find(|l| l.starts_with("path = \"") || l.starts_with("socket = \""))
+        .expect("the test config names its store folder or socket");
+    let value = line.split('"').nth(1).expect("a quoted value");
+    std::path::Path::new(value)
+        .parent()
+        .expect("in the test's folder")
+        .to_path_buf()
+}
+
 /// One instance: the real binary on `url`.
 pub fn start_instance(url: &str, http_port: u16) -> Daemon {
     let url = url.to_string();
-    Daemon::start_custom(Transport::Plain, move |c| on_postgres(&c, &url, http_port))
+    // From the sled text, which on_postgres rewrites, whatever
+    // LIAISON_TEST_BACKEND says.
+    Daemon::start_on(Backend::Sled, Transport::Plain, move |c| {
+        let dir = config_dir(&c);
+        on_postgres(&c, &dir, &url, http_port)
+    })
 }
 
 /// The lease `name`'s owner's pid and whether it is unexpired, from the

@@ -277,6 +277,19 @@ impl Config {
     /// leaves a door open (printed by `check-config`, logged at start).
     pub fn warnings(&self) -> Vec<String> {
         let mut out = self.store.warnings();
+        if let Some(lease) = self.store.lease_secs() {
+            // A queued mail is claimed by one sender for four lease lengths;
+            // a send that outlasts its claim could be taken by another
+            // instance and sent twice.
+            if lease * 4 < self.smtp.timeout_secs + 10 {
+                out.push(format!(
+                    "store.lease_secs = {lease}: a mail's send claim lasts {} s, less than [smtp] timeout_secs ({}) + 10 s, so a slow send could be sent again by another instance; raise lease_secs to at least {}",
+                    lease * 4,
+                    self.smtp.timeout_secs,
+                    (self.smtp.timeout_secs + 10).div_ceil(4)
+                ));
+            }
+        }
         if self.security.trusted_authserv_id.is_none() {
             out.push(
                 "security.trusted_authserv_id is not set: sender addresses are not verified, so anyone can write as a partner (commands), as the support desk or a partner on a ticket, or as a customer; set it to your MX's authserv-id (README: Trusting senders)"

@@ -443,6 +443,11 @@ async fn a_postgres_restart_mid_run_loses_and_duplicates_nothing() {
         back.elapsed()
     );
     print_log_counts(&daemons);
+    if std::env::var_os("LIAISON_FAILOVER_LOGS").is_some() {
+        for d in &daemons {
+            println!("---- instance log ----\n{}", d.log());
+        }
+    }
     for d in &daemons {
         let log = d.log();
         assert!(
