@@ -72,6 +72,24 @@ fn date_first_attributions_ending_in_a_verb() {
             Intent::Accept,
         ),
         (
+            "Apple Mail ja, name only (…のメッセージ:, no address)",
+            format!("Decline\n\n2026/01/06 10:00、Partner Deskのメッセージ:\n\n{q}\n"),
+            "Decline",
+            Intent::Decline,
+        ),
+        (
+            "Apple Mail ca, name only (… ha escrit:, no address)",
+            format!("Decline\n\n6 de gen. 2026, a les 10:00, Partner Desk ha escrit:\n\n{q}\n"),
+            "Decline",
+            Intent::Decline,
+        ),
+        (
+            "Thunderbird ca (El … ha escrit:)",
+            format!("Accept\n\nEl 6/1/26 a les 10:00, Partner Desk ha escrit:\n{q}\n"),
+            "Accept",
+            Intent::Accept,
+        ),
+        (
             "Thunderbird pl (… pisze:)",
             format!("Decline\n\nW dniu 6.01.2026 o 10:00, Partner Desk pisze:\n{q}\n"),
             "Decline",
@@ -161,6 +179,18 @@ fn one_line_header_and_forward_blocks() {
             format!("Accept\n\nTemat: Zaproszenie Nadawca: desk@example.net Adresat: alice@contoso.test Data: 6 stycznia 2026 10:00\n\n{QUOTED}\n"),
             "Accept",
             Intent::Accept,
+        ),
+        (
+            "Yahoo-style forward on one line, the marker in words no list holds (tr)",
+            format!("Accept\n\n----- İletilen Mesaj ----- Kimden: Partner Desk <desk@example.net> Kime: Alice <alice@contoso.test> Gönderildi: 6 Ocak 2026 Salı 10:00:00 GMT+3 Konu: Davet {QUOTED}\n"),
+            "Accept",
+            Intent::Accept,
+        ),
+        (
+            "Yahoo-style forward on one line, the marker in words no list holds (pl)",
+            format!("Decline\n\n----- Przekazana wiadomość ----- Od: Partner Desk <desk@example.net> Do: Alice <alice@contoso.test> Wysłano: wtorek, 6 stycznia 2026 10:00:00 CET Temat: Zaproszenie {QUOTED}\n"),
+            "Decline",
+            Intent::Decline,
         ),
         (
             "Yahoo forward marker (fr) on one line",
@@ -373,6 +403,12 @@ fn korean_clients() {
             Intent::Accept,
         ),
         (
+            "Apple Mail ko, ISO date, name only (…, Name 작성:)",
+            format!("거절합니다\n\n2026-01-06 10:00, Partner Desk 작성:\n\n{q}\n"),
+            "거절합니다",
+            Intent::Decline,
+        ),
+        (
             "Apple Mail ko, iPhone (date first, 작성:, device line)",
             format!("수락합니다\n\niPhone에서 보냄\n\n2026. 1. 6. 오전 10:00, Partner Desk <desk@example.net> 작성:\n\n{q}\n"),
             "수락합니다",
@@ -449,6 +485,15 @@ fn korean_legacy_charsets() {
             ('목', [0xB8, 0xF1]),
             ('초', [0xC3, 0xCA]),
             ('대', [0xB4, 0xEB]),
+            ('거', [0xB0, 0xC5]),
+            ('절', [0xC0, 0xFD]),
+            ('오', [0xBF, 0xC0]),
+            ('전', [0xC0, 0xFC]),
+            ('에', [0xBF, 0xA1]),
+            ('이', [0xC0, 0xCC]),
+            ('가', [0xB0, 0xA1]),
+            ('쓴', [0xBE, 0xB4]),
+            ('글', [0xB1, 0xDB]),
         ];
         let mut out = Vec::new();
         for ch in s.chars() {
@@ -462,21 +507,50 @@ fn korean_legacy_charsets() {
         }
         out
     }
-    let body = format!(
-        "수락합니다\r\n\r\n보낸 사람: Partner Desk <desk@example.net>\r\n보낸 날짜: 2026-01-06 10:00\r\n받는 사람: alice@contoso.test\r\n제목: 초대\r\n\r\n{}\r\n",
-        QUOTED.replace('\n', "\r\n")
-    );
+    let crlf = |s: &str| s.replace('\n', "\r\n");
+    // (what, body, new text, intent): the Outlook desktop block, and two
+    // shapes the heuristics learnt in issue 15 — Thunderbird's "… 이(가) 쓴
+    // 글:" above a `>` quote, and Outlook web's header block on one line —
+    // so that the legacy charsets are checked on what they are needed for.
+    let fixtures = [
+        (
+            "Outlook desktop block",
+            crlf(&format!("수락합니다\n\n보낸 사람: Partner Desk <desk@example.net>\n보낸 날짜: 2026-01-06 10:00\n받는 사람: alice@contoso.test\n제목: 초대\n\n{QUOTED}\n")),
+            "수락합니다",
+            Intent::Accept,
+        ),
+        (
+            "Thunderbird ko attribution",
+            crlf(&format!("거절합니다\n\n2026-01-06 오전 10:00에 Partner Desk 이(가) 쓴 글:\n{}\n", quoted_with("> "))),
+            "거절합니다",
+            Intent::Decline,
+        ),
+        (
+            "Outlook web ko, one line",
+            crlf(&format!("수락합니다\n\n보낸 사람: Partner Desk <desk@example.net> 보낸 날짜: 2026-01-06 10:00 받는 사람: alice@contoso.test 제목: 초대\n\n{QUOTED}\n")),
+            "수락합니다",
+            Intent::Accept,
+        ),
+    ];
+    let mut failed = Vec::new();
     for charset in ["euc-kr", "ks_c_5601-1987"] {
-        let mut raw = format!(
-            "From: Alice <alice@contoso.test>\r\nTo: invites@liaison.test\r\nSubject: RE: invitation\r\n\
-             Message-ID: <ko-{charset}@contoso.test>\r\nMIME-Version: 1.0\r\n\
-             Content-Type: text/plain; charset=\"{charset}\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
-        )
-        .into_bytes();
-        raw.extend(euc_kr(&body));
-        let mail = liaison_core::mail::inbound::parse(&raw, 1 << 20).expect("parses");
-        let got = new_text(&mail.text);
-        assert_eq!(got, "수락합니다", "{charset}: {:?}", mail.text);
-        assert_eq!(detect(&got), Intent::Accept, "{charset}");
+        for (what, body, want, intent) in &fixtures {
+            let mut raw = format!(
+                "From: Alice <alice@contoso.test>\r\nTo: invites@liaison.test\r\nSubject: RE: invitation\r\n\
+                 Message-ID: <ko-{charset}@contoso.test>\r\nMIME-Version: 1.0\r\n\
+                 Content-Type: text/plain; charset=\"{charset}\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+            )
+            .into_bytes();
+            raw.extend(euc_kr(body));
+            let mail = liaison_core::mail::inbound::parse(&raw, 1 << 20).expect("parses");
+            let got = new_text(&mail.text);
+            if got != *want || detect(&got) != *intent {
+                failed.push(format!(
+                    "{charset}, {what}: got {got:?} from {:?}",
+                    mail.text
+                ));
+            }
+        }
     }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
