@@ -35,6 +35,7 @@ fn pg_config(url: &str, lease_secs: u64) -> PostgresConfig {
         max_connections: 4,
         lease_secs,
         ca_file: None,
+        claim_secs: lease_secs * 4,
     }
 }
 

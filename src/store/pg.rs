@@ -31,8 +31,8 @@
 //!   itself lost: the daemon restarts its tasks, and the new owner redoes
 //!   the work from the durable cursor.
 //! - **Outbox claims.** Any instance sends. Due entries are claimed in
-//!   `liaison_outbox_claim` with `FOR UPDATE SKIP LOCKED` and an expiry (4
-//!   lease lengths; a send must not take longer, see the config's warning);
+//!   `liaison_outbox_claim` with `FOR UPDATE SKIP LOCKED` and an expiry
+//!   (`claim_secs`: four lease lengths, and longer than a send may take);
 //!   sent and retried entries drop their claim. After a crash its claimed entries wait until the claim expires,
 //!   then another instance sends them: the duplicate window is the mails in
 //!   flight, as with sled.
@@ -347,7 +347,7 @@ impl PgBackend {
             cache: Mutex::new(HashMap::new()),
             lost: Mutex::new(None),
             timeout: Duration::from_secs(lease_secs * 2 + 30),
-            claim_secs: (lease_secs * 4).max(4) as f64,
+            claim_secs: config.claim_secs.max(1) as f64,
         };
         // Fails here, with the server's words, when it cannot be reached.
         let inner = backend.inner.clone();

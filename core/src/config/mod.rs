@@ -223,10 +223,13 @@ impl Config {
     }
 
     fn from_raw(raw: RawConfig, secrets: &dyn SecretSource) -> Result<Config> {
-        let store = raw.store.validate(secrets, raw.admin.socket.is_some())?;
+        let mut store = raw.store.validate(secrets, raw.admin.socket.is_some())?;
         let oauth2 = oauth2::validate_clients(raw.oauth2, secrets)?;
         let inboxes = mailbox::validate_inboxes(raw.inbox, secrets)?;
         let smtp = raw.smtp.validate(secrets)?;
+        if let StoreBackend::Postgres(pg) = &mut store.backend {
+            pg.claim_secs = store::claim_secs(pg.lease_secs, smtp.timeout_secs);
+        }
         oauth2::check_references(&oauth2, &inboxes, &smtp)?;
         let addresses = raw.addresses.validate()?;
         let security = raw.security.validate(secrets)?;
@@ -277,19 +280,6 @@ impl Config {
     /// leaves a door open (printed by `check-config`, logged at start).
     pub fn warnings(&self) -> Vec<String> {
         let mut out = self.store.warnings();
-        if let Some(lease) = self.store.lease_secs() {
-            // A queued mail is claimed by one sender for four lease lengths;
-            // a send that outlasts its claim could be taken by another
-            // instance and sent twice.
-            if lease * 4 < self.smtp.timeout_secs + 10 {
-                out.push(format!(
-                    "store.lease_secs = {lease}: a mail's send claim lasts {} s, less than [smtp] timeout_secs ({}) + 10 s, so a slow send could be sent again by another instance; raise lease_secs to at least {}",
-                    lease * 4,
-                    self.smtp.timeout_secs,
-                    (self.smtp.timeout_secs + 10).div_ceil(4)
-                ));
-            }
-        }
         if self.security.trusted_authserv_id.is_none() {
             out.push(
                 "security.trusted_authserv_id is not set: sender addresses are not verified, so anyone can write as a partner (commands), as the support desk or a partner on a ticket, or as a customer; set it to your MX's authserv-id (README: Trusting senders)"
@@ -495,6 +485,9 @@ emails = ["Partner1@liaison.test"]
         };
         assert_eq!(p.max_connections, store::DEFAULT_MAX_CONNECTIONS);
         assert_eq!(p.lease_secs, store::DEFAULT_LEASE_SECS);
+        // Four leases, and longer than a send may take (2 × 30 s + 10 s).
+        assert_eq!(p.claim_secs, 120);
+        assert_eq!(store::claim_secs(2, 30), 70);
         assert_eq!(c.admin_socket, PathBuf::from("/run/liaison/a.sock"));
         // The URL (and its password) never shows in debug output.
         assert!(!format!("{c:?}").contains("pw@"));

@@ -77,6 +77,17 @@ pub struct PostgresConfig {
     /// PEM file of the CA(s) the server's certificate must chain to;
     /// default: the system's web PKI roots.
     pub ca_file: Option<PathBuf>,
+    /// Seconds a queued mail stays claimed by the instance sending it:
+    /// longer than any send may take, so no other instance sends it
+    /// meanwhile (see [`claim_secs`]).
+    pub claim_secs: u64,
+}
+
+/// How long a send claim lasts: four lease lengths, and at least twice the
+/// SMTP timeout plus ten seconds, so a slow send never outlives its claim
+/// (after a crash, the dead instance's claims hold its mails this long).
+pub fn claim_secs(lease_secs: u64, smtp_timeout_secs: u64) -> u64 {
+    (lease_secs * 4).max(smtp_timeout_secs * 2 + 10)
 }
 
 impl RawStore {
@@ -165,6 +176,8 @@ impl RawStore {
                         max_connections,
                         lease_secs,
                         ca_file: self.ca_file,
+                        // Set from [smtp] once it is read (Config::from_raw).
+                        claim_secs: lease_secs * 4,
                     }),
                 })
             }
