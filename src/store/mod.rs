@@ -322,6 +322,11 @@ pub type Records<'a> = Box<dyn Iterator<Item = Result<Record>> + 'a>;
 pub trait Backend: Send + Sync {
     /// One record.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Several records, in the order of `keys`. A backend across a network
+    /// reads them in one round trip; the default reads them one by one.
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
     /// The records in `range`, in key order.
     fn range(&self, range: (Bound<Vec<u8>>, Bound<Vec<u8>>)) -> Records<'_>;
     /// Writes every staged write in one atomic batch (durable once
@@ -602,12 +607,11 @@ impl<B: Backend> KvStore<B> {
                 *deltas.entry(cnt_key(&r.partner, r.state)).or_default() += 1;
             }
         }
-        for (key, delta) in deltas {
-            if delta != 0 {
-                let current = self.get::<u64>(&key)?.unwrap_or(0);
-                let now = (current as i64 + delta).max(0) as u64;
-                batch.insert(key, encode(&now));
-            }
+        let moved: Vec<(Vec<u8>, i64)> = deltas.into_iter().filter(|(_, d)| *d != 0).collect();
+        let keys: Vec<Vec<u8>> = moved.iter().map(|(k, _)| k.clone()).collect();
+        for ((key, delta), current) in moved.into_iter().zip(self.get_many::<u64>(&keys)?) {
+            let now = (current.unwrap_or(0) as i64 + delta).max(0) as u64;
+            batch.insert(key, encode(&now));
         }
         Ok(())
     }
@@ -668,6 +672,36 @@ impl<B: Backend> KvStore<B> {
             return Ok(v.clone());
         }
         self.backend.get(key)
+    }
+
+    /// Several records, staged writes first, the rest from the backend in
+    /// one call; in the order of `keys`.
+    fn get_many_raw(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut found: Vec<Option<Option<Vec<u8>>>> = {
+            let staged = self.staged();
+            keys.iter().map(|k| staged.get(k).cloned()).collect()
+        };
+        let missing: Vec<Vec<u8>> = keys
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !missing.is_empty() {
+            let mut read = self.backend.get_many(&missing)?.into_iter();
+            for slot in found.iter_mut().filter(|f| f.is_none()) {
+                *slot = Some(read.next().flatten());
+            }
+        }
+        Ok(found.into_iter().map(Option::flatten).collect())
+    }
+
+    /// Several decoded records, in the order of `keys`.
+    fn get_many<T: serde::de::DeserializeOwned>(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<T>>> {
+        keys.iter()
+            .zip(self.get_many_raw(keys)?)
+            .map(|(k, v)| v.map(|v| decode(k, &v)).transpose())
+            .collect()
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
@@ -877,15 +911,26 @@ impl<B: Backend> Store for KvStore<B> {
         let mut with_old = Vec::with_capacity(changes.relationships.len());
         let mut seen: std::collections::HashMap<(&str, &str), RelationshipState> =
             Default::default();
-        for r in &changes.relationships {
+        // The stored summaries, read in one call (one round trip on a
+        // shared store).
+        let summary_keys: Vec<Vec<u8>> = changes
+            .relationships
+            .iter()
+            .map(|r| rsum_key(&r.partner, &r.customer))
+            .collect();
+        let stored: std::collections::HashMap<Vec<u8>, RelationshipState> = summary_keys
+            .iter()
+            .cloned()
+            .zip(self.get_many::<RelationshipSummary>(&summary_keys)?)
+            .filter_map(|(k, s)| Some((k, s?.state)))
+            .collect();
+        for (r, summary_key) in changes.relationships.iter().zip(&summary_keys) {
             batch.insert(rel_key(&r.partner, &r.customer), encode(r));
             // The state before this commit: from an earlier entry of this
             // same commit, or from the stored summary.
             let old = match seen.get(&(r.partner.as_str(), r.customer.as_str())) {
                 Some(s) => Some(*s),
-                None => self
-                    .get::<RelationshipSummary>(&rsum_key(&r.partner, &r.customer))?
-                    .map(|s| s.state),
+                None => stored.get(summary_key).copied(),
             };
             seen.insert((&r.partner, &r.customer), r.state);
             with_old.push((r, old));
@@ -1335,6 +1380,37 @@ mod tests {
             customer_message_id: None,
             entries: vec![],
         }
+    }
+
+    #[test]
+    fn reading_several_records_sees_staged_writes_removals_and_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("db"), 1 << 20, Path::new("x.sock")).unwrap();
+        s.stage(vec![
+            (b"k/a".to_vec(), Some(b"1".to_vec())),
+            (b"k/b".to_vec(), Some(b"2".to_vec())),
+        ]);
+        s.flush().unwrap();
+        // b removed and c added, both only staged.
+        s.stage(vec![
+            (b"k/b".to_vec(), None),
+            (b"k/c".to_vec(), Some(b"3".to_vec())),
+        ]);
+        let keys: Vec<Vec<u8>> = ["k/c", "k/a", "k/b", "k/none", "k/a"]
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        let got = s.get_many_raw(&keys).unwrap();
+        let want: Vec<Option<Vec<u8>>> = vec![
+            Some(b"3".to_vec()),
+            Some(b"1".to_vec()),
+            None,
+            None,
+            Some(b"1".to_vec()),
+        ];
+        assert_eq!(got, want);
+        let one_by_one: Vec<Option<Vec<u8>>> = keys.iter().map(|k| s.get_raw(k).unwrap()).collect();
+        assert_eq!(got, one_by_one);
     }
 
     #[test]

@@ -855,6 +855,56 @@ impl Backend for PgBackend {
         Ok(value)
     }
 
+    fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let cacheable = |k: &[u8]| self.locked.load(Ordering::SeqCst) && !is_outbox_key(k);
+        let mut found: Vec<Option<Option<Vec<u8>>>> = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            keys.iter()
+                .map(|k| cacheable(k).then(|| cache.get(k).cloned()).flatten())
+                .collect()
+        };
+        let missing: Vec<Vec<u8>> = keys
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(found.into_iter().map(Option::flatten).collect());
+        }
+        let inner = self.inner.clone();
+        let asked = missing.clone();
+        let read: HashMap<Vec<u8>, Vec<u8>> = self.run("reading the store", async move {
+            let c = inner.client().await?;
+            let st = c
+                .prepare_cached("SELECT key, value FROM liaison_kv WHERE key = ANY($1)")
+                .await
+                .map_err(|e| pg_err("reading the store", e))?;
+            let mut read = HashMap::with_capacity(asked.len());
+            for chunk in asked.chunks(WRITE_CHUNK) {
+                for row in c
+                    .query(&st, &[&chunk])
+                    .await
+                    .map_err(|e| pg_err("reading the store", e))?
+                {
+                    read.insert(row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1));
+                }
+            }
+            Ok(read)
+        })?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, slot) in keys.iter().zip(found.iter_mut()) {
+            if slot.is_none() {
+                let value = read.get(k).cloned();
+                if cacheable(k) {
+                    cache.insert(k.clone(), value.clone());
+                }
+                *slot = Some(value);
+            }
+        }
+        Ok(found.into_iter().map(Option::flatten).collect())
+    }
+
     fn range(&self, range: (Bound<Vec<u8>>, Bound<Vec<u8>>)) -> Records<'_> {
         Box::new(PgRange {
             backend: self,
