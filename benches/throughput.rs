@@ -2209,7 +2209,9 @@ async fn memory(backend: Backend, backlog: usize, table: &mut Table) -> Res<()> 
 async fn scale(backend: Backend, count: usize, partners: usize, table: &mut Table) -> Res<()> {
     let name = backend.name();
     let spot = Spot::new(backend)?;
-    let config = load_config(&spot, smtp_port(), partners - 2)?;
+    // SMTP at a closed port: the notices the sweep queues (5i) stay
+    // queued, also when the release binary runs on this store (5h).
+    let config = load_config(&spot, closed_port()?, partners - 2)?;
     let store = open_store(&config)?;
     own_inboxes(store.as_ref())?;
     let templates = liaison::files::load_templates(&config.templates_dir)?;
@@ -2231,8 +2233,31 @@ async fn scale(backend: Backend, count: usize, partners: usize, table: &mut Tabl
     let customer = |i: usize| format!("customer{}@company{}.test", i / 2, (i / 2) % 997);
     let t = Instant::now();
     let mut batch = vec![];
+    let mut invitations = vec![];
+    let mut expired = 0;
     for i in 0..count {
         let state = states[(i / partners) % states.len()];
+        if state == "invited" {
+            // Each invited relationship has its invitation; one in ten ran
+            // out (1 % of all relationships), so the sweep has work to do:
+            // 5g decides their expiry, 5i's `Engine::sweep` commits it.
+            let ran_out = (i / partners / states.len()) % 10 == 0;
+            expired += usize::from(ran_out);
+            invitations.push(serde_json::from_value::<
+                liaison_core::model::invitation::Invitation,
+            >(serde_json::json!({
+                "id": i as u64 + 1,
+                "kind": "invitation",
+                "partner": partner_ids[i % partners],
+                "customer": customer(i),
+                "customer_name": format!("Company {} Ltd", i / 2),
+                "locale": "en",
+                "created": now - 2 * 86_400,
+                "expires": if ran_out { now - 3_600 } else { now + 28 * 86_400 },
+                "message_id": format!("inv.{i}@liaison.test"),
+                "draft": false,
+            }))?);
+        }
         let rel: liaison_core::model::relationship::Relationship = serde_json::from_value(
             serde_json::json!({
                 "partner": partner_ids[i % partners],
@@ -2254,6 +2279,7 @@ async fn scale(backend: Backend, count: usize, partners: usize, table: &mut Tabl
         if batch.len() == 1000 || i + 1 == count {
             store.commit(Changes {
                 relationships: std::mem::take(&mut batch),
+                invitations: std::mem::take(&mut invitations),
                 ..Default::default()
             })?;
         }
@@ -2269,7 +2295,7 @@ async fn scale(backend: Backend, count: usize, partners: usize, table: &mut Tabl
         }
     }
     eprintln!(
-        "  ({name}) wrote {count} relationships ({partners} partners) in {:.1} s",
+        "  ({name}) wrote {count} relationships ({partners} partners; {expired} invitations ran out) in {:.1} s",
         t.elapsed().as_secs_f64()
     );
 

@@ -398,17 +398,15 @@ async fn sweep_timers(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        // A sweep reads every relationship summary (about a third of a
-        // second at 100 000): synchronous store work, so it runs on the
-        // blocking pool and the runtime's workers keep serving IMAP and SMTP.
+        // A sweep reads every relationship summary (seconds at 1 000 000):
+        // synchronous store work, so it runs on the blocking pool and the
+        // runtime's workers keep serving IMAP and SMTP.
         let (e, d) = (engine.clone(), durable.clone());
         let result = tokio::task::spawn_blocking(move || {
-            e.sweep().and_then(|changed| {
-                if changed > 0 {
-                    crate::engine::flush_and_publish(e.store().as_ref(), &d)?;
-                }
-                Ok(())
-            })
+            // Each part that changed something is flushed and handed to
+            // the outbox sender at once, not at the end of the whole sweep.
+            e.sweep_in_parts(&mut |store| crate::engine::flush_and_publish(store, &d))
+                .map(|_| ())
         })
         .await;
         match result {

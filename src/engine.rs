@@ -143,6 +143,12 @@ pub struct Outcome {
     pub queued: Vec<String>,
 }
 
+/// Relationships the timer sweep decides and commits in one turn (see
+/// [`Engine::sweep_in_parts`]): composing one notice takes a fraction of a
+/// millisecond, so a mail waits for the sweep some tens of milliseconds at
+/// most.
+pub const SWEEP_CHUNK: usize = 100;
+
 /// Processes messages; shared by every inbox task.
 pub struct Engine {
     config: Arc<Config>,
@@ -1024,38 +1030,88 @@ impl Engine {
         Ok(out)
     }
 
-    /// Applies what time alone changed (expired invitations). Does not
-    /// flush. Returns how many relationships changed.
+    /// Applies what time alone changed (expired invitations, reminders and
+    /// ends of fixed durations), flushing after each part that changed
+    /// something. Returns how many relationships changed.
     pub fn sweep(&self) -> Result<usize, EngineError> {
+        self.sweep_in_parts(&mut |store| store.flush())
+    }
+
+    /// [`Engine::sweep`], calling `flush` (which must make the commits so
+    /// far durable) after each part that changed something; the daemon
+    /// also lets the outbox sender go on then.
+    ///
+    /// Why in parts: the sweep goes over every relationship (1 000 000 in
+    /// the benchmark), and inbound mail must not wait for it. It reads the
+    /// summaries a page ([`decide::SWEEP_PAGE`]) at a time, and finds what
+    /// may be due on each page (with its invitations in one read) without
+    /// the engine's lock. Only deciding and committing what is due takes
+    /// the decision turn, for at most [`SWEEP_CHUNK`] relationships at a
+    /// time, and the flush after it ends the store's turn (on PostgreSQL,
+    /// other instances wait for it). So a mail arriving during a sweep
+    /// waits at most for one chunk's decision, commit and flush. Each part
+    /// re-reads its candidates under the turn, and message ids are keyed
+    /// by what is due (invitation, period), so the decisions are those of
+    /// one pass over the whole store, and a sweep cut short by a crash
+    /// re-plans the same mails for what it had not committed.
+    pub fn sweep_in_parts(
+        &self,
+        flush: &mut dyn FnMut(&dyn Store) -> Result<(), StoreError>,
+    ) -> Result<usize, EngineError> {
         let now = self.clock.now();
         let ctx = Context {
             config: &self.config,
             tokens: &self.tokens,
             now,
         };
-        // Finding what may be due reads every summary (a third of a second
-        // at 100 000 relationships); doing it before taking the lock keeps
-        // inbound mail from waiting on it. The decision re-reads each
-        // candidate under the lock.
-        let candidates = match decide::due_candidates(&ctx, self.store.as_ref()) {
-            Ok(c) => c,
-            Err(decide::WorkflowError::Store(e)) => return Err(e.into()),
-        };
-        if candidates.is_empty() {
-            return Ok(0);
+        let store = self.store.as_ref();
+        let mut changed = 0;
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let page = store.relationship_summaries_after(
+                after.as_ref().map(|(p, c)| (p.as_str(), c.as_str())),
+                decide::SWEEP_PAGE,
+            )?;
+            let more = page.len() == decide::SWEEP_PAGE;
+            if let Some(last) = page.last() {
+                after = Some((last.partner.clone(), last.customer.clone()));
+            }
+            let candidates = match decide::due_among(&ctx, store, page) {
+                Ok(c) => c,
+                Err(decide::WorkflowError::Store(e)) => return Err(e.into()),
+            };
+            for part in candidates.chunks(SWEEP_CHUNK) {
+                let done = self.sweep_part(&ctx, part)?;
+                if done > 0 {
+                    flush(store)?;
+                    changed += done;
+                }
+            }
+            if !more {
+                return Ok(changed);
+            }
         }
+    }
+
+    /// Decides and commits, under the decision turn, what time changed for
+    /// `candidates`. Does not flush. Returns how many relationships changed.
+    fn sweep_part(
+        &self,
+        ctx: &Context,
+        candidates: &[liaison_core::model::relationship::RelationshipSummary],
+    ) -> Result<usize, EngineError> {
         let _turn = self.turn()?;
-        let decision = match decide::expire_candidates(&ctx, self.store.as_ref(), &candidates) {
+        let decision = match decide::expire_candidates(ctx, self.store.as_ref(), candidates) {
             Ok(d) => d,
             Err(decide::WorkflowError::Store(e)) => return Err(e.into()),
         };
         if decision.relationships.is_empty() {
             return Ok(0);
         }
-        let outbox = self.compose_or_log(&decision.mails, now, "a timer notice");
+        let outbox = self.compose_or_log(&decision.mails, ctx.now, "a timer notice");
         let changed = decision.relationships.len();
         for r in &decision.relationships {
-            tracing::info!(partner = %r.partner, customer = %r.customer, "invitation expired");
+            tracing::info!(partner = %r.partner, customer = %r.customer, state = %r.state.as_str(), "changed by time");
         }
         self.store.commit(Changes {
             relationships: decision.relationships,

@@ -121,7 +121,282 @@ on_both!(
     a_backup_restores_into_an_empty_store_record_for_record,
     processed_markers_and_cursors_land_together,
     a_mail_held_in_its_place_stays_due,
+    summaries_read_by_page_and_records_in_batches_see_staged_writes,
+    the_sweep_commits_in_parts_and_a_mail_is_decided_between_them,
 );
+
+fn summaries_read_by_page_and_records_in_batches_see_staged_writes(kind: Kind) {
+    let o = open(kind, "pages");
+    let s = &o.store;
+    let mut flushed: Vec<Relationship> = (0..25)
+        .map(|i| {
+            rel(
+                ["p1", "p2", "p10"][i % 3],
+                &format!("c{i:02}@contoso.test"),
+                RelationshipState::Active,
+            )
+        })
+        .collect();
+    for (i, r) in flushed.iter_mut().enumerate() {
+        r.invitation_id = Some(i as u64 + 1);
+    }
+    s.commit(Changes {
+        relationships: flushed.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    s.flush().unwrap();
+    // Not flushed: a new one, and a change of one already in the backend.
+    s.commit(Changes {
+        relationships: vec![
+            rel("p1", "zz@contoso.test", RelationshipState::Invited),
+            rel("p2", "c01@contoso.test", RelationshipState::Declined),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let all = s.all_relationship_summaries().unwrap();
+    assert_eq!(all.len(), 26);
+    for limit in [1, 4, 7, 26, 100] {
+        let mut paged = vec![];
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let page = s
+                .relationship_summaries_after(
+                    after.as_ref().map(|(p, c)| (p.as_str(), c.as_str())),
+                    limit,
+                )
+                .unwrap();
+            assert!(page.len() <= limit);
+            let more = page.len() == limit;
+            if let Some(last) = page.last() {
+                after = Some((last.partner.clone(), last.customer.clone()));
+            }
+            paged.extend(page);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(paged, all, "pages of {limit}");
+    }
+    // Batches: in the order asked, missing ones as None, staged ones seen.
+    let got = s
+        .relationships_by_key(&[
+            ("p2", "c01@contoso.test"),
+            ("p9", "nobody@contoso.test"),
+            ("p1", "zz@contoso.test"),
+            ("p1", "c00@contoso.test"),
+        ])
+        .unwrap();
+    let states: Vec<Option<RelationshipState>> =
+        got.iter().map(|r| r.as_ref().map(|r| r.state)).collect();
+    assert_eq!(
+        states,
+        [
+            Some(RelationshipState::Declined),
+            None,
+            Some(RelationshipState::Invited),
+            Some(RelationshipState::Active)
+        ]
+    );
+    let invitation = |id: u64| liaison_core::model::invitation::Invitation {
+        id,
+        kind: liaison_core::model::invitation::InvitationKind::Invitation,
+        partner: "p1".into(),
+        customer: format!("c{id}@contoso.test"),
+        customer_name: None,
+        locale: "en".into(),
+        created: 1,
+        expires: 100 + id,
+        message_id: format!("inv{id}@liaison.test"),
+        draft: false,
+        bounced: None,
+        approval_link: None,
+    };
+    s.commit(Changes {
+        invitations: vec![invitation(3), invitation(9)],
+        ..Default::default()
+    })
+    .unwrap();
+    s.flush().unwrap();
+    s.commit(Changes {
+        invitations: vec![invitation(5)],
+        ..Default::default()
+    })
+    .unwrap();
+    let expires: Vec<Option<u64>> = s
+        .invitations(&[9, 4, 5, 3, 9])
+        .unwrap()
+        .into_iter()
+        .map(|i| i.map(|i| i.expires))
+        .collect();
+    assert_eq!(expires, [Some(109), None, Some(105), Some(103), Some(109)]);
+    s.flush().unwrap();
+}
+
+/// The timer sweep as the daemon runs it, over more than one page of
+/// summaries with more due than one part: it commits at most
+/// `SWEEP_CHUNK` relationships between two flushes, a mail that arrives
+/// between two parts is decided at once (neither the engine's lock nor
+/// the store's turn is held), and what it decides is what one decision
+/// over the whole store decides (same relationships, same message ids).
+fn the_sweep_commits_in_parts_and_a_mail_is_decided_between_them(kind: Kind) {
+    use liaison::engine::{Engine, SWEEP_CHUNK};
+    use liaison_core::model::invitation::{Invitation, InvitationKind};
+    let o = open(kind, "sweep_parts");
+    let s = o.store.clone();
+    let now = 1_780_000_000;
+    let day = 86_400;
+    let total = 1_600;
+    let mut rels = vec![];
+    let mut invitations = vec![];
+    for i in 0..total {
+        let partner = if i % 2 == 0 { "northwind" } else { "p2" };
+        let customer = format!("c{i:05}@contoso.test");
+        let mut r = rel(partner, &customer, RelationshipState::Active);
+        if i % 4 == 0 {
+            // Invited; one in eight still has time.
+            r.state = RelationshipState::Invited;
+            r.invitation_id = Some(i as u64 + 1);
+            invitations.push(Invitation {
+                id: i as u64 + 1,
+                kind: InvitationKind::Invitation,
+                partner: partner.into(),
+                customer: customer.clone(),
+                customer_name: None,
+                locale: "en".into(),
+                created: now - 31 * day,
+                expires: if i % 32 == 0 { now + day } else { now - 1 },
+                message_id: format!("inv{i}@liaison.test"),
+                draft: false,
+                bounced: None,
+                approval_link: None,
+            });
+        }
+        rels.push(r);
+    }
+    s.commit(Changes {
+        relationships: rels,
+        invitations,
+        ..Default::default()
+    })
+    .unwrap();
+    s.flush().unwrap();
+    let config = liaison_core::config::Config::parse(
+        liaison_core::testing::CONFIG,
+        Path::new("test.toml"),
+        &liaison::files::EnvAndFiles,
+    )
+    .unwrap();
+    let templates =
+        liaison::files::load_templates(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"))
+            .unwrap();
+    let tokens =
+        liaison_core::model::token::TokenKey::new(config.security.token_secret.expose().as_bytes());
+    let one_pass = liaison_core::decide::expire_due(
+        &liaison_core::decide::Context {
+            config: &config,
+            tokens: &tokens,
+            now,
+        },
+        s.as_ref(),
+    )
+    .unwrap();
+    let expected = 1_600 / 4 - 1_600 / 32;
+    assert_eq!(one_pass.relationships.len(), expected);
+    let engine = Arc::new(Engine::new(
+        Arc::new(config),
+        s.clone(),
+        templates,
+        Arc::new(liaison::clock::ManualClock::new(now)),
+    ));
+    assert!(s.acquire_lease(&inbox_lease("invites")).unwrap().is_some());
+    let mut parts = vec![];
+    let mut queued_before = 0;
+    let changed = engine
+        .sweep_in_parts(&mut |store| {
+            store.flush()?;
+            let queued = store.outbox_len()?;
+            parts.push(queued - queued_before);
+            queued_before = queued;
+            // A mail now is decided at once, on another thread.
+            let n = parts.len() as u32;
+            let (e, (tx, rx)) = (engine.clone(), std::sync::mpsc::channel());
+            std::thread::spawn(move || {
+                let raw = format!(
+                    "From: someone{n}@example.test\r\nTo: invites@liaison.test\r\n\
+                     Subject: Re: hello\r\nMessage-ID: <between{n}@example.test>\r\n\
+                     Date: Thu, 28 May 2026 20:26:40 +0000\r\n\r\nThanks.\r\n"
+                );
+                let cursor = Cursor {
+                    uid_validity: 1,
+                    last_uid: n,
+                };
+                let _ = tx.send(
+                    e.process("invites", cursor, raw.as_bytes())
+                        .map(|o| o.class),
+                );
+            });
+            let class = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("a mail between two parts of the sweep waited for the sweep")
+                .expect("the mail between two parts was processed");
+            assert_eq!(class, ProcessedClass::Ignored);
+            Ok(())
+        })
+        .unwrap();
+    s.flush().unwrap();
+    assert_eq!(changed, expected);
+    assert!(parts.len() >= expected.div_ceil(SWEEP_CHUNK), "{parts:?}");
+    assert!(
+        parts.iter().all(|&n| n > 0 && n as usize <= SWEEP_CHUNK),
+        "{parts:?}"
+    );
+    // The same decision as one pass over the whole store.
+    let mut want: Vec<(String, String, &str)> = one_pass
+        .relationships
+        .iter()
+        .map(|r| (r.partner.clone(), r.customer.clone(), r.state.as_str()))
+        .collect();
+    want.sort();
+    let mut got: Vec<(String, String, &str)> = s
+        .all_relationships()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.state == RelationshipState::Expired)
+        .map(|r| (r.partner, r.customer, r.state.as_str()))
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    let mut want_ids: Vec<String> = one_pass
+        .mails
+        .iter()
+        .map(|m| m.message_id.clone())
+        .collect();
+    want_ids.sort();
+    let mut got_ids: Vec<String> = s
+        .pending_outbox(u64::MAX, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.mail.message_id)
+        .collect();
+    got_ids.sort();
+    assert_eq!(got_ids, want_ids);
+    // The mails between the parts were committed with their cursor.
+    assert_eq!(
+        s.cursor("invites").unwrap().map(|c| c.last_uid),
+        Some(parts.len() as u32)
+    );
+    // Nothing is left due: a second sweep changes nothing, flushes nothing.
+    let mut flushes = 0;
+    let again = engine
+        .sweep_in_parts(&mut |_| {
+            flushes += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!((again, flushes), (0, 0));
+}
 
 fn a_mail_held_in_its_place_stays_due(kind: Kind) {
     let o = open(kind, "held");

@@ -274,6 +274,20 @@ pub trait StoreView {
     fn relationships_with(&self, customer: &str) -> Result<Vec<Relationship>>;
     /// An invitation by id.
     fn invitation(&self, id: u64) -> Result<Option<Invitation>>;
+    /// Several invitations by id, in the order of `ids`. A store across a
+    /// network reads them in one round trip (the timer sweep asks for every
+    /// invited relationship's); the default reads them one by one.
+    fn invitations(&self, ids: &[u64]) -> Result<Vec<Option<Invitation>>> {
+        ids.iter().map(|id| self.invitation(*id)).collect()
+    }
+    /// Several relationships by (partner, customer), in the order of
+    /// `keys`; like [`StoreView::invitations`], one round trip where that
+    /// matters.
+    fn relationships_by_key(&self, keys: &[(&str, &str)]) -> Result<Vec<Option<Relationship>>> {
+        keys.iter()
+            .map(|(partner, customer)| self.relationship(partner, customer))
+            .collect()
+    }
     /// The invitation a sent Message-ID belongs to.
     fn invitation_by_message_id(&self, message_id: &str) -> Result<Option<u64>>;
     /// Every relationship.
@@ -292,6 +306,25 @@ pub trait StoreView {
             .all_relationships()?
             .iter()
             .map(RelationshipSummary::from)
+            .collect())
+    }
+    /// Up to `limit` summaries, in the order of
+    /// [`StoreView::all_relationship_summaries`], of the relationships that
+    /// come after `after` (partner, customer), or from the first when
+    /// `None`: the timer sweep reads the whole store a page at a time, so
+    /// its memory does not grow with the store. Fewer than `limit` means
+    /// there are no more. The default filters every summary; a store reads
+    /// just the page.
+    fn relationship_summaries_after(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<RelationshipSummary>> {
+        Ok(self
+            .all_relationship_summaries()?
+            .into_iter()
+            .filter(|s| after.is_none_or(|a| (s.partner.as_str(), s.customer.as_str()) > a))
+            .take(limit)
             .collect())
     }
     /// How many relationships each partner has in each state (states with

@@ -805,6 +805,16 @@ impl<B: Backend> StoreView for KvStore<B> {
         Ok(self.get(&id_key("inv/", id))?)
     }
 
+    fn invitations(&self, ids: &[u64]) -> ReadResult<Vec<Option<Invitation>>> {
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| id_key("inv/", *id)).collect();
+        Ok(self.get_many(&keys)?)
+    }
+
+    fn relationships_by_key(&self, keys: &[(&str, &str)]) -> ReadResult<Vec<Option<Relationship>>> {
+        let keys: Vec<Vec<u8>> = keys.iter().map(|(p, c)| rel_key(p, c)).collect();
+        Ok(self.get_many(&keys)?)
+    }
+
     fn invitation_by_message_id(&self, message_id: &str) -> ReadResult<Option<u64>> {
         Ok(self.get(format!("thr/{message_id}").as_bytes())?)
     }
@@ -819,6 +829,28 @@ impl<B: Backend> StoreView for KvStore<B> {
 
     fn all_relationship_summaries(&self) -> ReadResult<Vec<RelationshipSummary>> {
         Ok(self.scan(b"rsum/")?)
+    }
+
+    fn relationship_summaries_after(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> ReadResult<Vec<RelationshipSummary>> {
+        let (start, end) = prefix_range(b"rsum/");
+        let start = match after {
+            Some((partner, customer)) => Bound::Excluded(rsum_key(partner, customer)),
+            None => start,
+        };
+        // `take` stops the scan: on PostgreSQL a page of `limit` (up to
+        // the backend's page) is one round trip.
+        Ok(self
+            .range((start, end))
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect::<Result<Vec<_>>>()?)
     }
 
     fn relationship_counts(&self) -> ReadResult<Vec<(String, RelationshipState, u64)>> {

@@ -27,7 +27,7 @@ pub mod trust;
 pub mod web;
 
 pub use commands::{help_text, run_given_commands, CommandOutcome, Transcript, TranscriptLine};
-pub use timers::{due_candidates, expire_candidates, expire_due};
+pub use timers::{due_among, due_candidates, expire_candidates, expire_due, SWEEP_PAGE};
 // The plan a decision fills in, and time formatting, live below the
 // decision code (render, model); named here for the decision modules.
 pub use crate::model::time::{date_only, rfc3339};

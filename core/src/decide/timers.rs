@@ -9,12 +9,16 @@
 
 use super::{rfc3339, Context, Decision, MailClass, MailPlan, MessageIds, WorkflowError};
 use crate::effects::StoreView;
-use crate::model::invitation::InvitationKind;
+use crate::model::invitation::{Invitation, InvitationKind};
 use crate::model::relationship::{
     Relationship, RelationshipEvent, RelationshipState, RelationshipSummary,
 };
 use crate::render::templates::TemplateName;
 use serde_json::json;
+
+/// Summaries the timer sweep reads at a time (one round trip on
+/// PostgreSQL, whose range scans read pages of this size).
+pub const SWEEP_PAGE: usize = 1000;
 
 /// Expires every pending invitation whose time ran out, and takes each
 /// relationship with a fixed duration one step (reminder, end). The
@@ -26,11 +30,40 @@ pub fn expire_due(ctx: &Context, view: &dyn StoreView) -> Result<Decision, Workf
 
 /// The relationships that may have something due now, found from the
 /// summaries (a sweep runs every minute over every relationship, so it must
-/// not decode every history). Reading only, it can run without the engine's
-/// lock; [`expire_candidates`] then decides from the full records.
+/// not decode every history), read [`SWEEP_PAGE`] at a time. Reading only,
+/// it can run without the engine's lock; [`expire_candidates`] then decides
+/// from the full records.
 pub fn due_candidates(
     ctx: &Context,
     view: &dyn StoreView,
+) -> Result<Vec<RelationshipSummary>, WorkflowError> {
+    let mut out = Vec::new();
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let page = view.relationship_summaries_after(
+            after.as_ref().map(|(p, c)| (p.as_str(), c.as_str())),
+            SWEEP_PAGE,
+        )?;
+        let more = page.len() == SWEEP_PAGE;
+        if let Some(last) = page.last() {
+            after = Some((last.partner.clone(), last.customer.clone()));
+        }
+        out.extend(due_among(ctx, view, page)?);
+        if !more {
+            return Ok(out);
+        }
+    }
+}
+
+/// Those of `summaries` that may have something due now (see
+/// [`due_candidates`]): an active relationship whose end or earliest
+/// reminder has come, an invited one whose invitation ran out. The
+/// invitations of the invited ones are read in one call
+/// ([`StoreView::invitations`]), not one round trip each.
+pub fn due_among(
+    ctx: &Context,
+    view: &dyn StoreView,
+    summaries: Vec<RelationshipSummary>,
 ) -> Result<Vec<RelationshipSummary>, WorkflowError> {
     let earliest_reminder = ctx
         .config
@@ -39,39 +72,64 @@ pub fn due_candidates(
         .iter()
         .max()
         .map_or(0, |d| u64::from(*d) * 86_400);
-    let mut out = Vec::new();
-    for summary in view.all_relationship_summaries()? {
-        let due = match summary.state {
+    let invited: Vec<u64> = summaries
+        .iter()
+        .filter(|s| s.state == RelationshipState::Invited)
+        .filter_map(|s| s.invitation_id)
+        .collect();
+    let expired: std::collections::HashSet<u64> = view
+        .invitations(&invited)?
+        .into_iter()
+        .flatten()
+        .filter(|inv| inv.kind == InvitationKind::Invitation && inv.expires < ctx.now)
+        .map(|inv| inv.id)
+        .collect();
+    Ok(summaries
+        .into_iter()
+        .filter(|summary| match summary.state {
             RelationshipState::Active => summary
                 .ends_at
                 .is_some_and(|ends_at| ctx.now.saturating_add(earliest_reminder) >= ends_at),
-            RelationshipState::Invited => match summary.invitation_id {
-                Some(id) => view.invitation(id)?.is_some_and(|inv| {
-                    inv.kind == InvitationKind::Invitation && inv.expires < ctx.now
-                }),
-                None => false,
-            },
+            RelationshipState::Invited => summary
+                .invitation_id
+                .is_some_and(|id| expired.contains(&id)),
             _ => false,
-        };
-        if due {
-            out.push(summary);
-        }
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 /// Decides, from their full records, what time changed for `candidates`
-/// (from [`due_candidates`]); anything no longer due is left alone.
+/// (from [`due_candidates`]); anything no longer due is left alone. The
+/// records are read in two calls (relationships, then the invitations of
+/// the invited ones), so a decision over many candidates costs two round
+/// trips on a store across a network, not two per candidate.
 pub fn expire_candidates(
     ctx: &Context,
     view: &dyn StoreView,
     candidates: &[RelationshipSummary],
 ) -> Result<Decision, WorkflowError> {
     let mut decision = Decision::new(MailClass::Timer, "");
-    for candidate in candidates {
-        let Some(mut rel) = view.relationship(&candidate.partner, &candidate.customer)? else {
-            continue;
-        };
+    let keys: Vec<(&str, &str)> = candidates
+        .iter()
+        .map(|c| (c.partner.as_str(), c.customer.as_str()))
+        .collect();
+    let rels: Vec<Relationship> = view
+        .relationships_by_key(&keys)?
+        .into_iter()
+        .flatten()
+        .collect();
+    let invitation_ids: Vec<u64> = rels
+        .iter()
+        .filter(|r| r.state == RelationshipState::Invited)
+        .filter_map(|r| r.invitation_id)
+        .collect();
+    let invitations: std::collections::HashMap<u64, Invitation> = invitation_ids
+        .iter()
+        .copied()
+        .zip(view.invitations(&invitation_ids)?)
+        .filter_map(|(id, inv)| Some((id, inv?)))
+        .collect();
+    for mut rel in rels {
         if rel.state == RelationshipState::Active {
             if let Some(plan) = duration_step(ctx, &mut rel) {
                 decision.mails.push(plan);
@@ -82,12 +140,7 @@ pub fn expire_candidates(
         if rel.state != RelationshipState::Invited {
             continue;
         }
-        let Some(inv) = rel
-            .invitation_id
-            .map(|id| view.invitation(id))
-            .transpose()?
-            .flatten()
-        else {
+        let Some(inv) = rel.invitation_id.and_then(|id| invitations.get(&id)) else {
             continue;
         };
         if inv.kind != InvitationKind::Invitation || inv.expires >= ctx.now {
