@@ -12,7 +12,7 @@ use crate::decide::Decision;
 use crate::effects::{OutgoingMail, Result, StoreView};
 use crate::mail::inbound::InboundMail;
 use crate::model::invitation::Invitation;
-use crate::model::relationship::{Relationship, RelationshipState};
+use crate::model::relationship::{Relationship, RelationshipState, RelationshipSummary};
 use crate::model::ticket::Ticket;
 use std::collections::BTreeMap;
 
@@ -71,6 +71,25 @@ impl StoreView for MemStore {
 
     fn all_relationships(&self) -> Result<Vec<Relationship>> {
         Ok(self.relationships.values().cloned().collect())
+    }
+
+    fn relationship_summaries_after(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<RelationshipSummary>> {
+        use std::ops::Bound;
+        // Keys are (partner, customer): the summaries' order.
+        let start = match after {
+            Some((p, c)) => Bound::Excluded((p.to_string(), c.to_string())),
+            None => Bound::Unbounded,
+        };
+        Ok(self
+            .relationships
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, r)| RelationshipSummary::from(r))
+            .collect())
     }
 
     fn ticket(&self, id: u64) -> Result<Option<Ticket>> {
