@@ -2028,6 +2028,30 @@ impl Child {
         self.child.id()
     }
 
+    /// The store the daemon says it opened (`store` of its "liaison
+    /// started" line, e.g. `postgres postgres://liaison:***@…`), waiting
+    /// up to 30 s for that line.
+    fn logged_store(&self) -> Res<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let started = log.lines().rev().find_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                let fields = v.get("fields").unwrap_or(&v);
+                (fields["message"] == "liaison started")
+                    .then(|| fields["store"].as_str().map(str::to_string))
+                    .flatten()
+            });
+            if let Some(store) = started {
+                return Ok(store);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the daemon did not log \"liaison started\":\n{}", self.tail()).into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Counts new `processed` and sent/failed log lines.
     fn follow(&mut self) {
         use std::io::{Read, Seek, SeekFrom};
@@ -2106,6 +2130,16 @@ async fn memory(backend: Backend, backlog: usize, table: &mut Table) -> Res<()> 
 
     // Idle: started on empty mailboxes, watching both with IDLE.
     let child = Child::spawn(spot.dir())?;
+    // The row is only worth its name if the binary really runs on it.
+    let logged = child.logged_store()?;
+    if logged.split(' ').next() != Some(backend.name()) {
+        return Err(format!(
+            "part 4 ({}): the daemon opened another store: {logged}",
+            backend.name()
+        )
+        .into());
+    }
+    eprintln!("  the daemon logged store = {logged}");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (idle_rss, idle_hwm) = rss(child.pid()).ok_or("cannot read /proc/PID/status")?;
     let st = child.stop()?;
