@@ -2046,7 +2046,11 @@ impl Child {
                 return Ok(store);
             }
             if Instant::now() > deadline {
-                return Err(format!("the daemon did not log \"liaison started\":\n{}", self.tail()).into());
+                return Err(format!(
+                    "the daemon did not log \"liaison started\":\n{}",
+                    self.tail()
+                )
+                .into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
