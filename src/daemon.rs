@@ -401,12 +401,15 @@ async fn sweep_timers(
         // A sweep reads every relationship summary (seconds at 1 000 000):
         // synchronous store work, so it runs on the blocking pool and the
         // runtime's workers keep serving IMAP and SMTP.
-        let (e, d) = (engine.clone(), durable.clone());
+        let (e, d, stopping) = (engine.clone(), durable.clone(), shutdown.clone());
         let result = tokio::task::spawn_blocking(move || {
             // Each part that changed something is flushed and handed to
             // the outbox sender at once, not at the end of the whole sweep.
-            e.sweep_in_parts(&mut |store| crate::engine::flush_and_publish(store, &d))
-                .map(|_| ())
+            e.sweep_in_parts(
+                &mut |store| crate::engine::flush_and_publish(store, &d),
+                &|| *stopping.borrow(),
+            )
+            .map(|_| ())
         })
         .await;
         match result {

@@ -1034,12 +1034,16 @@ impl Engine {
     /// ends of fixed durations), flushing after each part that changed
     /// something. Returns how many relationships changed.
     pub fn sweep(&self) -> Result<usize, EngineError> {
-        self.sweep_in_parts(&mut |store| store.flush())
+        self.sweep_in_parts(&mut |store| store.flush(), &|| false)
     }
 
     /// [`Engine::sweep`], calling `flush` (which must make the commits so
     /// far durable) after each part that changed something; the daemon
-    /// also lets the outbox sender go on then.
+    /// also lets the outbox sender go on then. When `stop` says so (the
+    /// daemon shuts down), it ends before the next page: what it committed
+    /// stays, the rest waits for the next sweep, and a shutdown does not
+    /// wait for a sweep over the whole store (tens of seconds at 1 000 000
+    /// relationships on PostgreSQL).
     ///
     /// Why in parts: the sweep goes over every relationship (1 000 000 in
     /// the benchmark), and inbound mail must not wait for it. It reads the
@@ -1057,6 +1061,7 @@ impl Engine {
     pub fn sweep_in_parts(
         &self,
         flush: &mut dyn FnMut(&dyn Store) -> Result<(), StoreError>,
+        stop: &dyn Fn() -> bool,
     ) -> Result<usize, EngineError> {
         let now = self.clock.now();
         let ctx = Context {
@@ -1068,6 +1073,10 @@ impl Engine {
         let mut changed = 0;
         let mut after: Option<(String, String)> = None;
         loop {
+            if stop() {
+                tracing::info!(changed, "timer sweep stopped for the shutdown");
+                return Ok(changed);
+            }
             let page = store.relationship_summaries_after(
                 after.as_ref().map(|(p, c)| (p.as_str(), c.as_str())),
                 decide::SWEEP_PAGE,

@@ -314,36 +314,39 @@ fn the_sweep_commits_in_parts_and_a_mail_is_decided_between_them(kind: Kind) {
     let mut parts = vec![];
     let mut queued_before = 0;
     let changed = engine
-        .sweep_in_parts(&mut |store| {
-            store.flush()?;
-            let queued = store.outbox_len()?;
-            parts.push(queued - queued_before);
-            queued_before = queued;
-            // A mail now is decided at once, on another thread.
-            let n = parts.len() as u32;
-            let (e, (tx, rx)) = (engine.clone(), std::sync::mpsc::channel());
-            std::thread::spawn(move || {
-                let raw = format!(
-                    "From: someone{n}@example.test\r\nTo: invites@liaison.test\r\n\
+        .sweep_in_parts(
+            &mut |store| {
+                store.flush()?;
+                let queued = store.outbox_len()?;
+                parts.push(queued - queued_before);
+                queued_before = queued;
+                // A mail now is decided at once, on another thread.
+                let n = parts.len() as u32;
+                let (e, (tx, rx)) = (engine.clone(), std::sync::mpsc::channel());
+                std::thread::spawn(move || {
+                    let raw = format!(
+                        "From: someone{n}@example.test\r\nTo: invites@liaison.test\r\n\
                      Subject: Re: hello\r\nMessage-ID: <between{n}@example.test>\r\n\
                      Date: Thu, 28 May 2026 20:26:40 +0000\r\n\r\nThanks.\r\n"
-                );
-                let cursor = Cursor {
-                    uid_validity: 1,
-                    last_uid: n,
-                };
-                let _ = tx.send(
-                    e.process("invites", cursor, raw.as_bytes())
-                        .map(|o| o.class),
-                );
-            });
-            let class = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("a mail between two parts of the sweep waited for the sweep")
-                .expect("the mail between two parts was processed");
-            assert_eq!(class, ProcessedClass::Ignored);
-            Ok(())
-        })
+                    );
+                    let cursor = Cursor {
+                        uid_validity: 1,
+                        last_uid: n,
+                    };
+                    let _ = tx.send(
+                        e.process("invites", cursor, raw.as_bytes())
+                            .map(|o| o.class),
+                    );
+                });
+                let class = rx
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("a mail between two parts of the sweep waited for the sweep")
+                    .expect("the mail between two parts was processed");
+                assert_eq!(class, ProcessedClass::Ignored);
+                Ok(())
+            },
+            &|| false,
+        )
         .unwrap();
     s.flush().unwrap();
     assert_eq!(changed, expected);
@@ -390,12 +393,18 @@ fn the_sweep_commits_in_parts_and_a_mail_is_decided_between_them(kind: Kind) {
     // Nothing is left due: a second sweep changes nothing, flushes nothing.
     let mut flushes = 0;
     let again = engine
-        .sweep_in_parts(&mut |_| {
-            flushes += 1;
-            Ok(())
-        })
+        .sweep_in_parts(
+            &mut |_| {
+                flushes += 1;
+                Ok(())
+            },
+            &|| false,
+        )
         .unwrap();
     assert_eq!((again, flushes), (0, 0));
+    // A sweep told to stop (the daemon shuts down) ends before it reads.
+    let stopped = engine.sweep_in_parts(&mut |_| Ok(()), &|| true).unwrap();
+    assert_eq!(stopped, 0);
 }
 
 fn a_mail_held_in_its_place_stays_due(kind: Kind) {
