@@ -2279,7 +2279,7 @@ async fn scale(backend: Backend, count: usize, partners: usize, table: &mut Tabl
             // Each invited relationship has its invitation; one in ten ran
             // out (1 % of all relationships), so the sweep has work to do:
             // 5g decides their expiry, 5i's `Engine::sweep` commits it.
-            let ran_out = (i / partners / states.len()) % 10 == 0;
+            let ran_out = (i / partners / states.len()).is_multiple_of(10);
             expired += usize::from(ran_out);
             invitations.push(serde_json::from_value::<
                 liaison_core::model::invitation::Invitation,
