@@ -2534,10 +2534,14 @@ async fn scale(backend: Backend, count: usize, partners: usize, table: &mut Tabl
     drop(engine);
     drop(store);
     clear_all(&[COMMANDS, INVITES]).await?;
-    let (started_ms, watching_ms) = startup_time(spot.dir()).await?;
-    eprintln!(
-        "  ({name}) start-up on {count}: \"liaison started\" after {started_ms:.0} ms, both inboxes watching after {watching_ms:.0} ms"
-    );
+    // A failure here (the daemon not stopping) is shown in its row: the
+    // rows measured before it are still printed.
+    let startup = startup_time(spot.dir()).await.map_err(|e| e.to_string());
+    if let Ok((started_ms, watching_ms)) = &startup {
+        eprintln!(
+            "  ({name}) start-up on {count}: \"liaison started\" after {started_ms:.0} ms, both inboxes watching after {watching_ms:.0} ms"
+        );
+    }
     table.row(
         &backend.row("5"),
         &format!("state {count}, {name}: `status CUSTOMER` (admin::answer)"),
@@ -2628,11 +2632,16 @@ async fn scale(backend: Backend, count: usize, partners: usize, table: &mut Tabl
     table.row(
         &backend.row("5h"),
         &format!("state {count}, {name}: daemon start-up, the release binary until both inboxes log \"watching\" (IMAP login done)"),
-        format!("{watching_ms:.0} ms (\"liaison started\" at {started_ms:.0} ms)"),
+        match &startup {
+            Ok((started_ms, watching_ms)) => {
+                format!("{watching_ms:.0} ms (\"liaison started\" at {started_ms:.0} ms)")
+            }
+            Err(e) => format!("failed: {e}"),
+        },
         String::new(),
         String::new(),
         "< 2 s",
-        Some(watching_ms < 2000.0),
+        Some(startup.as_ref().is_ok_and(|(_, w)| *w < 2000.0)),
     );
     Ok(())
 }
