@@ -1983,6 +1983,40 @@ mod tests {
     }
 
     #[test]
+    fn device_first_look_is_a_search_of_every_entry() {
+        // The look-up by first (last) byte against a search of every entry,
+        // which it replaced.
+        let every_entry = |c: &str| {
+            let t = c.trim_start_matches(['[', '(', '<', '*', '_', '"', ' ']);
+            let e = c.trim_end_matches([']', ')', '>', '*', '_', '"', ' ']);
+            c.len() <= 300
+                && (DEVICE_PREFIXES.iter().any(|p| t.starts_with(p))
+                    || DEVICE_SUFFIXES.iter().any(|p| e.ends_with(p)))
+        };
+        let mut cases: Vec<String> = ["", "a", "sent", "x sent from", "s".repeat(301).as_str()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for p in DEVICE_PREFIXES.iter().chain(DEVICE_SUFFIXES) {
+            let cut = &p[..p.len() - p.chars().last().map_or(0, char::len_utf8)];
+            for line in [
+                p.to_string(),
+                format!("[{p} my phone]"),
+                format!("*{p}*"),
+                format!("device {p}"),
+                format!("{p} device"),
+                cut.to_string(),
+                format!("x{cut}"),
+            ] {
+                cases.push(line);
+            }
+        }
+        for c in &cases {
+            assert_eq!(could_be_device_signature(c), every_entry(c), "{c:?}");
+        }
+    }
+
+    #[test]
     fn pathological_inputs_do_not_panic_and_are_fast() {
         let long_line = "a".repeat(2_000_000);
         let _ = split_reply(&long_line);
