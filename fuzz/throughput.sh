@@ -209,8 +209,15 @@ replay="$out/replay"
 rm -rf "$replay"
 mkdir -p "$replay/seeds" "$replay/corpus"
 cp "$seeds"/* "$replay/seeds"/
-# Inputs at the fuzzer's size limit (8 KiB), one group each.
-gen() { mkdir -p "$replay/$1" && head -c 8192 >"$replay/$1/$1"; }
+# Inputs at the fuzzer's size limit (8 KiB), one group each. The whole
+# text is read before it is cut: `printf … | head -c` would stop the
+# writer with SIGPIPE, and pipefail the script.
+gen() {
+    mkdir -p "$replay/$1"
+    cat >"$replay/$1/$1.full"
+    head -c 8192 "$replay/$1/$1.full" >"$replay/$1/$1"
+    rm "$replay/$1/$1.full"
+}
 for i in $(seq 40); do
     printf 'Accept, thanks (%s).\n\nOn Tue, 6 Jan 2026 at 10:00, Partner Desk <desk@example.net> wrote:\n> To accept, reply accept.\n> To decline, reply decline.\n\n' "$i"
 done | gen gen_8k_attributions
