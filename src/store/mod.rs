@@ -532,6 +532,23 @@ impl<B: Backend> KvStore<B> {
         Ok(())
     }
 
+    /// How many of `partner`'s relationships are in `state` (in any state
+    /// when `None`), from the counters.
+    fn summary_count(&self, partner: &str, state: Option<RelationshipState>) -> Result<usize> {
+        let n = match state {
+            Some(s) => self.get::<u64>(&cnt_key(partner, s))?.unwrap_or(0),
+            None => {
+                let mut n = 0u64;
+                for kv in self.scan_raw(format!("cnt/{partner}\0").as_bytes()) {
+                    let (k, v) = kv?;
+                    n += decode::<u64>(&k, &v)?;
+                }
+                n
+            }
+        };
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     /// The backend underneath.
     pub fn backend(&self) -> &B {
         &self.backend
@@ -751,6 +768,12 @@ impl<B: Backend> Drop for KvStore<B> {
     }
 }
 
+/// The state of a summary, read without the rest of it.
+#[derive(serde::Deserialize)]
+struct StateOnly {
+    state: RelationshipState,
+}
+
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
     serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
@@ -815,6 +838,38 @@ impl<B: Backend> StoreView for KvStore<B> {
 
     fn relationship_summaries_of(&self, partner: &str) -> ReadResult<Vec<RelationshipSummary>> {
         Ok(self.scan(format!("rsum/{partner}\0").as_bytes())?)
+    }
+
+    fn relationship_summaries_page(
+        &self,
+        partner: &str,
+        state: Option<RelationshipState>,
+        skip: usize,
+        limit: usize,
+    ) -> ReadResult<SummaryPage> {
+        // The total from the counters, which every commit keeps with the
+        // summaries; the rows from the summaries in key order, stopping at
+        // the end of the page. Only the page's rows are decoded whole.
+        let total = self.summary_count(partner, state)?;
+        let mut rows = Vec::with_capacity(limit.min(total));
+        let mut before = 0usize;
+        for kv in self.scan_raw(format!("rsum/{partner}\0").as_bytes()) {
+            if rows.len() >= limit {
+                break;
+            }
+            let (k, v) = kv?;
+            if let Some(wanted) = state {
+                if decode::<StateOnly>(&k, &v)?.state != wanted {
+                    continue;
+                }
+            }
+            if before < skip {
+                before += 1;
+                continue;
+            }
+            rows.push(decode(&k, &v)?);
+        }
+        Ok(SummaryPage { total, rows })
     }
 
     fn all_relationship_summaries(&self) -> ReadResult<Vec<RelationshipSummary>> {
