@@ -1637,6 +1637,59 @@ mod tests {
         assert_eq!(s.relationship_summaries_of("p1").unwrap().len(), 2);
     }
 
+    /// sled's newest page-table snapshot in a store's folder (its name is
+    /// the log position it covers).
+    fn newest_snapshot(path: &Path) -> Option<String> {
+        std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("snap."))
+            .max()
+    }
+
+    #[test]
+    fn closing_a_written_store_writes_a_snapshot_so_the_next_start_reads_no_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+            for i in 0..20 {
+                s.commit(Changes {
+                    relationships: (0..50)
+                        .map(|j| rel("p1", &format!("c{i}.{j}@contoso.test")))
+                        .collect(),
+                    ..Default::default()
+                })
+                .unwrap();
+                s.flush().unwrap();
+            }
+        }
+        let closed = newest_snapshot(&path);
+        assert!(closed.is_some(), "no snapshot after a clean close");
+        // An open that finds log entries after the snapshot reads them and
+        // writes a newer snapshot; one right after a clean close finds none.
+        {
+            let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+            assert_eq!(s.relationship_summaries_of("p1").unwrap().len(), 1000);
+        }
+        assert_eq!(newest_snapshot(&path), closed);
+        // A close with nothing written does not open the store again; a
+        // write is in the next snapshot.
+        {
+            let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+            s.commit(Changes {
+                relationships: vec![rel("p1", "late@contoso.test")],
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let later = newest_snapshot(&path);
+        assert!(later > closed, "{later:?} after {closed:?}");
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        assert_eq!(s.relationship_summaries_of("p1").unwrap().len(), 1001);
+        assert_eq!(newest_snapshot(&path), later);
+    }
+
     #[test]
     fn counts_and_summaries_follow_every_commit() {
         let dir = tempfile::tempdir().unwrap();
