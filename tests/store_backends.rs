@@ -568,6 +568,66 @@ fn decisions_of_two_instances_take_turns() {
     waiter.join().unwrap();
 }
 
+/// One decision of `store`: takes the turn, runs `work`, flushes.
+fn decision<T>(store: &PgStore, work: impl FnOnce(&PgStore) -> T) -> T {
+    store.begin_decision().unwrap();
+    let out = work(store);
+    store.end_decision();
+    store.flush().unwrap();
+    out
+}
+
+#[test]
+fn an_instance_reads_what_another_instance_wrote_since_its_last_turn() {
+    let o = open(Kind::Postgres, "cache");
+    let url = o.url.clone().unwrap();
+    let a = second_instance(&url, 5);
+    let b = second_instance(&url, 5);
+    let state = |s: &PgStore| {
+        s.relationship("p1", "a@contoso.test")
+            .unwrap()
+            .map(|r| r.state)
+    };
+    let set = |s: &PgStore, to: RelationshipState| {
+        s.commit(Changes {
+            relationships: vec![rel("p1", "a@contoso.test", to)],
+            ..Default::default()
+        })
+        .unwrap();
+    };
+    // A writes, then reads in later turns of its own (from its cache).
+    decision(&a, |s| set(s, RelationshipState::Invited));
+    for _ in 0..2 {
+        assert_eq!(decision(&a, state), Some(RelationshipState::Invited));
+    }
+    // B reads it (caching it too), then changes it.
+    assert_eq!(decision(&b, state), Some(RelationshipState::Invited));
+    decision(&b, |s| set(s, RelationshipState::Active));
+    // A's next turn sees B's write, not what it had read before.
+    assert_eq!(decision(&a, state), Some(RelationshipState::Active));
+    // And the other way round, B having read its own write since.
+    assert_eq!(decision(&b, state), Some(RelationshipState::Active));
+    decision(&a, |s| set(s, RelationshipState::Removed));
+    assert_eq!(decision(&b, state), Some(RelationshipState::Removed));
+    // A restore (a write outside a decision) is seen too.
+    let backup = b.export().unwrap();
+    decision(&a, |s| set(s, RelationshipState::Declined));
+    assert_eq!(decision(&b, state), Some(RelationshipState::Declined));
+    let c = open(Kind::Postgres, "cache_restored");
+    let c_url = c.url.clone().unwrap();
+    let c1 = second_instance(&c_url, 5);
+    let c2 = second_instance(&c_url, 5);
+    assert_eq!(decision(&c1, state), None);
+    c2.import(&backup).unwrap();
+    assert_eq!(decision(&c1, state), Some(RelationshipState::Removed));
+    // The counters derived in each flush agree with what both wrote.
+    let counts = a.relationship_counts().unwrap();
+    assert_eq!(
+        counts,
+        vec![("p1".to_string(), RelationshipState::Declined, 1)]
+    );
+}
+
 #[test]
 fn two_instances_never_claim_the_same_mail() {
     let o = open(Kind::Postgres, "claims");

@@ -338,7 +338,8 @@ pub trait Backend: Send + Sync {
     fn nothing_to_apply(&self) -> Result<()> {
         Ok(())
     }
-    /// A new id (outbox entries, held mails): unique and increasing.
+    /// A new id (outbox entries, held mails): unique, and increasing within
+    /// one instance (a shared store hands out blocks per instance).
     fn next_id(&self) -> Result<u64>;
     /// Whether a failed [`Backend::apply`] drops the staged batch (a shared
     /// store cannot retry it: what it was decided on may have changed) or

@@ -7,8 +7,10 @@
 //! next-attempt index (`outd/`) are range scans of the primary key. Derived
 //! records (customer index, summaries, counters) are written by the same
 //! transaction as the relationships they derive from, as with sled.
-//! `liaison_ids` numbers outbox entries and held mails; `liaison_schema`
-//! holds the schema version (migrations are embedded, applied at start).
+//! `liaison_ids` numbers outbox entries and held mails (taken in blocks:
+//! unique, increasing within an instance, not across instances);
+//! `liaison_generation` counts flushes (see below); `liaison_schema` holds
+//! the schema version (migrations are embedded, applied at start).
 //!
 //! # Several instances
 //! - **Decision turns.** An instance holds a session-level advisory lock
@@ -16,7 +18,11 @@
 //!   flush until that flush has committed: decisions of all instances take
 //!   turns, so what one read stays true until its writes land (the one
 //!   process lock of sled, stretched over instances). While it holds the
-//!   turn, what it reads is cached: nobody else can change it.
+//!   turn, what it reads is cached: nobody else can change it. The cache
+//!   outlives the turn: every flush also counts up `liaison_generation`,
+//!   and taking the turn reads that count in the same round trip; when it
+//!   is the one this instance's last flush left, nobody wrote in between
+//!   and the cache stays (see [`ReadCache`]).
 //!   A paused instance cannot keep the turn forever: its session is ended
 //!   by the server after `lease_secs` idle (`idle_session_timeout`,
 //!   `idle_in_transaction_session_timeout`), which also drops its lock.
@@ -56,12 +62,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Each migration brings the schema from the version before it to its own.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TABLE liaison_kv (key bytea PRIMARY KEY, value bytea NOT NULL);
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE liaison_kv (key bytea PRIMARY KEY, value bytea NOT NULL);
      CREATE SEQUENCE liaison_ids;
      CREATE TABLE liaison_lease (
          name text PRIMARY KEY,
@@ -74,7 +81,13 @@ const MIGRATIONS: &[(i64, &str)] = &[(
          owner text NOT NULL,
          until timestamptz NOT NULL
      );",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE liaison_generation (id int PRIMARY KEY CHECK (id = 1), generation bigint NOT NULL);
+         INSERT INTO liaison_generation VALUES (1, 0);",
+    ),
+];
 
 /// Advisory lock held during a decision turn ("Liaison" + 1).
 const TURN_LOCK: i64 = 0x4c69_6169_736f_6e01;
@@ -85,6 +98,10 @@ const MIGRATE_LOCK: i64 = 0x4c69_6169_736f_6e02;
 const PAGE: i64 = 1000;
 /// Rows per statement when a batch is written.
 const WRITE_CHUNK: usize = 5000;
+/// Bytes of keys and values the read cache holds before it starts afresh.
+const CACHE_BYTES: usize = 64 << 20;
+/// Ids taken from `liaison_ids` at a time.
+const ID_BLOCK: i64 = 64;
 
 /// A store in a PostgreSQL database, shared by several instances.
 pub type PgStore = super::KvStore<PgBackend>;
@@ -214,6 +231,77 @@ fn is_outbox_key(key: &[u8]) -> bool {
     key.starts_with(b"outq/") || key.starts_with(b"outd/") || key.starts_with(b"outs/")
 }
 
+/// What this instance read from the store, kept while nobody else writes.
+///
+/// Valid only under a decision turn: taking the turn reads the store's
+/// flush count (`liaison_generation`), and when that is not the count this
+/// instance's own last flush left (or that it saw when it last took the
+/// turn), another instance wrote in between and the cache starts afresh.
+/// A flush writes its records through, so the cache stays right after it.
+/// Outbox records are never cached: senders write them without a turn.
+#[derive(Default)]
+struct ReadCache {
+    records: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    bytes: usize,
+    /// The flush count the records are right for; `None` when unknown.
+    generation: Option<i64>,
+    /// Counts every clear and write-through: a read that began before one
+    /// must not put what it read into the cache (it may be older).
+    epoch: u64,
+}
+
+impl ReadCache {
+    fn clear(&mut self) {
+        self.records.clear();
+        self.bytes = 0;
+        self.generation = None;
+        self.epoch += 1;
+    }
+
+    /// The turn was taken with the store at `generation`.
+    fn turn_taken(&mut self, generation: i64) {
+        if self.generation != Some(generation) {
+            self.clear();
+            self.generation = Some(generation);
+        }
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let size = key.len() + value.as_ref().map_or(0, Vec::len);
+        if self.bytes + size > CACHE_BYTES {
+            // Starting afresh keeps the bound without bookkeeping per
+            // record; what is read again comes back in a round trip.
+            let generation = self.generation;
+            self.clear();
+            self.generation = generation;
+        }
+        self.bytes += size;
+        if let Some(old) = self.records.insert(key, value) {
+            self.bytes -= old.map_or(0, |v| v.len());
+        }
+    }
+
+    /// Puts what one reader read, unless the cache changed since it began.
+    fn fill(&mut self, began: u64, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if self.epoch == began && self.generation.is_some() {
+            self.insert(key, value);
+        }
+    }
+
+    /// A flush committed `writes` and left the store at `generation`.
+    fn written(&mut self, writes: &[(Vec<u8>, Option<Vec<u8>>)], generation: i64) {
+        if self.generation != Some(generation - 1) {
+            self.clear();
+        } else {
+            self.epoch += 1;
+            for (k, v) in writes.iter().filter(|(k, _)| !is_outbox_key(k)) {
+                self.insert(k.clone(), v.clone());
+            }
+        }
+        self.generation = Some(generation);
+    }
+}
+
 /// What every async task of the backend shares.
 struct Inner {
     pool: deadpool_postgres::Pool,
@@ -222,6 +310,9 @@ struct Inner {
     /// The connection that holds the turn and writes batches; separate
     /// from the pool, since a session-level lock belongs to it.
     writer: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    /// Whether the current writer's connection is still up (set by its
+    /// connection task), readable without a hop to the store's runtime.
+    writer_open: Mutex<Arc<AtomicBool>>,
     instance: String,
     lease_secs: u64,
 }
@@ -242,10 +333,13 @@ impl Inner {
             .connect(self.tls.clone())
             .await
             .map_err(|e| pg_err("connecting to the database", e))?;
+        let open = Arc::new(AtomicBool::new(true));
+        *self.writer_open.lock().unwrap_or_else(|p| p.into_inner()) = open.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "the store's writer connection ended");
             }
+            open.store(false, Ordering::SeqCst);
         });
         let idle_ms = self.lease_secs * 1000;
         // Waiting for another instance's turn: it is freed at the latest
@@ -283,8 +377,10 @@ pub struct PgBackend {
     locked: AtomicBool,
     /// Leases held, with their tokens.
     held: Mutex<HashMap<String, u64>>,
-    /// What was read during the current turn.
-    cache: Mutex<HashMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// What was read, while nobody else wrote.
+    cache: Mutex<ReadCache>,
+    /// Ids taken from the sequence, not yet handed out.
+    ids: Mutex<VecDeque<u64>>,
     lost: Mutex<Option<String>>,
     /// Time one call may take before it is given up.
     timeout: Duration,
@@ -338,13 +434,15 @@ impl PgBackend {
                 pg_config,
                 tls,
                 writer: tokio::sync::Mutex::new(None),
+                writer_open: Mutex::new(Arc::new(AtomicBool::new(false))),
                 instance: instance.to_string(),
                 lease_secs,
             }),
             turn: Mutex::new(Turn::default()),
             locked: AtomicBool::new(false),
             held: Mutex::new(HashMap::new()),
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(ReadCache::default()),
+            ids: Mutex::new(VecDeque::new()),
             lost: Mutex::new(None),
             timeout: Duration::from_secs(lease_secs * 2 + 30),
             claim_secs: config.claim_secs.max(1) as f64,
@@ -446,32 +544,48 @@ impl PgBackend {
         *self.lost.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
     }
 
+    fn cache(&self) -> std::sync::MutexGuard<'_, ReadCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn forget_cache(&self) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.cache().clear();
     }
 
     /// Takes the turn lock on the writer (connecting it if needed).
     fn lock_turn(&self) -> Result<()> {
         let inner = self.inner.clone();
-        self.run("waiting for the store's turn", async move {
+        let generation = self.run("waiting for the store's turn", async move {
             let mut writer = inner.writer.lock().await;
             if writer.as_ref().is_none_or(|c| c.is_closed()) {
                 *writer = Some(inner.connect_writer().await?);
             }
             let c = writer.as_ref().expect("connected above");
-            c.execute("SELECT pg_advisory_lock($1)", &[&TURN_LOCK])
-                .await
-                .map_err(|e| {
-                    if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
-                        StoreError::Postgres(
-                            "another instance has held the store's turn for too long (is it stuck?); retrying".into(),
-                        )
-                    } else {
-                        pg_err("waiting for the store's turn", e)
-                    }
-                })?;
-            Ok(())
+            // Sent together (one round trip): the count is read once the
+            // lock is held, in a snapshot of its own.
+            let (locked, generation) = tokio::join!(
+                c.execute("SELECT pg_advisory_lock($1)", &[&TURN_LOCK]),
+                c.query_one("SELECT generation FROM liaison_generation", &[]),
+            );
+            locked.map_err(|e| {
+                if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+                    StoreError::Postgres(
+                        "another instance has held the store's turn for too long (is it stuck?); retrying".into(),
+                    )
+                } else {
+                    pg_err("waiting for the store's turn", e)
+                }
+            })?;
+            match generation {
+                Ok(row) => Ok(row.get::<_, i64>(0)),
+                Err(e) => {
+                    // The lock is held: free it before giving up.
+                    let _ = c.execute("SELECT pg_advisory_unlock($1)", &[&TURN_LOCK]).await;
+                    Err(pg_err("waiting for the store's turn", e))
+                }
+            }
         })?;
+        self.cache().turn_taken(generation);
         self.locked.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -491,22 +605,18 @@ impl PgBackend {
     }
 
     /// Whether the writer's session is still there.
-    fn writer_alive(&self) -> Result<bool> {
-        let inner = self.inner.clone();
-        self.run("checking the writer connection", async move {
-            Ok(inner
-                .writer
-                .lock()
-                .await
-                .as_ref()
-                .is_some_and(|c| !c.is_closed()))
-        })
+    fn writer_alive(&self) -> bool {
+        self.inner
+            .writer_open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .load(Ordering::SeqCst)
     }
 
     /// Frees the turn lock (the writer stays connected).
     fn unlock_turn(&self) -> Result<()> {
+        // The cache stays: the next turn checks whether anyone wrote since.
         self.locked.store(false, Ordering::SeqCst);
-        self.forget_cache();
         let inner = self.inner.clone();
         self.run("ending the store's turn", async move {
             let writer = inner.writer.lock().await;
@@ -823,16 +933,15 @@ async fn write_rows(
 impl Backend for PgBackend {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let cacheable = self.locked.load(Ordering::SeqCst) && !is_outbox_key(key);
-        if cacheable {
-            if let Some(v) = self
-                .cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(key)
-            {
-                return Ok(v.clone());
+        let began = {
+            let cache = self.cache();
+            if cacheable {
+                if let Some(v) = cache.records.get(key) {
+                    return Ok(v.clone());
+                }
             }
-        }
+            cache.epoch
+        };
         let inner = self.inner.clone();
         let k = key.to_vec();
         let value = self.run("reading the store", async move {
@@ -847,21 +956,24 @@ impl Backend for PgBackend {
                 .map(|r| r.get::<_, Vec<u8>>(0)))
         })?;
         if cacheable && self.locked.load(Ordering::SeqCst) {
-            self.cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key.to_vec(), value.clone());
+            self.cache().fill(began, key.to_vec(), value.clone());
         }
         Ok(value)
     }
 
     fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
         let cacheable = |k: &[u8]| self.locked.load(Ordering::SeqCst) && !is_outbox_key(k);
-        let mut found: Vec<Option<Option<Vec<u8>>>> = {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            keys.iter()
-                .map(|k| cacheable(k).then(|| cache.get(k).cloned()).flatten())
-                .collect()
+        let (mut found, began): (Vec<Option<Option<Vec<u8>>>>, u64) = {
+            let cache = self.cache();
+            let found = keys
+                .iter()
+                .map(|k| {
+                    cacheable(k)
+                        .then(|| cache.records.get(k).cloned())
+                        .flatten()
+                })
+                .collect();
+            (found, cache.epoch)
         };
         let missing: Vec<Vec<u8>> = keys
             .iter()
@@ -892,12 +1004,12 @@ impl Backend for PgBackend {
             }
             Ok(read)
         })?;
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.cache();
         for (k, slot) in keys.iter().zip(found.iter_mut()) {
             if slot.is_none() {
                 let value = read.get(k).cloned();
                 if cacheable(k) {
-                    cache.insert(k.clone(), value.clone());
+                    cache.fill(began, k.clone(), value.clone());
                 }
                 *slot = Some(value);
             }
@@ -930,6 +1042,8 @@ impl Backend for PgBackend {
         let rows: Vec<(Vec<u8>, Option<Vec<u8>>)> =
             writes.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let inner = self.inner.clone();
+        let rows = Arc::new(rows);
+        let to_write = rows.clone();
         let written = self.run("writing the store", async move {
             let mut writer = inner.writer.lock().await;
             let c = match writer.as_mut().filter(|c| !c.is_closed()) {
@@ -963,12 +1077,26 @@ impl Backend for PgBackend {
                     }
                 }
             }
-            let refs: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = rows.iter().map(|(k, v)| (k, v)).collect();
+            let refs: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
+                to_write.iter().map(|(k, v)| (k, v)).collect();
             write_rows(&tx, &refs).await?;
+            // Counted in the same transaction: another instance taking the
+            // turn next sees that its cache is out of date.
+            let generation: i64 = tx
+                .query_one(
+                    "UPDATE liaison_generation SET generation = generation + 1 RETURNING generation",
+                    &[],
+                )
+                .await
+                .map_err(e)?
+                .get(0);
             tx.commit().await.map_err(e)?;
-            Ok(())
+            Ok(generation)
         });
-        self.forget_cache();
+        match &written {
+            Ok(generation) => self.cache().written(&rows, *generation),
+            Err(_) => self.forget_cache(),
+        }
         if let Err(e) = written {
             // What was decided under this turn cannot be written later: the
             // turn may be gone, and others may have changed what it read.
@@ -1001,16 +1129,27 @@ impl Backend for PgBackend {
     }
 
     fn next_id(&self) -> Result<u64> {
-        let inner = self.inner.clone();
-        self.run("numbering a mail", async move {
-            let c = inner.client().await?;
-            let id: i64 = c
-                .query_one("SELECT nextval('liaison_ids')", &[])
-                .await
-                .map_err(|e| pg_err("numbering a mail", e))?
-                .get(0);
-            Ok(id as u64)
-        })
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.is_empty() {
+            // A block at a time: one round trip per ID_BLOCK mails. Ids an
+            // instance never hands out (it stopped) are gaps, no harm.
+            let inner = self.inner.clone();
+            let block: Vec<i64> = self.run("numbering a mail", async move {
+                let c = inner.client().await?;
+                let rows = c
+                    .query(
+                        "SELECT nextval('liaison_ids') FROM generate_series(1, $1::bigint)",
+                        &[&ID_BLOCK],
+                    )
+                    .await
+                    .map_err(|e| pg_err("numbering a mail", e))?;
+                Ok(rows.iter().map(|r| r.get(0)).collect())
+            })?;
+            let mut block: Vec<u64> = block.into_iter().map(|id| id as u64).collect();
+            block.sort_unstable();
+            ids.extend(block);
+        }
+        Ok(ids.pop_front().expect("a block was taken above"))
     }
 
     fn drops_failed_batches(&self) -> bool {
@@ -1053,7 +1192,7 @@ impl Backend for PgBackend {
             return Err(StoreError::Lost(reason));
         }
         let mut turn = self.turn();
-        if self.locked.load(Ordering::SeqCst) && !self.writer_alive()? {
+        if self.locked.load(Ordering::SeqCst) && !self.writer_alive() {
             // The server ended the session that held the turn (restart,
             // idle past the lease): the turn is gone.
             self.locked.store(false, Ordering::SeqCst);
@@ -1238,6 +1377,77 @@ impl Backend for PgBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_read_cache_starts_afresh_when_someone_else_wrote() {
+        let mut cache = ReadCache::default();
+        // Nothing is kept before a turn says which flush count it is for.
+        cache.fill(cache.epoch, b"k".to_vec(), Some(b"1".to_vec()));
+        assert!(cache.records.is_empty());
+        cache.turn_taken(7);
+        cache.fill(cache.epoch, b"k".to_vec(), Some(b"1".to_vec()));
+        // The same count at the next turn: kept.
+        cache.turn_taken(7);
+        assert_eq!(
+            cache.records.get(b"k".as_slice()),
+            Some(&Some(b"1".to_vec()))
+        );
+        // Own flush (7 → 8) writes through, outbox records left out.
+        cache.written(
+            &[
+                (b"k".to_vec(), Some(b"2".to_vec())),
+                (b"outq/x".to_vec(), Some(b"m".to_vec())),
+            ],
+            8,
+        );
+        assert_eq!(
+            cache.records.get(b"k".as_slice()),
+            Some(&Some(b"2".to_vec()))
+        );
+        assert!(!cache.records.contains_key(b"outq/x".as_slice()));
+        cache.turn_taken(8);
+        assert_eq!(cache.records.len(), 1);
+        // Another instance flushed in between: 9 at the next turn.
+        cache.turn_taken(9);
+        assert!(cache.records.is_empty());
+        // A flush that does not follow the known count clears too.
+        cache.fill(cache.epoch, b"k".to_vec(), Some(b"3".to_vec()));
+        cache.written(&[(b"j".to_vec(), None)], 11);
+        assert!(cache.records.is_empty());
+        assert_eq!(cache.generation, Some(11));
+    }
+
+    #[test]
+    fn a_read_begun_before_a_write_through_is_not_cached() {
+        let mut cache = ReadCache::default();
+        cache.turn_taken(1);
+        let began = cache.epoch;
+        // A flush lands while the read is on its way; what it read is older.
+        cache.written(&[(b"k".to_vec(), Some(b"new".to_vec()))], 2);
+        cache.fill(began, b"k".to_vec(), Some(b"old".to_vec()));
+        assert_eq!(
+            cache.records.get(b"k".as_slice()),
+            Some(&Some(b"new".to_vec()))
+        );
+    }
+
+    #[test]
+    fn the_read_cache_stays_within_its_bound() {
+        let mut cache = ReadCache::default();
+        cache.turn_taken(1);
+        let value = vec![0u8; 1 << 20];
+        for i in 0..(CACHE_BYTES / value.len() + 10) {
+            cache.fill(
+                cache.epoch,
+                format!("k{i}").into_bytes(),
+                Some(value.clone()),
+            );
+            assert!(cache.bytes <= CACHE_BYTES);
+        }
+        assert!(!cache.records.is_empty());
+        // Still valid for the same flush count after starting afresh.
+        assert_eq!(cache.generation, Some(1));
+    }
 
     #[test]
     fn passwords_are_redacted_in_urls_and_key_value_strings() {
