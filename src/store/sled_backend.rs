@@ -108,10 +108,11 @@ impl SledBackend {
         match result {
             Ok(db) => {
                 drop(db);
-                tracing::debug!(
+                // Info: it is why a stop after much writing takes seconds.
+                tracing::info!(
                     path = %self.path.display(),
                     ms = started.elapsed().as_millis() as u64,
-                    "store snapshot written on close"
+                    "store snapshot written on close (the next start reads no log)"
                 );
             }
             // Nothing lost: the next start reads the log instead.
