@@ -629,6 +629,84 @@ fn an_instance_reads_what_another_instance_wrote_since_its_last_turn() {
 }
 
 #[test]
+fn what_is_read_ahead_for_a_chunk_stays_true_to_what_others_and_this_instance_write() {
+    let o = open(Kind::Postgres, "prefetch");
+    let url = o.url.clone().unwrap();
+    let a = second_instance(&url, 5);
+    let b = second_instance(&url, 5);
+    let raw = b"From: a@contoso.test\r\nTo: invites@liaison.test\r\nMessage-ID: <r1@contoso.test>\r\nIn-Reply-To: <inv1@liaison.test>\r\nSubject: Re: x\r\n\r\nyes\r\n";
+    let mail = liaison_core::mail::inbound::parse(raw, 1 << 20).unwrap();
+    let marker = |key: &str| Processed {
+        key: key.into(),
+        at: 9,
+        class: ProcessedClass::Customer,
+        summary: "accepted".into(),
+    };
+    let seen = |s: &PgStore| {
+        s.prefetch(&[&mail]).unwrap();
+        let rels: Vec<(String, RelationshipState)> = s
+            .relationships_with("a@contoso.test")
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.partner, r.state))
+            .collect();
+        let processed = s.processed(&mail.key).unwrap().map(|p| p.summary);
+        (rels, processed)
+    };
+    assert!(a.prefetches());
+    // Read ahead with nothing there yet: nothing is found.
+    assert_eq!(decision(&a, seen), (vec![], None));
+    // Another instance writes what A read ahead (absent) before.
+    decision(&b, |s| {
+        s.commit(Changes {
+            relationships: vec![rel("p1", "a@contoso.test", RelationshipState::Invited)],
+            processed: vec![marker(&mail.key)],
+            ..Default::default()
+        })
+        .unwrap()
+    });
+    assert_eq!(
+        decision(&a, seen),
+        (
+            vec![("p1".into(), RelationshipState::Invited)],
+            Some("accepted".into())
+        )
+    );
+    // A's own write to a scanned index shows in its next read ahead.
+    decision(&a, |s| {
+        s.commit(Changes {
+            relationships: vec![rel("p2", "a@contoso.test", RelationshipState::Active)],
+            ..Default::default()
+        })
+        .unwrap()
+    });
+    assert_eq!(
+        decision(&a, seen).0,
+        vec![
+            ("p1".into(), RelationshipState::Invited),
+            ("p2".into(), RelationshipState::Active)
+        ]
+    );
+    // And B's change to one of those relationships shows at A's next turn.
+    decision(&b, |s| {
+        s.commit(Changes {
+            relationships: vec![rel("p1", "a@contoso.test", RelationshipState::Removed)],
+            ..Default::default()
+        })
+        .unwrap()
+    });
+    assert_eq!(
+        decision(&a, seen).0,
+        vec![
+            ("p1".into(), RelationshipState::Removed),
+            ("p2".into(), RelationshipState::Active)
+        ]
+    );
+    // Outside a turn nothing is kept, and reads are still right.
+    assert_eq!(seen(&a).0.len(), 2);
+}
+
+#[test]
 fn two_instances_never_claim_the_same_mail() {
     let o = open(Kind::Postgres, "claims");
     let url = o.url.clone().unwrap();

@@ -615,7 +615,12 @@ fn process_chunk(
     durable: &watch::Sender<u64>,
 ) -> Result<Vec<(u32, bool)>, crate::engine::EngineError> {
     let (inbox, limit) = (batch.inbox, batch.limit);
-    let mut bodies = bodies.into_iter().peekable();
+    let raws: Vec<&[u8]> = bodies.iter().map(|(_, raw)| raw.as_slice()).collect();
+    let mut parsed = engine.prefetch(&raws).into_iter();
+    let mut bodies = bodies
+        .iter()
+        .map(|(uid, raw)| (*uid, raw, parsed.next().flatten()))
+        .peekable();
     let mut out = Vec::with_capacity(chunk.len());
     let mut last_flush = std::time::Instant::now();
     for &(uid, size) in chunk {
@@ -638,8 +643,8 @@ fn process_chunk(
                 ),
             )?
         } else {
-            match bodies.next_if(|(u, _)| *u == uid) {
-                Some((_, raw)) => {
+            match bodies.next_if(|(u, _, _)| *u == uid) {
+                Some((_, raw, parsed)) => {
                     // One span per mail: everything logged while it is
                     // decided carries its inbox, UID and Message-ID.
                     let span = tracing::info_span!(
@@ -658,14 +663,14 @@ fn process_chunk(
                     // mail is quarantined with the reason, the cursor moves
                     // past it. The engine's locks survive poisoning.
                     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        engine.process(inbox, cursor, &raw)
+                        engine.process_parsed(inbox, cursor, raw, parsed)
                     }));
                     let outcome = match run {
                         Ok(outcome) => outcome?,
                         Err(payload) => {
                             let message = crate::engine::panic_message(payload.as_ref());
                             tracing::error!(inbox = %inbox, uid, panic = %message, "processing a mail panicked; quarantining it");
-                            engine.record_internal_error(inbox, cursor, &raw, &message)?
+                            engine.record_internal_error(inbox, cursor, raw, &message)?
                         }
                     };
                     span.record("message_id", outcome.key.as_str());

@@ -603,6 +603,7 @@ pub async fn run_outbox(
                 pacer: &pacer,
             },
             &mut watermark,
+            &shutdown,
         )
         .await
         {
@@ -702,6 +703,7 @@ async fn deliver_due(
     engine: &Arc<crate::engine::Engine>,
     limiters: &Limiters<'_>,
     watermark: &mut u64,
+    shutdown: &watch::Receiver<bool>,
 ) -> Result<Option<Duration>, crate::store::StoreError> {
     let domains = limiters.domains;
     let lock = || domains.lock().unwrap_or_else(|p| p.into_inner());
@@ -711,6 +713,11 @@ async fn deliver_due(
     crate::metrics::set(&crate::metrics::METRICS.outbox_depth, store.outbox_len()?);
     let mut sent_batches = false;
     loop {
+        // Stopping waits for the batch in flight, not for the whole queue
+        // (a long one, or one retried against a server that is down).
+        if *shutdown.borrow() {
+            return Ok(None);
+        }
         // No token to log in with: the mails wait, their attempts unspent.
         if let Some(wait) = mailer.waiting_for_token() {
             return Ok(Some(wait));

@@ -219,6 +219,19 @@ pub trait Store: StoreView + Send + Sync {
     fn begin_decision(&self) -> Result<()> {
         Ok(())
     }
+    /// Whether [`Store::prefetch`] is worth a parse ahead of the decisions
+    /// (a store across a network; sled reads in memory).
+    fn prefetches(&self) -> bool {
+        false
+    }
+    /// Reads at once what deciding `mails` will probably read (their
+    /// processed markers, the threads they refer to, the relationships of
+    /// their senders), so the decisions find it cached. Only a hint: a read
+    /// it misses is read when asked for. Call under a decision turn.
+    fn prefetch(&self, mails: &[&liaison_core::mail::inbound::InboundMail]) -> Result<()> {
+        let _ = mails;
+        Ok(())
+    }
     /// The end of what [`Store::begin_decision`] began.
     fn end_decision(&self) {}
     /// Takes, or renews, the lease `name` (see [`inbox_lease`],
@@ -390,6 +403,16 @@ pub trait Backend: Send + Sync {
     /// See [`Store::lost`].
     fn lost(&self) -> Option<String> {
         None
+    }
+    /// Whether reads are worth prefetching (see [`Store::prefetches`]).
+    fn prefetches(&self) -> bool {
+        false
+    }
+    /// Reads `keys` and the whole scans of `prefixes` into a read cache, in
+    /// as few round trips as it can.
+    fn prefetch(&self, keys: &[Vec<u8>], prefixes: &[Vec<u8>]) -> Result<()> {
+        let _ = (keys, prefixes);
+        Ok(())
     }
 }
 
@@ -1383,6 +1406,49 @@ impl<B: Backend> Store for KvStore<B> {
 
     fn lost(&self) -> Option<String> {
         self.backend.lost()
+    }
+
+    fn prefetches(&self) -> bool {
+        self.backend.prefetches()
+    }
+
+    fn prefetch(&self, mails: &[&liaison_core::mail::inbound::InboundMail]) -> Result<()> {
+        if !self.backend.prefetches() || mails.is_empty() {
+            return Ok(());
+        }
+        // What the engine and decide read for a mail, by key: its processed
+        // marker, and for each mail it refers to the invitation thread, the
+        // ticket thread and the sent copy; by scan: the customer index of
+        // its sender.
+        let mut keys = Vec::new();
+        let mut senders = Vec::new();
+        for m in mails {
+            keys.push(format!("msg/{}", m.key).into_bytes());
+            for id in m.in_reply_to.iter().chain(&m.references) {
+                for prefix in ["thr/", "tth/", "omid/"] {
+                    keys.push(format!("{prefix}{id}").into_bytes());
+                }
+            }
+            if let Some(from) = &m.from {
+                senders.push(from.as_str());
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        senders.sort_unstable();
+        senders.dedup();
+        let prefixes: Vec<Vec<u8>> = senders.iter().map(|c| cix_prefix(c)).collect();
+        self.backend.prefetch(&keys, &prefixes)?;
+        // Then the relationships that index names (now read from the cache).
+        let mut rels = Vec::new();
+        for (customer, prefix) in senders.iter().zip(&prefixes) {
+            for kv in self.backend.range(prefix_range(prefix)) {
+                let (k, v) = kv?;
+                let partner: String = decode(&k, &v)?;
+                rels.push(rel_key(&partner, customer));
+            }
+        }
+        self.backend.prefetch(&rels, &[])
     }
 }
 

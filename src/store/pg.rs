@@ -231,6 +231,14 @@ fn is_outbox_key(key: &[u8]) -> bool {
     key.starts_with(b"outq/") || key.starts_with(b"outd/") || key.starts_with(b"outs/")
 }
 
+/// Whether a scan of `prefix` may hold outbox records (never cached).
+fn may_hold_outbox(prefix: &[u8]) -> bool {
+    is_outbox_key(prefix)
+        || [b"outq/", b"outd/", b"outs/"]
+            .iter()
+            .any(|o| o.starts_with(prefix))
+}
+
 /// What this instance read from the store, kept while nobody else writes.
 ///
 /// Valid only under a decision turn: taking the turn reads the store's
@@ -242,6 +250,8 @@ fn is_outbox_key(key: &[u8]) -> bool {
 #[derive(Default)]
 struct ReadCache {
     records: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Whole prefix scans (prefix → every record under it, in key order).
+    scans: HashMap<Vec<u8>, Arc<Vec<Record>>>,
     bytes: usize,
     /// The flush count the records are right for; `None` when unknown.
     generation: Option<i64>,
@@ -253,6 +263,7 @@ struct ReadCache {
 impl ReadCache {
     fn clear(&mut self) {
         self.records.clear();
+        self.scans.clear();
         self.bytes = 0;
         self.generation = None;
         self.epoch += 1;
@@ -288,6 +299,41 @@ impl ReadCache {
         }
     }
 
+    /// Keeps a whole prefix scan, unless the cache changed since it began.
+    fn fill_scan(&mut self, began: u64, prefix: Vec<u8>, records: Vec<Record>) {
+        if self.epoch != began || self.generation.is_none() || may_hold_outbox(&prefix) {
+            return;
+        }
+        let size = prefix.len()
+            + records
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        if size > CACHE_BYTES / 4 {
+            return;
+        }
+        if self.bytes + size > CACHE_BYTES {
+            let generation = self.generation;
+            self.clear();
+            self.generation = generation;
+        }
+        self.bytes += size;
+        self.scans.insert(prefix, Arc::new(records));
+    }
+
+    /// Forgets the scans a write to `key` changes: those of its prefixes.
+    fn drop_scans_of(&mut self, key: &[u8]) {
+        if self.scans.is_empty() {
+            return;
+        }
+        for end in 1..=key.len() {
+            if let Some(gone) = self.scans.remove(&key[..end]) {
+                let size = end + gone.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                self.bytes = self.bytes.saturating_sub(size);
+            }
+        }
+    }
+
     /// A flush committed `writes` and left the store at `generation`.
     fn written(&mut self, writes: &[(Vec<u8>, Option<Vec<u8>>)], generation: i64) {
         if self.generation != Some(generation - 1) {
@@ -295,6 +341,7 @@ impl ReadCache {
         } else {
             self.epoch += 1;
             for (k, v) in writes.iter().filter(|(k, _)| !is_outbox_key(k)) {
+                self.drop_scans_of(k);
                 self.insert(k.clone(), v.clone());
             }
         }
@@ -797,6 +844,14 @@ fn new_instance_name() -> String {
     format!("{host}/{}/{:x}", std::process::id(), started & 0xff_ffff)
 }
 
+/// The rows of the multi-prefix scan: (prefix's index from 0, record).
+fn scans_rows(rows: Vec<tokio_postgres::Row>) -> impl Iterator<Item = (usize, Record)> {
+    rows.into_iter().map(|r| {
+        let i: i64 = r.get(0);
+        ((i - 1) as usize, (r.get(1), r.get(2)))
+    })
+}
+
 /// One page of a range scan: the SQL for the bounds given.
 fn range_sql(lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> String {
     let mut sql = String::from("SELECT key, value FROM liaison_kv WHERE true");
@@ -825,6 +880,33 @@ struct PgRange<'a> {
     hi: Bound<Vec<u8>>,
     page: VecDeque<Record>,
     done: bool,
+    /// A prefix scan under a turn: its prefix, the cache's epoch when it
+    /// began, and every record so far, to be cached once it is whole.
+    collect: Option<(Vec<u8>, u64, Vec<Record>)>,
+}
+
+/// A prefix scan served from the read cache.
+struct CachedScan {
+    records: Arc<Vec<Record>>,
+    next: usize,
+}
+
+impl Iterator for CachedScan {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let record = self.records.get(self.next)?.clone();
+        self.next += 1;
+        Some(Ok(record))
+    }
+}
+
+/// The prefix `range` scans, if it is exactly a prefix scan.
+fn scanned_prefix(range: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> Option<Vec<u8>> {
+    match &range.0 {
+        Bound::Included(prefix) if super::prefix_range(prefix) == *range => Some(prefix.clone()),
+        _ => None,
+    }
 }
 
 impl PgRange<'_> {
@@ -855,6 +937,14 @@ impl PgRange<'_> {
         }
         if let Some((last, _)) = rows.last() {
             self.lo = Bound::Excluded(last.clone());
+        }
+        if let Some((_, _, so_far)) = &mut self.collect {
+            so_far.extend(rows.iter().cloned());
+        }
+        if self.done && self.backend.locked.load(Ordering::SeqCst) {
+            if let Some((prefix, began, records)) = self.collect.take() {
+                self.backend.cache().fill_scan(began, prefix, records);
+            }
         }
         self.page.extend(rows);
         Ok(())
@@ -1018,12 +1108,27 @@ impl Backend for PgBackend {
     }
 
     fn range(&self, range: (Bound<Vec<u8>>, Bound<Vec<u8>>)) -> Records<'_> {
+        let prefix = scanned_prefix(&range).filter(|p| !may_hold_outbox(p));
+        let collect = match prefix {
+            Some(prefix) if self.locked.load(Ordering::SeqCst) => {
+                let cache = self.cache();
+                if let Some(records) = cache.scans.get(&prefix) {
+                    return Box::new(CachedScan {
+                        records: records.clone(),
+                        next: 0,
+                    });
+                }
+                Some((prefix, cache.epoch, Vec::new()))
+            }
+            _ => None,
+        };
         Box::new(PgRange {
             backend: self,
             lo: range.0,
             hi: range.1,
             page: VecDeque::new(),
             done: false,
+            collect,
         })
     }
 
@@ -1360,6 +1465,107 @@ impl Backend for PgBackend {
                 .collect())
         })?;
         Ok(Some(records))
+    }
+
+    fn prefetches(&self) -> bool {
+        true
+    }
+
+    fn prefetch(&self, keys: &[Vec<u8>], prefixes: &[Vec<u8>]) -> Result<()> {
+        if !self.locked.load(Ordering::SeqCst) {
+            // Nothing read outside a turn may be cached.
+            return Ok(());
+        }
+        let (keys, prefixes, began) = {
+            let cache = self.cache();
+            let keys: Vec<Vec<u8>> = keys
+                .iter()
+                .filter(|k| !is_outbox_key(k) && !cache.records.contains_key(*k))
+                .cloned()
+                .collect();
+            let prefixes: Vec<Vec<u8>> = prefixes
+                .iter()
+                .filter(|p| {
+                    !may_hold_outbox(p)
+                        && !cache.scans.contains_key(*p)
+                        && matches!(super::prefix_range(p).1, Bound::Excluded(_))
+                })
+                .cloned()
+                .collect();
+            (keys, prefixes, cache.epoch)
+        };
+        if keys.is_empty() && prefixes.is_empty() {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        let (asked, scanned) = (keys.clone(), prefixes.clone());
+        let (records, scans) = self.run("reading the store", async move {
+            let e = |err| pg_err("reading the store", err);
+            let c = inner.client().await?;
+            // Every prefix here has an end (only the empty prefix and
+            // prefixes of 0xff bytes have none, filtered out below).
+            let ends: Vec<Vec<u8>> = scanned
+                .iter()
+                .filter_map(|p| match super::prefix_range(p).1 {
+                    Bound::Excluded(end) => Some(end),
+                    _ => None,
+                })
+                .collect();
+            // Both in one round trip. Each prefix gets at most PAGE rows;
+            // a scan that fills them is left to be read when asked for.
+            let (records, scan_rows) = tokio::join!(
+                async {
+                    if asked.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    c.query(
+                        "SELECT key, value FROM liaison_kv WHERE key = ANY($1)",
+                        &[&asked],
+                    )
+                    .await
+                },
+                async {
+                    if scanned.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    c.query(
+                        "SELECT p.i, k.key, k.value
+                         FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS p(lo, hi, i)
+                         CROSS JOIN LATERAL (
+                             SELECT key, value FROM liaison_kv
+                             WHERE key >= p.lo AND key < p.hi
+                             ORDER BY key LIMIT $3
+                         ) k
+                         ORDER BY p.i, k.key",
+                        &[&scanned, &ends, &(PAGE + 1)],
+                    )
+                    .await
+                }
+            );
+            let records: HashMap<Vec<u8>, Vec<u8>> = records
+                .map_err(e)?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let mut scans: Vec<Vec<Record>> = vec![Vec::new(); scanned.len()];
+            for r in scans_rows(scan_rows.map_err(e)?) {
+                if let Some(slot) = scans.get_mut(r.0) {
+                    slot.push(r.1);
+                }
+            }
+            Ok((records, scans))
+        })?;
+        let mut cache = self.cache();
+        for k in keys {
+            let value = records.get(&k).cloned();
+            cache.fill(began, k, value);
+        }
+        for (prefix, rows) in prefixes.into_iter().zip(scans) {
+            if (rows.len() as i64) <= PAGE {
+                cache.fill_scan(began, prefix, rows);
+            }
+        }
+        Ok(())
     }
 
     fn shared(&self) -> Option<Shared> {
