@@ -2532,7 +2532,14 @@ async fn scale(backend: Backend, count: usize, partners: usize, table: &mut Tabl
         store.release_lease(&liaison::store::inbox_lease(inbox))?;
     }
     drop(engine);
+    // Closing a written sled store writes sled's snapshot (the next start
+    // then reads no log); how long that takes is printed, not a row.
+    let closing = Instant::now();
     drop(store);
+    eprintln!(
+        "  ({name}) closing the store took {:.0} ms",
+        ms(closing.elapsed())
+    );
     clear_all(&[COMMANDS, INVITES]).await?;
     // A failure here (the daemon not stopping) is shown in its row: the
     // rows measured before it are still printed.

@@ -7,36 +7,62 @@
 # BASE_REV defaults to 53cde98^1 (main just before issue 15's splitter work
 # was merged; its reply.rs is the one of 133794f, the base before any of that
 # work, in the workspace layout the fuzz targets of today build in).
-# SECONDS (default 60) is the libFuzzer run per side.
+# SECONDS (default 60) is the libFuzzer run per side; 0 skips that
+# measurement (and its sanitizer builds).
 #
 # Two measurements of the same target source built from both trees:
 #  1. instructions (valgrind --tool=callgrind, counting only inside the
-#     target's body, rust_fuzzer_test_input) for a replay of one fixed set of
-#     inputs, each run THROUGHPUT_RUNS times: the seeds of reply_splitter and
-#     reply_known, the inputs fuzz/run.sh generates, a few larger ones made
-#     here, and the reply corpus's bodies when it is there
-#     ($LIAISON_REPLY_CORPUS, else ../shared/corpus/replies). Instruction
-#     counts do not depend on the machine's load; this is the figure to
-#     compare. Built without a sanitizer (valgrind cannot run ASan builds).
+#     target's body, rust_fuzzer_test_input) for replays of fixed input
+#     groups, printed per group:
+#       seeds      the seeds of reply_splitter and reply_known and the two
+#                  inputs fuzz/run.sh generates, THROUGHPUT_RUNS times each;
+#       gen_8k_*   four inputs at the fuzzer's size limit made here (each
+#                  on its own line), THROUGHPUT_RUNS times each;
+#       corpus     the reply corpus's bodies when it is there
+#                  ($LIAISON_REPLY_CORPUS, else ../shared/corpus/replies),
+#                  THROUGHPUT_RUNS times each;
+#       fuzzer     inputs the fuzzer generated, once each: the union of the
+#                  corpora that libFuzzer grows from the seeds with both
+#                  binaries (no sanitizer, -seed, THROUGHPUT_FUZZ_RUNS
+#                  executions each). The target hashes with a random key,
+#                  so each run grows somewhat different corpora; the
+#                  group is kept in fuzz/target/throughput/fuzzer-inputs;
+#       fuzzer_kept  the inputs in THROUGHPUT_FUZZ_INPUTS, once each, when
+#                  that names a folder (e.g. the fuzzer-inputs of an
+#                  earlier run, copied away: the same inputs for several
+#                  heads).
+#     Instruction counts do not depend on the machine's load; this is the
+#     figure to compare. Built without a sanitizer (valgrind cannot run
+#     ASan builds).
 #  2. libFuzzer's exec/s for SECONDS per side from the same seeds, the same
 #     -seed, dictionary and limits (built as fuzz/run.sh builds, AddressSanitizer
 #     by default): noisy under load, reported as a second opinion.
 #
 # Environment:
+#   THROUGHPUT_HEAD       a revision to measure instead of the work tree
+#                         (exported like the base), e.g. to measure a
+#                         commit before a change with the same script
 #   THROUGHPUT_TARGET     fuzz target (default reply_splitter)
-#   THROUGHPUT_RUNS       replays of each input under callgrind (default 3; the
-#                         count is the same on every replay, so a few suffice)
+#   THROUGHPUT_RUNS       replays of each fixed input under callgrind
+#                         (default 3; the count is the same on every replay,
+#                         so a few suffice)
+#   THROUGHPUT_FUZZ_RUNS  executions per side that grow the fuzzer group
+#                         (default 50000)
+#   THROUGHPUT_FUZZ_INPUTS  a folder of inputs replayed as the group
+#                         fuzzer_kept
 #   THROUGHPUT_SANITIZER  sanitizer of the exec/s builds (default address)
 #   THROUGHPUT_SEED       libFuzzer -seed (default 1)
 #   FUZZ_BUILD_JOBS, FUZZ_NICE  as for fuzz/run.sh
 #
-# The base tree is exported with `git archive` into
-# fuzz/target/throughput/base-tree (nothing is checked out in the work
+# The base tree (and THROUGHPUT_HEAD's) is exported with `git archive`
+# into fuzz/target/throughput/ (nothing is checked out in the work
 # tree). Both sides build into fuzz/target/throughput/target, so the
 # dependencies compile once per sanitizer. The binaries, the replay set,
 # callgrind's files and the logs stay in fuzz/target/throughput/
 # (git-ignored). Only targets that use nothing but liaison-core can be
 # measured (reply_splitter, reply_known, tnef_decoder, command_parser).
+# An instruction ratio (head/base) above 1.20 on any group is more than
+# 20 % slower.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -45,6 +71,9 @@ base_rev="${1:-53cde98^1}"
 secs="${2:-60}"
 target="${THROUGHPUT_TARGET:-reply_splitter}"
 runs="${THROUGHPUT_RUNS:-3}"
+fuzz_runs="${THROUGHPUT_FUZZ_RUNS:-50000}"
+fuzz_inputs="${THROUGHPUT_FUZZ_INPUTS:-}"
+head_rev="${THROUGHPUT_HEAD:-}"
 sanitizer="${THROUGHPUT_SANITIZER:-address}"
 seed="${THROUGHPUT_SEED:-1}"
 nice_n="${FUZZ_NICE:-10}"
@@ -52,9 +81,9 @@ export CARGO_BUILD_JOBS="${FUZZ_BUILD_JOBS:-1}"
 export RUSTC_BOOTSTRAP=1
 unset CARGO_TARGET_DIR
 
-case "$secs$runs" in
+case "$secs$runs$fuzz_runs" in
 '' | *[!0-9]*)
-    echo "usage: $0 [BASE_REV] [SECONDS]  (THROUGHPUT_RUNS a number)" >&2
+    echo "usage: $0 [BASE_REV] [SECONDS]  (THROUGHPUT_RUNS, THROUGHPUT_FUZZ_RUNS numbers)" >&2
     exit 2
     ;;
 esac
@@ -62,6 +91,10 @@ command -v valgrind >/dev/null || {
     echo "valgrind is needed (apt-get install valgrind)" >&2
     exit 2
 }
+if [ -n "$fuzz_inputs" ] && [ ! -d "$fuzz_inputs" ]; then
+    echo "THROUGHPUT_FUZZ_INPUTS=$fuzz_inputs is no folder" >&2
+    exit 2
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz from crates.io"
     cargo install --locked cargo-fuzz
@@ -71,16 +104,36 @@ out="$here/target/throughput"
 host="$(rustc -vV | sed -n 's/^host: //p')"
 mkdir -p "$out"
 
-echo "== exporting $base_rev ($(git -C "$repo" rev-parse --short "$base_rev")) to ${out#"$repo"/}/base-tree"
-rm -rf "$out/base-tree"
-mkdir -p "$out/base-tree"
-git -C "$repo" archive "$base_rev" | tar -x -C "$out/base-tree"
-if [ ! -f "$out/base-tree/fuzz/fuzz_targets/$target.rs" ]; then
-    echo "$base_rev has no fuzz target $target" >&2
-    exit 2
+# export REV DIR: REV's tree in DIR. A tree exported before from the same
+# commit is kept as it is: new files' times would make cargo build it
+# again.
+export_rev() {
+    local rev="$1" dir="$2" commit
+    commit="$(git -C "$repo" rev-parse --verify "$rev^{commit}")"
+    if [ "$(cat "$dir.commit" 2>/dev/null)" = "$commit" ] && [ -d "$dir" ]; then
+        echo "== $rev (${commit:0:7}) is in ${dir#"$repo"/} already"
+    else
+        echo "== exporting $rev (${commit:0:7}) to ${dir#"$repo"/}"
+        rm -rf "$dir" "$dir.commit"
+        mkdir -p "$dir"
+        git -C "$repo" archive "$commit" | tar -x -C "$dir"
+        echo "$commit" >"$dir.commit"
+    fi
+    if [ ! -f "$dir/fuzz/fuzz_targets/$target.rs" ]; then
+        echo "$rev has no fuzz target $target" >&2
+        exit 2
+    fi
+}
+export_rev "$base_rev" "$out/base-tree"
+head_tree="$repo"
+head_name="work tree"
+if [ -n "$head_rev" ]; then
+    head_tree="$out/head-tree"
+    head_name="$head_rev"
+    export_rev "$head_rev" "$head_tree"
 fi
-if ! cmp -s "$out/base-tree/fuzz/fuzz_targets/$target.rs" "$here/fuzz_targets/$target.rs"; then
-    echo "   note: the target's source differs between $base_rev and the work tree"
+if ! cmp -s "$out/base-tree/fuzz/fuzz_targets/$target.rs" "$head_tree/fuzz/fuzz_targets/$target.rs"; then
+    echo "   note: the target's source differs between $base_rev and the $head_name"
 fi
 
 # build TREE SANITIZER NAME: the target's source from TREE built by
@@ -124,6 +177,7 @@ bench = false
 TOML
     cp "$here/Cargo.lock" "$crate/Cargo.lock"
     echo "== building $target from ${tree#"$repo"/} (sanitizer $san)"
+    [ "$tree" = "$repo" ] && echo "   (the work tree, as it is now: leave it alone until the build is done)"
     (cd "$crate" && nice -n "$nice_n" cargo fuzz build --fuzz-dir "$crate" --sanitizer "$san" \
         --target-dir "$out/target" "$target") >"$out/$name.build.log" 2>&1 || {
         tail -n 30 "$out/$name.build.log" >&2
@@ -135,9 +189,7 @@ TOML
 # builds apart in the one target directory (a path package's hash does not
 # depend on where its workspace lies).
 build "$out/base-tree" none base-none
-build "$repo" none head-none
-build "$out/base-tree" "$sanitizer" "base-$sanitizer"
-build "$repo" "$sanitizer" "head-$sanitizer"
+build "$head_tree" none head-none
 
 # The seeds every side starts from (as fuzz/run.sh makes them).
 seeds="$out/seeds"
@@ -152,45 +204,107 @@ done
 printf '> q\nx\n%.0s' $(seq 200) >"$seeds/gen_alternating"
 printf 'From: a\nSent: b\nTo: c\n%.0s' $(seq 50) >"$seeds/gen_headers"
 
-# The fixed replay set: the seeds, a few inputs at the fuzzer's size limit
-# (8 KiB), and the corpus's bodies.
+# The replay groups, one folder each.
 replay="$out/replay"
 rm -rf "$replay"
-mkdir -p "$replay"
-cp "$seeds"/* "$replay"/
-{
-    for i in $(seq 40); do
-        printf 'Accept, thanks (%s).\n\nOn Tue, 6 Jan 2026 at 10:00, Partner Desk <desk@example.net> wrote:\n> To accept, reply accept.\n> To decline, reply decline.\n\n' "$i"
-    done
-} | head -c 8192 >"$replay/gen_8k_attributions"
-{
-    for i in $(seq 60); do
-        printf '보낸 사람: Partner Desk <desk@example.net>\n보낸 날짜: 2026년 1월 6일 화요일 오전 10:00\n받는 사람: Alice\n제목: 초대 %s\n\n' "$i"
-    done
-} | head -c 8192 >"$replay/gen_8k_korean_blocks"
-printf 'a\n%.0s' $(seq 4096) >"$replay/gen_8k_short_lines"
-head -c 8192 /dev/zero | tr '\0' 'x' >"$replay/gen_8k_one_line"
+mkdir -p "$replay/seeds" "$replay/corpus"
+cp "$seeds"/* "$replay/seeds"/
+# Inputs at the fuzzer's size limit (8 KiB), one group each. The whole
+# text is read before it is cut: `printf … | head -c` would stop the
+# writer with SIGPIPE, and pipefail the script.
+gen() {
+    mkdir -p "$replay/$1"
+    cat >"$replay/$1/$1.full"
+    head -c 8192 "$replay/$1/$1.full" >"$replay/$1/$1"
+    rm "$replay/$1/$1.full"
+}
+for i in $(seq 40); do
+    printf 'Accept, thanks (%s).\n\nOn Tue, 6 Jan 2026 at 10:00, Partner Desk <desk@example.net> wrote:\n> To accept, reply accept.\n> To decline, reply decline.\n\n' "$i"
+done | gen gen_8k_attributions
+for i in $(seq 60); do
+    printf '보낸 사람: Partner Desk <desk@example.net>\n보낸 날짜: 2026년 1월 6일 화요일 오전 10:00\n받는 사람: Alice\n제목: 초대 %s\n\n' "$i"
+done | gen gen_8k_korean_blocks
+printf 'a\n%.0s' $(seq 4096) | gen gen_8k_short_lines
+head -c 8192 /dev/zero | tr '\0' 'x' | gen gen_8k_one_line
 corpus="${LIAISON_REPLY_CORPUS:-$repo/../shared/corpus/replies}"
 if [ -d "$corpus" ]; then
     for f in "$corpus"/*.txt "$corpus"/*.html "$corpus"/*.eml; do
-        [ -f "$f" ] && cp "$f" "$replay/corpus__$(basename "$f")"
+        [ -f "$f" ] && cp "$f" "$replay/corpus/$(basename "$f")"
     done
-    echo "== replay set: $(ls "$replay" | wc -l) inputs (with the corpus in ${corpus})"
 else
-    echo "== replay set: $(ls "$replay" | wc -l) inputs (no reply corpus found)"
+    echo "   note: no reply corpus in $corpus (LIAISON_REPLY_CORPUS): no corpus group"
+    rmdir "$replay/corpus"
 fi
 
-# Callgrind's instruction count inside the target body, for one side.
+# Inputs a fuzzer grew before (THROUGHPUT_FUZZ_INPUTS), as a group of
+# their own: the same inputs for several heads.
+if [ -n "$fuzz_inputs" ]; then
+    mkdir -p "$replay/fuzzer_kept"
+    find "$fuzz_inputs" -maxdepth 1 -type f -exec cp {} "$replay/fuzzer_kept"/ \;
+fi
+# The fuzzer group: what libFuzzer makes of the seeds with either binary.
+mkdir -p "$replay/fuzzer"
+echo "== fuzzer group: $fuzz_runs executions per side from the seeds, -seed=$seed, no sanitizer"
+for name in base-none head-none; do
+    dir="$out/grown-$name"
+    rm -rf "$dir"
+    cp -r "$seeds" "$dir"
+    nice -n "$nice_n" "$out/$name" "$dir" -seed="$seed" -runs="$fuzz_runs" \
+        -max_len=8192 -dict="$here/dict/reply_splitter.dict" -timeout=10 \
+        -rss_limit_mb=2048 -print_final_stats=1 >"$out/$name.grow.log" 2>&1 || {
+        tail -n 20 "$out/$name.grow.log" >&2
+        exit 1
+    }
+    # libFuzzer names its inputs by their SHA-1: the same input from both
+    # sides is kept once.
+    cp "$dir"/* "$replay/fuzzer"/
+done
+# The target hashes with a random key (HashSet), so coverage and thus the
+# grown corpora differ from run to run: keep this group for the next run.
+rm -rf "$out/fuzzer-inputs"
+cp -r "$replay/fuzzer" "$out/fuzzer-inputs"
+groups=()
+for g in "$replay"/*; do
+    groups+=("$(basename "$g")")
+done
+for g in "${groups[@]}"; do
+    echo "   replay group $g: $(find "$replay/$g" -type f | wc -l) inputs"
+done
+
+# Callgrind's instruction count inside the target body, for one side and
+# one group.
 instructions() {
-    local name="$1"
+    local name="$1" group="$2" n="$runs"
+    case "$group" in fuzzer*) n=1 ;; esac
     valgrind --tool=callgrind --toggle-collect=rust_fuzzer_test_input \
-        --callgrind-out-file="$out/$name.callgrind" \
-        "$out/$name" -runs="$runs" "$replay"/* >"$out/$name.callgrind.log" 2>&1
-    sed -n 's/^summary: *//p; s/^totals: *//p' "$out/$name.callgrind" | head -n 1 | awk '{print $1}'
+        --callgrind-out-file="$out/$name.$group.callgrind" \
+        "$out/$name" -runs="$n" "$replay/$group"/* >"$out/$name.$group.callgrind.log" 2>&1 || {
+        tail -n 20 "$out/$name.$group.callgrind.log" >&2
+        exit 1
+    }
+    sed -n 's/^summary: *//p; s/^totals: *//p' "$out/$name.$group.callgrind" | head -n 1 | awk '{print $1}'
 }
-echo "== callgrind: $runs replays of each input"
-base_ir="$(instructions base-none)"
-head_ir="$(instructions head-none)"
+echo "== callgrind: $runs replays of each fixed input, 1 of each fuzzer input"
+declare -A base_ir head_ir
+for g in "${groups[@]}"; do
+    base_ir[$g]="$(instructions base-none "$g")"
+    head_ir[$g]="$(instructions head-none "$g")"
+done
+
+# The instruction figures first: the sanitizer builds below take long.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
+echo "== $target: base $base_rev vs $head_name"
+printf '%-34s %16s %16s %9s\n' "instructions (callgrind)" base head head/base
+base_total=0
+head_total=0
+for g in "${groups[@]}"; do
+    printf '%-34s %16s %16s %9s\n' "  $g ($(find "$replay/$g" -type f | wc -l))" "${base_ir[$g]}" "${head_ir[$g]}" \
+        "$(ratio "${head_ir[$g]}" "${base_ir[$g]}")"
+    base_total=$((base_total + base_ir[$g]))
+    head_total=$((head_total + head_ir[$g]))
+done
+printf '%-34s %16s %16s %9s\n' "  all groups" "$base_total" "$head_total" "$(ratio "$head_total" "$base_total")"
+echo "(an instruction ratio above 1.20 on a group is more than 20 % slower; callgrind files: ${out#"$repo"/}/*.callgrind)"
 
 # libFuzzer's exec/s for one side, from a fresh copy of the seeds.
 exec_rate() {
@@ -205,14 +319,16 @@ exec_rate() {
     rate="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out/$name.fuzz.log" | tail -n 1)"
     echo "${execs:-0} ${rate:-0}"
 }
-echo "== libFuzzer: ${secs}s per side, -seed=$seed (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-read -r base_execs base_rate < <(exec_rate "base-$sanitizer")
-read -r head_execs head_rate < <(exec_rate "head-$sanitizer")
+if [ "$secs" -gt 0 ]; then
+    build "$out/base-tree" "$sanitizer" "base-$sanitizer"
+    build "$head_tree" "$sanitizer" "head-$sanitizer"
+    echo "== libFuzzer: ${secs}s per side, -seed=$seed (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+    read -r base_execs base_rate < <(exec_rate "base-$sanitizer")
+    read -r head_execs head_rate < <(exec_rate "head-$sanitizer")
+fi
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
-echo "== $target: base $base_rev vs work tree"
-printf '%-34s %16s %16s %8s\n' "" base head head/base
-printf '%-34s %16s %16s %8s\n' "instructions (callgrind, replay)" "$base_ir" "$head_ir" "$(ratio "$head_ir" "$base_ir")"
-printf '%-34s %16s %16s %8s\n' "libFuzzer exec/s ($sanitizer, ${secs}s)" "$base_rate" "$head_rate" "$(ratio "$head_rate" "$base_rate")"
-printf '%-34s %16s %16s\n' "libFuzzer execs" "$base_execs" "$head_execs"
-echo "(an instruction ratio above 1.20 is more than 20 % slower; callgrind files: ${out#"$repo"/}/*.callgrind)"
+if [ "$secs" -gt 0 ]; then
+    printf '%-34s %16s %16s %9s\n' "libFuzzer exec/s ($sanitizer, ${secs}s)" base head head/base
+    printf '%-34s %16s %16s %9s\n' "  exec/s" "$base_rate" "$head_rate" "$(ratio "$head_rate" "$base_rate")"
+    printf '%-34s %16s %16s\n' "  execs" "$base_execs" "$head_execs"
+fi

@@ -123,7 +123,95 @@ on_both!(
     a_mail_held_in_its_place_stays_due,
     summaries_read_by_page_and_records_in_batches_see_staged_writes,
     the_sweep_commits_in_parts_and_a_mail_is_decided_between_them,
+    a_page_of_summaries_is_the_slice_of_the_whole_list,
 );
+
+/// `list`'s page read (counters for the total, the summaries from the
+/// page's first key on) gives what slicing the whole list gives, for every
+/// filter and position, with staged and flushed commits, and a partner
+/// whose id starts with another's.
+fn a_page_of_summaries_is_the_slice_of_the_whole_list(kind: Kind) {
+    let o = open(kind, "pages");
+    let s = &o.store;
+    let states = [
+        RelationshipState::Active,
+        RelationshipState::Invited,
+        RelationshipState::Active,
+        RelationshipState::Declined,
+        RelationshipState::Removed,
+    ];
+    let of = |partner: &str, n: usize, shift: usize| -> Vec<Relationship> {
+        (0..n)
+            .map(|i| {
+                rel(
+                    partner,
+                    &format!("c{i:03}@contoso.test"),
+                    states[(i + shift) % states.len()],
+                )
+            })
+            .collect()
+    };
+    s.commit(Changes {
+        relationships: [of("p1", 37, 0), of("p10", 9, 1), of("p0", 4, 2)].concat(),
+        ..Default::default()
+    })
+    .unwrap();
+    s.flush().unwrap();
+    let check = |when: &str, n: usize| {
+        let whole = s.relationship_summaries_of("p1").unwrap();
+        assert_eq!(whole.len(), n, "{when}");
+        let filters = [
+            None,
+            Some(RelationshipState::Active),
+            Some(RelationshipState::Invited),
+            Some(RelationshipState::Declined),
+            Some(RelationshipState::Removed),
+            Some(RelationshipState::Expired),
+        ];
+        for state in filters {
+            let matching: Vec<_> = whole
+                .iter()
+                .filter(|r| state.is_none_or(|st| r.state == st))
+                .cloned()
+                .collect();
+            for skip in [0, 1, 5, 12, 36, 37, 40] {
+                for limit in [1, 7, 100] {
+                    let page = s
+                        .relationship_summaries_page("p1", state, skip, limit)
+                        .unwrap();
+                    let want: Vec<_> = matching.iter().skip(skip).take(limit).cloned().collect();
+                    assert_eq!(page.total, matching.len(), "{when}: {state:?} total");
+                    assert_eq!(
+                        page.rows, want,
+                        "{when}: {state:?} skip {skip} limit {limit}"
+                    );
+                }
+            }
+        }
+    };
+    check("flushed", 37);
+    // Staged, not flushed: states moved, one new, read through the overlay.
+    s.commit(Changes {
+        relationships: [of("p1", 38, 3), of("p10", 3, 0)].concat(),
+        ..Default::default()
+    })
+    .unwrap();
+    check("staged", 38);
+    let staged = s.relationship_summaries_page("p1", None, 0, 100).unwrap();
+    assert_eq!((staged.total, staged.rows.len()), (38, 38));
+    assert_eq!(
+        staged.rows[0].state, states[3],
+        "the staged state is the one read"
+    );
+    s.flush().unwrap();
+    let flushed = s.relationship_summaries_page("p1", None, 0, 100).unwrap();
+    assert_eq!(flushed, staged);
+    check("flushed again", 38);
+    let empty = s
+        .relationship_summaries_page("nobody", None, 0, 100)
+        .unwrap();
+    assert_eq!((empty.total, empty.rows.len()), (0, 0));
+}
 
 fn summaries_read_by_page_and_records_in_batches_see_staged_writes(kind: Kind) {
     let o = open(kind, "pages");

@@ -264,6 +264,16 @@ pub struct Changes {
     pub held_reported: Vec<(String, u64)>,
 }
 
+/// One page of a partner's relationship summaries
+/// ([`StoreView::relationship_summaries_page`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SummaryPage {
+    /// How many summaries match in all (on every page).
+    pub total: usize,
+    /// This page's, ordered by customer.
+    pub rows: Vec<RelationshipSummary>,
+}
+
 /// Read access used by the workflow.
 pub trait StoreView {
     /// One relationship.
@@ -299,6 +309,24 @@ pub trait StoreView {
             .iter()
             .map(RelationshipSummary::from)
             .collect())
+    }
+    /// One page of a partner's summaries, ordered by customer: those in
+    /// `state` (every state when `None`), the first `skip` of them left
+    /// out, at most `limit`; with how many there are in all. A store that
+    /// keeps counts answers without reading the rows before or after the
+    /// page (`list` at 10 000 relationships a partner).
+    fn relationship_summaries_page(
+        &self,
+        partner: &str,
+        state: Option<RelationshipState>,
+        skip: usize,
+        limit: usize,
+    ) -> Result<SummaryPage> {
+        let mut all = self.relationship_summaries_of(partner)?;
+        all.retain(|r| state.is_none_or(|s| r.state == s));
+        let total = all.len();
+        let rows = all.into_iter().skip(skip).take(limit).collect();
+        Ok(SummaryPage { total, rows })
     }
     /// The summaries of every relationship, ordered by partner and customer.
     fn all_relationship_summaries(&self) -> Result<Vec<RelationshipSummary>> {

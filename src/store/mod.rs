@@ -556,6 +556,23 @@ impl<B: Backend> KvStore<B> {
         Ok(())
     }
 
+    /// How many of `partner`'s relationships are in `state` (in any state
+    /// when `None`), from the counters.
+    fn summary_count(&self, partner: &str, state: Option<RelationshipState>) -> Result<usize> {
+        let n = match state {
+            Some(s) => self.get::<u64>(&cnt_key(partner, s))?.unwrap_or(0),
+            None => {
+                let mut n = 0u64;
+                for kv in self.scan_raw(format!("cnt/{partner}\0").as_bytes()) {
+                    let (k, v) = kv?;
+                    n += decode::<u64>(&k, &v)?;
+                }
+                n
+            }
+        };
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     /// The backend underneath.
     pub fn backend(&self) -> &B {
         &self.backend
@@ -775,6 +792,12 @@ impl<B: Backend> Drop for KvStore<B> {
     }
 }
 
+/// The state of a summary, read without the rest of it.
+#[derive(serde::Deserialize)]
+struct StateOnly {
+    state: RelationshipState,
+}
+
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T> {
     serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
@@ -849,6 +872,38 @@ impl<B: Backend> StoreView for KvStore<B> {
 
     fn relationship_summaries_of(&self, partner: &str) -> ReadResult<Vec<RelationshipSummary>> {
         Ok(self.scan(format!("rsum/{partner}\0").as_bytes())?)
+    }
+
+    fn relationship_summaries_page(
+        &self,
+        partner: &str,
+        state: Option<RelationshipState>,
+        skip: usize,
+        limit: usize,
+    ) -> ReadResult<SummaryPage> {
+        // The total from the counters, which every commit keeps with the
+        // summaries; the rows from the summaries in key order, stopping at
+        // the end of the page. Only the page's rows are decoded whole.
+        let total = self.summary_count(partner, state)?;
+        let mut rows = Vec::with_capacity(limit.min(total));
+        let mut before = 0usize;
+        for kv in self.scan_raw(format!("rsum/{partner}\0").as_bytes()) {
+            if rows.len() >= limit {
+                break;
+            }
+            let (k, v) = kv?;
+            if let Some(wanted) = state {
+                if decode::<StateOnly>(&k, &v)?.state != wanted {
+                    continue;
+                }
+            }
+            if before < skip {
+                before += 1;
+                continue;
+            }
+            rows.push(decode(&k, &v)?);
+        }
+        Ok(SummaryPage { total, rows })
     }
 
     fn all_relationship_summaries(&self) -> ReadResult<Vec<RelationshipSummary>> {
@@ -1679,6 +1734,59 @@ mod tests {
             ]
         );
         assert_eq!(s.relationship_summaries_of("p1").unwrap().len(), 2);
+    }
+
+    /// sled's newest page-table snapshot in a store's folder (its name is
+    /// the log position it covers).
+    fn newest_snapshot(path: &Path) -> Option<String> {
+        std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("snap."))
+            .max()
+    }
+
+    #[test]
+    fn closing_a_written_store_writes_a_snapshot_so_the_next_start_reads_no_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+            for i in 0..20 {
+                s.commit(Changes {
+                    relationships: (0..50)
+                        .map(|j| rel("p1", &format!("c{i}.{j}@contoso.test")))
+                        .collect(),
+                    ..Default::default()
+                })
+                .unwrap();
+                s.flush().unwrap();
+            }
+        }
+        let closed = newest_snapshot(&path);
+        assert!(closed.is_some(), "no snapshot after a clean close");
+        // An open that finds log entries after the snapshot reads them and
+        // writes a newer snapshot; one right after a clean close finds none.
+        {
+            let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+            assert_eq!(s.relationship_summaries_of("p1").unwrap().len(), 1000);
+        }
+        assert_eq!(newest_snapshot(&path), closed);
+        // A close with nothing written does not open the store again; a
+        // write is in the next snapshot.
+        {
+            let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+            s.commit(Changes {
+                relationships: vec![rel("p1", "late@contoso.test")],
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        let later = newest_snapshot(&path);
+        assert!(later > closed, "{later:?} after {closed:?}");
+        let s = SledStore::open(&path, 1 << 20, Path::new("x.sock")).unwrap();
+        assert_eq!(s.relationship_summaries_of("p1").unwrap().len(), 1001);
+        assert_eq!(newest_snapshot(&path), later);
     }
 
     #[test]

@@ -424,7 +424,9 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
     /// current line reads like the end of a sentence, the header starts
     /// there instead.
     fn attribution(&self, i: usize, check_next: bool) -> Option<usize> {
-        let mut joined = String::new();
+        // Most candidates are tested as one line: borrow it, and copy only
+        // when a second line is joined.
+        let mut joined: Cow<'_, str> = Cow::Borrowed("");
         let mut lines = 0;
         let mut blank_used = false;
         let mut j = i;
@@ -451,18 +453,23 @@ impl<'a, I: Iterator<Item = &'a str>> Doc<'a, I> {
             if lines == 0 {
                 // Only lines that could open a header may be joined with
                 // the following ones.
-                joined.push_str(c);
+                joined = Cow::Borrowed(c);
             } else {
                 if lines == 1 && !could_open_header(self.clean(i)) {
                     return None;
                 }
-                joined.push(' ');
-                joined.push_str(c.trim_start_matches(['>', ' ']));
+                let owned = joined.to_mut();
+                owned.push(' ');
+                owned.push_str(c.trim_start_matches(['>', ' ']));
             }
             lines += 1;
-            let next_is_block = self.next_non_blank(j + 1, 2).is_some_and(|n| {
-                self.kind(n) == Kind::Quote || field_kind(self.clean(n)).is_some()
-            });
+            // Asked only by the shapes that need it: `field_kind` costs a
+            // look-up in every field table.
+            let next_is_block = || {
+                self.next_non_blank(j + 1, 2).is_some_and(|n| {
+                    self.kind(n) == Kind::Quote || field_kind(self.clean(n)).is_some()
+                })
+            };
             if is_attribution(&joined, next_is_block) {
                 if lines > 1 && check_next && self.later_header_within(i, j) {
                     return None;
@@ -1394,7 +1401,10 @@ fn could_open_header(c: &str) -> bool {
     has_digit(c) || has_address(c)
 }
 
-fn is_attribution(joined: &str, next_is_block: bool) -> bool {
+/// `next_is_block` says whether a quote block or a header field follows
+/// within two blank lines; it is asked (at most once) only when the shape
+/// depends on it.
+fn is_attribution(joined: &str, next_is_block: impl Fn() -> bool) -> bool {
     if joined.len() > MAX_HEADER_BYTES || joined.chars().count() > 400 {
         return false;
     }
@@ -1409,7 +1419,7 @@ fn is_attribution(joined: &str, next_is_block: bool) -> bool {
     let could_be = if ends_colon {
         digit || addr
     } else {
-        (on_prefix && digit) || (next_is_block && starts_with_iso_date_time(s))
+        (on_prefix && digit) || (starts_with_iso_date_time(s) && next_is_block())
     };
     if !could_be {
         return false;
@@ -1420,11 +1430,7 @@ fn is_attribution(joined: &str, next_is_block: bool) -> bool {
     if !ends_colon && !on_prefix {
         return s.chars().count() <= 120 && !ends_sentence(s);
     }
-    let verb_end = WROTE_VERBS
-        .iter()
-        .filter_map(|v| s.rfind(v).map(|p| p + v.len()))
-        .max();
-    if let Some(end) = verb_end {
+    if let Some(end) = last_verb_end(s) {
         // "… Name wrote:" — the verb directly before the colon. Prose such
         // as "as I wrote 2 days ago:" has words in between.
         let near_end = s.len() - end <= 3;
@@ -1433,7 +1439,7 @@ fn is_attribution(joined: &str, next_is_block: bool) -> bool {
         }
         // "Name schrieb am Do. 20. Juni 2024 um 14:49:" (name only, the
         // date after the verb) directly above a quote block.
-        if ends_colon && digit && next_is_block && s.chars().count() <= 160 {
+        if ends_colon && digit && s.chars().count() <= 160 && next_is_block() {
             return true;
         }
         // "Am 20.06.24 um 16:20 schrieb X" (no colon) or Zoho's
@@ -1441,9 +1447,9 @@ fn is_attribution(joined: &str, next_is_block: bool) -> bool {
         if !ends_colon
             && on_prefix
             && digit
-            && (addr || next_is_block)
             && !ends_sentence(s)
             && s.chars().count() <= 200
+            && (addr || next_is_block())
         {
             return true;
         }
@@ -1483,8 +1489,25 @@ fn starts_with_iso_date_time(s: &str) -> bool {
 /// like an attribution: a date and an address.
 fn is_quoted_attribution_tail(c: &str) -> bool {
     let rest = c.trim_start_matches(['>', ' ']);
-    rest.len() <= 40 && rest.ends_with([':', '：']) && WROTE_VERBS.iter().any(|v| rest.contains(v))
+    rest.len() <= 40 && rest.ends_with([':', '：']) && last_verb_end(rest).is_some()
 }
+
+/// Where the last of [`WROTE_VERBS`] in `s` ends (the largest end of any
+/// occurrence of any verb), in one pass from the end: at each byte only
+/// the verbs that end with that byte are compared. This is the costly part
+/// of the attribution test, asked of up to five joined lines per candidate
+/// line; searching the string once per verb cost about 50 passes.
+fn last_verb_end(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    (1..=b.len()).rev().find(|&end| {
+        any_in_set(WROTE_VERBS_BY_LAST[usize::from(b[end - 1])], |i| {
+            b[..end].ends_with(WROTE_VERBS[i].as_bytes())
+        })
+    })
+}
+
+/// For each byte, the verbs of [`WROTE_VERBS`] that end with it.
+static WROTE_VERBS_BY_LAST: [u128; 256] = entries_by_byte(WROTE_VERBS, true);
 
 fn is_loose_attribution(c: &str) -> bool {
     c.len() <= 300 && has_digit(c) && has_address(c)
@@ -1596,37 +1619,53 @@ fn could_be_device_signature(c: &str) -> bool {
     if c.len() > 300 {
         return false;
     }
-    // A line whose first (last) byte opens (ends) no entry needs no look
-    // at the lists: this keeps the check cheap on ordinary prose.
+    // Only the entries that open (end) with the line's first (last) byte
+    // are compared: this keeps the check cheap on ordinary prose.
     let t = c.trim_start_matches(['[', '(', '<', '*', '_', '"', ' ']);
     let e = c.trim_end_matches([']', ')', '>', '*', '_', '"', ' ']);
-    (t.bytes()
-        .next()
-        .is_some_and(|b| DEVICE_PREFIX_FIRST[usize::from(b)])
-        && DEVICE_PREFIXES.iter().any(|p| t.starts_with(p)))
-        || (e
-            .bytes()
-            .last()
-            .is_some_and(|b| DEVICE_SUFFIX_LAST[usize::from(b)])
-            && DEVICE_SUFFIXES.iter().any(|p| e.ends_with(p)))
+    let prefix = t.bytes().next().is_some_and(|b| {
+        any_in_set(DEVICE_PREFIX_BY_FIRST[usize::from(b)], |i| {
+            t.starts_with(DEVICE_PREFIXES[i])
+        })
+    });
+    prefix
+        || e.bytes().last().is_some_and(|b| {
+            any_in_set(DEVICE_SUFFIX_BY_LAST[usize::from(b)], |i| {
+                e.ends_with(DEVICE_SUFFIXES[i])
+            })
+        })
 }
 
-/// The first bytes of [`DEVICE_PREFIXES`] and the last bytes of
-/// [`DEVICE_SUFFIXES`], as byte sets.
-static DEVICE_PREFIX_FIRST: [bool; 256] = byte_set(DEVICE_PREFIXES, false);
-static DEVICE_SUFFIX_LAST: [bool; 256] = byte_set(DEVICE_SUFFIXES, true);
+/// For each byte, the entries of [`DEVICE_PREFIXES`] that open with it
+/// and those of [`DEVICE_SUFFIXES`] that end with it (bit `i` for entry
+/// `i`).
+static DEVICE_PREFIX_BY_FIRST: [u128; 256] = entries_by_byte(DEVICE_PREFIXES, false);
+static DEVICE_SUFFIX_BY_LAST: [u128; 256] = entries_by_byte(DEVICE_SUFFIXES, true);
 
-const fn byte_set(list: &[&str], last: bool) -> [bool; 256] {
-    let mut set = [false; 256];
+/// For each byte, the entries of `list` that open (`last`: end) with it,
+/// as a set of indices.
+const fn entries_by_byte(list: &[&str], last: bool) -> [u128; 256] {
+    assert!(list.len() <= 128);
+    let mut set = [0u128; 256];
     let mut i = 0;
     while i < list.len() {
         let b = list[i].as_bytes();
-        if !b.is_empty() {
-            set[b[if last { b.len() - 1 } else { 0 }] as usize] = true;
-        }
+        assert!(!b.is_empty());
+        set[b[if last { b.len() - 1 } else { 0 }] as usize] |= 1 << i;
         i += 1;
     }
     set
+}
+
+/// Whether `test` holds for an index in the set `set`.
+fn any_in_set(mut set: u128, test: impl Fn(usize) -> bool) -> bool {
+    while set != 0 {
+        if test(set.trailing_zeros() as usize) {
+            return true;
+        }
+        set &= set - 1;
+    }
+    false
 }
 
 fn is_device_signature(c: &str) -> bool {
@@ -1898,6 +1937,83 @@ mod tests {
     fn invisible_characters_do_not_hide_headers() {
         let body = "Accept\n\n\u{200F}\u{200B}On Tue, 6 Jan 2026, Desk <desk@example.net> wrote:\u{202C}\n> decline";
         assert_eq!(nt(body), "Accept");
+    }
+
+    #[test]
+    fn last_verb_end_is_the_last_end_of_any_verb() {
+        // The one-pass search against a search per verb, which it replaced.
+        let per_verb = |s: &str| {
+            WROTE_VERBS
+                .iter()
+                .filter_map(|v| s.rfind(v).map(|p| p + v.len()))
+                .max()
+        };
+        let mut cases: Vec<String> = [
+            "",
+            "e",
+            "wrote",
+            "wrotewrote",
+            "writes, then wrote",
+            "wrote and then writes:",
+            "napisał",
+            "napisała",
+            "pisała napisał",
+            "2026년 1월 6일 파트너 센터님이 작성:",
+            "파트너 작성 님의 메일 쓴 글:",
+            "le 6 janv. 2026, desk a écrit :",
+            "désk écrit écrite",
+            "のメッセージのメール:",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for v in WROTE_VERBS {
+            for w in WROTE_VERBS {
+                cases.push(format!("{v}{w}"));
+                cases.push(format!("on 1 jan {v} x {w}:"));
+                cases.push(format!(
+                    "{w} {}",
+                    &v[..v.len() - v.chars().last().unwrap().len_utf8()]
+                ));
+            }
+        }
+        for c in &cases {
+            assert_eq!(last_verb_end(c), per_verb(c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn device_first_look_is_a_search_of_every_entry() {
+        // The look-up by first (last) byte against a search of every entry,
+        // which it replaced.
+        let every_entry = |c: &str| {
+            let t = c.trim_start_matches(['[', '(', '<', '*', '_', '"', ' ']);
+            let e = c.trim_end_matches([']', ')', '>', '*', '_', '"', ' ']);
+            c.len() <= 300
+                && (DEVICE_PREFIXES.iter().any(|p| t.starts_with(p))
+                    || DEVICE_SUFFIXES.iter().any(|p| e.ends_with(p)))
+        };
+        let mut cases: Vec<String> = ["", "a", "sent", "x sent from", "s".repeat(301).as_str()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for p in DEVICE_PREFIXES.iter().chain(DEVICE_SUFFIXES) {
+            let cut = &p[..p.len() - p.chars().last().map_or(0, char::len_utf8)];
+            for line in [
+                p.to_string(),
+                format!("[{p} my phone]"),
+                format!("*{p}*"),
+                format!("device {p}"),
+                format!("{p} device"),
+                cut.to_string(),
+                format!("x{cut}"),
+            ] {
+                cases.push(line);
+            }
+        }
+        for c in &cases {
+            assert_eq!(could_be_device_signature(c), every_entry(c), "{c:?}");
+        }
     }
 
     #[test]
