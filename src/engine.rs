@@ -146,8 +146,10 @@ pub struct Outcome {
 /// Relationships the timer sweep decides and commits in one turn (see
 /// [`Engine::sweep_in_parts`]): composing one notice takes a fraction of a
 /// millisecond, so a mail waits for the sweep some tens of milliseconds at
-/// most.
-pub const SWEEP_CHUNK: usize = 100;
+/// most. (At 100, one mail in 1 778 waited 108 ms on PostgreSQL at
+/// 1 000 000 relationships, the flush of a part included; more parts cost
+/// a flush each, a few seconds over a sweep that changes 10 000.)
+pub const SWEEP_CHUNK: usize = 40;
 
 /// A mail as parsed for the engine, or why it could not be.
 pub type ParsedMail =
