@@ -207,7 +207,7 @@ fn mailstack(action: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn imap_and_smtp_outages_lose_and_duplicate_nothing() {
+async fn imap_and_smtp_outages_lose_nothing_and_duplicate_only_mail_in_flight() {
     let _serial = serial().await;
     require_mailstack();
     clear_all().await;
@@ -251,7 +251,15 @@ async fn imap_and_smtp_outages_lose_and_duplicate_nothing() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (by_id, _) = transcripts().await;
     assert_eq!(by_id.len(), 40);
-    assert!(by_id.values().all(|&n| n == 1), "no duplicates: {by_id:?}");
+    // A send the server took (its 250 written) as it went down, but whose
+    // answer never came back, is sent again: at most the mails in flight,
+    // one per connection (max_connections = 4), for the one outage.
+    let duplicates: usize = by_id.values().map(|n| n - 1).sum();
+    println!(
+        "transcripts: {} distinct, {duplicates} duplicate deliveries over 1 outage",
+        by_id.len()
+    );
+    assert!(duplicates <= 4, "{duplicates} duplicates: {by_id:?}");
     let log = daemon.log();
     let reconnects = log.matches("IMAP session ended; reconnecting").count();
     println!("IMAP reconnect attempts logged: {reconnects}");

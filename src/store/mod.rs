@@ -463,6 +463,15 @@ impl<I: Iterator<Item = Result<Record>>> Iterator for Overlaid<I> {
     }
 }
 
+/// The keys of `keys` whose slot in `found` (same order) is still empty.
+fn still_missing<T>(keys: &[Vec<u8>], found: &[Option<T>]) -> Vec<Vec<u8>> {
+    keys.iter()
+        .zip(found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 fn rel_key(partner: &str, customer: &str) -> Vec<u8> {
     format!("rel/{partner}\0{customer}").into_bytes()
 }
@@ -722,12 +731,7 @@ impl<B: Backend> KvStore<B> {
             let staged = self.staged();
             keys.iter().map(|k| staged.get(k).cloned()).collect()
         };
-        let missing: Vec<Vec<u8>> = keys
-            .iter()
-            .zip(&found)
-            .filter(|(_, f)| f.is_none())
-            .map(|(k, _)| k.clone())
-            .collect();
+        let missing = still_missing(keys, &found);
         if !missing.is_empty() {
             let mut read = self.backend.get_many(&missing)?.into_iter();
             for slot in found.iter_mut().filter(|f| f.is_none()) {

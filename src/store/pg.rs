@@ -1065,12 +1065,7 @@ impl Backend for PgBackend {
                 .collect();
             (found, cache.epoch)
         };
-        let missing: Vec<Vec<u8>> = keys
-            .iter()
-            .zip(&found)
-            .filter(|(_, f)| f.is_none())
-            .map(|(k, _)| k.clone())
-            .collect();
+        let missing = super::still_missing(keys, &found);
         if missing.is_empty() {
             return Ok(found.into_iter().map(Option::flatten).collect());
         }
