@@ -141,16 +141,22 @@ fn keep(name: &str, png: &[u8]) -> usize {
     png.len()
 }
 
-/// The text of the first element matching `css`. Read again when the
-/// element went stale between finding and reading it (the page it was on
-/// was still being replaced after a form's submit).
+/// The text of the first element matching `css`. Looked for and read
+/// again (for up to 2 s) when it is not there yet or went stale between
+/// finding and reading it: the page it is on may still be replacing the
+/// one before it after a form's submit.
 async fn text_of(b: &Client, css: &str) -> String {
     let mut tries = 0;
     loop {
-        let element = b
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        let element = match b.find(Locator::Css(css)).await {
+            Ok(element) => element,
+            Err(_) if tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => panic!("no {css}: {e}"),
+        };
         match element.text().await {
             Ok(text) => return text,
             Err(_) if tries < 20 => {
