@@ -34,19 +34,6 @@ async fn transcripts() -> (HashMap<String, usize>, Vec<String>) {
     (by_id, answered)
 }
 
-/// A small deterministic generator, so a failing run can be repeated from
-/// its printed seed.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below
-    }
-}
-
 fn kill9(daemon: &mut Daemon) {
     let mut child = daemon.child.take().expect("running");
     child.kill().expect("SIGKILL");
@@ -96,17 +83,7 @@ async fn sigkill_at_random_moments_processes_every_mail_once() {
     append_all(COMMANDS, &commands).await;
     append_all(INVITES, &strangers).await;
 
-    let seed = std::env::var("LIAISON_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("crash test seed: {seed} (set LIAISON_CRASH_SEED to repeat)");
-    let mut rng = Lcg(seed);
+    let mut rng = Lcg(crash_seed("crash test"));
     let mut daemon = Daemon::start(Transport::Plain);
     let mut kills = 0;
     let mut progress = Vec::new();

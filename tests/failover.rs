@@ -32,33 +32,6 @@ async fn clear_all() {
     }
 }
 
-/// A small deterministic generator, so a failing run can be repeated from
-/// its printed seed.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below
-    }
-}
-
-fn seed() -> u64 {
-    let seed = std::env::var("LIAISON_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("failover test seed: {seed} (set LIAISON_CRASH_SEED to repeat)");
-    seed
-}
-
 /// A fresh database URL (no TLS on loopback: the TLS path has its own tests).
 fn database(prefix: &str) -> String {
     format!("{}?sslmode=disable", pg::fresh_database(prefix))
@@ -241,7 +214,7 @@ async fn two_instances_survive_kills_and_a_pause_with_every_mail_once() {
     for d in daemons.iter_mut() {
         d.spawn();
     }
-    let mut rng = Lcg(seed());
+    let mut rng = Lcg(crash_seed("failover test"));
     let lease = Duration::from_secs(ha::LEASE_SECS);
     let mut kills = 0;
     let mut takeovers = Vec::new();

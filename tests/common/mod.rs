@@ -760,3 +760,32 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// A small deterministic generator, so a failing run can be repeated from
+/// its printed seed.
+pub struct Lcg(pub u64);
+impl Lcg {
+    pub fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+/// The seed of a test that kills at random moments: `LIAISON_CRASH_SEED`,
+/// else the clock; printed, so a failing run can be repeated.
+pub fn crash_seed(test: &str) -> u64 {
+    let seed = std::env::var("LIAISON_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    println!("{test} seed: {seed} (set LIAISON_CRASH_SEED to repeat)");
+    seed
+}
